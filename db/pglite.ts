@@ -1,0 +1,26 @@
+import { PGlite } from '@electric-sql/pglite';
+import { drizzle } from 'drizzle-orm/pglite';
+import { migrate } from 'drizzle-orm/pglite/migrator';
+import { MIGRATIONS_FOLDER } from './migrations-folder.js';
+import * as schema from './schema/index.js';
+import type { DbHandle } from './types.js';
+
+/**
+ * The embedded database: PostgreSQL compiled to WASM, persisted under `dataDir` (in memory when
+ * omitted, as tests do). One process owns the files; other commands go through the running server.
+ */
+export async function openPglite(dataDir?: string): Promise<DbHandle> {
+  const client = dataDir === undefined ? await PGlite.create() : await PGlite.create(dataDir);
+  const db = drizzle(client, { schema });
+  let closed = false;
+  return {
+    db,
+    engine: 'pglite',
+    migrate: () => migrate(db, { migrationsFolder: MIGRATIONS_FOLDER }),
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      await client.close();
+    },
+  };
+}

@@ -1,0 +1,84 @@
+import { initTRPC, StandardSchemaV1Error, TRPCError } from '@trpc/server';
+import { type Caller, resolveCaller } from '../src/auth/caller.js';
+import { AppError, toTRPCError } from '../src/errors.js';
+import type { Logger } from '../src/observability/logger.js';
+import type { Services } from '../src/services.js';
+
+/** What every procedure receives. `caller` is narrowed by the base procedures below. */
+export type Context = {
+  services: Services;
+  caller: Caller;
+  requestId: string;
+  log: Logger;
+};
+
+export function createContext(
+  services: Services,
+  request: { authorization: string | undefined; requestId: string; log: Logger },
+): Context {
+  return {
+    services,
+    caller: resolveCaller(services, request.authorization),
+    requestId: request.requestId,
+    log: request.log,
+  };
+}
+
+export interface InputIssue {
+  path: string;
+  message: string;
+}
+
+const t = initTRPC.context<Context>().create({
+  // Never put stack traces in responses, whatever NODE_ENV says.
+  isDev: false,
+  errorFormatter({ shape, error, ctx }) {
+    const appError = error.cause instanceof AppError ? error.cause : undefined;
+    const issues = error.cause instanceof StandardSchemaV1Error ? describeIssues(error.cause) : undefined;
+    const internal = error.code === 'INTERNAL_SERVER_ERROR' && appError === undefined;
+    return {
+      code: shape.code,
+      message: internal ? 'Internal error' : issues ? `Invalid input: ${summarise(issues)}` : shape.message,
+      data: {
+        code: shape.data.code,
+        httpStatus: shape.data.httpStatus,
+        path: shape.data.path,
+        requestId: ctx?.requestId,
+        ...(appError === undefined ? {} : { appCode: appError.code, ...appError.details }),
+        ...(issues === undefined ? {} : { issues }),
+      },
+    };
+  },
+});
+
+function describeIssues(error: StandardSchemaV1Error): InputIssue[] {
+  return error.issues.map((issue) => ({
+    path: (issue.path ?? [])
+      .map((segment) => String(typeof segment === 'object' ? segment.key : segment))
+      .join('.'),
+    message: issue.message,
+  }));
+}
+
+function summarise(issues: InputIssue[]): string {
+  return issues.map((issue) => (issue.path ? `${issue.path}: ${issue.message}` : issue.message)).join('; ');
+}
+
+export const router = t.router;
+
+/** Every procedure starts here: an `AppError` thrown by domain code becomes its tRPC code. */
+export const publicProcedure = t.procedure.use(async ({ next }) => {
+  const result = await next();
+  if (!result.ok && result.error.code === 'INTERNAL_SERVER_ERROR' && result.error.cause instanceof AppError) {
+    throw toTRPCError(result.error.cause);
+  }
+  return result;
+});
+
+/** Callers with full rights. Handlers below it never re-check auth. */
+export const adminProcedure = publicProcedure.use(({ ctx, next }) => {
+  if (ctx.caller.kind !== 'admin') {
+    throw new TRPCError({ code: 'UNAUTHORIZED', message: 'An admin bearer token is required' });
+  }
+  return next({ ctx: { ...ctx, caller: ctx.caller } });
+});

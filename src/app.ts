@@ -1,0 +1,55 @@
+import { trpcServer } from '@hono/trpc-server';
+import { Hono, type Context as HonoContext } from 'hono';
+import { appRouter } from '../routers/index.js';
+import { createContext } from '../routers/trpc.js';
+import { AppError } from './errors.js';
+import { type AppEnv, errorResponse } from './http/context.js';
+import { healthRoute } from './http/health.js';
+import { applyCommonMiddleware } from './http/middleware.js';
+import { readyRoute } from './http/ready.js';
+import type { Logger } from './observability/logger.js';
+import type { Services } from './services.js';
+
+/** The whole gateway as a Hono app. Entries (Node, Workers, tests) differ only in the Services they pass. */
+export function createApp(services: Services): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  applyCommonMiddleware(app, { log: services.log, maxBodyBytes: services.config.maxBodyBytes });
+
+  app.route('/', healthRoute());
+  app.route('/', readyRoute(services));
+
+  app.use(
+    '/trpc/*',
+    trpcServer({
+      router: appRouter,
+      // The adapter types its Hono context loosely; it is this app's context.
+      createContext: (_opts, c: HonoContext<AppEnv>) =>
+        createContext(services, {
+          authorization: c.req.header('authorization'),
+          requestId: c.get('requestId'),
+          log: c.get('log'),
+        }),
+      onError: ({ error, path, ctx }) => {
+        if (error.code === 'INTERNAL_SERVER_ERROR' && !(error.cause instanceof AppError)) {
+          (ctx?.log ?? services.log).error({ err: error.cause ?? error, path }, 'tRPC procedure failed');
+        }
+      },
+    }),
+  );
+  return app;
+}
+
+/**
+ * What the Node entry serves while the database opens and migrates (PGlite's first start takes
+ * seconds): liveness answers at once, everything else is 503 `not_ready` until the real app is in.
+ */
+export function createBootApp(options: { log: Logger; maxBodyBytes: number }): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  applyCommonMiddleware(app, options);
+  app.route('/', healthRoute());
+  app.all('*', (c) => {
+    c.header('Retry-After', '1');
+    return errorResponse(c, new AppError('not_ready', 'The gateway is starting'));
+  });
+  return app;
+}

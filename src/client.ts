@@ -1,0 +1,30 @@
+import { createTRPCClient, httpBatchLink } from '@trpc/client';
+import type { AppRouter } from '../routers/index.js';
+
+export type { AppRouter };
+
+export interface ClientOptions {
+  /** The gateway's base URL, e.g. `http://127.0.0.1:8787`. */
+  url: string;
+  /** A bearer token: the bootstrap admin token or a JWT. */
+  token?: string;
+}
+
+/**
+ * A typed tRPC client for internal tools: every procedure autocompletes and is type-checked.
+ * No transformer: plain JSON, money as decimal strings (DESIGN.md §6).
+ */
+export function createClient(options: ClientOptions) {
+  const endpoint = new URL('/trpc', options.url).toString();
+  const { token } = options;
+  return createTRPCClient<AppRouter>({
+    links: [
+      httpBatchLink({
+        url: endpoint,
+        headers: () => (token === undefined ? {} : { authorization: `Bearer ${token}` }),
+      }),
+    ],
+  });
+}
+
+export type Client = ReturnType<typeof createClient>;

@@ -1,0 +1,172 @@
+import * as v from 'valibot';
+
+/**
+ * Every environment variable spicegate reads (DESIGN.md §6), parsed once by the entry.
+ * Nothing below the entry reads `process.env`; it receives a `Config`.
+ *
+ * Rules: an empty string counts as unset; a bad value stops start-up with one line naming the
+ * variable (never its value: several of these are secrets) and exit code 2.
+ */
+
+const integer = (min: number, max: number) =>
+  v.pipe(
+    v.string(),
+    v.regex(/^-?\d+$/, `must be an integer from ${min} to ${max}`),
+    v.transform(Number),
+    v.number(),
+    v.minValue(min, `must be an integer from ${min} to ${max}`),
+    v.maxValue(max, `must be an integer from ${min} to ${max}`),
+  );
+
+const urlWithScheme = (schemes: readonly string[]) =>
+  v.pipe(
+    v.string(),
+    v.url(`must be a URL (${schemes.map((s) => `${s}//`).join(' or ')})`),
+    v.check(
+      (value) => schemes.includes(new URL(value).protocol),
+      `must be a URL starting with ${schemes.map((s) => `${s}//`).join(' or ')}`,
+    ),
+  );
+
+const boolean = v.pipe(
+  v.string(),
+  v.picklist(['true', 'false', '1', '0'], 'must be true, false, 1 or 0'),
+  v.transform((value) => value === 'true' || value === '1'),
+);
+
+const secret = (minLength: number) =>
+  v.pipe(v.string(), v.minLength(minLength, `must be at least ${minLength} characters`));
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export const UPSTREAMS = ['local', 'finn', 'openai'] as const;
+
+const EnvSchema = v.object({
+  PORT: v.optional(integer(0, 65535), '8787'),
+  HOST: v.optional(v.pipe(v.string(), v.minLength(1)), '127.0.0.1'),
+  DATA_DIR: v.optional(v.string(), './.data'),
+  DATABASE_URL: v.optional(urlWithScheme(['postgres:', 'postgresql:'])),
+  // 1 MiB: the largest prompt we expect is far below this; bigger bodies are refused before any
+  // authentication or parsing.
+  MAX_BODY_BYTES: v.optional(integer(1024, 64 * 1024 * 1024), '1048576'),
+  METRICS_TOKEN: v.optional(secret(16)),
+  REDIS_URL: v.optional(urlWithScheme(['redis:', 'rediss:'])),
+  UPSTREAM: v.optional(v.picklist(UPSTREAMS, `must be one of ${UPSTREAMS.join(', ')}`), 'local'),
+  UPSTREAM_URL: v.optional(urlWithScheme(['http:', 'https:'])),
+  UPSTREAM_API_KEY: v.optional(v.string()),
+  LOCAL_MODEL_TOKENS: v.optional(integer(1, 100_000), '32'),
+  LOCAL_MODEL_DELAY_MS: v.optional(integer(0, 60_000), '0'),
+  TRUST_PROXY_HOPS: v.optional(integer(0, 16), '0'),
+  // Format and rotation rules come with the API keys feature; here it only has to be non-empty.
+  API_KEY_PEPPERS: v.optional(v.pipe(v.string(), v.minLength(1))),
+  // 32 characters: a bootstrap admin secret must not be guessable.
+  ADMIN_TOKEN: v.optional(secret(32)),
+  NOWPAYMENTS_IPN_SECRET: v.optional(secret(8)),
+  NOWPAYMENTS_API_KEY: v.optional(v.string()),
+  NOWPAYMENTS_API_URL: v.optional(urlWithScheme(['https:', 'http:']), 'https://api.nowpayments.io/v1'),
+  LOG_LEVEL: v.optional(v.picklist(LOG_LEVELS, `must be one of ${LOG_LEVELS.join(', ')}`), 'info'),
+  OTEL_ENABLED: v.optional(boolean, 'false'),
+  NATS_URL: v.optional(urlWithScheme(['nats:', 'tls:'])),
+  // 25 s: under the 30 s that most orchestrators wait between SIGTERM and SIGKILL, so in-flight
+  // streams get as long as possible and the connections are still closed by us, not killed.
+  SHUTDOWN_TIMEOUT_MS: v.optional(integer(0, 600_000), '25000'),
+});
+
+export type Env = Record<string, string | undefined>;
+export type Upstream = (typeof UPSTREAMS)[number];
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface Config {
+  port: number;
+  host: string;
+  dataDir: string;
+  databaseUrl?: string;
+  maxBodyBytes: number;
+  metricsToken?: string;
+  redisUrl?: string;
+  upstream: Upstream;
+  upstreamUrl?: string;
+  upstreamApiKey?: string;
+  localModelTokens: number;
+  localModelDelayMs: number;
+  trustProxyHops: number;
+  apiKeyPeppers?: string;
+  adminToken?: string;
+  nowpaymentsIpnSecret?: string;
+  nowpaymentsApiKey?: string;
+  nowpaymentsApiUrl: string;
+  logLevel: LogLevel;
+  otelEnabled: boolean;
+  natsUrl?: string;
+  shutdownTimeoutMs: number;
+}
+
+export type ConfigResult = { ok: true; config: Config } | { ok: false; variable: string; message: string };
+
+/** The variable names the schema knows, for the README table and for tests. */
+export const ENV_NAMES = Object.keys(EnvSchema.entries) as (keyof typeof EnvSchema.entries)[];
+
+export function parseConfig(env: Env): ConfigResult {
+  const input: Record<string, string> = {};
+  for (const name of ENV_NAMES) {
+    const value = env[name];
+    if (value !== undefined && value.trim() !== '') input[name] = value;
+  }
+
+  const parsed = v.safeParse(EnvSchema, input);
+  if (!parsed.success) {
+    const issue = parsed.issues[0];
+    const variable = String(issue.path?.[0]?.key ?? 'environment');
+    return { ok: false, variable, message: `${variable} ${issue.message}` };
+  }
+  const e = parsed.output;
+
+  if (e.UPSTREAM !== 'local' && e.UPSTREAM_URL === undefined) {
+    return {
+      ok: false,
+      variable: 'UPSTREAM_URL',
+      message: `UPSTREAM_URL is required when UPSTREAM=${e.UPSTREAM}`,
+    };
+  }
+
+  const config: Config = {
+    port: e.PORT,
+    host: e.HOST,
+    dataDir: e.DATA_DIR,
+    maxBodyBytes: e.MAX_BODY_BYTES,
+    upstream: e.UPSTREAM,
+    localModelTokens: e.LOCAL_MODEL_TOKENS,
+    localModelDelayMs: e.LOCAL_MODEL_DELAY_MS,
+    trustProxyHops: e.TRUST_PROXY_HOPS,
+    nowpaymentsApiUrl: e.NOWPAYMENTS_API_URL,
+    logLevel: e.LOG_LEVEL,
+    otelEnabled: e.OTEL_ENABLED,
+    shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+    ...definedOnly({
+      databaseUrl: e.DATABASE_URL,
+      metricsToken: e.METRICS_TOKEN,
+      redisUrl: e.REDIS_URL,
+      upstreamUrl: e.UPSTREAM_URL,
+      upstreamApiKey: e.UPSTREAM_API_KEY,
+      apiKeyPeppers: e.API_KEY_PEPPERS,
+      adminToken: e.ADMIN_TOKEN,
+      nowpaymentsIpnSecret: e.NOWPAYMENTS_IPN_SECRET,
+      nowpaymentsApiKey: e.NOWPAYMENTS_API_KEY,
+      natsUrl: e.NATS_URL,
+    }),
+  };
+  return { ok: true, config };
+}
+
+/** Drops undefined members, so optional fields are absent rather than `undefined`. */
+function definedOnly<T extends Record<string, unknown>>(
+  record: T,
+): { [K in keyof T]?: Exclude<T[K], undefined> } {
+  return Object.fromEntries(Object.entries(record).filter(([, value]) => value !== undefined)) as {
+    [K in keyof T]?: Exclude<T[K], undefined>;
+  };
+}
+
+/** True when the gateway runs on its embedded database (no DATABASE_URL). */
+export function isEmbedded(config: Config): boolean {
+  return config.databaseUrl === undefined;
+}

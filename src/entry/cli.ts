@@ -1,0 +1,114 @@
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { TRPCClientError } from '@trpc/client';
+import { createDb } from '../../db/index.js';
+import { createClient } from '../client.js';
+import { type Config, isEmbedded } from '../config.js';
+import { loadConfigOrExit } from './env.js';
+import { main as serve } from './node.js';
+import { adminTokenPath, readSecret } from './secrets.js';
+
+const USAGE = `usage: spicegate <command> [options]
+
+  serve                                   run the gateway (same as npm start)
+  migrate                                 apply database migrations and exit
+  tenant create --name NAME --tier 1-9    create a tenant
+  tenant list                             list tenants
+
+Commands that change data call a running gateway through the typed client:
+  --url URL      the gateway (default http://HOST:PORT from the environment)
+  --token TOKEN  a bearer token (default ADMIN_TOKEN, then <DATA_DIR>/admin.token)`;
+
+class UsageError extends Error {}
+
+async function run(argv: string[]): Promise<number> {
+  const { positionals, values } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      url: { type: 'string' },
+      token: { type: 'string' },
+      name: { type: 'string' },
+      tier: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  const [command, subcommand] = positionals;
+  if (values.help || command === undefined || command === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    return command === undefined && !values.help ? 2 : 0;
+  }
+
+  const config = loadConfigOrExit(process.env);
+  switch (command) {
+    case 'serve':
+      await serve(process.env);
+      return -1; // keeps running; the signal handler exits
+    case 'migrate':
+      return migrate(config);
+    case 'tenant': {
+      const client = await clientFor(config, values);
+      if (subcommand === 'create') {
+        const tier = Number(values.tier);
+        if (values.name === undefined || !Number.isInteger(tier))
+          throw new UsageError('tenant create needs --name and --tier');
+        print(await client.admin.tenants.create.mutate({ name: values.name, tier }));
+        return 0;
+      }
+      if (subcommand === 'list') {
+        print(await client.admin.tenants.list.query());
+        return 0;
+      }
+      throw new UsageError(`unknown tenant command: ${subcommand ?? '(none)'}`);
+    }
+    default:
+      throw new UsageError(`unknown command: ${command}`);
+  }
+}
+
+async function migrate(config: Config): Promise<number> {
+  // With embedded defaults the server owns the PGlite files: run this only while it is stopped.
+  const database = await createDb(
+    isEmbedded(config)
+      ? { dataDir: join(config.dataDir, 'pglite') }
+      : { databaseUrl: config.databaseUrl as string },
+  );
+  try {
+    await database.migrate();
+    process.stdout.write(`migrations applied (${database.engine})\n`);
+    return 0;
+  } finally {
+    await database.close();
+  }
+}
+
+async function clientFor(config: Config, values: { url?: string | undefined; token?: string | undefined }) {
+  const url = values.url ?? `http://${config.host}:${config.port}`;
+  const token = values.token ?? config.adminToken ?? (await readSecret(adminTokenPath(config.dataDir)));
+  return createClient(token === undefined ? { url } : { url, token });
+}
+
+function print(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+run(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code;
+  },
+  (error: unknown) => {
+    if (
+      error instanceof UsageError ||
+      (error as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION'
+    ) {
+      process.stderr.write(`spicegate: ${(error as Error).message}\n${USAGE}\n`);
+      process.exitCode = 2;
+    } else if (error instanceof TRPCClientError) {
+      process.stderr.write(`spicegate: ${error.message}\n`);
+      process.exitCode = 1;
+    } else {
+      process.stderr.write(`spicegate: ${(error as Error).message}\n`);
+      process.exitCode = 1;
+    }
+  },
+);

@@ -1,0 +1,182 @@
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { createAdaptorServer } from '@hono/node-server';
+import type { Hono } from 'hono';
+import { createDb } from '../../db/index.js';
+import { createApp, createBootApp } from '../app.js';
+import { systemClock } from '../clock.js';
+import { type Config, isEmbedded } from '../config.js';
+import type { AppEnv } from '../http/context.js';
+import { createLogger, type Logger } from '../observability/logger.js';
+import type { Services } from '../services.js';
+import { memoryStore, redisStore } from '../store/index.js';
+import { loadConfigOrExit } from './env.js';
+import { adminTokenPath, ensureDataDir, ensureSecretFile } from './secrets.js';
+
+/**
+ * The Node entry: the only place (with cli.ts) that reads the environment and picks adapters.
+ * Embedded defaults: PGlite in DATA_DIR and the memory store. DATABASE_URL → postgres.js;
+ * REDIS_URL → ioredis.
+ */
+export async function buildNodeServices(
+  config: Config,
+  log: Logger,
+): Promise<{ services: Services; close: () => Promise<void> }> {
+  const embedded = isEmbedded(config);
+  if (embedded) await ensureDataDir(config.dataDir);
+
+  const database = await createDb(
+    config.databaseUrl === undefined
+      ? { dataDir: join(config.dataDir, 'pglite') }
+      : { databaseUrl: config.databaseUrl },
+  );
+  try {
+    await database.migrate();
+  } catch (error) {
+    await database.close();
+    throw error;
+  }
+
+  const store = config.redisUrl === undefined ? memoryStore() : redisStore({ url: config.redisUrl, log });
+
+  let adminToken = config.adminToken;
+  if (adminToken === undefined && embedded) {
+    const path = adminTokenPath(config.dataDir);
+    const secret = await ensureSecretFile(path);
+    adminToken = secret.value;
+    log.info({ path: resolve(path), generated: secret.created }, 'bootstrap admin token file');
+  }
+
+  const services: Services = {
+    config,
+    db: database.db,
+    store,
+    log,
+    clock: systemClock,
+    engines: { db: database.engine, store: store.engine },
+    ...(adminToken === undefined ? {} : { adminToken }),
+  };
+  const close = async () => {
+    await Promise.allSettled([store.close()]);
+    await database.close();
+  };
+  return { services, close };
+}
+
+export interface RunningGateway {
+  readonly url: string;
+  readonly port: number;
+  /** Resolves once the database is migrated and the full app is serving. */
+  readonly ready: Promise<Services>;
+  /**
+   * Stops accepting connections, lets in-flight requests and streams finish (up to
+   * SHUTDOWN_TIMEOUT_MS), then closes the store and the database. Resolves to the exit code:
+   * 0 when everything drained, 1 when the deadline cut connections or start-up had failed.
+   */
+  shutdown(reason: string): Promise<number>;
+}
+
+export async function startGateway(config: Config, log: Logger): Promise<RunningGateway> {
+  // Liveness answers while the database opens (PGlite's first start takes seconds); the full app
+  // replaces the boot app as soon as services are built.
+  let app: Hono<AppEnv> = createBootApp({ log, maxBodyBytes: config.maxBodyBytes });
+  const server = createAdaptorServer({ fetch: (request: Request) => app.fetch(request) }) as Server;
+  await listen(server, config.port, config.host);
+  const { port } = server.address() as AddressInfo;
+  const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+  log.info({ url }, 'listening');
+
+  let built: { services: Services; close: () => Promise<void> } | undefined;
+  const ready = buildNodeServices(config, log).then((result) => {
+    built = result;
+    app = createApp(result.services);
+    log.info(
+      { url, database: result.services.engines.db, store: result.services.engines.store },
+      'spicegate ready',
+    );
+    return result.services;
+  });
+
+  let stopping: Promise<number> | undefined;
+  const shutdown = (reason: string): Promise<number> => {
+    stopping ??= (async () => {
+      log.info(
+        { reason, deadlineMs: config.shutdownTimeoutMs },
+        'shutting down: refusing new connections, draining',
+      );
+      const drained = await drain(server, config.shutdownTimeoutMs);
+      if (!drained) log.warn('shutdown deadline reached: remaining connections were closed');
+      const started = await ready.then(
+        () => true,
+        () => false,
+      );
+      await built?.close();
+      log.info('shutdown complete');
+      return drained && started ? 0 : 1;
+    })();
+    return stopping;
+  };
+
+  ready.catch(() => {});
+  return { url, port, ready, shutdown };
+}
+
+/** Resolves true when every connection finished by itself before the deadline. */
+async function drain(server: Server, deadlineMs: number): Promise<boolean> {
+  const closed = new Promise<void>((resolveClosed) => server.close(() => resolveClosed()));
+  // A keep-alive connection that just finished its response is idle: close it now rather than
+  // waiting for its keep-alive timeout. Busy ones are left alone until their response ends.
+  server.closeIdleConnections();
+  const sweep = setInterval(() => server.closeIdleConnections(), 50);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<false>((resolveDeadline) => {
+    timer = setTimeout(() => resolveDeadline(false), deadlineMs);
+  });
+  const drained = await Promise.race([closed.then(() => true as const), deadline]);
+  clearInterval(sweep);
+  clearTimeout(timer);
+  if (!drained) {
+    server.closeAllConnections();
+    await closed;
+  }
+  return drained;
+}
+
+function listen(server: Server, port: number, host: string): Promise<void> {
+  return new Promise((resolveListen, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolveListen();
+    });
+  });
+}
+
+/** `npm start` / `spicegate serve`: run until SIGTERM or SIGINT. */
+export async function main(env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  const config = loadConfigOrExit(env);
+  const log = createLogger({ level: config.logLevel });
+  let gateway: RunningGateway;
+  try {
+    gateway = await startGateway(config, log);
+  } catch (error) {
+    log.fatal({ err: error }, 'start-up failed');
+    process.exit(1);
+  }
+  const onSignal = (signal: NodeJS.Signals) => {
+    void gateway.shutdown(signal).then((code) => process.exit(code));
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+  gateway.ready.catch(async (error: unknown) => {
+    log.fatal({ err: error }, 'start-up failed');
+    await gateway.shutdown('start-up failed');
+    process.exit(1);
+  });
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  void main();
+}

@@ -1,0 +1,17 @@
+import type { Context } from 'hono';
+import type { RequestIdVariables } from 'hono/request-id';
+import { AppError, asAppError, errorBody } from '../errors.js';
+import type { Logger } from '../observability/logger.js';
+
+/** What every raw route can read from Hono's context. */
+export type AppEnv = {
+  Variables: RequestIdVariables & { log: Logger };
+};
+
+/** The one way a raw route answers with an error (DESIGN.md §4 shape). */
+export function errorResponse(c: Context<AppEnv>, thrown: unknown): Response {
+  const error = asAppError(thrown);
+  return c.json(errorBody(error, c.get('requestId')), error.status);
+}
+
+export { AppError };

@@ -1,0 +1,21 @@
+import type { Db, DbEngine } from '../db/index.js';
+import type { Clock } from './clock.js';
+import type { Config } from './config.js';
+import type { Logger } from './observability/logger.js';
+import type { Store } from './store/index.js';
+
+/**
+ * Everything a handler may depend on, built once by an entry (src/entry/*) and passed to
+ * `createApp(services)`. Nothing below the entry reads the environment or holds a client in a
+ * module variable, so a test builds an isolated app from its own Services.
+ */
+export interface Services {
+  config: Config;
+  db: Db;
+  store: Store;
+  log: Logger;
+  clock: Clock;
+  engines: { db: DbEngine; store: Store['engine'] };
+  /** The bootstrap admin secret (ADMIN_TOKEN or the generated one), if any. Never logged. */
+  adminToken?: string;
+}

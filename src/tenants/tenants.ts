@@ -1,0 +1,50 @@
+import { asc, eq } from 'drizzle-orm';
+import { type TenantRow, tenants } from '../../db/schema/index.js';
+import { AppError } from '../errors.js';
+import { newId } from '../ids.js';
+import type { Services } from '../services.js';
+
+/** A tenant as the API shows it: money as a decimal string, times as ISO 8601. */
+export interface Tenant {
+  id: string;
+  name: string;
+  tier: number;
+  monthlyCapMicro: string | null;
+  frozen: boolean;
+  createdAt: string;
+}
+
+export async function createTenant(
+  services: Services,
+  input: { name: string; tier: number },
+): Promise<Tenant> {
+  const [row] = await services.db
+    .insert(tenants)
+    .values({ id: newId('ten'), name: input.name, tier: input.tier })
+    .returning();
+  if (row === undefined) throw new Error('insert into tenants returned no row');
+  services.log.info({ tenantId: row.id, tier: row.tier }, 'tenant created');
+  return toTenant(row);
+}
+
+export async function getTenant(services: Services, id: string): Promise<Tenant> {
+  const [row] = await services.db.select().from(tenants).where(eq(tenants.id, id)).limit(1);
+  if (row === undefined) throw new AppError('not_found', `No tenant ${id}`);
+  return toTenant(row);
+}
+
+export async function listTenants(services: Services): Promise<Tenant[]> {
+  const rows = await services.db.select().from(tenants).orderBy(asc(tenants.createdAt), asc(tenants.id));
+  return rows.map(toTenant);
+}
+
+function toTenant(row: TenantRow): Tenant {
+  return {
+    id: row.id,
+    name: row.name,
+    tier: row.tier,
+    monthlyCapMicro: row.monthlyCapMicro === null ? null : row.monthlyCapMicro.toString(),
+    frozen: row.frozen,
+    createdAt: row.createdAt.toISOString(),
+  };
+}
