@@ -21,9 +21,8 @@ const integer = (min: number, max: number) =>
 const urlWithScheme = (schemes: readonly string[]) =>
   v.pipe(
     v.string(),
-    v.url(`must be a URL (${schemes.map((s) => `${s}//`).join(' or ')})`),
     v.check(
-      (value) => schemes.includes(new URL(value).protocol),
+      (value) => schemes.includes(URL.parse(value)?.protocol ?? ''),
       `must be a URL starting with ${schemes.map((s) => `${s}//`).join(' or ')}`,
     ),
   );

@@ -70,6 +70,8 @@ function accessLog(root: Logger): MiddlewareHandler<AppEnv> {
     const log = root.child({ requestId: c.get('requestId') });
     c.set('log', log);
     await next();
+    // Handlers that return a Response of their own (tRPC) drop headers set before them.
+    c.res.headers.set('X-Request-Id', c.get('requestId'));
     log.info(
       {
         method: c.req.method,

@@ -1,0 +1,126 @@
+import { Hono } from 'hono';
+// postgres.ts directly, not db/index.ts: the bundle must never pull PGlite in.
+import { openPostgres } from '../../db/postgres.js';
+import { createApp } from '../app.js';
+import { systemClock } from '../clock.js';
+import { type Config, type Env, parseConfig } from '../config.js';
+import { AppError } from '../errors.js';
+import { type AppEnv, errorResponse } from '../http/context.js';
+import { applyCommonMiddleware } from '../http/middleware.js';
+import { createLogger, type Logger } from '../observability/logger.js';
+import type { Services } from '../services.js';
+// memory.ts directly, not store/index.ts, which would bundle ioredis.
+import { memoryStore } from '../store/memory.js';
+import type { Store } from '../store/port.js';
+
+/**
+ * The Cloudflare Workers entry (DESIGN.md §5): the only place on Workers that reads bindings and
+ * picks adapters. Migrations are not run here; run `spicegate migrate` against the database
+ * before deploying (see wrangler.toml).
+ */
+
+/** The bindings this entry reads. Vars and secrets are strings; HYPERDRIVE is an object. */
+export interface WorkerEnv {
+  readonly [binding: string]: unknown;
+  readonly HYPERDRIVE?: { readonly connectionString: string };
+}
+
+/** The part of Cloudflare's ExecutionContext this entry needs (no @cloudflare/workers-types). */
+export interface WorkerContext {
+  waitUntil(promise: Promise<unknown>): void;
+}
+
+// 5: Workers allow six simultaneous outbound connections per request; one stays free for the
+// upstream model call. (Cloudflare's guidance for postgres.js on Workers.)
+const MAX_DATABASE_CONNECTIONS = 5;
+
+type IsolateState =
+  | { ready: true; config: Config; log: Logger; store: Store; databaseUrl: string }
+  | { ready: false; app: Hono<AppEnv> };
+
+// A module-level memo is allowed in this entry only (STYLE.md §1): an isolate's bindings never
+// change, so config, logger and store are built once per isolate. The database client is not:
+// Workers forbid using a socket opened by one request from another, so it is opened per request
+// (postgres.js connects lazily, so that is cheap; Hyperdrive pools behind it).
+let isolate: IsolateState | undefined;
+
+export default {
+  async fetch(request: Request, env: WorkerEnv, _ctx: WorkerContext): Promise<Response> {
+    isolate ??= initIsolate(env);
+    if (!isolate.ready) return isolate.app.fetch(request);
+
+    const { config, log, store, databaseUrl } = isolate;
+    let services: Services;
+    try {
+      // No close(): the runtime drops the request's sockets once the response (a stream included)
+      // has ended. Closing in waitUntil would cut off writes made when a stream finishes.
+      const database = await openPostgres(databaseUrl, { maxConnections: MAX_DATABASE_CONNECTIONS });
+      services = {
+        config,
+        db: database.db,
+        store,
+        log,
+        clock: systemClock,
+        engines: { db: database.engine, store: store.engine },
+        ...(config.adminToken === undefined ? {} : { adminToken: config.adminToken }),
+      };
+    } catch (error) {
+      log.error({ err: error }, 'database client could not be created');
+      return notReadyApp(log, config.maxBodyBytes, 'The database is unavailable').fetch(request);
+    }
+    return createApp(services).fetch(request);
+  },
+};
+
+function initIsolate(env: WorkerEnv): IsolateState {
+  const result = parseConfig(stringBindings(env));
+  if (!result.ok) return misconfigured(result.variable, result.message);
+  const { config } = result;
+
+  const databaseUrl = env.HYPERDRIVE?.connectionString ?? config.databaseUrl;
+  if (databaseUrl === undefined) {
+    return misconfigured(
+      'DATABASE_URL',
+      'DATABASE_URL is required on Workers (the embedded database does not run here)',
+    );
+  }
+
+  const log = createLogger({ level: config.logLevel });
+  // TODO(store engines): the Upstash REST engine replaces this; until then limits and reservations
+  // live in one isolate and are not shared.
+  const store = memoryStore();
+  log.info({ database: 'postgres', store: store.engine }, 'spicegate worker isolate ready');
+  return { ready: true, config, log, store, databaseUrl };
+}
+
+/** A bad configuration answers every request with 503 naming the variable, never its value. */
+function misconfigured(variable: string, message: string): IsolateState {
+  const log = createLogger({ level: 'info' });
+  log.error({ variable, message }, 'invalid configuration');
+  // The default body limit: MAX_BODY_BYTES itself may be the bad value.
+  return {
+    ready: false,
+    app: notReadyApp(log, 1_048_576, `Invalid configuration: ${message}`, { variable }),
+  };
+}
+
+function notReadyApp(
+  log: Logger,
+  maxBodyBytes: number,
+  message: string,
+  details: Record<string, unknown> = {},
+): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  applyCommonMiddleware(app, { log, maxBodyBytes });
+  app.all('*', (c) => errorResponse(c, new AppError('not_ready', message, details)));
+  return app;
+}
+
+/** Configuration comes from string bindings only; objects (Hyperdrive, KV, …) are not settings. */
+function stringBindings(env: WorkerEnv): Env {
+  const strings: Env = {};
+  for (const [name, value] of Object.entries(env)) {
+    if (typeof value === 'string') strings[name] = value;
+  }
+  return strings;
+}

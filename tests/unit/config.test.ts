@@ -1,0 +1,158 @@
+import { describe, expect, it } from 'vitest';
+import { ENV_NAMES, parseConfig } from '../../src/config.js';
+
+function parse(env: Record<string, string>) {
+  return parseConfig(env);
+}
+
+describe('parseConfig', () => {
+  it('gives the documented defaults for an empty environment', () => {
+    const result = parse({});
+    expect(result).toEqual({
+      ok: true,
+      config: {
+        port: 8787,
+        host: '127.0.0.1',
+        dataDir: './.data',
+        maxBodyBytes: 1_048_576,
+        upstream: 'local',
+        localModelTokens: 32,
+        localModelDelayMs: 0,
+        trustProxyHops: 0,
+        nowpaymentsApiUrl: 'https://api.nowpayments.io/v1',
+        logLevel: 'info',
+        otelEnabled: false,
+        shutdownTimeoutMs: 25_000,
+      },
+    });
+  });
+
+  it('treats an empty or blank string as unset', () => {
+    const result = parse({ PORT: '', REDIS_URL: '  ', DATABASE_URL: '', LOG_LEVEL: '' });
+    expect(result.ok && result.config.port).toBe(8787);
+    expect(result.ok && 'redisUrl' in result.config).toBe(false);
+    expect(result.ok && 'databaseUrl' in result.config).toBe(false);
+  });
+
+  it('reads every variable it knows', () => {
+    const result = parse({
+      PORT: '9000',
+      HOST: '0.0.0.0',
+      DATA_DIR: '/var/lib/spicegate',
+      DATABASE_URL: 'postgres://u@db:5432/sg',
+      MAX_BODY_BYTES: '2048',
+      METRICS_TOKEN: 'm'.repeat(20),
+      REDIS_URL: 'rediss://cache:6380',
+      UPSTREAM: 'finn',
+      UPSTREAM_URL: 'https://finn.internal',
+      UPSTREAM_API_KEY: 'k',
+      LOCAL_MODEL_TOKENS: '64',
+      LOCAL_MODEL_DELAY_MS: '5',
+      TRUST_PROXY_HOPS: '1',
+      API_KEY_PEPPERS: 'p1',
+      ADMIN_TOKEN: 'a'.repeat(32),
+      NOWPAYMENTS_IPN_SECRET: 'ipnsecret',
+      NOWPAYMENTS_API_KEY: 'np',
+      NOWPAYMENTS_API_URL: 'https://sandbox.example/v1',
+      LOG_LEVEL: 'debug',
+      OTEL_ENABLED: '1',
+      NATS_URL: 'nats://127.0.0.1:4222',
+      SHUTDOWN_TIMEOUT_MS: '1000',
+    });
+    expect(result).toEqual({
+      ok: true,
+      config: {
+        port: 9000,
+        host: '0.0.0.0',
+        dataDir: '/var/lib/spicegate',
+        databaseUrl: 'postgres://u@db:5432/sg',
+        maxBodyBytes: 2048,
+        metricsToken: 'm'.repeat(20),
+        redisUrl: 'rediss://cache:6380',
+        upstream: 'finn',
+        upstreamUrl: 'https://finn.internal',
+        upstreamApiKey: 'k',
+        localModelTokens: 64,
+        localModelDelayMs: 5,
+        trustProxyHops: 1,
+        apiKeyPeppers: 'p1',
+        adminToken: 'a'.repeat(32),
+        nowpaymentsIpnSecret: 'ipnsecret',
+        nowpaymentsApiKey: 'np',
+        nowpaymentsApiUrl: 'https://sandbox.example/v1',
+        logLevel: 'debug',
+        otelEnabled: true,
+        natsUrl: 'nats://127.0.0.1:4222',
+        shutdownTimeoutMs: 1000,
+      },
+    });
+  });
+
+  it.each([
+    ['PORT', 'abc'],
+    ['PORT', '70000'],
+    ['PORT', '80.5'],
+    ['MAX_BODY_BYTES', '-1'],
+    ['DATABASE_URL', 'mysql://x'],
+    ['DATABASE_URL', 'not a url'],
+    ['REDIS_URL', 'http://cache'],
+    ['UPSTREAM', 'gpt'],
+    ['LOG_LEVEL', 'loud'],
+    ['OTEL_ENABLED', 'yes'],
+    ['ADMIN_TOKEN', 'short'],
+    ['TRUST_PROXY_HOPS', '-1'],
+    ['LOCAL_MODEL_TOKENS', '0'],
+  ])('rejects %s=%s, naming the variable', (name, value) => {
+    const result = parse({ [name]: value });
+    expect(result.ok).toBe(false);
+    if (result.ok) return;
+    expect(result.variable).toBe(name);
+    expect(result.message.startsWith(`${name} `)).toBe(true);
+    expect(result.message).not.toContain('\n');
+  });
+
+  it('never repeats a rejected value, which may be a secret', () => {
+    const result = parse({ ADMIN_TOKEN: 'hunter2-secret' });
+    expect(result.ok).toBe(false);
+    expect(JSON.stringify(result)).not.toContain('hunter2-secret');
+  });
+
+  it('requires UPSTREAM_URL for a remote upstream', () => {
+    expect(parse({ UPSTREAM: 'openai' })).toEqual({
+      ok: false,
+      variable: 'UPSTREAM_URL',
+      message: 'UPSTREAM_URL is required when UPSTREAM=openai',
+    });
+  });
+
+  it('ignores variables it does not know', () => {
+    expect(parse({ SOMETHING_ELSE: 'x', PATH: '/bin' }).ok).toBe(true);
+  });
+
+  it('knows every variable DESIGN.md §6 names', () => {
+    const documented = [
+      'PORT',
+      'HOST',
+      'DATA_DIR',
+      'DATABASE_URL',
+      'MAX_BODY_BYTES',
+      'METRICS_TOKEN',
+      'REDIS_URL',
+      'UPSTREAM',
+      'UPSTREAM_URL',
+      'UPSTREAM_API_KEY',
+      'LOCAL_MODEL_TOKENS',
+      'LOCAL_MODEL_DELAY_MS',
+      'TRUST_PROXY_HOPS',
+      'API_KEY_PEPPERS',
+      'ADMIN_TOKEN',
+      'NOWPAYMENTS_IPN_SECRET',
+      'NOWPAYMENTS_API_KEY',
+      'NOWPAYMENTS_API_URL',
+      'LOG_LEVEL',
+      'OTEL_ENABLED',
+      'NATS_URL',
+    ];
+    expect(ENV_NAMES).toEqual(expect.arrayContaining(documented));
+  });
+});
