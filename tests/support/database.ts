@@ -15,10 +15,14 @@ export interface TestDatabase {
  * A database of this test file's own, migrated: on PostgreSQL a fresh `CREATE DATABASE` with a
  * random name (dropped afterwards); without a server URL, an in-memory PGlite.
  */
-export async function createTestDatabase(serverUrl: string): Promise<TestDatabase> {
+export async function createTestDatabase(
+  serverUrl: string,
+  options: { migrate?: boolean } = {},
+): Promise<TestDatabase> {
+  const migrate = options.migrate ?? true;
   if (serverUrl === '') {
     const handle = await openPglite();
-    await handle.migrate();
+    if (migrate) await handle.migrate();
     return { handle, drop: () => handle.close() };
   }
 
@@ -31,7 +35,7 @@ export async function createTestDatabase(serverUrl: string): Promise<TestDatabas
   }
   const url = withDatabase(serverUrl, name);
   const handle = await openPostgres(url, { maxConnections: 4 });
-  await handle.migrate();
+  if (migrate) await handle.migrate();
   return {
     handle,
     url,

@@ -1,0 +1,106 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type GatewayProcess, spawnSpicegate } from '../support/gateway-process.js';
+
+const run = promisify(execFile);
+
+describe('spicegate serve with a bad configuration', () => {
+  it('PORT=abc exits 2 with one line naming PORT', async () => {
+    const gateway = spawnSpicegate(['serve'], { PORT: 'abc' });
+    const { code } = await gateway.exited;
+    expect(code).toBe(2);
+    const lines = gateway.stderr().trimEnd().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^spicegate: invalid configuration: PORT /);
+    expect(gateway.stderr()).not.toMatch(/\bat .*:\d+:\d+/);
+  });
+});
+
+describe('spicegate serve on embedded defaults (PGlite + memory store)', () => {
+  let dataDir: string;
+  let gateway: GatewayProcess;
+  let url: string;
+
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'sg-embedded-'));
+    gateway = spawnSpicegate(['serve'], { PORT: '0', DATA_DIR: dataDir });
+    url = String((await gateway.waitForLog('listening')).url);
+  });
+  afterAll(async () => {
+    gateway.kill();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('answers /health as soon as it listens, before the database is ready', async () => {
+    const response = await fetch(`${url}/health`);
+    expect(response.status).toBe(200);
+    expect(await response.json()).toMatchObject({ status: 'ok' });
+  });
+
+  it('becomes ready on PGlite and the memory store', async () => {
+    const ready = await gateway.waitForLog('spicegate ready');
+    expect(ready).toMatchObject({ database: 'pglite', store: 'memory' });
+    const response = await fetch(`${url}/ready`);
+    expect(response.status).toBe(200);
+  });
+
+  it('answers an unknown route with 404 in the error shape', async () => {
+    const response = await fetch(`${url}/nope`);
+    expect(response.status).toBe(404);
+    const body = (await response.json()) as { error: Record<string, unknown> };
+    expect(body.error).toEqual({
+      code: 'not_found',
+      message: 'No route for GET /nope',
+      requestId: response.headers.get('x-request-id'),
+    });
+  });
+
+  it('refuses a 2 MB body with 413', async () => {
+    const response = await fetch(`${url}/api/v1/inference`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: 'x'.repeat(2 * 1024 * 1024),
+    });
+    expect(response.status).toBe(413);
+    expect(((await response.json()) as { error: { code: string } }).error.code).toBe('payload_too_large');
+  });
+
+  it('keeps generated secrets in DATA_DIR, readable by the owner only', async () => {
+    const token = await stat(join(dataDir, 'admin.token'));
+    expect(token.mode & 0o777).toBe(0o600);
+    expect((await stat(dataDir)).mode & 0o077).toBe(0);
+    const logged = gateway.lines.find((line) => line.msg === 'bootstrap admin token file');
+    expect(logged).toMatchObject({ path: join(dataDir, 'admin.token'), generated: true });
+  });
+
+  it('lets the CLI create a tenant through the running server with the generated token', async () => {
+    const { stdout } = await run(
+      process.execPath,
+      ['bin/spicegate.js', 'tenant', 'create', '--url', url, '--name', 'CLI Tenant', '--tier', '5'],
+      { env: { ...process.env, DATA_DIR: dataDir, DATABASE_URL: '', REDIS_URL: '', ADMIN_TOKEN: '' } },
+    );
+    const tenant = JSON.parse(stdout) as { id: string; name: string; tier: number };
+    expect(tenant).toMatchObject({ name: 'CLI Tenant', tier: 5 });
+    const listed = await run(process.execPath, ['bin/spicegate.js', 'tenant', 'list', '--url', url], {
+      env: { ...process.env, DATA_DIR: dataDir, DATABASE_URL: '', REDIS_URL: '', ADMIN_TOKEN: '' },
+    });
+    expect(listed.stdout).toContain(tenant.id);
+  });
+
+  it('never writes the admin token to its log', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const token = (await readFile(join(dataDir, 'admin.token'), 'utf8')).trim();
+    expect(JSON.stringify(gateway.lines)).not.toContain(token);
+  });
+
+  it('exits 0 on SIGTERM', async () => {
+    gateway.child.kill('SIGTERM');
+    const { code } = await gateway.exited;
+    expect(code).toBe(0);
+    expect(gateway.lines.some((line) => line.msg === 'shutdown complete')).toBe(true);
+  });
+});
