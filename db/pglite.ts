@@ -1,7 +1,7 @@
 import { PGlite } from '@electric-sql/pglite';
 import { drizzle } from 'drizzle-orm/pglite';
 import { migrate } from 'drizzle-orm/pglite/migrator';
-import { MIGRATIONS_FOLDER } from './migrations-folder.js';
+import { migrationsFolder } from './migrations-folder.js';
 import * as schema from './schema/index.js';
 import type { DbHandle } from './types.js';
 
@@ -16,7 +16,7 @@ export async function openPglite(dataDir?: string): Promise<DbHandle> {
   return {
     db,
     engine: 'pglite',
-    migrate: () => migrate(db, { migrationsFolder: MIGRATIONS_FOLDER }),
+    migrate: () => migrate(db, { migrationsFolder: migrationsFolder() }),
     close: async () => {
       if (closed) return;
       closed = true;

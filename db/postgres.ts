@@ -1,7 +1,7 @@
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { migrate } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
-import { MIGRATIONS_FOLDER } from './migrations-folder.js';
+import { migrationsFolder } from './migrations-folder.js';
 import * as schema from './schema/index.js';
 import type { DbHandle } from './types.js';
 
@@ -39,7 +39,7 @@ async function migrateWithLock(url: string): Promise<void> {
   const client = postgres(url, { ...baseOptions, max: 1 });
   try {
     await client`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`;
-    await migrate(drizzle(client), { migrationsFolder: MIGRATIONS_FOLDER });
+    await migrate(drizzle(client), { migrationsFolder: migrationsFolder() });
     await client`select pg_advisory_unlock(${MIGRATION_LOCK_KEY})`;
   } finally {
     await client.end({ timeout: 5 });
