@@ -40,16 +40,24 @@ export function createApp(services: Services): Hono<AppEnv> {
 }
 
 /**
- * What the Node entry serves while the database opens and migrates (PGlite's first start takes
- * seconds): liveness answers at once, everything else is 503 `not_ready` until the real app is in.
+ * What answers while the real app cannot: the Node entry serves it while the database opens and
+ * migrates (PGlite's first start takes seconds), with liveness at once; the Workers entry serves it
+ * for a bad configuration. Everything else is 503 `not_ready` in the one error shape.
  */
-export function createBootApp(options: { log: Logger; maxBodyBytes: number }): Hono<AppEnv> {
+export function createNotReadyApp(options: {
+  log: Logger;
+  maxBodyBytes: number;
+  message: string;
+  details?: Record<string, unknown>;
+  /** Serve GET /health (the process is alive, just not ready). */
+  liveness: boolean;
+}): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   applyCommonMiddleware(app, options);
-  app.route('/', healthRoute());
+  if (options.liveness) app.route('/', healthRoute());
   app.all('*', (c) => {
     c.header('Retry-After', '1');
-    return errorResponse(c, new AppError('not_ready', 'The gateway is starting'));
+    return errorResponse(c, new AppError('not_ready', options.message, options.details));
   });
   return app;
 }

@@ -5,7 +5,7 @@ import { pathToFileURL } from 'node:url';
 import { createAdaptorServer } from '@hono/node-server';
 import type { Hono } from 'hono';
 import { createDb } from '../../db/index.js';
-import { createApp, createBootApp } from '../app.js';
+import { createApp, createNotReadyApp } from '../app.js';
 import { systemClock } from '../clock.js';
 import { type Config, isEmbedded } from '../config.js';
 import type { AppEnv } from '../http/context.js';
@@ -81,7 +81,12 @@ export interface RunningGateway {
 export async function startGateway(config: Config, log: Logger): Promise<RunningGateway> {
   // Liveness answers while the database opens (PGlite's first start takes seconds); the full app
   // replaces the boot app as soon as services are built.
-  let app: Hono<AppEnv> = createBootApp({ log, maxBodyBytes: config.maxBodyBytes });
+  let app: Hono<AppEnv> = createNotReadyApp({
+    log,
+    maxBodyBytes: config.maxBodyBytes,
+    message: 'The gateway is starting',
+    liveness: true,
+  });
   const server = createAdaptorServer({ fetch: (request: Request) => app.fetch(request) }) as Server;
   await listen(server, config.port, config.host);
   const { port } = server.address() as AddressInfo;

@@ -1,12 +1,10 @@
-import { Hono } from 'hono';
+import type { Hono } from 'hono';
 // postgres.ts directly, not db/index.ts: the bundle must never pull PGlite in.
 import { openPostgres } from '../../db/postgres.js';
-import { createApp } from '../app.js';
+import { createApp, createNotReadyApp } from '../app.js';
 import { systemClock } from '../clock.js';
 import { type Config, type Env, parseConfig } from '../config.js';
-import { AppError } from '../errors.js';
-import { type AppEnv, errorResponse } from '../http/context.js';
-import { applyCommonMiddleware } from '../http/middleware.js';
+import type { AppEnv } from '../http/context.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import type { Services } from '../services.js';
 // memory.ts directly, not store/index.ts, which would bundle ioredis.
@@ -66,7 +64,12 @@ export default {
       };
     } catch (error) {
       log.error({ err: error }, 'database client could not be created');
-      return notReadyApp(log, config.maxBodyBytes, 'The database is unavailable').fetch(request);
+      return createNotReadyApp({
+        log,
+        maxBodyBytes: config.maxBodyBytes,
+        message: 'The database is unavailable',
+        liveness: false,
+      }).fetch(request);
     }
     return createApp(services).fetch(request);
   },
@@ -100,20 +103,14 @@ function misconfigured(variable: string, message: string): IsolateState {
   // The default body limit: MAX_BODY_BYTES itself may be the bad value.
   return {
     ready: false,
-    app: notReadyApp(log, 1_048_576, `Invalid configuration: ${message}`, { variable }),
+    app: createNotReadyApp({
+      log,
+      maxBodyBytes: 1_048_576,
+      message: `Invalid configuration: ${message}`,
+      details: { variable },
+      liveness: false,
+    }),
   };
-}
-
-function notReadyApp(
-  log: Logger,
-  maxBodyBytes: number,
-  message: string,
-  details: Record<string, unknown> = {},
-): Hono<AppEnv> {
-  const app = new Hono<AppEnv>();
-  applyCommonMiddleware(app, { log, maxBodyBytes });
-  app.all('*', (c) => errorResponse(c, new AppError('not_ready', message, details)));
-  return app;
 }
 
 /** Configuration comes from string bindings only; objects (Hyperdrive, KV, …) are not settings. */

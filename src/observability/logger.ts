@@ -28,6 +28,8 @@ export function createLogger(options: { level: LogLevel; destination?: Destinati
     timestamp: pino.stdTimeFunctions.isoTime,
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
     formatters: { level: (label: string) => ({ level: label }) },
+    // Workers bundles get pino's browser build, which only redacts and formats with asObject.
+    browser: { asObject: true, formatters: { level: (label: string) => ({ level: label }) } },
   };
   return options.destination ? pino(pinoOptions, options.destination) : pino(pinoOptions);
 }
