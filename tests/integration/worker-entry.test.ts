@@ -1,0 +1,78 @@
+import { afterAll, beforeAll, beforeEach, describe, expect, inject, it, vi } from 'vitest';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { freePort } from '../support/redis-server.js';
+
+/** The Workers entry run in Node: the same fetch handler workerd calls, with string bindings. */
+type WorkerModule = typeof import('../../src/entry/worker.js');
+const context = { waitUntil: () => {} };
+
+async function freshWorker(): Promise<WorkerModule['default']> {
+  // The entry memoises its isolate state; a fresh module is a fresh isolate.
+  vi.resetModules();
+  return (await import('../../src/entry/worker.js')).default;
+}
+
+async function errorOf(response: Response) {
+  return ((await response.json()) as { error: Record<string, unknown> }).error;
+}
+
+describe('Workers entry with a bad configuration', () => {
+  beforeEach(() => vi.resetModules());
+
+  it('answers every request 503 naming the variable, never its value', async () => {
+    const worker = await freshWorker();
+    const response = await worker.fetch(
+      new Request('http://gateway/health'),
+      { DATABASE_URL: 'postgres://u@127.0.0.1:1/x', ADMIN_TOKEN: 'too-short-secret' },
+      context,
+    );
+    expect(response.status).toBe(503);
+    const error = await errorOf(response);
+    expect(error).toMatchObject({ code: 'not_ready', variable: 'ADMIN_TOKEN' });
+    expect(JSON.stringify(error)).not.toContain('too-short-secret');
+  });
+
+  it('requires DATABASE_URL: there is no embedded database on Workers', async () => {
+    const worker = await freshWorker();
+    const response = await worker.fetch(new Request('http://gateway/ready'), {}, context);
+    expect(response.status).toBe(503);
+    expect(await errorOf(response)).toMatchObject({ variable: 'DATABASE_URL' });
+  });
+});
+
+describe('Workers entry with a configuration', () => {
+  let database: TestDatabase | undefined;
+  let databaseUrl: string;
+  beforeAll(async () => {
+    const serverUrl = inject('databaseUrl');
+    if (serverUrl === '') {
+      // PGlite-only run: no PostgreSQL server to reach, so the Worker points at a closed port.
+      databaseUrl = `postgres://postgres@127.0.0.1:${await freePort()}/none`;
+    } else {
+      database = await createTestDatabase(serverUrl);
+      databaseUrl = database.url as string;
+    }
+  });
+  afterAll(async () => {
+    await database?.drop();
+  });
+
+  it('serves /health and reports the database in /ready', async () => {
+    const worker = await freshWorker();
+    const env = { DATABASE_URL: databaseUrl, LOG_LEVEL: 'silent' };
+    const health = await worker.fetch(new Request('http://gateway/health'), env, context);
+    expect(health.status).toBe(200);
+    const ready = await worker.fetch(new Request('http://gateway/ready'), env, context);
+    const body = (await ready.json()) as { checks?: unknown; error?: { checks: unknown } };
+    if (database === undefined) {
+      expect(ready.status).toBe(503);
+      expect(body.error?.checks).toMatchObject({ database: { ok: false, engine: 'postgres' } });
+    } else {
+      expect(ready.status).toBe(200);
+      expect(body.checks).toMatchObject({
+        database: { ok: true, engine: 'postgres' },
+        store: { engine: 'memory' },
+      });
+    }
+  });
+});
