@@ -1,5 +1,5 @@
 import type { Db, DbEngine } from '../db/index.js';
-import type { Clock } from './clock.js';
+import { type Clock, systemClock } from './clock.js';
 import type { Config } from './config.js';
 import type { Logger } from './observability/logger.js';
 import type { Store } from './store/index.js';
@@ -18,4 +18,24 @@ export interface Services {
   engines: { db: DbEngine; store: Store['engine'] };
   /** The bootstrap admin secret (ADMIN_TOKEN or the generated one), if any. Never logged. */
   adminToken?: string;
+}
+
+/** The one way an entry puts Services together from the adapters it picked. */
+export function assembleServices(parts: {
+  config: Config;
+  database: { db: Db; engine: DbEngine };
+  store: Store;
+  log: Logger;
+  clock?: Clock;
+  adminToken?: string | undefined;
+}): Services {
+  return {
+    config: parts.config,
+    db: parts.database.db,
+    store: parts.store,
+    log: parts.log,
+    clock: parts.clock ?? systemClock,
+    engines: { db: parts.database.engine, store: parts.store.engine },
+    ...(parts.adminToken === undefined ? {} : { adminToken: parts.adminToken }),
+  };
 }

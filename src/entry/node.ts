@@ -6,11 +6,10 @@ import { createAdaptorServer } from '@hono/node-server';
 import type { Hono } from 'hono';
 import { createDb } from '../../db/index.js';
 import { createApp, createNotReadyApp } from '../app.js';
-import { systemClock } from '../clock.js';
 import { type Config, isEmbedded } from '../config.js';
 import type { AppEnv } from '../http/context.js';
 import { createLogger, type Logger } from '../observability/logger.js';
-import type { Services } from '../services.js';
+import { assembleServices, type Services } from '../services.js';
 import { memoryStore, redisStore } from '../store/index.js';
 import { loadConfigOrExit } from './env.js';
 import { adminTokenPath, ensureDataDir, ensureSecretFile } from './secrets.js';
@@ -49,17 +48,10 @@ export async function buildNodeServices(
     log.info({ path: resolve(path), generated: secret.created }, 'bootstrap admin token file');
   }
 
-  const services: Services = {
-    config,
-    db: database.db,
-    store,
-    log,
-    clock: systemClock,
-    engines: { db: database.engine, store: store.engine },
-    ...(adminToken === undefined ? {} : { adminToken }),
-  };
+  const services = assembleServices({ config, database, store, log, adminToken });
   const close = async () => {
-    await Promise.allSettled([store.close()]);
+    // The database is closed even when the store cannot be (Redis down at shutdown).
+    await store.close().catch((error: unknown) => log.warn({ err: error }, 'store did not close cleanly'));
     await database.close();
   };
   return { services, close };

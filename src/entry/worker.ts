@@ -2,11 +2,10 @@ import type { Hono } from 'hono';
 // postgres.ts directly, not db/index.ts: the bundle must never pull PGlite in.
 import { openPostgres } from '../../db/postgres.js';
 import { createApp, createNotReadyApp } from '../app.js';
-import { systemClock } from '../clock.js';
 import { type Config, type Env, parseConfig } from '../config.js';
 import type { AppEnv } from '../http/context.js';
 import { createLogger, type Logger } from '../observability/logger.js';
-import type { Services } from '../services.js';
+import { assembleServices, type Services } from '../services.js';
 // memory.ts directly, not store/index.ts, which would bundle ioredis.
 import { memoryStore } from '../store/memory.js';
 import type { Store } from '../store/port.js';
@@ -53,15 +52,7 @@ export default {
       // No close(): the runtime drops the request's sockets once the response (a stream included)
       // has ended. Closing in waitUntil would cut off writes made when a stream finishes.
       const database = await openPostgres(databaseUrl, { maxConnections: MAX_DATABASE_CONNECTIONS });
-      services = {
-        config,
-        db: database.db,
-        store,
-        log,
-        clock: systemClock,
-        engines: { db: database.engine, store: store.engine },
-        ...(config.adminToken === undefined ? {} : { adminToken: config.adminToken }),
-      };
+      services = assembleServices({ config, database, store, log, adminToken: config.adminToken });
     } catch (error) {
       log.error({ err: error }, 'database client could not be created');
       return createNotReadyApp({

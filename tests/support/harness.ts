@@ -2,11 +2,10 @@ import { randomBytes } from 'node:crypto';
 import type { Hono } from 'hono';
 import { inject } from 'vitest';
 import { createApp } from '../../src/app.js';
-import { systemClock } from '../../src/clock.js';
 import { type Config, parseConfig } from '../../src/config.js';
 import type { AppEnv } from '../../src/http/context.js';
 import { createLogger } from '../../src/observability/logger.js';
-import type { Services } from '../../src/services.js';
+import { assembleServices, type Services } from '../../src/services.js';
 import { redisStore, type Store } from '../../src/store/index.js';
 import { createTestDatabase } from './database.js';
 
@@ -51,15 +50,7 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
     redisStore({ url: inject('redisUrl'), keyPrefix: `sgtest:${randomBytes(6).toString('hex')}:`, log });
   const adminToken = randomBytes(32).toString('base64url');
 
-  const services: Services = {
-    config,
-    db: database.handle.db,
-    store,
-    log,
-    clock: systemClock,
-    engines: { db: database.handle.engine, store: store.engine },
-    adminToken,
-  };
+  const services = assembleServices({ config, database: database.handle, store, log, adminToken });
   const app = createApp(services);
   const request = async (path: string, init?: RequestInit) => app.request(path, init);
 
