@@ -38,7 +38,8 @@ export async function buildNodeServices(
     throw error;
   }
 
-  const store = config.redisUrl === undefined ? memoryStore() : redisStore({ url: config.redisUrl, log });
+  const store =
+    config.redisUrl === undefined ? memoryStore({ log }) : redisStore({ url: config.redisUrl, log });
 
   let adminToken = config.adminToken;
   if (adminToken === undefined && embedded) {

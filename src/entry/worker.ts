@@ -7,8 +7,8 @@ import type { AppEnv } from '../http/context.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { assembleServices, type Services } from '../services.js';
 // memory.ts directly, not store/index.ts, which would bundle ioredis.
-import { memoryStore } from '../store/memory.js';
-import type { Store } from '../store/port.js';
+import { memoryStore } from '../store/memory/index.js';
+import type { Store } from '../store/store.js';
 
 /**
  * The Cloudflare Workers entry (DESIGN.md §5): the only place on Workers that reads bindings and
@@ -82,7 +82,7 @@ function initIsolate(env: WorkerEnv): IsolateState {
   const log = createLogger({ level: config.logLevel });
   // TODO(store engines): the Upstash REST engine replaces this; until then limits and reservations
   // live in one isolate and are not shared.
-  const store = memoryStore();
+  const store = memoryStore({ log });
   log.info({ database: 'postgres', store: store.engine }, 'spicegate worker isolate ready');
   return { ready: true, config, log, store, databaseUrl };
 }

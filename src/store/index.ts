@@ -1,3 +1,6 @@
-export { memoryStore } from './memory.js';
-export type { Store, StoreEngine } from './port.js';
-export { redisStore } from './redis.js';
+export type * from './contracts.js';
+export { FencingOverflow, StoreUnavailable } from './errors.js';
+export { memoryRunner, memoryStore } from './memory/index.js';
+export type { Reply, ScriptRunner, StoreEngine } from './port.js';
+export { redisRunner, redisStore } from './redis.js';
+export { createStore, periodOf, type ScriptInfo, type Store, scriptInfo } from './store.js';

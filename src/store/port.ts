@@ -1,13 +1,21 @@
+import type { ScriptName } from './scripts.generated.js';
+
 /**
  * The store port: the fast shared state behind admission, limits and settlement (DESIGN.md §3).
- * Engines: `redis` (ioredis, production Node), `upstash` (REST, Workers), `memory` (embedded,
- * one process). The scripts and their contracts arrive with the engine; the port starts with what
- * readiness needs.
+ * An engine is a `ScriptRunner`: it runs one of the registered scripts atomically, with string
+ * arguments, and returns its reply array. `createStore` (store.ts) turns that into the typed
+ * `Store` every caller uses, so encoding and decoding exist once for all engines:
+ * `redis` (ioredis), `upstash` (REST, Workers) and `memory` (embedded, TypeScript ports).
  */
 export type StoreEngine = 'redis' | 'upstash' | 'memory';
 
-export interface Store {
+/** A script's reply: a status string first, then strings and integers. */
+export type Reply = (string | number)[];
+
+export interface ScriptRunner {
   readonly engine: StoreEngine;
+  /** Runs a script atomically. Rejects with StoreUnavailable when the store cannot answer in time. */
+  run(script: ScriptName, keys: string[], args: string[]): Promise<Reply>;
   /** Resolves when the store answers; rejects (within the command timeout) when it does not. */
   ping(): Promise<void>;
   /** Releases connections. Idempotent. */

@@ -1,6 +1,9 @@
-import { Redis, type RedisOptions } from 'ioredis';
+import { Redis, type RedisOptions, ReplyError } from 'ioredis';
 import type { Logger } from '../observability/logger.js';
-import type { Store } from './port.js';
+import { StoreUnavailable } from './errors.js';
+import type { Reply, ScriptRunner } from './port.js';
+import { SCRIPTS } from './scripts.generated.js';
+import { createStore, type Store } from './store.js';
 
 export interface RedisStoreOptions {
   url: string;
@@ -29,7 +32,11 @@ export function redisOptions(keyPrefix?: string): Omit<RedisOptions, 'replyMappi
   };
 }
 
-export function redisStore(options: RedisStoreOptions): Store {
+/**
+ * The production engine: the Lua scripts of lua/ through ioredis. EVALSHA first (one round trip);
+ * on NOSCRIPT (a restarted or flushed Redis) EVAL sends the source once, which also caches it.
+ */
+export function redisRunner(options: RedisStoreOptions): ScriptRunner & { readonly client: Redis } {
   const client = new Redis(options.url, redisOptions(options.keyPrefix));
   let lastErrorLoggedAt = 0;
   // Without a listener, a connection blip is an unhandled 'error' event and kills the process.
@@ -43,6 +50,22 @@ export function redisStore(options: RedisStoreOptions): Store {
   let closed = false;
   return {
     engine: 'redis',
+    client,
+    run: async (name, keys, args) => {
+      const script = SCRIPTS[name];
+      try {
+        try {
+          return (await client.evalsha(script.sha1, keys.length, ...keys, ...args)) as Reply;
+        } catch (error) {
+          if (!(isReplyError(error) && error.message.startsWith('NOSCRIPT'))) throw error;
+          return (await client.eval(script.source, keys.length, ...keys, ...args)) as Reply;
+        }
+      } catch (error) {
+        // A ReplyError is Redis answering (a script bug, a wrong type): a fault, not an outage.
+        if (isReplyError(error)) throw error;
+        throw new StoreUnavailable({ cause: error });
+      }
+    },
     ping: async () => {
       await client.ping();
     },
@@ -56,4 +79,13 @@ export function redisStore(options: RedisStoreOptions): Store {
       }
     },
   };
+}
+
+/** ioredis types ReplyError as `any`; this narrows it. */
+function isReplyError(error: unknown): error is Error {
+  return error instanceof (ReplyError as new () => Error);
+}
+
+export function redisStore(options: RedisStoreOptions): Store {
+  return createStore(redisRunner(options), { log: options.log });
 }

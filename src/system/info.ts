@@ -1,13 +1,15 @@
 import type { Services } from '../services.js';
+import { type ScriptInfo, scriptInfo } from '../store/store.js';
 import { CONTRACT_VERSION, VERSION } from '../version.js';
 
 export interface SystemInfo {
   version: string;
   contractVersion: string;
   engines: { database: string; store: string; upstream: string };
+  scripts: ScriptInfo[];
 }
 
-/** What an operator needs to know about a running instance. The script registry joins it with the engine. */
+/** What an operator needs to know about a running instance. */
 export function systemInfo(services: Services): SystemInfo {
   return {
     version: VERSION,
@@ -17,5 +19,6 @@ export function systemInfo(services: Services): SystemInfo {
       store: services.engines.store,
       upstream: services.config.upstream,
     },
+    scripts: scriptInfo(),
   };
 }

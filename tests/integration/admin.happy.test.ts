@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Client, createClient } from '../../src/client.js';
+import { SCRIPTS } from '../../src/store/scripts.generated.js';
 import { CONTRACT_VERSION, VERSION } from '../../src/version.js';
 import { createHarness, type Harness } from '../support/harness.js';
 import { serve } from '../support/serve.js';
@@ -25,6 +26,7 @@ describe('admin.system.info (typed client over HTTP)', () => {
       version: VERSION,
       contractVersion: CONTRACT_VERSION,
       engines: { database: harness.services.engines.db, store: 'redis', upstream: 'local' },
+      scripts: Object.values(SCRIPTS).map(({ name, version, sha1 }) => ({ name, version, sha1 })),
     });
   });
 });

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SCRIPTS } from '../../src/store/scripts.generated.js';
 import { CONTRACT_VERSION, VERSION } from '../../src/version.js';
 import { createHarness, type Harness } from '../support/harness.js';
 
@@ -9,13 +10,14 @@ beforeAll(async () => {
 afterAll(() => harness.close());
 
 describe('GET /health', () => {
-  it('answers with the version and the contract version', async () => {
+  it('answers with the version, the contract version and the scripts with their SHA-1s', async () => {
     const response = await harness.request('/health');
     expect(response.status).toBe(200);
     expect(await response.json()).toEqual({
       status: 'ok',
       version: VERSION,
       contractVersion: CONTRACT_VERSION,
+      scripts: Object.values(SCRIPTS).map(({ name, version, sha1 }) => ({ name, version, sha1 })),
     });
   });
 });

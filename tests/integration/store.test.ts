@@ -63,7 +63,7 @@ describe('redis store when its Redis dies', () => {
 
 describe('memory store', () => {
   it('is the embedded engine and always answers', async () => {
-    const store = memoryStore();
+    const store = memoryStore({ log: createLogger({ level: 'silent' }) });
     expect(store.engine).toBe('memory');
     await expect(store.ping()).resolves.toBeUndefined();
   });

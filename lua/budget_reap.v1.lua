@@ -1,0 +1,53 @@
+-- budget_reap v1: release reservations whose deadline has passed (a stream that never settled).
+-- Claims each one by the state change open -> reaped, so finalize and the reaper never both
+-- release the same reservation.
+--
+-- KEYS[1]  tenant base key  {t:<tenantId>}
+-- ARGV[1]  nowMs     integer ms since the epoch; reservations with deadline <= nowMs are reaped
+-- ARGV[2]  maxCount  integer 1 .. 1000, the most reservations released by one call
+--
+-- returns {"REAPED", count, releasedMicro, driftMicro} | {"INVALID_INPUT", field}
+
+local base = KEYS[1]
+local MAX_SAFE = 9007199254740991
+
+local function int(value, min, max)
+  if type(value) ~= 'string' or #value > 17 or not string.match(value, '^%-?%d+$') then return nil end
+  local n = tonumber(value)
+  if n == nil or n < min or n > max then return nil end
+  return n
+end
+
+local now = int(ARGV[1], 1, MAX_SAFE)
+if not now then return {'INVALID_INPUT', 'nowMs'} end
+local maxCount = int(ARGV[2], 1, 1000)
+if not maxCount then return {'INVALID_INPUT', 'maxCount'} end
+
+local indexKey = base .. ':resz'
+local due = redis.call('ZRANGEBYSCORE', indexKey, '-inf', now, 'LIMIT', 0, maxCount)
+local count, released, drift = 0, 0, 0
+for _, resId in ipairs(due) do
+  local resKey = base .. ':res:' .. resId
+  local r = redis.call('HMGET', resKey, 'state', 'amount', 'period', 'keyId')
+  if r[1] == 'open' then
+    local amount = tonumber(r[2])
+    local counters = {base .. ':bal', base .. ':m:' .. r[3], base .. ':km:' .. r[4] .. ':' .. r[3]}
+    for _, key in ipairs(counters) do
+      local reserved = tonumber(redis.call('HGET', key, 'reserved')) or 0
+      if reserved < amount then
+        drift = drift + (amount - reserved)
+        redis.call('HSET', key, 'reserved', 0)
+      else
+        redis.call('HINCRBY', key, 'reserved', -amount)
+      end
+    end
+    redis.call('HSET', resKey, 'state', 'reaped', 'reapedAt', now)
+    count = count + 1
+    released = released + amount
+  end
+  redis.call('ZREM', indexKey, resId)
+end
+if drift > 0 then
+  redis.log(redis.LOG_WARNING, 'ACCOUNTING_DRIFT base=' .. base .. ' reaper amount=' .. drift)
+end
+return {'REAPED', count, released, drift}

@@ -1,0 +1,40 @@
+-- credit v1: raise a tenant's balance once per grant (a minted payment, an admin grant).
+--
+-- KEYS[1]  tenant base key  {t:<tenantId>}
+-- ARGV[1]  grantId      [A-Za-z0-9_-]{1,64}; the same grant is applied at most once
+-- ARGV[2]  amountMicro  integer micro-credits, 1 .. 10^15
+--
+-- returns {"CREDITED", creditedMicro, availableMicro}
+--       | {"ALREADY_APPLIED", creditedMicro, availableMicro}   (no change)
+--       | {"INVALID_INPUT", field}   (field "amountMicro" also when the balance would pass 2^53 - 1)
+
+local base = KEYS[1]
+local MAX_AMOUNT = 1000000000000000
+local MAX_SAFE = 9007199254740991
+
+local grantId = ARGV[1]
+if type(grantId) ~= 'string' or #grantId < 1 or #grantId > 64 or not string.match(grantId, '^[%w_%-]+$') then
+  return {'INVALID_INPUT', 'grantId'}
+end
+local raw = ARGV[2]
+local amount = nil
+if type(raw) == 'string' and #raw <= 17 and string.match(raw, '^%d+$') then amount = tonumber(raw) end
+if not amount or amount < 1 or amount > MAX_AMOUNT then return {'INVALID_INPUT', 'amountMicro'} end
+
+local balKey = base .. ':bal'
+local function figures()
+  local bal = redis.call('HMGET', balKey, 'credited', 'committed', 'reserved')
+  local credited = tonumber(bal[1]) or 0
+  return credited, credited - (tonumber(bal[2]) or 0) - (tonumber(bal[3]) or 0)
+end
+
+if redis.call('HEXISTS', base .. ':grants', grantId) == 1 then
+  local credited, available = figures()
+  return {'ALREADY_APPLIED', credited, available}
+end
+local before = figures()
+if before + amount > MAX_SAFE then return {'INVALID_INPUT', 'amountMicro'} end
+redis.call('HSET', base .. ':grants', grantId, amount)
+redis.call('HINCRBY', balKey, 'credited', amount)
+local credited, available = figures()
+return {'CREDITED', credited, available}

@@ -1,0 +1,28 @@
+-- fencing_cas v1: accept a write only from the newest lease holder.
+-- Every write of a singleton job passes through here with its fencing token; a paused process
+-- whose lease expired and was taken over holds a lower token and is refused.
+--
+-- KEYS[1]  lease base key  {l:<resource>}
+-- ARGV[1]  fencingToken  integer 0 .. 2^53 - 1
+--
+-- returns {"OK"}                    token > the last accepted (or none yet); it is now the last
+--       | {"STALE", lastAccepted}   token <= the last accepted
+--       | {"CORRUPT"}               the stored value is non-numeric, negative or > 2^53 - 1: fail closed
+--       | {"INVALID_INPUT", "fencingToken"}
+
+local MAX_SAFE = 9007199254740991
+local raw = ARGV[1]
+if type(raw) ~= 'string' or #raw > 16 or not string.match(raw, '^%d+$') or tonumber(raw) > MAX_SAFE then
+  return {'INVALID_INPUT', 'fencingToken'}
+end
+local token = tonumber(raw)
+local fenceKey = KEYS[1] .. ':fence'
+local stored = redis.call('GET', fenceKey)
+if stored then
+  if not string.match(stored, '^%d+$') or #stored > 16 or tonumber(stored) > MAX_SAFE then
+    return {'CORRUPT'}
+  end
+  if token <= tonumber(stored) then return {'STALE', tonumber(stored)} end
+end
+redis.call('SET', fenceKey, raw)
+return {'OK'}

@@ -1,0 +1,27 @@
+-- lease_acquire v1: take a singleton job's lease and a fencing token that only ever grows.
+--
+-- KEYS[1]  lease base key  {l:<resource>}
+-- ARGV[1]  holder   who takes it (for logs and release), [A-Za-z0-9_.:-]{1,128}
+-- ARGV[2]  ttlMs    integer ms, 100 .. 3600000 (SET NX PX: the lease ends by itself)
+--
+-- returns {"ACQUIRED", fencingToken} | {"HELD", holder, pttlMs} | {"OVERFLOW"}
+--       | {"INVALID_INPUT", field}
+-- OVERFLOW: the next token would pass 2^53 - 1 (no longer exact in JavaScript); nothing is taken.
+
+local MAX_SAFE = 9007199254740991
+local holder = ARGV[1]
+if type(holder) ~= 'string' or #holder < 1 or #holder > 128 or not string.match(holder, '^[%w_%.:%-]+$') then
+  return {'INVALID_INPUT', 'holder'}
+end
+local ttl = tonumber(ARGV[2])
+if not ttl or ttl ~= math.floor(ttl) or ttl < 100 or ttl > 3600000 then return {'INVALID_INPUT', 'ttlMs'} end
+
+local leaseKey, tokenKey = KEYS[1] .. ':lease', KEYS[1] .. ':token'
+local current = redis.call('GET', tokenKey)
+if current and (not string.match(current, '^%d+$') or #current > 16 or tonumber(current) >= MAX_SAFE) then
+  return {'OVERFLOW'}
+end
+if not redis.call('SET', leaseKey, holder, 'NX', 'PX', ttl) then
+  return {'HELD', redis.call('GET', leaseKey) or '', redis.call('PTTL', leaseKey)}
+end
+return {'ACQUIRED', redis.call('INCR', tokenKey)}

@@ -1,0 +1,132 @@
+/**
+ * The typed contracts of the scripts in lua/ (their headers are the reference). Money is bigint
+ * micro-credits; counts and times are numbers (all below 2^53).
+ */
+
+export type Dimension = 'tenant' | 'user' | 'channel' | 'burst' | 'key_rpm' | 'key_tpd' | 'pool';
+export type BudgetScope = 'balance' | 'tenant_monthly' | 'key_monthly';
+
+/** The limits in force for one request; `null` means not limited. */
+export interface AdmitLimits {
+  tenantRpm: number | null;
+  userRpm: number | null;
+  channelRpm: number | null;
+  keyRpm: number | null;
+  /** Token bucket per user (per tenant when the request has no user): capacity and refill. */
+  burstCapacity: number | null;
+  burstRefillPerMinute: number;
+  keyTpd: number | null;
+  tenantMonthlyCapMicro: bigint | null;
+  keyMonthlyCapMicro: bigint | null;
+}
+
+export interface AdmitInput {
+  tenantId: string;
+  keyId: string;
+  userId?: string;
+  channelId?: string;
+  pool: string;
+  idempotencyKey?: string;
+  /** Chosen by the caller (newId('res')), so a retry after a timeout can find it. */
+  reservationId: string;
+  costMicro: bigint;
+  tokenEstimate: number;
+  nowMs: number;
+  ttlMs: number;
+  limits: AdmitLimits;
+}
+
+export interface ScopeRemaining {
+  balanceMicro: bigint;
+  /** null: the scope has no cap. */
+  tenantMonthlyMicro: bigint | null;
+  keyMonthlyMicro: bigint | null;
+}
+
+export type AdmitResult =
+  | {
+      status: 'ADMITTED';
+      reservationId: string;
+      remaining: ScopeRemaining;
+      /** The dimension closest to its limit after this request, or null when none is limited. */
+      tightest: { dimension: Dimension; limit: number; remaining: number; resetAtMs: number } | null;
+      /** The first scope at or past 80 % after this reservation. */
+      warning: BudgetScope | null;
+    }
+  | {
+      status: 'RATE_LIMITED';
+      dimension: Dimension;
+      limit: number;
+      remaining: 0;
+      retryAfterMs: number;
+      resetAtMs: number;
+    }
+  | { status: 'BUDGET_EXCEEDED'; scope: BudgetScope; remainingMicro: bigint; limitMicro: bigint }
+  | {
+      status: 'ALREADY_RESERVED';
+      reservationId: string;
+      amountMicro: bigint;
+      state: 'open' | 'reaped' | 'finalized' | 'expired';
+      remaining: ScopeRemaining;
+    }
+  | { status: 'INVALID_INPUT'; field: string };
+
+export interface FinalizeInput {
+  tenantId: string;
+  reservationId: string;
+  actualCostMicro: bigint;
+  actualTokens: number;
+  nowMs: number;
+}
+
+export type FinalizeResult =
+  | { status: 'FINALIZED'; chargedMicro: bigint; releasedMicro: bigint; driftMicro: bigint }
+  | { status: 'LATE_FINALIZE'; chargedMicro: bigint; overspend: boolean; driftMicro: bigint }
+  | { status: 'ALREADY_FINALIZED'; chargedMicro: bigint }
+  | { status: 'INVALID_INPUT'; field: string };
+
+export type ReapResult =
+  | { status: 'REAPED'; count: number; releasedMicro: bigint; driftMicro: bigint }
+  | { status: 'INVALID_INPUT'; field: string };
+
+export type CreditResult =
+  | { status: 'CREDITED' | 'ALREADY_APPLIED'; creditedMicro: bigint; availableMicro: bigint }
+  | { status: 'INVALID_INPUT'; field: string };
+
+export interface Snapshot {
+  creditedMicro: bigint;
+  committedMicro: bigint;
+  reservedMicro: bigint;
+  availableMicro: bigint;
+}
+
+export interface PoolGateInput {
+  pool: string;
+  tokens: number;
+  capacity: number;
+  refillPerMinute: number;
+  nowMs: number;
+}
+
+export type PoolGateResult =
+  | { status: 'ALLOWED'; remaining: number }
+  | {
+      status: 'RATE_LIMITED';
+      dimension: 'pool';
+      limit: number;
+      remaining: 0;
+      retryAfterMs: number;
+      resetAtMs: number;
+    }
+  | { status: 'INVALID_INPUT'; field: string };
+
+export type LeaseResult =
+  | { status: 'ACQUIRED'; fencingToken: number }
+  | { status: 'HELD'; holder: string; ttlMs: number }
+  | { status: 'INVALID_INPUT'; field: string };
+
+export type FencingResult =
+  | { status: 'OK' }
+  | { status: 'STALE'; lastAccepted: number }
+  | { status: 'CORRUPT' }
+  | { status: 'INVALID_INPUT'; field: string };

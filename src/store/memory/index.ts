@@ -1,0 +1,26 @@
+import type { Logger } from '../../observability/logger.js';
+import type { ScriptRunner } from '../port.js';
+import { createStore, type Store } from '../store.js';
+import { MemoryKv } from './kv.js';
+import { MEMORY_SCRIPTS } from './scripts.js';
+
+/**
+ * The embedded engine: state lives in this process, so it serves a single instance only (the
+ * `npm start` default). Every script runs synchronously to completion, which makes it atomic.
+ */
+export function memoryRunner(options: { wallClockMs?: () => number } = {}): ScriptRunner {
+  const kv = new MemoryKv(options.wallClockMs);
+  return {
+    engine: 'memory',
+    run: async (script, keys, args) => {
+      kv.tick();
+      return MEMORY_SCRIPTS[script](kv, keys, args);
+    },
+    ping: async () => {},
+    close: async () => {},
+  };
+}
+
+export function memoryStore(options: { log: Logger }): Store {
+  return createStore(memoryRunner(), options);
+}

@@ -1,0 +1,128 @@
+/**
+ * The few Redis data structures the scripts use (strings, hashes, sorted sets, expiry), in
+ * process memory, with Redis's semantics for what the scripts rely on. Expiry is wall-clock, as in
+ * Redis, and only collects garbage: no script's logic depends on a key expiring.
+ */
+export class MemoryKv {
+  private readonly strings = new Map<string, string>();
+  private readonly hashes = new Map<string, Map<string, string>>();
+  private readonly zsets = new Map<string, Map<string, number>>();
+  private readonly expiresAt = new Map<string, number>();
+  private operations = 0;
+
+  constructor(private readonly wallClockMs: () => number = Date.now) {}
+
+  get(key: string): string | null {
+    this.expire(key);
+    return this.strings.get(key) ?? null;
+  }
+
+  set(key: string, value: string, options: { keepTtl?: boolean; nx?: boolean; pxMs?: number } = {}): boolean {
+    this.expire(key);
+    if (options.nx && this.exists(key)) return false;
+    this.strings.set(key, value);
+    if (options.pxMs !== undefined) this.expiresAt.set(key, this.wallClockMs() + options.pxMs);
+    else if (!options.keepTtl) this.expiresAt.delete(key);
+    return true;
+  }
+
+  incrBy(key: string, by: number): number {
+    const next = Number(this.get(key) ?? '0') + by;
+    this.strings.set(key, String(next));
+    return next;
+  }
+
+  hget(key: string, field: string): string | null {
+    this.expire(key);
+    return this.hashes.get(key)?.get(field) ?? null;
+  }
+
+  hmget(key: string, ...fields: string[]): (string | null)[] {
+    return fields.map((field) => this.hget(key, field));
+  }
+
+  hset(key: string, values: Record<string, string | number>): void {
+    this.expire(key);
+    let hash = this.hashes.get(key);
+    if (!hash) {
+      hash = new Map();
+      this.hashes.set(key, hash);
+    }
+    for (const [field, value] of Object.entries(values)) hash.set(field, String(value));
+  }
+
+  hincrby(key: string, field: string, by: number): number {
+    const next = Number(this.hget(key, field) ?? '0') + by;
+    this.hset(key, { [field]: next });
+    return next;
+  }
+
+  hexists(key: string, field: string): boolean {
+    return this.hget(key, field) !== null;
+  }
+
+  zadd(key: string, score: number, member: string): void {
+    this.expire(key);
+    let zset = this.zsets.get(key);
+    if (!zset) {
+      zset = new Map();
+      this.zsets.set(key, zset);
+    }
+    zset.set(member, score);
+  }
+
+  /** Members with score <= max, by score then member (Redis order), at most `limit`. */
+  zrangeByScoreUpTo(key: string, max: number, limit: number): string[] {
+    this.expire(key);
+    const zset = this.zsets.get(key);
+    if (!zset) return [];
+    return [...zset.entries()]
+      .filter(([, score]) => score <= max)
+      .sort(([a, sa], [b, sb]) => sa - sb || (a < b ? -1 : a > b ? 1 : 0))
+      .slice(0, limit)
+      .map(([member]) => member);
+  }
+
+  zrem(key: string, member: string): void {
+    this.zsets.get(key)?.delete(member);
+  }
+
+  exists(key: string): boolean {
+    this.expire(key);
+    return this.strings.has(key) || this.hashes.has(key) || this.zsets.has(key);
+  }
+
+  del(key: string): void {
+    this.strings.delete(key);
+    this.hashes.delete(key);
+    this.zsets.delete(key);
+    this.expiresAt.delete(key);
+  }
+
+  pexpire(key: string, ms: number): void {
+    if (this.exists(key)) this.expiresAt.set(key, this.wallClockMs() + ms);
+  }
+
+  pttl(key: string): number {
+    if (!this.exists(key)) return -2;
+    const at = this.expiresAt.get(key);
+    return at === undefined ? -1 : Math.max(0, at - this.wallClockMs());
+  }
+
+  /** Drops expired keys; called now and then so an idle key does not live forever. */
+  sweep(): void {
+    const now = this.wallClockMs();
+    for (const [key, at] of this.expiresAt) if (at <= now) this.del(key);
+  }
+
+  /** Counts script calls and sweeps every 10,000 of them. */
+  tick(): void {
+    this.operations += 1;
+    if (this.operations % 10_000 === 0) this.sweep();
+  }
+
+  private expire(key: string): void {
+    const at = this.expiresAt.get(key);
+    if (at !== undefined && at <= this.wallClockMs()) this.del(key);
+  }
+}

@@ -1,0 +1,466 @@
+import type { Reply } from '../port.js';
+import type { ScriptName } from '../scripts.generated.js';
+import type { MemoryKv } from './kv.js';
+
+/**
+ * The Lua scripts of lua/, line for line in TypeScript, for the embedded memory engine. Same
+ * arguments (strings), same replies, same arithmetic (every figure is an integer below 2^53, so
+ * doubles are exact in both). The differential property test runs both on the same operation
+ * sequences and requires identical replies; change a script here and in lua/ together.
+ * Each function runs to completion synchronously, which is what makes it atomic.
+ */
+
+const MAX_AMOUNT = 1_000_000_000_000_000;
+const MAX_SAFE = Number.MAX_SAFE_INTEGER;
+const WINDOW_MS = 60_000;
+const DAY_MS = 86_400_000;
+const RETAIN_MS = 7 * DAY_MS;
+
+type Script = (kv: MemoryKv, keys: string[], args: string[]) => Reply;
+
+function int(value: string | undefined, min: number, max: number): number | null {
+  if (value === undefined || value.length > 17 || !/^-?\d+$/.test(value)) return null;
+  const n = Number(value);
+  return n < min || n > max ? null : n;
+}
+
+function ident(value: string | undefined, optional: boolean): boolean {
+  if (value === '') return optional;
+  return value !== undefined && value.length <= 64 && /^[A-Za-z0-9_-]+$/.test(value);
+}
+
+function num(value: string | null): number {
+  if (value === null) return 0;
+  const n = Number(value);
+  return Number.isNaN(n) ? 0 : n;
+}
+
+function arg(args: string[], index: number): string {
+  return args[index] ?? '';
+}
+
+const LIMIT_NAMES = [
+  'tenantRpm',
+  'userRpm',
+  'channelRpm',
+  'keyRpm',
+  'burstCapacity',
+  'burstRefillPerMinute',
+  'keyTpd',
+  'tenantMonthlyCapMicro',
+  'keyMonthlyCapMicro',
+] as const;
+
+const admit: Script = (kv, keys, args) => {
+  const base = keys[0] ?? '';
+  const [tenant, keyId, user, channel, pool, idem, resId] = [0, 1, 2, 3, 4, 5, 6].map((i) =>
+    arg(args, i),
+  ) as [string, string, string, string, string, string, string];
+  if (!ident(tenant, false) || !base.endsWith(`{t:${tenant}}`)) return ['INVALID_INPUT', 'tenantId'];
+  if (!ident(keyId, false)) return ['INVALID_INPUT', 'keyId'];
+  if (!ident(user, true)) return ['INVALID_INPUT', 'userId'];
+  if (!ident(channel, true)) return ['INVALID_INPUT', 'channelId'];
+  if (!ident(pool, false)) return ['INVALID_INPUT', 'pool'];
+  if (!ident(idem, true)) return ['INVALID_INPUT', 'idempotencyKey'];
+  if (!ident(resId, false)) return ['INVALID_INPUT', 'reservationId'];
+  const cost = int(args[7], 1, MAX_AMOUNT);
+  if (cost === null) return ['INVALID_INPUT', 'costMicro'];
+  const tokens = int(args[8], 0, 1_000_000_000);
+  if (tokens === null) return ['INVALID_INPUT', 'tokenEstimate'];
+  const now = int(args[9], 1, MAX_SAFE);
+  if (now === null) return ['INVALID_INPUT', 'nowMs'];
+  const ttl = int(args[10], 1000, DAY_MS);
+  if (ttl === null) return ['INVALID_INPUT', 'ttlMs'];
+  const period = arg(args, 11);
+  if (!/^\d{6}$/.test(period)) return ['INVALID_INPUT', 'period'];
+  const limits = {} as Record<(typeof LIMIT_NAMES)[number], number>;
+  for (const [i, name] of LIMIT_NAMES.entries()) {
+    const n = int(args[12 + i], -1, MAX_AMOUNT);
+    if (n === null) return ['INVALID_INPUT', name];
+    limits[name] = n;
+  }
+
+  const balKey = `${base}:bal`;
+  const monthKey = `${base}:m:${period}`;
+  const keyMonthKey = `${base}:km:${keyId}:${period}`;
+
+  const scopes = () => {
+    const bal = kv.hmget(balKey, 'credited', 'committed', 'reserved');
+    const m = kv.hmget(monthKey, 'committed', 'reserved');
+    const km = kv.hmget(keyMonthKey, 'committed', 'reserved');
+    return {
+      credited: num(bal[0] ?? null),
+      balanceUsed: num(bal[1] ?? null) + num(bal[2] ?? null),
+      monthUsed: num(m[0] ?? null) + num(m[1] ?? null),
+      keyMonthUsed: num(km[0] ?? null) + num(km[1] ?? null),
+    };
+  };
+  const remainingOf = (s: ReturnType<typeof scopes>, extra: number): [number, number, number] => {
+    const balance = s.credited - s.balanceUsed - extra;
+    const month = limits.tenantMonthlyCapMicro >= 0 ? limits.tenantMonthlyCapMicro - s.monthUsed - extra : -1;
+    const keyMonth = limits.keyMonthlyCapMicro >= 0 ? limits.keyMonthlyCapMicro - s.keyMonthUsed - extra : -1;
+    return [balance, month, keyMonth];
+  };
+
+  const idemKey = `${base}:idem:${idem}`;
+  if (idem !== '') {
+    const [priorRes, priorExpires] = kv.hmget(idemKey, 'res', 'expiresAt');
+    if (priorRes && num(priorExpires ?? null) > now) {
+      const [amount, state] = kv.hmget(`${base}:res:${priorRes}`, 'amount', 'state');
+      return [
+        'ALREADY_RESERVED',
+        priorRes,
+        num(amount ?? null),
+        state ?? 'expired',
+        ...remainingOf(scopes(), 0),
+      ];
+    }
+  }
+  const resKey = `${base}:res:${resId}`;
+  if (kv.exists(resKey)) return ['INVALID_INPUT', 'reservationId'];
+
+  const idx = Math.floor(now / WINDOW_MS);
+  const elapsed = now - idx * WINDOW_MS;
+  const writes: (() => void)[] = [];
+  let tightest = { name: '', limit: 0, remaining: 0, resetAt: 0 };
+  const consider = (name: string, limit: number, remaining: number, resetAt: number) => {
+    if (tightest.name === '' || remaining < tightest.remaining)
+      tightest = { name, limit, remaining, resetAt };
+  };
+
+  const window = (name: string, subject: string, limit: number): Reply | null => {
+    if (limit < 0) return null;
+    const prefix = `${base}:w:${name}:${subject}:`;
+    const cur = num(kv.get(prefix + idx));
+    const prev = num(kv.get(prefix + (idx - 1)));
+    const used = cur * WINDOW_MS + prev * (WINDOW_MS - elapsed);
+    const windowEnd = (idx + 1) * WINDOW_MS;
+    if (used + WINDOW_MS > limit * WINDOW_MS) {
+      let retry: number;
+      if (limit === 0) retry = windowEnd - now;
+      else if (cur + 1 <= limit)
+        retry = WINDOW_MS - Math.floor(((limit - 1 - cur) * WINDOW_MS) / prev) - elapsed;
+      else retry = windowEnd - now + WINDOW_MS - Math.floor(((limit - 1) * WINDOW_MS) / cur);
+      if (retry < 1) retry = 1;
+      return ['RATE_LIMITED', name, limit, 0, retry, now + retry];
+    }
+    consider(name, limit, Math.floor((limit * WINDOW_MS - used - WINDOW_MS) / WINDOW_MS), windowEnd);
+    writes.push(() => {
+      kv.incrBy(prefix + idx, 1);
+      kv.pexpire(prefix + idx, 10 * WINDOW_MS);
+    });
+    return null;
+  };
+
+  let denied = window('tenant', '*', limits.tenantRpm);
+  if (!denied && user !== '') denied = window('user', user, limits.userRpm);
+  if (!denied && channel !== '') denied = window('channel', channel, limits.channelRpm);
+
+  if (!denied && limits.burstCapacity >= 0) {
+    const burstKey = `${base}:burst:${user === '' ? '*' : user}`;
+    const capacity = limits.burstCapacity;
+    const refill = Math.max(0, limits.burstRefillPerMinute);
+    const scaledCap = capacity * WINDOW_MS;
+    const [storedLevel, storedTs] = kv.hmget(burstKey, 'level', 'ts');
+    let level = scaledCap;
+    let ts = now;
+    if (storedLevel !== null && storedLevel !== undefined) {
+      level = num(storedLevel);
+      ts = num(storedTs ?? null);
+      if (now > ts) {
+        level = Math.min(scaledCap, level + (now - ts) * refill);
+        ts = now;
+      }
+    }
+    if (level < WINDOW_MS) {
+      let retry = refill > 0 && capacity >= 1 ? Math.ceil((WINDOW_MS - level) / refill) : WINDOW_MS;
+      if (retry < 1) retry = 1;
+      denied = ['RATE_LIMITED', 'burst', capacity, 0, retry, now + retry];
+    } else {
+      const after = level - WINDOW_MS;
+      const full = refill > 0 ? Math.ceil((scaledCap - after) / refill) : 0;
+      consider('burst', capacity, Math.floor(after / WINDOW_MS), now + full);
+      const finalTs = ts;
+      writes.push(() => {
+        kv.hset(burstKey, { level: after, ts: finalTs });
+        kv.pexpire(burstKey, DAY_MS);
+      });
+    }
+  }
+
+  if (!denied) denied = window('key_rpm', keyId, limits.keyRpm);
+
+  const day = Math.floor(now / DAY_MS);
+  const tpdKey = `${base}:tpd:${keyId}:${day}`;
+  if (!denied && limits.keyTpd >= 0) {
+    const used = num(kv.get(tpdKey));
+    const dayEnd = (day + 1) * DAY_MS;
+    if (used + tokens > limits.keyTpd) {
+      const retry = dayEnd - now;
+      denied = ['RATE_LIMITED', 'key_tpd', limits.keyTpd, 0, retry, now + retry];
+    } else {
+      consider('key_tpd', limits.keyTpd, limits.keyTpd - used - tokens, dayEnd);
+    }
+  }
+  if (denied) return denied;
+
+  const s = scopes();
+  const [balance, month, keyMonth] = remainingOf(s, 0);
+  const atLeastZero = (n: number) => (n < 0 ? 0 : n);
+  if (cost > balance) return ['BUDGET_EXCEEDED', 'balance', atLeastZero(balance), s.credited];
+  if (limits.tenantMonthlyCapMicro >= 0 && cost > month) {
+    return ['BUDGET_EXCEEDED', 'tenant_monthly', atLeastZero(month), limits.tenantMonthlyCapMicro];
+  }
+  if (limits.keyMonthlyCapMicro >= 0 && cost > keyMonth) {
+    return ['BUDGET_EXCEEDED', 'key_monthly', atLeastZero(keyMonth), limits.keyMonthlyCapMicro];
+  }
+
+  for (const write of writes) write();
+  kv.incrBy(tpdKey, tokens);
+  kv.pexpire(tpdKey, 2 * DAY_MS);
+  kv.hincrby(balKey, 'reserved', cost);
+  kv.hincrby(monthKey, 'reserved', cost);
+  kv.pexpire(monthKey, 400 * DAY_MS);
+  kv.hincrby(keyMonthKey, 'reserved', cost);
+  kv.pexpire(keyMonthKey, 400 * DAY_MS);
+  const deadline = now + ttl;
+  kv.hset(resKey, {
+    state: 'open',
+    keyId,
+    pool,
+    amount: cost,
+    tokens,
+    period,
+    day,
+    deadline,
+    createdAt: now,
+  });
+  kv.pexpire(resKey, ttl + RETAIN_MS);
+  kv.zadd(`${base}:resz`, deadline, resId);
+  if (idem !== '') {
+    kv.hset(idemKey, { res: resId, expiresAt: deadline });
+    kv.pexpire(idemKey, ttl + RETAIN_MS);
+  }
+
+  const after = remainingOf(s, cost);
+  let warning = '';
+  if (s.credited > 0 && (s.balanceUsed + cost) * 5 >= s.credited * 4) warning = 'balance';
+  else if (limits.tenantMonthlyCapMicro > 0 && (s.monthUsed + cost) * 5 >= limits.tenantMonthlyCapMicro * 4) {
+    warning = 'tenant_monthly';
+  } else if (limits.keyMonthlyCapMicro > 0 && (s.keyMonthUsed + cost) * 5 >= limits.keyMonthlyCapMicro * 4) {
+    warning = 'key_monthly';
+  }
+  return [
+    'ADMITTED',
+    resId,
+    ...after,
+    tightest.name,
+    tightest.limit,
+    tightest.remaining,
+    tightest.resetAt,
+    warning,
+  ];
+};
+
+/** Releases `amount` from the `reserved` field of each counter, clamping at 0; returns the drift. */
+function release(kv: MemoryKv, counters: string[], amount: number): number {
+  let drift = 0;
+  for (const key of counters) {
+    const reserved = num(kv.hget(key, 'reserved'));
+    if (reserved < amount) {
+      drift += amount - reserved;
+      kv.hset(key, { reserved: 0 });
+    } else {
+      kv.hincrby(key, 'reserved', -amount);
+    }
+  }
+  return drift;
+}
+
+const budgetFinalize: Script = (kv, keys, args) => {
+  const base = keys[0] ?? '';
+  const resId = arg(args, 0);
+  if (!ident(resId, false)) return ['INVALID_INPUT', 'reservationId'];
+  const actual = int(args[1], 0, MAX_AMOUNT);
+  if (actual === null) return ['INVALID_INPUT', 'actualCostMicro'];
+  const actualTokens = int(args[2], 0, 1_000_000_000);
+  if (actualTokens === null) return ['INVALID_INPUT', 'actualTokens'];
+  const now = int(args[3], 1, MAX_SAFE);
+  if (now === null) return ['INVALID_INPUT', 'nowMs'];
+
+  const resKey = `${base}:res:${resId}`;
+  const [state, amountRaw, tokensRaw, period, keyId, day, charged] = kv.hmget(
+    resKey,
+    'state',
+    'amount',
+    'tokens',
+    'period',
+    'keyId',
+    'day',
+    'charged',
+  );
+  if (!state) return ['INVALID_INPUT', 'reservationId'];
+  if (state === 'finalized') return ['ALREADY_FINALIZED', num(charged ?? null)];
+
+  const amount = num(amountRaw ?? null);
+  const estimate = num(tokensRaw ?? null);
+  const charge = Math.min(actual, amount);
+  const counters = [`${base}:bal`, `${base}:m:${period}`, `${base}:km:${keyId}:${period}`];
+  let drift = 0;
+  if (state === 'open') {
+    drift = release(kv, counters, amount);
+    kv.zrem(`${base}:resz`, resId);
+  }
+  for (const key of counters) kv.hincrby(key, 'committed', charge);
+
+  const tpdKey = `${base}:tpd:${keyId}:${day}`;
+  const used = kv.get(tpdKey);
+  if (used !== null)
+    kv.set(tpdKey, String(Math.max(0, num(used) + actualTokens - estimate)), { keepTtl: true });
+
+  kv.hset(resKey, { state: 'finalized', charged: charge, finalizedAt: now });
+  if (state === 'open') return ['FINALIZED', charge, amount - charge, drift];
+
+  const [credited, committed, reserved] = kv.hmget(`${base}:bal`, 'credited', 'committed', 'reserved');
+  const overspend = num(committed ?? null) + num(reserved ?? null) > num(credited ?? null) ? 1 : 0;
+  return ['LATE_FINALIZE', charge, overspend, drift];
+};
+
+const budgetReap: Script = (kv, keys, args) => {
+  const base = keys[0] ?? '';
+  const now = int(args[0], 1, MAX_SAFE);
+  if (now === null) return ['INVALID_INPUT', 'nowMs'];
+  const maxCount = int(args[1], 1, 1000);
+  if (maxCount === null) return ['INVALID_INPUT', 'maxCount'];
+  const indexKey = `${base}:resz`;
+  let count = 0;
+  let released = 0;
+  let drift = 0;
+  for (const resId of kv.zrangeByScoreUpTo(indexKey, now, maxCount)) {
+    const resKey = `${base}:res:${resId}`;
+    const [state, amountRaw, period, keyId] = kv.hmget(resKey, 'state', 'amount', 'period', 'keyId');
+    if (state === 'open') {
+      const amount = num(amountRaw ?? null);
+      drift += release(kv, [`${base}:bal`, `${base}:m:${period}`, `${base}:km:${keyId}:${period}`], amount);
+      kv.hset(resKey, { state: 'reaped', reapedAt: now });
+      count += 1;
+      released += amount;
+    }
+    kv.zrem(indexKey, resId);
+  }
+  return ['REAPED', count, released, drift];
+};
+
+const credit: Script = (kv, keys, args) => {
+  const base = keys[0] ?? '';
+  const grantId = arg(args, 0);
+  if (!ident(grantId, false)) return ['INVALID_INPUT', 'grantId'];
+  const raw = arg(args, 1);
+  const amount = raw.length <= 17 && /^\d+$/.test(raw) ? Number(raw) : null;
+  if (amount === null || amount < 1 || amount > MAX_AMOUNT) return ['INVALID_INPUT', 'amountMicro'];
+  const balKey = `${base}:bal`;
+  const figures = (): [number, number] => {
+    const [credited, committed, reserved] = kv.hmget(balKey, 'credited', 'committed', 'reserved');
+    const c = num(credited ?? null);
+    return [c, c - num(committed ?? null) - num(reserved ?? null)];
+  };
+  if (kv.hexists(`${base}:grants`, grantId)) return ['ALREADY_APPLIED', ...figures()];
+  if (figures()[0] + amount > MAX_SAFE) return ['INVALID_INPUT', 'amountMicro'];
+  kv.hset(`${base}:grants`, { [grantId]: amount });
+  kv.hincrby(balKey, 'credited', amount);
+  return ['CREDITED', ...figures()];
+};
+
+const snapshot: Script = (kv, keys) => {
+  const [credited, committed, reserved] = kv
+    .hmget(`${keys[0] ?? ''}:bal`, 'credited', 'committed', 'reserved')
+    .map((value) => num(value ?? null)) as [number, number, number];
+  return ['SNAPSHOT', credited, committed, reserved, credited - committed - reserved];
+};
+
+const poolGate: Script = (kv, keys, args) => {
+  const tokens = int(args[0], 1, 1_000_000_000);
+  if (tokens === null) return ['INVALID_INPUT', 'tokens'];
+  const capacity = int(args[1], 1, 1_000_000_000);
+  if (capacity === null) return ['INVALID_INPUT', 'capacity'];
+  const refill = int(args[2], 0, 1_000_000_000);
+  if (refill === null) return ['INVALID_INPUT', 'refillPerMinute'];
+  const now = int(args[3], 1, MAX_SAFE);
+  if (now === null) return ['INVALID_INPUT', 'nowMs'];
+  const key = `${keys[0] ?? ''}:bucket`;
+  const scaledCap = capacity * WINDOW_MS;
+  const [storedLevel, storedTs] = kv.hmget(key, 'level', 'ts');
+  let level = scaledCap;
+  let ts = now;
+  if (storedLevel !== null && storedLevel !== undefined) {
+    level = num(storedLevel);
+    ts = num(storedTs ?? null);
+    if (now > ts) {
+      level = Math.min(scaledCap, level + (now - ts) * refill);
+      ts = now;
+    }
+  }
+  const need = tokens * WINDOW_MS;
+  if (level < need) {
+    let retry = refill > 0 && tokens <= capacity ? Math.ceil((need - level) / refill) : WINDOW_MS;
+    if (retry < 1) retry = 1;
+    return ['RATE_LIMITED', 'pool', capacity, 0, retry, now + retry];
+  }
+  kv.hset(key, { level: level - need, ts });
+  kv.pexpire(key, DAY_MS);
+  return ['ALLOWED', Math.floor((level - need) / WINDOW_MS)];
+};
+
+const leaseAcquire: Script = (kv, keys, args) => {
+  const holder = arg(args, 0);
+  if (holder.length < 1 || holder.length > 128 || !/^[A-Za-z0-9_.:-]+$/.test(holder)) {
+    return ['INVALID_INPUT', 'holder'];
+  }
+  const ttl = Number(args[1]);
+  if (!Number.isInteger(ttl) || ttl < 100 || ttl > 3_600_000) return ['INVALID_INPUT', 'ttlMs'];
+  const leaseKey = `${keys[0] ?? ''}:lease`;
+  const tokenKey = `${keys[0] ?? ''}:token`;
+  const current = kv.get(tokenKey);
+  if (current !== null && (!/^\d+$/.test(current) || current.length > 16 || Number(current) >= MAX_SAFE)) {
+    return ['OVERFLOW'];
+  }
+  if (!kv.set(leaseKey, holder, { nx: true, pxMs: ttl }))
+    return ['HELD', kv.get(leaseKey) ?? '', kv.pttl(leaseKey)];
+  return ['ACQUIRED', kv.incrBy(tokenKey, 1)];
+};
+
+const leaseRelease: Script = (kv, keys, args) => {
+  const leaseKey = `${keys[0] ?? ''}:lease`;
+  if (kv.get(leaseKey) === args[0]) {
+    kv.del(leaseKey);
+    return ['RELEASED'];
+  }
+  return ['NOT_HELD'];
+};
+
+const fencingCas: Script = (kv, keys, args) => {
+  const raw = arg(args, 0);
+  if (raw.length > 16 || !/^\d+$/.test(raw) || Number(raw) > MAX_SAFE)
+    return ['INVALID_INPUT', 'fencingToken'];
+  const token = Number(raw);
+  const fenceKey = `${keys[0] ?? ''}:fence`;
+  const stored = kv.get(fenceKey);
+  if (stored !== null) {
+    if (!/^\d+$/.test(stored) || stored.length > 16 || Number(stored) > MAX_SAFE) return ['CORRUPT'];
+    if (token <= Number(stored)) return ['STALE', Number(stored)];
+  }
+  kv.set(fenceKey, raw);
+  return ['OK'];
+};
+
+export const MEMORY_SCRIPTS: Record<ScriptName, Script> = {
+  admit,
+  budget_finalize: budgetFinalize,
+  budget_reap: budgetReap,
+  credit,
+  snapshot,
+  pool_gate: poolGate,
+  lease_acquire: leaseAcquire,
+  lease_release: leaseRelease,
+  fencing_cas: fencingCas,
+};

@@ -1,0 +1,334 @@
+import type { Logger } from '../observability/logger.js';
+import type {
+  AdmitInput,
+  AdmitResult,
+  BudgetScope,
+  CreditResult,
+  Dimension,
+  FencingResult,
+  FinalizeInput,
+  FinalizeResult,
+  LeaseResult,
+  PoolGateInput,
+  PoolGateResult,
+  ReapResult,
+  ScopeRemaining,
+  Snapshot,
+} from './contracts.js';
+import { FencingOverflow } from './errors.js';
+import type { Reply, ScriptRunner, StoreEngine } from './port.js';
+import { SCRIPTS } from './scripts.generated.js';
+
+/** Ids that become part of a key: no `{`, `}`, `:` or `*`, so one tenant can never name another's keys. */
+const ID = /^[A-Za-z0-9_-]{1,64}$/;
+const HOLDER = /^[A-Za-z0-9_.:-]{1,128}$/;
+
+export interface ScriptInfo {
+  name: string;
+  version: number;
+  sha1: string;
+}
+
+export interface Store {
+  readonly engine: StoreEngine;
+  ping(): Promise<void>;
+  close(): Promise<void>;
+  /** Limits and budget reservation in one atomic call; a denial changes nothing. */
+  admit(input: AdmitInput): Promise<AdmitResult>;
+  /** Settles a reservation exactly once. */
+  finalize(input: FinalizeInput): Promise<FinalizeResult>;
+  /** Releases a reservation without charge: finalize with cost 0. */
+  cancel(input: { tenantId: string; reservationId: string; nowMs: number }): Promise<FinalizeResult>;
+  reap(input: { tenantId: string; nowMs: number; maxCount?: number }): Promise<ReapResult>;
+  credit(input: { tenantId: string; grantId: string; amountMicro: bigint }): Promise<CreditResult>;
+  snapshot(tenantId: string): Promise<Snapshot>;
+  poolGate(input: PoolGateInput): Promise<PoolGateResult>;
+  /** Takes a singleton job's lease (SET NX PX) with a fencing token that only grows. */
+  acquireLease(input: { resource: string; holder: string; ttlMs: number }): Promise<LeaseResult>;
+  releaseLease(input: { resource: string; holder: string }): Promise<boolean>;
+  /** Accepts a write only from a holder whose token is newer than every accepted one. */
+  fencingCas(input: { resource: string; fencingToken: number }): Promise<FencingResult>;
+}
+
+/** The registered scripts, for /health and admin.system.info. */
+export function scriptInfo(): ScriptInfo[] {
+  return Object.values(SCRIPTS).map(({ name, version, sha1 }) => ({ name, version, sha1 }));
+}
+
+/** The UTC month of a time, `YYYYMM`: the period monthly caps count in. */
+export function periodOf(nowMs: number): string {
+  const date = new Date(nowMs);
+  return `${date.getUTCFullYear()}${String(date.getUTCMonth() + 1).padStart(2, '0')}`;
+}
+
+export const tenantKey = (tenantId: string) => `{t:${tenantId}}`;
+export const poolKey = (pool: string) => `{p:${pool}}`;
+export const leaseKey = (resource: string) => `{l:${resource}}`;
+
+export function createStore(runner: ScriptRunner, options: { log: Logger }): Store {
+  const { log } = options;
+  const reportDrift = (tenantId: string, driftMicro: bigint, where: string) => {
+    if (driftMicro > 0n) {
+      log.warn(
+        { event: 'ACCOUNTING_DRIFT', tenantId, amountMicro: driftMicro.toString(), where },
+        'ACCOUNTING_DRIFT',
+      );
+    }
+  };
+
+  const finalize = async (input: FinalizeInput): Promise<FinalizeResult> => {
+    if (!ID.test(input.tenantId)) return { status: 'INVALID_INPUT', field: 'tenantId' };
+    const reply = await runner.run(
+      'budget_finalize',
+      [tenantKey(input.tenantId)],
+      [input.reservationId, String(input.actualCostMicro), String(input.actualTokens), String(input.nowMs)],
+    );
+    const result = decodeFinalize(reply);
+    if (result.status === 'FINALIZED' || result.status === 'LATE_FINALIZE') {
+      reportDrift(input.tenantId, result.driftMicro, 'finalize');
+    }
+    if (result.status === 'LATE_FINALIZE' && result.overspend) {
+      log.error(
+        { event: 'OVERSPEND', tenantId: input.tenantId, reservationId: input.reservationId },
+        'OVERSPEND',
+      );
+    }
+    return result;
+  };
+
+  return {
+    engine: runner.engine,
+    ping: () => runner.ping(),
+    close: () => runner.close(),
+
+    admit: async (input) => {
+      for (const field of ['tenantId', 'keyId', 'pool', 'reservationId'] as const) {
+        if (!ID.test(input[field])) return { status: 'INVALID_INPUT', field };
+      }
+      const { limits } = input;
+      const reply = await runner.run(
+        'admit',
+        [tenantKey(input.tenantId)],
+        [
+          input.tenantId,
+          input.keyId,
+          input.userId ?? '',
+          input.channelId ?? '',
+          input.pool,
+          input.idempotencyKey ?? '',
+          input.reservationId,
+          String(input.costMicro),
+          String(input.tokenEstimate),
+          String(input.nowMs),
+          String(input.ttlMs),
+          periodOf(input.nowMs),
+          limit(limits.tenantRpm),
+          limit(limits.userRpm),
+          limit(limits.channelRpm),
+          limit(limits.keyRpm),
+          limit(limits.burstCapacity),
+          String(limits.burstRefillPerMinute),
+          limit(limits.keyTpd),
+          limit(limits.tenantMonthlyCapMicro),
+          limit(limits.keyMonthlyCapMicro),
+        ],
+      );
+      return decodeAdmit(reply);
+    },
+
+    finalize,
+    cancel: (input) => finalize({ ...input, actualCostMicro: 0n, actualTokens: 0 }),
+
+    reap: async (input) => {
+      if (!ID.test(input.tenantId)) return { status: 'INVALID_INPUT', field: 'tenantId' };
+      const reply = await runner.run(
+        'budget_reap',
+        [tenantKey(input.tenantId)],
+        [String(input.nowMs), String(input.maxCount ?? 100)],
+      );
+      if (reply[0] !== 'REAPED') return invalid(reply);
+      const result = {
+        status: 'REAPED' as const,
+        count: int(reply[1]),
+        releasedMicro: big(reply[2]),
+        driftMicro: big(reply[3]),
+      };
+      reportDrift(input.tenantId, result.driftMicro, 'reap');
+      return result;
+    },
+
+    credit: async (input) => {
+      if (!ID.test(input.tenantId)) return { status: 'INVALID_INPUT', field: 'tenantId' };
+      const reply = await runner.run(
+        'credit',
+        [tenantKey(input.tenantId)],
+        [input.grantId, String(input.amountMicro)],
+      );
+      const status = reply[0];
+      if (status !== 'CREDITED' && status !== 'ALREADY_APPLIED') return invalid(reply);
+      return { status, creditedMicro: big(reply[1]), availableMicro: big(reply[2]) };
+    },
+
+    snapshot: async (tenantId) => {
+      if (!ID.test(tenantId)) throw new Error('snapshot: invalid tenantId');
+      const reply = await runner.run('snapshot', [tenantKey(tenantId)], []);
+      return {
+        creditedMicro: big(reply[1]),
+        committedMicro: big(reply[2]),
+        reservedMicro: big(reply[3]),
+        availableMicro: big(reply[4]),
+      };
+    },
+
+    poolGate: async (input) => {
+      if (!ID.test(input.pool)) return { status: 'INVALID_INPUT', field: 'pool' };
+      const reply = await runner.run(
+        'pool_gate',
+        [poolKey(input.pool)],
+        [String(input.tokens), String(input.capacity), String(input.refillPerMinute), String(input.nowMs)],
+      );
+      if (reply[0] === 'ALLOWED') return { status: 'ALLOWED', remaining: int(reply[1]) };
+      if (reply[0] === 'RATE_LIMITED') {
+        return {
+          status: 'RATE_LIMITED',
+          dimension: 'pool',
+          limit: int(reply[2]),
+          remaining: 0,
+          retryAfterMs: int(reply[4]),
+          resetAtMs: int(reply[5]),
+        };
+      }
+      return invalid(reply);
+    },
+
+    acquireLease: async (input) => {
+      if (!ID.test(input.resource)) return { status: 'INVALID_INPUT', field: 'resource' };
+      if (!HOLDER.test(input.holder)) return { status: 'INVALID_INPUT', field: 'holder' };
+      const reply = await runner.run(
+        'lease_acquire',
+        [leaseKey(input.resource)],
+        [input.holder, String(input.ttlMs)],
+      );
+      if (reply[0] === 'ACQUIRED') return { status: 'ACQUIRED', fencingToken: int(reply[1]) };
+      if (reply[0] === 'HELD') return { status: 'HELD', holder: String(reply[1]), ttlMs: int(reply[2]) };
+      if (reply[0] === 'OVERFLOW')
+        throw new FencingOverflow(`fencing token of ${input.resource} would pass 2^53 - 1`);
+      return invalid(reply);
+    },
+
+    releaseLease: async (input) => {
+      if (!ID.test(input.resource)) return false;
+      const reply = await runner.run('lease_release', [leaseKey(input.resource)], [input.holder]);
+      return reply[0] === 'RELEASED';
+    },
+
+    fencingCas: async (input) => {
+      if (!ID.test(input.resource)) return { status: 'INVALID_INPUT', field: 'resource' };
+      const reply = await runner.run('fencing_cas', [leaseKey(input.resource)], [String(input.fencingToken)]);
+      if (reply[0] === 'OK') return { status: 'OK' };
+      if (reply[0] === 'STALE') return { status: 'STALE', lastAccepted: int(reply[1]) };
+      if (reply[0] === 'CORRUPT') return { status: 'CORRUPT' };
+      return invalid(reply);
+    },
+  };
+}
+
+function limit(value: number | bigint | null): string {
+  return value === null ? '-1' : String(value);
+}
+
+function int(value: Reply[number] | undefined): number {
+  return Number(value ?? 0);
+}
+
+function big(value: Reply[number] | undefined): bigint {
+  return BigInt(value ?? 0);
+}
+
+function nullableBig(value: Reply[number] | undefined): bigint | null {
+  const n = big(value);
+  return n < 0n ? null : n;
+}
+
+function invalid(reply: Reply): { status: 'INVALID_INPUT'; field: string } {
+  if (reply[0] !== 'INVALID_INPUT') throw new Error(`unexpected script reply: ${String(reply[0])}`);
+  return { status: 'INVALID_INPUT', field: String(reply[1]) };
+}
+
+function remainingFrom(reply: Reply, at: number): ScopeRemaining {
+  return {
+    balanceMicro: big(reply[at]),
+    tenantMonthlyMicro: nullableBig(reply[at + 1]),
+    keyMonthlyMicro: nullableBig(reply[at + 2]),
+  };
+}
+
+export function decodeAdmit(reply: Reply): AdmitResult {
+  switch (reply[0]) {
+    case 'ADMITTED':
+      return {
+        status: 'ADMITTED',
+        reservationId: String(reply[1]),
+        remaining: remainingFrom(reply, 2),
+        tightest:
+          reply[5] === ''
+            ? null
+            : {
+                dimension: String(reply[5]) as Dimension,
+                limit: int(reply[6]),
+                remaining: int(reply[7]),
+                resetAtMs: int(reply[8]),
+              },
+        warning: reply[9] === '' ? null : (String(reply[9]) as BudgetScope),
+      };
+    case 'RATE_LIMITED':
+      return {
+        status: 'RATE_LIMITED',
+        dimension: String(reply[1]) as Dimension,
+        limit: int(reply[2]),
+        remaining: 0,
+        retryAfterMs: int(reply[4]),
+        resetAtMs: int(reply[5]),
+      };
+    case 'BUDGET_EXCEEDED':
+      return {
+        status: 'BUDGET_EXCEEDED',
+        scope: String(reply[1]) as BudgetScope,
+        remainingMicro: big(reply[2]),
+        limitMicro: big(reply[3]),
+      };
+    case 'ALREADY_RESERVED':
+      return {
+        status: 'ALREADY_RESERVED',
+        reservationId: String(reply[1]),
+        amountMicro: big(reply[2]),
+        state: String(reply[3]) as 'open' | 'reaped' | 'finalized' | 'expired',
+        remaining: remainingFrom(reply, 4),
+      };
+    default:
+      return invalid(reply);
+  }
+}
+
+function decodeFinalize(reply: Reply): FinalizeResult {
+  switch (reply[0]) {
+    case 'FINALIZED':
+      return {
+        status: 'FINALIZED',
+        chargedMicro: big(reply[1]),
+        releasedMicro: big(reply[2]),
+        driftMicro: big(reply[3]),
+      };
+    case 'LATE_FINALIZE':
+      return {
+        status: 'LATE_FINALIZE',
+        chargedMicro: big(reply[1]),
+        overspend: reply[2] === 1,
+        driftMicro: big(reply[3]),
+      };
+    case 'ALREADY_FINALIZED':
+      return { status: 'ALREADY_FINALIZED', chargedMicro: big(reply[1]) };
+    default:
+      return invalid(reply);
+  }
+}
