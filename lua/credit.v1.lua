@@ -6,11 +6,12 @@
 --
 -- returns {"CREDITED", creditedMicro, availableMicro}
 --       | {"ALREADY_APPLIED", creditedMicro, availableMicro}   (no change)
---       | {"INVALID_INPUT", field}   (field "amountMicro" also when the balance would pass 2^53 - 1)
+--       | {"INVALID_INPUT", field}   (field "amountMicro" also when the balance would pass 2^52 - 1)
 
 local base = KEYS[1]
 local MAX_AMOUNT = 1000000000000000
-local MAX_SAFE = 9007199254740991
+-- Balances stay below 2^52: some clients (ioredis's parser) read larger integer replies inexactly.
+local MAX_BALANCE = 4503599627370495
 
 local grantId = ARGV[1]
 if type(grantId) ~= 'string' or #grantId < 1 or #grantId > 64 or not string.match(grantId, '^[%w_%-]+$') then
@@ -33,7 +34,7 @@ if redis.call('HEXISTS', base .. ':grants', grantId) == 1 then
   return {'ALREADY_APPLIED', credited, available}
 end
 local before = figures()
-if before + amount > MAX_SAFE then return {'INVALID_INPUT', 'amountMicro'} end
+if before + amount > MAX_BALANCE then return {'INVALID_INPUT', 'amountMicro'} end
 redis.call('HSET', base .. ':grants', grantId, amount)
 redis.call('HINCRBY', balKey, 'credited', amount)
 local credited, available = figures()

@@ -6,7 +6,7 @@
 -- ARGV[1]  fencingToken  integer 0 .. 2^53 - 1
 --
 -- returns {"OK"}                    token > the last accepted (or none yet); it is now the last
---       | {"STALE", lastAccepted}   token <= the last accepted
+--       | {"STALE", lastAccepted}   token <= the last accepted (decimal string)
 --       | {"CORRUPT"}               the stored value is non-numeric, negative or > 2^53 - 1: fail closed
 --       | {"INVALID_INPUT", "fencingToken"}
 
@@ -22,7 +22,7 @@ if stored then
   if not string.match(stored, '^%d+$') or #stored > 16 or tonumber(stored) > MAX_SAFE then
     return {'CORRUPT'}
   end
-  if token <= tonumber(stored) then return {'STALE', tonumber(stored)} end
+  if token <= tonumber(stored) then return {'STALE', stored} end
 end
 redis.call('SET', fenceKey, raw)
 return {'OK'}

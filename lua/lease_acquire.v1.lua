@@ -4,7 +4,7 @@
 -- ARGV[1]  holder   who takes it (for logs and release), [A-Za-z0-9_.:-]{1,128}
 -- ARGV[2]  ttlMs    integer ms, 100 .. 3600000 (SET NX PX: the lease ends by itself)
 --
--- returns {"ACQUIRED", fencingToken} | {"HELD", holder, pttlMs} | {"OVERFLOW"}
+-- returns {"ACQUIRED", fencingToken (decimal string)} | {"HELD", holder, pttlMs} | {"OVERFLOW"}
 --       | {"INVALID_INPUT", field}
 -- OVERFLOW: the next token would pass 2^53 - 1 (no longer exact in JavaScript); nothing is taken.
 
@@ -24,4 +24,6 @@ end
 if not redis.call('SET', leaseKey, holder, 'NX', 'PX', ttl) then
   return {'HELD', redis.call('GET', leaseKey) or '', redis.call('PTTL', leaseKey)}
 end
-return {'ACQUIRED', redis.call('INCR', tokenKey)}
+redis.call('INCR', tokenKey)
+-- As a string: integer replies near 2^53 lose precision in some clients (ioredis's parser).
+return {'ACQUIRED', redis.call('GET', tokenKey)}

@@ -12,6 +12,7 @@ import type { MemoryKv } from './kv.js';
 
 const MAX_AMOUNT = 1_000_000_000_000_000;
 const MAX_SAFE = Number.MAX_SAFE_INTEGER;
+const MAX_BALANCE = 2 ** 52 - 1;
 const WINDOW_MS = 60_000;
 const DAY_MS = 86_400_000;
 const RETAIN_MS = 7 * DAY_MS;
@@ -365,7 +366,7 @@ const credit: Script = (kv, keys, args) => {
     return [c, c - num(committed ?? null) - num(reserved ?? null)];
   };
   if (kv.hexists(`${base}:grants`, grantId)) return ['ALREADY_APPLIED', ...figures()];
-  if (figures()[0] + amount > MAX_SAFE) return ['INVALID_INPUT', 'amountMicro'];
+  if (figures()[0] + amount > MAX_BALANCE) return ['INVALID_INPUT', 'amountMicro'];
   kv.hset(`${base}:grants`, { [grantId]: amount });
   kv.hincrby(balKey, 'credited', amount);
   return ['CREDITED', ...figures()];
@@ -426,7 +427,8 @@ const leaseAcquire: Script = (kv, keys, args) => {
   }
   if (!kv.set(leaseKey, holder, { nx: true, pxMs: ttl }))
     return ['HELD', kv.get(leaseKey) ?? '', kv.pttl(leaseKey)];
-  return ['ACQUIRED', kv.incrBy(tokenKey, 1)];
+  kv.incrBy(tokenKey, 1);
+  return ['ACQUIRED', kv.get(tokenKey) ?? ''];
 };
 
 const leaseRelease: Script = (kv, keys, args) => {
@@ -447,7 +449,7 @@ const fencingCas: Script = (kv, keys, args) => {
   const stored = kv.get(fenceKey);
   if (stored !== null) {
     if (!/^\d+$/.test(stored) || stored.length > 16 || Number(stored) > MAX_SAFE) return ['CORRUPT'];
-    if (token <= Number(stored)) return ['STALE', Number(stored)];
+    if (token <= Number(stored)) return ['STALE', stored];
   }
   kv.set(fenceKey, raw);
   return ['OK'];

@@ -1,0 +1,586 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { AdmitInput, AdmitLimits, AdmitResult } from '../../src/store/contracts.js';
+import { FencingOverflow } from '../../src/store/errors.js';
+import { tenantKey } from '../../src/store/store.js';
+import {
+  admitInput,
+  type EngineUnderTest,
+  makeEngine,
+  NO_LIMITS,
+  NOW,
+  uniqueTenant,
+} from '../support/engines.js';
+
+/** The same contract suite on both engines: the Lua scripts on real Redis, and the memory engine. */
+describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
+  let engine: EngineUnderTest;
+  beforeAll(() => {
+    engine = makeEngine(engineName);
+  });
+  afterAll(() => engine.close());
+
+  const store = () => engine.store;
+
+  async function fundedTenant(amountMicro = 1_000n): Promise<string> {
+    const tenantId = uniqueTenant();
+    const credited = await store().credit({ tenantId, grantId: 'grant_initial', amountMicro });
+    expect(credited.status).toBe('CREDITED');
+    return tenantId;
+  }
+
+  async function admitted(input: AdmitInput): Promise<Extract<AdmitResult, { status: 'ADMITTED' }>> {
+    const result = await store().admit(input);
+    if (result.status !== 'ADMITTED')
+      throw new Error(`expected ADMITTED, got ${JSON.stringify(result, bigints)}`);
+    return result;
+  }
+
+  describe('admit', () => {
+    it('reserves the cost and reports the remaining figures', async () => {
+      const tenantId = await fundedTenant();
+      const result = await admitted(admitInput(tenantId, { costMicro: 100n }));
+      expect(result.remaining).toEqual({
+        balanceMicro: 900n,
+        tenantMonthlyMicro: null,
+        keyMonthlyMicro: null,
+      });
+      expect(result.tightest).toBeNull();
+      expect(result.warning).toBeNull();
+      expect(await store().snapshot(tenantId)).toEqual({
+        creditedMicro: 1_000n,
+        committedMicro: 0n,
+        reservedMicro: 100n,
+        availableMicro: 900n,
+      });
+    });
+
+    it('answers a duplicate (same idempotency key) with the original reservation and the real figures', async () => {
+      const tenantId = await fundedTenant();
+      const first = await admitted(admitInput(tenantId, { idempotencyKey: 'req_1', costMicro: 100n }));
+      const again = await store().admit(admitInput(tenantId, { idempotencyKey: 'req_1', costMicro: 100n }));
+      expect(again).toEqual({
+        status: 'ALREADY_RESERVED',
+        reservationId: first.reservationId,
+        amountMicro: 100n,
+        state: 'open',
+        remaining: { balanceMicro: 900n, tenantMonthlyMicro: null, keyMonthlyMicro: null },
+      });
+      expect((await store().snapshot(tenantId)).reservedMicro).toBe(100n);
+    });
+
+    it('names the tightest dimension after the request', async () => {
+      const tenantId = await fundedTenant();
+      const result = await admitted(
+        admitInput(tenantId, { limits: { ...NO_LIMITS, tenantRpm: 10, keyRpm: 3, keyTpd: 1000 } }),
+      );
+      expect(result.tightest).toMatchObject({ dimension: 'key_rpm', limit: 3, remaining: 2 });
+    });
+
+    it('warns once a scope reaches 80 %', async () => {
+      const tenantId = await fundedTenant(1_000n);
+      expect((await admitted(admitInput(tenantId, { costMicro: 790n }))).warning).toBeNull();
+      expect((await admitted(admitInput(tenantId, { costMicro: 10n }))).warning).toBe('balance');
+      const capped = await fundedTenant(1_000_000n);
+      const result = await admitted(
+        admitInput(capped, { costMicro: 85n, limits: { ...NO_LIMITS, tenantMonthlyCapMicro: 100n } }),
+      );
+      expect(result.warning).toBe('tenant_monthly');
+      expect(result.remaining.tenantMonthlyMicro).toBe(15n);
+    });
+
+    it('reports RATE_LIMITED with remaining 0 and a retry time that is exact', async () => {
+      const tenantId = await fundedTenant();
+      const limits = { ...NO_LIMITS, keyRpm: 2 };
+      await admitted(admitInput(tenantId, { limits }));
+      await admitted(admitInput(tenantId, { limits }));
+      const denied = await store().admit(admitInput(tenantId, { limits }));
+      expect(denied).toMatchObject({ status: 'RATE_LIMITED', dimension: 'key_rpm', limit: 2, remaining: 0 });
+      if (denied.status !== 'RATE_LIMITED') return;
+      expect(denied.retryAfterMs).toBeGreaterThan(0);
+      expect(denied.resetAtMs).toBe(NOW + denied.retryAfterMs);
+      const early = await store().admit(admitInput(tenantId, { limits, nowMs: denied.resetAtMs - 1 }));
+      expect(early.status).toBe('RATE_LIMITED');
+      await admitted(admitInput(tenantId, { limits, nowMs: denied.resetAtMs }));
+    });
+
+    it('rate-limits each dimension by its own subject', async () => {
+      const tenantId = await fundedTenant();
+      const limits = { ...NO_LIMITS, userRpm: 1, channelRpm: 2 };
+      await admitted(admitInput(tenantId, { userId: 'alice', channelId: 'web', limits }));
+      expect(
+        await store().admit(admitInput(tenantId, { userId: 'alice', channelId: 'web', limits })),
+      ).toMatchObject({
+        status: 'RATE_LIMITED',
+        dimension: 'user',
+      });
+      await admitted(admitInput(tenantId, { userId: 'bob', channelId: 'web', limits }));
+      expect(
+        await store().admit(admitInput(tenantId, { userId: 'carol', channelId: 'web', limits })),
+      ).toMatchObject({
+        status: 'RATE_LIMITED',
+        dimension: 'channel',
+      });
+    });
+
+    it('refills the burst bucket over time', async () => {
+      const tenantId = await fundedTenant();
+      const limits = { ...NO_LIMITS, burstCapacity: 2, burstRefillPerMinute: 60 };
+      await admitted(admitInput(tenantId, { limits }));
+      await admitted(admitInput(tenantId, { limits }));
+      const denied = await store().admit(admitInput(tenantId, { limits }));
+      expect(denied).toMatchObject({ status: 'RATE_LIMITED', dimension: 'burst', retryAfterMs: 1000 });
+      await admitted(admitInput(tenantId, { limits, nowMs: NOW + 1000 }));
+    });
+
+    it('counts tokens per day with the estimate, corrected to the actual count by finalize', async () => {
+      const tenantId = await fundedTenant();
+      const limits = { ...NO_LIMITS, keyTpd: 100 };
+      const first = await admitted(admitInput(tenantId, { tokenEstimate: 80, limits }));
+      expect(await store().admit(admitInput(tenantId, { tokenEstimate: 30, limits }))).toMatchObject({
+        status: 'RATE_LIMITED',
+        dimension: 'key_tpd',
+      });
+      await store().finalize({
+        tenantId,
+        reservationId: first.reservationId,
+        actualCostMicro: 50n,
+        actualTokens: 20,
+        nowMs: NOW,
+      });
+      await admitted(admitInput(tenantId, { tokenEstimate: 30, limits }));
+    });
+
+    it('refuses what the balance, the tenant monthly cap or the key monthly cap cannot cover', async () => {
+      const poor = await fundedTenant(50n);
+      expect(await store().admit(admitInput(poor, { costMicro: 51n }))).toEqual({
+        status: 'BUDGET_EXCEEDED',
+        scope: 'balance',
+        remainingMicro: 50n,
+        limitMicro: 50n,
+      });
+      const rich = await fundedTenant(1_000_000n);
+      expect(
+        await store().admit(
+          admitInput(rich, { costMicro: 101n, limits: { ...NO_LIMITS, tenantMonthlyCapMicro: 100n } }),
+        ),
+      ).toEqual({
+        status: 'BUDGET_EXCEEDED',
+        scope: 'tenant_monthly',
+        remainingMicro: 100n,
+        limitMicro: 100n,
+      });
+      expect(
+        await store().admit(
+          admitInput(rich, { costMicro: 101n, limits: { ...NO_LIMITS, keyMonthlyCapMicro: 100n } }),
+        ),
+      ).toEqual({ status: 'BUDGET_EXCEEDED', scope: 'key_monthly', remainingMicro: 100n, limitMicro: 100n });
+    });
+
+    const strict: AdmitLimits = {
+      tenantRpm: 5,
+      userRpm: 5,
+      channelRpm: 5,
+      keyRpm: 5,
+      burstCapacity: 5,
+      burstRefillPerMinute: 5,
+      keyTpd: 1_000,
+      tenantMonthlyCapMicro: 10_000n,
+      keyMonthlyCapMicro: 10_000n,
+    };
+    const denials: [string, Partial<AdmitInput>, Partial<AdmitLimits>, number][] = [
+      ['tenant', {}, { tenantRpm: 0 }, 0],
+      ['user', {}, { userRpm: 0 }, 0],
+      ['channel', {}, { channelRpm: 0 }, 0],
+      ['burst', {}, { burstCapacity: 0 }, 0],
+      ['key_rpm', {}, { keyRpm: 0 }, 0],
+      ['key_tpd', { tokenEstimate: 2_000 }, {}, 0],
+      ['balance', { costMicro: 1_000_001n }, { tenantMonthlyCapMicro: null, keyMonthlyCapMicro: null }, 0],
+      ['tenant_monthly', { costMicro: 10_001n }, { keyMonthlyCapMicro: null }, 0],
+      ['key_monthly', { costMicro: 10_001n }, { tenantMonthlyCapMicro: null }, 0],
+    ];
+
+    it.each(denials)(
+      'a denial on %s consumes nothing in any dimension or scope',
+      async (what, inputOverrides, limitOverrides) => {
+        const denied = await fundedTenant(1_000_000n);
+        const fresh = await fundedTenant(1_000_000n);
+        const base = { userId: 'u1', channelId: 'c1' };
+        const result = await store().admit(
+          admitInput(denied, { ...base, ...inputOverrides, limits: { ...strict, ...limitOverrides } }),
+        );
+        expect(
+          result.status === 'RATE_LIMITED'
+            ? result.dimension
+            : result.status === 'BUDGET_EXCEEDED'
+              ? result.scope
+              : result.status,
+        ).toBe(what);
+        expect(await store().snapshot(denied)).toEqual(await store().snapshot(fresh));
+        // The same request under the strict limits now sees exactly what a tenant that was never
+        // denied sees: no window, bucket, counter or scope moved.
+        const afterDenial = await admitted(admitInput(denied, { ...base, limits: strict }));
+        const untouched = await admitted(admitInput(fresh, { ...base, limits: strict }));
+        expect({ ...afterDenial, reservationId: '' }).toEqual({ ...untouched, reservationId: '' });
+      },
+    );
+
+    it.each([
+      ['costMicro', { costMicro: 0n }],
+      ['costMicro', { costMicro: -5n }],
+      ['costMicro', { costMicro: 10n ** 16n }],
+      ['tokenEstimate', { tokenEstimate: Number.NaN }],
+      ['tokenEstimate', { tokenEstimate: 1.5 }],
+      ['tokenEstimate', { tokenEstimate: -1 }],
+      ['nowMs', { nowMs: Number.NaN }],
+      ['ttlMs', { ttlMs: 0 }],
+      ['tenantId', { tenantId: 'a}b' }],
+      ['tenantId', { tenantId: 'a:b' }],
+      ['keyId', { keyId: '*' }],
+      ['userId', { userId: 'x{t:other}' }],
+      ['pool', { pool: '' }],
+      ['reservationId', { reservationId: 'r:1' }],
+      ['keyRpm', { limits: { ...NO_LIMITS, keyRpm: 2.5 } }],
+      ['tenantMonthlyCapMicro', { limits: { ...NO_LIMITS, tenantMonthlyCapMicro: -2n } }],
+    ] as [string, Partial<AdmitInput>][])(
+      'INVALID_INPUT names %s and changes nothing',
+      async (field, overrides) => {
+        const tenantId = await fundedTenant();
+        const before = await store().snapshot(tenantId);
+        expect(await store().admit(admitInput(tenantId, overrides))).toEqual({
+          status: 'INVALID_INPUT',
+          field,
+        });
+        expect(await store().snapshot(tenantId)).toEqual(before);
+      },
+    );
+
+    it('refuses a key base that does not belong to the named tenant (script level)', async () => {
+      const victim = await fundedTenant();
+      const args = [
+        'attacker',
+        'key_a',
+        '',
+        '',
+        'standard',
+        '',
+        'res_x',
+        '100',
+        '10',
+        String(NOW),
+        '300000',
+        '202611',
+      ];
+      const reply = await engine.runner.run('admit', [tenantKey(victim)], [...args, ...Array(9).fill('-1')]);
+      expect(reply).toEqual(['INVALID_INPUT', 'tenantId']);
+      expect((await store().snapshot(victim)).reservedMicro).toBe(0n);
+    });
+
+    it.each(['NaN', '1.5', '-5', '', '1e3', '99999999999999999999'])(
+      'refuses the raw cost %j',
+      async (raw) => {
+        const tenantId = await fundedTenant();
+        const args = [
+          tenantId,
+          'key_a',
+          '',
+          '',
+          'standard',
+          '',
+          'res_raw',
+          raw,
+          '10',
+          String(NOW),
+          '300000',
+          '202611',
+        ];
+        const reply = await engine.runner.run(
+          'admit',
+          [tenantKey(tenantId)],
+          [...args, ...Array(9).fill('-1')],
+        );
+        expect(reply).toEqual(['INVALID_INPUT', 'costMicro']);
+      },
+    );
+  });
+
+  describe('finalize, cancel and reap', () => {
+    it('charges min(actual, reserved) and releases the rest', async () => {
+      const tenantId = await fundedTenant();
+      const a = await admitted(admitInput(tenantId, { costMicro: 100n }));
+      const b = await admitted(admitInput(tenantId, { costMicro: 100n }));
+      const finalize = (reservationId: string, actualCostMicro: bigint) =>
+        store().finalize({ tenantId, reservationId, actualCostMicro, actualTokens: 5, nowMs: NOW });
+      expect(await finalize(a.reservationId, 60n)).toEqual({
+        status: 'FINALIZED',
+        chargedMicro: 60n,
+        releasedMicro: 40n,
+        driftMicro: 0n,
+      });
+      expect(await finalize(b.reservationId, 150n)).toMatchObject({
+        status: 'FINALIZED',
+        chargedMicro: 100n,
+        releasedMicro: 0n,
+      });
+      expect(await store().snapshot(tenantId)).toEqual({
+        creditedMicro: 1_000n,
+        committedMicro: 160n,
+        reservedMicro: 0n,
+        availableMicro: 840n,
+      });
+    });
+
+    it('finalize twice: ALREADY_FINALIZED with the first charge, no change', async () => {
+      const tenantId = await fundedTenant();
+      const { reservationId } = await admitted(admitInput(tenantId));
+      await store().finalize({ tenantId, reservationId, actualCostMicro: 70n, actualTokens: 1, nowMs: NOW });
+      const before = await store().snapshot(tenantId);
+      expect(
+        await store().finalize({
+          tenantId,
+          reservationId,
+          actualCostMicro: 90n,
+          actualTokens: 1,
+          nowMs: NOW,
+        }),
+      ).toEqual({ status: 'ALREADY_FINALIZED', chargedMicro: 70n });
+      expect(await store().snapshot(tenantId)).toEqual(before);
+    });
+
+    it('cancel releases everything and charges nothing', async () => {
+      const tenantId = await fundedTenant();
+      const { reservationId } = await admitted(admitInput(tenantId));
+      expect(await store().cancel({ tenantId, reservationId, nowMs: NOW })).toMatchObject({
+        status: 'FINALIZED',
+        chargedMicro: 0n,
+        releasedMicro: 100n,
+      });
+      expect((await store().snapshot(tenantId)).availableMicro).toBe(1_000n);
+    });
+
+    it('an unknown reservation is INVALID_INPUT', async () => {
+      const tenantId = await fundedTenant();
+      expect(
+        await store().finalize({
+          tenantId,
+          reservationId: 'res_unknown',
+          actualCostMicro: 1n,
+          actualTokens: 0,
+          nowMs: NOW,
+        }),
+      ).toEqual({ status: 'INVALID_INPUT', field: 'reservationId' });
+    });
+
+    it('reaps only expired reservations, then a late finalize still charges (LATE_FINALIZE)', async () => {
+      const tenantId = await fundedTenant();
+      const expiring = await admitted(admitInput(tenantId, { ttlMs: 1_000 }));
+      await admitted(admitInput(tenantId, { ttlMs: 600_000 }));
+      expect(await store().reap({ tenantId, nowMs: NOW + 999 })).toMatchObject({
+        status: 'REAPED',
+        count: 0,
+      });
+      expect(await store().reap({ tenantId, nowMs: NOW + 1_000 })).toEqual({
+        status: 'REAPED',
+        count: 1,
+        releasedMicro: 100n,
+        driftMicro: 0n,
+      });
+      expect((await store().snapshot(tenantId)).reservedMicro).toBe(100n);
+      expect(
+        await store().finalize({
+          tenantId,
+          reservationId: expiring.reservationId,
+          actualCostMicro: 500n,
+          actualTokens: 3,
+          nowMs: NOW + 2_000,
+        }),
+      ).toEqual({ status: 'LATE_FINALIZE', chargedMicro: 100n, overspend: false, driftMicro: 0n });
+      expect(await store().snapshot(tenantId)).toMatchObject({ committedMicro: 100n, reservedMicro: 100n });
+      expect(await store().reap({ tenantId, nowMs: NOW + 5_000 })).toMatchObject({ count: 0 });
+    });
+
+    it('flags a late finalize that takes the tenant past its credit (OVERSPEND)', async () => {
+      const tenantId = await fundedTenant(100n);
+      const first = await admitted(admitInput(tenantId, { costMicro: 100n, ttlMs: 1_000 }));
+      await store().reap({ tenantId, nowMs: NOW + 1_000 });
+      await admitted(admitInput(tenantId, { costMicro: 100n, nowMs: NOW + 1_000 }));
+      expect(
+        await store().finalize({
+          tenantId,
+          reservationId: first.reservationId,
+          actualCostMicro: 100n,
+          actualTokens: 1,
+          nowMs: NOW + 1_500,
+        }),
+      ).toMatchObject({ status: 'LATE_FINALIZE', chargedMicro: 100n, overspend: true });
+    });
+
+    it('finalize racing the reaper releases `reserved` exactly once', async () => {
+      const tenantId = await fundedTenant(1_000_000n);
+      let charged = 0n;
+      for (let i = 0; i < 40; i += 1) {
+        const { reservationId } = await admitted(admitInput(tenantId, { costMicro: 100n, ttlMs: 1_000 }));
+        const [finalized] = await Promise.all([
+          store().finalize({
+            tenantId,
+            reservationId,
+            actualCostMicro: 60n,
+            actualTokens: 1,
+            nowMs: NOW + 1_000,
+          }),
+          store().reap({ tenantId, nowMs: NOW + 1_000 }),
+        ]);
+        if (finalized.status !== 'FINALIZED' && finalized.status !== 'LATE_FINALIZE')
+          throw new Error(finalized.status);
+        expect(finalized.driftMicro).toBe(0n);
+        charged += finalized.chargedMicro;
+      }
+      expect(await store().snapshot(tenantId)).toEqual({
+        creditedMicro: 1_000_000n,
+        committedMicro: charged,
+        reservedMicro: 0n,
+        availableMicro: 1_000_000n - charged,
+      });
+    });
+
+    it('settles into the month the reservation was made in', async () => {
+      const tenantId = await fundedTenant(1_000_000n);
+      const limits = { ...NO_LIMITS, tenantMonthlyCapMicro: 1_000n, keyMonthlyCapMicro: 1_000n };
+      const lastMsOfNovember = Date.UTC(2026, 11, 1) - 1;
+      const firstOfDecember = Date.UTC(2026, 11, 1);
+      const november = await admitted(
+        admitInput(tenantId, { costMicro: 600n, nowMs: lastMsOfNovember, limits }),
+      );
+      await store().finalize({
+        tenantId,
+        reservationId: november.reservationId,
+        actualCostMicro: 500n,
+        actualTokens: 1,
+        nowMs: firstOfDecember,
+      });
+      // December's counters are untouched: the whole cap is available.
+      const december = await admitted(
+        admitInput(tenantId, { costMicro: 1_000n, nowMs: firstOfDecember, limits }),
+      );
+      expect(december.remaining).toMatchObject({ tenantMonthlyMicro: 0n, keyMonthlyMicro: 0n });
+      // November kept the 500 charged (and released the other 100).
+      expect(
+        await store().admit(admitInput(tenantId, { costMicro: 501n, nowMs: lastMsOfNovember, limits })),
+      ).toEqual({
+        status: 'BUDGET_EXCEEDED',
+        scope: 'tenant_monthly',
+        remainingMicro: 500n,
+        limitMicro: 1_000n,
+      });
+    });
+  });
+
+  describe('credit', () => {
+    it('applies a grant once', async () => {
+      const tenantId = uniqueTenant();
+      expect(await store().credit({ tenantId, grantId: 'pay_1', amountMicro: 5_000_000n })).toEqual({
+        status: 'CREDITED',
+        creditedMicro: 5_000_000n,
+        availableMicro: 5_000_000n,
+      });
+      expect(await store().credit({ tenantId, grantId: 'pay_1', amountMicro: 5_000_000n })).toEqual({
+        status: 'ALREADY_APPLIED',
+        creditedMicro: 5_000_000n,
+        availableMicro: 5_000_000n,
+      });
+    });
+
+    it.each([0n, -1n, 10n ** 16n])('refuses the amount %s', async (amountMicro) => {
+      const tenantId = uniqueTenant();
+      expect(await store().credit({ tenantId, grantId: 'g', amountMicro })).toEqual({
+        status: 'INVALID_INPUT',
+        field: 'amountMicro',
+      });
+      expect((await store().snapshot(tenantId)).creditedMicro).toBe(0n);
+    });
+  });
+
+  describe('pool_gate', () => {
+    it('is a token bucket shared by everyone using the pool', async () => {
+      const pool = `pool_${uniqueTenant()}`;
+      const gate = (nowMs: number) =>
+        store().poolGate({ pool, tokens: 1, capacity: 2, refillPerMinute: 60, nowMs });
+      expect(await gate(NOW)).toEqual({ status: 'ALLOWED', remaining: 1 });
+      expect(await gate(NOW)).toEqual({ status: 'ALLOWED', remaining: 0 });
+      expect(await gate(NOW)).toEqual({
+        status: 'RATE_LIMITED',
+        dimension: 'pool',
+        limit: 2,
+        remaining: 0,
+        retryAfterMs: 1_000,
+        resetAtMs: NOW + 1_000,
+      });
+      expect(await gate(NOW + 1_000)).toEqual({ status: 'ALLOWED', remaining: 0 });
+    });
+  });
+
+  describe('leases and fencing', () => {
+    it('issues growing tokens; CAS accepts only a strictly newer token', async () => {
+      const resource = `job_${uniqueTenant()}`;
+      const lease = await store().acquireLease({ resource, holder: 'worker-a', ttlMs: 10_000 });
+      expect(lease).toEqual({ status: 'ACQUIRED', fencingToken: 1 });
+      expect(await store().acquireLease({ resource, holder: 'worker-b', ttlMs: 10_000 })).toMatchObject({
+        status: 'HELD',
+        holder: 'worker-a',
+      });
+      expect(await store().fencingCas({ resource, fencingToken: 1 })).toEqual({ status: 'OK' });
+      expect(await store().fencingCas({ resource, fencingToken: 1 })).toEqual({
+        status: 'STALE',
+        lastAccepted: 1,
+      });
+      expect(await store().fencingCas({ resource, fencingToken: 0 })).toEqual({
+        status: 'STALE',
+        lastAccepted: 1,
+      });
+      expect(await store().releaseLease({ resource, holder: 'worker-b' })).toBe(false);
+      expect(await store().releaseLease({ resource, holder: 'worker-a' })).toBe(true);
+      expect(await store().acquireLease({ resource, holder: 'worker-b', ttlMs: 10_000 })).toEqual({
+        status: 'ACQUIRED',
+        fencingToken: 2,
+      });
+    });
+
+    it('a holder whose lease expired and was taken over cannot write', async () => {
+      const resource = `job_${uniqueTenant()}`;
+      const a = await store().acquireLease({ resource, holder: 'paused-a', ttlMs: 100 });
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      const b = await store().acquireLease({ resource, holder: 'worker-b', ttlMs: 10_000 });
+      if (a.status !== 'ACQUIRED' || b.status !== 'ACQUIRED') throw new Error('leases not acquired');
+      expect(b.fencingToken).toBeGreaterThan(a.fencingToken);
+      expect(await store().fencingCas({ resource, fencingToken: b.fencingToken })).toEqual({ status: 'OK' });
+      expect(await store().fencingCas({ resource, fencingToken: a.fencingToken })).toMatchObject({
+        status: 'STALE',
+      });
+    });
+
+    it.each(['abc', '-1', '9007199254740993', '1.5'])(
+      'fails closed (CORRUPT) on a stored %j',
+      async (stored) => {
+        const resource = `job_${uniqueTenant()}`;
+        await engine.setRaw(`{l:${resource}}:fence`, stored);
+        expect(await store().fencingCas({ resource, fencingToken: 5 })).toEqual({ status: 'CORRUPT' });
+      },
+    );
+
+    it('refuses to issue a token past 2^53 - 1', async () => {
+      const resource = `job_${uniqueTenant()}`;
+      await engine.setRaw(`{l:${resource}}:token`, String(Number.MAX_SAFE_INTEGER));
+      await expect(
+        store().acquireLease({ resource, holder: 'worker-a', ttlMs: 1_000 }),
+      ).rejects.toBeInstanceOf(FencingOverflow);
+      await engine.setRaw(`{l:${resource}}:token`, String(Number.MAX_SAFE_INTEGER - 1));
+      expect(await store().acquireLease({ resource, holder: 'worker-a', ttlMs: 1_000 })).toEqual({
+        status: 'ACQUIRED',
+        fencingToken: Number.MAX_SAFE_INTEGER,
+      });
+    });
+  });
+});
+
+function bigints(_key: string, value: unknown): unknown {
+  return typeof value === 'bigint' ? value.toString() : value;
+}

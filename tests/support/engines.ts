@@ -1,0 +1,88 @@
+import { randomBytes } from 'node:crypto';
+import { inject } from 'vitest';
+import { createLogger, type Logger } from '../../src/observability/logger.js';
+import type { AdmitInput, AdmitLimits } from '../../src/store/contracts.js';
+import { memoryRunner } from '../../src/store/memory/index.js';
+import { redisRunner } from '../../src/store/redis.js';
+import { createStore, type Store } from '../../src/store/store.js';
+
+/** Both engines with the same contract: the Lua scripts on the real Redis, and the memory engine. */
+export interface EngineUnderTest {
+  name: 'redis' | 'memory';
+  store: Store;
+  runner: ReturnType<typeof redisRunner> | ReturnType<typeof memoryRunner>;
+  /** Writes a raw string value (for planting corrupt data). */
+  setRaw(key: string, value: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export function filePrefix(): string {
+  return `sgtest:${randomBytes(6).toString('hex')}:`;
+}
+
+export function makeEngine(
+  name: 'redis' | 'memory',
+  options: { log?: Logger; keyPrefix?: string } = {},
+): EngineUnderTest {
+  const log = options.log ?? createLogger({ level: 'silent' });
+  if (name === 'memory') {
+    const runner = memoryRunner();
+    return {
+      name,
+      runner,
+      store: createStore(runner, { log }),
+      setRaw: async (key, value) => {
+        runner.kv.set(key, value);
+      },
+      close: async () => {},
+    };
+  }
+  const runner = redisRunner({ url: inject('redisUrl'), log, keyPrefix: options.keyPrefix ?? filePrefix() });
+  return {
+    name,
+    runner,
+    store: createStore(runner, { log }),
+    setRaw: async (key, value) => {
+      await runner.client.set(key, value);
+    },
+    close: () => runner.close(),
+  };
+}
+
+export const NO_LIMITS: AdmitLimits = {
+  tenantRpm: null,
+  userRpm: null,
+  channelRpm: null,
+  keyRpm: null,
+  burstCapacity: null,
+  burstRefillPerMinute: 0,
+  keyTpd: null,
+  tenantMonthlyCapMicro: null,
+  keyMonthlyCapMicro: null,
+};
+
+let sequence = 0;
+/** A tenant id no other test uses. */
+export function uniqueTenant(): string {
+  sequence += 1;
+  return `ten_${randomBytes(4).toString('hex')}${sequence}`;
+}
+
+/** 2026-11-15T12:00:00.000Z: mid-month, mid-window. */
+export const NOW = Date.UTC(2026, 10, 15, 12, 0, 0);
+
+export function admitInput(tenantId: string, overrides: Partial<AdmitInput> = {}): AdmitInput {
+  sequence += 1;
+  return {
+    tenantId,
+    keyId: 'key_a',
+    pool: 'standard',
+    reservationId: `res_${randomBytes(6).toString('hex')}${sequence}`,
+    costMicro: 100n,
+    tokenEstimate: 10,
+    nowMs: NOW,
+    ttlMs: 300_000,
+    limits: NO_LIMITS,
+    ...overrides,
+  };
+}
