@@ -27,13 +27,13 @@ export async function freePort(): Promise<number> {
  * Starts a throwaway redis-server (no persistence) on a free loopback port, for tests that need a
  * Redis of their own (fault injection, restarts) or when REDIS_URL is not set.
  */
-export async function startRedisServer(): Promise<RedisServer> {
+export async function startRedisServer(options: { port?: number } = {}): Promise<RedisServer> {
   if (spawnSync('redis-server', ['--version']).error) {
     throw new Error(
       'Integration tests need Redis: set REDIS_URL, or install redis-server (not found on PATH; apt-get install redis-server).',
     );
   }
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   const child = spawn(
     'redis-server',
     [

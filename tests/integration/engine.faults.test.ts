@@ -1,0 +1,86 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../../src/observability/logger.js';
+import { StoreUnavailable } from '../../src/store/errors.js';
+import { redisRunner } from '../../src/store/redis.js';
+import { createStore } from '../../src/store/store.js';
+import { admitInput, uniqueTenant } from '../support/engines.js';
+import { type RedisServer, startRedisServer } from '../support/redis-server.js';
+
+/** Faults on a Redis of this file's own (its own port), never the shared one. */
+describe('the redis engine under faults', () => {
+  let redis: RedisServer;
+  let runner: ReturnType<typeof redisRunner>;
+  let store: ReturnType<typeof createStore>;
+  const tenantId = uniqueTenant();
+
+  beforeAll(async () => {
+    redis = await startRedisServer();
+    runner = redisRunner({ url: redis.url, log: createLogger({ level: 'silent' }) });
+    store = createStore(runner, { log: createLogger({ level: 'silent' }) });
+    await store.credit({ tenantId, grantId: 'g', amountMicro: 1_000_000n });
+  });
+  afterAll(async () => {
+    await runner.close();
+    await redis.stop();
+  });
+
+  it('recovers from SCRIPT FLUSH by itself (NOSCRIPT → EVAL)', async () => {
+    expect((await store.admit(admitInput(tenantId))).status).toBe('ADMITTED');
+    await runner.client.script('FLUSH');
+    expect((await store.admit(admitInput(tenantId))).status).toBe('ADMITTED');
+    // …and the script is cached again: EVALSHA alone works.
+    const cached = (await runner.client.script(
+      'EXISTS',
+      (
+        await import('../../src/store/scripts.generated.js')
+      ).SCRIPTS.admit.sha1,
+    )) as number[];
+    expect(cached).toEqual([1]);
+  });
+
+  it('a frozen Redis (SIGSTOP) is StoreUnavailable after the command timeout, never a denial', async () => {
+    redis.process.kill('SIGSTOP');
+    try {
+      const startedAt = performance.now();
+      await expect(store.admit(admitInput(tenantId))).rejects.toBeInstanceOf(StoreUnavailable);
+      // Bounded by the 500 ms command timeout; the margin absorbs a loaded CI machine.
+      expect(performance.now() - startedAt).toBeLessThan(2_000);
+    } finally {
+      redis.process.kill('SIGCONT');
+    }
+    await waitUntilAnswering();
+  });
+
+  it('a stopped Redis is StoreUnavailable quickly, and calls succeed again once it restarts', async () => {
+    const { port } = redis;
+    await redis.stop();
+    const startedAt = performance.now();
+    const error = await store.admit(admitInput(tenantId)).catch((e: unknown) => e);
+    const elapsedMs = performance.now() - startedAt;
+    expect(error).toBeInstanceOf(StoreUnavailable);
+    expect((error as StoreUnavailable).code).toBe('store_unavailable');
+    expect(elapsedMs).toBeLessThan(2_000);
+    await expect(store.snapshot(tenantId)).rejects.toBeInstanceOf(StoreUnavailable);
+
+    redis = await startRedisServer({ port });
+    await waitUntilAnswering();
+    // A fresh Redis (no persistence): the script cache is empty too, and the call still works.
+    expect(await store.credit({ tenantId, grantId: 'after-restart', amountMicro: 10n })).toMatchObject({
+      status: 'CREDITED',
+      creditedMicro: 10n,
+    });
+  });
+
+  async function waitUntilAnswering(): Promise<void> {
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      try {
+        await store.snapshot(tenantId);
+        return;
+      } catch (error) {
+        if (!(error instanceof StoreUnavailable) || Date.now() > deadline) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+  }
+});
