@@ -5,6 +5,7 @@ import { createContext } from '../routers/trpc.js';
 import { AppError } from './errors.js';
 import { type AppEnv, errorResponse } from './http/context.js';
 import { healthRoute } from './http/health.js';
+import { metricsRoute } from './http/metrics.js';
 import { applyCommonMiddleware } from './http/middleware.js';
 import { readyRoute } from './http/ready.js';
 import type { Logger } from './observability/logger.js';
@@ -17,6 +18,7 @@ export function createApp(services: Services): Hono<AppEnv> {
 
   app.route('/', healthRoute());
   app.route('/', readyRoute(services));
+  app.route('/', metricsRoute(services));
 
   app.use(
     '/trpc/*',

@@ -2,6 +2,7 @@ import type { Db, DbEngine } from '../db/index.js';
 import { type Clock, systemClock } from './clock.js';
 import type { Config } from './config.js';
 import type { Logger } from './observability/logger.js';
+import { createMetrics, type Metrics } from './observability/metrics.js';
 import type { Store } from './store/index.js';
 
 /**
@@ -14,6 +15,7 @@ export interface Services {
   db: Db;
   store: Store;
   log: Logger;
+  metrics: Metrics;
   clock: Clock;
   engines: { db: DbEngine; store: Store['engine'] };
   /** The bootstrap admin secret (ADMIN_TOKEN or the generated one), if any. Never logged. */
@@ -26,6 +28,7 @@ export function assembleServices(parts: {
   database: { db: Db; engine: DbEngine };
   store: Store;
   log: Logger;
+  metrics?: Metrics;
   clock?: Clock;
   adminToken?: string | undefined;
 }): Services {
@@ -34,6 +37,7 @@ export function assembleServices(parts: {
     db: parts.database.db,
     store: parts.store,
     log: parts.log,
+    metrics: parts.metrics ?? createMetrics(),
     clock: parts.clock ?? systemClock,
     engines: { db: parts.database.engine, store: parts.store.engine },
     ...(parts.adminToken === undefined ? {} : { adminToken: parts.adminToken }),

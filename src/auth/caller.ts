@@ -22,7 +22,7 @@ export function bearerToken(authorization: string | undefined): string | undefin
 }
 
 /** Compares digests, so neither the content nor the length of the secret leaks through timing. */
-function constantTimeEqual(a: string, b: string): boolean {
+export function constantTimeEqual(a: string, b: string): boolean {
   const digest = (value: string) => createHash('sha256').update(value).digest();
   return timingSafeEqual(digest(a), digest(b));
 }

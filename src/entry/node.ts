@@ -9,6 +9,7 @@ import { createApp, createNotReadyApp } from '../app.js';
 import { type Config, isEmbedded } from '../config.js';
 import type { AppEnv } from '../http/context.js';
 import { createLogger, type Logger } from '../observability/logger.js';
+import { createMetrics } from '../observability/metrics.js';
 import { assembleServices, type Services } from '../services.js';
 import { memoryStore, redisStore } from '../store/index.js';
 import { loadConfigOrExit } from './env.js';
@@ -38,8 +39,11 @@ export async function buildNodeServices(
     throw error;
   }
 
+  const metrics = createMetrics();
   const store =
-    config.redisUrl === undefined ? memoryStore({ log }) : redisStore({ url: config.redisUrl, log });
+    config.redisUrl === undefined
+      ? memoryStore({ log, metrics })
+      : redisStore({ url: config.redisUrl, log, metrics });
 
   let adminToken = config.adminToken;
   if (adminToken === undefined && embedded) {
@@ -49,7 +53,7 @@ export async function buildNodeServices(
     log.info({ path: resolve(path), generated: secret.created }, 'bootstrap admin token file');
   }
 
-  const services = assembleServices({ config, database, store, log, adminToken });
+  const services = assembleServices({ config, database, store, log, metrics, adminToken });
   const close = async () => {
     // The database is closed even when the store cannot be (Redis down at shutdown).
     await store.close().catch((error: unknown) => log.warn({ err: error }, 'store did not close cleanly'));

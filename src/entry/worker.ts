@@ -5,6 +5,7 @@ import { createApp, createNotReadyApp } from '../app.js';
 import { type Config, type Env, parseConfig } from '../config.js';
 import type { AppEnv } from '../http/context.js';
 import { createLogger, type Logger } from '../observability/logger.js';
+import { createMetrics, type Metrics } from '../observability/metrics.js';
 import { assembleServices, type Services } from '../services.js';
 // memory.ts directly, not store/index.ts, which would bundle ioredis.
 import { memoryStore } from '../store/memory/index.js';
@@ -32,7 +33,7 @@ export interface WorkerContext {
 const MAX_DATABASE_CONNECTIONS = 5;
 
 type IsolateState =
-  | { ready: true; config: Config; log: Logger; store: Store; databaseUrl: string }
+  | { ready: true; config: Config; log: Logger; metrics: Metrics; store: Store; databaseUrl: string }
   | { ready: false; app: Hono<AppEnv> };
 
 // A module-level memo is allowed in this entry only (STYLE.md §1): an isolate's bindings never
@@ -46,13 +47,13 @@ export default {
     isolate ??= initIsolate(env);
     if (!isolate.ready) return isolate.app.fetch(request);
 
-    const { config, log, store, databaseUrl } = isolate;
+    const { config, log, metrics, store, databaseUrl } = isolate;
     let services: Services;
     try {
       // No close(): the runtime drops the request's sockets once the response (a stream included)
       // has ended. Closing in waitUntil would cut off writes made when a stream finishes.
       const database = await openPostgres(databaseUrl, { maxConnections: MAX_DATABASE_CONNECTIONS });
-      services = assembleServices({ config, database, store, log, adminToken: config.adminToken });
+      services = assembleServices({ config, database, store, log, metrics, adminToken: config.adminToken });
     } catch (error) {
       log.error({ err: error }, 'database client could not be created');
       return createNotReadyApp({
@@ -82,9 +83,10 @@ function initIsolate(env: WorkerEnv): IsolateState {
   const log = createLogger({ level: config.logLevel });
   // TODO(store engines): the Upstash REST engine replaces this; until then limits and reservations
   // live in one isolate and are not shared.
-  const store = memoryStore({ log });
+  const metrics = createMetrics();
+  const store = memoryStore({ log, metrics });
   log.info({ database: 'postgres', store: store.engine }, 'spicegate worker isolate ready');
-  return { ready: true, config, log, store, databaseUrl };
+  return { ready: true, config, log, metrics, store, databaseUrl };
 }
 
 /** A bad configuration answers every request with 503 naming the variable, never its value. */

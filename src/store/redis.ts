@@ -1,5 +1,6 @@
 import { Redis, type RedisOptions, ReplyError } from 'ioredis';
 import type { Logger } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
 import { StoreUnavailable } from './errors.js';
 import type { Reply, ScriptRunner } from './port.js';
 import { SCRIPTS } from './scripts.generated.js';
@@ -10,6 +11,7 @@ export interface RedisStoreOptions {
   log: Logger;
   /** Prepended to every key; tests use one per file so files never share state. */
   keyPrefix?: string;
+  metrics?: Metrics;
 }
 
 // 500 ms: a loopback EVALSHA takes ~0.1 ms and a healthy network hop a few ms; this leaves room for
@@ -87,5 +89,5 @@ function isReplyError(error: unknown): error is Error {
 }
 
 export function redisStore(options: RedisStoreOptions): Store {
-  return createStore(redisRunner(options), { log: options.log });
+  return createStore(redisRunner(options), options);
 }

@@ -1,4 +1,5 @@
 import type { Logger } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
 import type {
   AdmitInput,
   AdmitResult,
@@ -15,7 +16,7 @@ import type {
   ScopeRemaining,
   Snapshot,
 } from './contracts.js';
-import { FencingOverflow } from './errors.js';
+import { FencingOverflow, StoreUnavailable } from './errors.js';
 import type { Reply, ScriptRunner, StoreEngine } from './port.js';
 import { SCRIPTS } from './scripts.generated.js';
 
@@ -65,14 +66,22 @@ export const tenantKey = (tenantId: string) => `{t:${tenantId}}`;
 export const poolKey = (pool: string) => `{p:${pool}}`;
 export const leaseKey = (resource: string) => `{l:${resource}}`;
 
-export function createStore(runner: ScriptRunner, options: { log: Logger }): Store {
-  const { log } = options;
+export interface StoreOptions {
+  log: Logger;
+  metrics?: Metrics;
+}
+
+export function createStore(scriptRunner: ScriptRunner, options: StoreOptions): Store {
+  const { log, metrics } = options;
+  const runner = metrics === undefined ? scriptRunner : countingUnavailable(scriptRunner, metrics);
   const reportDrift = (tenantId: string, driftMicro: bigint, where: string) => {
     if (driftMicro > 0n) {
       log.warn(
         { event: 'ACCOUNTING_DRIFT', tenantId, amountMicro: driftMicro.toString(), where },
         'ACCOUNTING_DRIFT',
       );
+      metrics?.accountingDriftMicro.inc({ where }, Number(driftMicro));
+      metrics?.accountingDriftEvents.inc({ where });
     }
   };
 
@@ -92,6 +101,7 @@ export function createStore(runner: ScriptRunner, options: { log: Logger }): Sto
         { event: 'OVERSPEND', tenantId: input.tenantId, reservationId: input.reservationId },
         'OVERSPEND',
       );
+      metrics?.overspendEvents.inc();
     }
     return result;
   };
@@ -229,6 +239,23 @@ export function createStore(runner: ScriptRunner, options: { log: Logger }): Sto
       if (reply[0] === 'STALE') return { status: 'STALE', lastAccepted: int(reply[1]) };
       if (reply[0] === 'CORRUPT') return { status: 'CORRUPT' };
       return invalid(reply);
+    },
+  };
+}
+
+/** Counts the calls that failed because the store did not answer. */
+function countingUnavailable(runner: ScriptRunner, metrics: Metrics): ScriptRunner {
+  return {
+    engine: runner.engine,
+    ping: () => runner.ping(),
+    close: () => runner.close(),
+    run: async (script, keys, args) => {
+      try {
+        return await runner.run(script, keys, args);
+      } catch (error) {
+        if (error instanceof StoreUnavailable) metrics.storeUnavailable.inc({ engine: runner.engine });
+        throw error;
+      }
     },
   };
 }

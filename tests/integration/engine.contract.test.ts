@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../../src/observability/logger.js';
+import { createMetrics } from '../../src/observability/metrics.js';
 import type { AdmitInput, AdmitLimits, AdmitResult } from '../../src/store/contracts.js';
 import { FencingOverflow } from '../../src/store/errors.js';
 import { tenantKey } from '../../src/store/store.js';
@@ -396,6 +398,47 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
       ).toEqual({ status: 'LATE_FINALIZE', chargedMicro: 100n, overspend: false, driftMicro: 0n });
       expect(await store().snapshot(tenantId)).toMatchObject({ committedMicro: 100n, reservedMicro: 100n });
       expect(await store().reap({ tenantId, nowMs: NOW + 5_000 })).toMatchObject({ count: 0 });
+    });
+
+    it('clamps `reserved` at 0 on drift, and reports it as a log line and a metric', async () => {
+      const lines: string[] = [];
+      const metrics = createMetrics();
+      const watched = makeEngine(engineName, {
+        log: createLogger({ level: 'warn', destination: { write: (line: string) => void lines.push(line) } }),
+        metrics,
+      });
+      try {
+        const tenantId = uniqueTenant();
+        await watched.store.credit({ tenantId, grantId: 'g', amountMicro: 1_000n });
+        const admittedNow = await watched.store.admit(admitInput(tenantId, { costMicro: 100n }));
+        if (admittedNow.status !== 'ADMITTED') throw new Error(admittedNow.status);
+        // Something outside the scripts lost 70 of the 100 reserved.
+        await watched.setHashRaw(`${tenantKey(tenantId)}:bal`, 'reserved', '30');
+        expect(
+          await watched.store.finalize({
+            tenantId,
+            reservationId: admittedNow.reservationId,
+            actualCostMicro: 40n,
+            actualTokens: 1,
+            nowMs: NOW,
+          }),
+        ).toEqual({ status: 'FINALIZED', chargedMicro: 40n, releasedMicro: 60n, driftMicro: 70n });
+        expect((await watched.store.snapshot(tenantId)).reservedMicro).toBe(0n);
+        const logged = lines.map((line) => JSON.parse(line) as Record<string, unknown>);
+        expect(logged).toContainEqual(
+          expect.objectContaining({
+            msg: 'ACCOUNTING_DRIFT',
+            tenantId,
+            amountMicro: '70',
+            where: 'finalize',
+          }),
+        );
+        expect(
+          await metrics.registry.getSingleMetricAsString('spicegate_accounting_drift_micro_total'),
+        ).toContain('spicegate_accounting_drift_micro_total{where="finalize"} 70');
+      } finally {
+        await watched.close();
+      }
     });
 
     it('flags a late finalize that takes the tenant past its credit (OVERSPEND)', async () => {

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { inject } from 'vitest';
 import { createLogger, type Logger } from '../../src/observability/logger.js';
+import type { Metrics } from '../../src/observability/metrics.js';
 import type { AdmitInput, AdmitLimits } from '../../src/store/contracts.js';
 import { memoryRunner } from '../../src/store/memory/index.js';
 import { redisRunner } from '../../src/store/redis.js';
@@ -13,6 +14,8 @@ export interface EngineUnderTest {
   runner: ReturnType<typeof redisRunner> | ReturnType<typeof memoryRunner>;
   /** Writes a raw string value (for planting corrupt data). */
   setRaw(key: string, value: string): Promise<void>;
+  /** Writes one raw hash field (for planting accounting drift). */
+  setHashRaw(key: string, field: string, value: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -22,17 +25,21 @@ export function filePrefix(): string {
 
 export function makeEngine(
   name: 'redis' | 'memory',
-  options: { log?: Logger; keyPrefix?: string } = {},
+  options: { log?: Logger; keyPrefix?: string; metrics?: Metrics } = {},
 ): EngineUnderTest {
   const log = options.log ?? createLogger({ level: 'silent' });
+  const storeOptions = options.metrics === undefined ? { log } : { log, metrics: options.metrics };
   if (name === 'memory') {
     const runner = memoryRunner();
     return {
       name,
       runner,
-      store: createStore(runner, { log }),
+      store: createStore(runner, storeOptions),
       setRaw: async (key, value) => {
         runner.kv.set(key, value);
+      },
+      setHashRaw: async (key, field, value) => {
+        runner.kv.hset(key, { [field]: value });
       },
       close: async () => {},
     };
@@ -41,9 +48,12 @@ export function makeEngine(
   return {
     name,
     runner,
-    store: createStore(runner, { log }),
+    store: createStore(runner, storeOptions),
     setRaw: async (key, value) => {
       await runner.client.set(key, value);
+    },
+    setHashRaw: async (key, field, value) => {
+      await runner.client.hset(key, field, value);
     },
     close: () => runner.close(),
   };

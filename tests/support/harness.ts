@@ -5,6 +5,7 @@ import { createApp } from '../../src/app.js';
 import { type Config, parseConfig } from '../../src/config.js';
 import type { AppEnv } from '../../src/http/context.js';
 import { createLogger } from '../../src/observability/logger.js';
+import { createMetrics } from '../../src/observability/metrics.js';
 import { assembleServices, type Services } from '../../src/services.js';
 import { redisStore, type Store } from '../../src/store/index.js';
 import { createTestDatabase } from './database.js';
@@ -45,12 +46,18 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
   });
 
   const database = await createTestDatabase(inject('databaseUrl'));
+  const metrics = createMetrics();
   const store =
     options.store ??
-    redisStore({ url: inject('redisUrl'), keyPrefix: `sgtest:${randomBytes(6).toString('hex')}:`, log });
+    redisStore({
+      url: inject('redisUrl'),
+      keyPrefix: `sgtest:${randomBytes(6).toString('hex')}:`,
+      log,
+      metrics,
+    });
   const adminToken = randomBytes(32).toString('base64url');
 
-  const services = assembleServices({ config, database: database.handle, store, log, adminToken });
+  const services = assembleServices({ config, database: database.handle, store, log, metrics, adminToken });
   const app = createApp(services);
   const request = async (path: string, init?: RequestInit) => app.request(path, init);
 

@@ -1,6 +1,5 @@
-import type { Logger } from '../../observability/logger.js';
 import type { ScriptRunner } from '../port.js';
-import { createStore, type Store } from '../store.js';
+import { createStore, type Store, type StoreOptions } from '../store.js';
 import { MemoryKv } from './kv.js';
 import { MEMORY_SCRIPTS } from './scripts.js';
 
@@ -25,6 +24,6 @@ export function memoryRunner(
   };
 }
 
-export function memoryStore(options: { log: Logger }): Store {
+export function memoryStore(options: StoreOptions): Store {
   return createStore(memoryRunner(), options);
 }

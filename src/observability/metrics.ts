@@ -1,0 +1,45 @@
+import { Counter, Registry } from 'prom-client';
+
+/**
+ * Prometheus metrics (prom-client), one registry per app so tests and several apps in one
+ * process never share counters. `GET /metrics` renders it.
+ */
+export interface Metrics {
+  readonly registry: Registry;
+  /** `reserved` would have gone negative and was clamped: the amount, by where it was found. */
+  readonly accountingDriftMicro: Counter<'where'>;
+  readonly accountingDriftEvents: Counter<'where'>;
+  /** A late finalize (after the reaper) took a tenant past its credit. */
+  readonly overspendEvents: Counter;
+  readonly storeUnavailable: Counter<'engine'>;
+}
+
+export function createMetrics(): Metrics {
+  const registry = new Registry();
+  return {
+    registry,
+    accountingDriftMicro: new Counter({
+      name: 'spicegate_accounting_drift_micro_total',
+      help: 'Micro-credits by which reserved would have gone negative (clamped to 0); should stay 0',
+      labelNames: ['where'],
+      registers: [registry],
+    }),
+    accountingDriftEvents: new Counter({
+      name: 'spicegate_accounting_drift_events_total',
+      help: 'Settlements that found reserved below the reservation amount; should stay 0',
+      labelNames: ['where'],
+      registers: [registry],
+    }),
+    overspendEvents: new Counter({
+      name: 'spicegate_overspend_events_total',
+      help: 'Late finalizes (after a reap) that left committed + reserved above credited',
+      registers: [registry],
+    }),
+    storeUnavailable: new Counter({
+      name: 'spicegate_store_unavailable_total',
+      help: 'Store calls that failed because the store did not answer in time',
+      labelNames: ['engine'],
+      registers: [registry],
+    }),
+  };
+}
