@@ -1,0 +1,394 @@
+/**
+ * npm run bench:engine — the store engines under admission load: admit+finalize pairs per second
+ * and the latency of one pair on the `redis` and `memory` engines at concurrency 1 and 64, and the
+ * round trips one request costs with pool_gate off (goal 2) and on (goal 3). Prints the figures;
+ * asserts nothing.
+ *
+ * REDIS_URL (default redis://127.0.0.1:6379): the Redis to measure. Every key goes under a random
+ * prefix, deleted with SCAN+DEL at the end, so other data there is never touched.
+ * BENCH_SECONDS (default 3): the length of one throughput cell; 4 cells keep a run under ~30 s.
+ * BENCH_RT_PAIRS (default 1000): pairs per round-trip trial.
+ */
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { newId } from '../../src/ids.js';
+import { createLogger } from '../../src/observability/logger.js';
+import type { AdmitLimits } from '../../src/store/contracts.js';
+import { memoryRunner } from '../../src/store/memory/index.js';
+import type { ScriptRunner } from '../../src/store/port.js';
+import { redisOptions, redisRunner } from '../../src/store/redis.js';
+import { createStore, type Store } from '../../src/store/store.js';
+
+const REDIS_URL = process.env.REDIS_URL || 'redis://127.0.0.1:6379';
+// Load goes to this machine only.
+if (!['127.0.0.1', 'localhost', '[::1]'].includes(new URL(REDIS_URL).hostname)) {
+  console.error(`bench:engine only runs against a loopback Redis, not ${new URL(REDIS_URL).hostname}`);
+  process.exit(2);
+}
+const SECONDS = positive('BENCH_SECONDS', 3);
+const RT_PAIRS = Math.round(positive('BENCH_RT_PAIRS', 1000));
+const CONCURRENCIES = [1, 64];
+// 64 tenants taken round-robin: each admit/finalize touches only its tenant's keys, so one tenant
+// would put every call on the same hash; the pool key stays shared, as it is in production.
+const TENANTS = 64;
+// Noise from other clients only adds to the server's counters, so the least of a few trials is
+// the best estimate of our own commands.
+const RT_TRIALS = 3;
+// 500 ms of pairs before measuring: EVALSHA caches the scripts and V8 compiles the hot paths.
+const WARMUP_MS = 500;
+const POOL = 'bench';
+const CREDIT_MICRO = 10n ** 15n; // the largest single credit; 10^12 pairs at COST_MICRO
+const COST_MICRO = 1_000n;
+const ACTUAL_COST_MICRO = 900n;
+const TOKENS = 10;
+const TTL_MS = 300_000;
+const NO_LIMITS: AdmitLimits = {
+  tenantRpm: null,
+  userRpm: null,
+  channelRpm: null,
+  keyRpm: null,
+  burstCapacity: null,
+  burstRefillPerMinute: 0,
+  keyTpd: null,
+  tenantMonthlyCapMicro: null,
+  keyMonthlyCapMicro: null,
+};
+// The largest bucket pool_gate accepts, refilled in full every minute: it never denies here.
+const POOL_CAPACITY = 1_000_000_000;
+
+function positive(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!(value > 0)) throw new Error(`${name} must be a positive number, got ${raw}`);
+  return value;
+}
+
+let lastNowMs = 0;
+/** A logical clock that never goes back, so no window or bucket ever sees time reverse. */
+const nowMs = () => {
+  lastNowMs = Math.max(lastNowMs, Date.now());
+  return lastNowMs;
+};
+
+interface Tenant {
+  tenantId: string;
+  keyId: string;
+}
+
+interface CountingRunner extends ScriptRunner {
+  /** Calls of `run` so far: one per script call the Store makes. */
+  calls: number;
+}
+
+function countRuns(inner: ScriptRunner): CountingRunner {
+  const runner: CountingRunner = {
+    engine: inner.engine,
+    calls: 0,
+    run: (script, keys, args) => {
+      runner.calls += 1;
+      return inner.run(script, keys, args);
+    },
+    ping: () => inner.ping(),
+    close: () => inner.close(),
+  };
+  return runner;
+}
+
+/** One request's store traffic: admit, (poolGate,) finalize. False when any step did not succeed. */
+async function pair(store: Store, tenant: Tenant, poolGate: boolean): Promise<boolean> {
+  const reservationId = newId('res');
+  const admitted = await store.admit({
+    ...tenant,
+    pool: POOL,
+    reservationId,
+    costMicro: COST_MICRO,
+    tokenEstimate: TOKENS,
+    nowMs: nowMs(),
+    ttlMs: TTL_MS,
+    limits: NO_LIMITS,
+  });
+  if (admitted.status !== 'ADMITTED') return false;
+  let gated = true;
+  if (poolGate) {
+    const gate = await store.poolGate({
+      pool: POOL,
+      tokens: TOKENS,
+      capacity: POOL_CAPACITY,
+      refillPerMinute: POOL_CAPACITY,
+      nowMs: nowMs(),
+    });
+    gated = gate.status === 'ALLOWED';
+  }
+  const settled = await store.finalize({
+    tenantId: tenant.tenantId,
+    reservationId,
+    actualCostMicro: gated ? ACTUAL_COST_MICRO : 0n,
+    actualTokens: gated ? TOKENS : 0,
+    nowMs: nowMs(),
+  });
+  return gated && settled.status === 'FINALIZED';
+}
+
+async function setUpTenants(store: Store): Promise<Tenant[]> {
+  const tenants = Array.from({ length: TENANTS }, () => ({ tenantId: newId('ten'), keyId: newId('key') }));
+  for (const { tenantId } of tenants) {
+    const credited = await store.credit({ tenantId, grantId: newId('grant'), amountMicro: CREDIT_MICRO });
+    if (credited.status !== 'CREDITED') throw new Error(`credit failed: ${credited.status}`);
+  }
+  return tenants;
+}
+
+interface Cell {
+  pairs: number;
+  perSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  failed: number;
+}
+
+/** `concurrency` loops of pairs for `seconds`; latency is one pair's, queueing in this process included. */
+async function throughput(
+  store: Store,
+  tenants: Tenant[],
+  concurrency: number,
+  seconds: number,
+): Promise<Cell> {
+  const latenciesMs: number[] = [];
+  let failed = 0;
+  let next = 0;
+  const startedAt = performance.now();
+  const deadline = startedAt + seconds * 1000;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < deadline) {
+        const tenant = tenants[next % tenants.length] as Tenant;
+        next += 1;
+        const pairStartedAt = performance.now();
+        const ok = await pair(store, tenant, false);
+        latenciesMs.push(performance.now() - pairStartedAt);
+        if (!ok) failed += 1;
+      }
+    }),
+  );
+  const elapsedS = (performance.now() - startedAt) / 1000;
+  latenciesMs.sort((a, b) => a - b);
+  const at = (q: number) =>
+    latenciesMs[Math.min(latenciesMs.length - 1, Math.floor(q * latenciesMs.length))] ?? 0;
+  return {
+    pairs: latenciesMs.length,
+    perSecond: latenciesMs.length / elapsedS,
+    p50Ms: at(0.5),
+    p99Ms: at(0.99),
+    failed,
+  };
+}
+
+interface ServerCounters {
+  /** Every command Redis executed, including those a Lua script calls (redis.call). */
+  total: number;
+  /** EVALSHA and EVAL calls: commands only a client sends, one per script round trip. */
+  scripts: number;
+}
+
+async function serverCounters(stats: Redis): Promise<ServerCounters> {
+  const text = String(await stats.call('INFO', 'stats', 'commandstats'));
+  const field = (pattern: RegExp) => Number(pattern.exec(text)?.[1] ?? 0);
+  return {
+    total: field(/^total_commands_processed:(\d+)/m),
+    scripts: field(/^cmdstat_evalsha:calls=(\d+)/m) + field(/^cmdstat_eval:calls=(\d+)/m),
+  };
+}
+
+interface RoundTrips {
+  runs: number;
+  /** Redis only: Δtotal_commands_processed per pair, and its split into script calls and Lua's own. */
+  server: { total: number; scripts: number; insideLua: number; spread: [number, number] } | null;
+  failed: number;
+}
+
+async function roundTrips(
+  store: Store,
+  runner: CountingRunner,
+  tenants: Tenant[],
+  poolGate: boolean,
+  stats: Redis | null,
+): Promise<RoundTrips> {
+  let runs = Number.POSITIVE_INFINITY;
+  let failed = 0;
+  const serverTrials: { total: number; scripts: number }[] = [];
+  for (let trial = 0; trial < RT_TRIALS; trial += 1) {
+    const before = stats ? await serverCounters(stats) : null;
+    const callsBefore = runner.calls;
+    for (let i = 0; i < RT_PAIRS; i += 1) {
+      if (!(await pair(store, tenants[i % tenants.length] as Tenant, poolGate))) failed += 1;
+    }
+    runs = Math.min(runs, (runner.calls - callsBefore) / RT_PAIRS);
+    if (stats && before) {
+      const after = await serverCounters(stats);
+      // The opening INFO is counted by the time of the closing one; the closing one is not yet.
+      serverTrials.push({
+        total: (after.total - before.total - 1) / RT_PAIRS,
+        scripts: (after.scripts - before.scripts) / RT_PAIRS,
+      });
+    }
+  }
+  if (serverTrials.length === 0) return { runs, server: null, failed };
+  serverTrials.sort((a, b) => a.total - b.total);
+  const least = serverTrials[0] as { total: number; scripts: number };
+  const most = serverTrials[serverTrials.length - 1] as { total: number; scripts: number };
+  return {
+    runs,
+    server: {
+      total: least.total,
+      scripts: least.scripts,
+      insideLua: least.total - least.scripts,
+      spread: [least.total, most.total],
+    },
+    failed,
+  };
+}
+
+/** SCAN+DEL of every key under the prefix; returns how many were deleted. */
+async function deletePrefix(client: Redis, prefix: string): Promise<number> {
+  let cursor = '0';
+  let deleted = 0;
+  do {
+    const [nextCursor, keys] = await client.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    cursor = nextCursor;
+    if (keys.length > 0) deleted += await client.del(...keys);
+  } while (cursor !== '0');
+  return deleted;
+}
+
+interface EngineResult {
+  engine: string;
+  cells: { concurrency: number; cell: Cell }[];
+  off: RoundTrips;
+  on: RoundTrips;
+}
+
+async function measure(runner: CountingRunner, stats: Redis | null): Promise<EngineResult> {
+  const store = createStore(runner, { log });
+  const tenants = await setUpTenants(store);
+  await throughput(store, tenants, 1, WARMUP_MS / 1000);
+  await pair(store, tenants[0] as Tenant, true); // loads pool_gate too, before it is counted
+  const cells = [];
+  for (const concurrency of CONCURRENCIES) {
+    cells.push({ concurrency, cell: await throughput(store, tenants, concurrency, SECONDS) });
+  }
+  const off = await roundTrips(store, runner, tenants, false, stats);
+  const on = await roundTrips(store, runner, tenants, true, stats);
+  return { engine: runner.engine, cells, off, on };
+}
+
+const results: EngineResult[] = [];
+const notes: string[] = [];
+
+const prefix = `sgbench:${randomBytes(6).toString('hex')}:`;
+const log = createLogger({ level: 'warn' });
+const stats = new Redis(REDIS_URL, redisOptions());
+stats.on('error', () => {}); // a failed ping below says it once
+try {
+  let version = '';
+  try {
+    await stats.ping();
+    version = /^redis_version:(\S+)/m.exec(String(await stats.call('INFO', 'server')))?.[1] ?? '?';
+  } catch (error) {
+    notes.push(`redis: skipped, ${REDIS_URL} did not answer (${(error as Error).message})`);
+  }
+  if (version !== '') {
+    notes.push(`redis: ${REDIS_URL} (Redis ${version}), key prefix ${prefix}`);
+    const redis = countRuns(redisRunner({ url: REDIS_URL, log, keyPrefix: prefix }));
+    try {
+      results.push(await measure(redis, stats));
+    } finally {
+      await redis.close();
+      const deleted = await deletePrefix(stats, prefix);
+      notes.push(`redis: deleted ${deleted} keys under ${prefix}`);
+    }
+  }
+} finally {
+  try {
+    await stats.quit();
+  } catch {
+    stats.disconnect();
+  }
+}
+
+const memory = countRuns(memoryRunner());
+results.push(await measure(memory, null));
+await memory.close();
+
+const fixed = (value: number, digits: number) => value.toFixed(digits);
+const table = (header: string[], rows: string[][]) => {
+  const widths = header.map((title, i) =>
+    Math.max(title.length, ...rows.map((row) => (row[i] ?? '').length)),
+  );
+  const line = (cells: string[]) =>
+    cells
+      .map((cell, i) => (i === 0 ? cell.padEnd(widths[i] ?? 0) : cell.padStart(widths[i] ?? 0)))
+      .join('  ');
+  return [line(header), ...rows.map(line)].join('\n');
+};
+
+const out: string[] = [
+  `engine bench: ${TENANTS} tenants round-robin (no single hot tenant key), each credited ${CREDIT_MICRO} µcr;`,
+  'all limits null; pool_gate on one shared pool key with a bucket that never empties.',
+  ...notes,
+  '',
+  `admit+finalize pairs, ${SECONDS} s per cell (latency: one pair, admit then finalize, incl. client queueing)`,
+  table(
+    ['engine', 'conc', 'pairs/s', 'p50 ms', 'p99 ms', 'pairs', 'failed'],
+    results.flatMap(({ engine, cells }) =>
+      cells.map(({ concurrency, cell }) => [
+        engine,
+        String(concurrency),
+        fixed(cell.perSecond, 0),
+        fixed(cell.p50Ms, 3),
+        fixed(cell.p99Ms, 3),
+        String(cell.pairs),
+        String(cell.failed),
+      ]),
+    ),
+  ),
+  '',
+  `round trips per request, ${RT_PAIRS} sequential pairs x ${RT_TRIALS} trials (least shown)`,
+  '(a) runner.run calls; (b) Redis Δtotal_commands_processed minus the INFO itself, split into',
+  '    EVALSHA+EVAL (client round trips) and commands the scripts ran inside Lua',
+  table(
+    ['engine', 'pool_gate', 'goal', '(a) run', '(b) INFO total', 'EVALSHA+EVAL', 'inside Lua', 'failed'],
+    results.flatMap(({ engine, off, on }) =>
+      (
+        [
+          ['off', 2, off],
+          ['on', 3, on],
+        ] as const
+      ).map(([mode, goal, rt]) => [
+        engine,
+        mode,
+        String(goal),
+        fixed(rt.runs, 2),
+        rt.server ? fixed(rt.server.total, 2) : '-',
+        rt.server ? fixed(rt.server.scripts, 2) : '-',
+        rt.server ? fixed(rt.server.insideLua, 2) : '-',
+        String(rt.failed),
+      ]),
+    ),
+  ),
+];
+for (const { engine, off, on } of results) {
+  for (const [mode, rt] of [
+    ['off', off],
+    ['on', on],
+  ] as const) {
+    const [least, most] = rt.server?.spread ?? [0, 0];
+    if (most - least > 0.005) {
+      out.push(
+        `note: ${engine} pool_gate ${mode}: INFO total per pair ranged ${fixed(least, 2)}..${fixed(most, 2)} ` +
+          'over trials; another client was using this Redis, so the least is shown',
+      );
+    }
+  }
+}
+console.log(out.join('\n'));
