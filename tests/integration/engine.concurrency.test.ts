@@ -3,6 +3,7 @@ import { createLogger } from '../../src/observability/logger.js';
 import { redisRunner } from '../../src/store/redis.js';
 import { createStore, type Store } from '../../src/store/store.js';
 import { admitInput, filePrefix, NO_LIMITS, NOW } from '../support/engines.js';
+import { deleteKeysWithPrefix } from '../support/redis-cleanup.js';
 
 /** A tiny seeded PRNG (mulberry32), so a failing interleaving of inputs can be replayed. */
 function prng(seed: number): () => number {
@@ -29,7 +30,10 @@ describe(`1,000 concurrent admit/finalize/reap calls over 10 connections (seed $
     redisRunner({ url: inject('redisUrl'), log, keyPrefix }),
   );
   const stores: Store[] = runners.map((runner) => createStore(runner, { log }));
-  afterAll(() => Promise.all(runners.map((runner) => runner.close())));
+  afterAll(async () => {
+    await Promise.all(runners.map((runner) => runner.close()));
+    await deleteKeysWithPrefix(inject('redisUrl'), keyPrefix);
+  });
 
   it('never lets committed + reserved pass credited, and commits exactly the charges it reported', async () => {
     const random = prng(SEED);

@@ -7,6 +7,7 @@ import type { Reply, ScriptRunner } from '../../src/store/port.js';
 import { redisRunner } from '../../src/store/redis.js';
 import { createStore, type Store } from '../../src/store/store.js';
 import { filePrefix, NO_LIMITS } from '../support/engines.js';
+import { deleteKeysWithPrefix } from '../support/redis-cleanup.js';
 
 /**
  * Differential property: random sequences of admit / finalize / cancel / reap / credit / clock
@@ -126,8 +127,12 @@ function recording(runner: ScriptRunner): ScriptRunner & { replies: Reply[] } {
 
 describe('redis and memory engines', () => {
   const log = createLogger({ level: 'silent' });
-  const redis = redisRunner({ url: inject('redisUrl'), log, keyPrefix: filePrefix() });
-  afterAll(() => redis.close());
+  const keyPrefix = filePrefix();
+  const redis = redisRunner({ url: inject('redisUrl'), log, keyPrefix });
+  afterAll(async () => {
+    await redis.close();
+    await deleteKeysWithPrefix(inject('redisUrl'), keyPrefix);
+  });
   let run = 0;
 
   it(`agree on every reply and snapshot (seed ${SEED}, ${RUNS} runs)`, async () => {

@@ -6,6 +6,7 @@ import type { AdmitInput, AdmitLimits } from '../../src/store/contracts.js';
 import { memoryRunner } from '../../src/store/memory/index.js';
 import { redisRunner } from '../../src/store/redis.js';
 import { createStore, type Store } from '../../src/store/store.js';
+import { deleteKeysWithPrefix } from './redis-cleanup.js';
 
 /** Both engines with the same contract: the Lua scripts on the real Redis, and the memory engine. */
 export interface EngineUnderTest {
@@ -44,7 +45,9 @@ export function makeEngine(
       close: async () => {},
     };
   }
-  const runner = redisRunner({ url: inject('redisUrl'), log, keyPrefix: options.keyPrefix ?? filePrefix() });
+  const url = inject('redisUrl');
+  const keyPrefix = options.keyPrefix ?? filePrefix();
+  const runner = redisRunner({ url, log, keyPrefix });
   return {
     name,
     runner,
@@ -55,7 +58,10 @@ export function makeEngine(
     setHashRaw: async (key, field, value) => {
       await runner.client.hset(key, field, value);
     },
-    close: () => runner.close(),
+    close: async () => {
+      await runner.close();
+      await deleteKeysWithPrefix(url, keyPrefix);
+    },
   };
 }
 

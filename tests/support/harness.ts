@@ -9,6 +9,7 @@ import { createMetrics } from '../../src/observability/metrics.js';
 import { assembleServices, type Services } from '../../src/services.js';
 import { redisStore, type Store } from '../../src/store/index.js';
 import { createTestDatabase } from './database.js';
+import { deleteKeysWithPrefix } from './redis-cleanup.js';
 
 export type LogRecord = Record<string, unknown> & { msg?: string; level?: string };
 
@@ -47,14 +48,8 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
 
   const database = await createTestDatabase(inject('databaseUrl'));
   const metrics = createMetrics();
-  const store =
-    options.store ??
-    redisStore({
-      url: inject('redisUrl'),
-      keyPrefix: `sgtest:${randomBytes(6).toString('hex')}:`,
-      log,
-      metrics,
-    });
+  const keyPrefix = `sgtest:${randomBytes(6).toString('hex')}:`;
+  const store = options.store ?? redisStore({ url: inject('redisUrl'), keyPrefix, log, metrics });
   const adminToken = randomBytes(32).toString('base64url');
 
   const services = assembleServices({ config, database: database.handle, store, log, metrics, adminToken });
@@ -75,6 +70,7 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
     close: async () => {
       await store.close();
       await database.drop();
+      if (options.store === undefined) await deleteKeysWithPrefix(inject('redisUrl'), keyPrefix);
     },
   };
 }

@@ -1,0 +1,297 @@
+import { createHash } from 'node:crypto';
+import { delay, HttpResponse, http } from 'msw';
+import { setupServer } from 'msw/node';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../../src/observability/logger.js';
+import type { AdmitInput } from '../../src/store/contracts.js';
+import { StoreUnavailable } from '../../src/store/errors.js';
+import { memoryRunner, memoryStore } from '../../src/store/memory/index.js';
+import { MemoryKv } from '../../src/store/memory/kv.js';
+import { MEMORY_SCRIPTS } from '../../src/store/memory/scripts.js';
+import type { Reply } from '../../src/store/port.js';
+import { SCRIPTS, type ScriptName } from '../../src/store/scripts.generated.js';
+import type { Store } from '../../src/store/store.js';
+import { upstashRunner, upstashStore } from '../../src/store/upstash.js';
+
+const API_URL = 'https://fake-upstash.test';
+const TOKEN = 'AXsecret-upstash-token-7f3e9c1d';
+const log = createLogger({ level: 'silent' });
+const NAME_BY_SHA1 = new Map<string, ScriptName>(
+  Object.values(SCRIPTS).map((script) => [script.sha1, script.name as ScriptName]),
+);
+
+type Result = { result: unknown } | { error: string };
+
+/**
+ * The Upstash REST API as @upstash/redis speaks it: POST <url>/ with the command as a JSON array
+ * (`["evalsha", sha1, numKeys, ...keys, ...args]`), bearer auth, answer `{"result": …}` or HTTP 400
+ * `{"error": "…"}`, strings base64-encoded when the request says `Upstash-Encoding: base64`.
+ * Scripts run on the memory engine's ports of the Lua scripts; like Redis, it knows a script's SHA-1
+ * only once an EVAL of its source has been seen.
+ */
+function fakeUpstash(wallClockMs: () => number = Date.now) {
+  const kv = new MemoryKv(wallClockMs);
+  const loaded = new Set<string>();
+  const requests: { command: unknown[]; headers: Headers }[] = [];
+
+  const execute = (command: unknown[]): Result => {
+    const [name, ...rest] = command;
+    switch (String(name).toLowerCase()) {
+      case 'ping':
+        return { result: 'PONG' };
+      case 'eval':
+      case 'evalsha': {
+        const [scriptOrSha1, numKeys, ...keysAndArgs] = rest.map(String);
+        let sha1 = scriptOrSha1 ?? '';
+        if (String(name).toLowerCase() === 'eval') {
+          sha1 = createHash('sha1').update(sha1).digest('hex');
+          loaded.add(sha1);
+        } else if (!loaded.has(sha1)) {
+          return { error: 'NOSCRIPT No matching script. Please use EVAL.' };
+        }
+        const script = NAME_BY_SHA1.get(sha1);
+        if (script === undefined) return { error: 'ERR the fake runs only the registered scripts' };
+        const n = Number(numKeys);
+        kv.tick();
+        return { result: MEMORY_SCRIPTS[script](kv, keysAndArgs.slice(0, n), keysAndArgs.slice(n)) };
+      }
+      default:
+        return { error: `ERR unknown command '${String(name)}'` };
+    }
+  };
+
+  const handler = http.post(`${API_URL}/`, async ({ request }) => {
+    const command = (await request.json()) as unknown[];
+    requests.push({ command, headers: request.headers });
+    if (request.headers.get('authorization') !== `Bearer ${TOKEN}`) {
+      return HttpResponse.json({ error: 'Unauthorized' }, { status: 401 });
+    }
+    const answer = execute(command);
+    if ('error' in answer) return HttpResponse.json(answer, { status: 400 });
+    const base64 = request.headers.get('upstash-encoding') === 'base64';
+    return HttpResponse.json(base64 ? { result: encode(answer.result) } : answer);
+  });
+
+  return { handler, requests, commandNames: () => requests.map((r) => String(r.command[0])) };
+}
+
+function encode(value: unknown): unknown {
+  if (typeof value === 'string') return Buffer.from(value).toString('base64');
+  return Array.isArray(value) ? value.map(encode) : value;
+}
+
+const server = setupServer();
+
+beforeAll(() =>
+  server.listen({
+    onUnhandledRequest: (request, print) => {
+      const { hostname } = new URL(request.url);
+      if (hostname === '127.0.0.1' || hostname === 'localhost') return;
+      print.error();
+    },
+  }),
+);
+afterEach(() => server.resetHandlers());
+afterAll(() => server.close());
+
+const NOW_MS = Date.UTC(2026, 0, 15, 12);
+
+const admitInput: AdmitInput = {
+  tenantId: 'ten_1',
+  keyId: 'key_1',
+  pool: 'default',
+  reservationId: 'res_01',
+  costMicro: 1000n,
+  tokenEstimate: 100,
+  nowMs: NOW_MS,
+  ttlMs: 60_000,
+  limits: {
+    tenantRpm: null,
+    userRpm: null,
+    channelRpm: null,
+    keyRpm: 10,
+    burstCapacity: null,
+    burstRefillPerMinute: 0,
+    keyTpd: null,
+    tenantMonthlyCapMicro: null,
+    keyMonthlyCapMicro: null,
+  },
+};
+
+async function creditAdmitFinalizeSnapshot(store: Store) {
+  const credit = await store.credit({ tenantId: 'ten_1', grantId: 'grant_1', amountMicro: 1_000_000n });
+  const admit = await store.admit(admitInput);
+  const finalize = await store.finalize({
+    tenantId: 'ten_1',
+    reservationId: 'res_01',
+    actualCostMicro: 600n,
+    actualTokens: 80,
+    nowMs: NOW_MS + 1_000,
+  });
+  const snapshot = await store.snapshot('ten_1');
+  return { credit, admit, finalize, snapshot };
+}
+
+describe('upstash engine over the REST API (msw fake backed by the memory scripts)', () => {
+  it('gives the same typed results as the memory engine for credit → admit → finalize → snapshot', async () => {
+    const fake = fakeUpstash();
+    server.use(fake.handler);
+
+    const viaUpstash = await creditAdmitFinalizeSnapshot(upstashStore({ url: API_URL, token: TOKEN, log }));
+    const viaMemory = await creditAdmitFinalizeSnapshot(memoryStore({ log }));
+
+    expect(viaUpstash).toEqual(viaMemory);
+    expect(viaUpstash.admit).toMatchObject({
+      status: 'ADMITTED',
+      reservationId: 'res_01',
+      tightest: { dimension: 'key_rpm', limit: 10, remaining: 9 },
+    });
+    expect(viaUpstash.finalize).toEqual({
+      status: 'FINALIZED',
+      chargedMicro: 600n,
+      releasedMicro: 400n,
+      driftMicro: 0n,
+    });
+    expect(viaUpstash.snapshot).toEqual({
+      creditedMicro: 1_000_000n,
+      committedMicro: 600n,
+      reservedMicro: 0n,
+      availableMicro: 999_400n,
+    });
+    expect(new Set(fake.commandNames())).toEqual(new Set(['evalsha', 'eval']));
+  });
+
+  it('returns replies exactly as Redis sends them: numeric strings stay strings, numbers stay numbers', async () => {
+    // One clock for both, so TTLs in replies compare equal.
+    const wallClockMs = () => NOW_MS;
+    server.use(fakeUpstash(wallClockMs).handler);
+    const upstash = upstashRunner({ url: API_URL, token: TOKEN, log });
+    const memory = memoryRunner({ wallClockMs });
+    const calls: [ScriptName, string[], string[]][] = [
+      ['credit', ['{t:ten_1}'], ['grant_1', '1000000']],
+      ['lease_acquire', ['{l:reaper}'], ['123', '1000']],
+      ['lease_acquire', ['{l:reaper}'], ['456', '1000']],
+    ];
+
+    const replies: Reply[] = [];
+    for (const [name, keys, args] of calls) {
+      const reply = await upstash.run(name, keys, args);
+      expect(reply).toStrictEqual(await memory.run(name, keys, args));
+      replies.push(reply);
+    }
+    expect(replies[0]).toStrictEqual(['CREDITED', 1_000_000, 1_000_000]);
+    expect(replies[1]).toStrictEqual(['ACQUIRED', '1']);
+    expect(replies[2]?.slice(0, 2)).toStrictEqual(['HELD', '123']);
+    expect(typeof replies[2]?.[2]).toBe('number');
+  });
+
+  it('recovers from NOSCRIPT with one EVAL, then uses EVALSHA only', async () => {
+    const fake = fakeUpstash();
+    server.use(fake.handler);
+    const store = upstashStore({ url: API_URL, token: TOKEN, log });
+
+    const first = await store.credit({ tenantId: 'ten_1', grantId: 'grant_1', amountMicro: 5_000n });
+    expect(first).toEqual({ status: 'CREDITED', creditedMicro: 5_000n, availableMicro: 5_000n });
+    expect(fake.commandNames()).toEqual(['evalsha', 'eval']);
+    expect(fake.requests[0]?.command[1]).toBe(SCRIPTS.credit.sha1);
+    expect(fake.requests[1]?.command[1]).toBe(SCRIPTS.credit.source);
+
+    const second = await store.credit({ tenantId: 'ten_1', grantId: 'grant_2', amountMicro: 5_000n });
+    expect(second).toEqual({ status: 'CREDITED', creditedMicro: 10_000n, availableMicro: 10_000n });
+    expect(fake.commandNames()).toEqual(['evalsha', 'eval', 'evalsha']);
+    expect(fake.requests[2]?.command.slice(0, 4)).toEqual(['evalsha', SCRIPTS.credit.sha1, 1, '{t:ten_1}']);
+  });
+
+  it('pings through the API; close is a no-op that can be repeated', async () => {
+    const fake = fakeUpstash();
+    server.use(fake.handler);
+    const store = upstashStore({ url: API_URL, token: TOKEN, log });
+
+    await expect(store.ping()).resolves.toBeUndefined();
+    expect(fake.commandNames()).toEqual(['ping']);
+    await store.close();
+    await store.close();
+  });
+
+  it('sends the token as a bearer and never logs it', async () => {
+    const fake = fakeUpstash();
+    const lines: string[] = [];
+    const capturing = createLogger({
+      level: 'debug',
+      destination: { write: (line) => void lines.push(line) },
+    });
+    const store = upstashStore({ url: API_URL, token: TOKEN, log: capturing });
+
+    server.use(fake.handler);
+    await store.credit({ tenantId: 'ten_1', grantId: 'grant_1', amountMicro: 1n });
+    await store.ping();
+    server.use(http.post(`${API_URL}/`, () => HttpResponse.error()));
+    const failure = await store.snapshot('ten_1').catch((error: unknown) => error);
+
+    expect(fake.requests.length).toBeGreaterThan(0);
+    for (const { headers } of fake.requests) expect(headers.get('authorization')).toBe(`Bearer ${TOKEN}`);
+    expect(failure).toBeInstanceOf(StoreUnavailable);
+    expect(lines.length).toBeGreaterThan(0);
+    expect(lines.join('\n')).toContain('upstash request failed');
+    expect(lines.join('\n')).not.toContain(TOKEN);
+    expect(String((failure as Error).message)).not.toContain(TOKEN);
+  });
+
+  describe('an API that does not answer in time → StoreUnavailable, quickly', () => {
+    const timeoutMs = 100;
+    // Well under the default 500 ms deadline, so a timeoutMs that is ignored fails the slow case.
+    const quicklyMs = 400;
+    const cases = [
+      ['HTTP 500', () => HttpResponse.json({ error: 'Internal Server Error' }, { status: 500 })],
+      ['HTTP 502 with an HTML page', () => new HttpResponse('<html>502 Bad Gateway</html>', { status: 502 })],
+      ['a network error', () => HttpResponse.error()],
+      [
+        'a reply slower than the timeout',
+        async () => {
+          await delay(1_000);
+          return HttpResponse.json({ result: ['SNAPSHOT', 0, 0, 0, 0] });
+        },
+      ],
+    ] as const;
+
+    it.each(cases)('%s', async (_, resolver) => {
+      server.use(http.post(`${API_URL}/`, resolver));
+      const store = upstashStore({ url: API_URL, token: TOKEN, log, timeoutMs });
+
+      const startedAt = performance.now();
+      const error = await store.snapshot('ten_1').catch((thrown: unknown) => thrown);
+      const elapsedMs = performance.now() - startedAt;
+
+      expect(error).toBeInstanceOf(StoreUnavailable);
+      expect((error as StoreUnavailable).cause).toBeDefined();
+      expect(elapsedMs).toBeLessThan(quicklyMs);
+    });
+
+    it('ping rejects within the timeout too', async () => {
+      server.use(
+        http.post(`${API_URL}/`, async () => {
+          await delay(1_000);
+          return HttpResponse.json({ result: 'PONG' });
+        }),
+      );
+      const store = upstashStore({ url: API_URL, token: TOKEN, log, timeoutMs });
+
+      const startedAt = performance.now();
+      await expect(store.ping()).rejects.toThrow();
+      expect(performance.now() - startedAt).toBeLessThan(quicklyMs);
+    });
+  });
+
+  it('rethrows an error reply from Redis as is, not as StoreUnavailable', async () => {
+    server.use(
+      http.post(`${API_URL}/`, () => HttpResponse.json({ error: 'ERR something' }, { status: 400 })),
+    );
+    const store = upstashStore({ url: API_URL, token: TOKEN, log });
+
+    const error = await store.snapshot('ten_1').catch((thrown: unknown) => thrown);
+
+    expect(error).toBeInstanceOf(Error);
+    expect(error).not.toBeInstanceOf(StoreUnavailable);
+    expect((error as Error).message).toContain('ERR something');
+  });
+});
