@@ -49,6 +49,9 @@ const EnvSchema = v.object({
   MAX_BODY_BYTES: v.optional(integer(1024, 64 * 1024 * 1024), '1048576'),
   METRICS_TOKEN: v.optional(secret(16)),
   REDIS_URL: v.optional(urlWithScheme(['redis:', 'rediss:'])),
+  // Upstash's REST API (Workers, or Node without a TCP Redis); both or neither.
+  UPSTASH_REDIS_REST_URL: v.optional(urlWithScheme(['https:', 'http:'])),
+  UPSTASH_REDIS_REST_TOKEN: v.optional(secret(8)),
   UPSTREAM: v.optional(v.picklist(UPSTREAMS, `must be one of ${UPSTREAMS.join(', ')}`), 'local'),
   UPSTREAM_URL: v.optional(urlWithScheme(['http:', 'https:'])),
   UPSTREAM_API_KEY: v.optional(v.string()),
@@ -82,6 +85,7 @@ export interface Config {
   maxBodyBytes: number;
   metricsToken?: string;
   redisUrl?: string;
+  upstash?: { url: string; token: string };
   upstream: Upstream;
   upstreamUrl?: string;
   upstreamApiKey?: string;
@@ -119,6 +123,15 @@ export function parseConfig(env: Env): ConfigResult {
   }
   const e = parsed.output;
 
+  if ((e.UPSTASH_REDIS_REST_URL === undefined) !== (e.UPSTASH_REDIS_REST_TOKEN === undefined)) {
+    const missing =
+      e.UPSTASH_REDIS_REST_URL === undefined ? 'UPSTASH_REDIS_REST_URL' : 'UPSTASH_REDIS_REST_TOKEN';
+    return {
+      ok: false,
+      variable: missing,
+      message: `${missing} is required with the other UPSTASH_REDIS_REST_ variable`,
+    };
+  }
   if (e.UPSTREAM !== 'local' && e.UPSTREAM_URL === undefined) {
     return {
       ok: false,
@@ -140,6 +153,9 @@ export function parseConfig(env: Env): ConfigResult {
     logLevel: e.LOG_LEVEL,
     otelEnabled: e.OTEL_ENABLED,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+    ...(e.UPSTASH_REDIS_REST_URL !== undefined && e.UPSTASH_REDIS_REST_TOKEN !== undefined
+      ? { upstash: { url: e.UPSTASH_REDIS_REST_URL, token: e.UPSTASH_REDIS_REST_TOKEN } }
+      : {}),
     ...definedOnly({
       databaseUrl: e.DATABASE_URL,
       metricsToken: e.METRICS_TOKEN,

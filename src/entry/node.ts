@@ -9,9 +9,9 @@ import { createApp, createNotReadyApp } from '../app.js';
 import { type Config, isEmbedded } from '../config.js';
 import type { AppEnv } from '../http/context.js';
 import { createLogger, type Logger } from '../observability/logger.js';
-import { createMetrics } from '../observability/metrics.js';
+import { createMetrics, type Metrics } from '../observability/metrics.js';
 import { assembleServices, type Services } from '../services.js';
-import { memoryStore, redisStore } from '../store/index.js';
+import { memoryStore, redisStore, type Store, upstashStore } from '../store/index.js';
 import { loadConfigOrExit } from './env.js';
 import { adminTokenPath, ensureDataDir, ensureSecretFile } from './secrets.js';
 
@@ -40,10 +40,7 @@ export async function buildNodeServices(
   }
 
   const metrics = createMetrics();
-  const store =
-    config.redisUrl === undefined
-      ? memoryStore({ log, metrics })
-      : redisStore({ url: config.redisUrl, log, metrics });
+  const store = selectStore(config, log, metrics);
 
   let adminToken = config.adminToken;
   if (adminToken === undefined && embedded) {
@@ -60,6 +57,13 @@ export async function buildNodeServices(
     await database.close();
   };
   return { services, close };
+}
+
+/** REDIS_URL → ioredis; else UPSTASH_REDIS_REST_* → Upstash REST; else the embedded memory engine. */
+function selectStore(config: Config, log: Logger, metrics: Metrics): Store {
+  if (config.redisUrl !== undefined) return redisStore({ url: config.redisUrl, log, metrics });
+  if (config.upstash !== undefined) return upstashStore({ ...config.upstash, log, metrics });
+  return memoryStore({ log, metrics });
 }
 
 export interface RunningGateway {

@@ -10,6 +10,7 @@ import { assembleServices, type Services } from '../services.js';
 // memory.ts directly, not store/index.ts, which would bundle ioredis.
 import { memoryStore } from '../store/memory/index.js';
 import type { Store } from '../store/store.js';
+import { upstashStore } from '../store/upstash.js';
 
 /**
  * The Cloudflare Workers entry (DESIGN.md §5): the only place on Workers that reads bindings and
@@ -81,10 +82,14 @@ function initIsolate(env: WorkerEnv): IsolateState {
   }
 
   const log = createLogger({ level: config.logLevel });
-  // TODO(store engines): the Upstash REST engine replaces this; until then limits and reservations
-  // live in one isolate and are not shared.
   const metrics = createMetrics();
-  const store = memoryStore({ log, metrics });
+  // Upstash REST when configured. Without it, the memory engine keeps limits and reservations in
+  // this isolate only: fine for a trial, wrong for production (isolates do not share it).
+  const store =
+    config.upstash === undefined
+      ? memoryStore({ log, metrics })
+      : upstashStore({ ...config.upstash, log, metrics });
+  if (config.upstash === undefined) log.warn('no UPSTASH_REDIS_REST_URL: limits and budgets are per isolate');
   log.info({ database: 'postgres', store: store.engine }, 'spicegate worker isolate ready');
   return { ready: true, config, log, metrics, store, databaseUrl };
 }

@@ -9,6 +9,11 @@ import type { ScriptName } from './scripts.generated.js';
  */
 export type StoreEngine = 'redis' | 'upstash' | 'memory';
 
+// 500 ms, for every networked engine: a loopback EVALSHA takes ~0.1 ms and a healthy network hop a
+// few ms; this leaves room for GC pauses, and a store slower than that is treated as down (fail
+// closed where money is at stake).
+export const COMMAND_TIMEOUT_MS = 500;
+
 /** A script's reply: a status string first, then strings and integers. */
 export type Reply = (string | number)[];
 

@@ -2,7 +2,7 @@ import { Redis, type RedisOptions, ReplyError } from 'ioredis';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { StoreUnavailable } from './errors.js';
-import type { Reply, ScriptRunner } from './port.js';
+import { COMMAND_TIMEOUT_MS, type Reply, type ScriptRunner } from './port.js';
 import { SCRIPTS } from './scripts.generated.js';
 import { createStore, type Store } from './store.js';
 
@@ -14,9 +14,6 @@ export interface RedisStoreOptions {
   metrics?: Metrics;
 }
 
-// 500 ms: a loopback EVALSHA takes ~0.1 ms and a healthy network hop a few ms; this leaves room for
-// GC pauses, and a store slower than that is treated as down (fail closed where money is at stake).
-export const COMMAND_TIMEOUT_MS = 500;
 // 5 s: long enough for a TLS handshake to a managed Redis across a region, short enough that a
 // dead address is noticed while an operator is still looking at /ready.
 export const CONNECT_TIMEOUT_MS = 5_000;

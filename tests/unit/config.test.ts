@@ -125,6 +125,22 @@ describe('parseConfig', () => {
     });
   });
 
+  it('reads the Upstash REST pair, and refuses one without the other', () => {
+    const both = parse({
+      UPSTASH_REDIS_REST_URL: 'https://eu1.upstash.io',
+      UPSTASH_REDIS_REST_TOKEN: 'tok_12345678',
+    });
+    expect(both.ok && both.config.upstash).toEqual({ url: 'https://eu1.upstash.io', token: 'tok_12345678' });
+    expect(parse({ UPSTASH_REDIS_REST_URL: 'https://eu1.upstash.io' })).toMatchObject({
+      ok: false,
+      variable: 'UPSTASH_REDIS_REST_TOKEN',
+    });
+    expect(parse({ UPSTASH_REDIS_REST_TOKEN: 'tok_12345678' })).toMatchObject({
+      ok: false,
+      variable: 'UPSTASH_REDIS_REST_URL',
+    });
+  });
+
   it('ignores variables it does not know', () => {
     expect(parse({ SOMETHING_ELSE: 'x', PATH: '/bin' }).ok).toBe(true);
   });

@@ -21,7 +21,8 @@ describe('the Workers bundle (wrangler deploy --dry-run, offline)', () => {
       );
       expect(modules).toContain('hono');
       expect(modules).toContain('postgres');
-      expect(modules).not.toContain('@electric-sql');
+      expect(modules).toContain('@upstash/redis');
+      expect(modules).not.toContain('@electric-sql/pglite');
       expect(modules).not.toContain('ioredis');
       expect(modules).not.toContain('tsx');
     } finally {
