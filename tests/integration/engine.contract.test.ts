@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { admitWithPoolGate } from '../../src/budget/admission.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import type { AdmitInput, AdmitLimits, AdmitResult } from '../../src/store/contracts.js';
@@ -558,6 +559,30 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
         resetAtMs: NOW + 1_000,
       });
       expect(await gate(NOW + 1_000)).toEqual({ status: 'ALLOWED', remaining: 0 });
+    });
+  });
+
+  describe('admission through a pool gate', () => {
+    it('cancels the fresh reservation at once when the pool denies', async () => {
+      const tenantId = await fundedTenant(1_000n);
+      const pool = `pool_${uniqueTenant()}`;
+      const gate = { capacity: 10, refillPerMinute: 0 };
+      const first = await admitWithPoolGate(store(), admitInput(tenantId, { pool, tokenEstimate: 10 }), gate);
+      expect(first.status).toBe('ADMITTED');
+      const second = await admitWithPoolGate(
+        store(),
+        admitInput(tenantId, { pool, tokenEstimate: 10 }),
+        gate,
+      );
+      expect(second).toMatchObject({ status: 'RATE_LIMITED', dimension: 'pool', limit: 10, remaining: 0 });
+      // Only the first reservation holds budget; the denied one was released.
+      expect(await store().snapshot(tenantId)).toMatchObject({ reservedMicro: 100n, availableMicro: 900n });
+    });
+
+    it('without a gate for the pool, admission is the single admit call', async () => {
+      const tenantId = await fundedTenant(1_000n);
+      const result = await admitWithPoolGate(store(), admitInput(tenantId, { tokenEstimate: 10 }), undefined);
+      expect(result.status).toBe('ADMITTED');
     });
   });
 

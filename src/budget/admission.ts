@@ -1,0 +1,36 @@
+import type { AdmitInput, AdmitResult } from '../store/contracts.js';
+import type { Store } from '../store/store.js';
+
+/** A global token bucket protecting one pool's upstream across all tenants (off unless configured). */
+export interface PoolGateConfig {
+  capacity: number;
+  refillPerMinute: number;
+}
+
+/**
+ * Admission: `admit` (every tenant dimension and budget scope, one atomic call), then — when the
+ * pool has a gate — `pool_gate`. Its key cannot share the tenant's hash tag, so it is a second call;
+ * when it denies, the fresh reservation is cancelled at once and the caller sees RATE_LIMITED on
+ * dimension `pool`. The budget is then untouched; the request still counts in the tenant's rate
+ * windows (it was made), which is the one thing the two-step order cannot undo.
+ */
+export async function admitWithPoolGate(
+  store: Store,
+  input: AdmitInput,
+  poolGate: PoolGateConfig | undefined,
+): Promise<AdmitResult> {
+  const admitted = await store.admit(input);
+  if (admitted.status !== 'ADMITTED' || poolGate === undefined) return admitted;
+
+  const gate = await store.poolGate({
+    pool: input.pool,
+    tokens: Math.max(1, input.tokenEstimate),
+    capacity: poolGate.capacity,
+    refillPerMinute: poolGate.refillPerMinute,
+    nowMs: input.nowMs,
+  });
+  if (gate.status === 'ALLOWED') return admitted;
+
+  await store.cancel({ tenantId: input.tenantId, reservationId: admitted.reservationId, nowMs: input.nowMs });
+  return gate;
+}
