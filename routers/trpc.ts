@@ -12,13 +12,13 @@ export type Context = {
   log: Logger;
 };
 
-export function createContext(
+export async function createContext(
   services: Services,
   request: { authorization: string | undefined; requestId: string; log: Logger },
-): Context {
+): Promise<Context> {
   return {
     services,
-    caller: resolveCaller(services, request.authorization),
+    caller: await resolveCaller(services, request.authorization),
     requestId: request.requestId,
     log: request.log,
   };
@@ -75,10 +75,47 @@ export const publicProcedure = t.procedure.use(async ({ next }) => {
   return result;
 });
 
+function requireCaller(ctx: Context): Exclude<Caller, { kind: 'anonymous' }> {
+  if (ctx.caller.kind === 'anonymous') {
+    throw new TRPCError({ code: 'UNAUTHORIZED', message: 'A valid bearer token is required' });
+  }
+  return ctx.caller;
+}
+
+/** Admins and operators (read-only admin). For queries only. */
+export const operatorProcedure = publicProcedure.use(({ ctx, next }) => {
+  const caller = requireCaller(ctx);
+  if (caller.kind !== 'admin' && caller.kind !== 'operator') {
+    throw new TRPCError({ code: 'FORBIDDEN', message: 'An operator or admin token is required' });
+  }
+  return next({ ctx: { ...ctx, caller } });
+});
+
 /** Callers with full rights. Handlers below it never re-check auth. */
 export const adminProcedure = publicProcedure.use(({ ctx, next }) => {
-  if (ctx.caller.kind !== 'admin') {
-    throw new TRPCError({ code: 'UNAUTHORIZED', message: 'An admin bearer token is required' });
-  }
-  return next({ ctx: { ...ctx, caller: ctx.caller } });
+  const caller = requireCaller(ctx);
+  if (caller.kind !== 'admin')
+    throw new TRPCError({ code: 'FORBIDDEN', message: 'An admin token is required' });
+  return next({ ctx: { ...ctx, caller } });
+});
+
+/**
+ * Tenant-scoped reads: a member acts on the tenant in its token; an admin or operator names the
+ * tenant. `ctx.tenantFor(input.tenantId)` gives the tenant to act on. A member naming another
+ * tenant gets NOT_FOUND, exactly as for a tenant that does not exist, so ids cannot be probed.
+ */
+export const memberProcedure = publicProcedure.use(({ ctx, next }) => {
+  const caller = requireCaller(ctx);
+  const tenantFor = (requested: string | undefined): string => {
+    if (caller.kind === 'member') {
+      if (requested !== undefined && requested !== caller.tenantId) {
+        throw new TRPCError({ code: 'NOT_FOUND', message: `No tenant ${requested}` });
+      }
+      return caller.tenantId;
+    }
+    if (requested === undefined)
+      throw new TRPCError({ code: 'BAD_REQUEST', message: 'tenantId is required' });
+    return requested;
+  };
+  return next({ ctx: { ...ctx, caller, tenantFor } });
 });

@@ -5,6 +5,7 @@ import { createContext } from '../routers/trpc.js';
 import { AppError } from './errors.js';
 import { type AppEnv, errorResponse } from './http/context.js';
 import { healthRoute } from './http/health.js';
+import { jwksRoute } from './http/jwks.js';
 import { metricsRoute } from './http/metrics.js';
 import { applyCommonMiddleware } from './http/middleware.js';
 import { readyRoute } from './http/ready.js';
@@ -16,8 +17,9 @@ export function createApp(services: Services): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   applyCommonMiddleware(app, { log: services.log, maxBodyBytes: services.config.maxBodyBytes });
 
-  app.route('/', healthRoute());
+  app.route('/', healthRoute(services.signing));
   app.route('/', readyRoute(services));
+  app.route('/', jwksRoute(services));
   app.route('/', metricsRoute(services));
 
   app.use(

@@ -68,6 +68,27 @@ const EnvSchema = v.object({
   LOG_LEVEL: v.optional(v.picklist(LOG_LEVELS, `must be one of ${LOG_LEVELS.join(', ')}`), 'info'),
   OTEL_ENABLED: v.optional(boolean, 'false'),
   NATS_URL: v.optional(urlWithScheme(['nats:', 'tls:'])),
+  // Signing (DESIGN.md §4): issuer of the gateway's tokens, audience of its S2S tokens.
+  JWT_ISSUER: v.optional(v.pipe(v.string(), v.minLength(1)), 'spicegate'),
+  S2S_AUDIENCE: v.optional(v.pipe(v.string(), v.minLength(1)), 'finn'),
+  // Private signing keys from configuration (a JSON array of private ES256 JWKs with kid), for
+  // runtimes without a DATA_DIR (Workers) or several instances sharing keys.
+  SIGNING_PRIVATE_JWKS: v.optional(v.pipe(v.string(), v.minLength(2))),
+  // Rotate automatically every N days (off unless set); warn when the active key is older than this.
+  SIGNING_ROTATE_DAYS: v.optional(integer(1, 3650)),
+  SIGNING_KEY_MAX_AGE_DAYS: v.optional(integer(1, 3650), '90'),
+  // How long verifiers may cache our JWKS (Cache-Control max-age) and the clock skew we allow: a new
+  // key signs only after both have passed since it was published.
+  JWKS_MAX_AGE_SECONDS: v.optional(integer(1, 86_400), '300'),
+  JWT_CLOCK_SKEW_SECONDS: v.optional(integer(0, 300), '30'),
+  S2S_TOKEN_TTL_SECONDS: v.optional(integer(1, 3_600), '60'),
+  // Tokens for tRPC callers issued by `spicegate token` live at most this long (old keys stay
+  // published that long after a rotation).
+  ADMIN_TOKEN_MAX_TTL_SECONDS: v.optional(integer(60, 30 * 86_400), '86400'),
+  // An external issuer of tRPC caller tokens (all three or none).
+  AUTH_JWKS_URL: v.optional(urlWithScheme(['https:', 'http:'])),
+  AUTH_ISSUER: v.optional(v.pipe(v.string(), v.minLength(1))),
+  AUTH_AUDIENCE: v.optional(v.pipe(v.string(), v.minLength(1))),
   // 25 s: under the 30 s that most orchestrators wait between SIGTERM and SIGKILL, so in-flight
   // streams get as long as possible and the connections are still closed by us, not killed.
   SHUTDOWN_TIMEOUT_MS: v.optional(integer(0, 600_000), '25000'),
@@ -101,6 +122,16 @@ export interface Config {
   otelEnabled: boolean;
   natsUrl?: string;
   shutdownTimeoutMs: number;
+  jwtIssuer: string;
+  s2sAudience: string;
+  signingPrivateJwks?: string;
+  signingRotateDays?: number;
+  signingKeyMaxAgeDays: number;
+  jwksMaxAgeSeconds: number;
+  jwtClockSkewSeconds: number;
+  s2sTokenTtlSeconds: number;
+  adminTokenMaxTtlSeconds: number;
+  externalAuth?: { jwksUrl: string; issuer: string; audience: string };
 }
 
 export type ConfigResult = { ok: true; config: Config } | { ok: false; variable: string; message: string };
@@ -132,6 +163,19 @@ export function parseConfig(env: Env): ConfigResult {
       message: `${missing} is required with the other UPSTASH_REDIS_REST_ variable`,
     };
   }
+  const auth = [e.AUTH_JWKS_URL, e.AUTH_ISSUER, e.AUTH_AUDIENCE];
+  if (auth.some((value) => value !== undefined) && auth.some((value) => value === undefined)) {
+    const names = ['AUTH_JWKS_URL', 'AUTH_ISSUER', 'AUTH_AUDIENCE'];
+    const missing = names[auth.findIndex((value) => value === undefined)] as string;
+    return { ok: false, variable: missing, message: `${missing} is required with the other AUTH_ variables` };
+  }
+  if (e.SIGNING_PRIVATE_JWKS !== undefined && !isJsonArray(e.SIGNING_PRIVATE_JWKS)) {
+    return {
+      ok: false,
+      variable: 'SIGNING_PRIVATE_JWKS',
+      message: 'SIGNING_PRIVATE_JWKS must be a JSON array of private JWKs',
+    };
+  }
   if (e.UPSTREAM !== 'local' && e.UPSTREAM_URL === undefined) {
     return {
       ok: false,
@@ -153,6 +197,16 @@ export function parseConfig(env: Env): ConfigResult {
     logLevel: e.LOG_LEVEL,
     otelEnabled: e.OTEL_ENABLED,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+    jwtIssuer: e.JWT_ISSUER,
+    s2sAudience: e.S2S_AUDIENCE,
+    signingKeyMaxAgeDays: e.SIGNING_KEY_MAX_AGE_DAYS,
+    jwksMaxAgeSeconds: e.JWKS_MAX_AGE_SECONDS,
+    jwtClockSkewSeconds: e.JWT_CLOCK_SKEW_SECONDS,
+    s2sTokenTtlSeconds: e.S2S_TOKEN_TTL_SECONDS,
+    adminTokenMaxTtlSeconds: e.ADMIN_TOKEN_MAX_TTL_SECONDS,
+    ...(e.AUTH_JWKS_URL !== undefined && e.AUTH_ISSUER !== undefined && e.AUTH_AUDIENCE !== undefined
+      ? { externalAuth: { jwksUrl: e.AUTH_JWKS_URL, issuer: e.AUTH_ISSUER, audience: e.AUTH_AUDIENCE } }
+      : {}),
     ...(e.UPSTASH_REDIS_REST_URL !== undefined && e.UPSTASH_REDIS_REST_TOKEN !== undefined
       ? { upstash: { url: e.UPSTASH_REDIS_REST_URL, token: e.UPSTASH_REDIS_REST_TOKEN } }
       : {}),
@@ -167,9 +221,19 @@ export function parseConfig(env: Env): ConfigResult {
       nowpaymentsIpnSecret: e.NOWPAYMENTS_IPN_SECRET,
       nowpaymentsApiKey: e.NOWPAYMENTS_API_KEY,
       natsUrl: e.NATS_URL,
+      signingPrivateJwks: e.SIGNING_PRIVATE_JWKS,
+      signingRotateDays: e.SIGNING_ROTATE_DAYS,
     }),
   };
   return { ok: true, config };
+}
+
+function isJsonArray(text: string): boolean {
+  try {
+    return Array.isArray(JSON.parse(text));
+  } catch {
+    return false;
+  }
 }
 
 /** Drops undefined members, so optional fields are absent rather than `undefined`. */

@@ -3,6 +3,8 @@ import { type Clock, systemClock } from './clock.js';
 import type { Config } from './config.js';
 import type { Logger } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
+import { type KeyCache, SigningKeys } from './signing/keys.js';
+import type { Signer } from './signing/signer.js';
 import type { Store } from './store/index.js';
 
 /**
@@ -17,28 +19,46 @@ export interface Services {
   log: Logger;
   metrics: Metrics;
   clock: Clock;
+  /** The gateway's signing keys (JWKS, S2S and caller tokens). */
+  signing: SigningKeys;
   engines: { db: DbEngine; store: Store['engine'] };
   /** The bootstrap admin secret (ADMIN_TOKEN or the generated one), if any. Never logged. */
   adminToken?: string;
 }
 
-/** The one way an entry puts Services together from the adapters it picked. */
+/**
+ * The one way an entry puts Services together from the adapters it picked. The entry then calls
+ * `services.signing.start()` (loads the keys, creating the first one on a first start).
+ */
 export function assembleServices(parts: {
   config: Config;
   database: { db: Db; engine: DbEngine };
   store: Store;
+  signer: Signer;
   log: Logger;
   metrics?: Metrics;
   clock?: Clock;
   adminToken?: string | undefined;
+  /** Shared by the SigningKeys of many requests (the Workers entry keeps one per isolate). */
+  keyCache?: KeyCache;
 }): Services {
+  const clock = parts.clock ?? systemClock;
+  const signing = new SigningKeys(
+    parts.database.db,
+    parts.signer,
+    clock,
+    parts.config,
+    parts.log,
+    parts.keyCache,
+  );
   return {
     config: parts.config,
     db: parts.database.db,
     store: parts.store,
     log: parts.log,
     metrics: parts.metrics ?? createMetrics(),
-    clock: parts.clock ?? systemClock,
+    clock,
+    signing,
     engines: { db: parts.database.engine, store: parts.store.engine },
     ...(parts.adminToken === undefined ? {} : { adminToken: parts.adminToken }),
   };

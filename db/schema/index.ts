@@ -1,1 +1,2 @@
 export * from './tenants.js';
+export * from './signing-keys.js';

@@ -1,26 +1,42 @@
 import * as v from 'valibot';
+import { issueToken } from '../../src/signing/caller-tokens.js';
 import { systemInfo } from '../../src/system/info.js';
 import { createTenant, getTenant, listTenants } from '../../src/tenants/tenants.js';
-import { adminProcedure, router } from '../trpc.js';
-
-const TenantId = v.pipe(v.string(), v.regex(/^ten_[0-9a-f]{32}$/, 'must be a tenant id (ten_…)'));
+import { TenantId } from '../inputs.js';
+import { adminProcedure, operatorProcedure, router } from '../trpc.js';
 
 const CreateTenantInput = v.object({
   name: v.pipe(v.string(), v.trim(), v.minLength(1, 'must not be empty'), v.maxLength(200)),
   tier: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(9)),
 });
 
+const IssueTokenInput = v.object({
+  role: v.picklist(['admin', 'operator', 'member']),
+  tenantId: v.optional(TenantId),
+  ttlSeconds: v.optional(v.pipe(v.number(), v.integer(), v.minValue(60))),
+  subject: v.optional(v.pipe(v.string(), v.regex(/^[A-Za-z0-9_.@:-]{1,128}$/, 'must be a plain identifier'))),
+});
+
 export const adminRouter = router({
   system: router({
-    info: adminProcedure.query(({ ctx }) => systemInfo(ctx.services)),
+    info: operatorProcedure.query(({ ctx }) => systemInfo(ctx.services)),
   }),
   tenants: router({
     create: adminProcedure
       .input(CreateTenantInput)
       .mutation(({ ctx, input }) => createTenant(ctx.services, input)),
-    list: adminProcedure.query(({ ctx }) => listTenants(ctx.services)),
-    get: adminProcedure
+    list: operatorProcedure.query(({ ctx }) => listTenants(ctx.services)),
+    get: operatorProcedure
       .input(v.object({ id: TenantId }))
       .query(({ ctx, input }) => getTenant(ctx.services, input.id)),
+  }),
+  signingKeys: router({
+    list: operatorProcedure.query(({ ctx }) => ctx.services.signing.list()),
+    rotate: adminProcedure.mutation(({ ctx }) => ctx.services.signing.rotate()),
+  }),
+  tokens: router({
+    issue: adminProcedure
+      .input(IssueTokenInput)
+      .mutation(({ ctx, input }) => issueToken(ctx.services, input)),
   }),
 });

@@ -1,4 +1,11 @@
-import { router } from '../trpc.js';
+import * as v from 'valibot';
+import { getBalance } from '../../src/billing/balance.js';
+import { TenantId } from '../inputs.js';
+import { memberProcedure, router } from '../trpc.js';
 
-/** Balances, packs, invoices and payments arrive with the billing feature. */
-export const billingRouter = router({});
+/** Packs, invoices and payments arrive with the billing feature. */
+export const billingRouter = router({
+  balance: memberProcedure
+    .input(v.optional(v.object({ tenantId: v.optional(TenantId) }), {}))
+    .query(({ ctx, input }) => getBalance(ctx.services, ctx.tenantFor(input.tenantId))),
+});

@@ -1,23 +1,107 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
+import {
+  createLocalJWKSet,
+  createRemoteJWKSet,
+  decodeJwt,
+  decodeProtectedHeader,
+  type JWTVerifyGetKey,
+  jwtVerify,
+} from 'jose';
 import type { Services } from '../services.js';
+import { CALLER_AUDIENCE } from '../signing/tokens.js';
+import { KID_PATTERN } from '../signing/verifier.js';
 
 /**
- * Who is calling the tRPC API. Today: the bootstrap admin token (DESIGN.md §6) or nobody.
- * JWT callers (admin, operator, member of one tenant) arrive with the signing feature.
+ * Who is calling the tRPC API (DESIGN.md §4): the bootstrap admin token, or a JWT issued by the
+ * gateway (`spicegate token`) or by a configured external issuer. Roles: `admin`, `operator`
+ * (read-only admin), `member` (one tenant).
  */
-export type Caller = { kind: 'anonymous' } | { kind: 'admin'; subject: string };
+export type Caller =
+  | { kind: 'anonymous' }
+  | { kind: 'admin' | 'operator'; subject: string }
+  | { kind: 'member'; subject: string; tenantId: string };
 
 export const ANONYMOUS: Caller = { kind: 'anonymous' };
 
-export function resolveCaller(services: Services, authorization: string | undefined): Caller {
+const TENANT_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+export async function resolveCaller(services: Services, authorization: string | undefined): Promise<Caller> {
   const token = bearerToken(authorization);
-  if (token === undefined || services.adminToken === undefined) return ANONYMOUS;
-  if (constantTimeEqual(token, services.adminToken)) return { kind: 'admin', subject: 'bootstrap' };
-  return ANONYMOUS;
+  if (token === undefined) return ANONYMOUS;
+  if (services.adminToken !== undefined && constantTimeEqual(token, services.adminToken)) {
+    return { kind: 'admin', subject: 'bootstrap' };
+  }
+  return (await verifyCallerJwt(services, token)) ?? ANONYMOUS;
+}
+
+/** A verified caller, or undefined for anything that is not a valid token of a known issuer. */
+async function verifyCallerJwt(services: Services, token: string): Promise<Caller | undefined> {
+  let issuer: unknown;
+  try {
+    const header = decodeProtectedHeader(token);
+    if (header.alg !== 'ES256' || header.typ !== 'JWT') return undefined;
+    if (typeof header.kid !== 'string' || !KID_PATTERN.test(header.kid)) return undefined;
+    issuer = decodeJwt(token).iss;
+  } catch {
+    return undefined;
+  }
+
+  const { config } = services;
+  let keys: JWTVerifyGetKey;
+  let audience: string;
+  if (issuer === config.jwtIssuer) {
+    keys = createLocalJWKSet(services.signing.jwks().jwks);
+    audience = CALLER_AUDIENCE;
+  } else if (config.externalAuth !== undefined && issuer === config.externalAuth.issuer) {
+    keys = externalKeys(services);
+    audience = config.externalAuth.audience;
+  } else {
+    return undefined;
+  }
+
+  try {
+    const { payload } = await jwtVerify(token, keys, {
+      algorithms: ['ES256'],
+      issuer: issuer as string,
+      audience,
+      typ: 'JWT',
+      clockTolerance: config.jwtClockSkewSeconds,
+      currentDate: new Date(services.clock.now()),
+      requiredClaims: ['exp', 'sub'],
+    });
+    const subject = String(payload.sub);
+    switch (payload.role) {
+      case 'admin':
+      case 'operator':
+        return { kind: payload.role, subject };
+      case 'member':
+        return typeof payload.tenant_id === 'string' && TENANT_ID.test(payload.tenant_id)
+          ? { kind: 'member', subject, tenantId: payload.tenant_id }
+          : undefined;
+      default:
+        return undefined;
+    }
+  } catch {
+    return undefined;
+  }
+}
+
+// One remote JWKS per Services (its cache and cooldown must outlive a request).
+const remoteSets = new WeakMap<Services, JWTVerifyGetKey>();
+function externalKeys(services: Services): JWTVerifyGetKey {
+  let keys = remoteSets.get(services);
+  if (keys === undefined && services.config.externalAuth !== undefined) {
+    // 30 s cooldown: an unknown kid triggers at most one fetch per 30 s, so forged kids cannot
+    // turn the gateway into a flood against the issuer.
+    keys = createRemoteJWKSet(new URL(services.config.externalAuth.jwksUrl), { cooldownDuration: 30_000 });
+    remoteSets.set(services, keys);
+  }
+  if (keys === undefined) throw new Error('no external issuer configured');
+  return keys;
 }
 
 export function bearerToken(authorization: string | undefined): string | undefined {
-  const match = /^Bearer ([\x21-\x7e]{1,4096})$/.exec(authorization ?? '');
+  const match = /^Bearer ([\x21-\x7e]{1,8192})$/.exec(authorization ?? '');
   return match?.[1];
 }
 

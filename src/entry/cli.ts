@@ -14,6 +14,10 @@ const USAGE = `usage: spicegate <command> [options]
   migrate                                 apply database migrations and exit
   tenant create --name NAME --tier 1-9    create a tenant
   tenant list                             list tenants
+  token --role admin|operator|member [--tenant ID] [--ttl SECONDS]
+                                          issue a tRPC bearer token (prints it)
+  signing-key rotate                      start a signing key rotation
+  signing-key list                        list signing keys and their states
 
 Commands that change data call a running gateway through the typed client:
   --url URL      the gateway (default http://HOST:PORT from the environment)
@@ -30,6 +34,9 @@ async function run(argv: string[]): Promise<number> {
       token: { type: 'string' },
       name: { type: 'string' },
       tier: { type: 'string' },
+      role: { type: 'string' },
+      tenant: { type: 'string' },
+      ttl: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -60,6 +67,35 @@ async function run(argv: string[]): Promise<number> {
         return 0;
       }
       throw new UsageError(`unknown tenant command: ${subcommand ?? '(none)'}`);
+    }
+    case 'token': {
+      const role = values.role;
+      if (role !== 'admin' && role !== 'operator' && role !== 'member') {
+        throw new UsageError('token needs --role admin, operator or member');
+      }
+      const ttlSeconds = values.ttl === undefined ? undefined : Number(values.ttl);
+      if (ttlSeconds !== undefined && !Number.isInteger(ttlSeconds))
+        throw new UsageError('--ttl must be whole seconds');
+      const client = await clientFor(config, values);
+      const issued = await client.admin.tokens.issue.mutate({
+        role,
+        ...(values.tenant === undefined ? {} : { tenantId: values.tenant }),
+        ...(ttlSeconds === undefined ? {} : { ttlSeconds }),
+      });
+      process.stdout.write(`${issued.token}\n`);
+      return 0;
+    }
+    case 'signing-key': {
+      const client = await clientFor(config, values);
+      if (subcommand === 'rotate') {
+        print(await client.admin.signingKeys.rotate.mutate());
+        return 0;
+      }
+      if (subcommand === 'list') {
+        print(await client.admin.signingKeys.list.query());
+        return 0;
+      }
+      throw new UsageError(`unknown signing-key command: ${subcommand ?? '(none)'}`);
     }
     default:
       throw new UsageError(`unknown command: ${command}`);

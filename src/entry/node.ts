@@ -8,11 +8,14 @@ import { createDb } from '../../db/index.js';
 import { createApp, createNotReadyApp } from '../app.js';
 import { type Config, isEmbedded } from '../config.js';
 import type { AppEnv } from '../http/context.js';
+import { maintainSigningKeys } from '../jobs/signing-maintenance.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { createMetrics, type Metrics } from '../observability/metrics.js';
 import { assembleServices, type Services } from '../services.js';
+import { localSigner, parsePrivateJwks } from '../signing/signer.js';
 import { memoryStore, redisStore, type Store, upstashStore } from '../store/index.js';
 import { loadConfigOrExit } from './env.js';
+import { jsonKeyFile } from './key-file.js';
 import { adminTokenPath, ensureDataDir, ensureSecretFile } from './secrets.js';
 
 /**
@@ -25,7 +28,8 @@ export async function buildNodeServices(
   log: Logger,
 ): Promise<{ services: Services; close: () => Promise<void> }> {
   const embedded = isEmbedded(config);
-  if (embedded) await ensureDataDir(config.dataDir);
+  // DATA_DIR also holds the local signer's private keys, so it exists whatever the database.
+  await ensureDataDir(config.dataDir);
 
   const database = await createDb(
     config.databaseUrl === undefined
@@ -50,7 +54,12 @@ export async function buildNodeServices(
     log.info({ path: resolve(path), generated: secret.created }, 'bootstrap admin token file');
   }
 
-  const services = assembleServices({ config, database, store, log, metrics, adminToken });
+  const signer = await localSigner({
+    configured: parsePrivateJwks(config.signingPrivateJwks),
+    file: jsonKeyFile(join(config.dataDir, 'signing-keys.json')),
+  });
+  const services = assembleServices({ config, database, store, signer, log, metrics, adminToken });
+  await services.signing.start();
   const close = async () => {
     // The database is closed even when the store cannot be (Redis down at shutdown).
     await store.close().catch((error: unknown) => log.warn({ err: error }, 'store did not close cleanly'));
@@ -65,6 +74,10 @@ function selectStore(config: Config, log: Logger, metrics: Metrics): Store {
   if (config.upstash !== undefined) return upstashStore({ ...config.upstash, log, metrics });
   return memoryStore({ log, metrics });
 }
+
+// 10 s: a key rotated on another instance is published for JWKS_MAX_AGE_SECONDS (300 s) before
+// it signs; every instance sees it within 10 s.
+const SIGNING_MAINTENANCE_MS = 10_000;
 
 export interface RunningGateway {
   readonly url: string;
@@ -95,9 +108,16 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   log.info({ url }, 'listening');
 
   let built: { services: Services; close: () => Promise<void> } | undefined;
+  let maintenance: ReturnType<typeof setInterval> | undefined;
   const ready = buildNodeServices(config, log).then((result) => {
     built = result;
     app = createApp(result.services);
+    maintenance = setInterval(() => {
+      maintainSigningKeys(result.services).catch((error: unknown) =>
+        log.warn({ err: { message: (error as Error).message } }, 'signing key maintenance failed'),
+      );
+    }, SIGNING_MAINTENANCE_MS);
+    maintenance.unref();
     log.info(
       { url, database: result.services.engines.db, store: result.services.engines.store },
       'spicegate ready',
@@ -112,6 +132,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
         { reason, deadlineMs: config.shutdownTimeoutMs },
         'shutting down: refusing new connections, draining',
       );
+      clearInterval(maintenance);
       const drained = await drain(server, config.shutdownTimeoutMs);
       if (!drained) log.warn('shutdown deadline reached: remaining connections were closed');
       const started = await ready.then(

@@ -7,6 +7,8 @@ import type { AppEnv } from '../http/context.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { createMetrics, type Metrics } from '../observability/metrics.js';
 import { assembleServices, type Services } from '../services.js';
+import type { KeyCache } from '../signing/keys.js';
+import { localSigner, parsePrivateJwks, type Signer } from '../signing/signer.js';
 // memory.ts directly, not store/index.ts, which would bundle ioredis.
 import { memoryStore } from '../store/memory/index.js';
 import type { Store } from '../store/store.js';
@@ -32,9 +34,19 @@ export interface WorkerContext {
 // 5: Workers allow six simultaneous outbound connections per request; one stays free for the
 // upstream model call. (Cloudflare's guidance for postgres.js on Workers.)
 const MAX_DATABASE_CONNECTIONS = 5;
+const KEY_REFRESH_MS = 10_000;
 
 type IsolateState =
-  | { ready: true; config: Config; log: Logger; metrics: Metrics; store: Store; databaseUrl: string }
+  | {
+      ready: true;
+      config: Config;
+      log: Logger;
+      metrics: Metrics;
+      store: Store;
+      databaseUrl: string;
+      signer: Promise<Signer>;
+      keyCache: KeyCache;
+    }
   | { ready: false; app: Hono<AppEnv> };
 
 // A module-level memo is allowed in this entry only (STYLE.md §1): an isolate's bindings never
@@ -48,13 +60,23 @@ export default {
     isolate ??= initIsolate(env);
     if (!isolate.ready) return isolate.app.fetch(request);
 
-    const { config, log, metrics, store, databaseUrl } = isolate;
+    const { config, log, metrics, store, databaseUrl, keyCache } = isolate;
     let services: Services;
     try {
       // No close(): the runtime drops the request's sockets once the response (a stream included)
       // has ended. Closing in waitUntil would cut off writes made when a stream finishes.
       const database = await openPostgres(databaseUrl, { maxConnections: MAX_DATABASE_CONNECTIONS });
-      services = assembleServices({ config, database, store, log, metrics, adminToken: config.adminToken });
+      const signer = await isolate.signer;
+      services = assembleServices({
+        config,
+        database,
+        store,
+        signer,
+        log,
+        metrics,
+        keyCache,
+        adminToken: config.adminToken,
+      });
     } catch (error) {
       log.error({ err: error }, 'database client could not be created');
       return createNotReadyApp({
@@ -64,6 +86,11 @@ export default {
         liveness: false,
       }).fetch(request);
     }
+    // The keys are re-read at most every 10 s per isolate; with the database down the last copy
+    // keeps serving the JWKS.
+    await services.signing
+      .ensureFresh(KEY_REFRESH_MS)
+      .catch((error: unknown) => log.warn({ err: error }, 'signing keys could not be refreshed'));
     return createApp(services).fetch(request);
   },
 };
@@ -91,7 +118,19 @@ function initIsolate(env: WorkerEnv): IsolateState {
       : upstashStore({ ...config.upstash, log, metrics });
   if (config.upstash === undefined) log.warn('no UPSTASH_REDIS_REST_URL: limits and budgets are per isolate');
   log.info({ database: 'postgres', store: store.engine }, 'spicegate worker isolate ready');
-  return { ready: true, config, log, metrics, store, databaseUrl };
+  // Workers have no DATA_DIR: private keys come from SIGNING_PRIVATE_JWKS. A key created here
+  // (first start without it) lives only as long as this isolate.
+  const signer = localSigner({ configured: parsePrivateJwks(config.signingPrivateJwks) });
+  return {
+    ready: true,
+    config,
+    log,
+    metrics,
+    store,
+    databaseUrl,
+    signer,
+    keyCache: { rows: [], loadedAt: 0 },
+  };
 }
 
 /** A bad configuration answers every request with 503 naming the variable, never its value. */

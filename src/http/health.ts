@@ -1,15 +1,23 @@
 import { Hono } from 'hono';
+import type { SigningKeys } from '../signing/keys.js';
 import { scriptInfo } from '../store/store.js';
 import { CONTRACT_VERSION, VERSION } from '../version.js';
 import type { AppEnv } from './context.js';
 
 /**
- * GET /health — liveness: version, contract version and the Lua scripts (name, version, SHA-1)
- * this build calls. Answers from memory only: it never touches the store or the database,
- * so an orchestrator does not restart a healthy process because a dependency is down.
+ * GET /health — liveness: version, contract version, the Lua scripts (name, version, SHA-1) this
+ * build calls and, once started, the active signing key's age (with a warning past
+ * SIGNING_KEY_MAX_AGE_DAYS). Answers from memory only: it never touches the store or the
+ * database, so an orchestrator does not restart a healthy process because a dependency is down.
  */
-export function healthRoute(): Hono<AppEnv> {
+export function healthRoute(signing?: SigningKeys): Hono<AppEnv> {
   return new Hono<AppEnv>().get('/health', (c) =>
-    c.json({ status: 'ok', version: VERSION, contractVersion: CONTRACT_VERSION, scripts: scriptInfo() }),
+    c.json({
+      status: 'ok',
+      version: VERSION,
+      contractVersion: CONTRACT_VERSION,
+      scripts: scriptInfo(),
+      ...(signing === undefined ? {} : { signing: signing.health() }),
+    }),
   );
 }

@@ -1,4 +1,4 @@
-import { Counter, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
 
 /**
  * Prometheus metrics (prom-client), one registry per app so tests and several apps in one
@@ -12,6 +12,8 @@ export interface Metrics {
   /** A late finalize (after the reaper) took a tenant past its credit. */
   readonly overspendEvents: Counter;
   readonly storeUnavailable: Counter<'engine'>;
+  /** Age of the active signing key; alert well before SIGNING_KEY_MAX_AGE_DAYS. */
+  readonly signingKeyAgeSeconds: Gauge;
 }
 
 export function createMetrics(): Metrics {
@@ -39,6 +41,11 @@ export function createMetrics(): Metrics {
       name: 'spicegate_store_unavailable_total',
       help: 'Store calls that failed because the store did not answer in time',
       labelNames: ['engine'],
+      registers: [registry],
+    }),
+    signingKeyAgeSeconds: new Gauge({
+      name: 'spicegate_signing_key_age_seconds',
+      help: 'Age of the active signing key',
       registers: [registry],
     }),
   };

@@ -18,6 +18,7 @@ describe('GET /health', () => {
       version: VERSION,
       contractVersion: CONTRACT_VERSION,
       scripts: Object.values(SCRIPTS).map(({ name, version, sha1 }) => ({ name, version, sha1 })),
+      signing: { activeKid: expect.any(String), activeKeyAgeDays: 0, warning: null },
     });
   });
 });

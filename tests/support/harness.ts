@@ -2,6 +2,8 @@ import { randomBytes } from 'node:crypto';
 import type { Hono } from 'hono';
 import { inject } from 'vitest';
 import { createApp } from '../../src/app.js';
+import type { Clock } from '../../src/clock.js';
+import { localSigner } from '../../src/signing/signer.js';
 import { type Config, parseConfig } from '../../src/config.js';
 import type { AppEnv } from '../../src/http/context.js';
 import { createLogger } from '../../src/observability/logger.js';
@@ -29,6 +31,7 @@ export interface HarnessOptions {
   config?: Partial<Config>;
   /** Replaces the default store: the shared Redis with a key prefix of this file's own. */
   store?: Store;
+  clock?: Clock;
 }
 
 /**
@@ -52,7 +55,17 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
   const store = options.store ?? redisStore({ url: inject('redisUrl'), keyPrefix, log, metrics });
   const adminToken = randomBytes(32).toString('base64url');
 
-  const services = assembleServices({ config, database: database.handle, store, log, metrics, adminToken });
+  const services = assembleServices({
+    config,
+    database: database.handle,
+    store,
+    signer: await localSigner(),
+    log,
+    metrics,
+    adminToken,
+    ...(options.clock === undefined ? {} : { clock: options.clock }),
+  });
+  await services.signing.start();
   const app = createApp(services);
   const request = async (path: string, init?: RequestInit) => app.request(path, init);
 

@@ -23,6 +23,13 @@ describe('parseConfig', () => {
         logLevel: 'info',
         otelEnabled: false,
         shutdownTimeoutMs: 25_000,
+        jwtIssuer: 'spicegate',
+        s2sAudience: 'finn',
+        signingKeyMaxAgeDays: 90,
+        jwksMaxAgeSeconds: 300,
+        jwtClockSkewSeconds: 30,
+        s2sTokenTtlSeconds: 60,
+        adminTokenMaxTtlSeconds: 86_400,
       },
     });
   });
@@ -58,6 +65,18 @@ describe('parseConfig', () => {
       OTEL_ENABLED: '1',
       NATS_URL: 'nats://127.0.0.1:4222',
       SHUTDOWN_TIMEOUT_MS: '1000',
+      JWT_ISSUER: 'https://gw.example',
+      S2S_AUDIENCE: 'finn-prod',
+      SIGNING_PRIVATE_JWKS: '[]',
+      SIGNING_ROTATE_DAYS: '30',
+      SIGNING_KEY_MAX_AGE_DAYS: '60',
+      JWKS_MAX_AGE_SECONDS: '120',
+      JWT_CLOCK_SKEW_SECONDS: '10',
+      S2S_TOKEN_TTL_SECONDS: '45',
+      ADMIN_TOKEN_MAX_TTL_SECONDS: '3600',
+      AUTH_JWKS_URL: 'https://idp.example/jwks',
+      AUTH_ISSUER: 'https://idp.example',
+      AUTH_AUDIENCE: 'spicegate',
     });
     expect(result).toEqual({
       ok: true,
@@ -84,6 +103,16 @@ describe('parseConfig', () => {
         otelEnabled: true,
         natsUrl: 'nats://127.0.0.1:4222',
         shutdownTimeoutMs: 1000,
+        jwtIssuer: 'https://gw.example',
+        s2sAudience: 'finn-prod',
+        signingPrivateJwks: '[]',
+        signingRotateDays: 30,
+        signingKeyMaxAgeDays: 60,
+        jwksMaxAgeSeconds: 120,
+        jwtClockSkewSeconds: 10,
+        s2sTokenTtlSeconds: 45,
+        adminTokenMaxTtlSeconds: 3600,
+        externalAuth: { jwksUrl: 'https://idp.example/jwks', issuer: 'https://idp.example', audience: 'spicegate' },
       },
     });
   });
@@ -102,6 +131,8 @@ describe('parseConfig', () => {
     ['ADMIN_TOKEN', 'short'],
     ['TRUST_PROXY_HOPS', '-1'],
     ['LOCAL_MODEL_TOKENS', '0'],
+    ['SIGNING_PRIVATE_JWKS', '{"kty":"EC"}'],
+    ['AUTH_JWKS_URL', 'ftp://idp'],
   ])('rejects %s=%s, naming the variable', (name, value) => {
     const result = parse({ [name]: value });
     expect(result.ok).toBe(false);
@@ -138,6 +169,14 @@ describe('parseConfig', () => {
     expect(parse({ UPSTASH_REDIS_REST_TOKEN: 'tok_12345678' })).toMatchObject({
       ok: false,
       variable: 'UPSTASH_REDIS_REST_URL',
+    });
+  });
+
+  it('requires the three AUTH_ variables together', () => {
+    expect(parse({ AUTH_ISSUER: 'https://idp.example' })).toMatchObject({ ok: false, variable: 'AUTH_JWKS_URL' });
+    expect(parse({ AUTH_JWKS_URL: 'https://idp.example/jwks', AUTH_ISSUER: 'x' })).toMatchObject({
+      ok: false,
+      variable: 'AUTH_AUDIENCE',
     });
   });
 

@@ -1,0 +1,87 @@
+import {
+  calculateJwkThumbprint,
+  exportJWK,
+  generateKeyPair,
+  importJWK,
+  type JWK,
+  type JWTPayload,
+  type KeyObject,
+  SignJWT,
+} from 'jose';
+
+/** The one algorithm the gateway signs with and accepts from itself. */
+export const SIGNING_ALG = 'ES256';
+
+/**
+ * Where private signing keys live. Callers only ever name a key by its kid; the private half never
+ * leaves the signer, so a KMS or Vault-transit signer can replace the local one without touching
+ * them (it would create keys remotely and sign the JWS input remotely).
+ */
+export interface Signer {
+  readonly kind: string;
+  /** Makes a new key pair and returns its public half; kid = RFC 7638 thumbprint. */
+  createKey(): Promise<{ kid: string; publicJwk: JWK }>;
+  /** Whether this signer holds the private key `kid`. */
+  has(kid: string): boolean;
+  /** A compact JWS: header {alg: ES256, kid, typ: JWT}, the given claims. */
+  signJwt(kid: string, claims: JWTPayload): Promise<string>;
+}
+
+/** SIGNING_PRIVATE_JWKS (already checked to be a JSON array by the config schema). */
+export function parsePrivateJwks(text: string | undefined): JWK[] {
+  return text === undefined ? [] : (JSON.parse(text) as JWK[]);
+}
+
+export interface KeyFile {
+  read(): Promise<JWK[]>;
+  /** Replaces the file's content (mode 0600). */
+  write(keys: JWK[]): Promise<void>;
+}
+
+/**
+ * The built-in signer: private keys in process memory, loaded from configuration
+ * (SIGNING_PRIVATE_JWKS) and/or a key file in DATA_DIR (mode 0600), where new keys are saved.
+ * Without a key file, new keys live only as long as the process (Workers, tests).
+ */
+export async function localSigner(options: { configured?: JWK[]; file?: KeyFile } = {}): Promise<Signer> {
+  const privateJwks = new Map<string, JWK>();
+  const keys = new Map<string, Awaited<ReturnType<typeof importJWK>>>();
+  const add = async (jwk: JWK) => {
+    if (jwk.kty !== 'EC' || jwk.crv !== 'P-256' || typeof jwk.d !== 'string') {
+      throw new Error('signing keys must be private EC P-256 JWKs');
+    }
+    const kid = await thumbprint(jwk);
+    if (jwk.kid !== undefined && jwk.kid !== kid)
+      throw new Error(`signing key kid ${jwk.kid} is not its thumbprint`);
+    privateJwks.set(kid, { ...jwk, kid });
+    keys.set(kid, await importJWK({ ...jwk, kid }, SIGNING_ALG));
+  };
+  for (const jwk of options.configured ?? []) await add(jwk);
+  for (const jwk of (await options.file?.read()) ?? []) await add(jwk);
+
+  return {
+    kind: 'local',
+    has: (kid) => keys.has(kid),
+    createKey: async () => {
+      const { privateKey } = await generateKeyPair(SIGNING_ALG, { extractable: true });
+      const jwk = await exportJWK(privateKey);
+      await add(jwk);
+      const kid = await thumbprint(jwk);
+      await options.file?.write([...privateJwks.values()]);
+      const { d: _private, ...publicJwk } = privateJwks.get(kid) as JWK;
+      return { kid, publicJwk: { ...publicJwk, alg: SIGNING_ALG, use: 'sig' } };
+    },
+    signJwt: async (kid, claims) => {
+      const key = keys.get(kid);
+      if (key === undefined) throw new Error(`no private key for signing key ${kid}`);
+      return new SignJWT(claims)
+        .setProtectedHeader({ alg: SIGNING_ALG, kid, typ: 'JWT' })
+        .sign(key as KeyObject);
+    },
+  };
+}
+
+/** RFC 7638 thumbprint of the public members: the kid, safe in URLs and keys ([A-Za-z0-9_-]). */
+function thumbprint(jwk: JWK): Promise<string> {
+  return calculateJwkThumbprint({ kty: 'EC', crv: jwk.crv ?? '', x: jwk.x ?? '', y: jwk.y ?? '' });
+}
