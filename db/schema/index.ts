@@ -1,2 +1,2 @@
-export * from './tenants.js';
 export * from './signing-keys.js';
+export * from './tenants.js';

@@ -112,7 +112,11 @@ describe('parseConfig', () => {
         jwtClockSkewSeconds: 10,
         s2sTokenTtlSeconds: 45,
         adminTokenMaxTtlSeconds: 3600,
-        externalAuth: { jwksUrl: 'https://idp.example/jwks', issuer: 'https://idp.example', audience: 'spicegate' },
+        externalAuth: {
+          jwksUrl: 'https://idp.example/jwks',
+          issuer: 'https://idp.example',
+          audience: 'spicegate',
+        },
       },
     });
   });
@@ -173,7 +177,10 @@ describe('parseConfig', () => {
   });
 
   it('requires the three AUTH_ variables together', () => {
-    expect(parse({ AUTH_ISSUER: 'https://idp.example' })).toMatchObject({ ok: false, variable: 'AUTH_JWKS_URL' });
+    expect(parse({ AUTH_ISSUER: 'https://idp.example' })).toMatchObject({
+      ok: false,
+      variable: 'AUTH_JWKS_URL',
+    });
     expect(parse({ AUTH_JWKS_URL: 'https://idp.example/jwks', AUTH_ISSUER: 'x' })).toMatchObject({
       ok: false,
       variable: 'AUTH_AUDIENCE',
