@@ -79,7 +79,7 @@ export class SigningKeys {
     await this.refresh();
     if (this.rows.length === 0) {
       const now = new Date(this.clock.now());
-      const { kid, publicJwk } = await this.signer.createKey();
+      const { kid, publicJwk } = this.signer.configuredKeys()[0] ?? (await this.signer.createKey());
       await this.db
         .insert(signingKeys)
         .values({

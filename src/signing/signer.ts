@@ -23,6 +23,8 @@ export interface Signer {
   createKey(): Promise<{ kid: string; publicJwk: JWK }>;
   /** Whether this signer holds the private key `kid`. */
   has(kid: string): boolean;
+  /** Public halves of the keys it was configured with (the first becomes the first key on a fresh database). */
+  configuredKeys(): { kid: string; publicJwk: JWK }[];
   /** A compact JWS: header {alg: ES256, kid, typ: JWT}, the given claims. */
   signJwt(kid: string, claims: JWTPayload): Promise<string>;
 }
@@ -57,19 +59,23 @@ export async function localSigner(options: { configured?: JWK[]; file?: KeyFile 
     keys.set(kid, await importJWK({ ...jwk, kid }, SIGNING_ALG));
   };
   for (const jwk of options.configured ?? []) await add(jwk);
+  const configured = [...privateJwks.values()].map((jwk) => ({
+    kid: jwk.kid as string,
+    publicJwk: publicHalf(jwk),
+  }));
   for (const jwk of (await options.file?.read()) ?? []) await add(jwk);
 
   return {
     kind: 'local',
     has: (kid) => keys.has(kid),
+    configuredKeys: () => configured,
     createKey: async () => {
       const { privateKey } = await generateKeyPair(SIGNING_ALG, { extractable: true });
       const jwk = await exportJWK(privateKey);
       await add(jwk);
       const kid = await thumbprint(jwk);
       await options.file?.write([...privateJwks.values()]);
-      const { d: _private, ...publicJwk } = privateJwks.get(kid) as JWK;
-      return { kid, publicJwk: { ...publicJwk, alg: SIGNING_ALG, use: 'sig' } };
+      return { kid, publicJwk: publicHalf(privateJwks.get(kid) as JWK) };
     },
     signJwt: async (kid, claims) => {
       const key = keys.get(kid);
@@ -78,6 +84,18 @@ export async function localSigner(options: { configured?: JWK[]; file?: KeyFile 
         .setProtectedHeader({ alg: SIGNING_ALG, kid, typ: 'JWT' })
         .sign(key as KeyObject);
     },
+  };
+}
+
+function publicHalf(jwk: JWK): JWK {
+  return {
+    kty: 'EC',
+    crv: jwk.crv ?? '',
+    x: jwk.x ?? '',
+    y: jwk.y ?? '',
+    kid: jwk.kid ?? '',
+    alg: SIGNING_ALG,
+    use: 'sig',
   };
 }
 

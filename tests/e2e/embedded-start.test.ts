@@ -91,6 +91,29 @@ describe('spicegate serve on embedded defaults (PGlite + memory store)', () => {
     expect(listed.stdout).toContain(tenant.id);
   });
 
+  it('issues a caller token and starts a key rotation through the CLI', async () => {
+    const env = { ...process.env, DATA_DIR: dataDir, DATABASE_URL: '', REDIS_URL: '', ADMIN_TOKEN: '' };
+    const { stdout: token } = await run(
+      process.execPath,
+      ['bin/spicegate.js', 'token', '--role', 'operator', '--url', url, '--ttl', '600'],
+      { env },
+    );
+    const info = await fetch(`${url}/trpc/admin.system.info`, {
+      headers: { authorization: `Bearer ${token.trim()}` },
+    });
+    expect(info.status).toBe(200);
+    const { stdout } = await run(
+      process.execPath,
+      ['bin/spicegate.js', 'signing-key', 'rotate', '--url', url],
+      { env },
+    );
+    expect(JSON.parse(stdout)).toMatchObject({ state: 'pending', alg: 'ES256' });
+    const jwks = (await (await fetch(`${url}/.well-known/jwks.json`)).json()) as { keys: unknown[] };
+    expect(jwks.keys).toHaveLength(2);
+    // The private keys stay in DATA_DIR, readable by the owner only.
+    expect((await stat(join(dataDir, 'signing-keys.json'))).mode & 0o777).toBe(0o600);
+  });
+
   it('never writes the admin token to its log', async () => {
     const { readFile } = await import('node:fs/promises');
     const token = (await readFile(join(dataDir, 'admin.token'), 'utf8')).trim();

@@ -8,7 +8,7 @@ import type { AppEnv } from '../../src/http/context.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import { assembleServices, type Services } from '../../src/services.js';
-import { localSigner } from '../../src/signing/signer.js';
+import { localSigner, type Signer } from '../../src/signing/signer.js';
 import { redisStore, type Store } from '../../src/store/index.js';
 import { createTestDatabase } from './database.js';
 import { deleteKeysWithPrefix } from './redis-cleanup.js';
@@ -32,6 +32,8 @@ export interface HarnessOptions {
   /** Replaces the default store: the shared Redis with a key prefix of this file's own. */
   store?: Store;
   clock?: Clock;
+  /** Replaces the in-memory local signer (e.g. one holding a private key the test knows). */
+  signer?: Signer;
 }
 
 /**
@@ -59,7 +61,7 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
     config,
     database: database.handle,
     store,
-    signer: await localSigner(),
+    signer: options.signer ?? (await localSigner()),
     log,
     metrics,
     adminToken,

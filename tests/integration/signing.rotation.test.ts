@@ -1,0 +1,127 @@
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import type { SigningKey } from '../../src/signing/keys.js';
+import { localSigner, type Signer } from '../../src/signing/signer.js';
+import { signS2sToken } from '../../src/signing/tokens.js';
+import { createVerifier } from '../../src/signing/verifier.js';
+import { createHarness, type Harness } from '../support/harness.js';
+import { serve } from '../support/serve.js';
+
+/**
+ * A whole rotation, fast-forwarded: Date is faked (setTimeout and sockets are real), so the
+ * gateway's clock, token lifetimes and the verifier's JWKS cache and cooldown all move together.
+ */
+describe('signing key rotation', () => {
+  const T0 = Date.UTC(2026, 10, 22, 12, 0, 0);
+  const STEP_MS = 5_000;
+  let harness: Harness;
+  let server: { url: string; close(): Promise<void> };
+  let signer: Signer;
+
+  beforeAll(async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(T0);
+    signer = await localSigner();
+    // Caller tokens live at most 10 minutes here, so the overlap ends within the test.
+    harness = await createHarness({ signer, config: { adminTokenMaxTtlSeconds: 600 } });
+    server = await serve(harness.app);
+  });
+  afterAll(async () => {
+    vi.useRealTimers();
+    await server.close();
+    await harness.close();
+  });
+
+  const claims = {
+    subject: 'u1',
+    tenantId: 'ten_1',
+    tier: 4,
+    pool: 'standard',
+    reservationId: 'res_1',
+    keyId: 'key_1',
+  };
+  const kidOf = (token: string) =>
+    (JSON.parse(Buffer.from(token.split('.')[0] as string, 'base64url').toString()) as { kid: string }).kid;
+  const jwksKids = async () =>
+    (
+      (await (await fetch(`${server.url}/.well-known/jwks.json`)).json()) as { keys: { kid: string }[] }
+    ).keys.map((key) => key.kid);
+
+  it('a verifier hammering the gateway through the whole rotation sees zero failures', async () => {
+    const verifier = createVerifier({
+      jwksUrl: `${server.url}/.well-known/jwks.json`,
+      issuer: 'spicegate',
+      audience: 'finn',
+    });
+    const keyA = harness.services.signing.health().activeKid as string;
+    const rotateAt = T0 + 100_000;
+    let keyB: SigningKey | undefined;
+    let tokenSignedByA: string | undefined;
+    const failures: string[] = [];
+    const seen = new Set<string>();
+
+    for (let now = T0; now <= T0 + 1_500_000; now += STEP_MS) {
+      vi.setSystemTime(now);
+      if (now === rotateAt) {
+        keyB = await harness.services.signing.rotate();
+        // Published at once, signing only after the cache lifetime and skew (300 + 30 s).
+        expect(keyB.state).toBe('pending');
+        expect(Date.parse(keyB.activatedAt)).toBe(rotateAt + 330_000);
+        expect(await jwksKids()).toEqual([keyA, keyB.kid]);
+      }
+      const token = await signS2sToken(harness.services, claims);
+      seen.add(kidOf(token));
+      if (keyB === undefined || now < Date.parse(keyB.activatedAt)) {
+        expect(kidOf(token)).toBe(keyA);
+        tokenSignedByA = token;
+      } else {
+        expect(kidOf(token)).toBe(keyB.kid);
+      }
+      try {
+        const payload = await verifier.verify(token);
+        expect(payload.tenant_id).toBe('ten_1');
+      } catch (error) {
+        failures.push(`${new Date(now).toISOString()} ${kidOf(token)}: ${(error as Error).message}`);
+      }
+    }
+    expect(failures).toEqual([]);
+    expect([...seen]).toEqual([keyA, keyB?.kid]);
+
+    // After the overlap A is gone: retired, out of the JWKS, and nothing it signs verifies.
+    expect(await jwksKids()).toEqual([keyB?.kid]);
+    expect(harness.services.signing.list().find((key) => key.kid === keyA)?.state).toBe('retired');
+    const lateA = await signer.signJwt(keyA, {
+      iss: 'spicegate',
+      aud: 'finn',
+      iat: Math.floor(Date.now() / 1000),
+      exp: Math.floor(Date.now() / 1000) + 60,
+    });
+    await expect(verifier.verify(lateA)).rejects.toThrow();
+    expect(tokenSignedByA).toBeDefined();
+  });
+
+  it('an A token and a B token both verify during the overlap', async () => {
+    const start = Date.now();
+    const keyA = harness.services.signing.health().activeKid as string;
+    const keyB = await harness.services.signing.rotate();
+    const tokenA = await signS2sToken(harness.services, claims);
+    vi.setSystemTime(Date.parse(keyB.activatedAt));
+    const tokenB = await signS2sToken(harness.services, claims);
+    expect([kidOf(tokenA), kidOf(tokenB)]).toEqual([keyA, keyB.kid]);
+    const verifier = createVerifier({
+      jwksUrl: `${server.url}/.well-known/jwks.json`,
+      issuer: 'spicegate',
+      audience: 'finn',
+    });
+    // tokenA was issued 330 s ago: past its 60 s life, so check it at its own time first.
+    vi.setSystemTime(start);
+    await expect(verifier.verify(tokenA)).resolves.toMatchObject({ sub: 'u1' });
+    vi.setSystemTime(Date.parse(keyB.activatedAt));
+    await expect(verifier.verify(tokenB)).resolves.toMatchObject({ sub: 'u1' });
+  });
+
+  it('a second rotation while one is pending returns the pending key', async () => {
+    const first = await harness.services.signing.rotate();
+    const second = await harness.services.signing.rotate();
+    expect(second.kid).toBe(first.kid);
+  });
+});
