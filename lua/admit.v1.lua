@@ -12,10 +12,10 @@
 -- ARGV[7]  reservationId     same alphabet, chosen by the caller, unique
 -- ARGV[8]  costMicro         integer micro-credits, 1 .. 10^15
 -- ARGV[9]  tokenEstimate     integer tokens, 0 .. 10^9
--- ARGV[10] nowMs             integer ms since the epoch (the caller's clock)
+-- ARGV[10] nowMs             integer ms since the epoch (the caller's clock), below 2^47
 -- ARGV[11] ttlMs             reservation lifetime, integer ms, 1000 .. 86400000
 -- ARGV[12] period            the UTC month of nowMs, "YYYYMM"
--- ARGV[13..21] limits, integers; -1 = not limited:
+-- ARGV[13..21] limits, integers; -1 = not limited; counts up to 10^9, caps up to 10^15 micro-credits:
 --          tenantRpm, userRpm, channelRpm, keyRpm (sliding 60 s windows, requests),
 --          burstCapacity, burstRefillPerMinute (token bucket per user, or per tenant without one),
 --          keyTpd (tokens per UTC day), tenantMonthlyCapMicro, keyMonthlyCapMicro
@@ -26,22 +26,31 @@
 --    tightestLimit, tightestRemaining, tightestResetAtMs, warningScope ("" or the first scope
 --    at or past 80 % after this reservation)}
 --   {"RATE_LIMITED", dimension, limit, 0, retryAfterMs, resetAtMs}
---     dimension: tenant | user | channel | burst | key_rpm | key_tpd; resetAtMs = nowMs + retryAfterMs
+--     dimension: tenant | user | channel | burst | key_rpm | key_tpd — of the denying dimensions,
+--     the one that frees up last; resetAtMs = nowMs + retryAfterMs, the first instant it can pass
 --   {"BUDGET_EXCEEDED", scope, remainingMicro, limitMicro}   scope: balance | tenant_monthly | key_monthly
 --   {"ALREADY_RESERVED", reservationId, amountMicro, state, balanceRemainingMicro,
 --    tenantMonthlyRemainingMicro, keyMonthlyRemainingMicro}   (state: open | reaped | finalized)
+--     for the same idempotency key of the same API key, or the same reservation id with the same
+--     key and cost (a retry after a timeout); a cancelled reservation frees its idempotency key
 --   {"INVALID_INPUT", field}
 -- Order of checks: input, idempotency, dimensions (in the order above), budget scopes (in order).
 
 local base = KEYS[1]
 local MAX_AMOUNT = 1000000000000000
-local MAX_SAFE = 9007199254740991
+-- 2^47 ms is the year 6429: times stay far below 2^52 even with a day added.
+local MAX_NOW = 140737488355328
+-- Counts (requests, tokens) stay below 10^9 so count x 60000 is an exact integer below 2^52.
+local MAX_COUNT = 1000000000
 local WINDOW_MS = 60000
 local DAY_MS = 86400000
 local RETAIN_MS = 7 * DAY_MS
 
+-- Canonical decimal integers only: no "-0", no leading zeros, no "+", spaces, hex or exponents
+-- (a value Redis would later refuse as an argument must fail here, before any write).
 local function int(value, min, max)
-  if type(value) ~= 'string' or #value > 17 or not string.match(value, '^%-?%d+$') then return nil end
+  if type(value) ~= 'string' or #value > 17 then return nil end
+  if value ~= '0' and not string.match(value, '^%-?[1-9]%d*$') then return nil end
   local n = tonumber(value)
   if n == nil or n < min or n > max then return nil end
   return n
@@ -67,7 +76,7 @@ local cost = int(ARGV[8], 1, MAX_AMOUNT)
 if not cost then return {'INVALID_INPUT', 'costMicro'} end
 local tokens = int(ARGV[9], 0, 1000000000)
 if not tokens then return {'INVALID_INPUT', 'tokenEstimate'} end
-local now = int(ARGV[10], 1, MAX_SAFE)
+local now = int(ARGV[10], 1, MAX_NOW)
 if not now then return {'INVALID_INPUT', 'nowMs'} end
 local ttl = int(ARGV[11], 1000, DAY_MS)
 if not ttl then return {'INVALID_INPUT', 'ttlMs'} end
@@ -77,7 +86,9 @@ local limitNames = {'tenantRpm', 'userRpm', 'channelRpm', 'keyRpm', 'burstCapaci
   'keyTpd', 'tenantMonthlyCapMicro', 'keyMonthlyCapMicro'}
 local limits = {}
 for i, name in ipairs(limitNames) do
-  local n = int(ARGV[12 + i], -1, MAX_AMOUNT)
+  local max = MAX_COUNT
+  if i >= 8 then max = MAX_AMOUNT end
+  local n = int(ARGV[12 + i], -1, max)
   if not n then return {'INVALID_INPUT', name} end
   limits[name] = n
 end
@@ -109,23 +120,47 @@ local function remainingOf(s, extra)
   return balance, month, keyMonth
 end
 
--- Idempotency: a retry with the same key answers with the original reservation, never a second one.
-local idemKey = base .. ':idem:' .. idem
+-- As reported: a capped scope past its cap shows 0 remaining, never the -1 that means "no cap".
+local function reported(s, extra)
+  local balance, month, keyMonth = remainingOf(s, extra)
+  if limits.tenantMonthlyCapMicro >= 0 and month < 0 then month = 0 end
+  if limits.keyMonthlyCapMicro >= 0 and keyMonth < 0 then keyMonth = 0 end
+  return balance, month, keyMonth
+end
+
+-- Idempotency: a retry with the same key (per API key) answers with the original reservation,
+-- never a second one. So does a retry with the same reservation id (after a timeout).
+local idemKey = base .. ':idem:' .. keyId .. ':' .. idem
+local priorRes = nil
 if idem ~= '' then
   local prior = redis.call('HMGET', idemKey, 'res', 'expiresAt')
-  if prior[1] and num(prior[2]) > now then
-    local r = redis.call('HMGET', base .. ':res:' .. prior[1], 'amount', 'state')
-    local balance, month, keyMonth = remainingOf(scopes(), 0)
-    return {'ALREADY_RESERVED', prior[1], num(r[1]), r[2] or 'expired', balance, month, keyMonth}
-  end
+  if prior[1] and num(prior[2]) > now then priorRes = prior[1] end
 end
 local resKey = base .. ':res:' .. resId
-if redis.call('EXISTS', resKey) == 1 then return {'INVALID_INPUT', 'reservationId'} end
+if not priorRes then
+  local same = redis.call('HMGET', resKey, 'keyId', 'amount')
+  if same[1] then
+    if same[1] ~= keyId or num(same[2]) ~= cost then return {'INVALID_INPUT', 'reservationId'} end
+    priorRes = resId
+  end
+end
+if priorRes then
+  local r = redis.call('HMGET', base .. ':res:' .. priorRes, 'amount', 'state')
+  local balance, month, keyMonth = reported(scopes(), 0)
+  return {'ALREADY_RESERVED', priorRes, num(r[1]), r[2] or 'expired', balance, month, keyMonth}
+end
 
--- Dimensions: compute every verdict first, write nothing until all have passed.
+-- Dimensions: compute every verdict first, write nothing until all have passed. Every denying
+-- dimension is evaluated; the one that frees up last is reported, so its retry time is when the
+-- whole request can pass (each dimension only frees up as time goes by).
 local idx = math.floor(now / WINDOW_MS)
 local elapsed = now - idx * WINDOW_MS
 local writes = {}
+local denied = nil
+local function deny(name, limit, retry)
+  if retry < 1 then retry = 1 end
+  if not denied or retry > denied[5] then denied = {'RATE_LIMITED', name, limit, 0, retry, now + retry} end
+end
 local tightest = {name = '', limit = 0, remaining = 0, resetAt = 0}
 
 local function consider(name, limit, remaining, resetAt)
@@ -137,7 +172,7 @@ end
 -- Sliding window counter: estimate = current + previous * (share of the previous window still in
 -- view). Multiplied through by WINDOW_MS so every figure stays an exact integer.
 local function window(name, subject, limit)
-  if limit < 0 then return nil end
+  if limit < 0 then return end
   local prefix = base .. ':w:' .. name .. ':' .. subject .. ':'
   local cur = num(redis.call('GET', prefix .. idx))
   local prev = num(redis.call('GET', prefix .. (idx - 1)))
@@ -152,24 +187,23 @@ local function window(name, subject, limit)
     else
       retry = (windowEnd - now) + WINDOW_MS - math.floor((limit - 1) * WINDOW_MS / cur)
     end
-    if retry < 1 then retry = 1 end
-    return {'RATE_LIMITED', name, limit, 0, retry, now + retry}
+    deny(name, limit, retry)
+    return
   end
   consider(name, limit, math.floor((limit * WINDOW_MS - used - WINDOW_MS) / WINDOW_MS), windowEnd)
   writes[#writes + 1] = function()
     redis.call('INCR', prefix .. idx)
     redis.call('PEXPIRE', prefix .. idx, 10 * WINDOW_MS)
   end
-  return nil
 end
 
 -- '*' is outside the id alphabet, so it never collides with a real user or channel id.
-local denied = window('tenant', '*', limits.tenantRpm)
-if not denied and user ~= '' then denied = window('user', user, limits.userRpm) end
-if not denied and channel ~= '' then denied = window('channel', channel, limits.channelRpm) end
+window('tenant', '*', limits.tenantRpm)
+if user ~= '' then window('user', user, limits.userRpm) end
+if channel ~= '' then window('channel', channel, limits.channelRpm) end
 
 -- Burst: token bucket; levels are stored multiplied by 60000 so refill per ms is an integer.
-if not denied and limits.burstCapacity >= 0 then
+if limits.burstCapacity >= 0 then
   local subject = user
   if subject == '' then subject = '*' end
   local burstKey = base .. ':burst:' .. subject
@@ -186,10 +220,9 @@ if not denied and limits.burstCapacity >= 0 then
     end
   end
   if level < WINDOW_MS then
-    local retry = 0
-    if refill > 0 and capacity >= 1 then retry = math.ceil((WINDOW_MS - level) / refill) else retry = WINDOW_MS end
-    if retry < 1 then retry = 1 end
-    denied = {'RATE_LIMITED', 'burst', capacity, 0, retry, now + retry}
+    local retry = WINDOW_MS
+    if refill > 0 and capacity >= 1 then retry = math.ceil((WINDOW_MS - level) / refill) end
+    deny('burst', capacity, retry)
   else
     local after = level - WINDOW_MS
     local full = 0
@@ -202,17 +235,16 @@ if not denied and limits.burstCapacity >= 0 then
   end
 end
 
-if not denied then denied = window('key_rpm', keyId, limits.keyRpm) end
+window('key_rpm', keyId, limits.keyRpm)
 
 -- Tokens per UTC day, charged with the estimate now and corrected to the actual count by finalize.
 local day = math.floor(now / DAY_MS)
 local tpdKey = base .. ':tpd:' .. keyId .. ':' .. day
-if not denied and limits.keyTpd >= 0 then
+if limits.keyTpd >= 0 then
   local used = num(redis.call('GET', tpdKey))
   local dayEnd = (day + 1) * DAY_MS
   if used + tokens > limits.keyTpd then
-    local retry = dayEnd - now
-    denied = {'RATE_LIMITED', 'key_tpd', limits.keyTpd, 0, retry, now + retry}
+    deny('key_tpd', limits.keyTpd, dayEnd - now)
   else
     consider('key_tpd', limits.keyTpd, limits.keyTpd - used - tokens, dayEnd)
   end
@@ -244,16 +276,16 @@ redis.call('PEXPIRE', monthKey, 400 * DAY_MS)
 redis.call('HINCRBY', keyMonthKey, 'reserved', cost)
 redis.call('PEXPIRE', keyMonthKey, 400 * DAY_MS)
 local deadline = now + ttl
+-- No expiry while open: the reaper releases it; finalize or reap set the retention.
 redis.call('HSET', resKey, 'state', 'open', 'keyId', keyId, 'pool', pool, 'amount', cost, 'tokens', tokens,
-  'period', period, 'day', day, 'deadline', deadline, 'createdAt', now)
-redis.call('PEXPIRE', resKey, ttl + RETAIN_MS)
+  'period', period, 'day', day, 'deadline', deadline, 'createdAt', now, 'idem', idem)
 redis.call('ZADD', base .. ':resz', deadline, resId)
 if idem ~= '' then
   redis.call('HSET', idemKey, 'res', resId, 'expiresAt', deadline)
   redis.call('PEXPIRE', idemKey, ttl + RETAIN_MS)
 end
 
-balance, month, keyMonth = remainingOf(s, cost)
+balance, month, keyMonth = reported(s, cost)
 local warning = ''
 if s.credited > 0 and (s.balanceUsed + cost) * 5 >= s.credited * 4 then
   warning = 'balance'

@@ -6,7 +6,7 @@
 -- ARGV[1]  reservationId     [A-Za-z0-9_-]{1,64}
 -- ARGV[2]  actualCostMicro   integer micro-credits, 0 .. 10^15
 -- ARGV[3]  actualTokens      integer tokens, 0 .. 10^9 (corrects the key's tokens-per-day counter)
--- ARGV[4]  nowMs             integer ms since the epoch
+-- ARGV[4]  nowMs             integer ms since the epoch, below 2^47
 --
 -- returns
 --   {"FINALIZED", chargedMicro, releasedMicro, driftMicro}
@@ -15,16 +15,21 @@
 --       the reaper released it first: charge min(actual, amount) anyway; overspend = 1 when that
 --       leaves committed + reserved above credited
 --   {"ALREADY_FINALIZED", chargedMicro}   (no change; the first charge)
+-- A settlement that charges nothing (a cancel) frees the reservation's idempotency key.
 --   {"INVALID_INPUT", field}              (field "reservationId" also when it is unknown)
 -- driftMicro > 0: `reserved` would have gone negative and was clamped to 0 (logged ACCOUNTING_DRIFT).
 -- Every figure settles into the reservation's own period, whatever month nowMs is in.
 
 local base = KEYS[1]
 local MAX_AMOUNT = 1000000000000000
-local MAX_SAFE = 9007199254740991
+local MAX_NOW = 140737488355328
+local RETAIN_MS = 7 * 86400000
 
+-- Canonical decimal integers only: no "-0", no leading zeros, no "+", spaces, hex or exponents
+-- (a value Redis would later refuse as an argument must fail here, before any write).
 local function int(value, min, max)
-  if type(value) ~= 'string' or #value > 17 or not string.match(value, '^%-?%d+$') then return nil end
+  if type(value) ~= 'string' or #value > 17 then return nil end
+  if value ~= '0' and not string.match(value, '^%-?[1-9]%d*$') then return nil end
   local n = tonumber(value)
   if n == nil or n < min or n > max then return nil end
   return n
@@ -38,11 +43,11 @@ local actual = int(ARGV[2], 0, MAX_AMOUNT)
 if not actual then return {'INVALID_INPUT', 'actualCostMicro'} end
 local actualTokens = int(ARGV[3], 0, 1000000000)
 if not actualTokens then return {'INVALID_INPUT', 'actualTokens'} end
-local now = int(ARGV[4], 1, MAX_SAFE)
+local now = int(ARGV[4], 1, MAX_NOW)
 if not now then return {'INVALID_INPUT', 'nowMs'} end
 
 local resKey = base .. ':res:' .. resId
-local r = redis.call('HMGET', resKey, 'state', 'amount', 'tokens', 'period', 'keyId', 'day', 'charged')
+local r = redis.call('HMGET', resKey, 'state', 'amount', 'tokens', 'period', 'keyId', 'day', 'charged', 'idem')
 local state = r[1]
 if not state then return {'INVALID_INPUT', 'reservationId'} end
 if state == 'finalized' then return {'ALREADY_FINALIZED', tonumber(r[7]) or 0} end
@@ -79,6 +84,13 @@ if used then
 end
 
 redis.call('HSET', resKey, 'state', 'finalized', 'charged', charge, 'finalizedAt', now)
+redis.call('PEXPIRE', resKey, RETAIN_MS)
+-- A cancelled request (nothing charged) may be retried with the same idempotency key.
+local idem = r[8]
+if charge == 0 and idem and idem ~= '' then
+  local idemKey = base .. ':idem:' .. keyId .. ':' .. idem
+  if redis.call('HGET', idemKey, 'res') == resId then redis.call('DEL', idemKey) end
+end
 if state == 'open' then return {'FINALIZED', charge, amount - charge, drift} end
 
 local bal = redis.call('HMGET', base .. ':bal', 'credited', 'committed', 'reserved')

@@ -9,16 +9,20 @@
 -- returns {"REAPED", count, releasedMicro, driftMicro} | {"INVALID_INPUT", field}
 
 local base = KEYS[1]
-local MAX_SAFE = 9007199254740991
+local MAX_NOW = 140737488355328
+local RETAIN_MS = 7 * 86400000
 
+-- Canonical decimal integers only: no "-0", no leading zeros, no "+", spaces, hex or exponents
+-- (a value Redis would later refuse as an argument must fail here, before any write).
 local function int(value, min, max)
-  if type(value) ~= 'string' or #value > 17 or not string.match(value, '^%-?%d+$') then return nil end
+  if type(value) ~= 'string' or #value > 17 then return nil end
+  if value ~= '0' and not string.match(value, '^%-?[1-9]%d*$') then return nil end
   local n = tonumber(value)
   if n == nil or n < min or n > max then return nil end
   return n
 end
 
-local now = int(ARGV[1], 1, MAX_SAFE)
+local now = int(ARGV[1], 1, MAX_NOW)
 if not now then return {'INVALID_INPUT', 'nowMs'} end
 local maxCount = int(ARGV[2], 1, 1000)
 if not maxCount then return {'INVALID_INPUT', 'maxCount'} end
@@ -42,6 +46,7 @@ for _, resId in ipairs(due) do
       end
     end
     redis.call('HSET', resKey, 'state', 'reaped', 'reapedAt', now)
+    redis.call('PEXPIRE', resKey, RETAIN_MS)
     count = count + 1
     released = released + amount
   end

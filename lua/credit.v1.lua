@@ -6,7 +6,8 @@
 --
 -- returns {"CREDITED", creditedMicro, availableMicro}
 --       | {"ALREADY_APPLIED", creditedMicro, availableMicro}   (no change)
---       | {"INVALID_INPUT", field}   (field "amountMicro" also when the balance would pass 2^52 - 1)
+--       | {"INVALID_INPUT", field}   (field "amountMicro" also when the balance would pass 2^52 - 1;
+--         field "grantId" when the grant was applied before with another amount)
 
 local base = KEYS[1]
 local MAX_AMOUNT = 1000000000000000
@@ -19,7 +20,7 @@ if type(grantId) ~= 'string' or #grantId < 1 or #grantId > 64 or not string.matc
 end
 local raw = ARGV[2]
 local amount = nil
-if type(raw) == 'string' and #raw <= 17 and string.match(raw, '^%d+$') then amount = tonumber(raw) end
+if type(raw) == 'string' and #raw <= 17 and string.match(raw, '^[1-9]%d*$') then amount = tonumber(raw) end
 if not amount or amount < 1 or amount > MAX_AMOUNT then return {'INVALID_INPUT', 'amountMicro'} end
 
 local balKey = base .. ':bal'
@@ -29,7 +30,10 @@ local function figures()
   return credited, credited - (tonumber(bal[2]) or 0) - (tonumber(bal[3]) or 0)
 end
 
-if redis.call('HEXISTS', base .. ':grants', grantId) == 1 then
+local applied = redis.call('HGET', base .. ':grants', grantId)
+if applied then
+  -- The same grant id with another amount is a different grant under a reused id: refuse it.
+  if tonumber(applied) ~= amount then return {'INVALID_INPUT', 'grantId'} end
   local credited, available = figures()
   return {'ALREADY_APPLIED', credited, available}
 end

@@ -13,8 +13,10 @@ local holder = ARGV[1]
 if type(holder) ~= 'string' or #holder < 1 or #holder > 128 or not string.match(holder, '^[%w_%.:%-]+$') then
   return {'INVALID_INPUT', 'holder'}
 end
-local ttl = tonumber(ARGV[2])
-if not ttl or ttl ~= math.floor(ttl) or ttl < 100 or ttl > 3600000 then return {'INVALID_INPUT', 'ttlMs'} end
+local rawTtl = ARGV[2]
+local ttl = nil
+if type(rawTtl) == 'string' and #rawTtl <= 7 and string.match(rawTtl, '^[1-9]%d*$') then ttl = tonumber(rawTtl) end
+if not ttl or ttl < 100 or ttl > 3600000 then return {'INVALID_INPUT', 'ttlMs'} end
 
 local leaseKey, tokenKey = KEYS[1] .. ':lease', KEYS[1] .. ':token'
 local current = redis.call('GET', tokenKey)

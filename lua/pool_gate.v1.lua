@@ -12,11 +12,14 @@
 --       | {"INVALID_INPUT", field}
 -- Levels are stored multiplied by 60000, so the refill per millisecond is an exact integer.
 
-local MAX_SAFE = 9007199254740991
+local MAX_NOW = 140737488355328
 local WINDOW_MS = 60000
 
+-- Canonical decimal integers only: no "-0", no leading zeros, no "+", spaces, hex or exponents
+-- (a value Redis would later refuse as an argument must fail here, before any write).
 local function int(value, min, max)
-  if type(value) ~= 'string' or #value > 17 or not string.match(value, '^%-?%d+$') then return nil end
+  if type(value) ~= 'string' or #value > 17 then return nil end
+  if value ~= '0' and not string.match(value, '^%-?[1-9]%d*$') then return nil end
   local n = tonumber(value)
   if n == nil or n < min or n > max then return nil end
   return n
@@ -28,7 +31,7 @@ local capacity = int(ARGV[2], 1, 1000000000)
 if not capacity then return {'INVALID_INPUT', 'capacity'} end
 local refill = int(ARGV[3], 0, 1000000000)
 if not refill then return {'INVALID_INPUT', 'refillPerMinute'} end
-local now = int(ARGV[4], 1, MAX_SAFE)
+local now = int(ARGV[4], 1, MAX_NOW)
 if not now then return {'INVALID_INPUT', 'nowMs'} end
 
 local key = KEYS[1] .. ':bucket'

@@ -12,7 +12,8 @@ export interface PoolGateConfig {
  * pool has a gate — `pool_gate`. Its key cannot share the tenant's hash tag, so it is a second call;
  * when it denies, the fresh reservation is cancelled at once and the caller sees RATE_LIMITED on
  * dimension `pool`. The budget is then untouched; the request still counts in the tenant's rate
- * windows (it was made), which is the one thing the two-step order cannot undo.
+ * windows (it was made), which is the one thing the two-step order cannot undo. The cancel also
+ * frees the idempotency key, so the same request may be retried once the pool has room.
  */
 export async function admitWithPoolGate(
   store: Store,
@@ -22,15 +23,29 @@ export async function admitWithPoolGate(
   const admitted = await store.admit(input);
   if (admitted.status !== 'ADMITTED' || poolGate === undefined) return admitted;
 
-  const gate = await store.poolGate({
-    pool: input.pool,
-    tokens: Math.max(1, input.tokenEstimate),
-    capacity: poolGate.capacity,
-    refillPerMinute: poolGate.refillPerMinute,
-    nowMs: input.nowMs,
-  });
+  let gate: Awaited<ReturnType<Store['poolGate']>>;
+  try {
+    gate = await store.poolGate({
+      pool: input.pool,
+      tokens: Math.max(1, input.tokenEstimate),
+      capacity: poolGate.capacity,
+      refillPerMinute: poolGate.refillPerMinute,
+      nowMs: input.nowMs,
+    });
+  } catch (error) {
+    // The gate could not answer: release the budget now rather than after the reservation TTL.
+    await cancel(store, input, admitted.reservationId);
+    throw error;
+  }
   if (gate.status === 'ALLOWED') return admitted;
-
-  await store.cancel({ tenantId: input.tenantId, reservationId: admitted.reservationId, nowMs: input.nowMs });
+  await cancel(store, input, admitted.reservationId);
+  // A gate refusing its own configuration is our fault, not the caller's.
+  if (gate.status === 'INVALID_INPUT')
+    throw new Error(`pool gate of ${input.pool} is misconfigured: ${gate.field}`);
   return gate;
+}
+
+/** Best effort: if the store is down too, the reaper releases the reservation later. */
+async function cancel(store: Store, input: AdmitInput, reservationId: string): Promise<void> {
+  await store.cancel({ tenantId: input.tenantId, reservationId, nowMs: input.nowMs }).catch(() => undefined);
 }

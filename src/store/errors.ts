@@ -17,3 +17,15 @@ export class StoreUnavailable extends AppError {
 export class FencingOverflow extends Error {
   override readonly name = 'FencingOverflow';
 }
+
+/**
+ * Redis error replies that mean "not now" rather than "wrong": a script still running (BUSY), a
+ * replica or loading node, a failover, a cluster in flux, memory or persistence trouble, a
+ * provider's rate limit. Callers treat them as the store being unavailable (fail closed, 503).
+ */
+const OUTAGE_REPLY =
+  /^(BUSY|LOADING|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|MOVED|ASK|OOM|MISCONF|NOREPLICAS)\b|max requests limit exceeded/i;
+
+export function isOutageReply(message: string): boolean {
+  return OUTAGE_REPLY.test(message);
+}

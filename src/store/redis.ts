@@ -1,7 +1,7 @@
 import { Redis, type RedisOptions, ReplyError } from 'ioredis';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { StoreUnavailable } from './errors.js';
+import { isOutageReply, StoreUnavailable } from './errors.js';
 import { COMMAND_TIMEOUT_MS, type Reply, type ScriptRunner } from './port.js';
 import { SCRIPTS } from './scripts.generated.js';
 import { createStore, type Store } from './store.js';
@@ -61,7 +61,7 @@ export function redisRunner(options: RedisStoreOptions): ScriptRunner & { readon
         }
       } catch (error) {
         // A ReplyError is Redis answering (a script bug, a wrong type): a fault, not an outage.
-        if (isReplyError(error)) throw error;
+        if (isReplyError(error) && !isOutageReply(error.message)) throw error;
         throw new StoreUnavailable({ cause: error });
       }
     },

@@ -1,3 +1,4 @@
+import { AppError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type {
@@ -180,7 +181,7 @@ export function createStore(scriptRunner: ScriptRunner, options: StoreOptions): 
     },
 
     snapshot: async (tenantId) => {
-      if (!ID.test(tenantId)) throw new Error('snapshot: invalid tenantId');
+      if (!ID.test(tenantId)) throw new AppError('invalid_request', 'Invalid tenantId');
       const reply = await runner.run('snapshot', [tenantKey(tenantId)], []);
       return {
         creditedMicro: big(reply[1]),

@@ -1,7 +1,7 @@
 import { errors, Redis } from '@upstash/redis';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { StoreUnavailable } from './errors.js';
+import { isOutageReply, StoreUnavailable } from './errors.js';
 import { COMMAND_TIMEOUT_MS, type Reply, type ScriptRunner } from './port.js';
 import { SCRIPTS } from './scripts.generated.js';
 import { createStore, type Store } from './store.js';
@@ -78,7 +78,8 @@ export function upstashRunner(options: UpstashStoreOptions): ScriptRunner {
         return reply;
       } catch (error) {
         // Redis answering with an error reply (a script bug, a wrong type): a fault, not an outage.
-        if (redisErrorText(error) !== null) throw error;
+        const text = redisErrorText(error);
+        if (text !== null && !isOutageReply(text)) throw error;
         throw unavailable(error);
       }
     },

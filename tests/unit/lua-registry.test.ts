@@ -9,6 +9,19 @@ describe('the Lua script registry', () => {
     expect(await readFile(GENERATED_PATH, 'utf8')).toBe(await renderRegistry());
   });
 
+  it('never changes a released script in place (a new behaviour is a new version file)', async () => {
+    const released = JSON.parse(await readFile('lua/released.json', 'utf8')) as {
+      sha1: Record<string, string>;
+    };
+    for (const [file, sha1] of Object.entries(released.sha1)) {
+      const source = await readFile(`lua/${file}`, 'utf8');
+      expect(
+        createHash('sha1').update(source, 'utf8').digest('hex'),
+        `lua/${file} changed after release`,
+      ).toBe(sha1);
+    }
+  });
+
   it('pins the SHA-1 Redis computes for each script', () => {
     for (const script of Object.values(SCRIPTS)) {
       expect(createHash('sha1').update(script.source, 'utf8').digest('hex')).toBe(script.sha1);

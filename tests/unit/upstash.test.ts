@@ -294,4 +294,15 @@ describe('upstash engine over the REST API (msw fake backed by the memory script
     expect(error).not.toBeInstanceOf(StoreUnavailable);
     expect((error as Error).message).toContain('ERR something');
   });
+
+  it.each([
+    'LOADING Redis is loading the dataset in memory',
+    'BUSY Redis is busy running a script',
+    "READONLY You can't write against a read only replica.",
+    'ERR max requests limit exceeded. Limit: 10000, Usage: 10000',
+  ])('treats the outage reply %j as StoreUnavailable', async (reply) => {
+    server.use(http.post(`${API_URL}/`, () => HttpResponse.json({ error: reply }, { status: 400 })));
+    const store = upstashStore({ url: API_URL, token: TOKEN, log });
+    await expect(store.snapshot('ten_1')).rejects.toBeInstanceOf(StoreUnavailable);
+  });
 });

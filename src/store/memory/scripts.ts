@@ -13,14 +13,18 @@ import type { MemoryKv } from './kv.js';
 const MAX_AMOUNT = 1_000_000_000_000_000;
 const MAX_SAFE = Number.MAX_SAFE_INTEGER;
 const MAX_BALANCE = 2 ** 52 - 1;
+const MAX_NOW = 2 ** 47;
+const MAX_COUNT = 1_000_000_000;
 const WINDOW_MS = 60_000;
 const DAY_MS = 86_400_000;
 const RETAIN_MS = 7 * DAY_MS;
 
 type Script = (kv: MemoryKv, keys: string[], args: string[]) => Reply;
 
+/** Canonical decimal integers only (no "-0", leading zeros, "+", spaces, hex or exponents). */
 function int(value: string | undefined, min: number, max: number): number | null {
-  if (value === undefined || value.length > 17 || !/^-?\d+$/.test(value)) return null;
+  if (value === undefined || value.length > 17) return null;
+  if (value !== '0' && !/^-?[1-9]\d*$/.test(value)) return null;
   const n = Number(value);
   return n < min || n > max ? null : n;
 }
@@ -68,7 +72,7 @@ const admit: Script = (kv, keys, args) => {
   if (cost === null) return ['INVALID_INPUT', 'costMicro'];
   const tokens = int(args[8], 0, 1_000_000_000);
   if (tokens === null) return ['INVALID_INPUT', 'tokenEstimate'];
-  const now = int(args[9], 1, MAX_SAFE);
+  const now = int(args[9], 1, MAX_NOW);
   if (now === null) return ['INVALID_INPUT', 'nowMs'];
   const ttl = int(args[10], 1000, DAY_MS);
   if (ttl === null) return ['INVALID_INPUT', 'ttlMs'];
@@ -76,7 +80,7 @@ const admit: Script = (kv, keys, args) => {
   if (!/^\d{6}$/.test(period)) return ['INVALID_INPUT', 'period'];
   const limits = {} as Record<(typeof LIMIT_NAMES)[number], number>;
   for (const [i, name] of LIMIT_NAMES.entries()) {
-    const n = int(args[12 + i], -1, MAX_AMOUNT);
+    const n = int(args[12 + i], -1, i >= 7 ? MAX_AMOUNT : MAX_COUNT);
     if (n === null) return ['INVALID_INPUT', name];
     limits[name] = n;
   }
@@ -103,34 +107,51 @@ const admit: Script = (kv, keys, args) => {
     return [balance, month, keyMonth];
   };
 
-  const idemKey = `${base}:idem:${idem}`;
+  const reported = (s: ReturnType<typeof scopes>, extra: number): [number, number, number] => {
+    const [balance, month, keyMonth] = remainingOf(s, extra);
+    return [
+      balance,
+      limits.tenantMonthlyCapMicro >= 0 && month < 0 ? 0 : month,
+      limits.keyMonthlyCapMicro >= 0 && keyMonth < 0 ? 0 : keyMonth,
+    ];
+  };
+
+  const idemKey = `${base}:idem:${keyId}:${idem}`;
+  let priorRes: string | null = null;
   if (idem !== '') {
-    const [priorRes, priorExpires] = kv.hmget(idemKey, 'res', 'expiresAt');
-    if (priorRes && num(priorExpires ?? null) > now) {
-      const [amount, state] = kv.hmget(`${base}:res:${priorRes}`, 'amount', 'state');
-      return [
-        'ALREADY_RESERVED',
-        priorRes,
-        num(amount ?? null),
-        state ?? 'expired',
-        ...remainingOf(scopes(), 0),
-      ];
-    }
+    const [res, expiresAt] = kv.hmget(idemKey, 'res', 'expiresAt');
+    if (res && num(expiresAt ?? null) > now) priorRes = res;
   }
   const resKey = `${base}:res:${resId}`;
-  if (kv.exists(resKey)) return ['INVALID_INPUT', 'reservationId'];
+  if (priorRes === null) {
+    const [sameKey, sameAmount] = kv.hmget(resKey, 'keyId', 'amount');
+    if (sameKey) {
+      if (sameKey !== keyId || num(sameAmount ?? null) !== cost) return ['INVALID_INPUT', 'reservationId'];
+      priorRes = resId;
+    }
+  }
+  if (priorRes !== null) {
+    const [amount, state] = kv.hmget(`${base}:res:${priorRes}`, 'amount', 'state');
+    return ['ALREADY_RESERVED', priorRes, num(amount ?? null), state ?? 'expired', ...reported(scopes(), 0)];
+  }
 
   const idx = Math.floor(now / WINDOW_MS);
   const elapsed = now - idx * WINDOW_MS;
   const writes: (() => void)[] = [];
+  let denied: Reply | null = null;
+  const deny = (name: string, limit: number, retryMs: number) => {
+    const retry = retryMs < 1 ? 1 : retryMs;
+    if (denied === null || retry > (denied[4] as number))
+      denied = ['RATE_LIMITED', name, limit, 0, retry, now + retry];
+  };
   let tightest = { name: '', limit: 0, remaining: 0, resetAt: 0 };
   const consider = (name: string, limit: number, remaining: number, resetAt: number) => {
     if (tightest.name === '' || remaining < tightest.remaining)
       tightest = { name, limit, remaining, resetAt };
   };
 
-  const window = (name: string, subject: string, limit: number): Reply | null => {
-    if (limit < 0) return null;
+  const window = (name: string, subject: string, limit: number): void => {
+    if (limit < 0) return;
     const prefix = `${base}:w:${name}:${subject}:`;
     const cur = num(kv.get(prefix + idx));
     const prev = num(kv.get(prefix + (idx - 1)));
@@ -142,22 +163,21 @@ const admit: Script = (kv, keys, args) => {
       else if (cur + 1 <= limit)
         retry = WINDOW_MS - Math.floor(((limit - 1 - cur) * WINDOW_MS) / prev) - elapsed;
       else retry = windowEnd - now + WINDOW_MS - Math.floor(((limit - 1) * WINDOW_MS) / cur);
-      if (retry < 1) retry = 1;
-      return ['RATE_LIMITED', name, limit, 0, retry, now + retry];
+      deny(name, limit, retry);
+      return;
     }
     consider(name, limit, Math.floor((limit * WINDOW_MS - used - WINDOW_MS) / WINDOW_MS), windowEnd);
     writes.push(() => {
       kv.incrBy(prefix + idx, 1);
       kv.pexpire(prefix + idx, 10 * WINDOW_MS);
     });
-    return null;
   };
 
-  let denied = window('tenant', '*', limits.tenantRpm);
-  if (!denied && user !== '') denied = window('user', user, limits.userRpm);
-  if (!denied && channel !== '') denied = window('channel', channel, limits.channelRpm);
+  window('tenant', '*', limits.tenantRpm);
+  if (user !== '') window('user', user, limits.userRpm);
+  if (channel !== '') window('channel', channel, limits.channelRpm);
 
-  if (!denied && limits.burstCapacity >= 0) {
+  if (limits.burstCapacity >= 0) {
     const burstKey = `${base}:burst:${user === '' ? '*' : user}`;
     const capacity = limits.burstCapacity;
     const refill = Math.max(0, limits.burstRefillPerMinute);
@@ -174,9 +194,11 @@ const admit: Script = (kv, keys, args) => {
       }
     }
     if (level < WINDOW_MS) {
-      let retry = refill > 0 && capacity >= 1 ? Math.ceil((WINDOW_MS - level) / refill) : WINDOW_MS;
-      if (retry < 1) retry = 1;
-      denied = ['RATE_LIMITED', 'burst', capacity, 0, retry, now + retry];
+      deny(
+        'burst',
+        capacity,
+        refill > 0 && capacity >= 1 ? Math.ceil((WINDOW_MS - level) / refill) : WINDOW_MS,
+      );
     } else {
       const after = level - WINDOW_MS;
       const full = refill > 0 ? Math.ceil((scaledCap - after) / refill) : 0;
@@ -189,16 +211,15 @@ const admit: Script = (kv, keys, args) => {
     }
   }
 
-  if (!denied) denied = window('key_rpm', keyId, limits.keyRpm);
+  window('key_rpm', keyId, limits.keyRpm);
 
   const day = Math.floor(now / DAY_MS);
   const tpdKey = `${base}:tpd:${keyId}:${day}`;
-  if (!denied && limits.keyTpd >= 0) {
+  if (limits.keyTpd >= 0) {
     const used = num(kv.get(tpdKey));
     const dayEnd = (day + 1) * DAY_MS;
     if (used + tokens > limits.keyTpd) {
-      const retry = dayEnd - now;
-      denied = ['RATE_LIMITED', 'key_tpd', limits.keyTpd, 0, retry, now + retry];
+      deny('key_tpd', limits.keyTpd, dayEnd - now);
     } else {
       consider('key_tpd', limits.keyTpd, limits.keyTpd - used - tokens, dayEnd);
     }
@@ -235,15 +256,15 @@ const admit: Script = (kv, keys, args) => {
     day,
     deadline,
     createdAt: now,
+    idem,
   });
-  kv.pexpire(resKey, ttl + RETAIN_MS);
   kv.zadd(`${base}:resz`, deadline, resId);
   if (idem !== '') {
     kv.hset(idemKey, { res: resId, expiresAt: deadline });
     kv.pexpire(idemKey, ttl + RETAIN_MS);
   }
 
-  const after = remainingOf(s, cost);
+  const after = reported(s, cost);
   let warning = '';
   if (s.credited > 0 && (s.balanceUsed + cost) * 5 >= s.credited * 4) warning = 'balance';
   else if (limits.tenantMonthlyCapMicro > 0 && (s.monthUsed + cost) * 5 >= limits.tenantMonthlyCapMicro * 4) {
@@ -286,11 +307,11 @@ const budgetFinalize: Script = (kv, keys, args) => {
   if (actual === null) return ['INVALID_INPUT', 'actualCostMicro'];
   const actualTokens = int(args[2], 0, 1_000_000_000);
   if (actualTokens === null) return ['INVALID_INPUT', 'actualTokens'];
-  const now = int(args[3], 1, MAX_SAFE);
+  const now = int(args[3], 1, MAX_NOW);
   if (now === null) return ['INVALID_INPUT', 'nowMs'];
 
   const resKey = `${base}:res:${resId}`;
-  const [state, amountRaw, tokensRaw, period, keyId, day, charged] = kv.hmget(
+  const [state, amountRaw, tokensRaw, period, keyId, day, charged, idem] = kv.hmget(
     resKey,
     'state',
     'amount',
@@ -299,6 +320,7 @@ const budgetFinalize: Script = (kv, keys, args) => {
     'keyId',
     'day',
     'charged',
+    'idem',
   );
   if (!state) return ['INVALID_INPUT', 'reservationId'];
   if (state === 'finalized') return ['ALREADY_FINALIZED', num(charged ?? null)];
@@ -320,6 +342,11 @@ const budgetFinalize: Script = (kv, keys, args) => {
     kv.set(tpdKey, String(Math.max(0, num(used) + actualTokens - estimate)), { keepTtl: true });
 
   kv.hset(resKey, { state: 'finalized', charged: charge, finalizedAt: now });
+  kv.pexpire(resKey, RETAIN_MS);
+  if (charge === 0 && idem) {
+    const idemKey = `${base}:idem:${keyId}:${idem}`;
+    if (kv.hget(idemKey, 'res') === resId) kv.del(idemKey);
+  }
   if (state === 'open') return ['FINALIZED', charge, amount - charge, drift];
 
   const [credited, committed, reserved] = kv.hmget(`${base}:bal`, 'credited', 'committed', 'reserved');
@@ -329,7 +356,7 @@ const budgetFinalize: Script = (kv, keys, args) => {
 
 const budgetReap: Script = (kv, keys, args) => {
   const base = keys[0] ?? '';
-  const now = int(args[0], 1, MAX_SAFE);
+  const now = int(args[0], 1, MAX_NOW);
   if (now === null) return ['INVALID_INPUT', 'nowMs'];
   const maxCount = int(args[1], 1, 1000);
   if (maxCount === null) return ['INVALID_INPUT', 'maxCount'];
@@ -344,6 +371,7 @@ const budgetReap: Script = (kv, keys, args) => {
       const amount = num(amountRaw ?? null);
       drift += release(kv, [`${base}:bal`, `${base}:m:${period}`, `${base}:km:${keyId}:${period}`], amount);
       kv.hset(resKey, { state: 'reaped', reapedAt: now });
+      kv.pexpire(resKey, RETAIN_MS);
       count += 1;
       released += amount;
     }
@@ -357,7 +385,7 @@ const credit: Script = (kv, keys, args) => {
   const grantId = arg(args, 0);
   if (!ident(grantId, false)) return ['INVALID_INPUT', 'grantId'];
   const raw = arg(args, 1);
-  const amount = raw.length <= 17 && /^\d+$/.test(raw) ? Number(raw) : null;
+  const amount = raw.length <= 17 && /^[1-9]\d*$/.test(raw) ? Number(raw) : null;
   if (amount === null || amount < 1 || amount > MAX_AMOUNT) return ['INVALID_INPUT', 'amountMicro'];
   const balKey = `${base}:bal`;
   const figures = (): [number, number] => {
@@ -365,7 +393,11 @@ const credit: Script = (kv, keys, args) => {
     const c = num(credited ?? null);
     return [c, c - num(committed ?? null) - num(reserved ?? null)];
   };
-  if (kv.hexists(`${base}:grants`, grantId)) return ['ALREADY_APPLIED', ...figures()];
+  const applied = kv.hget(`${base}:grants`, grantId);
+  if (applied !== null) {
+    if (Number(applied) !== amount) return ['INVALID_INPUT', 'grantId'];
+    return ['ALREADY_APPLIED', ...figures()];
+  }
   if (figures()[0] + amount > MAX_BALANCE) return ['INVALID_INPUT', 'amountMicro'];
   kv.hset(`${base}:grants`, { [grantId]: amount });
   kv.hincrby(balKey, 'credited', amount);
@@ -386,7 +418,7 @@ const poolGate: Script = (kv, keys, args) => {
   if (capacity === null) return ['INVALID_INPUT', 'capacity'];
   const refill = int(args[2], 0, 1_000_000_000);
   if (refill === null) return ['INVALID_INPUT', 'refillPerMinute'];
-  const now = int(args[3], 1, MAX_SAFE);
+  const now = int(args[3], 1, MAX_NOW);
   if (now === null) return ['INVALID_INPUT', 'nowMs'];
   const key = `${keys[0] ?? ''}:bucket`;
   const scaledCap = capacity * WINDOW_MS;
@@ -417,8 +449,9 @@ const leaseAcquire: Script = (kv, keys, args) => {
   if (holder.length < 1 || holder.length > 128 || !/^[A-Za-z0-9_.:-]+$/.test(holder)) {
     return ['INVALID_INPUT', 'holder'];
   }
-  const ttl = Number(args[1]);
-  if (!Number.isInteger(ttl) || ttl < 100 || ttl > 3_600_000) return ['INVALID_INPUT', 'ttlMs'];
+  const rawTtl = arg(args, 1);
+  const ttl = rawTtl.length <= 7 && /^[1-9]\d*$/.test(rawTtl) ? Number(rawTtl) : null;
+  if (ttl === null || ttl < 100 || ttl > 3_600_000) return ['INVALID_INPUT', 'ttlMs'];
   const leaseKey = `${keys[0] ?? ''}:lease`;
   const tokenKey = `${keys[0] ?? ''}:token`;
   const current = kv.get(tokenKey);
@@ -442,8 +475,9 @@ const leaseRelease: Script = (kv, keys, args) => {
 
 const fencingCas: Script = (kv, keys, args) => {
   const raw = arg(args, 0);
-  if (raw.length > 16 || !/^\d+$/.test(raw) || Number(raw) > MAX_SAFE)
+  if (raw.length > 16 || !(raw === '0' || /^[1-9]\d*$/.test(raw)) || Number(raw) > MAX_SAFE) {
     return ['INVALID_INPUT', 'fencingToken'];
+  }
   const token = Number(raw);
   const fenceKey = `${keys[0] ?? ''}:fence`;
   const stored = kv.get(fenceKey);
@@ -451,6 +485,8 @@ const fencingCas: Script = (kv, keys, args) => {
     if (!/^\d+$/.test(stored) || stored.length > 16 || Number(stored) > MAX_SAFE) return ['CORRUPT'];
     if (token <= Number(stored)) return ['STALE', stored];
   }
+  if (kv.get(`${keys[0] ?? ''}:token`) !== raw || !kv.exists(`${keys[0] ?? ''}:lease`))
+    return ['STALE', stored ?? ''];
   kv.set(fenceKey, raw);
   return ['OK'];
 };
