@@ -135,13 +135,23 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       clearInterval(maintenance);
       const drained = await drain(server, config.shutdownTimeoutMs);
       if (!drained) log.warn('shutdown deadline reached: remaining connections were closed');
-      const started = await ready.then(
+      // Start-up still running (a long first migration) gets the same deadline, not more.
+      const started = await Promise.race([
+        ready.then(
+          () => true,
+          () => false,
+        ),
+        new Promise<false>((resolve) => setTimeout(() => resolve(false), config.shutdownTimeoutMs).unref()),
+      ]);
+      const closed = await (built?.close() ?? Promise.resolve()).then(
         () => true,
-        () => false,
+        (error: unknown) => {
+          log.error({ err: error }, 'closing the store or the database failed');
+          return false;
+        },
       );
-      await built?.close();
       log.info('shutdown complete');
-      return drained && started ? 0 : 1;
+      return drained && started && closed ? 0 : 1;
     })();
     return stopping;
   };
