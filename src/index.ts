@@ -4,3 +4,4 @@ export { type AppRouter, type Client, type ClientOptions, createClient } from '.
 export type { Config } from './config.js';
 export { AppError, type ErrorCode } from './errors.js';
 export type { Services } from './services.js';
+export { createVerifier, type VerifierOptions } from './signing/verifier.js';
