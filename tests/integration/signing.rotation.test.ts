@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { maintainSigningKeys } from '../../src/jobs/signing-maintenance.js';
 import type { SigningKey } from '../../src/signing/keys.js';
 import { localSigner, type Signer } from '../../src/signing/signer.js';
 import { signS2sToken } from '../../src/signing/tokens.js';
@@ -119,9 +120,79 @@ describe('signing key rotation', () => {
     await expect(verifier.verify(tokenB)).resolves.toMatchObject({ sub: 'u1' });
   });
 
+  it('S2S tokens carry the contract claims and a header naming the key', async () => {
+    const token = await signS2sToken(harness.services, claims);
+    const [header, payload] = token
+      .split('.')
+      .slice(0, 2)
+      .map((part) => JSON.parse(Buffer.from(part, 'base64url').toString()) as Record<string, unknown>) as [
+      Record<string, unknown>,
+      Record<string, unknown>,
+    ];
+    expect(header).toEqual({ alg: 'ES256', kid: harness.services.signing.health().activeKid, typ: 'JWT' });
+    expect(payload).toEqual({
+      iss: 'spicegate',
+      aud: 'finn',
+      iat: Math.floor(Date.now() / 1000),
+      exp: Math.floor(Date.now() / 1000) + 60,
+      jti: expect.stringMatching(/^[0-9a-f-]{36}$/),
+      sub: 'u1',
+      tenant_id: 'ten_1',
+      tier: 4,
+      pool: 'standard',
+      budget_reservation_id: 'res_1',
+      key_id: 'key_1',
+      contract_version: '1.0.0',
+    });
+  });
+
   it('a second rotation while one is pending returns the pending key', async () => {
     const first = await harness.services.signing.rotate();
     const second = await harness.services.signing.rotate();
     expect(second.kid).toBe(first.kid);
+  });
+});
+
+describe('signing key age and automatic rotation', () => {
+  const T0 = Date.UTC(2026, 0, 1);
+  let harness: Harness;
+  beforeAll(async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(T0);
+    harness = await createHarness({ config: { signingRotateDays: 30, signingKeyMaxAgeDays: 90 } });
+  });
+  afterAll(async () => {
+    vi.useRealTimers();
+    await harness.close();
+  });
+
+  it('rotates once the active key is SIGNING_ROTATE_DAYS old, under a lease, once', async () => {
+    const first = harness.services.signing.health().activeKid;
+    vi.setSystemTime(T0 + 29 * 86_400_000);
+    await maintainSigningKeys(harness.services);
+    expect(harness.services.signing.list()).toHaveLength(1);
+    vi.setSystemTime(T0 + 30 * 86_400_000);
+    await Promise.all([maintainSigningKeys(harness.services), maintainSigningKeys(harness.services)]);
+    const keys = harness.services.signing.list();
+    expect(keys.map((key) => key.state)).toEqual(['active', 'pending']);
+    expect(keys[0]?.kid).toBe(first);
+  });
+
+  it('warns in /health and the metric when the active key is older than the maximum age', async () => {
+    const harnessOld = await createHarness({ config: { signingKeyMaxAgeDays: 90 } });
+    try {
+      vi.setSystemTime(Date.now() + 91 * 86_400_000);
+      const body = (await (await harnessOld.request('/health')).json()) as {
+        signing: Record<string, unknown>;
+      };
+      expect(body.signing).toMatchObject({ warning: 'signing_key_older_than_max_age' });
+      await maintainSigningKeys(harnessOld.services);
+      const metric = await harnessOld.services.metrics.registry.getSingleMetricAsString(
+        'spicegate_signing_key_age_seconds',
+      );
+      expect(metric).toMatch(/spicegate_signing_key_age_seconds 78\d{5}/);
+    } finally {
+      await harnessOld.close();
+    }
   });
 });
