@@ -99,14 +99,8 @@ export const adminProcedure = publicProcedure.use(({ ctx, next }) => {
   return next({ ctx: { ...ctx, caller } });
 });
 
-/**
- * Tenant-scoped reads: a member acts on the tenant in its token; an admin or operator names the
- * tenant. `ctx.tenantFor(input.tenantId)` gives the tenant to act on. A member naming another
- * tenant gets NOT_FOUND, exactly as for a tenant that does not exist, so ids cannot be probed.
- */
-export const memberProcedure = publicProcedure.use(({ ctx, next }) => {
-  const caller = requireCaller(ctx);
-  const tenantFor = (requested: string | undefined): string => {
+function tenantResolver(caller: Exclude<Caller, { kind: 'anonymous' }>) {
+  return (requested: string | undefined): string => {
     if (caller.kind === 'member') {
       if (requested !== undefined && requested !== caller.tenantId) {
         throw new TRPCError({ code: 'NOT_FOUND', message: `No tenant ${requested}` });
@@ -117,5 +111,22 @@ export const memberProcedure = publicProcedure.use(({ ctx, next }) => {
       throw new TRPCError({ code: 'BAD_REQUEST', message: 'tenantId is required' });
     return requested;
   };
-  return next({ ctx: { ...ctx, caller, tenantFor } });
+}
+
+/** Tenant-scoped changes: a member on its own tenant, or an admin naming one (never an operator). */
+export const memberWriteProcedure = publicProcedure.use(({ ctx, next }) => {
+  const caller = requireCaller(ctx);
+  if (caller.kind === 'operator')
+    throw new TRPCError({ code: 'FORBIDDEN', message: 'Operators are read-only' });
+  return next({ ctx: { ...ctx, caller, tenantFor: tenantResolver(caller) } });
+});
+
+/**
+ * Tenant-scoped reads: a member acts on the tenant in its token; an admin or operator names the
+ * tenant. `ctx.tenantFor(input.tenantId)` gives the tenant to act on. A member naming another
+ * tenant gets NOT_FOUND, exactly as for a tenant that does not exist, so ids cannot be probed.
+ */
+export const memberProcedure = publicProcedure.use(({ ctx, next }) => {
+  const caller = requireCaller(ctx);
+  return next({ ctx: { ...ctx, caller, tenantFor: tenantResolver(caller) } });
 });

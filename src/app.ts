@@ -6,6 +6,7 @@ import { AppError } from './errors.js';
 import { type AppEnv, errorResponse } from './http/context.js';
 import { healthRoute } from './http/health.js';
 import { jwksRoute } from './http/jwks.js';
+import { keyInfoRoute } from './http/key-info.js';
 import { metricsRoute } from './http/metrics.js';
 import { applyCommonMiddleware } from './http/middleware.js';
 import { readyRoute } from './http/ready.js';
@@ -20,6 +21,7 @@ export function createApp(services: Services): Hono<AppEnv> {
   app.route('/', healthRoute(services.signing));
   app.route('/', readyRoute(services));
   app.route('/', jwksRoute(services));
+  app.route('/', keyInfoRoute(services));
   app.route('/', metricsRoute(services));
 
   app.use(

@@ -1,4 +1,5 @@
 import * as v from 'valibot';
+import { parsePeppers } from './keys/peppers.js';
 
 /**
  * Every environment variable spicegate reads (DESIGN.md §6), parsed once by the entry.
@@ -58,8 +59,17 @@ const EnvSchema = v.object({
   LOCAL_MODEL_TOKENS: v.optional(integer(1, 100_000), '32'),
   LOCAL_MODEL_DELAY_MS: v.optional(integer(0, 60_000), '0'),
   TRUST_PROXY_HOPS: v.optional(integer(0, 16), '0'),
-  // Format and rotation rules come with the API keys feature; here it only has to be non-empty.
-  API_KEY_PEPPERS: v.optional(v.pipe(v.string(), v.minLength(1))),
+  // `<version>:<secret>` entries, comma-separated; the highest version hashes new keys (src/keys/peppers.ts).
+  API_KEY_PEPPERS: v.optional(
+    v.pipe(
+      v.string(),
+      v.check(
+        (text) => !('error' in parsePeppers(text)),
+        'must be <version>:<secret of 32+ characters>, comma-separated',
+      ),
+    ),
+  ),
+  API_KEYS_MAX_ACTIVE: v.optional(integer(1, 1_000), '10'),
   // 32 characters: a bootstrap admin secret must not be guessable.
   ADMIN_TOKEN: v.optional(secret(32)),
   NOWPAYMENTS_IPN_SECRET: v.optional(secret(8)),
@@ -127,6 +137,7 @@ export interface Config {
   signingPrivateJwks?: string;
   signingRotateDays?: number;
   signingKeyMaxAgeDays: number;
+  apiKeysMaxActive: number;
   jwksMaxAgeSeconds: number;
   jwtClockSkewSeconds: number;
   s2sTokenTtlSeconds: number;
@@ -200,6 +211,7 @@ export function parseConfig(env: Env): ConfigResult {
     jwtIssuer: e.JWT_ISSUER,
     s2sAudience: e.S2S_AUDIENCE,
     signingKeyMaxAgeDays: e.SIGNING_KEY_MAX_AGE_DAYS,
+    apiKeysMaxActive: e.API_KEYS_MAX_ACTIVE,
     jwksMaxAgeSeconds: e.JWKS_MAX_AGE_SECONDS,
     jwtClockSkewSeconds: e.JWT_CLOCK_SKEW_SECONDS,
     s2sTokenTtlSeconds: e.S2S_TOKEN_TTL_SECONDS,

@@ -1,6 +1,8 @@
 import type { Db, DbEngine } from '../db/index.js';
 import { type Clock, systemClock } from './clock.js';
 import type { Config } from './config.js';
+import type { Peppers } from './keys/peppers.js';
+import { KeyVerifier } from './keys/verifier.js';
 import type { Logger } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
 import { type KeyCache, SigningKeys } from './signing/keys.js';
@@ -21,6 +23,8 @@ export interface Services {
   clock: Clock;
   /** The gateway's signing keys (JWKS, S2S and caller tokens). */
   signing: SigningKeys;
+  /** API key verification with its caches (and the pepper that hashes new keys). */
+  keys: KeyVerifier;
   engines: { db: DbEngine; store: Store['engine'] };
   /** The bootstrap admin secret (ADMIN_TOKEN or the generated one), if any. Never logged. */
   adminToken?: string;
@@ -35,6 +39,7 @@ export function assembleServices(parts: {
   database: { db: Db; engine: DbEngine };
   store: Store;
   signer: Signer;
+  peppers: Peppers;
   log: Logger;
   metrics?: Metrics;
   clock?: Clock;
@@ -51,6 +56,7 @@ export function assembleServices(parts: {
     parts.log,
     parts.keyCache,
   );
+  const keys = new KeyVerifier(parts.database.db, parts.store, parts.peppers, clock, parts.log);
   return {
     config: parts.config,
     db: parts.database.db,
@@ -59,6 +65,7 @@ export function assembleServices(parts: {
     metrics: parts.metrics ?? createMetrics(),
     clock,
     signing,
+    keys,
     engines: { db: parts.database.engine, store: parts.store.engine },
     ...(parts.adminToken === undefined ? {} : { adminToken: parts.adminToken }),
   };

@@ -1,4 +1,55 @@
-import { router } from '../trpc.js';
+import * as v from 'valibot';
+import { createKey, getKey, listKeys, revokeKey, rotateKey, updateKey } from '../../src/keys/keys.js';
+import { TenantId } from '../inputs.js';
+import { memberProcedure, memberWriteProcedure, router } from '../trpc.js';
 
-/** API keys (create, list, revoke, rotate) arrive with the API keys feature. */
-export const keysRouter = router({});
+const KeyId = v.pipe(v.string(), v.regex(/^key_[0-9a-f]{32}$/, 'must be a key id (key_…)'));
+const Micro = v.pipe(v.string(), v.regex(/^(0|[1-9]\d{0,15})$/, 'must be a decimal string of micro-credits'));
+const Count = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(1_000_000_000));
+const Scope = v.pipe(v.string(), v.regex(/^[a-z][a-z0-9:._-]{0,63}$/, 'must be a scope name'));
+
+const CreateKeyInput = v.object({
+  tenantId: v.optional(TenantId),
+  name: v.pipe(v.string(), v.trim(), v.minLength(1, 'must not be empty'), v.maxLength(100)),
+  sandbox: v.optional(v.boolean()),
+  scopes: v.optional(v.pipe(v.array(Scope), v.maxLength(32))),
+  rpmLimit: v.optional(Count),
+  tpdLimit: v.optional(Count),
+  monthlyCapMicro: v.optional(Micro),
+});
+
+const ById = v.object({ tenantId: v.optional(TenantId), id: KeyId });
+
+/** API keys of one tenant: members act on their own, admins name the tenant. */
+export const keysRouter = router({
+  create: memberWriteProcedure
+    .input(CreateKeyInput)
+    .mutation(({ ctx, input }) => createKey(ctx.services, ctx.tenantFor(input.tenantId), input)),
+  list: memberProcedure
+    .input(v.optional(v.object({ tenantId: v.optional(TenantId) }), {}))
+    .query(({ ctx, input }) => listKeys(ctx.services, ctx.tenantFor(input.tenantId))),
+  get: memberProcedure
+    .input(ById)
+    .query(({ ctx, input }) => getKey(ctx.services, ctx.tenantFor(input.tenantId), input.id)),
+  revoke: memberWriteProcedure
+    .input(ById)
+    .mutation(({ ctx, input }) => revokeKey(ctx.services, ctx.tenantFor(input.tenantId), input.id)),
+  rotate: memberWriteProcedure
+    .input(
+      v.object({
+        ...ById.entries,
+        graceSeconds: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(7 * 86_400))),
+      }),
+    )
+    .mutation(({ ctx, input }) => rotateKey(ctx.services, ctx.tenantFor(input.tenantId), input)),
+  update: memberWriteProcedure
+    .input(
+      v.object({
+        ...ById.entries,
+        rpmLimit: v.optional(v.nullable(Count)),
+        tpdLimit: v.optional(v.nullable(Count)),
+        monthlyCapMicro: v.optional(v.nullable(Micro)),
+      }),
+    )
+    .mutation(({ ctx, input }) => updateKey(ctx.services, ctx.tenantFor(input.tenantId), input)),
+});

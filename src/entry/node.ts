@@ -9,6 +9,7 @@ import { createApp, createNotReadyApp } from '../app.js';
 import { type Config, isEmbedded } from '../config.js';
 import type { AppEnv } from '../http/context.js';
 import { maintainSigningKeys } from '../jobs/signing-maintenance.js';
+import { type Peppers, parsePeppers } from '../keys/peppers.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { createMetrics, type Metrics } from '../observability/metrics.js';
 import { assembleServices, type Services } from '../services.js';
@@ -58,14 +59,29 @@ export async function buildNodeServices(
     configured: parsePrivateJwks(config.signingPrivateJwks),
     file: jsonKeyFile(join(config.dataDir, 'signing-keys.json')),
   });
-  const services = assembleServices({ config, database, store, signer, log, metrics, adminToken });
+  const peppers = await loadPeppers(config, log);
+  const services = assembleServices({ config, database, store, signer, peppers, log, metrics, adminToken });
   await services.signing.start();
+  services.keys.start();
   const close = async () => {
+    await services.keys.stop();
     // The database is closed even when the store cannot be (Redis down at shutdown).
     await store.close().catch((error: unknown) => log.warn({ err: error }, 'store did not close cleanly'));
     await database.close();
   };
   return { services, close };
+}
+
+/**
+ * API_KEY_PEPPERS, or a pepper generated once into DATA_DIR (mode 0600). Several instances must
+ * share it: with a real database and no API_KEY_PEPPERS, that only works with a shared DATA_DIR.
+ */
+async function loadPeppers(config: Config, log: Logger): Promise<Peppers> {
+  if (config.apiKeyPeppers !== undefined) return parsePeppers(config.apiKeyPeppers) as Peppers;
+  const secret = await ensureSecretFile(join(config.dataDir, 'api-key-pepper'));
+  if (!isEmbedded(config))
+    log.warn('API_KEY_PEPPERS is not set: using a pepper from DATA_DIR, which other instances do not share');
+  return parsePeppers(`1:${secret.value}`) as Peppers;
 }
 
 /** REDIS_URL → ioredis; else UPSTASH_REDIS_REST_* → Upstash REST; else the embedded memory engine. */

@@ -4,6 +4,7 @@ import { openPostgres } from '../../db/postgres.js';
 import { createApp, createNotReadyApp } from '../app.js';
 import { type Config, type Env, parseConfig } from '../config.js';
 import type { AppEnv } from '../http/context.js';
+import { type Peppers, parsePeppers } from '../keys/peppers.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { createMetrics, type Metrics } from '../observability/metrics.js';
 import { assembleServices, type Services } from '../services.js';
@@ -46,6 +47,7 @@ type IsolateState =
       databaseUrl: string;
       signer: Promise<Signer>;
       keyCache: KeyCache;
+      peppers: Peppers;
     }
   | { ready: false; app: Hono<AppEnv> };
 
@@ -68,6 +70,7 @@ export default {
       const database = await openPostgres(databaseUrl, { maxConnections: MAX_DATABASE_CONNECTIONS });
       const signer = await isolate.signer;
       services = assembleServices({
+        peppers: isolate.peppers,
         config,
         database,
         store,
@@ -121,8 +124,16 @@ function initIsolate(env: WorkerEnv): IsolateState {
   // Workers have no DATA_DIR: private keys come from SIGNING_PRIVATE_JWKS. A key created here
   // (first start without it) lives only as long as this isolate.
   const signer = localSigner({ configured: parsePrivateJwks(config.signingPrivateJwks) });
+  if (config.apiKeyPeppers === undefined) {
+    return misconfigured(
+      'API_KEY_PEPPERS',
+      'API_KEY_PEPPERS is required on Workers (there is no DATA_DIR to keep one in)',
+    );
+  }
+  const peppers = parsePeppers(config.apiKeyPeppers) as Peppers;
   return {
     ready: true,
+    peppers,
     config,
     log,
     metrics,

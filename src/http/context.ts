@@ -9,9 +9,10 @@ export type AppEnv = {
 };
 
 /** The one way a raw route answers with an error (DESIGN.md §4 shape). */
-export function errorResponse(c: Context<AppEnv>, thrown: unknown): Response {
+export function errorResponse<E extends AppEnv>(c: Context<E>, thrown: unknown): Response {
   const error = asAppError(thrown);
-  return c.json(errorBody(error, c.get('requestId')), error.status);
+  const requestId = (c as unknown as Context<AppEnv>).get('requestId');
+  return c.json(errorBody(error, requestId), error.status);
 }
 
 export { AppError };

@@ -48,6 +48,8 @@ export interface Store {
   /** Takes a singleton job's lease (SET NX PX) with a fencing token that only grows. */
   acquireLease(input: { resource: string; holder: string; ttlMs: number }): Promise<LeaseResult>;
   releaseLease(input: { resource: string; holder: string }): Promise<boolean>;
+  /** A counter that only grows: `bump` after a change every instance must notice, `get` to poll. */
+  epoch(input: { name: string; bump?: boolean }): Promise<number>;
   /** Accepts a write only from a holder whose token is newer than every accepted one. */
   fencingCas(input: { resource: string; fencingToken: number }): Promise<FencingResult>;
 }
@@ -231,6 +233,12 @@ export function createStore(scriptRunner: ScriptRunner, options: StoreOptions): 
       if (!ID.test(input.resource)) return false;
       const reply = await runner.run('lease_release', [leaseKey(input.resource)], [input.holder]);
       return reply[0] === 'RELEASED';
+    },
+
+    epoch: async (input) => {
+      if (!ID.test(input.name)) throw new AppError('invalid_request', 'Invalid epoch name');
+      const reply = await runner.run('epoch', [`{g:${input.name}}`], [input.bump ? 'bump' : 'get']);
+      return Number(reply[1]);
     },
 
     fencingCas: async (input) => {

@@ -59,7 +59,7 @@ describe('Workers entry with a configuration', () => {
 
   it('serves /health and reports the database in /ready', async () => {
     const worker = await freshWorker();
-    const env = { DATABASE_URL: databaseUrl, LOG_LEVEL: 'silent' };
+    const env = { DATABASE_URL: databaseUrl, LOG_LEVEL: 'silent', API_KEY_PEPPERS: `1:${'p'.repeat(40)}` };
     const health = await worker.fetch(new Request('http://gateway/health'), env, context);
     expect(health.status).toBe(200);
     const ready = await worker.fetch(new Request('http://gateway/ready'), env, context);

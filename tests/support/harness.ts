@@ -5,6 +5,7 @@ import { createApp } from '../../src/app.js';
 import type { Clock } from '../../src/clock.js';
 import { type Config, parseConfig } from '../../src/config.js';
 import type { AppEnv } from '../../src/http/context.js';
+import { type Peppers, parsePeppers } from '../../src/keys/peppers.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import { assembleServices, type Services } from '../../src/services.js';
@@ -62,6 +63,7 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
     database: database.handle,
     store,
     signer: options.signer ?? (await localSigner()),
+    peppers: parsePeppers(`1:${randomBytes(32).toString('base64url')}`) as Peppers,
     log,
     metrics,
     adminToken,

@@ -491,7 +491,15 @@ const fencingCas: Script = (kv, keys, args) => {
   return ['OK'];
 };
 
+const epoch: Script = (kv, keys, args) => {
+  const key = `${keys[0] ?? ''}:epoch`;
+  if (args[0] === 'bump') kv.incrBy(key, 1);
+  else if (args[0] !== 'get') return ['INVALID_INPUT', 'op'];
+  return ['EPOCH', kv.get(key) ?? '0'];
+};
+
 export const MEMORY_SCRIPTS: Record<ScriptName, Script> = {
+  epoch,
   admit,
   budget_finalize: budgetFinalize,
   budget_reap: budgetReap,

@@ -1,0 +1,25 @@
+import type { MiddlewareHandler } from 'hono';
+import { bearerToken } from '../auth/caller.js';
+import { AppError } from '../errors.js';
+import type { VerifiedKey } from '../keys/verifier.js';
+import type { Services } from '../services.js';
+import { type AppEnv, errorResponse } from './context.js';
+
+export type KeyEnv = AppEnv & { Variables: AppEnv['Variables'] & { apiKey: VerifiedKey } };
+
+/**
+ * `Authorization: Bearer sg_…` on the caller routes. Every failure — no header, a malformed one,
+ * an unknown prefix, a wrong secret, a revoked key, a frozen tenant — gets the same 401 body.
+ */
+export function requireApiKey(services: Services): MiddlewareHandler<KeyEnv> {
+  return async (c, next) => {
+    const token = bearerToken(c.req.header('authorization'));
+    const key = token === undefined ? undefined : await services.keys.verify(token);
+    if (key === undefined) {
+      c.header('WWW-Authenticate', 'Bearer');
+      return errorResponse(c, new AppError('unauthorized', 'A valid API key is required'));
+    }
+    c.set('apiKey', key);
+    await next();
+  };
+}

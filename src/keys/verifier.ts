@@ -1,0 +1,197 @@
+import { timingSafeEqual } from 'node:crypto';
+import { eq } from 'drizzle-orm';
+import type { Db } from '../../db/index.js';
+import { type ApiKeyRow, apiKeys, tenants } from '../../db/schema/index.js';
+import type { Clock } from '../clock.js';
+import type { Logger } from '../observability/logger.js';
+import type { Store } from '../store/store.js';
+import { hashSecret, newSalt, parseKey } from './format.js';
+import type { Peppers } from './peppers.js';
+
+/** What a verified key lets a request do. */
+export interface VerifiedKey {
+  id: string;
+  tenantId: string;
+  tenantTier: number;
+  prefix: string;
+  sandbox: boolean;
+  scopes: string[];
+  rpmLimit: number | null;
+  tpdLimit: number | null;
+  monthlyCapMicro: bigint | null;
+}
+
+interface CachedKey {
+  row: ApiKeyRow;
+  tenantTier: number;
+  tenantFrozen: boolean;
+  cachedAt: number;
+}
+
+// 60 s: an entry is dropped at once when the keys epoch moves (revoke, rotate, freeze), so the TTL
+// only bounds memory and the staleness of a limit change.
+const POSITIVE_TTL_MS = 60_000;
+// 5 s for prefixes nobody has: a flood of made-up keys costs one lookup per prefix per 5 s, and a
+// key created on another instance works here within a second (creation moves the epoch too).
+const NEGATIVE_TTL_MS = 5_000;
+const MAX_CACHE_ENTRIES = 100_000;
+// 1 s: revocation must reach every instance within 5 s; polling one counter each second costs one
+// store call per second per instance.
+export const EPOCH_POLL_MS = 1_000;
+export const KEYS_EPOCH = 'api_keys';
+// Written in batches off the request path.
+const USAGE_FLUSH_MS = 5_000;
+
+/**
+ * Verifies API keys on the hot path: parse → prefix lookup (cached, with a negative cache) →
+ * HMAC → constant-time compare. An unknown prefix costs a dummy HMAC, so it answers like a wrong
+ * secret, in body and in time. Caches drop everything when the keys epoch in the store moves.
+ */
+export class KeyVerifier {
+  private readonly positive = new Map<string, CachedKey>();
+  private readonly negative = new Map<string, number>();
+  private readonly usage = new Map<string, number>();
+  private epoch = -1;
+  private timers: ReturnType<typeof setInterval>[] = [];
+  private readonly dummySalt = newSalt();
+
+  constructor(
+    private readonly db: Db,
+    private readonly store: Store,
+    readonly peppers: Peppers,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+  ) {}
+
+  /** Starts the epoch poll and the usage writer (Node); Workers and tests may call the steps directly. */
+  start(): void {
+    this.timers.push(
+      setInterval(() => void this.pollEpoch().catch(() => undefined), EPOCH_POLL_MS),
+      setInterval(
+        () =>
+          void this.flushUsage().catch((error) => this.log.warn({ err: error }, 'last_used_at flush failed')),
+        USAGE_FLUSH_MS,
+      ),
+    );
+    for (const timer of this.timers) timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    for (const timer of this.timers) clearInterval(timer);
+    this.timers = [];
+    await this.flushUsage().catch(() => undefined);
+  }
+
+  /** Drops every cache when the keys epoch has moved since the last poll. */
+  async pollEpoch(): Promise<void> {
+    const epoch = await this.store.epoch({ name: KEYS_EPOCH });
+    if (epoch !== this.epoch) {
+      this.epoch = epoch;
+      this.forgetAll();
+    }
+  }
+
+  /** Called after a change on this instance: local caches go at once, others follow the epoch. */
+  async changed(): Promise<void> {
+    this.forgetAll();
+    this.epoch = await this.store.epoch({ name: KEYS_EPOCH, bump: true });
+  }
+
+  forgetAll(): void {
+    this.positive.clear();
+    this.negative.clear();
+  }
+
+  async verify(presented: string): Promise<VerifiedKey | undefined> {
+    const parsed = parseKey(presented);
+    if (parsed === undefined) return undefined;
+    const now = this.clock.now();
+    const entry = await this.lookup(parsed.prefix, now);
+    if (entry === undefined) {
+      hashSecret(this.peppers.current.secret, this.dummySalt, parsed.secret);
+      return undefined;
+    }
+    const { row } = entry;
+    const pepper = this.peppers.get(row.pepperVersion);
+    const expected = Buffer.from(row.hash, 'base64');
+    const actual = hashSecret(
+      pepper ?? this.peppers.current.secret,
+      Buffer.from(row.salt, 'base64'),
+      parsed.secret,
+    );
+    const matches =
+      pepper !== undefined && actual.length === expected.length && timingSafeEqual(actual, expected);
+    // A revocation may lie in the future: the grace window of a rotation.
+    const revoked = row.revokedAt !== null && row.revokedAt.getTime() <= now;
+    if (!matches || revoked || entry.tenantFrozen) return undefined;
+
+    this.usage.set(row.id, now);
+    if (row.pepperVersion !== this.peppers.current.version) void this.rehash(row, parsed.secret);
+    return {
+      id: row.id,
+      tenantId: row.tenantId,
+      tenantTier: entry.tenantTier,
+      prefix: row.prefix,
+      sandbox: row.sandbox,
+      scopes: row.scopes,
+      rpmLimit: row.rpmLimit,
+      tpdLimit: row.tpdLimit,
+      monthlyCapMicro: row.monthlyCapMicro,
+    };
+  }
+
+  private async lookup(prefix: string, now: number): Promise<CachedKey | undefined> {
+    const cached = this.positive.get(prefix);
+    if (cached !== undefined && now - cached.cachedAt < POSITIVE_TTL_MS) return cached;
+    const missedAt = this.negative.get(prefix);
+    if (missedAt !== undefined && now - missedAt < NEGATIVE_TTL_MS) return undefined;
+
+    const [found] = await this.db
+      .select({ row: apiKeys, tenantTier: tenants.tier, tenantFrozen: tenants.frozen })
+      .from(apiKeys)
+      .innerJoin(tenants, eq(tenants.id, apiKeys.tenantId))
+      .where(eq(apiKeys.prefix, prefix))
+      .limit(1);
+    if (this.positive.size + this.negative.size > MAX_CACHE_ENTRIES) this.forgetAll();
+    if (found === undefined) {
+      this.negative.set(prefix, now);
+      return undefined;
+    }
+    const entry = { ...found, cachedAt: now };
+    this.positive.set(prefix, entry);
+    return entry;
+  }
+
+  private async rehash(row: ApiKeyRow, secret: string): Promise<void> {
+    try {
+      const salt = newSalt();
+      const { version, secret: pepper } = this.peppers.current;
+      await this.db
+        .update(apiKeys)
+        .set({
+          salt: salt.toString('base64'),
+          hash: hashSecret(pepper, salt, secret).toString('base64'),
+          pepperVersion: version,
+        })
+        .where(eq(apiKeys.id, row.id));
+      this.positive.delete(row.prefix);
+      this.log.info({ keyId: row.id, pepperVersion: version }, 'API key rehashed with the newest pepper');
+    } catch (error) {
+      this.log.warn({ err: error, keyId: row.id }, 'API key rehash failed');
+    }
+  }
+
+  /** Writes last_used_at for the keys used since the last flush, in one transaction. */
+  async flushUsage(): Promise<void> {
+    if (this.usage.size === 0) return;
+    const batch = [...this.usage.entries()];
+    this.usage.clear();
+    await this.db.transaction(async (tx) => {
+      for (const [id, at] of batch)
+        await tx
+          .update(apiKeys)
+          .set({ lastUsedAt: new Date(at) })
+          .where(eq(apiKeys.id, id));
+    });
+  }
+}
