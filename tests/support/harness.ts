@@ -11,7 +11,7 @@ import { createMetrics } from '../../src/observability/metrics.js';
 import { assembleServices, type Services } from '../../src/services.js';
 import { localSigner, type Signer } from '../../src/signing/signer.js';
 import { redisStore, type Store } from '../../src/store/index.js';
-import { createTestDatabase } from './database.js';
+import { createTestDatabase, type TestDatabase } from './database.js';
 import { deleteKeysWithPrefix } from './redis-cleanup.js';
 
 export type LogRecord = Record<string, unknown> & { msg?: string; level?: string };
@@ -26,6 +26,8 @@ export interface Harness {
   /** A request with the bootstrap admin bearer token. */
   adminRequest(path: string, init?: RequestInit): Promise<Response>;
   close(): Promise<void>;
+  /** What a second instance needs to share this one's state. */
+  shared: { database: TestDatabase; keyPrefix: string; peppers: string };
 }
 
 export interface HarnessOptions {
@@ -35,6 +37,13 @@ export interface HarnessOptions {
   clock?: Clock;
   /** Replaces the in-memory local signer (e.g. one holding a private key the test knows). */
   signer?: Signer;
+  /** API_KEY_PEPPERS for this instance (default: one random pepper, or the shared instance's). */
+  peppers?: string;
+  /**
+   * A second gateway instance over the same database and the same Redis prefix as this one (as two
+   * processes behind a load balancer): its own caches, its own store connection.
+   */
+  shareWith?: Harness;
 }
 
 /**
@@ -52,9 +61,11 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
     destination: { write: (line: string) => void logs.push(JSON.parse(line) as LogRecord) },
   });
 
-  const database = await createTestDatabase(inject('databaseUrl'));
+  const shared = options.shareWith?.shared;
+  const database = shared?.database ?? (await createTestDatabase(inject('databaseUrl')));
   const metrics = createMetrics();
-  const keyPrefix = `sgtest:${randomBytes(6).toString('hex')}:`;
+  const keyPrefix = shared?.keyPrefix ?? `sgtest:${randomBytes(6).toString('hex')}:`;
+  const pepperText = options.peppers ?? shared?.peppers ?? `1:${randomBytes(32).toString('base64url')}`;
   const store = options.store ?? redisStore({ url: inject('redisUrl'), keyPrefix, log, metrics });
   const adminToken = randomBytes(32).toString('base64url');
 
@@ -63,7 +74,7 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
     database: database.handle,
     store,
     signer: options.signer ?? (await localSigner()),
-    peppers: parsePeppers(`1:${randomBytes(32).toString('base64url')}`) as Peppers,
+    peppers: parsePeppers(pepperText) as Peppers,
     log,
     metrics,
     adminToken,
@@ -84,8 +95,12 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
       headers.set('authorization', `Bearer ${adminToken}`);
       return request(path, { ...init, headers });
     },
+    shared: { database, keyPrefix, peppers: pepperText },
     close: async () => {
+      await services.keys.stop();
       await store.close();
+      // The first instance owns the database and the prefix.
+      if (shared !== undefined) return;
       await database.drop();
       if (options.store === undefined) await deleteKeysWithPrefix(inject('redisUrl'), keyPrefix);
     },
