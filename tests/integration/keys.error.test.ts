@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issueCallerToken } from '../../src/signing/tokens.js';
 import { createTenant } from '../../src/tenants/tenants.js';
 import { createHarness, type Harness } from '../support/harness.js';
-import { trpc } from '../support/trpc.js';
+import { data, trpc } from '../support/trpc.js';
 
 let harness: Harness;
 let tenantId: string;
@@ -23,7 +23,7 @@ describe('keys errors', () => {
     for (let i = 0; i < 10; i += 1) {
       const created = await trpc(harness, member, 'keys.create', { name: `k${i}` }, 'POST');
       expect(created.status).toBe(200);
-      ids.push((created.body.result?.data as { id: string }).id);
+      ids.push(data<{ id: string }>(created).id);
     }
     const eleventh = await trpc(harness, member, 'keys.create', { name: 'k10' }, 'POST');
     expect(eleventh.status).toBe(409);
