@@ -1,7 +1,7 @@
 import * as v from 'valibot';
 import { issueToken } from '../../src/signing/caller-tokens.js';
 import { systemInfo } from '../../src/system/info.js';
-import { createTenant, getTenant, listTenants } from '../../src/tenants/tenants.js';
+import { createTenant, getTenant, listTenants, updateTenant } from '../../src/tenants/tenants.js';
 import { TenantId } from '../inputs.js';
 import { adminProcedure, operatorProcedure, router } from '../trpc.js';
 
@@ -29,6 +29,18 @@ export const adminRouter = router({
     get: operatorProcedure
       .input(v.object({ id: TenantId }))
       .query(({ ctx, input }) => getTenant(ctx.services, input.id)),
+    update: adminProcedure
+      .input(
+        v.object({
+          id: TenantId,
+          tier: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(9))),
+          monthlyCapMicro: v.optional(
+            v.nullable(v.pipe(v.string(), v.regex(/^(0|[1-9]\d{0,15})$/, 'must be a decimal string'))),
+          ),
+          frozen: v.optional(v.boolean()),
+        }),
+      )
+      .mutation(({ ctx, input }) => updateTenant(ctx.services, input)),
   }),
   signingKeys: router({
     list: operatorProcedure.query(({ ctx }) => ctx.services.signing.list()),

@@ -33,6 +33,29 @@ export async function getTenant(services: Services, id: string): Promise<Tenant>
   return toTenant(row);
 }
 
+/** Tier, monthly cap, freeze. A change reaches every instance's key caches within a second. */
+export async function updateTenant(
+  services: Services,
+  input: {
+    id: string;
+    tier?: number | undefined;
+    monthlyCapMicro?: string | null | undefined;
+    frozen?: boolean | undefined;
+  },
+): Promise<Tenant> {
+  const changes: Partial<TenantRow> = { updatedAt: new Date(services.clock.now()) };
+  if (input.tier !== undefined) changes.tier = input.tier;
+  if (input.monthlyCapMicro !== undefined) {
+    changes.monthlyCapMicro = input.monthlyCapMicro === null ? null : BigInt(input.monthlyCapMicro);
+  }
+  if (input.frozen !== undefined) changes.frozen = input.frozen;
+  const [row] = await services.db.update(tenants).set(changes).where(eq(tenants.id, input.id)).returning();
+  if (row === undefined) throw new AppError('not_found', `No tenant ${input.id}`);
+  await services.keys.changed();
+  services.log.info({ tenantId: row.id, tier: row.tier, frozen: row.frozen }, 'tenant updated');
+  return toTenant(row);
+}
+
 export async function listTenants(services: Services): Promise<Tenant[]> {
   const rows = await services.db.select().from(tenants).orderBy(asc(tenants.createdAt), asc(tenants.id));
   return rows.map(toTenant);

@@ -64,6 +64,40 @@ describe('API key authentication', () => {
     }
   });
 
+  it('freezing a tenant stops its keys on a second instance within 5 s; unfreezing restores them', async () => {
+    const second = await createHarness({ shareWith: harness });
+    second.services.keys.start();
+    try {
+      const tenantC = (await createTenant(harness.services, { name: 'C', tier: 4 })).id;
+      const created = data<{ key: string }>(
+        await trpc(harness, harness.adminToken, 'keys.create', { name: 'c-key', tenantId: tenantC }, 'POST'),
+      );
+      expect((await withKey(created.key, second)).status).toBe(200);
+      expect(
+        (
+          await trpc(
+            harness,
+            harness.adminToken,
+            'admin.tenants.update',
+            { id: tenantC, frozen: true },
+            'POST',
+          )
+        ).status,
+      ).toBe(200);
+      const frozenAt = Date.now();
+      let status = 200;
+      while (status === 200 && Date.now() - frozenAt < 5_000) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        status = (await withKey(created.key, second)).status;
+      }
+      expect(status).toBe(401);
+      await trpc(harness, harness.adminToken, 'admin.tenants.update', { id: tenantC, frozen: false }, 'POST');
+      expect((await withKey(created.key)).status).toBe(200);
+    } finally {
+      await second.close();
+    }
+  });
+
   it('a member cannot see or touch another tenant’s keys (not found)', async () => {
     expect((await trpc(harness, memberB, 'keys.get', { id: keyA.id })).status).toBe(404);
     expect((await trpc(harness, memberB, 'keys.get', { id: keyA.id, tenantId: tenantA })).status).toBe(404);
