@@ -22,8 +22,7 @@ import { createStore, type Store } from '../../src/store/store.js';
 const REDIS_URL = process.env.REDIS_URL || 'redis://127.0.0.1:6379';
 // Load goes to this machine only.
 if (!['127.0.0.1', 'localhost', '[::1]'].includes(new URL(REDIS_URL).hostname)) {
-  console.error(`bench:engine only runs against a loopback Redis, not ${new URL(REDIS_URL).hostname}`);
-  process.exit(2);
+  throw new Error(`bench:engine only runs against a loopback Redis, not ${new URL(REDIS_URL).hostname}`);
 }
 const SECONDS = positive('BENCH_SECONDS', 3);
 const RT_PAIRS = Math.round(positive('BENCH_RT_PAIRS', 1000));
