@@ -10,6 +10,7 @@ import { keyInfoRoute } from './http/key-info.js';
 import { metricsRoute } from './http/metrics.js';
 import { applyCommonMiddleware } from './http/middleware.js';
 import { readyRoute } from './http/ready.js';
+import { preAuthLimit } from './limits/preauth.js';
 import type { Logger } from './observability/logger.js';
 import type { Services } from './services.js';
 
@@ -20,6 +21,17 @@ export function createApp(services: Services): Hono<AppEnv> {
 
   app.route('/', healthRoute(services.signing));
   app.route('/', readyRoute(services));
+  // Unauthenticated routes get per-IP limits (the webhook and CSP reports join when they exist).
+  app.use(
+    '/.well-known/jwks.json',
+    preAuthLimit(services.preAuth, {
+      trustProxyHops: services.config.trustProxyHops,
+      route: 'jwks',
+      ...(services.clientAddress === undefined
+        ? {}
+        : { address: (c: { req: { raw: Request } }) => services.clientAddress?.(c.req.raw) }),
+    }),
+  );
   app.route('/', jwksRoute(services));
   app.route('/', keyInfoRoute(services));
   app.route('/', metricsRoute(services));

@@ -3,6 +3,7 @@ import { type Clock, systemClock } from './clock.js';
 import type { Config } from './config.js';
 import type { Peppers } from './keys/peppers.js';
 import { KeyVerifier } from './keys/verifier.js';
+import { createPreAuthLimiter, type PreAuthLimiter } from './limits/preauth.js';
 import type { Logger } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
 import { type KeyCache, SigningKeys } from './signing/keys.js';
@@ -25,6 +26,10 @@ export interface Services {
   signing: SigningKeys;
   /** API key verification with its caches (and the pepper that hashes new keys). */
   keys: KeyVerifier;
+  /** Per-IP limits for unauthenticated routes (DESIGN.md §3). */
+  preAuth: PreAuthLimiter;
+  /** The caller's transport address; default the Node socket peer (Workers: CF-Connecting-IP). */
+  clientAddress?: (request: Request) => string | undefined;
   engines: { db: DbEngine; store: Store['engine'] };
   /** The bootstrap admin secret (ADMIN_TOKEN or the generated one), if any. Never logged. */
   adminToken?: string;
@@ -40,6 +45,8 @@ export function assembleServices(parts: {
   store: Store;
   signer: Signer;
   peppers: Peppers;
+  preAuth?: PreAuthLimiter;
+  clientAddress?: (request: Request) => string | undefined;
   log: Logger;
   metrics?: Metrics;
   clock?: Clock;
@@ -66,6 +73,8 @@ export function assembleServices(parts: {
     clock,
     signing,
     keys,
+    preAuth: parts.preAuth ?? createPreAuthLimiter({ log: parts.log }),
+    ...(parts.clientAddress === undefined ? {} : { clientAddress: parts.clientAddress }),
     engines: { db: parts.database.engine, store: parts.store.engine },
     ...(parts.adminToken === undefined ? {} : { adminToken: parts.adminToken }),
   };

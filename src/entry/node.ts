@@ -4,17 +4,19 @@ import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { createAdaptorServer } from '@hono/node-server';
 import type { Hono } from 'hono';
+import { Redis } from 'ioredis';
 import { createDb } from '../../db/index.js';
 import { createApp, createNotReadyApp } from '../app.js';
 import { type Config, isEmbedded } from '../config.js';
 import type { AppEnv } from '../http/context.js';
 import { maintainSigningKeys } from '../jobs/signing-maintenance.js';
 import { type Peppers, parsePeppers } from '../keys/peppers.js';
+import { createPreAuthLimiter } from '../limits/preauth.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { createMetrics, type Metrics } from '../observability/metrics.js';
 import { assembleServices, type Services } from '../services.js';
 import { localSigner, parsePrivateJwks } from '../signing/signer.js';
-import { memoryStore, redisStore, type Store, upstashStore } from '../store/index.js';
+import { memoryStore, redisOptions, redisStore, type Store, upstashStore } from '../store/index.js';
 import { loadConfigOrExit } from './env.js';
 import { jsonKeyFile } from './key-file.js';
 import { adminTokenPath, ensureDataDir, ensureSecretFile } from './secrets.js';
@@ -60,11 +62,29 @@ export async function buildNodeServices(
     file: jsonKeyFile(join(config.dataDir, 'signing-keys.json')),
   });
   const peppers = await loadPeppers(config, log);
-  const services = assembleServices({ config, database, store, signer, peppers, log, metrics, adminToken });
+  // Its own connection: a pre-auth flood never queues behind admission and settlement.
+  const preAuthRedis = config.redisUrl === undefined ? undefined : new Redis(config.redisUrl, redisOptions());
+  preAuthRedis?.on('error', () => {}); // the store's client already logs connection errors
+  const preAuth = createPreAuthLimiter({
+    log,
+    ...(preAuthRedis === undefined ? {} : { redis: preAuthRedis }),
+  });
+  const services = assembleServices({
+    config,
+    database,
+    store,
+    signer,
+    peppers,
+    preAuth,
+    log,
+    metrics,
+    adminToken,
+  });
   await services.signing.start();
   services.keys.start();
   const close = async () => {
     await services.keys.stop();
+    preAuthRedis?.disconnect();
     // The database is closed even when the store cannot be (Redis down at shutdown).
     await store.close().catch((error: unknown) => log.warn({ err: error }, 'store did not close cleanly'));
     await database.close();

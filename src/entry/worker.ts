@@ -71,6 +71,8 @@ export default {
       const signer = await isolate.signer;
       services = assembleServices({
         peppers: isolate.peppers,
+        // Cloudflare's edge sets it; a client cannot forge it past the edge.
+        clientAddress: (req) => req.headers.get('cf-connecting-ip') ?? undefined,
         config,
         database,
         store,

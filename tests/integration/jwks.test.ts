@@ -56,3 +56,31 @@ describe('GET /.well-known/jwks.json', () => {
     expect(stale.status).toBe(200);
   });
 });
+
+describe('GET /.well-known/jwks.json under a flood', () => {
+  let flooded: Harness;
+  beforeAll(async () => {
+    flooded = await createHarness();
+  });
+  afterAll(() => flooded.close());
+
+  it('answers 429 with Retry-After once one address passes 100 requests a minute', async () => {
+    const statuses: number[] = [];
+    for (let i = 0; i < 101; i += 1) {
+      statuses.push(
+        (await flooded.request('/.well-known/jwks.json', { headers: { 'x-forwarded-for': '203.0.113.9' } }))
+          .status,
+      );
+    }
+    expect(statuses.slice(0, 100).every((status) => status === 200)).toBe(true);
+    const denied = await flooded.request('/.well-known/jwks.json', {
+      headers: { 'x-forwarded-for': '203.0.113.9' },
+    });
+    expect(denied.status).toBe(429);
+    expect(Number(denied.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(((await denied.json()) as { error: { code: string; dimension: string } }).error).toMatchObject({
+      code: 'rate_limited',
+      dimension: 'ip',
+    });
+  });
+});
