@@ -110,8 +110,9 @@ describe('spicegate serve on embedded defaults (PGlite + memory store)', () => {
     expect(JSON.parse(stdout)).toMatchObject({ state: 'pending', alg: 'ES256' });
     const jwks = (await (await fetch(`${url}/.well-known/jwks.json`)).json()) as { keys: unknown[] };
     expect(jwks.keys).toHaveLength(2);
-    // The private keys stay in DATA_DIR, readable by the owner only.
+    // The private keys and the API key pepper stay in DATA_DIR, readable by the owner only.
     expect((await stat(join(dataDir, 'signing-keys.json'))).mode & 0o777).toBe(0o600);
+    expect((await stat(join(dataDir, 'api-key-pepper'))).mode & 0o777).toBe(0o600);
   });
 
   it('never writes the admin token to its log', async () => {
