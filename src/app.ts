@@ -5,6 +5,7 @@ import { createContext } from '../routers/trpc.js';
 import { AppError } from './errors.js';
 import { type AppEnv, errorResponse } from './http/context.js';
 import { healthRoute } from './http/health.js';
+import { inferenceRoute } from './http/inference.js';
 import { jwksRoute } from './http/jwks.js';
 import { keyInfoRoute } from './http/key-info.js';
 import { metricsRoute } from './http/metrics.js';
@@ -34,6 +35,7 @@ export function createApp(services: Services): Hono<AppEnv> {
   );
   app.route('/', jwksRoute(services));
   app.route('/', keyInfoRoute(services));
+  app.route('/', inferenceRoute(services));
   app.route('/', metricsRoute(services));
 
   app.use(

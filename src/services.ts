@@ -9,6 +9,8 @@ import { createMetrics, type Metrics } from './observability/metrics.js';
 import { type KeyCache, SigningKeys } from './signing/keys.js';
 import type { Signer } from './signing/signer.js';
 import type { Store } from './store/index.js';
+import { localUpstream } from './upstream/local.js';
+import type { Upstream } from './upstream/port.js';
 
 /**
  * Everything a handler may depend on, built once by an entry (src/entry/*) and passed to
@@ -28,6 +30,8 @@ export interface Services {
   keys: KeyVerifier;
   /** Per-IP limits for unauthenticated routes (DESIGN.md §3). */
   preAuth: PreAuthLimiter;
+  /** The model service requests are relayed to (UPSTREAM). */
+  upstream: Upstream;
   /** The caller's transport address; default the Node socket peer (Workers: CF-Connecting-IP). */
   clientAddress?: (request: Request) => string | undefined;
   engines: { db: DbEngine; store: Store['engine'] };
@@ -46,6 +50,7 @@ export function assembleServices(parts: {
   signer: Signer;
   peppers: Peppers;
   preAuth?: PreAuthLimiter;
+  upstream?: Upstream;
   clientAddress?: (request: Request) => string | undefined;
   log: Logger;
   metrics?: Metrics;
@@ -74,6 +79,9 @@ export function assembleServices(parts: {
     signing,
     keys,
     preAuth: parts.preAuth ?? createPreAuthLimiter({ log: parts.log }),
+    upstream:
+      parts.upstream ??
+      localUpstream({ tokens: parts.config.localModelTokens, delayMs: parts.config.localModelDelayMs }),
     ...(parts.clientAddress === undefined ? {} : { clientAddress: parts.clientAddress }),
     engines: { db: parts.database.engine, store: parts.store.engine },
     ...(parts.adminToken === undefined ? {} : { adminToken: parts.adminToken }),

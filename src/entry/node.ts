@@ -30,6 +30,11 @@ export async function buildNodeServices(
   config: Config,
   log: Logger,
 ): Promise<{ services: Services; close: () => Promise<void> }> {
+  if (config.upstream !== 'local') {
+    throw new Error(
+      `UPSTREAM=${config.upstream} is not available yet; only the local model is (UPSTREAM=local)`,
+    );
+  }
   const embedded = isEmbedded(config);
   // DATA_DIR also holds the local signer's private keys, so it exists whatever the database.
   await ensureDataDir(config.dataDir);

@@ -13,6 +13,7 @@ export interface VerifiedKey {
   id: string;
   tenantId: string;
   tenantTier: number;
+  tenantMonthlyCapMicro: bigint | null;
   prefix: string;
   sandbox: boolean;
   scopes: string[];
@@ -24,6 +25,7 @@ export interface VerifiedKey {
 interface CachedKey {
   row: ApiKeyRow;
   tenantTier: number;
+  tenantMonthlyCapMicro: bigint | null;
   tenantFrozen: boolean;
   cachedAt: number;
 }
@@ -131,6 +133,7 @@ export class KeyVerifier {
       id: row.id,
       tenantId: row.tenantId,
       tenantTier: entry.tenantTier,
+      tenantMonthlyCapMicro: entry.tenantMonthlyCapMicro,
       prefix: row.prefix,
       sandbox: row.sandbox,
       scopes: row.scopes,
@@ -147,7 +150,12 @@ export class KeyVerifier {
     if (missedAt !== undefined && now - missedAt < NEGATIVE_TTL_MS) return undefined;
 
     const [found] = await this.db
-      .select({ row: apiKeys, tenantTier: tenants.tier, tenantFrozen: tenants.frozen })
+      .select({
+        row: apiKeys,
+        tenantTier: tenants.tier,
+        tenantMonthlyCapMicro: tenants.monthlyCapMicro,
+        tenantFrozen: tenants.frozen,
+      })
       .from(apiKeys)
       .innerJoin(tenants, eq(tenants.id, apiKeys.tenantId))
       .where(eq(apiKeys.prefix, prefix))

@@ -1,0 +1,112 @@
+import { AppError } from '../errors.js';
+import { newId } from '../ids.js';
+import type { VerifiedKey } from '../keys/verifier.js';
+import type { Pool } from '../pricing/pricing.js';
+import type { Services } from '../services.js';
+import type { AdmitResult } from '../store/contracts.js';
+import { tierLimits } from '../tenants/tiers.js';
+import type { Estimate } from './estimate.js';
+
+// 5 min: far longer than the longest stream (60 s upstream timeout), so only a fault lets the
+// reaper release a reservation before its finalize (DESIGN.md §1).
+export const RESERVATION_TTL_MS = 300_000;
+
+export type Admission =
+  | { ok: true; reservationId: string; headers: Record<string, string> }
+  | { ok: false; error: AppError; headers: Record<string, string> };
+
+/** One engine call: every limit dimension and budget scope, and the reservation. */
+export async function admitRequest(
+  services: Services,
+  key: VerifiedKey,
+  request: { pool: Pool; estimate: Estimate; userId?: string | undefined; channelId?: string | undefined },
+): Promise<Admission> {
+  const tier = tierLimits(key.tenantTier);
+  const nowMs = services.clock.now();
+  const result = await services.store.admit({
+    tenantId: key.tenantId,
+    keyId: key.id,
+    ...(request.userId === undefined ? {} : { userId: request.userId }),
+    ...(request.channelId === undefined ? {} : { channelId: request.channelId }),
+    pool: request.pool,
+    reservationId: newId('res'),
+    costMicro: request.estimate.costMicro,
+    tokenEstimate: request.estimate.promptTokens + request.estimate.maxTokens,
+    nowMs,
+    ttlMs: RESERVATION_TTL_MS,
+    limits: {
+      tenantRpm: tier.tenantRpm,
+      userRpm: tier.userRpm,
+      channelRpm: tier.channelRpm,
+      keyRpm: key.rpmLimit,
+      burstCapacity: tier.burstCapacity,
+      burstRefillPerMinute: tier.burstCapacity,
+      keyTpd: key.tpdLimit,
+      tenantMonthlyCapMicro: key.tenantMonthlyCapMicro,
+      keyMonthlyCapMicro: key.monthlyCapMicro,
+    },
+  });
+  return toAdmission(result, nowMs);
+}
+
+function toAdmission(result: AdmitResult, nowMs: number): Admission {
+  switch (result.status) {
+    case 'ADMITTED': {
+      const headers: Record<string, string> = {};
+      if (result.tightest !== null) {
+        Object.assign(
+          headers,
+          rateHeaders(result.tightest.limit, result.tightest.remaining, result.tightest.resetAtMs - nowMs),
+        );
+      }
+      return { ok: true, reservationId: result.reservationId, headers };
+    }
+    case 'RATE_LIMITED': {
+      const headers = {
+        'Retry-After': String(Math.ceil(result.retryAfterMs / 1000)),
+        ...rateHeaders(result.limit, 0, result.retryAfterMs),
+      };
+      return {
+        ok: false,
+        headers,
+        error: new AppError('rate_limited', `Rate limit reached on ${result.dimension}`, {
+          dimension: result.dimension,
+          limit: result.limit,
+          remaining: 0,
+          retryAfterMs: result.retryAfterMs,
+        }),
+      };
+    }
+    case 'BUDGET_EXCEEDED':
+      return {
+        ok: false,
+        headers: {},
+        error: new AppError('budget_exceeded', `Not enough budget in ${result.scope}`, {
+          scope: result.scope,
+          remainingMicro: result.remainingMicro.toString(),
+        }),
+      };
+    case 'ALREADY_RESERVED':
+      return {
+        ok: false,
+        headers: {},
+        error: new AppError('conflict', 'This request is already in progress'),
+      };
+    case 'INVALID_INPUT':
+      // Everything the caller sent was validated before: an invalid field here is our fault.
+      throw new Error(`admit refused its input: ${result.field}`);
+  }
+}
+
+/** `RateLimit-*` (draft standard, reset in seconds) and the `X-RateLimit-*` spellings clients know. */
+function rateHeaders(limit: number, remaining: number, resetInMs: number): Record<string, string> {
+  const reset = String(Math.max(0, Math.ceil(resetInMs / 1000)));
+  return {
+    'RateLimit-Limit': String(limit),
+    'RateLimit-Remaining': String(remaining),
+    'RateLimit-Reset': reset,
+    'X-RateLimit-Limit': String(limit),
+    'X-RateLimit-Remaining': String(remaining),
+    'X-RateLimit-Reset': reset,
+  };
+}

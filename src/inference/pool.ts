@@ -1,0 +1,27 @@
+import type { VerifiedKey } from '../keys/verifier.js';
+import { isPool, POOLS, type Pool } from '../pricing/pricing.js';
+import { tierLimits } from '../tenants/tiers.js';
+
+export interface PoolDecision {
+  requested: string;
+  pool: Pool;
+  reason: 'as_requested' | 'sandbox' | 'tier' | 'unknown_pool' | 'default';
+}
+
+/**
+ * Which pool serves the request: sandbox keys get `cheap`; otherwise the tier's pools. A pool the
+ * caller may not use is replaced by the best allowed one (the decision says why).
+ */
+export function choosePool(key: VerifiedKey, requested: string | undefined): PoolDecision {
+  const allowed: readonly Pool[] = key.sandbox ? ['cheap'] : tierLimits(key.tenantTier).pools;
+  const best = allowed.at(-1) ?? 'cheap';
+  if (requested === undefined) {
+    const pool = allowed.includes('standard') ? 'standard' : best;
+    return { requested: 'default', pool, reason: 'default' };
+  }
+  if (!isPool(requested)) return { requested, pool: best, reason: 'unknown_pool' };
+  if (allowed.includes(requested)) return { requested, pool: requested, reason: 'as_requested' };
+  // The best allowed pool below the one asked for (pools are ordered cheapest first).
+  const below = allowed.filter((pool) => POOLS.indexOf(pool) < POOLS.indexOf(requested));
+  return { requested, pool: below.at(-1) ?? best, reason: key.sandbox ? 'sandbox' : 'tier' };
+}

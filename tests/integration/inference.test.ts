@@ -1,0 +1,169 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createKey } from '../../src/keys/keys.js';
+import { createTenant } from '../../src/tenants/tenants.js';
+import { createHarness, type Harness } from '../support/harness.js';
+
+interface SseEvent {
+  type: string;
+  content?: string;
+  usage?: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
+  cost_micro?: string;
+  reservation_id?: string;
+  code?: string;
+}
+
+function events(text: string): SseEvent[] {
+  return text
+    .split('\n')
+    .filter((line) => line.startsWith('data: '))
+    .map((line) => JSON.parse(line.slice(6)) as SseEvent);
+}
+
+async function setup(harness: Harness, options: { tier: number; creditMicro: bigint; rpmLimit?: number }) {
+  const tenant = await createTenant(harness.services, { name: 'Infer', tier: options.tier });
+  if (options.creditMicro > 0n) {
+    await harness.services.store.credit({
+      tenantId: tenant.id,
+      grantId: 'g',
+      amountMicro: options.creditMicro,
+    });
+  }
+  const { key } = await createKey(harness.services, tenant.id, {
+    name: 'k',
+    ...(options.rpmLimit === undefined ? {} : { rpmLimit: options.rpmLimit }),
+  });
+  return { tenantId: tenant.id, key };
+}
+
+function infer(harness: Harness, key: string, body: unknown, signal?: AbortSignal) {
+  return harness.request('/api/v1/inference', {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+    ...(signal === undefined ? {} : { signal }),
+  });
+}
+
+describe('POST /api/v1/inference (local model)', () => {
+  let harness: Harness;
+  beforeAll(async () => {
+    harness = await createHarness();
+  });
+  afterAll(() => harness.close());
+
+  it('streams tokens, then a done event after settlement; the balance drops by exactly cost_micro', async () => {
+    const { tenantId, key } = await setup(harness, { tier: 4, creditMicro: 1_000_000n });
+    const response = await infer(harness, key, { prompt: 'hello world', max_tokens: 10 });
+    expect(response.status).toBe(200);
+    expect(response.headers.get('content-type')).toContain('text/event-stream');
+    expect(response.headers.get('x-pool-used')).toBe('standard');
+    expect(response.headers.get('ratelimit-limit')).not.toBeNull();
+    const received = events(await response.text());
+    const tokens = received.filter((event) => event.type === 'token');
+    expect(tokens).toHaveLength(10);
+    const done = received.at(-1);
+    // "hello world" is 11 characters: 3 prompt tokens; 10 completion tokens; 1 µ per token.
+    expect(done).toMatchObject({
+      type: 'done',
+      usage: { prompt_tokens: 3, completion_tokens: 10, total_tokens: 13 },
+      cost_micro: '13',
+      reservation_id: expect.stringMatching(/^res_/),
+    });
+    expect(await harness.services.store.snapshot(tenantId)).toEqual({
+      creditedMicro: 1_000_000n,
+      committedMicro: 13n,
+      reservedMicro: 0n,
+      availableMicro: 1_000_000n - 13n,
+    });
+  });
+
+  it('answers 402 naming the scope when the credits cannot cover the reservation', async () => {
+    const { tenantId, key } = await setup(harness, { tier: 4, creditMicro: 50n });
+    const response = await infer(harness, key, { prompt: 'hi', max_tokens: 100 });
+    expect(response.status).toBe(402);
+    expect(((await response.json()) as { error: Record<string, unknown> }).error).toMatchObject({
+      code: 'budget_exceeded',
+      scope: 'balance',
+      remainingMicro: '50',
+    });
+    expect((await harness.services.store.snapshot(tenantId)).reservedMicro).toBe(0n);
+  });
+
+  it('answers 429 with remaining 0, Retry-After and the rate-limit headers', async () => {
+    const { key } = await setup(harness, { tier: 4, creditMicro: 1_000_000n, rpmLimit: 1 });
+    expect((await infer(harness, key, { prompt: 'one', max_tokens: 2 })).status).toBe(200);
+    const limited = await infer(harness, key, { prompt: 'two', max_tokens: 2 });
+    expect(limited.status).toBe(429);
+    expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(limited.headers.get('ratelimit-remaining')).toBe('0');
+    expect(limited.headers.get('x-ratelimit-limit')).toBe('1');
+    expect(((await limited.json()) as { error: Record<string, unknown> }).error).toMatchObject({
+      code: 'rate_limited',
+      dimension: 'key_rpm',
+      limit: 1,
+      remaining: 0,
+    });
+  });
+
+  it('routes a pool the tier may not use to the best allowed one', async () => {
+    const { key } = await setup(harness, { tier: 1, creditMicro: 1_000_000n });
+    const response = await infer(harness, key, { prompt: 'route me', max_tokens: 2, pool: 'flagship' });
+    expect(response.headers.get('x-pool-used')).toBe('standard');
+    await response.text();
+  });
+
+  it.each([
+    ['no prompt', { max_tokens: 5 }],
+    ['both prompt and messages', { prompt: 'a', messages: [{ role: 'user', content: 'b' }] }],
+    ['max_tokens 0', { prompt: 'a', max_tokens: 0 }],
+    ['a bad user id', { prompt: 'a', user: 'no spaces allowed' }],
+  ])('answers 400 for %s, reserving nothing', async (_, body) => {
+    const { tenantId, key } = await setup(harness, { tier: 4, creditMicro: 1_000n });
+    const response = await infer(harness, key, body);
+    expect(response.status).toBe(400);
+    expect((await harness.services.store.snapshot(tenantId)).reservedMicro).toBe(0n);
+  });
+
+  it('answers 401 without a valid key', async () => {
+    expect(
+      (await infer(harness, 'sg_live_AAAAAAAAAAAA_00000000000000000000000000000000', { prompt: 'a' })).status,
+    ).toBe(401);
+  });
+});
+
+describe('a client that disconnects mid-stream', () => {
+  let harness: Harness;
+  beforeAll(async () => {
+    harness = await createHarness({ config: { localModelTokens: 32, localModelDelayMs: 20 } });
+  });
+  afterAll(() => harness.close());
+
+  it('is billed for what was delivered (prompt included); the rest is released', async () => {
+    const { tenantId, key } = await setup(harness, { tier: 4, creditMicro: 1_000_000n });
+    const controller = new AbortController();
+    const response = await infer(
+      harness,
+      key,
+      { prompt: 'stream then leave', max_tokens: 32 },
+      controller.signal,
+    );
+    const reader = (response.body as ReadableStream<Uint8Array>).getReader();
+    let received = '';
+    while ((received.match(/"type":"token"/g) ?? []).length < 3) {
+      const { value } = await reader.read();
+      received += new TextDecoder().decode(value);
+    }
+    controller.abort();
+    await reader.cancel().catch(() => undefined);
+
+    let snapshot = await harness.services.store.snapshot(tenantId);
+    for (let i = 0; i < 50 && snapshot.reservedMicro !== 0n; i += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      snapshot = await harness.services.store.snapshot(tenantId);
+    }
+    // Prompt of 5 tokens + 32 completion tokens was reserved (37 µ); fewer were delivered.
+    expect(snapshot.reservedMicro).toBe(0n);
+    expect(snapshot.committedMicro).toBeGreaterThanOrEqual(5n + 3n);
+    expect(snapshot.committedMicro).toBeLessThan(37n);
+  });
+});
