@@ -3,6 +3,7 @@ import { type Clock, systemClock } from './clock.js';
 import type { Config } from './config.js';
 import type { Peppers } from './keys/peppers.js';
 import { KeyVerifier } from './keys/verifier.js';
+import { SpendRecorder } from './ledger/spend.js';
 import { createPreAuthLimiter, type PreAuthLimiter } from './limits/preauth.js';
 import type { Logger } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
@@ -32,6 +33,8 @@ export interface Services {
   preAuth: PreAuthLimiter;
   /** The model service requests are relayed to (UPSTREAM). */
   upstream: Upstream;
+  /** Spend rows in PostgreSQL, and the settlement of those the store could not finalize. */
+  spend: SpendRecorder;
   /** The caller's transport address; default the Node socket peer (Workers: CF-Connecting-IP). */
   clientAddress?: (request: Request) => string | undefined;
   engines: { db: DbEngine; store: Store['engine'] };
@@ -79,6 +82,7 @@ export function assembleServices(parts: {
     signing,
     keys,
     preAuth: parts.preAuth ?? createPreAuthLimiter({ log: parts.log }),
+    spend: new SpendRecorder(parts.database.db, parts.store, clock, parts.log),
     upstream:
       parts.upstream ??
       localUpstream({ tokens: parts.config.localModelTokens, delayMs: parts.config.localModelDelayMs }),

@@ -87,8 +87,12 @@ export async function buildNodeServices(
   });
   await services.signing.start();
   services.keys.start();
+  services.spend.start();
   const close = async () => {
     await services.keys.stop();
+    await services.spend
+      .stop()
+      .catch((error: unknown) => log.error({ err: error }, 'spend rows could not be flushed'));
     preAuthRedis?.disconnect();
     // The database is closed even when the store cannot be (Redis down at shutdown).
     await store.close().catch((error: unknown) => log.warn({ err: error }, 'store did not close cleanly'));

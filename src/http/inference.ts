@@ -4,10 +4,11 @@ import * as v from 'valibot';
 import { AppError } from '../errors.js';
 import { admitRequest } from '../inference/admit.js';
 import { estimate } from '../inference/estimate.js';
-import { finalizeRequest } from '../inference/finalize.js';
+import { actualCost, finalizeRequest, spendEntry } from '../inference/finalize.js';
 import { choosePool } from '../inference/pool.js';
 import { InferenceRequest, promptText } from '../inference/request.js';
 import type { Services } from '../services.js';
+import { StoreUnavailable } from '../store/errors.js';
 import { type KeyEnv, requireApiKey } from './api-key-auth.js';
 import { errorResponse } from './context.js';
 
@@ -71,12 +72,19 @@ export function inferenceRoute(services: Services): Hono<KeyEnv> {
       }
       // Settled before the done event, so a balance read after the stream is final.
       const usage = { promptTokens: cost.promptTokens, completionTokens };
-      const { costMicro } = await finalizeRequest(services, {
-        tenantId: key.tenantId,
-        reservationId,
-        pool: decision.pool,
-        usage,
-      });
+      const settlement = { tenantId: key.tenantId, keyId: key.id, reservationId, pool: decision.pool, usage };
+      let costMicro: bigint;
+      try {
+        costMicro = (await finalizeRequest(services, settlement)).costMicro;
+      } catch (error) {
+        // The charge must survive a store outage: an unsettled spend row, settled by the job later.
+        await services.spend.unsettled(spendEntry(settlement, actualCost(decision.pool, usage)));
+        if (!stream.aborted)
+          await stream.writeSSE({ data: JSON.stringify({ type: 'error', code: 'store_unavailable' }) });
+        if (error instanceof StoreUnavailable) return;
+        throw error;
+      }
+      services.spend.settled(spendEntry(settlement, costMicro));
       if (stream.aborted) return;
       if (failed) {
         await stream.writeSSE({ data: JSON.stringify({ type: 'error', code: 'upstream_unavailable' }) });

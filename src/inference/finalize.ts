@@ -1,3 +1,4 @@
+import type { SpendEntry } from '../ledger/spend.js';
 import { costMicro, type Pool } from '../pricing/pricing.js';
 import type { Services } from '../services.js';
 
@@ -10,11 +11,33 @@ export interface Usage {
  * Settles the reservation with what was delivered (prompt included): one engine call, charged
  * min(actual, reserved). Called exactly once per admitted request, in `finally`.
  */
-export async function finalizeRequest(
-  services: Services,
-  input: { tenantId: string; reservationId: string; pool: Pool; usage: Usage },
-): Promise<{ costMicro: bigint }> {
-  const actual = costMicro(input.pool, input.usage.promptTokens + input.usage.completionTokens);
+export interface Settlement {
+  tenantId: string;
+  keyId: string;
+  reservationId: string;
+  pool: Pool;
+  usage: Usage;
+}
+
+/** What the usage costs at the pool's price (the reservation caps what is charged). */
+export function actualCost(pool: Pool, usage: Usage): bigint {
+  return costMicro(pool, usage.promptTokens + usage.completionTokens);
+}
+
+export function spendEntry(settlement: Settlement, cost: bigint): SpendEntry {
+  return {
+    reservationId: settlement.reservationId,
+    tenantId: settlement.tenantId,
+    keyId: settlement.keyId,
+    pool: settlement.pool,
+    promptTokens: settlement.usage.promptTokens,
+    completionTokens: settlement.usage.completionTokens,
+    costMicro: cost,
+  };
+}
+
+export async function finalizeRequest(services: Services, input: Settlement): Promise<{ costMicro: bigint }> {
+  const actual = actualCost(input.pool, input.usage);
   const result = await services.store.finalize({
     tenantId: input.tenantId,
     reservationId: input.reservationId,

@@ -1,7 +1,12 @@
+import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spend } from '../../db/schema/index.js';
 import { createKey } from '../../src/keys/keys.js';
+import { silentLogger } from '../../src/observability/logger.js';
+import { redisStore } from '../../src/store/index.js';
 import { createTenant } from '../../src/tenants/tenants.js';
 import { createHarness, type Harness } from '../support/harness.js';
+import { type RedisServer, startRedisServer } from '../support/redis-server.js';
 
 interface SseEvent {
   type: string;
@@ -165,5 +170,75 @@ describe('a client that disconnects mid-stream', () => {
     expect(snapshot.reservedMicro).toBe(0n);
     expect(snapshot.committedMicro).toBeGreaterThanOrEqual(5n + 3n);
     expect(snapshot.committedMicro).toBeLessThan(37n);
+  });
+});
+
+describe('spend rows', () => {
+  let harness: Harness;
+  beforeAll(async () => {
+    harness = await createHarness();
+  });
+  afterAll(() => harness.close());
+
+  it('one settled row per request, with the cost of the done event, written off the request path', async () => {
+    const { tenantId, key } = await setup(harness, { tier: 4, creditMicro: 1_000_000n });
+    const done = events(await (await infer(harness, key, { prompt: 'spend me', max_tokens: 4 })).text()).at(
+      -1,
+    );
+    await harness.services.spend.flush();
+    await harness.services.spend.flush();
+    const rows = await harness.services.db.select().from(spend).where(eq(spend.tenantId, tenantId));
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({
+      reservationId: done?.reservation_id,
+      costMicro: BigInt(done?.cost_micro ?? -1),
+      settled: true,
+      promptTokens: 2,
+      completionTokens: 4,
+    });
+  });
+});
+
+describe('the store failing at finalize', () => {
+  let redis: RedisServer;
+  let harness: Harness;
+  beforeAll(async () => {
+    redis = await startRedisServer();
+    harness = await createHarness({
+      store: redisStore({ url: redis.url, log: silentLogger() }),
+      config: { localModelTokens: 20, localModelDelayMs: 50 },
+    });
+  });
+  afterAll(async () => {
+    await harness.close();
+    await redis.stop();
+  });
+
+  it('loses no charge: an unsettled spend row is settled once the store is back', async () => {
+    const { tenantId, key } = await setup(harness, { tier: 4, creditMicro: 1_000_000n });
+    const response = await infer(harness, key, { prompt: 'slow and unlucky', max_tokens: 20 });
+    expect(response.status).toBe(200);
+    // The reservation is made; freeze Redis while tokens are still flowing.
+    redis.process.kill('SIGSTOP');
+    let text: string;
+    try {
+      text = await response.text();
+    } finally {
+      redis.process.kill('SIGCONT');
+    }
+    expect(events(text).at(-1)).toEqual({ type: 'error', code: 'store_unavailable' });
+    const [row] = await harness.services.db.select().from(spend).where(eq(spend.tenantId, tenantId));
+    expect(row).toMatchObject({ settled: false, promptTokens: 4, completionTokens: 20, costMicro: 24n });
+
+    expect(await harness.services.spend.settleUnsettled()).toBe(1);
+    const [settled] = await harness.services.db.select().from(spend).where(eq(spend.tenantId, tenantId));
+    expect(settled).toMatchObject({ settled: true, costMicro: 24n });
+    expect(await harness.services.store.snapshot(tenantId)).toMatchObject({
+      committedMicro: 24n,
+      reservedMicro: 0n,
+    });
+    // Settling again changes nothing.
+    expect(await harness.services.spend.settleUnsettled()).toBe(0);
+    expect((await harness.services.store.snapshot(tenantId)).committedMicro).toBe(24n);
   });
 });

@@ -1,0 +1,121 @@
+import { eq } from 'drizzle-orm';
+import type { Db } from '../../db/index.js';
+import { type SpendRow, spend } from '../../db/schema/index.js';
+import type { Clock } from '../clock.js';
+import type { Logger } from '../observability/logger.js';
+import { StoreUnavailable } from '../store/errors.js';
+import type { Store } from '../store/store.js';
+
+export type SpendEntry = Omit<SpendRow, 'createdAt' | 'settledAt' | 'settled'>;
+
+// Settled rows are written in batches off the request path; 1 s keeps the table close to live.
+const FLUSH_MS = 1_000;
+// Unsettled rows are retried every 5 s, while the store is down as well as after.
+const RETRY_MS = 5_000;
+
+/**
+ * Spend rows in PostgreSQL, idempotent by reservation id. A settled row is queued and written in
+ * batches; an unsettled one (the store failed at finalize) is written at once, since it is the only
+ * record of a charge, and `settleUnsettled` finalizes it later (FINALIZED, or LATE_FINALIZE if the
+ * reaper got there first). Nothing is lost and nothing is charged twice.
+ */
+export class SpendRecorder {
+  private queue: SpendRow[] = [];
+  private timers: ReturnType<typeof setInterval>[] = [];
+
+  constructor(
+    private readonly db: Db,
+    private readonly store: Store,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+  ) {}
+
+  start(): void {
+    this.timers.push(
+      setInterval(
+        () => void this.flush().catch((error) => this.log.warn({ err: error }, 'spend flush failed')),
+        FLUSH_MS,
+      ),
+      setInterval(
+        () =>
+          void this.settleUnsettled().catch((error) =>
+            this.log.warn({ err: error }, 'spend settlement failed'),
+          ),
+        RETRY_MS,
+      ),
+    );
+    for (const timer of this.timers) timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    for (const timer of this.timers) clearInterval(timer);
+    this.timers = [];
+    await this.flush();
+  }
+
+  /** A settled request: queued, written within a second. */
+  settled(entry: SpendEntry): void {
+    const now = new Date(this.clock.now());
+    this.queue.push({ ...entry, settled: true, createdAt: now, settledAt: now });
+  }
+
+  /** The store failed at finalize: written now, settled later. */
+  async unsettled(entry: SpendEntry): Promise<void> {
+    const row = { ...entry, settled: false, createdAt: new Date(this.clock.now()), settledAt: null };
+    await this.db.insert(spend).values(row).onConflictDoNothing();
+    this.log.error(
+      { reservationId: entry.reservationId, tenantId: entry.tenantId },
+      'finalize failed: spend row kept unsettled',
+    );
+  }
+
+  async flush(): Promise<void> {
+    if (this.queue.length === 0) return;
+    const batch = this.queue;
+    this.queue = [];
+    try {
+      await this.db.insert(spend).values(batch).onConflictDoNothing();
+    } catch (error) {
+      this.queue = batch.concat(this.queue);
+      throw error;
+    }
+  }
+
+  /** Finalizes every unsettled row the store now accepts; returns how many were settled. */
+  async settleUnsettled(): Promise<number> {
+    const rows = await this.db.select().from(spend).where(eq(spend.settled, false)).limit(500);
+    let settled = 0;
+    for (const row of rows) {
+      let result: Awaited<ReturnType<Store['finalize']>>;
+      try {
+        result = await this.store.finalize({
+          tenantId: row.tenantId,
+          reservationId: row.reservationId,
+          actualCostMicro: row.costMicro,
+          actualTokens: row.promptTokens + row.completionTokens,
+          nowMs: this.clock.now(),
+        });
+      } catch (error) {
+        if (error instanceof StoreUnavailable) return settled;
+        throw error;
+      }
+      if (result.status === 'INVALID_INPUT') {
+        this.log.error(
+          { reservationId: row.reservationId, field: result.field },
+          'unsettled spend row refused by the store',
+        );
+        continue;
+      }
+      await this.db
+        .update(spend)
+        .set({ settled: true, settledAt: new Date(this.clock.now()), costMicro: result.chargedMicro })
+        .where(eq(spend.reservationId, row.reservationId));
+      this.log.info(
+        { reservationId: row.reservationId, status: result.status },
+        'unsettled spend row settled',
+      );
+      settled += 1;
+    }
+    return settled;
+  }
+}
