@@ -10,6 +10,7 @@ import { jwksRoute } from './http/jwks.js';
 import { keyInfoRoute } from './http/key-info.js';
 import { metricsRoute } from './http/metrics.js';
 import { applyCommonMiddleware } from './http/middleware.js';
+import { openAiRoutes } from './http/openai.js';
 import { readyRoute } from './http/ready.js';
 import { preAuthLimit } from './limits/preauth.js';
 import type { Logger } from './observability/logger.js';
@@ -36,6 +37,7 @@ export function createApp(services: Services): Hono<AppEnv> {
   app.route('/', jwksRoute(services));
   app.route('/', keyInfoRoute(services));
   app.route('/', inferenceRoute(services));
+  app.route('/', openAiRoutes(services));
   app.route('/', metricsRoute(services));
 
   app.use(

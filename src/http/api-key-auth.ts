@@ -1,4 +1,4 @@
-import type { MiddlewareHandler } from 'hono';
+import type { Context, MiddlewareHandler } from 'hono';
 import { bearerToken } from '../auth/caller.js';
 import { AppError } from '../errors.js';
 import type { VerifiedKey } from '../keys/verifier.js';
@@ -11,13 +11,16 @@ export type KeyEnv = AppEnv & { Variables: AppEnv['Variables'] & { apiKey: Verif
  * `Authorization: Bearer sg_…` on the caller routes. Every failure — no header, a malformed one,
  * an unknown prefix, a wrong secret, a revoked key, a frozen tenant — gets the same 401 body.
  */
-export function requireApiKey(services: Services): MiddlewareHandler<KeyEnv> {
+export function requireApiKey(
+  services: Services,
+  render: (c: Context<KeyEnv>, error: AppError) => Response = errorResponse,
+): MiddlewareHandler<KeyEnv> {
   return async (c, next) => {
     const token = bearerToken(c.req.header('authorization'));
     const key = token === undefined ? undefined : await services.keys.verify(token);
     if (key === undefined) {
       c.header('WWW-Authenticate', 'Bearer');
-      return errorResponse(c, new AppError('unauthorized', 'A valid API key is required'));
+      return render(c, new AppError('unauthorized', 'A valid API key is required'));
     }
     c.set('apiKey', key);
     await next();

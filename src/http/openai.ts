@@ -1,0 +1,168 @@
+import { type Context, Hono } from 'hono';
+import { streamSSE } from 'hono/streaming';
+import * as v from 'valibot';
+import { AppError, asAppError, type ErrorCode } from '../errors.js';
+import { prepare, relay } from '../inference/run.js';
+import type { Services } from '../services.js';
+import { tierLimits } from '../tenants/tiers.js';
+import { type KeyEnv, requireApiKey } from './api-key-auth.js';
+
+/**
+ * The OpenAI-compatible surface, so OpenAI clients work unchanged: GET /v1/models (the pools the
+ * key may use) and POST /v1/chat/completions (stream, with `stream_options.include_usage`, or
+ * not). `model` is a pool name. The same stages as the native route; errors in OpenAI's shape.
+ */
+const ChatRequest = v.object({
+  model: v.pipe(v.string(), v.minLength(1), v.maxLength(64)),
+  messages: v.pipe(
+    v.array(
+      v.object({
+        role: v.picklist(['system', 'developer', 'user', 'assistant', 'tool']),
+        content: v.union([v.pipe(v.string(), v.maxLength(200_000)), v.null()]),
+      }),
+    ),
+    v.minLength(1),
+    v.maxLength(256),
+  ),
+  max_tokens: v.optional(v.nullable(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(4_096)))),
+  max_completion_tokens: v.optional(
+    v.nullable(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(4_096))),
+  ),
+  stream: v.optional(v.nullable(v.boolean())),
+  stream_options: v.optional(v.nullable(v.object({ include_usage: v.optional(v.boolean()) }))),
+  user: v.optional(v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]{1,64}$/))),
+});
+
+const OPENAI_TYPES: Partial<Record<ErrorCode, string>> = {
+  invalid_request: 'invalid_request_error',
+  unauthorized: 'authentication_error',
+  budget_exceeded: 'insufficient_quota',
+  rate_limited: 'rate_limit_error',
+  forbidden: 'permission_error',
+  not_found: 'not_found_error',
+};
+
+/** `{"error":{"message","type","param","code"}}`, OpenAI's error body, with our status. */
+export function openAiError(c: Context, thrown: unknown): Response {
+  const error = asAppError(thrown);
+  return c.json(
+    {
+      error: {
+        message: error.message,
+        type: OPENAI_TYPES[error.code] ?? 'api_error',
+        param: null,
+        code: error.code,
+      },
+    },
+    error.status,
+  );
+}
+
+export function openAiRoutes(services: Services): Hono<KeyEnv> {
+  const app = new Hono<KeyEnv>();
+  const auth = requireApiKey(services, openAiError);
+
+  app.get('/v1/models', auth, (c) => {
+    const key = c.get('apiKey');
+    const pools = key.sandbox ? ['cheap'] : tierLimits(key.tenantTier).pools;
+    return c.json({
+      object: 'list',
+      data: pools.map((id) => ({ id, object: 'model', created: 0, owned_by: 'spicegate' })),
+    });
+  });
+
+  app.post('/v1/chat/completions', auth, async (c) => {
+    const key = c.get('apiKey');
+    const parsed = v.safeParse(ChatRequest, await c.req.json().catch(() => undefined));
+    if (!parsed.success) {
+      return openAiError(
+        c,
+        new AppError('invalid_request', `Invalid request: ${v.summarize(parsed.issues)}`),
+      );
+    }
+    const body = parsed.output;
+    const input = {
+      prompt: body.messages.map((message) => `${message.role}: ${message.content ?? ''}`).join('\n'),
+      maxTokens: body.max_completion_tokens ?? body.max_tokens ?? undefined,
+      pool: body.model,
+      userId: body.user,
+    };
+    const prepared = await prepare(services, key, input);
+    for (const [name, value] of Object.entries(prepared.headers)) c.header(name, value);
+    if (!prepared.ok) return openAiError(c, prepared.error);
+
+    const id = `chatcmpl-${prepared.reservationId}`;
+    const created = Math.floor(services.clock.now() / 1000);
+    const model = prepared.decision.pool;
+    const finish = (completionTokens: number) =>
+      completionTokens >= prepared.estimate.maxTokens ? 'length' : 'stop';
+    const usageOf = (usage: { promptTokens: number; completionTokens: number }) => ({
+      prompt_tokens: usage.promptTokens,
+      completion_tokens: usage.completionTokens,
+      total_tokens: usage.promptTokens + usage.completionTokens,
+    });
+
+    if (body.stream !== true) {
+      let content = '';
+      const outcome = await relay(services, key, input, prepared, {
+        signal: c.req.raw.signal,
+        onToken: async (token) => {
+          content += token;
+        },
+      });
+      if (outcome.kind === 'failed') {
+        return openAiError(c, new AppError(outcome.code, 'The request could not be completed'));
+      }
+      return c.json({
+        id,
+        object: 'chat.completion',
+        created,
+        model,
+        choices: [
+          {
+            index: 0,
+            message: { role: 'assistant', content },
+            finish_reason: finish(outcome.usage.completionTokens),
+          },
+        ],
+        usage: usageOf(outcome.usage),
+      });
+    }
+
+    return streamSSE(c, async (stream) => {
+      const clientGone = new AbortController();
+      stream.onAbort(() => clientGone.abort());
+      const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
+        stream.writeSSE({
+          data: JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices, ...extra }),
+        });
+      let first = true;
+      const outcome = await relay(services, key, input, prepared, {
+        signal: clientGone.signal,
+        onToken: async (token) => {
+          await chunk([
+            {
+              index: 0,
+              delta: first ? { role: 'assistant', content: token } : { content: token },
+              finish_reason: null,
+            },
+          ]);
+          first = false;
+        },
+      });
+      if (stream.aborted) return;
+      if (outcome.kind === 'failed') {
+        await stream.writeSSE({
+          data: JSON.stringify({
+            error: { message: 'The request could not be completed', type: 'api_error', code: outcome.code },
+          }),
+        });
+        return;
+      }
+      await chunk([{ index: 0, delta: {}, finish_reason: finish(outcome.usage.completionTokens) }]);
+      if (body.stream_options?.include_usage === true) await chunk([], { usage: usageOf(outcome.usage) });
+      await stream.writeSSE({ data: '[DONE]' });
+    });
+  });
+  return app;
+}

@@ -1,0 +1,95 @@
+import OpenAI from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createKey } from '../../src/keys/keys.js';
+import { createTenant } from '../../src/tenants/tenants.js';
+import { createHarness, type Harness } from '../support/harness.js';
+import { serve } from '../support/serve.js';
+
+/** The official `openai` client, pointed at the gateway as a user would. */
+let harness: Harness;
+let server: { url: string; close(): Promise<void> };
+
+beforeAll(async () => {
+  harness = await createHarness({ config: { localModelTokens: 8 } });
+  server = await serve(harness.app);
+});
+afterAll(async () => {
+  await server.close();
+  await harness.close();
+});
+
+async function client(tier: number, creditMicro: bigint) {
+  const tenant = await createTenant(harness.services, { name: 'OpenAI user', tier });
+  if (creditMicro > 0n)
+    await harness.services.store.credit({ tenantId: tenant.id, grantId: 'g', amountMicro: creditMicro });
+  const { key } = await createKey(harness.services, tenant.id, { name: 'sdk' });
+  return {
+    tenantId: tenant.id,
+    openai: new OpenAI({ apiKey: key, baseURL: `${server.url}/v1`, maxRetries: 0 }),
+  };
+}
+
+describe('OpenAI-compatible routes', () => {
+  it('lists the pools the key may use as models', async () => {
+    const { openai } = await client(2, 1_000n);
+    const models = await openai.models.list();
+    expect(models.data.map((model) => model.id)).toEqual(['cheap', 'standard']);
+  });
+
+  it('answers a non-streaming completion with usage, charging exactly its cost', async () => {
+    const { tenantId, openai } = await client(4, 1_000_000n);
+    const completion = await openai.chat.completions.create({
+      model: 'standard',
+      messages: [{ role: 'user', content: 'Say hello' }],
+      max_tokens: 5,
+    });
+    expect(completion.object).toBe('chat.completion');
+    expect(completion.choices[0]?.message.content).toBe('tok0 tok1 tok2 tok3 tok4');
+    expect(completion.choices[0]?.finish_reason).toBe('length');
+    // "user: Say hello" is 15 characters: 4 prompt tokens; 1 µ per token in `standard`.
+    expect(completion.usage).toEqual({ prompt_tokens: 4, completion_tokens: 5, total_tokens: 9 });
+    expect(await harness.services.store.snapshot(tenantId)).toMatchObject({
+      committedMicro: 9n,
+      reservedMicro: 0n,
+    });
+  });
+
+  it('streams chunks and, with include_usage, a final usage chunk', async () => {
+    const { tenantId, openai } = await client(4, 1_000_000n);
+    const stream = await openai.chat.completions.create({
+      model: 'cheap',
+      messages: [{ role: 'user', content: 'Stream please' }],
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let content = '';
+    let usage: OpenAI.CompletionUsage | undefined;
+    let finish: string | null | undefined;
+    for await (const chunk of stream) {
+      content += chunk.choices[0]?.delta.content ?? '';
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+      if (chunk.usage) usage = chunk.usage;
+    }
+    expect(content).toBe('tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7');
+    expect(finish).toBe('stop');
+    expect(usage).toEqual({ prompt_tokens: 5, completion_tokens: 8, total_tokens: 13 });
+    // cheap: 200 µ per 1,000 tokens, rounded up: 13 tokens → 3 µ.
+    expect((await harness.services.store.snapshot(tenantId)).committedMicro).toBe(3n);
+  });
+
+  it('gives OpenAI-shaped errors the client understands (401, 402)', async () => {
+    const unknown = new OpenAI({
+      apiKey: 'sg_live_AAAAAAAAAAAA_00000000000000000000000000000000',
+      baseURL: `${server.url}/v1`,
+      maxRetries: 0,
+    });
+    await expect(unknown.models.list()).rejects.toBeInstanceOf(OpenAI.AuthenticationError);
+    const { openai } = await client(4, 1n);
+    const error = await openai.chat.completions
+      .create({ model: 'standard', messages: [{ role: 'user', content: 'too expensive' }], max_tokens: 100 })
+      .catch((thrown: unknown) => thrown);
+    expect(error).toBeInstanceOf(OpenAI.APIError);
+    expect((error as InstanceType<typeof OpenAI.APIError>).status).toBe(402);
+    expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe('budget_exceeded');
+  });
+});
