@@ -242,3 +242,39 @@ describe('the store failing at finalize', () => {
     expect((await harness.services.store.snapshot(tenantId)).committedMicro).toBe(24n);
   });
 });
+
+describe('200 parallel streams for a tenant whose credits cover about 50', () => {
+  let harness: Harness;
+  beforeAll(async () => {
+    harness = await createHarness({ config: { localModelTokens: 16, localModelDelayMs: 2 } });
+  });
+  afterAll(() => harness.close());
+
+  it('never overspends; cost_micro, committed and spend rows agree', async () => {
+    // Each request reserves 4 + 16 = 20 tokens at 1 µ; 1,000 µ covers 50 of them.
+    // Distinct users and a generous key limit, so only the budget can refuse.
+    const { tenantId, key } = await setup(harness, { tier: 7, creditMicro: 1_000n, rpmLimit: 10_000 });
+    const responses = await Promise.all(
+      Array.from({ length: 200 }, (_, i) =>
+        infer(harness, key, { prompt: 'a parallel ask', max_tokens: 16, user: `u${i}` }),
+      ),
+    );
+    const statuses = responses.map((response) => response.status);
+    const bodies = await Promise.all(responses.map((response) => response.text()));
+    const costs = bodies
+      .map((text) => events(text).find((event) => event.type === 'done')?.cost_micro)
+      .filter((cost): cost is string => cost !== undefined)
+      .map(BigInt);
+    const admitted = statuses.filter((status) => status === 200).length;
+    expect(admitted).toBe(50);
+    expect(statuses.filter((status) => status === 402)).toHaveLength(150);
+    const charged = costs.reduce((sum, cost) => sum + cost, 0n);
+    const snapshot = await harness.services.store.snapshot(tenantId);
+    expect(snapshot).toMatchObject({ committedMicro: charged, reservedMicro: 0n });
+    expect(snapshot.committedMicro).toBeLessThanOrEqual(snapshot.creditedMicro);
+    await harness.services.spend.flush();
+    const rows = await harness.services.db.select().from(spend).where(eq(spend.tenantId, tenantId));
+    expect(rows).toHaveLength(50);
+    expect(rows.reduce((sum, row) => sum + row.costMicro, 0n)).toBe(charged);
+  });
+});
