@@ -1,4 +1,4 @@
-import { and, asc, count, eq, gt, isNull, or } from 'drizzle-orm';
+import { and, asc, count, eq, gt, isNull, ne, or } from 'drizzle-orm';
 import { type ApiKeyRow, apiKeys, tenants } from '../../db/schema/index.js';
 import { AppError } from '../errors.js';
 import { newId } from '../ids.js';
@@ -34,10 +34,32 @@ export interface CreateKeyInput {
   monthlyCapMicro?: string | undefined;
 }
 
+type Tx = Parameters<Parameters<Services['db']['transaction']>[0]>[0];
+
 export async function createKey(
   services: Services,
   tenantId: string,
   input: CreateKeyInput,
+): Promise<{ id: string; key: string; prefix: string }> {
+  const created = await services.db.transaction((tx) => insertKey(tx, services, tenantId, input, undefined));
+  await announce(services);
+  services.log.info(
+    { keyId: created.id, tenantId, prefix: created.prefix, sandbox: input.sandbox ?? false },
+    'API key created',
+  );
+  return created;
+}
+
+/**
+ * Inserts a key inside the caller's transaction, after locking the tenant row, so concurrent
+ * creations cannot both pass the active-key limit. `replacing` (a rotation) is not counted.
+ */
+async function insertKey(
+  tx: Tx,
+  services: Services,
+  tenantId: string,
+  input: CreateKeyInput,
+  replacing: string | undefined,
 ): Promise<{ id: string; key: string; prefix: string }> {
   const sandbox = input.sandbox ?? false;
   const limits = sandbox
@@ -57,46 +79,58 @@ export async function createKey(
   const id = newId('key');
   const now = new Date(services.clock.now());
 
-  await services.db.transaction(async (tx) => {
-    // Serialises creations per tenant, so two at once cannot both pass the limit.
-    const [tenant] = await tx
-      .select({ id: tenants.id })
-      .from(tenants)
-      .where(eq(tenants.id, tenantId))
-      .for('update');
-    if (tenant === undefined) throw new AppError('not_found', `No tenant ${tenantId}`);
-    const [active] = await tx
-      .select({ n: count() })
-      .from(apiKeys)
-      .where(and(eq(apiKeys.tenantId, tenantId), isActive(now)));
-    const max = services.config.apiKeysMaxActive;
-    if ((active?.n ?? 0) >= max) {
-      throw new AppError(
-        'conflict',
-        `Tenant ${tenantId} already has ${max} active keys (the maximum); revoke one first`,
-        {
-          maxActiveKeys: max,
-        },
-      );
-    }
-    await tx.insert(apiKeys).values({
-      id,
-      tenantId,
-      name: input.name,
-      prefix: generated.prefix,
-      salt: salt.toString('base64'),
-      hash: hashSecret(pepper, salt, generated.secret).toString('base64'),
-      pepperVersion: version,
-      sandbox,
-      scopes: input.scopes ?? [],
-      ...limits,
-      createdAt: now,
-    });
+  const [tenant] = await tx
+    .select({ id: tenants.id })
+    .from(tenants)
+    .where(eq(tenants.id, tenantId))
+    .for('update');
+  if (tenant === undefined) throw new AppError('not_found', `No tenant ${tenantId}`);
+  const counted = replacing === undefined ? isActive(now) : and(isActive(now), ne(apiKeys.id, replacing));
+  const [active] = await tx
+    .select({ n: count() })
+    .from(apiKeys)
+    .where(and(eq(apiKeys.tenantId, tenantId), counted));
+  const max = services.config.apiKeysMaxActive;
+  if ((active?.n ?? 0) >= max) {
+    throw new AppError(
+      'conflict',
+      `Tenant ${tenantId} already has ${max} active keys (the maximum); revoke one first`,
+      {
+        maxActiveKeys: max,
+      },
+    );
+  }
+  await tx.insert(apiKeys).values({
+    id,
+    tenantId,
+    name: input.name,
+    prefix: generated.prefix,
+    salt: salt.toString('base64'),
+    hash: hashSecret(pepper, salt, generated.secret).toString('base64'),
+    pepperVersion: version,
+    sandbox,
+    scopes: input.scopes ?? [],
+    ...limits,
+    createdAt: now,
   });
-  // A prefix may sit in another instance's negative cache.
-  await services.keys.changed();
-  services.log.info({ keyId: id, tenantId, prefix: generated.prefix, sandbox }, 'API key created');
   return { id, key: generated.key, prefix: generated.prefix };
+}
+
+/**
+ * Tells every instance's key cache that something changed. After a committed change a failure
+ * here is logged, not thrown: the change happened, and caches expire on their own (negative
+ * entries within 5 s).
+ */
+export async function announce(services: Services): Promise<void> {
+  try {
+    await services.keys.changed();
+  } catch (error) {
+    services.keys.forgetAll();
+    services.log.error(
+      { err: error },
+      'the keys epoch could not be moved: other instances see the change late',
+    );
+  }
 }
 
 export async function listKeys(services: Services, tenantId: string): Promise<ApiKeyView[]> {
@@ -120,37 +154,57 @@ export async function revokeKey(services: Services, tenantId: string, id: string
     .set({ revokedAt: now })
     .where(and(eq(apiKeys.id, row.id), or(isNull(apiKeys.revokedAt), gt(apiKeys.revokedAt, now))))
     .returning();
-  await services.keys.changed();
+  await announce(services);
   services.log.info({ keyId: id, tenantId }, 'API key revoked');
   return toView(updated ?? row);
 }
 
-/** A new key with the same settings; the old one is revoked now, or after a grace window. */
+/**
+ * A new key with the same settings; the old one is revoked now, or after a grace window (never
+ * later than it already was). One transaction: either both happen or neither.
+ */
 export async function rotateKey(
   services: Services,
   tenantId: string,
   input: { id: string; graceSeconds?: number | undefined },
 ): Promise<{ id: string; key: string; prefix: string; oldKeyRevokedAt: string }> {
-  const old = await findKey(services, tenantId, input.id);
   const now = services.clock.now();
-  if (old.revokedAt !== null && old.revokedAt.getTime() <= now) {
-    throw new AppError('conflict', `Key ${input.id} is revoked`);
-  }
-  const revokeAt = new Date(now + (input.graceSeconds ?? 0) * 1000);
-  await services.db.update(apiKeys).set({ revokedAt: revokeAt }).where(eq(apiKeys.id, old.id));
-  const created = await createKey(services, tenantId, {
-    name: old.name,
-    sandbox: old.sandbox,
-    scopes: old.scopes,
-    ...(old.rpmLimit === null ? {} : { rpmLimit: old.rpmLimit }),
-    ...(old.tpdLimit === null ? {} : { tpdLimit: old.tpdLimit }),
-    ...(old.monthlyCapMicro === null ? {} : { monthlyCapMicro: old.monthlyCapMicro.toString() }),
-  }).catch(async (error: unknown) => {
-    // Nothing half-done: the old key keeps working if the new one cannot be made.
-    await services.db.update(apiKeys).set({ revokedAt: old.revokedAt }).where(eq(apiKeys.id, old.id));
-    throw error;
+  const result = await services.db.transaction(async (tx) => {
+    const [old] = await tx
+      .select()
+      .from(apiKeys)
+      .where(and(eq(apiKeys.id, input.id), eq(apiKeys.tenantId, tenantId)))
+      .for('update');
+    if (old === undefined) throw new AppError('not_found', `No key ${input.id}`);
+    if (old.revokedAt !== null && old.revokedAt.getTime() <= now)
+      throw new AppError('conflict', `Key ${input.id} is revoked`);
+    const graceEnd = now + (input.graceSeconds ?? 0) * 1000;
+    const revokeAt = new Date(
+      old.revokedAt === null ? graceEnd : Math.min(graceEnd, old.revokedAt.getTime()),
+    );
+    await tx.update(apiKeys).set({ revokedAt: revokeAt }).where(eq(apiKeys.id, old.id));
+    const created = await insertKey(
+      tx,
+      services,
+      tenantId,
+      {
+        name: old.name,
+        sandbox: old.sandbox,
+        scopes: old.scopes,
+        ...(old.rpmLimit === null ? {} : { rpmLimit: old.rpmLimit }),
+        ...(old.tpdLimit === null ? {} : { tpdLimit: old.tpdLimit }),
+        ...(old.monthlyCapMicro === null ? {} : { monthlyCapMicro: old.monthlyCapMicro.toString() }),
+      },
+      old.id,
+    );
+    return { ...created, oldKeyRevokedAt: revokeAt.toISOString() };
   });
-  return { ...created, oldKeyRevokedAt: revokeAt.toISOString() };
+  await announce(services);
+  services.log.info(
+    { keyId: input.id, newKeyId: result.id, tenantId, revokeAt: result.oldKeyRevokedAt },
+    'API key rotated',
+  );
+  return result;
 }
 
 export async function updateKey(
@@ -177,7 +231,7 @@ export async function updateKey(
     changes.monthlyCapMicro = input.monthlyCapMicro === null ? null : BigInt(input.monthlyCapMicro);
   }
   const [updated] = await services.db.update(apiKeys).set(changes).where(eq(apiKeys.id, row.id)).returning();
-  await services.keys.changed();
+  await announce(services);
   return toView(updated ?? row);
 }
 

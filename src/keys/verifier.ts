@@ -54,6 +54,8 @@ export class KeyVerifier {
   private readonly negative = new Map<string, number>();
   private readonly usage = new Map<string, number>();
   private epoch = -1;
+  /** Moves on every forgetAll: a lookup that started before it must not refill the cache. */
+  private generation = 0;
   private timers: ReturnType<typeof setInterval>[] = [];
   private readonly dummySalt = newSalt();
 
@@ -100,6 +102,7 @@ export class KeyVerifier {
   }
 
   forgetAll(): void {
+    this.generation += 1;
     this.positive.clear();
     this.negative.clear();
   }
@@ -149,6 +152,7 @@ export class KeyVerifier {
     const missedAt = this.negative.get(prefix);
     if (missedAt !== undefined && now - missedAt < NEGATIVE_TTL_MS) return undefined;
 
+    const generation = this.generation;
     const [found] = await this.db
       .select({
         row: apiKeys,
@@ -160,12 +164,16 @@ export class KeyVerifier {
       .innerJoin(tenants, eq(tenants.id, apiKeys.tenantId))
       .where(eq(apiKeys.prefix, prefix))
       .limit(1);
-    if (this.positive.size + this.negative.size > MAX_CACHE_ENTRIES) this.forgetAll();
-    if (found === undefined) {
+    const entry = found === undefined ? undefined : { ...found, cachedAt: now };
+    // A revocation that landed while the query ran must not be undone by caching its answer.
+    if (generation !== this.generation) return entry;
+    if (entry === undefined) {
+      // Made-up prefixes only ever evict each other, never the cache of real keys.
+      if (this.negative.size >= MAX_CACHE_ENTRIES) this.negative.clear();
       this.negative.set(prefix, now);
       return undefined;
     }
-    const entry = { ...found, cachedAt: now };
+    if (this.positive.size >= MAX_CACHE_ENTRIES) this.positive.clear();
     this.positive.set(prefix, entry);
     return entry;
   }

@@ -2,6 +2,7 @@ import { asc, eq } from 'drizzle-orm';
 import { type TenantRow, tenants } from '../../db/schema/index.js';
 import { AppError } from '../errors.js';
 import { newId } from '../ids.js';
+import { announce } from '../keys/keys.js';
 import type { Services } from '../services.js';
 
 /** A tenant as the API shows it: money as a decimal string, times as ISO 8601. */
@@ -51,7 +52,7 @@ export async function updateTenant(
   if (input.frozen !== undefined) changes.frozen = input.frozen;
   const [row] = await services.db.update(tenants).set(changes).where(eq(tenants.id, input.id)).returning();
   if (row === undefined) throw new AppError('not_found', `No tenant ${input.id}`);
-  await services.keys.changed();
+  await announce(services);
   services.log.info({ tenantId: row.id, tier: row.tier, frozen: row.frozen }, 'tenant updated');
   return toTenant(row);
 }

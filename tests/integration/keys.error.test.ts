@@ -59,3 +59,78 @@ describe('keys errors', () => {
     expect((await trpc(harness, member, 'keys.rotate', { id: revoked?.id }, 'POST')).status).toBe(409);
   });
 });
+
+describe('keys under pressure', () => {
+  it('20 concurrent creations leave exactly the maximum active', async () => {
+    const fresh = (await createTenant(harness.services, { name: 'Race', tier: 2 })).id;
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        trpc(harness, harness.adminToken, 'keys.create', { name: `r${i}`, tenantId: fresh }, 'POST'),
+      ),
+    );
+    expect(results.filter((result) => result.status === 200)).toHaveLength(10);
+    expect(results.filter((result) => result.status === 409)).toHaveLength(10);
+  });
+
+  it('a rotation at the maximum works (the old key is being replaced) and is all-or-nothing', async () => {
+    const full = (await createTenant(harness.services, { name: 'Full', tier: 2 })).id;
+    const ids: string[] = [];
+    for (let i = 0; i < 10; i += 1) {
+      ids.push(
+        data<{ id: string }>(
+          await trpc(harness, harness.adminToken, 'keys.create', { name: `f${i}`, tenantId: full }, 'POST'),
+        ).id,
+      );
+    }
+    const rotated = await trpc(
+      harness,
+      harness.adminToken,
+      'keys.rotate',
+      { id: ids[0], tenantId: full, graceSeconds: 60 },
+      'POST',
+    );
+    expect(rotated.status).toBe(200);
+    // Now 11 rows are active (one in its grace window): another rotation with grace must fail whole.
+    const before = data<{ id: string; revokedAt: string | null }[]>(
+      await trpc(harness, harness.adminToken, 'keys.list', { tenantId: full }),
+    );
+    const second = await trpc(
+      harness,
+      harness.adminToken,
+      'keys.rotate',
+      { id: ids[1], tenantId: full, graceSeconds: 60 },
+      'POST',
+    );
+    expect(second.status).toBe(409);
+    const after = data<{ id: string; revokedAt: string | null }[]>(
+      await trpc(harness, harness.adminToken, 'keys.list', { tenantId: full }),
+    );
+    expect(after).toEqual(before);
+  });
+
+  it('rotating a key already in its grace window never extends it', async () => {
+    const tenant = (await createTenant(harness.services, { name: 'Grace', tier: 2 })).id;
+    const key = data<{ id: string }>(
+      await trpc(harness, harness.adminToken, 'keys.create', { name: 'g', tenantId: tenant }, 'POST'),
+    );
+    const first = data<{ oldKeyRevokedAt: string }>(
+      await trpc(
+        harness,
+        harness.adminToken,
+        'keys.rotate',
+        { id: key.id, tenantId: tenant, graceSeconds: 60 },
+        'POST',
+      ),
+    );
+    const second = data<{ oldKeyRevokedAt: string }>(
+      await trpc(
+        harness,
+        harness.adminToken,
+        'keys.rotate',
+        { id: key.id, tenantId: tenant, graceSeconds: 7 * 86_400 },
+        'POST',
+      ),
+    );
+    expect(Date.parse(second.oldKeyRevokedAt)).toBe(Date.parse(first.oldKeyRevokedAt));
+  });
+});

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { KEY_PATTERN } from '../../src/keys/format.js';
 import { issueCallerToken } from '../../src/signing/tokens.js';
 import { createTenant } from '../../src/tenants/tenants.js';
@@ -110,6 +110,15 @@ describe('keys.revoke, keys.rotate and keys.update', () => {
     expect((await keyInfo(old.key)).status).toBe(200);
     expect((await keyInfo(rotated.key)).status).toBe(200);
     expect(Date.parse(rotated.oldKeyRevokedAt)).toBeGreaterThan(Date.now() + 3_500_000);
+    // …and once the window has passed, the old key is refused (the clock is moved, not waited for).
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      vi.setSystemTime(Date.parse(rotated.oldKeyRevokedAt) + 1);
+      expect((await keyInfo(old.key)).status).toBe(401);
+      expect((await keyInfo(rotated.key)).status).toBe(200);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('update changes the limits a key carries', async () => {
