@@ -18,7 +18,7 @@ import { assembleServices, type Services } from '../services.js';
 import { localSigner, parsePrivateJwks } from '../signing/signer.js';
 import { memoryStore, redisOptions, redisStore, type Store, upstashStore } from '../store/index.js';
 import { loadConfigOrExit } from './env.js';
-import { jsonKeyFile } from './key-file.js';
+import { jsonKeyDir } from './key-file.js';
 import { adminTokenPath, ensureDataDir, ensureSecretFile } from './secrets.js';
 
 /**
@@ -64,7 +64,7 @@ export async function buildNodeServices(
 
   const signer = await localSigner({
     configured: parsePrivateJwks(config.signingPrivateJwks),
-    file: jsonKeyFile(join(config.dataDir, 'signing-keys.json')),
+    file: jsonKeyDir(join(config.dataDir, 'signing-keys')),
   });
   const peppers = await loadPeppers(config, log);
   // Its own connection: a pre-auth flood never queues behind admission and settlement.

@@ -5,6 +5,7 @@ import { createApp, createNotReadyApp } from '../app.js';
 import { type Config, type Env, parseConfig } from '../config.js';
 import type { AppEnv } from '../http/context.js';
 import { type Peppers, parsePeppers } from '../keys/peppers.js';
+import { createPreAuthLimiter, type PreAuthLimiter } from '../limits/preauth.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { createMetrics, type Metrics } from '../observability/metrics.js';
 import { assembleServices, type Services } from '../services.js';
@@ -48,6 +49,7 @@ type IsolateState =
       signer: Promise<Signer>;
       keyCache: KeyCache;
       peppers: Peppers;
+      preAuth: PreAuthLimiter;
     }
   | { ready: false; app: Hono<AppEnv> };
 
@@ -71,6 +73,9 @@ export default {
       const signer = await isolate.signer;
       services = assembleServices({
         peppers: isolate.peppers,
+        // Per isolate, not per request: its counters must outlive a request. In-process only for
+        // now; the Upstash-backed limiter (shared by isolates) is still to come.
+        preAuth: isolate.preAuth,
         // Cloudflare's edge sets it; a client cannot forge it past the edge.
         clientAddress: (req) => req.headers.get('cf-connecting-ip') ?? undefined,
         config,
@@ -136,6 +141,7 @@ function initIsolate(env: WorkerEnv): IsolateState {
   return {
     ready: true,
     peppers,
+    preAuth: createPreAuthLimiter({ log }),
     config,
     log,
     metrics,

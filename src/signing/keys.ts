@@ -5,6 +5,7 @@ import type { Db } from '../../db/index.js';
 import { type SigningKeyRow, signingKeys } from '../../db/schema/index.js';
 import type { Clock } from '../clock.js';
 import type { Config } from '../config.js';
+import { AppError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import { SIGNING_ALG, type Signer } from './signer.js';
 
@@ -93,17 +94,18 @@ export class SigningKeys {
       this.log.info({ kid }, 'first signing key created and activated');
       await this.refresh();
     }
-    const active = this.active();
-    if (active !== undefined && !this.signer.has(active.kid)) {
+    const missing = this.missingPrivateKeys();
+    if (missing.length > 0) {
       this.log.error(
-        { kid: active.kid },
-        'this instance lacks the private half of the active signing key: share the keys (SIGNING_PRIVATE_JWKS or a shared DATA_DIR)',
+        { kids: missing },
+        'this instance lacks the private half of the active or pending signing key: share the keys (a shared DATA_DIR, or SIGNING_PRIVATE_JWKS)',
       );
     }
   }
 
   /** Re-reads the table and marks keys whose publication has ended as retired. */
   async refresh(): Promise<void> {
+    await this.signer.reload();
     const now = new Date(this.clock.now());
     let rows = await this.db.select().from(signingKeys).orderBy(signingKeys.activatedAt);
     if (rows.some((row) => row.retiredAt === null && row.expiresAt !== null && row.expiresAt <= now)) {
@@ -176,9 +178,15 @@ export class SigningKeys {
    * returned as it is, so two callers do not make two keys.
    */
   async rotate(): Promise<SigningKey> {
+    if (!this.signer.persistent) {
+      throw new AppError(
+        'conflict',
+        'This signer cannot keep new keys (no key file): rotate by adding a key to SIGNING_PRIVATE_JWKS everywhere, or use a shared signer',
+      );
+    }
     await this.refresh();
     const now = this.clock.now();
-    const pending = this.rows.find((row) => row.activatedAt.getTime() > now && isPublished(row, now));
+    const pending = this.pendingKey(this.rows, now);
     if (pending !== undefined) return this.describe(pending.kid);
 
     const activatesAt = now + (this.config.jwksMaxAgeSeconds + this.config.jwtClockSkewSeconds) * 1000;
@@ -187,7 +195,11 @@ export class SigningKeys {
     const oldExpireAt =
       activatesAt + longestTokenMs + (this.config.jwksMaxAgeSeconds + this.config.jwtClockSkewSeconds) * 1000;
     const { kid, publicJwk } = await this.signer.createKey();
-    await this.db.transaction(async (tx) => {
+    const chosen = await this.db.transaction(async (tx) => {
+      // Locks every key row: two rotations at once are serialised, and the second finds the first.
+      const locked = await tx.select().from(signingKeys).for('update');
+      const raced = this.pendingKey(locked, now);
+      if (raced !== undefined) return raced.kid;
       await tx
         .update(signingKeys)
         .set({ expiresAt: new Date(oldExpireAt) })
@@ -199,10 +211,30 @@ export class SigningKeys {
         createdAt: new Date(now),
         activatedAt: new Date(activatesAt),
       });
+      return kid;
     });
-    this.log.info({ kid, activatesAt: new Date(activatesAt).toISOString() }, 'signing key rotation started');
+    if (chosen === kid) {
+      this.log.info(
+        { kid, activatesAt: new Date(activatesAt).toISOString() },
+        'signing key rotation started',
+      );
+    }
     await this.refresh();
-    return this.describe(kid);
+    return this.describe(chosen);
+  }
+
+  private pendingKey(rows: SigningKeyRow[], now: number): SigningKeyRow | undefined {
+    return rows.find((row) => row.activatedAt.getTime() > now && isPublished(row, now));
+  }
+
+  /** Active or pending keys this instance could not sign with. */
+  private missingPrivateKeys(): string[] {
+    const now = this.clock.now();
+    const active = this.active();
+    return this.rows
+      .filter((row) => isPublished(row, now) && (row.kid === active?.kid || row.activatedAt.getTime() > now))
+      .map((row) => row.kid)
+      .filter((kid) => !this.signer.has(kid));
   }
 
   /** Age of the active key in days, and whether it passed SIGNING_KEY_MAX_AGE_DAYS. */
@@ -211,11 +243,13 @@ export class SigningKeys {
     if (active === undefined)
       return { activeKid: null, activeKeyAgeDays: null, warning: 'no_active_signing_key' };
     const ageDays = (this.clock.now() - active.activatedAt.getTime()) / DAY_MS;
-    return {
-      activeKid: active.kid,
-      activeKeyAgeDays: Math.floor(ageDays * 10) / 10,
-      warning: ageDays > this.config.signingKeyMaxAgeDays ? 'signing_key_older_than_max_age' : null,
-    };
+    const warning =
+      this.missingPrivateKeys().length > 0
+        ? 'signing_private_key_missing'
+        : ageDays > this.config.signingKeyMaxAgeDays
+          ? 'signing_key_older_than_max_age'
+          : null;
+    return { activeKid: active.kid, activeKeyAgeDays: Math.floor(ageDays * 10) / 10, warning };
   }
 
   /** Whether automatic rotation (SIGNING_ROTATE_DAYS) is due now. */

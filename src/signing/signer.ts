@@ -25,6 +25,10 @@ export interface Signer {
   has(kid: string): boolean;
   /** Public halves of the keys it was configured with (the first becomes the first key on a fresh database). */
   configuredKeys(): { kid: string; publicJwk: JWK }[];
+  /** Whether keys it creates outlive this process (a key file); rotation needs that. */
+  readonly persistent: boolean;
+  /** Picks up keys another process added (a shared key file). */
+  reload(): Promise<void>;
   /** A compact JWS: header {alg: ES256, kid, typ: JWT}, the given claims. */
   signJwt(kid: string, claims: JWTPayload): Promise<string>;
 }
@@ -36,8 +40,8 @@ export function parsePrivateJwks(text: string | undefined): JWK[] {
 
 export interface KeyFile {
   read(): Promise<JWK[]>;
-  /** Replaces the file's content (mode 0600). */
-  write(keys: JWK[]): Promise<void>;
+  /** Saves one private key (readable by the owner only); never touches the others. */
+  add(kid: string, jwk: JWK): Promise<void>;
 }
 
 /**
@@ -63,18 +67,26 @@ export async function localSigner(options: { configured?: JWK[]; file?: KeyFile 
     kid: jwk.kid as string,
     publicJwk: publicHalf(jwk),
   }));
-  for (const jwk of (await options.file?.read()) ?? []) await add(jwk);
+  const loadFile = async () => {
+    for (const jwk of (await options.file?.read()) ?? []) {
+      const kid = await thumbprint(jwk);
+      if (!privateJwks.has(kid)) await add(jwk);
+    }
+  };
+  await loadFile();
 
   return {
     kind: 'local',
     has: (kid) => keys.has(kid),
     configuredKeys: () => configured,
+    persistent: options.file !== undefined,
+    reload: loadFile,
     createKey: async () => {
       const { privateKey } = await generateKeyPair(SIGNING_ALG, { extractable: true });
       const jwk = await exportJWK(privateKey);
       await add(jwk);
       const kid = await thumbprint(jwk);
-      await options.file?.write([...privateJwks.values()]);
+      await options.file?.add(kid, privateJwks.get(kid) as JWK);
       return { kid, publicJwk: publicHalf(privateJwks.get(kid) as JWK) };
     },
     signJwt: async (kid, claims) => {

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -111,7 +111,11 @@ describe('spicegate serve on embedded defaults (PGlite + memory store)', () => {
     const jwks = (await (await fetch(`${url}/.well-known/jwks.json`)).json()) as { keys: unknown[] };
     expect(jwks.keys).toHaveLength(2);
     // The private keys and the API key pepper stay in DATA_DIR, readable by the owner only.
-    expect((await stat(join(dataDir, 'signing-keys.json'))).mode & 0o777).toBe(0o600);
+    const keyFiles = await readdir(join(dataDir, 'signing-keys'));
+    expect(keyFiles).toHaveLength(2);
+    for (const name of keyFiles)
+      expect((await stat(join(dataDir, 'signing-keys', name))).mode & 0o777).toBe(0o600);
+    expect((await stat(join(dataDir, 'signing-keys'))).mode & 0o077).toBe(0);
     expect((await stat(join(dataDir, 'api-key-pepper'))).mode & 0o777).toBe(0o600);
   });
 

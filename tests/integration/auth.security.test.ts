@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { localSigner } from '../../src/signing/signer.js';
 import { CALLER_AUDIENCE, issueCallerToken } from '../../src/signing/tokens.js';
 import { createHarness, type Harness } from '../support/harness.js';
+import { tempKeyFile } from '../support/key-file.js';
 
 /**
  * tRPC callers' JWTs: every malformed, misdirected or forged token is a 401, never a 5xx. The test
@@ -76,7 +77,7 @@ beforeAll(async () => {
   kid = await calculateJwkThumbprint(privateJwk);
   externalIdp = await startIdp();
   harness = await createHarness({
-    signer: await localSigner({ configured: [privateJwk] }),
+    signer: await localSigner({ configured: [privateJwk], file: tempKeyFile() }),
     config: {
       externalAuth: { jwksUrl: externalIdp.url, issuer: 'https://idp.example', audience: 'spicegate-api' },
     },

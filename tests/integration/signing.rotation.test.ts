@@ -5,6 +5,7 @@ import { localSigner, type Signer } from '../../src/signing/signer.js';
 import { signS2sToken } from '../../src/signing/tokens.js';
 import { createVerifier } from '../../src/signing/verifier.js';
 import { createHarness, type Harness } from '../support/harness.js';
+import { tempKeyFile } from '../support/key-file.js';
 import { serve } from '../support/serve.js';
 
 /**
@@ -21,7 +22,7 @@ describe('signing key rotation', () => {
   beforeAll(async () => {
     vi.useFakeTimers({ toFake: ['Date'] });
     vi.setSystemTime(T0);
-    signer = await localSigner();
+    signer = await localSigner({ file: tempKeyFile() });
     // Caller tokens live at most 10 minutes here, so the overlap ends within the test.
     harness = await createHarness({ signer, config: { adminTokenMaxTtlSeconds: 600 } });
     server = await serve(harness.app);
@@ -193,6 +194,72 @@ describe('signing key age and automatic rotation', () => {
       expect(metric).toMatch(/spicegate_signing_key_age_seconds 78\d{5}/);
     } finally {
       await harnessOld.close();
+    }
+  });
+});
+
+const claims = {
+  subject: 'u1',
+  tenantId: 'ten_1',
+  tier: 4,
+  pool: 'standard',
+  reservationId: 'res_1',
+  keyId: 'key_1',
+};
+
+describe('several instances', () => {
+  it('share a key file: a key rotated on one signs on the other; concurrent rotations make one key', async () => {
+    const file = tempKeyFile();
+    const first = await createHarness({ signer: await localSigner({ file }) });
+    const second = await createHarness({ shareWith: first, signer: await localSigner({ file }) });
+    try {
+      const [a, b] = await Promise.all([first.services.signing.rotate(), second.services.signing.rotate()]);
+      expect(a.kid).toBe(b.kid);
+      expect(first.services.signing.list().filter((key) => key.state === 'pending')).toHaveLength(1);
+      await second.services.signing.refresh();
+      expect(second.services.signing.health().warning).toBeNull();
+      vi.useFakeTimers({ toFake: ['Date'] });
+      try {
+        vi.setSystemTime(Date.parse(a.activatedAt));
+        const token = await signS2sToken(second.services, claims);
+        expect(JSON.parse(Buffer.from(token.split('.')[0] as string, 'base64url').toString()).kid).toBe(
+          a.kid,
+        );
+      } finally {
+        vi.useRealTimers();
+      }
+    } finally {
+      await second.close();
+      await first.close();
+    }
+  });
+
+  it('an instance without the pending key’s private half says so in /health', async () => {
+    const first = await createHarness({ signer: await localSigner({ file: tempKeyFile() }) });
+    const second = await createHarness({
+      shareWith: first,
+      signer: await localSigner({ file: tempKeyFile() }),
+    });
+    try {
+      await first.services.signing.rotate();
+      await second.services.signing.refresh();
+      const body = (await (await second.request('/health')).json()) as {
+        signing: { warning: string | null };
+      };
+      expect(body.signing.warning).toBe('signing_private_key_missing');
+    } finally {
+      await second.close();
+      await first.close();
+    }
+  });
+
+  it('a signer that cannot keep keys refuses to rotate', async () => {
+    const harness = await createHarness({ signer: await localSigner() });
+    try {
+      await expect(harness.services.signing.rotate()).rejects.toMatchObject({ code: 'conflict' });
+      expect(harness.services.signing.list()).toHaveLength(1);
+    } finally {
+      await harness.close();
     }
   });
 });

@@ -12,6 +12,7 @@ import { assembleServices, type Services } from '../../src/services.js';
 import { localSigner, type Signer } from '../../src/signing/signer.js';
 import { redisStore, type Store } from '../../src/store/index.js';
 import { createTestDatabase, type TestDatabase } from './database.js';
+import { tempKeyFile } from './key-file.js';
 import { deleteKeysWithPrefix } from './redis-cleanup.js';
 
 export type LogRecord = Record<string, unknown> & { msg?: string; level?: string };
@@ -73,7 +74,7 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
     config,
     database: database.handle,
     store,
-    signer: options.signer ?? (await localSigner()),
+    signer: options.signer ?? (await localSigner({ file: tempKeyFile() })),
     peppers: parsePeppers(pepperText) as Peppers,
     log,
     metrics,
