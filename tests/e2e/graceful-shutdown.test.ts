@@ -47,8 +47,8 @@ describe('SIGTERM with a slow request in flight', () => {
   it('lets the request complete, refuses new connections, then exits 0', async () => {
     expect((await fetch(`${url}/ready`)).status).toBe(200);
 
-    // 400 ms: slow, but inside the store's 500 ms command timeout, so the request succeeds.
-    proxy.setDelay(400);
+    // 250 ms: slow, but well inside the store's 500 ms command timeout, so the request succeeds.
+    proxy.setDelay(250);
     const pingSent = once(proxy.events, 'clientData');
     const slow = fetch(`${url}/ready`).then(async (response) => ({
       status: response.status,
