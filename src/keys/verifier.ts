@@ -200,7 +200,8 @@ export class KeyVerifier {
   /** Writes last_used_at for the keys used since the last flush, in one transaction. */
   async flushUsage(): Promise<void> {
     if (this.usage.size === 0) return;
-    const batch = [...this.usage.entries()];
+    // Sorted, so two instances flushing at once take row locks in the same order (no deadlock).
+    const batch = [...this.usage.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     this.usage.clear();
     await this.db.transaction(async (tx) => {
       for (const [id, at] of batch)
