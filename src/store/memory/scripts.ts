@@ -182,17 +182,7 @@ const admit: Script = (kv, keys, args) => {
     const capacity = limits.burstCapacity;
     const refill = Math.max(0, limits.burstRefillPerMinute);
     const scaledCap = capacity * WINDOW_MS;
-    const [storedLevel, storedTs] = kv.hmget(burstKey, 'level', 'ts');
-    let level = scaledCap;
-    let ts = now;
-    if (storedLevel !== null && storedLevel !== undefined) {
-      level = num(storedLevel);
-      ts = num(storedTs ?? null);
-      if (now > ts) {
-        level = Math.min(scaledCap, level + (now - ts) * refill);
-        ts = now;
-      }
-    }
+    const { level, ts } = refilled(kv, burstKey, scaledCap, refill, now);
     if (level < WINDOW_MS) {
       deny(
         'burst',
@@ -283,6 +273,26 @@ const admit: Script = (kv, keys, args) => {
     warning,
   ];
 };
+
+/**
+ * A token bucket's level now (stored × 60000, so refill per ms is an integer): full when new,
+ * refilled by the time since it was last written, never above capacity. (The Lua scripts inline
+ * this in admit and pool_gate: EVAL has no includes.)
+ */
+function refilled(
+  kv: MemoryKv,
+  key: string,
+  scaledCap: number,
+  refill: number,
+  now: number,
+): { level: number; ts: number } {
+  const [storedLevel, storedTs] = kv.hmget(key, 'level', 'ts');
+  if (storedLevel === null || storedLevel === undefined) return { level: scaledCap, ts: now };
+  const level = num(storedLevel);
+  const ts = num(storedTs ?? null);
+  if (now > ts) return { level: Math.min(scaledCap, level + (now - ts) * refill), ts: now };
+  return { level, ts };
+}
 
 /** Releases `amount` from the `reserved` field of each counter, clamping at 0; returns the drift. */
 function release(kv: MemoryKv, counters: string[], amount: number): number {
@@ -421,18 +431,7 @@ const poolGate: Script = (kv, keys, args) => {
   const now = int(args[3], 1, MAX_NOW);
   if (now === null) return ['INVALID_INPUT', 'nowMs'];
   const key = `${keys[0] ?? ''}:bucket`;
-  const scaledCap = capacity * WINDOW_MS;
-  const [storedLevel, storedTs] = kv.hmget(key, 'level', 'ts');
-  let level = scaledCap;
-  let ts = now;
-  if (storedLevel !== null && storedLevel !== undefined) {
-    level = num(storedLevel);
-    ts = num(storedTs ?? null);
-    if (now > ts) {
-      level = Math.min(scaledCap, level + (now - ts) * refill);
-      ts = now;
-    }
-  }
+  const { level, ts } = refilled(kv, key, capacity * WINDOW_MS, refill, now);
   const need = tokens * WINDOW_MS;
   if (level < need) {
     let retry = refill > 0 && tokens <= capacity ? Math.ceil((need - level) / refill) : WINDOW_MS;
