@@ -41,6 +41,11 @@ function claims(overrides: JWTPayload = {}): JWTPayload {
   };
 }
 
+function without(payload: JWTPayload, claim: string): JWTPayload {
+  const { [claim]: _dropped, ...rest } = payload;
+  return rest;
+}
+
 async function signWith(
   key: KeyObject,
   header: Record<string, unknown>,
@@ -171,6 +176,8 @@ describe('tokens refused with 401', () => {
     ],
     ['a wrong typ', () => signWith(gatewayKey, { kid, typ: 'at+jwt' }, claims())],
     ['no role', () => signWith(gatewayKey, { kid }, claims({ role: undefined }))],
+    ['no exp', () => signWith(gatewayKey, { kid }, without(claims(), 'exp'))],
+    ['no sub', () => signWith(gatewayKey, { kid }, without(claims(), 'sub'))],
     ['an unknown role', () => signWith(gatewayKey, { kid }, claims({ role: 'root' }))],
     ['a member without a tenant', () => signWith(gatewayKey, { kid }, claims({ role: 'member' }))],
     [

@@ -1,4 +1,6 @@
+import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { signingKeys } from '../../db/schema/index.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { redisStore } from '../../src/store/index.js';
 import { createHarness, type Harness } from '../support/harness.js';
@@ -34,14 +36,22 @@ describe('GET /.well-known/jwks.json', () => {
     ]);
   });
 
-  it('never contains a private member', async () => {
+  it('never contains a private member, even one that found its way into the table', async () => {
     await harness.services.signing.rotate();
+    // A careless write stored a private member; publication must still strip it.
+    const [row] = await harness.services.db.select().from(signingKeys).limit(1);
+    await harness.services.db
+      .update(signingKeys)
+      .set({ publicJwk: { ...(row?.publicJwk ?? {}), d: 'private-scalar' } })
+      .where(eq(signingKeys.kid, row?.kid ?? ''));
+    await harness.services.signing.refresh();
     const text = await (await harness.request('/.well-known/jwks.json')).text();
     const jwks = JSON.parse(text) as { keys: Record<string, unknown>[] };
     expect(jwks.keys).toHaveLength(2);
     for (const key of jwks.keys)
       expect(Object.keys(key).sort()).toEqual(['alg', 'crv', 'kid', 'kty', 'use', 'x', 'y']);
     expect(text).not.toMatch(/"d"/);
+    expect(text).not.toContain('private-scalar');
   });
 
   it('answers 304 to a matching If-None-Match and 200 to a stale one', async () => {

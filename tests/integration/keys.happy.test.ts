@@ -139,6 +139,16 @@ describe('keys.revoke, keys.rotate and keys.update', () => {
     });
   });
 
+  it('update cannot raise a sandbox key past the sandbox limits', async () => {
+    const created = data<{ id: string; key: string }>(
+      await trpc(harness, member, 'keys.create', { name: 'sandbox-tuned', sandbox: true }, 'POST'),
+    );
+    await trpc(harness, member, 'keys.update', { id: created.id, rpmLimit: 500, tpdLimit: 10 ** 6 }, 'POST');
+    expect(await (await keyInfo(created.key)).json()).toMatchObject({ rpmLimit: 10, tpdLimit: 10_000 });
+    await trpc(harness, member, 'keys.update', { id: created.id, rpmLimit: 3 }, 'POST');
+    expect(await (await keyInfo(created.key)).json()).toMatchObject({ rpmLimit: 3 });
+  });
+
   it('writes last_used_at off the request path, in batches', async () => {
     const created = data<{ id: string; key: string }>(
       await trpc(harness, member, 'keys.create', { name: 'used' }, 'POST'),
