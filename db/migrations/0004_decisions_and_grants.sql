@@ -18,5 +18,6 @@ CREATE TABLE "pool_decisions" (
 	"created_at" timestamp with time zone NOT NULL
 );
 --> statement-breakpoint
+ALTER TABLE "spend" ADD COLUMN "free" boolean DEFAULT false NOT NULL;--> statement-breakpoint
 CREATE INDEX "credit_grants_tenant_idx" ON "credit_grants" USING btree ("tenant_id","created_at");--> statement-breakpoint
 CREATE INDEX "pool_decisions_tenant_idx" ON "pool_decisions" USING btree ("tenant_id","created_at");

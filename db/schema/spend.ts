@@ -16,6 +16,8 @@ export const spend = pgTable(
     completionTokens: integer('completion_tokens').notNull(),
     /** What the request cost (the actual usage, priced); after settlement what was charged. */
     costMicro: bigint('cost_micro', { mode: 'bigint' }).notNull(),
+    /** A sandbox request: metered at its notional cost (`costMicro`) but not charged. */
+    free: boolean('free').notNull().default(false),
     settled: boolean('settled').notNull(),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull(),
     settledAt: timestamp('settled_at', { withTimezone: true }),
