@@ -33,6 +33,7 @@ export function spendEntry(settlement: Settlement, cost: bigint): SpendEntry {
     promptTokens: settlement.usage.promptTokens,
     completionTokens: settlement.usage.completionTokens,
     costMicro: cost,
+    free: false,
   };
 }
 
