@@ -1,5 +1,6 @@
 import * as v from 'valibot';
 import { parsePeppers } from './keys/peppers.js';
+import { isPool } from './pricing/pricing.js';
 
 /**
  * Every environment variable spicegate reads (DESIGN.md §6), parsed once by the entry.
@@ -8,6 +9,14 @@ import { parsePeppers } from './keys/peppers.js';
  * Rules: an empty string counts as unset; a bad value stops start-up with one line naming the
  * variable (never its value: several of these are secrets) and exit code 2.
  */
+
+// `name=value,name=value`: model names as OpenAI clients send them (letters, digits, . _ : / -).
+const PAIRS =
+  /^[A-Za-z0-9._:/-]{1,64}=[A-Za-z0-9._:/-]{1,64}(,[A-Za-z0-9._:/-]{1,64}=[A-Za-z0-9._:/-]{1,64})*$/;
+
+function pairs(text: string): Record<string, string> {
+  return Object.fromEntries(text.split(',').map((pair) => pair.split('=') as [string, string]));
+}
 
 const integer = (min: number, max: number) =>
   v.pipe(
@@ -58,6 +67,16 @@ const EnvSchema = v.object({
   UPSTREAM_API_KEY: v.optional(v.string()),
   LOCAL_MODEL_TOKENS: v.optional(integer(1, 100_000), '32'),
   LOCAL_MODEL_DELAY_MS: v.optional(integer(0, 60_000), '0'),
+  // 5 s / 60 s (DESIGN.md §4): a healthy upstream connects in milliseconds; 60 s bounds the longest
+  // stream and stays far below the 5 min reservation TTL.
+  UPSTREAM_CONNECT_TIMEOUT_MS: v.optional(integer(1, 60_000), '5000'),
+  UPSTREAM_TIMEOUT_MS: v.optional(integer(1, 240_000), '60000'),
+  MODEL_ALIASES: v.optional(
+    v.pipe(v.string(), v.regex(PAIRS, 'must be name=pool pairs separated by commas'), v.transform(pairs)),
+  ),
+  UPSTREAM_MODELS: v.optional(
+    v.pipe(v.string(), v.regex(PAIRS, 'must be pool=model pairs separated by commas'), v.transform(pairs)),
+  ),
   TRUST_PROXY_HOPS: v.optional(integer(0, 16), '0'),
   // `<version>:<secret>` entries, comma-separated; the highest version hashes new keys (src/keys/peppers.ts).
   API_KEY_PEPPERS: v.optional(
@@ -122,6 +141,12 @@ export interface Config {
   upstreamApiKey?: string;
   localModelTokens: number;
   localModelDelayMs: number;
+  upstreamConnectTimeoutMs: number;
+  upstreamTimeoutMs: number;
+  /** OpenAI-style model names callers may use for a pool (`MODEL_ALIASES`). */
+  modelAliases: Record<string, string>;
+  /** The model an OpenAI-compatible upstream is asked for, per pool (`UPSTREAM_MODELS`; default the pool's name). */
+  upstreamModels: Record<string, string>;
   trustProxyHops: number;
   apiKeyPeppers?: string;
   adminToken?: string;
@@ -187,6 +212,24 @@ export function parseConfig(env: Env): ConfigResult {
       message: 'SIGNING_PRIVATE_JWKS must be a JSON array of private JWKs',
     };
   }
+  const badAlias = Object.entries(e.MODEL_ALIASES ?? {}).find(
+    ([alias, pool]) => !isPool(pool) || isPool(alias),
+  );
+  if (badAlias !== undefined) {
+    return {
+      ok: false,
+      variable: 'MODEL_ALIASES',
+      message:
+        'MODEL_ALIASES must map names that are not pools to pools (cheap, standard, reasoning, architect, flagship)',
+    };
+  }
+  if (Object.keys(e.UPSTREAM_MODELS ?? {}).some((pool) => !isPool(pool))) {
+    return {
+      ok: false,
+      variable: 'UPSTREAM_MODELS',
+      message: 'UPSTREAM_MODELS must map pools to model names',
+    };
+  }
   if (e.UPSTREAM !== 'local' && e.UPSTREAM_URL === undefined) {
     return {
       ok: false,
@@ -203,6 +246,10 @@ export function parseConfig(env: Env): ConfigResult {
     upstream: e.UPSTREAM,
     localModelTokens: e.LOCAL_MODEL_TOKENS,
     localModelDelayMs: e.LOCAL_MODEL_DELAY_MS,
+    upstreamConnectTimeoutMs: e.UPSTREAM_CONNECT_TIMEOUT_MS,
+    upstreamTimeoutMs: e.UPSTREAM_TIMEOUT_MS,
+    modelAliases: e.MODEL_ALIASES ?? {},
+    upstreamModels: e.UPSTREAM_MODELS ?? {},
     trustProxyHops: e.TRUST_PROXY_HOPS,
     nowpaymentsApiUrl: e.NOWPAYMENTS_API_URL,
     logLevel: e.LOG_LEVEL,

@@ -10,7 +10,7 @@ import { createMetrics, type Metrics } from './observability/metrics.js';
 import { type KeyCache, SigningKeys } from './signing/keys.js';
 import type { Signer } from './signing/signer.js';
 import type { Store } from './store/index.js';
-import { localUpstream } from './upstream/local.js';
+import { createUpstream, type UpstreamOverrides } from './upstream/index.js';
 import type { Upstream } from './upstream/port.js';
 
 /**
@@ -54,6 +54,8 @@ export function assembleServices(parts: {
   peppers: Peppers;
   preAuth?: PreAuthLimiter;
   upstream?: Upstream;
+  /** How the upstream UPSTREAM names is reached (the Node entry passes node:http). */
+  upstreamOverrides?: UpstreamOverrides;
   clientAddress?: (request: Request) => string | undefined;
   log: Logger;
   metrics?: Metrics;
@@ -85,7 +87,7 @@ export function assembleServices(parts: {
     spend: new SpendRecorder(parts.database.db, parts.store, clock, parts.log),
     upstream:
       parts.upstream ??
-      localUpstream({ tokens: parts.config.localModelTokens, delayMs: parts.config.localModelDelayMs }),
+      createUpstream(parts.config, { signing, clock, log: parts.log }, parts.upstreamOverrides),
     ...(parts.clientAddress === undefined ? {} : { clientAddress: parts.clientAddress }),
     engines: { db: parts.database.engine, store: parts.store.engine },
     ...(parts.adminToken === undefined ? {} : { adminToken: parts.adminToken }),

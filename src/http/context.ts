@@ -16,3 +16,14 @@ export function errorResponse<E extends AppEnv>(c: Context<E>, thrown: unknown):
 }
 
 export { AppError };
+
+/**
+ * Aborted when the caller goes away (its request signal), or when the route aborts it (a stream's
+ * `onAbort`): the one signal the upstream call and the relay watch.
+ */
+export function clientSignal(request: Request): AbortController {
+  const controller = new AbortController();
+  if (request.signal.aborted) controller.abort();
+  else request.signal.addEventListener('abort', () => controller.abort(), { once: true });
+  return controller;
+}

@@ -3,15 +3,16 @@ import { streamSSE } from 'hono/streaming';
 import * as v from 'valibot';
 import { AppError } from '../errors.js';
 import { InferenceRequest, promptText } from '../inference/request.js';
-import { prepare, relay } from '../inference/run.js';
+import { openUpstream, prepare, relay } from '../inference/run.js';
 import type { Services } from '../services.js';
 import { type KeyEnv, requireApiKey } from './api-key-auth.js';
-import { errorResponse } from './context.js';
+import { clientSignal, errorResponse } from './context.js';
 
 /**
  * POST /api/v1/inference — the native SSE route, in request order (DESIGN.md §1):
- * authenticate → estimate → admit (one engine call) → upstream stream → relay and count →
- * finalize (one engine call, whatever happened) → spend row → done event.
+ * authenticate → estimate → admit (one engine call) → open the upstream (retries, breaker; a
+ * failure here is a 503 and releases the reservation) → relay and count → finalize (one engine
+ * call, whatever happened) → spend row → done event.
  */
 export function inferenceRoute(services: Services): Hono<KeyEnv> {
   return new Hono<KeyEnv>().post('/api/v1/inference', requireApiKey(services), async (c) => {
@@ -26,6 +27,7 @@ export function inferenceRoute(services: Services): Hono<KeyEnv> {
     const body = parsed.output;
     const input = {
       prompt: promptText(body),
+      messages: body.messages,
       maxTokens: body.max_tokens,
       pool: body.pool,
       userId: body.user,
@@ -35,10 +37,14 @@ export function inferenceRoute(services: Services): Hono<KeyEnv> {
     for (const [name, value] of Object.entries(prepared.headers)) c.header(name, value);
     if (!prepared.ok) return errorResponse(c, prepared.error);
 
+    const clientGone = clientSignal(c.req.raw);
+    const opened = await openUpstream(services, key, input, prepared, clientGone.signal);
+    if (!opened.ok) return errorResponse(c, opened.error);
+    for (const [name, value] of Object.entries(opened.headers)) c.header(name, value);
+
     return streamSSE(c, async (stream) => {
-      const clientGone = new AbortController();
       stream.onAbort(() => clientGone.abort());
-      const outcome = await relay(services, key, input, prepared, {
+      const outcome = await relay(services, key, prepared, opened.upstream, {
         signal: clientGone.signal,
         onToken: (content) => stream.writeSSE({ data: JSON.stringify({ type: 'token', content }) }),
       });

@@ -2,15 +2,16 @@ import { type Context, Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import * as v from 'valibot';
 import { AppError, asAppError, type ErrorCode } from '../errors.js';
-import { prepare, relay } from '../inference/run.js';
+import { openUpstream, prepare, relay } from '../inference/run.js';
 import type { Services } from '../services.js';
 import { tierLimits } from '../tenants/tiers.js';
 import { type KeyEnv, requireApiKey } from './api-key-auth.js';
+import { clientSignal } from './context.js';
 
 /**
  * The OpenAI-compatible surface, so OpenAI clients work unchanged: GET /v1/models (the pools the
  * key may use) and POST /v1/chat/completions (stream, with `stream_options.include_usage`, or
- * not). `model` is a pool name. The same stages as the native route; errors in OpenAI's shape.
+ * not). `model` is a pool name or an alias (MODEL_ALIASES). The same stages as the native route; errors in OpenAI's shape.
  */
 const ChatRequest = v.object({
   model: v.pipe(v.string(), v.minLength(1), v.maxLength(64)),
@@ -64,10 +65,13 @@ export function openAiRoutes(services: Services): Hono<KeyEnv> {
 
   app.get('/v1/models', auth, (c) => {
     const key = c.get('apiKey');
-    const pools = key.sandbox ? ['cheap'] : tierLimits(key.tenantTier).pools;
+    const pools: readonly string[] = key.sandbox ? ['cheap'] : tierLimits(key.tenantTier).pools;
+    const aliases = Object.entries(services.config.modelAliases)
+      .filter(([, pool]) => pools.includes(pool))
+      .map(([alias]) => alias);
     return c.json({
       object: 'list',
-      data: pools.map((id) => ({ id, object: 'model', created: 0, owned_by: 'spicegate' })),
+      data: [...pools, ...aliases].map((id) => ({ id, object: 'model', created: 0, owned_by: 'spicegate' })),
     });
   });
 
@@ -81,8 +85,10 @@ export function openAiRoutes(services: Services): Hono<KeyEnv> {
       );
     }
     const body = parsed.output;
+    const messages = body.messages.map((message) => ({ role: message.role, content: message.content ?? '' }));
     const input = {
-      prompt: body.messages.map((message) => `${message.role}: ${message.content ?? ''}`).join('\n'),
+      prompt: messages.map((message) => `${message.role}: ${message.content}`).join('\n'),
+      messages,
       maxTokens: body.max_completion_tokens ?? body.max_tokens ?? undefined,
       pool: body.model,
       userId: body.user,
@@ -90,6 +96,10 @@ export function openAiRoutes(services: Services): Hono<KeyEnv> {
     const prepared = await prepare(services, key, input);
     for (const [name, value] of Object.entries(prepared.headers)) c.header(name, value);
     if (!prepared.ok) return openAiError(c, prepared.error);
+    const clientGone = clientSignal(c.req.raw);
+    const opened = await openUpstream(services, key, input, prepared, clientGone.signal);
+    if (!opened.ok) return openAiError(c, opened.error);
+    for (const [name, value] of Object.entries(opened.headers)) c.header(name, value);
 
     const id = `chatcmpl-${prepared.reservationId}`;
     const created = Math.floor(services.clock.now() / 1000);
@@ -104,8 +114,8 @@ export function openAiRoutes(services: Services): Hono<KeyEnv> {
 
     if (body.stream !== true) {
       let content = '';
-      const outcome = await relay(services, key, input, prepared, {
-        signal: c.req.raw.signal,
+      const outcome = await relay(services, key, prepared, opened.upstream, {
+        signal: clientGone.signal,
         onToken: async (token) => {
           content += token;
         },
@@ -130,14 +140,13 @@ export function openAiRoutes(services: Services): Hono<KeyEnv> {
     }
 
     return streamSSE(c, async (stream) => {
-      const clientGone = new AbortController();
       stream.onAbort(() => clientGone.abort());
       const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
         stream.writeSSE({
           data: JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices, ...extra }),
         });
       let first = true;
-      const outcome = await relay(services, key, input, prepared, {
+      const outcome = await relay(services, key, prepared, opened.upstream, {
         signal: clientGone.signal,
         onToken: async (token) => {
           await chunk([

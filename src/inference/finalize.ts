@@ -37,8 +37,12 @@ export function spendEntry(settlement: Settlement, cost: bigint): SpendEntry {
   };
 }
 
-export async function finalizeRequest(services: Services, input: Settlement): Promise<{ costMicro: bigint }> {
-  const actual = actualCost(input.pool, input.usage);
+export async function finalizeRequest(
+  services: Services,
+  input: Settlement,
+  /** What to charge at most (the reservation caps it); default the usage at the pool's price. */
+  actual: bigint = actualCost(input.pool, input.usage),
+): Promise<{ costMicro: bigint }> {
   const result = await services.store.finalize({
     tenantId: input.tenantId,
     reservationId: input.reservationId,

@@ -1,7 +1,9 @@
+import { poolDecisions } from '../../db/schema/index.js';
 import type { AppError } from '../errors.js';
 import type { VerifiedKey } from '../keys/verifier.js';
 import type { Services } from '../services.js';
 import { StoreUnavailable } from '../store/errors.js';
+import { type UpstreamResponse, UpstreamUnavailable } from '../upstream/port.js';
 import { admitRequest } from './admit.js';
 import { type Estimate, estimate } from './estimate.js';
 import { actualCost, finalizeRequest, type Settlement, spendEntry, type Usage } from './finalize.js';
@@ -10,7 +12,10 @@ import { choosePool, type PoolDecision } from './pool.js';
 /** What both routes (native SSE and OpenAI-compatible) ask for, once parsed. */
 export interface InferenceInput {
   prompt: string;
+  /** The chat as sent, for upstreams that take messages (OpenAI-compatible). */
+  messages?: readonly { role: string; content: string }[] | undefined;
   maxTokens?: number | undefined;
+  /** A pool name or a configured alias (MODEL_ALIASES). */
   pool?: string | undefined;
   userId?: string | undefined;
   channelId?: string | undefined;
@@ -32,11 +37,10 @@ export async function prepare(
   key: VerifiedKey,
   input: InferenceInput,
 ): Promise<Prepared> {
-  const decision = choosePool(key, input.pool);
+  const requested =
+    input.pool === undefined ? undefined : (services.config.modelAliases[input.pool] ?? input.pool);
+  const decision = choosePool(key, requested);
   const cost = estimate(decision.pool, input.prompt, input.maxTokens);
-  if (decision.reason !== 'as_requested' && decision.reason !== 'default') {
-    services.log.info({ keyId: key.id, tenantId: key.tenantId, ...decision }, 'pool decision');
-  }
   const admission = await admitRequest(services, key, {
     pool: decision.pool,
     estimate: cost,
@@ -44,6 +48,15 @@ export async function prepare(
     channelId: input.channelId,
   });
   if (!admission.ok) return admission;
+  if (decision.reason !== 'as_requested' && decision.reason !== 'default') {
+    recordDecision(
+      services,
+      key,
+      { ...decision, requested: input.pool ?? decision.requested },
+      admission.reservationId,
+      cost,
+    );
+  }
   return {
     ok: true,
     decision,
@@ -53,47 +66,143 @@ export async function prepare(
   };
 }
 
+/** A pool-enforcement decision row (DESIGN.md §4), written off the request path. */
+function recordDecision(
+  services: Services,
+  key: VerifiedKey,
+  decision: PoolDecision,
+  reservationId: string,
+  cost: Estimate,
+): void {
+  const row = {
+    reservationId,
+    tenantId: key.tenantId,
+    keyId: key.id,
+    requested: decision.requested,
+    actual: decision.pool,
+    reason: decision.reason,
+    costMicro: cost.costMicro,
+    createdAt: new Date(services.clock.now()),
+  };
+  services.log.info({ ...row, costMicro: row.costMicro.toString(), createdAt: undefined }, 'pool decision');
+  void services.db
+    .insert(poolDecisions)
+    .values(row)
+    .onConflictDoNothing()
+    .catch((error: unknown) =>
+      services.log.warn({ err: error, reservationId }, 'pool decision not recorded'),
+    );
+}
+
+export type Opened =
+  | { ok: true; upstream: UpstreamResponse; headers: Record<string, string> }
+  | { ok: false; error: AppError };
+
+/**
+ * Stage 4: the upstream call, up to its first byte (with its retries and breaker). Nothing has been
+ * sent to the caller yet, so a failure here is a plain 503 — and the reservation is released.
+ */
+export async function openUpstream(
+  services: Services,
+  key: VerifiedKey,
+  input: InferenceInput,
+  prepared: Extract<Prepared, { ok: true }>,
+  signal: AbortSignal,
+): Promise<Opened> {
+  try {
+    const upstream = await services.upstream.open({
+      pool: prepared.decision.pool,
+      prompt: input.prompt,
+      messages: input.messages,
+      maxTokens: prepared.estimate.maxTokens,
+      caller: {
+        tenantId: key.tenantId,
+        tier: key.tenantTier,
+        keyId: key.id,
+        subject: input.userId ?? key.id,
+        reservationId: prepared.reservationId,
+      },
+      signal,
+    });
+    const headers: Record<string, string> = {};
+    if (upstream.poolUsed !== undefined) headers['X-Pool-Used'] = upstream.poolUsed;
+    if (upstream.personalityId !== undefined) headers['X-Personality-Id'] = upstream.personalityId;
+    return { ok: true, upstream, headers };
+  } catch (error) {
+    await settle(services, key, prepared, { promptTokens: 0, completionTokens: 0 }, 0n).catch((settleError) =>
+      services.log.warn(
+        { err: settleError, reservationId: prepared.reservationId },
+        'release after upstream failure',
+      ),
+    );
+    if (error instanceof UpstreamUnavailable) return { ok: false, error };
+    if (signal.aborted) return { ok: false, error: new UpstreamUnavailable('The client went away') };
+    throw error;
+  }
+}
+
 export type Outcome =
   | { kind: 'done'; usage: Usage; costMicro: bigint; reservationId: string }
   | { kind: 'failed'; code: 'upstream_unavailable' | 'store_unavailable'; usage: Usage };
 
 /**
- * Stages 4–6: stream from the upstream to `onToken`, count, stop at max_tokens (priced into the
+ * Stages 5–6: relay the upstream's tokens to `onToken`, count, stop at max_tokens (priced into the
  * reservation), then finalize — always, on success, error and abort alike — and record the spend.
+ * Usage authority: the upstream's report when the stream completed with one, else our count.
  */
 export async function relay(
   services: Services,
   key: VerifiedKey,
-  input: InferenceInput,
   prepared: Extract<Prepared, { ok: true }>,
+  upstream: UpstreamResponse,
   sink: { onToken(content: string): Promise<void>; signal: AbortSignal },
 ): Promise<Outcome> {
-  const upstreamAbort = new AbortController();
-  const onClientAbort = () => upstreamAbort.abort();
-  sink.signal.addEventListener('abort', onClientAbort, { once: true });
-  let completionTokens = 0;
+  let delivered = 0;
   let upstreamFailed = false;
+  let reported = false;
   try {
-    for await (const token of services.upstream.stream({
-      pool: prepared.decision.pool,
-      prompt: input.prompt,
-      maxTokens: prepared.estimate.maxTokens,
-      signal: upstreamAbort.signal,
-    })) {
+    for await (const token of upstream.tokens) {
       if (sink.signal.aborted) break;
-      completionTokens += 1;
-      await sink.onToken(token.content);
-      if (completionTokens >= prepared.estimate.maxTokens) break;
+      delivered += 1;
+      await sink.onToken(token);
+      if (delivered >= prepared.estimate.maxTokens) break;
     }
+    reported = !sink.signal.aborted;
   } catch (error) {
-    upstreamFailed = true;
-    services.log.warn({ err: error, reservationId: prepared.reservationId }, 'upstream failed mid-stream');
-  } finally {
-    upstreamAbort.abort();
-    sink.signal.removeEventListener('abort', onClientAbort);
+    if (!sink.signal.aborted) {
+      upstreamFailed = true;
+      services.log.warn({ err: error, reservationId: prepared.reservationId }, 'upstream failed mid-stream');
+    }
   }
 
-  const usage = { promptTokens: prepared.estimate.promptTokens, completionTokens };
+  const report = reported ? upstream.usage() : undefined;
+  const usage: Usage = {
+    promptTokens: report?.promptTokens ?? prepared.estimate.promptTokens,
+    completionTokens: report?.completionTokens ?? delivered,
+  };
+  let costMicro: bigint;
+  try {
+    costMicro = await settle(services, key, prepared, usage);
+  } catch (error) {
+    if (error instanceof StoreUnavailable) return { kind: 'failed', code: 'store_unavailable', usage };
+    throw error;
+  }
+  if (upstreamFailed) return { kind: 'failed', code: 'upstream_unavailable', usage };
+  return { kind: 'done', usage, costMicro, reservationId: prepared.reservationId };
+}
+
+/**
+ * Finalize (one engine call) and the spend row. If the store fails, the charge survives as an
+ * unsettled spend row that the settlement job finalizes later; the error is rethrown.
+ */
+async function settle(
+  services: Services,
+  key: VerifiedKey,
+  prepared: Extract<Prepared, { ok: true }>,
+  usage: Usage,
+  /** Overrides the priced usage: 0 releases the whole reservation (an upstream that never answered). */
+  costOverride?: bigint,
+): Promise<bigint> {
   const settlement: Settlement = {
     tenantId: key.tenantId,
     keyId: key.id,
@@ -101,16 +210,15 @@ export async function relay(
     pool: prepared.decision.pool,
     usage,
   };
-  let costMicro: bigint;
+  const cost = costOverride ?? actualCost(settlement.pool, usage);
+  let charged: bigint;
   try {
-    costMicro = (await finalizeRequest(services, settlement)).costMicro;
+    charged = (await finalizeRequest(services, settlement, cost)).costMicro;
   } catch (error) {
     // The charge must survive a store outage: an unsettled spend row, settled by the job later.
-    await services.spend.unsettled(spendEntry(settlement, actualCost(settlement.pool, usage)));
-    if (error instanceof StoreUnavailable) return { kind: 'failed', code: 'store_unavailable', usage };
+    await services.spend.unsettled(spendEntry(settlement, cost));
     throw error;
   }
-  services.spend.settled(spendEntry(settlement, costMicro));
-  if (upstreamFailed) return { kind: 'failed', code: 'upstream_unavailable', usage };
-  return { kind: 'done', usage, costMicro, reservationId: prepared.reservationId };
+  services.spend.settled(spendEntry(settlement, charged));
+  return charged;
 }

@@ -1,34 +1,30 @@
-import type { Upstream, UpstreamRequest, UpstreamToken } from './port.js';
+import type { Upstream, UpstreamRequest, UpstreamResponse } from './port.js';
+import { sleep } from './sleep.js';
 
 /**
  * The built-in deterministic model (the embedded default, also used by tests and benchmarks):
  * emits `min(LOCAL_MODEL_TOKENS, max_tokens)` tokens, `LOCAL_MODEL_DELAY_MS` apart, and stops at
- * once when the request is aborted.
+ * once when the request is aborted. It reports no usage: the gateway's own count is the authority.
  */
 export function localUpstream(options: { tokens: number; delayMs: number }): Upstream {
   return {
     name: 'local',
-    async *stream(request: UpstreamRequest): AsyncGenerator<UpstreamToken> {
-      const count = Math.min(options.tokens, request.maxTokens);
-      for (let i = 0; i < count; i += 1) {
-        if (options.delayMs > 0) await sleep(options.delayMs, request.signal);
-        if (request.signal.aborted) return;
-        yield { content: i === 0 ? 'tok0' : ` tok${i}` };
-      }
-    },
+    open: async (request: UpstreamRequest): Promise<UpstreamResponse> => ({
+      tokens: generate(options, request),
+      usage: () => undefined,
+    }),
+    status: () => ({ name: 'local', contract: { status: 'not_applicable' }, breaker: 'closed' }),
   };
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener(
-      'abort',
-      () => {
-        clearTimeout(timer);
-        resolve();
-      },
-      { once: true },
-    );
-  });
+async function* generate(
+  options: { tokens: number; delayMs: number },
+  request: UpstreamRequest,
+): AsyncGenerator<string> {
+  const count = Math.min(options.tokens, request.maxTokens);
+  for (let i = 0; i < count; i += 1) {
+    if (options.delayMs > 0) await sleep(options.delayMs, request.signal);
+    if (request.signal.aborted) return;
+    yield i === 0 ? 'tok0' : ` tok${i}`;
+  }
 }

@@ -1,0 +1,183 @@
+import type { Clock } from '../clock.js';
+import type { Logger } from '../observability/logger.js';
+import { CircuitBreaker } from './breaker.js';
+import { type HttpClient, HttpConnectError, type HttpResponse } from './http.js';
+import {
+  type Upstream,
+  type UpstreamRequest,
+  type UpstreamResponse,
+  type UpstreamStatus,
+  UpstreamUnavailable,
+} from './port.js';
+import { sleep } from './sleep.js';
+
+// 1 s then 2 s (DESIGN.md §4): at most two retries, and only before the first byte, so a retried
+// request never delivers a token twice.
+export const RETRY_DELAYS_MS: readonly number[] = [1_000, 2_000];
+
+export interface HttpUpstreamOptions {
+  http: HttpClient;
+  clock: Clock;
+  log: Logger;
+  connectTimeoutMs: number;
+  /** The whole request, stream included. */
+  timeoutMs: number;
+  retryDelaysMs?: readonly number[];
+  breaker?: CircuitBreaker;
+}
+
+/** What differs between HTTP upstreams: how a request is written and how its stream is read. */
+export interface UpstreamProtocol {
+  name: string;
+  /** The HTTP request for one attempt (finn signs a fresh S2S token here). */
+  build(request: UpstreamRequest): Promise<{ url: string; headers: Record<string, string>; body: string }>;
+  /** Reads a 2xx response. Its `tokens` throw when the stream breaks or ends without its end marker. */
+  read(response: HttpResponse): UpstreamResponse;
+  /** Refuses to route (e.g. an incompatible contract), or undefined. */
+  refusal?(): string | undefined;
+  contract?(): UpstreamStatus['contract'];
+  start?(): void;
+  stop?(): void;
+}
+
+/**
+ * An upstream over HTTP with the resilience DESIGN.md §4 asks for: connect and total timeouts,
+ * retries on connect errors and 5xx before the first byte, and a circuit breaker. A request that
+ * fails after its retries, or dies mid-stream, counts as one breaker failure; a 4xx does not (the
+ * upstream is up and refused this request).
+ */
+export function httpUpstream(protocol: UpstreamProtocol, options: HttpUpstreamOptions): Upstream {
+  const breaker = options.breaker ?? new CircuitBreaker(options.clock);
+  const delays = options.retryDelaysMs ?? RETRY_DELAYS_MS;
+
+  async function open(request: UpstreamRequest): Promise<UpstreamResponse> {
+    const refusal = protocol.refusal?.();
+    if (refusal !== undefined) throw new UpstreamUnavailable(refusal);
+    const permit = breaker.tryAcquire();
+    if (!permit.allowed) throw new UpstreamUnavailable('The upstream is unavailable (circuit open)');
+    const probe = permit.probe;
+
+    const whole = new AbortController();
+    const onCallerAbort = () => whole.abort(request.signal.reason);
+    request.signal.addEventListener('abort', onCallerAbort, { once: true });
+    const timer = setTimeout(
+      () => whole.abort(new UpstreamUnavailable(`The upstream timed out after ${options.timeoutMs} ms`)),
+      options.timeoutMs,
+    );
+    timer.unref?.();
+    const cleanup = () => {
+      clearTimeout(timer);
+      request.signal.removeEventListener('abort', onCallerAbort);
+    };
+
+    let response: HttpResponse;
+    try {
+      response = await firstResponse(request, whole.signal, permit.probe);
+    } catch (error) {
+      cleanup();
+      if (request.signal.aborted) {
+        breaker.release(permit.probe);
+        throw error;
+      }
+      if (error instanceof UpstreamUnavailable && !error.retryable) breaker.release(permit.probe);
+      else breaker.failure();
+      throw error instanceof UpstreamUnavailable
+        ? error
+        : new UpstreamUnavailable('The upstream failed', true);
+    }
+
+    const read = protocol.read(response);
+    async function* tokens(): AsyncGenerator<string> {
+      let complete = false;
+      let outcome: 'ok' | 'failed' | 'caller_left' = 'ok';
+      try {
+        for await (const token of read.tokens) yield token;
+        complete = true;
+      } catch (error) {
+        if (request.signal.aborted) {
+          outcome = 'caller_left';
+          throw error;
+        }
+        outcome = 'failed';
+        options.log.warn(
+          { upstream: protocol.name, err: { message: (error as Error).message } },
+          'upstream stream broke',
+        );
+        throw error instanceof UpstreamUnavailable
+          ? error
+          : new UpstreamUnavailable('The upstream stream broke');
+      } finally {
+        // Stopped early (the reservation is used up, or the client left): drop the connection.
+        if (!complete) response.discard();
+        if (outcome === 'ok') breaker.success();
+        else if (outcome === 'failed') breaker.failure();
+        else breaker.release(probe);
+        cleanup();
+      }
+    }
+    const stream = tokens();
+    return {
+      poolUsed: read.poolUsed,
+      personalityId: read.personalityId,
+      tokens: { [Symbol.asyncIterator]: () => stream },
+      usage: () => read.usage(),
+    };
+  }
+
+  async function firstResponse(
+    request: UpstreamRequest,
+    signal: AbortSignal,
+    probe: boolean,
+  ): Promise<HttpResponse> {
+    // A half-open probe is one attempt: its answer decides the breaker.
+    const attempts = probe ? 1 : delays.length + 1;
+    let last: UpstreamUnavailable = new UpstreamUnavailable('The upstream failed', true);
+    for (let attempt = 0; attempt < attempts; attempt += 1) {
+      if (attempt > 0) await sleep(delays[attempt - 1] ?? 0, signal);
+      if (signal.aborted) throw signal.reason ?? last;
+      const built = await protocol.build(request);
+      let response: HttpResponse;
+      try {
+        response = await options.http.request({
+          method: 'POST',
+          url: built.url,
+          headers: built.headers,
+          body: built.body,
+          signal,
+          connectTimeoutMs: options.connectTimeoutMs,
+        });
+      } catch (error) {
+        if (signal.aborted) throw signal.reason ?? error;
+        if (!(error instanceof HttpConnectError)) throw error;
+        last = new UpstreamUnavailable('The upstream could not be reached', true);
+        options.log.warn(
+          { upstream: protocol.name, attempt, err: { message: error.message } },
+          'upstream connect failed',
+        );
+        continue;
+      }
+      if (response.status >= 200 && response.status < 300) return response;
+      response.discard();
+      if (response.status >= 500) {
+        last = new UpstreamUnavailable(`The upstream failed (status ${response.status})`, true);
+        options.log.warn({ upstream: protocol.name, attempt, status: response.status }, 'upstream 5xx');
+        continue;
+      }
+      options.log.error({ upstream: protocol.name, status: response.status }, 'upstream refused the request');
+      throw new UpstreamUnavailable(`The upstream refused the request (status ${response.status})`);
+    }
+    throw last;
+  }
+
+  return {
+    name: protocol.name,
+    open,
+    status: () => ({
+      name: protocol.name,
+      contract: protocol.contract?.() ?? { status: 'not_applicable' },
+      breaker: breaker.state,
+    }),
+    ...(protocol.start === undefined ? {} : { start: () => protocol.start?.() }),
+    ...(protocol.stop === undefined ? {} : { stop: () => protocol.stop?.() }),
+  };
+}
