@@ -1,13 +1,21 @@
 import * as v from 'valibot';
+import { grantCredits } from '../../src/billing/credits.js';
 import { issueToken } from '../../src/signing/caller-tokens.js';
 import { systemInfo } from '../../src/system/info.js';
 import { createTenant, getTenant, listTenants, updateTenant } from '../../src/tenants/tenants.js';
-import { TenantId } from '../inputs.js';
+import { GrantId, PositiveMicro, TenantId } from '../inputs.js';
 import { adminProcedure, operatorProcedure, router } from '../trpc.js';
 
 const CreateTenantInput = v.object({
   name: v.pipe(v.string(), v.trim(), v.minLength(1, 'must not be empty'), v.maxLength(200)),
   tier: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(9)),
+});
+
+const GrantCreditsInput = v.object({
+  tenantId: TenantId,
+  amountMicro: PositiveMicro,
+  reason: v.pipe(v.string(), v.trim(), v.minLength(1, 'must not be empty'), v.maxLength(500)),
+  grantId: v.optional(GrantId),
 });
 
 const IssueTokenInput = v.object({
@@ -41,6 +49,11 @@ export const adminRouter = router({
         }),
       )
       .mutation(({ ctx, input }) => updateTenant(ctx.services, input)),
+  }),
+  credits: router({
+    grant: adminProcedure
+      .input(GrantCreditsInput)
+      .mutation(({ ctx, input }) => grantCredits(ctx.services, { ...input, grantedBy: ctx.caller.subject })),
   }),
   signingKeys: router({
     list: operatorProcedure.query(({ ctx }) => ctx.services.signing.list()),

@@ -1,0 +1,121 @@
+import { and, eq } from 'drizzle-orm';
+import { creditGrants } from '../../db/schema/index.js';
+import { AppError } from '../errors.js';
+import { newId } from '../ids.js';
+import type { Services } from '../services.js';
+import { getTenant } from '../tenants/tenants.js';
+
+/** The largest single grant: the engine's own bound on an amount (credit.v1, admit.v1). */
+export const MAX_GRANT_MICRO = 1_000_000_000_000_000n;
+
+/** The store's alphabet for ids that become part of a key (credit.v1 checks it too). */
+const GRANT_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+export interface GrantInput {
+  tenantId: string;
+  amountMicro: bigint;
+  reason: string;
+  /** Chosen by the caller to make a retry safe; generated (`grt_…`) when absent. */
+  grantId?: string | undefined;
+  /** Who grants: the caller's subject, kept on the row. */
+  grantedBy: string;
+}
+
+/** What a grant answers; money as decimal strings. */
+export interface Grant {
+  grantId: string;
+  tenantId: string;
+  amountMicro: string;
+  /** The tenant's figures right after this call. */
+  creditedMicro: string;
+  availableMicro: string;
+  /** True when this grant id had already raised the balance before this call (a replay). */
+  alreadyApplied: boolean;
+}
+
+/**
+ * An admin grant of credits, idempotent by grant id, in two steps:
+ *
+ * 1. the `credit_grants` row (insert, or find the row of an earlier call with the same id);
+ * 2. the store's balance, raised by `credit.v1`, which applies a grant id at most once.
+ *
+ * The row is committed first so that PostgreSQL — the record balances are repaired from — never
+ * lacks a grant the store has applied. If step 2 fails (store down, timed out), the row stays and
+ * the call answers 503: calling again with the same grant id finds the row and re-applies the
+ * credit, which the store applies once however many attempts reached it. A second call with the
+ * same id but another tenant or amount is a different grant under a reused id: 409, nothing
+ * changed. The first call's reason is kept.
+ */
+export async function grantCredits(services: Services, input: GrantInput): Promise<Grant> {
+  const { tenantId, amountMicro, grantedBy } = input;
+  if (amountMicro < 1n || amountMicro > MAX_GRANT_MICRO) {
+    throw new AppError('invalid_request', `amountMicro must be between 1 and ${MAX_GRANT_MICRO}`);
+  }
+  const reason = input.reason.trim();
+  if (reason === '') throw new AppError('invalid_request', 'reason must not be empty');
+  const grantId = input.grantId ?? newId('grt');
+  if (!GRANT_ID.test(grantId)) {
+    throw new AppError('invalid_request', 'grantId must be 1-64 letters, digits, "_" or "-"');
+  }
+  await getTenant(services, tenantId);
+
+  const [inserted] = await services.db
+    .insert(creditGrants)
+    .values({
+      id: grantId,
+      tenantId,
+      amountMicro,
+      reason,
+      grantedBy,
+      createdAt: new Date(services.clock.now()),
+    })
+    .onConflictDoNothing({ target: creditGrants.id })
+    .returning({ id: creditGrants.id });
+  if (inserted === undefined) {
+    const [existing] = await services.db
+      .select()
+      .from(creditGrants)
+      .where(eq(creditGrants.id, grantId))
+      .limit(1);
+    if (existing === undefined) throw new Error(`credit grant ${grantId} vanished after a conflict`);
+    if (existing.tenantId !== tenantId || existing.amountMicro !== amountMicro) {
+      throw conflict(grantId);
+    }
+  }
+
+  const result = await services.store.credit({ tenantId, grantId, amountMicro });
+  if (result.status === 'INVALID_INPUT') {
+    // The store refused the grant and changed nothing (the amount would take the balance past
+    // its ceiling, or the id was applied by another path with another amount). Take the row
+    // back, so PostgreSQL never records a grant the balance does not hold.
+    await services.db
+      .delete(creditGrants)
+      .where(and(eq(creditGrants.id, grantId), eq(creditGrants.tenantId, tenantId)));
+    if (result.field === 'grantId') throw conflict(grantId);
+    throw new AppError('invalid_request', 'The grant would raise the balance past its maximum', {
+      field: result.field,
+    });
+  }
+
+  const alreadyApplied = result.status === 'ALREADY_APPLIED';
+  services.log.info(
+    { tenantId, grantId, amountMicro: amountMicro.toString(), grantedBy, alreadyApplied },
+    alreadyApplied ? 'credit grant replayed' : 'credits granted',
+  );
+  return {
+    grantId,
+    tenantId,
+    amountMicro: amountMicro.toString(),
+    creditedMicro: result.creditedMicro.toString(),
+    availableMicro: result.availableMicro.toString(),
+    alreadyApplied,
+  };
+}
+
+function conflict(grantId: string): AppError {
+  return new AppError(
+    'conflict',
+    `Grant ${grantId} already exists with another tenant or amount; use a new grantId`,
+    { grantId },
+  );
+}
