@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { TRPCClientError } from '@trpc/client';
 import { createDb } from '../../db/index.js';
-import { createClient } from '../client.js';
+import { type Client, createClient } from '../client.js';
 import { type Config, isEmbedded } from '../config.js';
 import { loadConfigOrExit } from './env.js';
 import { main as serve } from './node.js';
@@ -14,6 +14,13 @@ const USAGE = `usage: spicegate <command> [options]
   migrate                                 apply database migrations and exit
   tenant create --name NAME --tier 1-9    create a tenant
   tenant list                             list tenants
+  credits grant --tenant ID --amount MICRO [--reason TEXT] [--grant-id ID]
+                                          grant credits (micro-credits; 1 USD = 1000000);
+                                          the same --grant-id again changes nothing
+  credits balance [--tenant ID]           credited, committed, reserved, available
+  key create --tenant ID --name NAME [--sandbox]
+                                          create an API key (the key is shown this once)
+  key revoke --id KEY_ID [--tenant ID]    revoke an API key
   token --role admin|operator|member [--tenant ID] [--ttl SECONDS]
                                           issue a tRPC bearer token (prints it)
   signing-key rotate                      start a signing key rotation
@@ -21,7 +28,8 @@ const USAGE = `usage: spicegate <command> [options]
 
 Commands that change data call a running gateway through the typed client:
   --url URL      the gateway (default http://HOST:PORT from the environment)
-  --token TOKEN  a bearer token (default ADMIN_TOKEN, then <DATA_DIR>/admin.token)`;
+  --token TOKEN  a bearer token (default ADMIN_TOKEN, then <DATA_DIR>/admin.token)
+  --field NAME   print only this field of the answer, as plain text (e.g. --field id)`;
 
 class UsageError extends Error {}
 
@@ -37,10 +45,17 @@ async function run(argv: string[]): Promise<number> {
       role: { type: 'string' },
       tenant: { type: 'string' },
       ttl: { type: 'string' },
+      amount: { type: 'string' },
+      reason: { type: 'string' },
+      'grant-id': { type: 'string' },
+      sandbox: { type: 'boolean' },
+      id: { type: 'string' },
+      field: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
   const [command, subcommand] = positionals;
+  const print = printer(values.field);
   if (values.help || command === undefined || command === 'help') {
     process.stdout.write(`${USAGE}\n`);
     return command === undefined && !values.help ? 2 : 0;
@@ -67,6 +82,52 @@ async function run(argv: string[]): Promise<number> {
         return 0;
       }
       throw new UsageError(`unknown tenant command: ${subcommand ?? '(none)'}`);
+    }
+    case 'credits': {
+      if (subcommand === 'balance') {
+        const client = await clientFor(config, values);
+        print(
+          await client.billing.balance.query(values.tenant === undefined ? {} : { tenantId: values.tenant }),
+        );
+        return 0;
+      }
+      if (subcommand !== 'grant') throw new UsageError(`unknown credits command: ${subcommand ?? '(none)'}`);
+      if (values.tenant === undefined || values.amount === undefined)
+        throw new UsageError('credits grant needs --tenant and --amount');
+      const client = await clientFor(config, values);
+      print(
+        await client.admin.credits.grant.mutate({
+          tenantId: values.tenant,
+          amountMicro: values.amount,
+          reason: values.reason ?? 'granted with spicegate credits grant',
+          ...(values['grant-id'] === undefined ? {} : { grantId: values['grant-id'] }),
+        }),
+      );
+      return 0;
+    }
+    case 'key': {
+      const client = await clientFor(config, values);
+      if (subcommand === 'create') {
+        if (values.name === undefined)
+          throw new UsageError('key create needs --name (and --tenant for an admin)');
+        const created = await client.keys.create.mutate({
+          name: values.name,
+          ...(values.tenant === undefined ? {} : { tenantId: values.tenant }),
+          ...(values.sandbox === true ? { sandbox: true } : {}),
+        });
+        print(created);
+        // On stderr, so `--field key` and JSON parsers see only the answer.
+        process.stderr.write('spicegate: this is the only time the key is shown; store it now\n');
+        return 0;
+      }
+      if (subcommand === 'revoke') {
+        if (values.id === undefined) throw new UsageError('key revoke needs --id');
+        const id = values.id;
+        const tenantId = values.tenant ?? (await keyOwner(client, id));
+        print(await client.keys.revoke.mutate({ id, ...(tenantId === undefined ? {} : { tenantId }) }));
+        return 0;
+      }
+      throw new UsageError(`unknown key command: ${subcommand ?? '(none)'}`);
     }
     case 'token': {
       const role = values.role;
@@ -118,14 +179,48 @@ async function migrate(config: Config): Promise<number> {
   }
 }
 
+/**
+ * The tenant of a key, for an admin who named only the key: found through `tenants.list` and
+ * `keys.list` (one batched request). Undefined for a member token: its tenant is implied.
+ */
+async function keyOwner(client: Client, keyId: string): Promise<string | undefined> {
+  let tenants: { id: string }[];
+  try {
+    tenants = await client.admin.tenants.list.query();
+  } catch (error) {
+    if (error instanceof TRPCClientError && error.data?.code === 'FORBIDDEN') return undefined;
+    throw error;
+  }
+  const lists = await Promise.all(tenants.map((tenant) => client.keys.list.query({ tenantId: tenant.id })));
+  const owner = tenants.find((_, index) => lists[index]?.some((key) => key.id === keyId));
+  if (owner === undefined) throw new Error(`No key ${keyId}`);
+  return owner.id;
+}
+
 async function clientFor(config: Config, values: { url?: string | undefined; token?: string | undefined }) {
   const url = values.url ?? `http://${config.host}:${config.port}`;
   const token = values.token ?? config.adminToken ?? (await readSecret(adminTokenPath(config.dataDir)));
   return createClient(token === undefined ? { url } : { url, token });
 }
 
-function print(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+/**
+ * Answers are printed as indented JSON; with `--field NAME`, only that field as plain text (a
+ * string unquoted), so a shell can capture it: `TENANT=$(spicegate tenant create … --field id)`.
+ */
+function printer(field: string | undefined): (value: unknown) => void {
+  return (value) => {
+    if (field === undefined) {
+      process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+      return;
+    }
+    if (value === null || typeof value !== 'object' || Array.isArray(value) || !Object.hasOwn(value, field)) {
+      // The call has happened (it may have made something shown only once): never lose its answer.
+      process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+      throw new Error(`the answer has no field "${field}"`);
+    }
+    const selected = (value as Record<string, unknown>)[field];
+    process.stdout.write(`${typeof selected === 'string' ? selected : JSON.stringify(selected)}\n`);
+  };
 }
 
 run(process.argv.slice(2)).then(
