@@ -1,0 +1,139 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type GatewayProcess, spawnSpicegate } from '../../support/gateway-process.js';
+import { freePort } from '../../support/redis-server.js';
+import { stopChild, track } from './children.js';
+
+/**
+ * Target G of bench:gateway: the real `spicegate serve` (bin/spicegate.js, as `npm start` runs it)
+ * in its own process, on a Redis the bench started, with the tenants and keys it needs created
+ * through the public tRPC API.
+ */
+
+export type UpstreamMode = { kind: 'openai'; mockUrl: string } | { kind: 'local'; tokens: number };
+
+export interface Gateway {
+  url: string;
+  pid: number;
+  process: GatewayProcess;
+  adminToken: string;
+  /** Directory of the `--cpu-prof` output when profiling. */
+  profileDir: string | undefined;
+  /** SIGTERM (the gateway drains and exits; a CPU profile is written), then the temp DATA_DIR goes. */
+  stop(): Promise<void>;
+}
+
+export async function startGateway(options: {
+  redisUrl: string;
+  /** A PostgreSQL database of the bench's own; PGlite in the temp DATA_DIR when undefined. */
+  databaseUrl: string | undefined;
+  upstream: UpstreamMode;
+  profile: boolean;
+}): Promise<Gateway> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'sg-bench-gateway-'));
+  const port = await freePort();
+  const adminToken = randomBytes(32).toString('base64url');
+  const profileDir = options.profile ? join(dataDir, 'cpu-prof') : undefined;
+  const upstreamEnv: Record<string, string> =
+    options.upstream.kind === 'openai'
+      ? { UPSTREAM: 'openai', UPSTREAM_URL: `${options.upstream.mockUrl}/v1` }
+      : {
+          UPSTREAM: 'local',
+          LOCAL_MODEL_TOKENS: String(options.upstream.tokens),
+          LOCAL_MODEL_DELAY_MS: '0',
+        };
+  const gateway = spawnSpicegate(['serve'], {
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    DATA_DIR: dataDir,
+    ...(options.databaseUrl === undefined ? {} : { DATABASE_URL: options.databaseUrl }),
+    REDIS_URL: options.redisUrl,
+    LOG_LEVEL: 'warn',
+    ADMIN_TOKEN: adminToken,
+    SHUTDOWN_TIMEOUT_MS: '5000',
+    ...upstreamEnv,
+    ...(profileDir === undefined
+      ? {}
+      : { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${profileDir}`.trim() }),
+  });
+  track(gateway.child);
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = performance.now() + 60_000;
+  for (;;) {
+    if (gateway.child.exitCode !== null) throw new Error(`spicegate exited: ${gateway.stderr()}`);
+    const status = await fetch(`${url}/ready`).then(
+      (response) => response.status,
+      () => 0,
+    );
+    if (status === 200) break;
+    if (performance.now() > deadline) throw new Error(`spicegate never became ready: ${gateway.stderr()}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return {
+    url,
+    pid: gateway.child.pid as number,
+    process: gateway,
+    adminToken,
+    profileDir,
+    stop: async () => {
+      await stopChild(gateway.child, 'SIGTERM');
+      if (profileDir === undefined) await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A tRPC mutation over plain HTTP (no transformer: JSON in, `{result:{data}}` out). */
+export async function mutate<T>(gateway: Gateway, path: string, input: unknown): Promise<T> {
+  const response = await fetch(`${gateway.url}/trpc/${path}`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${gateway.adminToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify(input),
+  });
+  const body = (await response.json()) as { result?: { data: T }; error?: unknown };
+  if (body.result === undefined)
+    throw new Error(`${path} failed (${response.status}): ${JSON.stringify(body)}`);
+  return body.result.data;
+}
+
+export interface Tenant {
+  tenantId: string;
+  key: string;
+}
+
+/**
+ * `count` enterprise tenants (tier 9), each with a large balance and one live key with the largest
+ * rpm limit the API accepts. `concurrency` calls in flight at a time.
+ */
+export async function createTenants(
+  gateway: Gateway,
+  options: { count: number; creditMicro: bigint; concurrency: number },
+): Promise<Tenant[]> {
+  const tenants: Tenant[] = [];
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: options.concurrency }, async () => {
+      while (next < options.count) {
+        const index = next;
+        next += 1;
+        const tenant = await mutate<{ id: string }>(gateway, 'admin.tenants.create', {
+          name: `bench-${index}`,
+          tier: 9,
+        });
+        await mutate(gateway, 'admin.credits.grant', {
+          tenantId: tenant.id,
+          amountMicro: options.creditMicro.toString(),
+          reason: 'bench:gateway',
+        });
+        const key = await mutate<{ key: string }>(gateway, 'keys.create', {
+          tenantId: tenant.id,
+          name: 'bench',
+          rpmLimit: 1_000_000_000,
+        });
+        tenants[index] = { tenantId: tenant.id, key: key.key };
+      }
+    }),
+  );
+  return tenants;
+}

@@ -1,0 +1,74 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+/**
+ * Reads the `--cpu-prof` output of the gateway and sums self time per function and per module over
+ * one time window only (the saturation run), so boot, migrations and the other phases do not
+ * show. V8 stamps samples with the monotonic clock in µs — the clock of `process.hrtime` — so the
+ * bench's own hrtime readings select the window.
+ */
+
+interface CpuProfile {
+  nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }[];
+  startTime: number;
+  samples: number[];
+  timeDeltas: number[];
+}
+
+export interface ProfileSummary {
+  samples: number;
+  windowMs: number;
+  functions: { name: string; share: number }[];
+  modules: { name: string; share: number }[];
+}
+
+/** A module-ish label: the npm package, `src/<dir>/<file>`, or node's internals. */
+function moduleOf(url: string, functionName: string): string {
+  if (url === '') return functionName.startsWith('(') ? functionName : '(native)';
+  const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
+  if (pkg) return pkg[1] as string;
+  if (url.startsWith('node:')) return url.replace(/^node:internal\/([^/]+).*/, 'node:internal/$1');
+  const own = /\/(src|db|routers)\/(.+)$/.exec(url);
+  if (own) return `${own[1]}/${own[2]}`;
+  return url.replace(/^file:\/\//, '');
+}
+
+export async function summarizeProfile(
+  dir: string,
+  windowUs: [number, number],
+  top: number,
+): Promise<ProfileSummary | undefined> {
+  const files = (await readdir(dir).catch(() => [])).filter((file) => file.endsWith('.cpuprofile'));
+  if (files.length === 0) return undefined;
+  const profile = JSON.parse(await readFile(join(dir, files[0] as string), 'utf8')) as CpuProfile;
+  const nodes = new Map(profile.nodes.map((node) => [node.id, node.callFrame]));
+  const byFunction = new Map<string, number>();
+  const byModule = new Map<string, number>();
+  let at = profile.startTime;
+  let counted = 0;
+  for (let i = 0; i < profile.samples.length; i += 1) {
+    at += profile.timeDeltas[i] ?? 0;
+    if (at < windowUs[0] || at > windowUs[1]) continue;
+    const frame = nodes.get(profile.samples[i] as number);
+    if (frame === undefined) continue;
+    counted += 1;
+    const module = moduleOf(frame.url, frame.functionName);
+    const name = `${frame.functionName || '(anonymous)'} ${module}${frame.url === '' ? '' : `:${frame.lineNumber + 1}`}`;
+    byFunction.set(name, (byFunction.get(name) ?? 0) + 1);
+    byModule.set(module, (byModule.get(module) ?? 0) + 1);
+  }
+  const ranked = (map: Map<string, number>) =>
+    [...map]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, top)
+      .map(([name, count]) => ({ name, share: count / Math.max(1, counted) }));
+  return {
+    samples: counted,
+    windowMs: (windowUs[1] - windowUs[0]) / 1000,
+    functions: ranked(byFunction),
+    modules: ranked(byModule),
+  };
+}
+
+/** The monotonic clock V8's profiler stamps samples with, in µs. */
+export const monotonicUs = (): number => Number(process.hrtime.bigint() / 1000n);
