@@ -199,8 +199,39 @@ async function keyOwner(client: Client, keyId: string): Promise<string | undefin
 
 async function clientFor(config: Config, values: { url?: string | undefined; token?: string | undefined }) {
   const url = values.url ?? `http://${config.host}:${config.port}`;
+  await startedUp(url);
+  // Read after start-up: on a first start the gateway generates the admin token file as it boots.
   const token = values.token ?? config.adminToken ?? (await readSecret(adminTokenPath(config.dataDir)));
   return createClient(token === undefined ? { url } : { url, token });
+}
+
+/**
+ * 30 s: PGlite's very first start (initdb + migrations) takes a few seconds; a newcomer who runs a
+ * command right after `npm start` should wait it out, not read an error.
+ */
+const START_UP_WAIT_MS = 30_000;
+
+/**
+ * Waits while the gateway is still starting: until its app is built, every route but /health
+ * answers 503 `not_ready`. The full app answers a tRPC call without a token with 401, never
+ * `not_ready`, so any other answer means it is up.
+ */
+async function startedUp(url: string): Promise<void> {
+  const probe = new URL('/trpc/admin.system.info', url);
+  const deadline = Date.now() + START_UP_WAIT_MS;
+  for (;;) {
+    let response: Response;
+    try {
+      response = await fetch(probe);
+    } catch {
+      throw new Error(
+        `cannot reach the gateway at ${url}; is it running (npm start)? Otherwise pass --url or set HOST/PORT`,
+      );
+    }
+    const body = (await response.json().catch(() => undefined)) as { error?: { code?: unknown } } | undefined;
+    if (response.status !== 503 || body?.error?.code !== 'not_ready' || Date.now() >= deadline) return;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
 }
 
 /**
