@@ -17,6 +17,7 @@ import { createMetrics, type Metrics } from '../observability/metrics.js';
 import { assembleServices, type Services } from '../services.js';
 import { localSigner, parsePrivateJwks } from '../signing/signer.js';
 import { memoryStore, redisOptions, redisStore, type Store, upstashStore } from '../store/index.js';
+import { nodeHttpClient } from '../upstream/http-node.js';
 import { loadConfigOrExit } from './env.js';
 import { jsonKeyDir } from './key-file.js';
 import { adminTokenPath, ensureDataDir, ensureSecretFile } from './secrets.js';
@@ -30,11 +31,6 @@ export async function buildNodeServices(
   config: Config,
   log: Logger,
 ): Promise<{ services: Services; close: () => Promise<void> }> {
-  if (config.upstream !== 'local') {
-    throw new Error(
-      `UPSTREAM=${config.upstream} is not available yet; only the local model is (UPSTREAM=local)`,
-    );
-  }
   const embedded = isEmbedded(config);
   // DATA_DIR also holds the local signer's private keys, so it exists whatever the database.
   await ensureDataDir(config.dataDir);
@@ -74,8 +70,10 @@ export async function buildNodeServices(
     log,
     ...(preAuthRedis === undefined ? {} : { redis: preAuthRedis }),
   });
+  const http = nodeHttpClient();
   const services = assembleServices({
     config,
+    upstreamOverrides: { http },
     database,
     store,
     signer,
@@ -88,7 +86,10 @@ export async function buildNodeServices(
   await services.signing.start();
   services.keys.start();
   services.spend.start();
+  services.upstream.start?.();
   const close = async () => {
+    services.upstream.stop?.();
+    http.close?.();
     await services.keys.stop();
     await services.spend
       .stop()

@@ -15,8 +15,9 @@ interface CheckResult {
 }
 
 /**
- * GET /ready — readiness: pings the store and the database concurrently. 200 when both answer;
- * 503 `not_ready` naming what failed. Failure details go to the log, not to the (public) body.
+ * GET /ready — readiness: pings the store and the database concurrently, and reads the upstream's
+ * contract status. 200 when both answer and the upstream is not incompatible; 503 `not_ready`
+ * naming what failed. Failure details go to the log, not to the (public) body.
  */
 export function readyRoute(services: Services): Hono<AppEnv> {
   return new Hono<AppEnv>().get('/ready', async (c) => {
@@ -30,7 +31,16 @@ export function readyRoute(services: Services): Hono<AppEnv> {
         log,
       ),
     ]);
-    const checks = { store, database };
+    // The upstream fails readiness only when its contract is incompatible: an unreachable one is
+    // the circuit breaker's business (it may be back before a load balancer would notice).
+    const upstreamStatus = services.upstream.status();
+    const upstream = {
+      ok: upstreamStatus.contract.status !== 'incompatible',
+      engine: upstreamStatus.name,
+      contract: upstreamStatus.contract.status,
+      breaker: upstreamStatus.breaker,
+    };
+    const checks = { store, database, upstream };
     const failed = Object.entries(checks)
       .filter(([, result]) => !result.ok)
       .map(([name]) => name);

@@ -1,5 +1,6 @@
 import type { Services } from '../services.js';
 import { type ScriptInfo, scriptInfo } from '../store/store.js';
+import type { UpstreamStatus } from '../upstream/port.js';
 import { CONTRACT_VERSION, VERSION } from '../version.js';
 
 export interface SystemInfo {
@@ -7,6 +8,8 @@ export interface SystemInfo {
   contractVersion: string;
   engines: { database: string; store: string; upstream: string };
   scripts: ScriptInfo[];
+  /** The upstream's contract check (finn: its `GET /health` version) and its circuit breaker. */
+  upstream: UpstreamStatus;
 }
 
 /** What an operator needs to know about a running instance. */
@@ -20,5 +23,6 @@ export function systemInfo(services: Services): SystemInfo {
       upstream: services.config.upstream,
     },
     scripts: scriptInfo(),
+    upstream: services.upstream.status(),
   };
 }

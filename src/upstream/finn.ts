@@ -70,7 +70,7 @@ export function finnProtocol(deps: {
     if (next.status !== contract.status || next.version !== contract.version) {
       const fields = {
         upstream: 'finn',
-        version: next.version,
+        contractVersion: next.version,
         expected: CONTRACT_VERSION,
         status: next.status,
       };

@@ -1,16 +1,18 @@
-import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+// Default imports, called at request time: named bindings of builtins are copied at import, so
+// they would miss interceptors that patch the module (msw in tests, APM agents in production).
+import http, { type IncomingMessage } from 'node:http';
+import https from 'node:https';
 import { type HttpClient, HttpConnectError, type HttpRequest, type HttpResponse } from './http.js';
 
 /**
  * node:http(s) with keep-alive agents: connections are reused across requests, so the steady
- * state costs no handshakes. (Global `fetch` costs ~0.65 ms of CPU per request here; this a
+ * state costs no handshakes. (Global `fetch` costs ~0.65 ms of CPU per request here; this costs a
  * fraction of it — LIBRARY-NOTES.md.)
  */
 export function nodeHttpClient(): HttpClient {
   const agents = {
-    'http:': new HttpAgent({ keepAlive: true, maxFreeSockets: 256 }),
-    'https:': new HttpsAgent({ keepAlive: true, maxFreeSockets: 256 }),
+    'http:': new http.Agent({ keepAlive: true, maxFreeSockets: 256 }),
+    'https:': new https.Agent({ keepAlive: true, maxFreeSockets: 256 }),
   };
   return {
     request: (request) => send(request, agents),
@@ -23,7 +25,7 @@ export function nodeHttpClient(): HttpClient {
 
 function send(
   request: HttpRequest,
-  agents: { 'http:': HttpAgent; 'https:': HttpsAgent },
+  agents: { 'http:': http.Agent; 'https:': https.Agent },
 ): Promise<HttpResponse> {
   return new Promise((resolve, reject) => {
     const url = new URL(request.url);
@@ -32,8 +34,8 @@ function send(
     if (request.body !== undefined) headers['content-length'] = String(Buffer.byteLength(request.body));
     const options = { method: request.method, headers, signal: request.signal };
     const req = secure
-      ? httpsRequest(url, { ...options, agent: agents['https:'] })
-      : httpRequest(url, { ...options, agent: agents['http:'] });
+      ? https.request(url, { ...options, agent: agents['https:'] })
+      : http.request(url, { ...options, agent: agents['http:'] });
     let connectTimer: ReturnType<typeof setTimeout> | undefined;
     req.on('socket', (socket) => {
       // A reused keep-alive socket is already connected; only a new one gets the connect timeout.

@@ -79,11 +79,11 @@ export function httpUpstream(protocol: UpstreamProtocol, options: HttpUpstreamOp
         breaker.release(permit.probe);
         throw error;
       }
-      if (error instanceof UpstreamUnavailable && !error.retryable) breaker.release(permit.probe);
-      else breaker.failure();
-      throw error instanceof UpstreamUnavailable
-        ? error
-        : new UpstreamUnavailable('The upstream failed', true);
+      // Only the upstream's own failures count: a 4xx, or a fault of ours (e.g. no signing key),
+      // says nothing about its health.
+      if (error instanceof UpstreamUnavailable && error.retryable) breaker.failure();
+      else breaker.release(permit.probe);
+      throw error;
     }
 
     const read = protocol.read(response);

@@ -27,6 +27,7 @@ describe('admin.system.info (typed client over HTTP)', () => {
       contractVersion: CONTRACT_VERSION,
       engines: { database: harness.services.engines.db, store: 'redis', upstream: 'local' },
       scripts: Object.values(SCRIPTS).map(({ name, version, sha1 }) => ({ name, version, sha1 })),
+      upstream: { name: 'local', contract: { status: 'not_applicable' }, breaker: 'closed' },
     });
   });
 });

@@ -11,6 +11,8 @@ import { createMetrics } from '../../src/observability/metrics.js';
 import { assembleServices, type Services } from '../../src/services.js';
 import { localSigner, type Signer } from '../../src/signing/signer.js';
 import { redisStore, type Store } from '../../src/store/index.js';
+import { nodeHttpClient } from '../../src/upstream/http-node.js';
+import type { UpstreamOverrides } from '../../src/upstream/index.js';
 import { createTestDatabase, type TestDatabase } from './database.js';
 import { tempKeyFile } from './key-file.js';
 import { deleteKeysWithPrefix } from './redis-cleanup.js';
@@ -45,6 +47,8 @@ export interface HarnessOptions {
    * processes behind a load balancer): its own caches, its own store connection.
    */
   shareWith?: Harness;
+  /** How the upstream is reached (default node:http, as in production, when UPSTREAM is not local). */
+  upstreamOverrides?: UpstreamOverrides;
 }
 
 /**
@@ -79,9 +83,11 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
     log,
     metrics,
     adminToken,
+    upstreamOverrides: { http: nodeHttpClient(), ...options.upstreamOverrides },
     ...(options.clock === undefined ? {} : { clock: options.clock }),
   });
   await services.signing.start();
+  services.upstream.start?.();
   const app = createApp(services);
   const request = async (path: string, init?: RequestInit) => app.request(path, init);
 
@@ -98,6 +104,7 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
     },
     shared: { database, keyPrefix, peppers: pepperText },
     close: async () => {
+      services.upstream.stop?.();
       await services.keys.stop();
       await store.close();
       // The first instance owns the database and the prefix.
