@@ -181,12 +181,23 @@ interface Measured {
   stream20Ms: number;
   stream1Ms: number;
   rss: { now: number; peak: number };
+  /** Connections the mock accepted per chat request it served, over the saturation window. */
+  upstreamConnectionsPerRequest: number;
   /** G only: INFO commandstats over the saturation window. */
   redis?: { scriptCalls: number; allCommands: number };
   profileWindowUs?: [number, number];
 }
 
-async function measure(subject: Subject, stats: Redis | null): Promise<Measured> {
+interface MockCounts {
+  connections: number;
+  requests: number;
+}
+
+const mockCounts = async (mockUrl: string) => (await (await fetch(`${mockUrl}/stats`)).json()) as MockCounts;
+
+async function measure(subject: Subject, mockUrl: string, stats: Redis | null): Promise<Measured> {
+  let upstreamBefore: MockCounts = { connections: 0, requests: 0 };
+  let upstreamAfter: MockCounts = { connections: 0, requests: 0 };
   let cpuBefore = 0;
   let cpuAfter = 0;
   let redisBefore = new Map<string, number>();
@@ -199,12 +210,14 @@ async function measure(subject: Subject, stats: Redis | null): Promise<Measured>
     durationMs: SECONDS * 1000,
     onMeasureStart: async () => {
       if (stats) redisBefore = await commandCalls(stats);
+      upstreamBefore = await mockCounts(mockUrl);
       cpuBefore = cpuMs(subject.pid);
       window[0] = monotonicUs();
     },
     onMeasureEnd: async () => {
       window[1] = monotonicUs();
       cpuAfter = cpuMs(subject.pid);
+      upstreamAfter = await mockCounts(mockUrl);
       if (stats) redisAfter = await commandCalls(stats);
     },
   });
@@ -243,6 +256,10 @@ async function measure(subject: Subject, stats: Redis | null): Promise<Measured>
     name: subject.name,
     saturation,
     cpuMsPerRequest: (cpuAfter - cpuBefore) / Math.max(1, saturation.requests),
+    // Minus the /stats call itself (one connection of its own, as fetch does not reuse ours).
+    upstreamConnectionsPerRequest:
+      (upstreamAfter.connections - upstreamBefore.connections - 1) /
+      Math.max(1, upstreamAfter.requests - upstreamBefore.requests),
     latency,
     streaming,
     cpuMsPerStream: (streamCpuAfter - streamCpuBefore) / Math.max(1, streaming.requests),
@@ -418,7 +435,7 @@ async function main(): Promise<void> {
     const results: Measured[] = [];
     for (const subject of subjects) {
       process.stderr.write(`measuring ${subject.name} …\n`);
-      results.push(await measure(subject, subject === subjects[3] ? stats : null));
+      results.push(await measure(subject, mock.url, subject === subjects[3] ? stats : null));
     }
     const g = subjects[3] as Subject;
     process.stderr.write('round trips under MONITOR …\n');
@@ -431,6 +448,17 @@ async function main(): Promise<void> {
     if (PROFILE && gateway.profileDir && measuredG.profileWindowUs) {
       profile = await summarizeProfile(gateway.profileDir, measuredG.profileWindowUs, 20);
     }
+    const logged = [...gateway.logCounts].sort((x, y) => y[1] - x[1]);
+    notes.push(
+      `G logged ${logged.reduce((sum, [, n]) => sum + n, 0)} lines at warn or above${
+        logged.length === 0
+          ? ''
+          : `: ${logged
+              .slice(0, 5)
+              .map(([msg, n]) => `"${msg}" ×${n}`)
+              .join(', ')}`
+      }`,
+    );
     gateway = undefined;
     notes.push(`machine load average at the end: ${load()} (other work on this machine skews every row)`);
     print({ results, trips, slow, notes, profile });
@@ -504,6 +532,7 @@ function print(run: {
         (r) => `${r.name.split(' ')[0]} ${r.saturation.tally.describe()} / ${r.streaming.tally.describe()}`,
       )
       .join('; ')}`,
+    `new upstream connections per upstream request (saturation): ${run.results.map((r) => `${r.name.split(' ')[0]} ${fixed(r.upstreamConnectionsPerRequest, 3)}`).join(', ')} (keep-alive: ≈ 0)`,
     `load generator timer slack (send − schedule) p99: ${run.results.map((r) => `${r.name.split(' ')[0]} ${fixed(r.latency.sendLagP99Ms, 2)} ms`).join(', ')}`,
     '',
     'G details',

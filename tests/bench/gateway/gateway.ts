@@ -1,8 +1,8 @@
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type GatewayProcess, spawnSpicegate } from '../../support/gateway-process.js';
 import { freePort } from '../../support/redis-server.js';
 import { stopChild, track } from './children.js';
 
@@ -17,7 +17,11 @@ export type UpstreamMode = { kind: 'openai'; mockUrl: string } | { kind: 'local'
 export interface Gateway {
   url: string;
   pid: number;
-  process: GatewayProcess;
+  child: ChildProcess;
+  /** The last 8 KiB of its stdout and stderr (pino lines at LOG_LEVEL=warn, crashes). */
+  output(): string;
+  /** Log lines so far, by `msg` (at LOG_LEVEL=warn: warnings and errors only). */
+  logCounts: Map<string, number>;
   adminToken: string;
   /** Directory of the `--cpu-prof` output when profiling. */
   profileDir: string | undefined;
@@ -44,7 +48,7 @@ export async function startGateway(options: {
           LOCAL_MODEL_TOKENS: String(options.upstream.tokens),
           LOCAL_MODEL_DELAY_MS: '0',
         };
-  const gateway = spawnSpicegate(['serve'], {
+  const env: Record<string, string> = {
     PORT: String(port),
     HOST: '127.0.0.1',
     DATA_DIR: dataDir,
@@ -54,31 +58,61 @@ export async function startGateway(options: {
     ADMIN_TOKEN: adminToken,
     SHUTDOWN_TIMEOUT_MS: '5000',
     ...upstreamEnv,
-    ...(profileDir === undefined
-      ? {}
-      : { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${profileDir}`.trim() }),
+  };
+  // As tests/support/gateway-process.ts does, minus the variables that would change what runs; our
+  // own spawn because --cpu-prof is a node flag that NODE_OPTIONS does not accept.
+  const inherited = Object.fromEntries(
+    Object.entries(process.env).filter(
+      ([name]) =>
+        !['DATABASE_URL', 'REDIS_URL', 'ADMIN_TOKEN', 'PORT', 'HOST', 'DATA_DIR', 'LOG_LEVEL'].includes(name),
+    ),
+  );
+  const flags = profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profileDir}`];
+  const child = track(
+    spawn(process.execPath, [...flags, 'bin/spicegate.js', 'serve'], {
+      env: { ...inherited, NODE_ENV: 'production', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }),
+  );
+  // Always drained: a full pipe would block the gateway's logger.
+  let output = '';
+  let partial = '';
+  const logCounts = new Map<string, number>();
+  const keep = (chunk: Buffer) => {
+    output = (output + chunk.toString('utf8')).slice(-8_192);
+  };
+  child.stdout?.on('data', (chunk: Buffer) => {
+    keep(chunk);
+    const lines = (partial + chunk.toString('utf8')).split('\n');
+    partial = lines.pop() ?? '';
+    for (const line of lines) {
+      const msg = /"msg":"((?:[^"\\]|\\.)*)"/.exec(line)?.[1] ?? line.slice(0, 80);
+      logCounts.set(msg, (logCounts.get(msg) ?? 0) + 1);
+    }
   });
-  track(gateway.child);
+  child.stderr?.on('data', keep);
   const url = `http://127.0.0.1:${port}`;
   const deadline = performance.now() + 60_000;
   for (;;) {
-    if (gateway.child.exitCode !== null) throw new Error(`spicegate exited: ${gateway.stderr()}`);
+    if (child.exitCode !== null) throw new Error(`spicegate exited: ${output}`);
     const status = await fetch(`${url}/ready`).then(
       (response) => response.status,
       () => 0,
     );
     if (status === 200) break;
-    if (performance.now() > deadline) throw new Error(`spicegate never became ready: ${gateway.stderr()}`);
+    if (performance.now() > deadline) throw new Error(`spicegate never became ready: ${output}`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   return {
     url,
-    pid: gateway.child.pid as number,
-    process: gateway,
+    pid: child.pid as number,
+    child,
+    output: () => output,
+    logCounts,
     adminToken,
     profileDir,
     stop: async () => {
-      await stopChild(gateway.child, 'SIGTERM');
+      await stopChild(child, 'SIGTERM');
       if (profileDir === undefined) await rm(dataDir, { recursive: true, force: true });
     },
   };

@@ -9,6 +9,8 @@ import { Agent, request } from 'node:http';
 export interface Shot {
   /** Origin, e.g. http://127.0.0.1:8787 */
   url: string;
+  host: string;
+  port: number;
   path: string;
   headers: Record<string, string>;
   body: Buffer;
@@ -26,10 +28,19 @@ export interface Sent {
   ok: boolean;
 }
 
+const origins = new Map<string, URL>();
+
 export function shot(url: string, path: string, body: unknown, extraHeaders: Record<string, string>): Shot {
   const bytes = Buffer.from(JSON.stringify(body));
+  let origin = origins.get(url);
+  if (origin === undefined) {
+    origin = new URL(url);
+    origins.set(url, origin);
+  }
   return {
     url,
+    host: origin.hostname,
+    port: Number(origin.port),
     path,
     body: bytes,
     stream: (body as { stream?: boolean }).stream === true,

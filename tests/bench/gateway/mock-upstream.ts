@@ -3,7 +3,9 @@
  * /v1/chat/completions` answers JSON with usage, or (`stream: true`) one `data:` chunk per token,
  * a usage chunk and `[DONE]`. It emits `max_tokens` tokens (16 when absent). A last message of
  * `slow <ms>` spaces the stream's chunks by that many milliseconds (the slow-stream test), since
- * a gateway forwards the messages but not custom headers. Prints `{"port":n}` once listening.
+ * a gateway forwards the messages but not custom headers. `GET /stats` counts the connections and
+ * chat requests so far (a client that drops keep-alive connections shows there). Prints
+ * `{"port":n}` once listening.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 
@@ -27,9 +29,18 @@ function readBody(req: IncomingMessage): Promise<string> {
   });
 }
 
-function reply(res: ServerResponse, status: number, body: unknown): void {
+function reply(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    ...headers,
+  });
   res.end(text);
 }
 
@@ -85,13 +96,25 @@ async function chat(req: IncomingMessage, res: ServerResponse): Promise<void> {
   res.end('data: [DONE]\n\n');
 }
 
+const counts = { connections: 0, requests: 0 };
+
 const server = createServer((req, res) => {
   if (req.method === 'POST' && req.url?.startsWith('/v1/chat/completions')) {
+    counts.requests += 1;
     chat(req, res).catch(() => res.destroy());
+    return;
+  }
+  if (req.method === 'GET' && req.url === '/stats') {
+    req.resume();
+    // One connection per stats call, so a reader can subtract its own calls exactly.
+    reply(res, 200, counts, { connection: 'close' });
     return;
   }
   req.resume();
   reply(res, 404, { error: { message: 'not found', type: 'not_found_error' } });
+});
+server.on('connection', () => {
+  counts.connections += 1;
 });
 // Above the 5 s default, so a client's idle keep-alive socket is never closed under it mid-bench.
 server.keepAliveTimeout = 60_000;

@@ -8,8 +8,14 @@ import { join } from 'node:path';
  * bench's own hrtime readings select the window.
  */
 
+interface CallFrame {
+  functionName: string;
+  url: string;
+  lineNumber: number;
+}
+
 interface CpuProfile {
-  nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }[];
+  nodes: { id: number; callFrame: CallFrame; children?: number[] }[];
   startTime: number;
   samples: number[];
   timeDeltas: number[];
@@ -42,6 +48,27 @@ export async function summarizeProfile(
   if (files.length === 0) return undefined;
   const profile = JSON.parse(await readFile(join(dir, files[0] as string), 'utf8')) as CpuProfile;
   const nodes = new Map(profile.nodes.map((node) => [node.id, node.callFrame]));
+  const parents = new Map<number, number>();
+  for (const node of profile.nodes) for (const child of node.children ?? []) parents.set(child, node.id);
+  // Native frames (writev, HMAC, JSON.parse…) are charged to the nearest JavaScript caller, so the
+  // module that asked for the work is the one that shows.
+  const callerOf = (id: number): CallFrame | undefined => {
+    for (let at = parents.get(id); at !== undefined; at = parents.get(at)) {
+      const frame = nodes.get(at);
+      if (frame !== undefined && frame.url !== '') return frame;
+    }
+    return undefined;
+  };
+  // The first frame outside Node's own modules: the package or source file that started the work.
+  const ownerOf = (id: number): CallFrame | undefined => {
+    for (let at = parents.get(id); at !== undefined; at = parents.get(at)) {
+      const frame = nodes.get(at);
+      if (frame !== undefined && frame.url !== '' && !frame.url.startsWith('node:')) return frame;
+    }
+    return undefined;
+  };
+  const label = (frame: CallFrame) =>
+    `${frame.functionName || '(anonymous)'} ${moduleOf(frame.url, frame.functionName)}${frame.url === '' ? '' : `:${frame.lineNumber + 1}`}`;
   const byFunction = new Map<string, number>();
   const byModule = new Map<string, number>();
   let at = profile.startTime;
@@ -49,11 +76,17 @@ export async function summarizeProfile(
   for (let i = 0; i < profile.samples.length; i += 1) {
     at += profile.timeDeltas[i] ?? 0;
     if (at < windowUs[0] || at > windowUs[1]) continue;
-    const frame = nodes.get(profile.samples[i] as number);
+    const id = profile.samples[i] as number;
+    const frame = nodes.get(id);
     if (frame === undefined) continue;
     counted += 1;
-    const module = moduleOf(frame.url, frame.functionName);
-    const name = `${frame.functionName || '(anonymous)'} ${module}${frame.url === '' ? '' : `:${frame.lineNumber + 1}`}`;
+    const native = frame.url === '' && !frame.functionName.startsWith('(');
+    const caller = native ? callerOf(id) : undefined;
+    const module = moduleOf((caller ?? frame).url, (caller ?? frame).functionName);
+    const owner = native || frame.url.startsWith('node:') ? ownerOf(id) : undefined;
+    const name =
+      (caller === undefined ? label(frame) : `${frame.functionName} ← ${label(caller)}`) +
+      (owner === undefined || owner === caller ? '' : ` ← … ${label(owner)}`);
     byFunction.set(name, (byFunction.get(name) ?? 0) + 1);
     byModule.set(module, (byModule.get(module) ?? 0) + 1);
   }
