@@ -29,6 +29,7 @@ export interface AdmitInput {
   idempotencyKey?: string;
   /** Chosen by the caller (newId('res')), so a retry after a timeout can find it. */
   reservationId: string;
+  /** The reservation; 0 admits a free (sandbox) request: rate-limited, but no budget scope applies. */
   costMicro: bigint;
   tokenEstimate: number;
   nowMs: number;
@@ -83,6 +84,28 @@ export type FinalizeResult =
   | { status: 'FINALIZED'; chargedMicro: bigint; releasedMicro: bigint; driftMicro: bigint }
   | { status: 'LATE_FINALIZE'; chargedMicro: bigint; overspend: boolean; driftMicro: bigint }
   | { status: 'ALREADY_FINALIZED'; chargedMicro: bigint }
+  | { status: 'INVALID_INPUT'; field: string };
+
+export interface BudgetEventInput {
+  tenantId: string;
+  /** A settled reservation: its period (month) and key are the ones checked. */
+  reservationId: string;
+  tenantMonthlyCapMicro: bigint | null;
+  keyMonthlyCapMicro: bigint | null;
+}
+
+/** A budget threshold a scope reached for the first time in its period (lua/budget_event.v1.lua). */
+export interface ThresholdReached {
+  scope: BudgetScope;
+  thresholdPercent: 80 | 100;
+  /** `YYYYMM` for the monthly caps; `credited:<µ>` for the balance (a top-up starts a new period). */
+  period: string;
+  usedMicro: bigint;
+  limitMicro: bigint;
+}
+
+export type BudgetEventResult =
+  | { status: 'THRESHOLDS'; reached: ThresholdReached[] }
   | { status: 'INVALID_INPUT'; field: string };
 
 export type ReapResult =

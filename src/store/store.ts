@@ -4,6 +4,8 @@ import type { Metrics } from '../observability/metrics.js';
 import type {
   AdmitInput,
   AdmitResult,
+  BudgetEventInput,
+  BudgetEventResult,
   BudgetScope,
   CreditResult,
   Dimension,
@@ -16,6 +18,7 @@ import type {
   ReapResult,
   ScopeRemaining,
   Snapshot,
+  ThresholdReached,
 } from './contracts.js';
 import { FencingOverflow, StoreUnavailable } from './errors.js';
 import type { Reply, ScriptRunner, StoreEngine } from './port.js';
@@ -42,6 +45,11 @@ export interface Store {
   /** Releases a reservation without charge: finalize with cost 0. */
   cancel(input: { tenantId: string; reservationId: string; nowMs: number }): Promise<FinalizeResult>;
   reap(input: { tenantId: string; nowMs: number; maxCount?: number }): Promise<ReapResult>;
+  /**
+   * The 80 % / 100 % budget thresholds a settled reservation's scopes reached for the first time in
+   * their period: each is reported to exactly one caller, across every instance sharing the store.
+   */
+  budgetEvent(input: BudgetEventInput): Promise<BudgetEventResult>;
   credit(input: { tenantId: string; grantId: string; amountMicro: bigint }): Promise<CreditResult>;
   snapshot(tenantId: string): Promise<Snapshot>;
   poolGate(input: PoolGateInput): Promise<PoolGateResult>;
@@ -168,6 +176,27 @@ export function createStore(scriptRunner: ScriptRunner, options: StoreOptions): 
       };
       reportDrift(input.tenantId, result.driftMicro, 'reap');
       return result;
+    },
+
+    budgetEvent: async (input) => {
+      if (!ID.test(input.tenantId)) return { status: 'INVALID_INPUT', field: 'tenantId' };
+      const reply = await runner.run(
+        'budget_event',
+        [tenantKey(input.tenantId)],
+        [input.reservationId, limit(input.tenantMonthlyCapMicro), limit(input.keyMonthlyCapMicro)],
+      );
+      if (reply[0] !== 'THRESHOLDS') return invalid(reply);
+      const reached: ThresholdReached[] = [];
+      for (let at = 2; at + 4 < reply.length; at += 5) {
+        reached.push({
+          scope: String(reply[at]) as BudgetScope,
+          thresholdPercent: int(reply[at + 1]) === 100 ? 100 : 80,
+          period: String(reply[at + 2]),
+          usedMicro: big(reply[at + 3]),
+          limitMicro: big(reply[at + 4]),
+        });
+      }
+      return { status: 'THRESHOLDS', reached };
     },
 
     credit: async (input) => {

@@ -228,7 +228,7 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
     );
 
     it.each([
-      ['costMicro', { costMicro: 0n }],
+      ['costMicro', { costMicro: -1n }],
       ['costMicro', { costMicro: -5n }],
       ['costMicro', { costMicro: 10n ** 16n }],
       ['tokenEstimate', { tokenEstimate: Number.NaN }],
@@ -278,7 +278,7 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
       expect((await store().snapshot(victim)).reservedMicro).toBe(0n);
     });
 
-    it.each(['NaN', '1.5', '-5', '', '1e3', '99999999999999999999'])(
+    it.each(['NaN', '1.5', '-5', '-0', '00', '', '1e3', '99999999999999999999'])(
       'refuses the raw cost %j',
       async (raw) => {
         const tenantId = await fundedTenant();
@@ -514,6 +514,283 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
         scope: 'tenant_monthly',
         remainingMicro: 500n,
         limitMicro: 1_000n,
+      });
+    });
+  });
+
+  describe('free (zero-cost) admission, admit v2', () => {
+    it('admits with no credits at all, reserves nothing, charges nothing, and never warns', async () => {
+      const tenantId = uniqueTenant();
+      const limits = { ...NO_LIMITS, tenantMonthlyCapMicro: 0n, keyMonthlyCapMicro: 0n };
+      const result = await admitted(admitInput(tenantId, { costMicro: 0n, limits }));
+      expect(result.remaining).toEqual({ balanceMicro: 0n, tenantMonthlyMicro: 0n, keyMonthlyMicro: 0n });
+      expect(result.warning).toBeNull();
+      expect(
+        await store().finalize({
+          tenantId,
+          reservationId: result.reservationId,
+          actualCostMicro: 500n,
+          actualTokens: 7,
+          nowMs: NOW,
+        }),
+      ).toEqual({ status: 'FINALIZED', chargedMicro: 0n, releasedMicro: 0n, driftMicro: 0n });
+      expect(await store().snapshot(tenantId)).toEqual({
+        creditedMicro: 0n,
+        committedMicro: 0n,
+        reservedMicro: 0n,
+        availableMicro: 0n,
+      });
+    });
+
+    it('leaves a funded tenant untouched, even at 80 % of its credits', async () => {
+      const tenantId = await fundedTenant(1_000n);
+      const paid = await admitted(admitInput(tenantId, { costMicro: 850n }));
+      expect(paid.warning).toBe('balance');
+      const free = await admitted(admitInput(tenantId, { costMicro: 0n }));
+      expect(free.warning).toBeNull();
+      expect(free.remaining.balanceMicro).toBe(150n);
+      expect(await store().snapshot(tenantId)).toMatchObject({ committedMicro: 0n, reservedMicro: 850n });
+    });
+
+    it('still counts in every rate-limit dimension and the tokens per day', async () => {
+      const tenantId = uniqueTenant();
+      const limits = { ...NO_LIMITS, keyRpm: 2, keyTpd: 25 };
+      await admitted(admitInput(tenantId, { costMicro: 0n, tokenEstimate: 10, limits }));
+      await admitted(admitInput(tenantId, { costMicro: 0n, tokenEstimate: 10, limits }));
+      expect(
+        await store().admit(admitInput(tenantId, { costMicro: 0n, tokenEstimate: 1, limits })),
+      ).toMatchObject({ status: 'RATE_LIMITED', dimension: 'key_rpm' });
+      expect(
+        await store().admit(
+          admitInput(tenantId, { costMicro: 0n, tokenEstimate: 10, limits: { ...NO_LIMITS, keyTpd: 25 } }),
+        ),
+      ).toMatchObject({ status: 'RATE_LIMITED', dimension: 'key_tpd' });
+    });
+
+    it('a settled free request keeps its idempotency key; a cancelled one frees it (finalize v2)', async () => {
+      const tenantId = uniqueTenant();
+      const first = await admitted(admitInput(tenantId, { costMicro: 0n, idempotencyKey: 'idem_free' }));
+      await store().finalize({
+        tenantId,
+        reservationId: first.reservationId,
+        actualCostMicro: 30n,
+        actualTokens: 4,
+        nowMs: NOW,
+      });
+      expect(
+        await store().admit(admitInput(tenantId, { costMicro: 0n, idempotencyKey: 'idem_free' })),
+      ).toMatchObject({ status: 'ALREADY_RESERVED', reservationId: first.reservationId, state: 'finalized' });
+
+      const cancelled = await admitted(admitInput(tenantId, { costMicro: 0n, idempotencyKey: 'idem_gone' }));
+      await store().cancel({ tenantId, reservationId: cancelled.reservationId, nowMs: NOW });
+      const retried = await admitted(admitInput(tenantId, { costMicro: 0n, idempotencyKey: 'idem_gone' }));
+      expect(retried.reservationId).not.toBe(cancelled.reservationId);
+    });
+
+    it('a late finalize that charges nothing is never an OVERSPEND, even on an overspent tenant', async () => {
+      const tenantId = await fundedTenant(100n);
+      const paid = await admitted(admitInput(tenantId, { costMicro: 100n, ttlMs: 1_000 }));
+      const free = await admitted(admitInput(tenantId, { costMicro: 0n, ttlMs: 1_000 }));
+      await store().reap({ tenantId, nowMs: NOW + 1_000 });
+      // Something else took the tenant past its credit while the paid one was reaped.
+      await engine.setHashRaw(`${tenantKey(tenantId)}:bal`, 'committed', '150');
+      const finalize = (reservationId: string) =>
+        store().finalize({
+          tenantId,
+          reservationId,
+          actualCostMicro: 10n,
+          actualTokens: 1,
+          nowMs: NOW + 2_000,
+        });
+      expect(await finalize(free.reservationId)).toMatchObject({ status: 'LATE_FINALIZE', overspend: false });
+      expect(await finalize(paid.reservationId)).toMatchObject({ status: 'LATE_FINALIZE', overspend: true });
+    });
+
+    it('a reaped free reservation releases nothing and a late finalize charges nothing', async () => {
+      const tenantId = await fundedTenant(1_000n);
+      const free = await admitted(admitInput(tenantId, { costMicro: 0n, ttlMs: 1_000 }));
+      expect(await store().reap({ tenantId, nowMs: NOW + 1_000 })).toEqual({
+        status: 'REAPED',
+        count: 1,
+        releasedMicro: 0n,
+        driftMicro: 0n,
+      });
+      expect(
+        await store().finalize({
+          tenantId,
+          reservationId: free.reservationId,
+          actualCostMicro: 40n,
+          actualTokens: 3,
+          nowMs: NOW + 2_000,
+        }),
+      ).toEqual({ status: 'LATE_FINALIZE', chargedMicro: 0n, overspend: false, driftMicro: 0n });
+      expect(await store().snapshot(tenantId)).toMatchObject({ committedMicro: 0n, reservedMicro: 0n });
+    });
+  });
+
+  describe('budget_event', () => {
+    async function settle(tenantId: string, costMicro: bigint, overrides: Partial<AdmitInput> = {}) {
+      const { reservationId } = await admitted(admitInput(tenantId, { costMicro, ...overrides }));
+      const finalized = await store().finalize({
+        tenantId,
+        reservationId,
+        actualCostMicro: costMicro,
+        actualTokens: 1,
+        nowMs: overrides.nowMs ?? NOW,
+      });
+      expect(finalized.status).toBe('FINALIZED');
+      return reservationId;
+    }
+    const events = (tenantId: string, reservationId: string, caps: { tenant?: bigint; key?: bigint } = {}) =>
+      store().budgetEvent({
+        tenantId,
+        reservationId,
+        tenantMonthlyCapMicro: caps.tenant ?? null,
+        keyMonthlyCapMicro: caps.key ?? null,
+      });
+
+    it('reports each balance threshold once, at or past it; a top-up starts a new period', async () => {
+      const tenantId = await fundedTenant(1_000n);
+      const below = await settle(tenantId, 799n);
+      expect(await events(tenantId, below)).toEqual({ status: 'THRESHOLDS', reached: [] });
+      const at80 = await settle(tenantId, 1n);
+      const reached80 = {
+        scope: 'balance',
+        thresholdPercent: 80,
+        period: 'credited:1000',
+        usedMicro: 800n,
+        limitMicro: 1_000n,
+      };
+      expect(await events(tenantId, at80)).toEqual({ status: 'THRESHOLDS', reached: [reached80] });
+      // Asked again, by anyone: already reported.
+      expect(await events(tenantId, at80)).toEqual({ status: 'THRESHOLDS', reached: [] });
+      const at100 = await settle(tenantId, 200n);
+      expect(await events(tenantId, at100)).toEqual({
+        status: 'THRESHOLDS',
+        reached: [{ ...reached80, thresholdPercent: 100, usedMicro: 1_000n }],
+      });
+      expect(await events(tenantId, at100)).toEqual({ status: 'THRESHOLDS', reached: [] });
+      // A top-up to 1,100: 1,000 used is past 80 % of the new balance, not yet 100 %.
+      await store().credit({ tenantId, grantId: 'topup', amountMicro: 100n });
+      expect(await events(tenantId, at100)).toEqual({
+        status: 'THRESHOLDS',
+        reached: [{ ...reached80, period: 'credited:1100', usedMicro: 1_000n, limitMicro: 1_100n }],
+      });
+    });
+
+    it('reports 80 and 100 together when one settlement jumps past both', async () => {
+      const tenantId = await fundedTenant(1_000_000n);
+      const caps = { tenant: 500n };
+      const limits = { ...NO_LIMITS, tenantMonthlyCapMicro: 500n };
+      const res = await settle(tenantId, 500n, { limits });
+      expect(await events(tenantId, res, caps)).toEqual({
+        status: 'THRESHOLDS',
+        reached: [
+          {
+            scope: 'tenant_monthly',
+            thresholdPercent: 80,
+            period: '202611',
+            usedMicro: 500n,
+            limitMicro: 500n,
+          },
+          {
+            scope: 'tenant_monthly',
+            thresholdPercent: 100,
+            period: '202611',
+            usedMicro: 500n,
+            limitMicro: 500n,
+          },
+        ],
+      });
+    });
+
+    it("counts the key cap per key, and each month is its own period (the reservation's month)", async () => {
+      const tenantId = await fundedTenant(1_000_000n);
+      const caps = { key: 100n };
+      const limits = { ...NO_LIMITS, keyMonthlyCapMicro: 100n };
+      const other = await settle(tenantId, 90n, { keyId: 'key_b', limits });
+      const mine = await settle(tenantId, 80n, { limits });
+      expect(await events(tenantId, mine, caps)).toEqual({
+        status: 'THRESHOLDS',
+        reached: [
+          { scope: 'key_monthly', thresholdPercent: 80, period: '202611', usedMicro: 80n, limitMicro: 100n },
+        ],
+      });
+      expect(await events(tenantId, other, caps)).toEqual({
+        status: 'THRESHOLDS',
+        reached: [
+          { scope: 'key_monthly', thresholdPercent: 80, period: '202611', usedMicro: 90n, limitMicro: 100n },
+        ],
+      });
+      // Admitted on the last ms of November, settled in December: November's period.
+      const lastMsOfNovember = Date.UTC(2026, 11, 1) - 1;
+      const december = Date.UTC(2026, 11, 2);
+      const late = await admitted(admitInput(tenantId, { costMicro: 20n, nowMs: lastMsOfNovember, limits }));
+      await store().finalize({
+        tenantId,
+        reservationId: late.reservationId,
+        actualCostMicro: 20n,
+        actualTokens: 1,
+        nowMs: december,
+      });
+      expect(await events(tenantId, late.reservationId, caps)).toEqual({
+        status: 'THRESHOLDS',
+        reached: [
+          {
+            scope: 'key_monthly',
+            thresholdPercent: 100,
+            period: '202611',
+            usedMicro: 100n,
+            limitMicro: 100n,
+          },
+        ],
+      });
+      const inDecember = await settle(tenantId, 85n, { nowMs: december, limits });
+      expect(await events(tenantId, inDecember, caps)).toEqual({
+        status: 'THRESHOLDS',
+        reached: [
+          { scope: 'key_monthly', thresholdPercent: 80, period: '202612', usedMicro: 85n, limitMicro: 100n },
+        ],
+      });
+    });
+
+    it('is exact near 2^52 (no product passes 2^53)', async () => {
+      const tenantId = uniqueTenant();
+      const credited = 2n ** 52n - 5n;
+      await store().credit({ tenantId, grantId: 'big', amountMicro: 10n ** 15n });
+      await engine.setHashRaw(`${tenantKey(tenantId)}:bal`, 'credited', String(credited));
+      // 80 % of credited, rounded up, is the first amount that reaches the threshold.
+      const threshold = (credited * 4n + 4n) / 5n;
+      await engine.setHashRaw(`${tenantKey(tenantId)}:bal`, 'committed', String(threshold - 1n));
+      const res = await admitted(admitInput(tenantId, { costMicro: 1n }));
+      expect(await events(tenantId, res.reservationId)).toEqual({ status: 'THRESHOLDS', reached: [] });
+      await engine.setHashRaw(`${tenantKey(tenantId)}:bal`, 'committed', String(threshold));
+      expect(await events(tenantId, res.reservationId)).toMatchObject({
+        reached: [{ scope: 'balance', thresholdPercent: 80, usedMicro: threshold, limitMicro: credited }],
+      });
+    });
+
+    it.each([
+      ['reservationId', { reservationId: 'res_unknown' }],
+      ['reservationId', { reservationId: 'r:1' }],
+      ['tenantMonthlyCapMicro', { tenantMonthlyCapMicro: -2n }],
+      ['keyMonthlyCapMicro', { keyMonthlyCapMicro: 10n ** 16n }],
+      ['tenantId', { tenantId: 'a}b' }],
+    ] as const)('INVALID_INPUT names %s', async (field, overrides) => {
+      const tenantId = await fundedTenant();
+      const reservationId = await settle(tenantId, 900n);
+      expect(
+        await store().budgetEvent({
+          tenantId,
+          reservationId,
+          tenantMonthlyCapMicro: null,
+          keyMonthlyCapMicro: null,
+          ...overrides,
+        }),
+      ).toEqual({ status: 'INVALID_INPUT', field });
+      // Nothing was marked: the 80 % of the balance is still there to report.
+      expect(await events(tenantId, reservationId)).toMatchObject({
+        reached: [{ scope: 'balance', thresholdPercent: 80, usedMicro: 900n }],
       });
     });
   });

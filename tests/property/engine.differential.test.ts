@@ -10,8 +10,8 @@ import { filePrefix, NO_LIMITS } from '../support/engines.js';
 import { deleteKeysWithPrefix } from '../support/redis-cleanup.js';
 
 /**
- * Differential property: random sequences of admit / finalize / cancel / reap / credit / clock
- * advances, run on the Lua scripts (real Redis) and on the memory engine, give identical replies
+ * Differential property: random sequences of admit (free ones, cost 0, included) / finalize /
+ * cancel / reap / credit / budget threshold checks / clock advances, run on the Lua scripts (real Redis) and on the memory engine, give identical replies
  * and identical snapshots after every step; and committed + reserved never exceeds credited except
  * by what late finalizes (after a reap) reported charging.
  *
@@ -59,6 +59,7 @@ type Op =
   | { kind: 'cancel'; ref: number }
   | { kind: 'reap'; tenant: number }
   | { kind: 'credit'; tenant: number; grant: number; amount: number }
+  | { kind: 'thresholds'; ref: number; tenantCap: number; keyCap: number }
   | { kind: 'advance'; ms: number };
 
 const tenant = fc.integer({ min: 0, max: TENANTS - 1 });
@@ -70,7 +71,11 @@ const op: fc.Arbitrary<Op> = fc.oneof(
       tenant,
       key: fc.integer({ min: 0, max: 1 }),
       user: fc.integer({ min: -1, max: 2 }),
-      cost: fc.integer({ min: 1, max: 800 }),
+      // One admission in ~9 is free (a sandbox key's zero reservation).
+      cost: fc.oneof(
+        { weight: 1, arbitrary: fc.constant(0) },
+        { weight: 8, arbitrary: fc.integer({ min: 1, max: 800 }) },
+      ),
       tokens: fc.integer({ min: 0, max: 150 }),
       idem: fc.integer({ min: -1, max: 4 }),
       ttl: fc.constantFrom(1_000, 30_000, 300_000),
@@ -95,6 +100,16 @@ const op: fc.Arbitrary<Op> = fc.oneof(
       tenant,
       grant: fc.integer({ min: 0, max: 3 }),
       amount: fc.integer({ min: 1, max: 5_000 }),
+    }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      kind: fc.constant('thresholds' as const),
+      ref: fc.nat(),
+      // Caps small enough that sequences reach 80 % and 100 % of them often (-1: no cap).
+      tenantCap: fc.constantFrom(-1, 0, 40, 300, 1_000, 2_500),
+      keyCap: fc.constantFrom(-1, 0, 40, 300, 1_000),
     }),
   },
   // Mostly small steps, so requests meet inside windows and buckets; now and then a long one past
@@ -134,6 +149,7 @@ describe('redis and memory engines', () => {
     await deleteKeysWithPrefix(inject('redisUrl'), keyPrefix);
   });
   let run = 0;
+  let thresholdsReached = 0;
 
   it(`agree on every reply and snapshot (seed ${SEED}, ${RUNS} runs)`, async () => {
     await fc.assert(
@@ -203,6 +219,23 @@ describe('redis and memory engines', () => {
             case 'reap':
               await both((s) => s.reap({ tenantId: tenants[o.tenant] as string, nowMs: now }));
               break;
+            case 'thresholds': {
+              const target = reservations[o.ref % Math.max(1, reservations.length)] ?? {
+                tenant: 0,
+                id: 'res_none',
+              };
+              const cap = (value: number) => (value < 0 ? null : BigInt(value));
+              const result = await both((s) =>
+                s.budgetEvent({
+                  tenantId: tenants[target.tenant] as string,
+                  reservationId: target.id,
+                  tenantMonthlyCapMicro: cap(o.tenantCap),
+                  keyMonthlyCapMicro: cap(o.keyCap),
+                }),
+              );
+              if (result.status === 'THRESHOLDS') thresholdsReached += result.reached.length;
+              break;
+            }
             case 'credit':
               await both((s) =>
                 s.credit({
@@ -229,5 +262,7 @@ describe('redis and memory engines', () => {
       }),
       { seed: SEED, numRuns: RUNS },
     );
+    // The threshold checks were not vacuous: markers were set (and so compared) many times.
+    expect(thresholdsReached).toBeGreaterThan(RUNS / 4);
   }, 300_000);
 });

@@ -6,7 +6,8 @@ import type { MemoryKv } from './kv.js';
  * The Lua scripts of lua/, line for line in TypeScript, for the embedded memory engine. Same
  * arguments (strings), same replies, same arithmetic (every figure is an integer below 2^53, so
  * doubles are exact in both). The differential property test runs both on the same operation
- * sequences and requires identical replies; change a script here and in lua/ together.
+ * sequences and requires identical replies; change a script here and in lua/ together. Each
+ * function ports the newest version of its script (the one the registry names).
  * Each function runs to completion synchronously, which is what makes it atomic.
  */
 
@@ -68,7 +69,8 @@ const admit: Script = (kv, keys, args) => {
   if (!ident(pool, false)) return ['INVALID_INPUT', 'pool'];
   if (!ident(idem, true)) return ['INVALID_INPUT', 'idempotencyKey'];
   if (!ident(resId, false)) return ['INVALID_INPUT', 'reservationId'];
-  const cost = int(args[7], 1, MAX_AMOUNT);
+  // admit v2: cost 0 is a free request (a sandbox key): rate-limited, but no budget scope applies.
+  const cost = int(args[7], 0, MAX_AMOUNT);
   if (cost === null) return ['INVALID_INPUT', 'costMicro'];
   const tokens = int(args[8], 0, 1_000_000_000);
   if (tokens === null) return ['INVALID_INPUT', 'tokenEstimate'];
@@ -219,12 +221,14 @@ const admit: Script = (kv, keys, args) => {
   const s = scopes();
   const [balance, month, keyMonth] = remainingOf(s, 0);
   const atLeastZero = (n: number) => (n < 0 ? 0 : n);
-  if (cost > balance) return ['BUDGET_EXCEEDED', 'balance', atLeastZero(balance), s.credited];
-  if (limits.tenantMonthlyCapMicro >= 0 && cost > month) {
-    return ['BUDGET_EXCEEDED', 'tenant_monthly', atLeastZero(month), limits.tenantMonthlyCapMicro];
-  }
-  if (limits.keyMonthlyCapMicro >= 0 && cost > keyMonth) {
-    return ['BUDGET_EXCEEDED', 'key_monthly', atLeastZero(keyMonth), limits.keyMonthlyCapMicro];
+  if (cost > 0) {
+    if (cost > balance) return ['BUDGET_EXCEEDED', 'balance', atLeastZero(balance), s.credited];
+    if (limits.tenantMonthlyCapMicro >= 0 && cost > month) {
+      return ['BUDGET_EXCEEDED', 'tenant_monthly', atLeastZero(month), limits.tenantMonthlyCapMicro];
+    }
+    if (limits.keyMonthlyCapMicro >= 0 && cost > keyMonth) {
+      return ['BUDGET_EXCEEDED', 'key_monthly', atLeastZero(keyMonth), limits.keyMonthlyCapMicro];
+    }
   }
 
   for (const write of writes) write();
@@ -256,7 +260,9 @@ const admit: Script = (kv, keys, args) => {
 
   const after = reported(s, cost);
   let warning = '';
-  if (s.credited > 0 && (s.balanceUsed + cost) * 5 >= s.credited * 4) warning = 'balance';
+  if (cost === 0) {
+    // A free request reserved nothing, so it moved no scope.
+  } else if (s.credited > 0 && (s.balanceUsed + cost) * 5 >= s.credited * 4) warning = 'balance';
   else if (limits.tenantMonthlyCapMicro > 0 && (s.monthUsed + cost) * 5 >= limits.tenantMonthlyCapMicro * 4) {
     warning = 'tenant_monthly';
   } else if (limits.keyMonthlyCapMicro > 0 && (s.keyMonthUsed + cost) * 5 >= limits.keyMonthlyCapMicro * 4) {
@@ -294,9 +300,13 @@ function refilled(
   return { level, ts };
 }
 
-/** Releases `amount` from the `reserved` field of each counter, clamping at 0; returns the drift. */
+/**
+ * Releases `amount` from the `reserved` field of each counter, clamping at 0; returns the drift.
+ * A free reservation (amount 0, admit v2) writes nothing (budget_finalize v2, budget_reap v2).
+ */
 function release(kv: MemoryKv, counters: string[], amount: number): number {
   let drift = 0;
+  if (amount === 0) return drift;
   for (const key of counters) {
     const reserved = num(kv.hget(key, 'reserved'));
     if (reserved < amount) {
@@ -353,14 +363,16 @@ const budgetFinalize: Script = (kv, keys, args) => {
 
   kv.hset(resKey, { state: 'finalized', charged: charge, finalizedAt: now });
   kv.pexpire(resKey, RETAIN_MS);
-  if (charge === 0 && idem) {
+  // v2: a cancel (actual 0) frees the idempotency key; a settled free request keeps it.
+  if (actual === 0 && idem) {
     const idemKey = `${base}:idem:${keyId}:${idem}`;
     if (kv.hget(idemKey, 'res') === resId) kv.del(idemKey);
   }
   if (state === 'open') return ['FINALIZED', charge, amount - charge, drift];
 
   const [credited, committed, reserved] = kv.hmget(`${base}:bal`, 'credited', 'committed', 'reserved');
-  const overspend = num(committed ?? null) + num(reserved ?? null) > num(credited ?? null) ? 1 : 0;
+  const overspend =
+    charge > 0 && num(committed ?? null) + num(reserved ?? null) > num(credited ?? null) ? 1 : 0;
   return ['LATE_FINALIZE', charge, overspend, drift];
 };
 
@@ -388,6 +400,58 @@ const budgetReap: Script = (kv, keys, args) => {
     kv.zrem(indexKey, resId);
   }
   return ['REAPED', count, released, drift];
+};
+
+const MARKER_MS = 400 * DAY_MS;
+
+/** budget_event v1: each 80 % / 100 % threshold reported once per scope, subject and period. */
+const budgetEvent: Script = (kv, keys, args) => {
+  const base = keys[0] ?? '';
+  const resId = arg(args, 0);
+  if (!ident(resId, false)) return ['INVALID_INPUT', 'reservationId'];
+  const tenantCap = int(args[1], -1, MAX_AMOUNT);
+  if (tenantCap === null) return ['INVALID_INPUT', 'tenantMonthlyCapMicro'];
+  const keyCap = int(args[2], -1, MAX_AMOUNT);
+  if (keyCap === null) return ['INVALID_INPUT', 'keyMonthlyCapMicro'];
+
+  const [period, keyId] = kv.hmget(`${base}:res:${resId}`, 'period', 'keyId');
+  if (!period || !keyId) return ['INVALID_INPUT', 'reservationId'];
+
+  // used * 5 >= limit * 4, as used >= 4 * (limit - used): no intermediate figure passes 2^53.
+  const reached = (used: number, limit: number, percent: number) =>
+    used >= limit || (percent === 80 && used >= 4 * (limit - used));
+  const out: Reply = ['THRESHOLDS', 0];
+  const check = (scope: string, marker: string, periodName: string, used: number, limit: number) => {
+    if (limit <= 0) return;
+    for (const percent of [80, 100]) {
+      if (
+        reached(used, limit, percent) &&
+        kv.set(`${marker}:${percent}`, '1', { nx: true, pxMs: MARKER_MS })
+      ) {
+        out[1] = (out[1] as number) + 1;
+        out.push(scope, percent, periodName, used, limit);
+      }
+    }
+  };
+
+  const [credited, committed] = kv.hmget(`${base}:bal`, 'credited', 'committed');
+  const creditedText = credited ?? '0';
+  check(
+    'balance',
+    `${base}:bev:bal:${creditedText}`,
+    `credited:${creditedText}`,
+    num(committed ?? null),
+    num(creditedText),
+  );
+  if (tenantCap > 0) {
+    const used = num(kv.hget(`${base}:m:${period}`, 'committed'));
+    check('tenant_monthly', `${base}:bev:m:${period}`, period, used, tenantCap);
+  }
+  if (keyCap > 0) {
+    const used = num(kv.hget(`${base}:km:${keyId}:${period}`, 'committed'));
+    check('key_monthly', `${base}:bev:km:${keyId}:${period}`, period, used, keyCap);
+  }
+  return out;
 };
 
 const credit: Script = (kv, keys, args) => {
@@ -502,6 +566,7 @@ export const MEMORY_SCRIPTS: Record<ScriptName, Script> = {
   admit,
   budget_finalize: budgetFinalize,
   budget_reap: budgetReap,
+  budget_event: budgetEvent,
   credit,
   snapshot,
   pool_gate: poolGate,

@@ -1,0 +1,108 @@
+-- budget_finalize v2: settle a reservation exactly once. Cancel is finalize with actualCost 0.
+-- Exactly one of finalize, cancel and the reaper claims an open reservation: the claim is the
+-- state change open -> finalized|reaped inside one atomic script.
+-- New in v2, for the free (zero) reservations of admit v2: releasing 0 writes nothing (v1 sent
+-- HINCRBY -0, which Redis refuses); the idempotency key is freed by a cancel (actualCost 0), not
+-- by every settlement that charges 0, so a settled free request keeps it as a paid one does; and
+-- a late finalize that charges nothing is never reported as an overspend.
+--
+-- KEYS[1]  tenant base key  {t:<tenantId>}
+-- ARGV[1]  reservationId     [A-Za-z0-9_-]{1,64}
+-- ARGV[2]  actualCostMicro   integer micro-credits, 0 .. 10^15
+-- ARGV[3]  actualTokens      integer tokens, 0 .. 10^9 (corrects the key's tokens-per-day counter)
+-- ARGV[4]  nowMs             integer ms since the epoch, below 2^47
+--
+-- returns
+--   {"FINALIZED", chargedMicro, releasedMicro, driftMicro}
+--       charged = min(actual, reserved amount); the rest of the reservation is released
+--   {"LATE_FINALIZE", chargedMicro, overspend (0|1), driftMicro}
+--       the reaper released it first: charge min(actual, amount) anyway; overspend = 1 when that
+--       charge is above 0 and leaves committed + reserved above credited
+--   {"ALREADY_FINALIZED", chargedMicro}   (no change; the first charge)
+-- A cancel (actualCostMicro 0) frees the reservation's idempotency key.
+--   {"INVALID_INPUT", field}              (field "reservationId" also when it is unknown)
+-- driftMicro > 0: `reserved` would have gone negative and was clamped to 0 (logged ACCOUNTING_DRIFT).
+-- Every figure settles into the reservation's own period, whatever month nowMs is in.
+
+local base = KEYS[1]
+local MAX_AMOUNT = 1000000000000000
+local MAX_NOW = 140737488355328
+local RETAIN_MS = 7 * 86400000
+
+-- Canonical decimal integers only: no "-0", no leading zeros, no "+", spaces, hex or exponents
+-- (a value Redis would later refuse as an argument must fail here, before any write).
+local function int(value, min, max)
+  if type(value) ~= 'string' or #value > 17 then return nil end
+  if value ~= '0' and not string.match(value, '^%-?[1-9]%d*$') then return nil end
+  local n = tonumber(value)
+  if n == nil or n < min or n > max then return nil end
+  return n
+end
+
+local resId = ARGV[1]
+if type(resId) ~= 'string' or #resId < 1 or #resId > 64 or not string.match(resId, '^[%w_%-]+$') then
+  return {'INVALID_INPUT', 'reservationId'}
+end
+local actual = int(ARGV[2], 0, MAX_AMOUNT)
+if not actual then return {'INVALID_INPUT', 'actualCostMicro'} end
+local actualTokens = int(ARGV[3], 0, 1000000000)
+if not actualTokens then return {'INVALID_INPUT', 'actualTokens'} end
+local now = int(ARGV[4], 1, MAX_NOW)
+if not now then return {'INVALID_INPUT', 'nowMs'} end
+
+local resKey = base .. ':res:' .. resId
+local r = redis.call('HMGET', resKey, 'state', 'amount', 'tokens', 'period', 'keyId', 'day', 'charged', 'idem')
+local state = r[1]
+if not state then return {'INVALID_INPUT', 'reservationId'} end
+if state == 'finalized' then return {'ALREADY_FINALIZED', tonumber(r[7]) or 0} end
+
+local amount, estimate, period, keyId, day = tonumber(r[2]), tonumber(r[3]), r[4], r[5], r[6]
+local charge = math.min(actual, amount)
+local counters = {base .. ':bal', base .. ':m:' .. period, base .. ':km:' .. keyId .. ':' .. period}
+
+local drift = 0
+if state == 'open' then
+  -- A free reservation (amount 0) reserved nothing: there is nothing to release.
+  if amount > 0 then
+    for _, key in ipairs(counters) do
+      local reserved = tonumber(redis.call('HGET', key, 'reserved')) or 0
+      if reserved < amount then
+        drift = drift + (amount - reserved)
+        redis.call('HSET', key, 'reserved', 0)
+      else
+        redis.call('HINCRBY', key, 'reserved', -amount)
+      end
+    end
+  end
+  redis.call('ZREM', base .. ':resz', resId)
+end
+for _, key in ipairs(counters) do redis.call('HINCRBY', key, 'committed', charge) end
+if drift > 0 then
+  redis.log(redis.LOG_WARNING, 'ACCOUNTING_DRIFT base=' .. base .. ' reservation=' .. resId .. ' amount=' .. drift)
+end
+
+-- Correct the key's tokens-per-day counter from the estimate to the actual count.
+local tpdKey = base .. ':tpd:' .. keyId .. ':' .. day
+local used = tonumber(redis.call('GET', tpdKey))
+if used then
+  local corrected = used + actualTokens - estimate
+  if corrected < 0 then corrected = 0 end
+  redis.call('SET', tpdKey, corrected, 'KEEPTTL')
+end
+
+redis.call('HSET', resKey, 'state', 'finalized', 'charged', charge, 'finalizedAt', now)
+redis.call('PEXPIRE', resKey, RETAIN_MS)
+-- A cancelled request may be retried with the same idempotency key.
+local idem = r[8]
+if actual == 0 and idem and idem ~= '' then
+  local idemKey = base .. ':idem:' .. keyId .. ':' .. idem
+  if redis.call('HGET', idemKey, 'res') == resId then redis.call('DEL', idemKey) end
+end
+if state == 'open' then return {'FINALIZED', charge, amount - charge, drift} end
+
+local bal = redis.call('HMGET', base .. ':bal', 'credited', 'committed', 'reserved')
+local overspend = 0
+if charge > 0 and (tonumber(bal[2]) or 0) + (tonumber(bal[3]) or 0) > (tonumber(bal[1]) or 0) then
+  overspend = 1
+end
+return {'LATE_FINALIZE', charge, overspend, drift}
