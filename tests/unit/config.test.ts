@@ -18,6 +18,10 @@ describe('parseConfig', () => {
         upstream: 'local',
         localModelTokens: 32,
         localModelDelayMs: 0,
+        upstreamConnectTimeoutMs: 5_000,
+        upstreamTimeoutMs: 60_000,
+        modelAliases: {},
+        upstreamModels: {},
         trustProxyHops: 0,
         nowpaymentsApiUrl: 'https://api.nowpayments.io/v1',
         logLevel: 'info',
@@ -56,6 +60,10 @@ describe('parseConfig', () => {
       UPSTREAM_API_KEY: 'k',
       LOCAL_MODEL_TOKENS: '64',
       LOCAL_MODEL_DELAY_MS: '5',
+      UPSTREAM_CONNECT_TIMEOUT_MS: '2000',
+      UPSTREAM_TIMEOUT_MS: '30000',
+      MODEL_ALIASES: 'gpt-4o-mini=cheap',
+      UPSTREAM_MODELS: 'cheap=tiny',
       TRUST_PROXY_HOPS: '1',
       API_KEY_PEPPERS: `2:${'b'.repeat(32)},1:${'a'.repeat(32)}`,
       API_KEYS_MAX_ACTIVE: '5',
@@ -95,6 +103,10 @@ describe('parseConfig', () => {
         upstreamApiKey: 'k',
         localModelTokens: 64,
         localModelDelayMs: 5,
+        upstreamConnectTimeoutMs: 2_000,
+        upstreamTimeoutMs: 30_000,
+        modelAliases: { 'gpt-4o-mini': 'cheap' },
+        upstreamModels: { cheap: 'tiny' },
         trustProxyHops: 1,
         apiKeyPeppers: `2:${'b'.repeat(32)},1:${'a'.repeat(32)}`,
         adminToken: 'a'.repeat(32),
@@ -142,6 +154,12 @@ describe('parseConfig', () => {
     ['API_KEY_PEPPERS', 'short'],
     ['API_KEY_PEPPERS', `1:${'a'.repeat(32)},1:${'b'.repeat(32)}`],
     ['AUTH_JWKS_URL', 'ftp://idp'],
+    ['UPSTREAM_TIMEOUT_MS', '0'],
+    ['UPSTREAM_CONNECT_TIMEOUT_MS', 'soon'],
+    ['MODEL_ALIASES', 'gpt-4o'],
+    ['MODEL_ALIASES', 'gpt-4o=platinum'],
+    ['MODEL_ALIASES', 'cheap=standard'],
+    ['UPSTREAM_MODELS', 'gold=gpt-4o'],
   ])('rejects %s=%s, naming the variable', (name, value) => {
     const result = parse({ [name]: value });
     expect(result.ok).toBe(false);
@@ -155,6 +173,22 @@ describe('parseConfig', () => {
     const result = parse({ ADMIN_TOKEN: 'hunter2-secret' });
     expect(result.ok).toBe(false);
     expect(JSON.stringify(result)).not.toContain('hunter2-secret');
+  });
+
+  it('reads model aliases and upstream models as name=value pairs', () => {
+    const result = parse({
+      MODEL_ALIASES: 'gpt-4o-mini=cheap,gpt-4o=reasoning',
+      UPSTREAM_MODELS: 'cheap=llama-3.1-8b',
+    });
+    expect(result.ok && result.config.modelAliases).toEqual({
+      'gpt-4o-mini': 'cheap',
+      'gpt-4o': 'reasoning',
+    });
+    expect(result.ok && result.config.upstreamModels).toEqual({ cheap: 'llama-3.1-8b' });
+    const defaults = parse({});
+    expect(
+      defaults.ok && [defaults.config.upstreamConnectTimeoutMs, defaults.config.upstreamTimeoutMs],
+    ).toEqual([5_000, 60_000]);
   });
 
   it('requires UPSTREAM_URL for a remote upstream', () => {
