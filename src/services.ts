@@ -1,4 +1,5 @@
 import type { Db, DbEngine } from '../db/index.js';
+import { BudgetThresholds } from './budget/thresholds.js';
 import { type Clock, systemClock } from './clock.js';
 import type { Config } from './config.js';
 import type { Peppers } from './keys/peppers.js';
@@ -35,6 +36,8 @@ export interface Services {
   upstream: Upstream;
   /** Spend rows in PostgreSQL, and the settlement of those the store could not finalize. */
   spend: SpendRecorder;
+  /** 80 % / 100 % budget threshold events: subscribe here (emitted once across instances). */
+  budgetThresholds: BudgetThresholds;
   /** The caller's transport address; default the Node socket peer (Workers: CF-Connecting-IP). */
   clientAddress?: (request: Request) => string | undefined;
   engines: { db: DbEngine; store: Store['engine'] };
@@ -85,6 +88,7 @@ export function assembleServices(parts: {
     keys,
     preAuth: parts.preAuth ?? createPreAuthLimiter({ log: parts.log }),
     spend: new SpendRecorder(parts.database.db, parts.store, clock, parts.log),
+    budgetThresholds: new BudgetThresholds(parts.store, parts.log),
     upstream:
       parts.upstream ??
       createUpstream(parts.config, { signing, clock, log: parts.log }, parts.upstreamOverrides),

@@ -62,7 +62,12 @@ export function inferenceRoute(services: Services): Hono<KeyEnv> {
             completion_tokens: outcome.usage.completionTokens,
             total_tokens: outcome.usage.promptTokens + outcome.usage.completionTokens,
           },
+          // What was charged. A sandbox key's request is free (DESIGN.md §6): cost_micro is "0" and
+          // notional_cost_micro is what it would have cost (the usage at the pool's price).
           cost_micro: outcome.costMicro.toString(),
+          ...(outcome.notionalCostMicro === undefined
+            ? {}
+            : { notional_cost_micro: outcome.notionalCostMicro.toString() }),
           reservation_id: outcome.reservationId,
         }),
       });

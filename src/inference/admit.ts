@@ -30,7 +30,9 @@ export async function admitRequest(
     ...(request.channelId === undefined ? {} : { channelId: request.channelId }),
     pool: request.pool,
     reservationId: newId('res'),
-    costMicro: request.estimate.costMicro,
+    // Sandbox keys are free (DESIGN.md §6): a zero reservation (admit v2) is rate-limited like any
+    // other but needs no credits and moves no budget scope; finalize then charges min(actual, 0).
+    costMicro: key.sandbox ? 0n : request.estimate.costMicro,
     tokenEstimate: request.estimate.promptTokens + request.estimate.maxTokens,
     nowMs,
     ttlMs: RESERVATION_TTL_MS,

@@ -1,3 +1,4 @@
+import type { VerifiedKey } from '../keys/verifier.js';
 import type { SpendEntry } from '../ledger/spend.js';
 import { costMicro, type Pool } from '../pricing/pricing.js';
 import type { Services } from '../services.js';
@@ -17,6 +18,28 @@ export interface Settlement {
   reservationId: string;
   pool: Pool;
   usage: Usage;
+  /**
+   * A sandbox key's request (DESIGN.md §6): admitted with a zero reservation, so it is charged
+   * nothing; its spend row carries the notional cost (the usage at the pool's price).
+   */
+  free: boolean;
+  /** The monthly caps in force, for the budget threshold check after settlement. */
+  caps: { tenantMonthlyCapMicro: bigint | null; keyMonthlyCapMicro: bigint | null };
+}
+
+/** What a settlement charged and, for a free one, what it would have cost. */
+export interface Settled {
+  costMicro: bigint;
+  /** Free (sandbox) settlements only: the usage at the pool's price, charged 0. */
+  notionalCostMicro?: bigint;
+}
+
+/** The settlement fields a key decides: whether it is free, and the caps. */
+export function settlementTerms(key: VerifiedKey): Pick<Settlement, 'free' | 'caps'> {
+  return {
+    free: key.sandbox,
+    caps: { tenantMonthlyCapMicro: key.tenantMonthlyCapMicro, keyMonthlyCapMicro: key.monthlyCapMicro },
+  };
 }
 
 /** What the usage costs at the pool's price (the reservation caps what is charged). */
@@ -24,6 +47,11 @@ export function actualCost(pool: Pool, usage: Usage): bigint {
   return costMicro(pool, usage.promptTokens + usage.completionTokens);
 }
 
+/**
+ * The spend row. `cost` is what the request cost: what was charged (or, before settlement, what
+ * is to be charged at most); for a free settlement, the notional cost — the row is marked `free`
+ * and the settlement job (SpendRecorder.settleUnsettled) charges such a row nothing.
+ */
 export function spendEntry(settlement: Settlement, cost: bigint): SpendEntry {
   return {
     reservationId: settlement.reservationId,
@@ -33,7 +61,7 @@ export function spendEntry(settlement: Settlement, cost: bigint): SpendEntry {
     promptTokens: settlement.usage.promptTokens,
     completionTokens: settlement.usage.completionTokens,
     costMicro: cost,
-    free: false,
+    free: settlement.free,
   };
 }
 
@@ -42,14 +70,26 @@ export async function finalizeRequest(
   input: Settlement,
   /** What to charge at most (the reservation caps it); default the usage at the pool's price. */
   actual: bigint = actualCost(input.pool, input.usage),
-): Promise<{ costMicro: bigint }> {
+): Promise<Settled> {
   const result = await services.store.finalize({
     tenantId: input.tenantId,
     reservationId: input.reservationId,
+    // A free request reserved 0, so this charges min(actual, 0) = 0 (0 itself would mean a cancel,
+    // which frees the idempotency key).
     actualCostMicro: actual,
     actualTokens: input.usage.promptTokens + input.usage.completionTokens,
     nowMs: services.clock.now(),
   });
   if (result.status === 'INVALID_INPUT') throw new Error(`finalize refused its input: ${result.field}`);
+  // Only a charge can move a scope towards a threshold; the check runs off the request path.
+  if (result.status !== 'ALREADY_FINALIZED' && result.chargedMicro > 0n) {
+    services.budgetThresholds.afterSettlement({
+      tenantId: input.tenantId,
+      keyId: input.keyId,
+      reservationId: input.reservationId,
+      ...input.caps,
+    });
+  }
+  if (input.free) return { costMicro: result.chargedMicro, notionalCostMicro: actual };
   return { costMicro: result.chargedMicro };
 }

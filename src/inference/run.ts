@@ -6,7 +6,15 @@ import { StoreUnavailable } from '../store/errors.js';
 import { type UpstreamResponse, UpstreamUnavailable } from '../upstream/port.js';
 import { admitRequest } from './admit.js';
 import { type Estimate, estimate } from './estimate.js';
-import { actualCost, finalizeRequest, type Settlement, spendEntry, type Usage } from './finalize.js';
+import {
+  actualCost,
+  finalizeRequest,
+  type Settled,
+  type Settlement,
+  settlementTerms,
+  spendEntry,
+  type Usage,
+} from './finalize.js';
 import { choosePool, type PoolDecision } from './pool.js';
 
 /** What both routes (native SSE and OpenAI-compatible) ask for, once parsed. */
@@ -142,7 +150,7 @@ export async function openUpstream(
 }
 
 export type Outcome =
-  | { kind: 'done'; usage: Usage; costMicro: bigint; reservationId: string }
+  | { kind: 'done'; usage: Usage; costMicro: bigint; notionalCostMicro?: bigint; reservationId: string }
   | { kind: 'failed'; code: 'upstream_unavailable' | 'store_unavailable'; usage: Usage };
 
 /**
@@ -180,15 +188,15 @@ export async function relay(
     promptTokens: report?.promptTokens ?? prepared.estimate.promptTokens,
     completionTokens: report?.completionTokens ?? delivered,
   };
-  let costMicro: bigint;
+  let settled: Settled;
   try {
-    costMicro = await settle(services, key, prepared, usage);
+    settled = await settle(services, key, prepared, usage);
   } catch (error) {
     if (error instanceof StoreUnavailable) return { kind: 'failed', code: 'store_unavailable', usage };
     throw error;
   }
   if (upstreamFailed) return { kind: 'failed', code: 'upstream_unavailable', usage };
-  return { kind: 'done', usage, costMicro, reservationId: prepared.reservationId };
+  return { kind: 'done', usage, ...settled, reservationId: prepared.reservationId };
 }
 
 /**
@@ -202,23 +210,24 @@ async function settle(
   usage: Usage,
   /** Overrides the priced usage: 0 releases the whole reservation (an upstream that never answered). */
   costOverride?: bigint,
-): Promise<bigint> {
+): Promise<Settled> {
   const settlement: Settlement = {
     tenantId: key.tenantId,
     keyId: key.id,
     reservationId: prepared.reservationId,
     pool: prepared.decision.pool,
     usage,
+    ...settlementTerms(key),
   };
   const cost = costOverride ?? actualCost(settlement.pool, usage);
-  let charged: bigint;
+  let settled: Settled;
   try {
-    charged = (await finalizeRequest(services, settlement, cost)).costMicro;
+    settled = await finalizeRequest(services, settlement, cost);
   } catch (error) {
     // The charge must survive a store outage: an unsettled spend row, settled by the job later.
     await services.spend.unsettled(spendEntry(settlement, cost));
     throw error;
   }
-  services.spend.settled(spendEntry(settlement, charged));
-  return charged;
+  services.spend.settled(spendEntry(settlement, settled.notionalCostMicro ?? settled.costMicro));
+  return settled;
 }

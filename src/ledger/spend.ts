@@ -91,6 +91,8 @@ export class SpendRecorder {
         result = await this.store.finalize({
           tenantId: row.tenantId,
           reservationId: row.reservationId,
+          // A free (sandbox) row holds its notional cost: its reservation is 0, so finalize
+          // charges min(notional, 0) = 0.
           actualCostMicro: row.costMicro,
           actualTokens: row.promptTokens + row.completionTokens,
           nowMs: this.clock.now(),
@@ -108,7 +110,12 @@ export class SpendRecorder {
       }
       await this.db
         .update(spend)
-        .set({ settled: true, settledAt: new Date(this.clock.now()), costMicro: result.chargedMicro })
+        .set({
+          settled: true,
+          settledAt: new Date(this.clock.now()),
+          // A free row keeps its notional cost (it was charged 0); any other, what was charged.
+          ...(row.free ? {} : { costMicro: result.chargedMicro }),
+        })
         .where(eq(spend.reservationId, row.reservationId));
       this.log.info(
         { reservationId: row.reservationId, status: result.status },
