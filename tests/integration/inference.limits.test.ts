@@ -1,0 +1,148 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createKey } from '../../src/keys/keys.js';
+import { costMicro } from '../../src/pricing/pricing.js';
+import { createTenant, updateTenant } from '../../src/tenants/tenants.js';
+import { createHarness, type Harness } from '../support/harness.js';
+
+/**
+ * Every limit the native route enforces, over HTTP: each rate dimension answers 429 naming itself
+ * with `remaining: 0`, `Retry-After` and both header spellings; each budget scope answers 402 naming
+ * itself — and the credits boundary is exact.
+ */
+let harness: Harness;
+
+beforeAll(async () => {
+  harness = await createHarness({ config: { localModelTokens: 4 } });
+});
+afterAll(() => harness.close());
+
+async function tenant(tier: number, creditMicro: bigint) {
+  const created = await createTenant(harness.services, { name: 'Limits', tier });
+  if (creditMicro > 0n) {
+    await harness.services.store.credit({ tenantId: created.id, grantId: 'g', amountMicro: creditMicro });
+  }
+  return created.id;
+}
+
+async function infer(key: string, body: Record<string, unknown>) {
+  const response = await harness.request('/api/v1/inference', {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ prompt: 'abcd', max_tokens: 4, pool: 'standard', ...body }),
+  });
+  const text = await response.text();
+  return { response, body: response.headers.get('content-type')?.includes('json') ? JSON.parse(text) : text };
+}
+
+function expect429(result: Awaited<ReturnType<typeof infer>>, dimension: string, limit: number) {
+  expect(result.response.status).toBe(429);
+  expect(result.body.error).toMatchObject({ code: 'rate_limited', dimension, limit, remaining: 0 });
+  expect(result.body.error.retryAfterMs).toBeGreaterThan(0);
+  const headers = result.response.headers;
+  expect(Number(headers.get('retry-after'))).toBe(Math.ceil(result.body.error.retryAfterMs / 1000));
+  for (const prefix of ['ratelimit', 'x-ratelimit']) {
+    expect(headers.get(`${prefix}-limit`)).toBe(String(limit));
+    expect(headers.get(`${prefix}-remaining`)).toBe('0');
+    expect(Number(headers.get(`${prefix}-reset`))).toBeGreaterThan(0);
+  }
+}
+
+describe('429 per rate dimension', () => {
+  it('tenant: the 61st request in a minute on a free tier (distinct users, so no burst bucket binds)', async () => {
+    const tenantId = await tenant(2, 1_000_000n);
+    const { key } = await createKey(harness.services, tenantId, { name: 'k', rpmLimit: 1_000 });
+    for (let i = 0; i < 60; i += 1) {
+      const ok = await infer(key, { user: `u${i}` });
+      expect(ok.response.status).toBe(200);
+      // Success responses carry the remaining figures too.
+      expect(ok.response.headers.get('ratelimit-remaining')).not.toBeNull();
+    }
+    expect429(await infer(key, { user: 'u60' }), 'tenant', 60);
+  });
+
+  it('channel: the 21st request in a minute on one channel', async () => {
+    const tenantId = await tenant(2, 1_000_000n);
+    const { key } = await createKey(harness.services, tenantId, { name: 'k', rpmLimit: 1_000 });
+    for (let i = 0; i < 20; i += 1)
+      expect((await infer(key, { user: `u${i}`, channel: 'c1' })).response.status).toBe(200);
+    expect429(await infer(key, { user: 'u20', channel: 'c1' }), 'channel', 20);
+    // Another channel is not limited by it.
+    expect((await infer(key, { user: 'u21', channel: 'c2' })).response.status).toBe(200);
+  });
+
+  it('burst: the 4th back-to-back request of one user on a free tier', async () => {
+    const tenantId = await tenant(2, 1_000_000n);
+    const { key } = await createKey(harness.services, tenantId, { name: 'k', rpmLimit: 1_000 });
+    for (let i = 0; i < 3; i += 1) expect((await infer(key, { user: 'same' })).response.status).toBe(200);
+    expect429(await infer(key, { user: 'same' }), 'burst', 3);
+  });
+
+  it('key_rpm: the key’s own requests per minute', async () => {
+    const tenantId = await tenant(8, 1_000_000n);
+    const { key } = await createKey(harness.services, tenantId, { name: 'k', rpmLimit: 2 });
+    for (let i = 0; i < 2; i += 1) expect((await infer(key, { user: `u${i}` })).response.status).toBe(200);
+    expect429(await infer(key, { user: 'u2' }), 'key_rpm', 2);
+  });
+
+  it('key_tpd: the key’s tokens per day (reservations count prompt + max_tokens)', async () => {
+    const tenantId = await tenant(8, 1_000_000n);
+    const { key } = await createKey(harness.services, tenantId, { name: 'k', tpdLimit: 10 });
+    // "abcd": 1 prompt token + max_tokens 4 = 5 tokens reserved; actual 1 + 4 delivered.
+    expect((await infer(key, {})).response.status).toBe(200);
+    expect((await infer(key, {})).response.status).toBe(200);
+    expect429(await infer(key, {}), 'key_tpd', 10);
+  });
+});
+
+describe('402 per budget scope', () => {
+  it('balance: credits for exactly two requests admit two; the third is refused, nothing reserved', async () => {
+    const perRequest = costMicro('flagship', 1 + 4); // "abcd" + max_tokens 4, at 15 µ per token
+    const tenantId = await tenant(8, perRequest * 2n);
+    const { key } = await createKey(harness.services, tenantId, { name: 'k' });
+    for (let i = 0; i < 2; i += 1) expect((await infer(key, { pool: 'flagship' })).response.status).toBe(200);
+    expect(await harness.services.store.snapshot(tenantId)).toMatchObject({
+      availableMicro: 0n,
+      reservedMicro: 0n,
+    });
+    const refused = await infer(key, { pool: 'flagship' });
+    expect(refused.response.status).toBe(402);
+    expect(refused.body.error).toMatchObject({
+      code: 'budget_exceeded',
+      scope: 'balance',
+      remainingMicro: '0',
+    });
+    // One micro-credit short of a request is refused too.
+    const short = await tenant(8, perRequest - 1n);
+    const { key: shortKey } = await createKey(harness.services, short, { name: 'k' });
+    const one = await infer(shortKey, { pool: 'flagship' });
+    expect(one.response.status).toBe(402);
+    expect(one.body.error).toMatchObject({ scope: 'balance', remainingMicro: String(perRequest - 1n) });
+  });
+
+  it('tenant_monthly: the tenant’s monthly cap', async () => {
+    const tenantId = await tenant(8, 1_000_000n);
+    await updateTenant(harness.services, { id: tenantId, monthlyCapMicro: '7' });
+    const { key } = await createKey(harness.services, tenantId, { name: 'k' });
+    expect((await infer(key, {})).response.status).toBe(200); // 5 µ
+    const refused = await infer(key, {});
+    expect(refused.response.status).toBe(402);
+    expect(refused.body.error).toMatchObject({
+      code: 'budget_exceeded',
+      scope: 'tenant_monthly',
+      remainingMicro: '2',
+    });
+  });
+
+  it('key_monthly: the key’s monthly cap', async () => {
+    const tenantId = await tenant(8, 1_000_000n);
+    const { key } = await createKey(harness.services, tenantId, { name: 'k', monthlyCapMicro: '6' });
+    expect((await infer(key, {})).response.status).toBe(200); // 5 µ
+    const refused = await infer(key, {});
+    expect(refused.response.status).toBe(402);
+    expect(refused.body.error).toMatchObject({
+      code: 'budget_exceeded',
+      scope: 'key_monthly',
+      remainingMicro: '1',
+    });
+  });
+});
