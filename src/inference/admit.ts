@@ -12,7 +12,7 @@ import type { Estimate } from './estimate.js';
 export const RESERVATION_TTL_MS = 300_000;
 
 export type Admission =
-  | { ok: true; reservationId: string; headers: Record<string, string> }
+  | { ok: true; reservationId: string; headers: Record<string, string>; nearThreshold: boolean }
   | { ok: false; error: AppError; headers: Record<string, string> };
 
 /** One engine call: every limit dimension and budget scope, and the reservation. */
@@ -61,7 +61,13 @@ function toAdmission(result: AdmitResult, nowMs: number): Admission {
           rateHeaders(result.tightest.limit, result.tightest.remaining, result.tightest.resetAtMs - nowMs),
         );
       }
-      return { ok: true, reservationId: result.reservationId, headers };
+      // A reservation that takes no scope to 80 % cannot make its settlement cross a threshold.
+      return {
+        ok: true,
+        reservationId: result.reservationId,
+        headers,
+        nearThreshold: result.warning !== null,
+      };
     }
     case 'RATE_LIMITED': {
       const headers = {

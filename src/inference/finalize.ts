@@ -25,6 +25,13 @@ export interface Settlement {
   free: boolean;
   /** The monthly caps in force, for the budget threshold check after settlement. */
   caps: { tenantMonthlyCapMicro: bigint | null; keyMonthlyCapMicro: bigint | null };
+  /**
+   * Admission said this reservation took a scope to 80 % or more. Only then is the threshold
+   * check (one more store call) made, so a request far from every threshold costs two round
+   * trips. A crossing made by a settlement admitted below 80 % (others settled meanwhile) is
+   * reported by the next settlement in that scope, whose admission sees it.
+   */
+  nearThreshold: boolean;
 }
 
 /** What a settlement charged and, for a free one, what it would have cost. */
@@ -82,7 +89,7 @@ export async function finalizeRequest(
   });
   if (result.status === 'INVALID_INPUT') throw new Error(`finalize refused its input: ${result.field}`);
   // Only a charge can move a scope towards a threshold; the check runs off the request path.
-  if (result.status !== 'ALREADY_FINALIZED' && result.chargedMicro > 0n) {
+  if (input.nearThreshold && result.status !== 'ALREADY_FINALIZED' && result.chargedMicro > 0n) {
     services.budgetThresholds.afterSettlement({
       tenantId: input.tenantId,
       keyId: input.keyId,

@@ -35,6 +35,8 @@ export type Prepared =
       decision: PoolDecision;
       estimate: Estimate;
       reservationId: string;
+      /** Admission took a budget scope to 80 % or more (see Settlement.nearThreshold). */
+      nearThreshold: boolean;
       headers: Record<string, string>;
     }
   | { ok: false; error: AppError; headers: Record<string, string> };
@@ -70,6 +72,7 @@ export async function prepare(
     decision,
     estimate: cost,
     reservationId: admission.reservationId,
+    nearThreshold: admission.nearThreshold,
     headers: { ...admission.headers, 'X-Pool-Used': decision.pool },
   };
 }
@@ -218,6 +221,7 @@ async function settle(
     pool: prepared.decision.pool,
     usage,
     ...settlementTerms(key),
+    nearThreshold: prepared.nearThreshold,
   };
   const cost = costOverride ?? actualCost(settlement.pool, usage);
   let settled: Settled;

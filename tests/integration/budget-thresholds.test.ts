@@ -259,13 +259,29 @@ describe.each(['redis', 'memory'] as const)('balance and tenant monthly cap (%s 
 });
 
 describe('the check stays off the request path', () => {
-  async function withStore(budgetEvent: Store['budgetEvent']) {
+  async function withStore(budgetEvent: Store['budgetEvent'], creditMicro = 24n) {
     const base = memoryStore({ log: silentLogger() });
     const harness = await createHarness({ store: { ...base, budgetEvent } });
-    const tenantId = await fundedTenant(harness, 1_000n);
+    // 24 µ: the 20 µ reservation takes the balance past 80 %, so its settlement is checked.
+    const tenantId = await fundedTenant(harness, creditMicro);
     const { key } = await createKey(harness.services, tenantId, { name: 'k', rpmLimit: 10_000 });
     return { harness, key };
   }
+
+  it('a request whose admission left every scope under 80 % makes no check (two store calls in all)', async () => {
+    let checks = 0;
+    const { harness, key } = await withStore(async () => {
+      checks += 1;
+      return { status: 'THRESHOLDS', reached: [] };
+    }, 1_000n);
+    try {
+      expect(await paidRequestsNoIdle(harness, key)).toMatchObject({ type: 'done', cost_micro: '20' });
+      await harness.services.budgetThresholds.idle();
+      expect(checks).toBe(0);
+    } finally {
+      await harness.close();
+    }
+  });
 
   it('a check that never answers does not hold back the done event', async () => {
     let started = 0;
