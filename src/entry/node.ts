@@ -90,6 +90,7 @@ export async function buildNodeServices(
   const close = async () => {
     services.upstream.stop?.();
     http.close?.();
+    await services.budgetThresholds.idle();
     await services.keys.stop();
     await services.spend
       .stop()
