@@ -1,6 +1,7 @@
 import * as v from 'valibot';
 import { parsePeppers } from './keys/peppers.js';
 import { isPool } from './pricing/pricing.js';
+import { DEFAULT_TIERS, TiersOverride, type TierTable } from './tenants/tiers.js';
 
 /**
  * Every environment variable spicegate reads (DESIGN.md §6), parsed once by the entry.
@@ -74,6 +75,7 @@ const EnvSchema = v.object({
   MODEL_ALIASES: v.optional(
     v.pipe(v.string(), v.regex(PAIRS, 'must be name=pool pairs separated by commas'), v.transform(pairs)),
   ),
+  TIERS: v.optional(TiersOverride),
   UPSTREAM_MODELS: v.optional(
     v.pipe(v.string(), v.regex(PAIRS, 'must be pool=model pairs separated by commas'), v.transform(pairs)),
   ),
@@ -147,6 +149,8 @@ export interface Config {
   modelAliases: Record<string, string>;
   /** The model an OpenAI-compatible upstream is asked for, per pool (`UPSTREAM_MODELS`; default the pool's name). */
   upstreamModels: Record<string, string>;
+  /** Limits and pools per tenant tier 1–9 (`TIERS` overrides the defaults). */
+  tiers: TierTable;
   trustProxyHops: number;
   apiKeyPeppers?: string;
   adminToken?: string;
@@ -250,6 +254,7 @@ export function parseConfig(env: Env): ConfigResult {
     upstreamTimeoutMs: e.UPSTREAM_TIMEOUT_MS,
     modelAliases: e.MODEL_ALIASES ?? {},
     upstreamModels: e.UPSTREAM_MODELS ?? {},
+    tiers: e.TIERS ?? DEFAULT_TIERS,
     trustProxyHops: e.TRUST_PROXY_HOPS,
     nowpaymentsApiUrl: e.NOWPAYMENTS_API_URL,
     logLevel: e.LOG_LEVEL,

@@ -65,7 +65,9 @@ export function openAiRoutes(services: Services): Hono<KeyEnv> {
 
   app.get('/v1/models', auth, (c) => {
     const key = c.get('apiKey');
-    const pools: readonly string[] = key.sandbox ? ['cheap'] : tierLimits(key.tenantTier).pools;
+    const pools: readonly string[] = key.sandbox
+      ? ['cheap']
+      : tierLimits(services.config.tiers, key.tenantTier).pools;
     const aliases = Object.entries(services.config.modelAliases)
       .filter(([, pool]) => pools.includes(pool))
       .map(([alias]) => alias);

@@ -21,7 +21,7 @@ export async function admitRequest(
   key: VerifiedKey,
   request: { pool: Pool; estimate: Estimate; userId?: string | undefined; channelId?: string | undefined },
 ): Promise<Admission> {
-  const tier = tierLimits(key.tenantTier);
+  const tier = tierLimits(services.config.tiers, key.tenantTier);
   const nowMs = services.clock.now();
   const result = await services.store.admit({
     tenantId: key.tenantId,

@@ -1,6 +1,6 @@
 import type { VerifiedKey } from '../keys/verifier.js';
 import { isPool, POOLS, type Pool } from '../pricing/pricing.js';
-import { tierLimits } from '../tenants/tiers.js';
+import { type TierTable, tierLimits } from '../tenants/tiers.js';
 
 export interface PoolDecision {
   requested: string;
@@ -12,8 +12,8 @@ export interface PoolDecision {
  * Which pool serves the request: sandbox keys get `cheap`; otherwise the tier's pools. A pool the
  * caller may not use is replaced by the best allowed one (the decision says why).
  */
-export function choosePool(key: VerifiedKey, requested: string | undefined): PoolDecision {
-  const allowed: readonly Pool[] = key.sandbox ? ['cheap'] : tierLimits(key.tenantTier).pools;
+export function choosePool(tiers: TierTable, key: VerifiedKey, requested: string | undefined): PoolDecision {
+  const allowed: readonly Pool[] = key.sandbox ? ['cheap'] : tierLimits(tiers, key.tenantTier).pools;
   const best = allowed.at(-1) ?? 'cheap';
   if (requested === undefined) {
     const pool = allowed.includes('standard') ? 'standard' : best;

@@ -49,7 +49,7 @@ export async function prepare(
 ): Promise<Prepared> {
   const requested =
     input.pool === undefined ? undefined : (services.config.modelAliases[input.pool] ?? input.pool);
-  const decision = choosePool(key, requested);
+  const decision = choosePool(services.config.tiers, key, requested);
   const cost = estimate(decision.pool, input.prompt, input.maxTokens);
   const admission = await admitRequest(services, key, {
     pool: decision.pool,

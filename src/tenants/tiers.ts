@@ -1,6 +1,7 @@
-import type { Pool } from '../pricing/pricing.js';
+import * as v from 'valibot';
+import { POOLS, type Pool } from '../pricing/pricing.js';
 
-/** Tier defaults (DESIGN.md §6): tiers 1–3 free, 4–6 pro, 7–9 enterprise. Per minute. */
+/** What a tenant's tier allows (DESIGN.md §6): request rates per minute, the burst bucket, pools. */
 export interface TierLimits {
   tenantRpm: number;
   userRpm: number;
@@ -9,6 +10,10 @@ export interface TierLimits {
   pools: readonly Pool[];
 }
 
+/** Tiers 1–9, index 0 is tier 1. */
+export type TierTable = readonly TierLimits[];
+
+// Tier defaults: 1–3 free, 4–6 pro, 7–9 enterprise.
 const FREE: TierLimits = {
   tenantRpm: 60,
   userRpm: 10,
@@ -31,8 +36,52 @@ const ENTERPRISE: TierLimits = {
   pools: ['cheap', 'standard', 'reasoning', 'architect', 'flagship'],
 };
 
-export function tierLimits(tier: number): TierLimits {
-  if (tier >= 7) return ENTERPRISE;
-  if (tier >= 4) return PRO;
-  return FREE;
+export const DEFAULT_TIERS: TierTable = [FREE, FREE, FREE, PRO, PRO, PRO, ENTERPRISE, ENTERPRISE, ENTERPRISE];
+
+const Rate = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(10_000_000));
+const Override = v.strictObject({
+  tenantRpm: v.optional(Rate),
+  userRpm: v.optional(Rate),
+  channelRpm: v.optional(Rate),
+  burstCapacity: v.optional(Rate),
+  pools: v.optional(v.pipe(v.array(v.picklist(POOLS)), v.minLength(1))),
+});
+
+/**
+ * `TIERS`: a JSON object from tier ("1".."9") to the limits that differ from the defaults, e.g.
+ * `{"2":{"pools":["cheap"]},"9":{"tenantRpm":100000}}`. Pools are kept in price order, whatever
+ * order they were written in, so "the best allowed pool" stays the most expensive one.
+ */
+export const TiersOverride = v.pipe(
+  v.string(),
+  v.rawTransform(({ dataset, addIssue, NEVER }) => {
+    try {
+      return JSON.parse(dataset.value) as unknown;
+    } catch {
+      addIssue({ message: 'must be a JSON object' });
+      return NEVER;
+    }
+  }),
+  v.record(v.picklist(['1', '2', '3', '4', '5', '6', '7', '8', '9']), Override),
+  v.transform(
+    (overrides): TierTable =>
+      DEFAULT_TIERS.map((defaults, index) => {
+        const override = overrides[String(index + 1) as '1'] ?? {};
+        const pools =
+          override.pools === undefined
+            ? defaults.pools
+            : POOLS.filter((pool) => override.pools?.includes(pool));
+        return {
+          tenantRpm: override.tenantRpm ?? defaults.tenantRpm,
+          userRpm: override.userRpm ?? defaults.userRpm,
+          channelRpm: override.channelRpm ?? defaults.channelRpm,
+          burstCapacity: override.burstCapacity ?? defaults.burstCapacity,
+          pools,
+        };
+      }),
+  ),
+);
+
+export function tierLimits(tiers: TierTable, tier: number): TierLimits {
+  return tiers[Math.min(Math.max(tier, 1), 9) - 1] ?? FREE;
 }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ENV_NAMES, parseConfig } from '../../src/config.js';
+import { DEFAULT_TIERS } from '../../src/tenants/tiers.js';
 
 function parse(env: Record<string, string>) {
   return parseConfig(env);
@@ -22,6 +23,7 @@ describe('parseConfig', () => {
         upstreamTimeoutMs: 60_000,
         modelAliases: {},
         upstreamModels: {},
+        tiers: DEFAULT_TIERS,
         trustProxyHops: 0,
         nowpaymentsApiUrl: 'https://api.nowpayments.io/v1',
         logLevel: 'info',
@@ -64,6 +66,7 @@ describe('parseConfig', () => {
       UPSTREAM_TIMEOUT_MS: '30000',
       MODEL_ALIASES: 'gpt-4o-mini=cheap',
       UPSTREAM_MODELS: 'cheap=tiny',
+      TIERS: '{"2":{"pools":["standard","cheap"],"tenantRpm":5}}',
       TRUST_PROXY_HOPS: '1',
       API_KEY_PEPPERS: `2:${'b'.repeat(32)},1:${'a'.repeat(32)}`,
       API_KEYS_MAX_ACTIVE: '5',
@@ -107,6 +110,9 @@ describe('parseConfig', () => {
         upstreamTimeoutMs: 30_000,
         modelAliases: { 'gpt-4o-mini': 'cheap' },
         upstreamModels: { cheap: 'tiny' },
+        tiers: DEFAULT_TIERS.map((limits, index) =>
+          index === 1 ? { ...limits, tenantRpm: 5, pools: ['cheap', 'standard'] } : limits,
+        ),
         trustProxyHops: 1,
         apiKeyPeppers: `2:${'b'.repeat(32)},1:${'a'.repeat(32)}`,
         adminToken: 'a'.repeat(32),
@@ -160,6 +166,12 @@ describe('parseConfig', () => {
     ['MODEL_ALIASES', 'gpt-4o=platinum'],
     ['MODEL_ALIASES', 'cheap=standard'],
     ['UPSTREAM_MODELS', 'gold=gpt-4o'],
+    ['TIERS', 'not json'],
+    ['TIERS', '{"10":{"tenantRpm":5}}'],
+    ['TIERS', '{"1":{"pools":["gold"]}}'],
+    ['TIERS', '{"1":{"pools":[]}}'],
+    ['TIERS', '{"1":{"tenantRpm":-1}}'],
+    ['TIERS', '{"1":{"rpm":5}}'],
   ])('rejects %s=%s, naming the variable', (name, value) => {
     const result = parse({ [name]: value });
     expect(result.ok).toBe(false);
