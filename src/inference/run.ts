@@ -152,6 +152,9 @@ export async function openUpstream(
   }
 }
 
+// An upstream that honours max_tokens sends nothing after the cap but its end (usage, [DONE]).
+const DRAIN_LIMIT_TOKENS = 16;
+
 export type Outcome =
   | { kind: 'done'; usage: Usage; costMicro: bigint; notionalCostMicro?: bigint; reservationId: string }
   | { kind: 'failed'; code: 'upstream_unavailable' | 'store_unavailable'; usage: Usage };
@@ -169,16 +172,23 @@ export async function relay(
   sink: { onToken(content: string): Promise<void>; signal: AbortSignal },
 ): Promise<Outcome> {
   let delivered = 0;
+  let beyondCap = 0;
   let upstreamFailed = false;
   let reported = false;
   try {
     for await (const token of upstream.tokens) {
       if (sink.signal.aborted) break;
-      delivered += 1;
-      await sink.onToken(token);
-      if (delivered >= prepared.estimate.maxTokens) break;
+      if (delivered < prepared.estimate.maxTokens) {
+        delivered += 1;
+        await sink.onToken(token);
+        continue;
+      }
+      // At the cap nothing more is relayed, but the stream is read to its end (its usage report,
+      // and a connection the upstream can keep alive); an upstream that ignores max_tokens is cut.
+      beyondCap += 1;
+      if (beyondCap > DRAIN_LIMIT_TOKENS) break;
     }
-    reported = !sink.signal.aborted;
+    reported = !sink.signal.aborted && beyondCap <= DRAIN_LIMIT_TOKENS;
   } catch (error) {
     if (!sink.signal.aborted) {
       upstreamFailed = true;

@@ -138,7 +138,10 @@ function readFinn(response: HttpResponse): UpstreamResponse {
   let usage: UpstreamUsage | undefined =
     Number.isSafeInteger(counted) && counted >= 0 ? { completionTokens: counted } : undefined;
   async function* tokens(): AsyncGenerator<string> {
+    // After the done event the body is read to its end, so the connection goes back to the pool.
+    let ended = false;
     for await (const data of sseData(response.body)) {
+      if (ended) continue;
       const parsed = v.safeParse(FinnEvent, safeJson(data));
       if (!parsed.success) throw new UpstreamUnavailable('The upstream sent an invalid event');
       const event = parsed.output;
@@ -152,10 +155,10 @@ function readFinn(response: HttpResponse): UpstreamResponse {
             ...(event.usage.prompt_tokens === undefined ? {} : { promptTokens: event.usage.prompt_tokens }),
           };
         }
-        return;
+        ended = true;
       }
     }
-    throw new UpstreamUnavailable('The upstream stream ended without a done event');
+    if (!ended) throw new UpstreamUnavailable('The upstream stream ended without a done event');
   }
   return {
     poolUsed: response.header('x-pool-used'),

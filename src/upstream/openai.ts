@@ -54,8 +54,14 @@ export function openAiProtocol(deps: {
 function readOpenAi(response: HttpResponse): UpstreamResponse {
   let usage: UpstreamUsage | undefined;
   async function* tokens(): AsyncGenerator<string> {
+    // After [DONE] the body is read to its end, so the keep-alive connection goes back to the pool.
+    let ended = false;
     for await (const data of sseData(response.body)) {
-      if (data === '[DONE]') return;
+      if (ended) continue;
+      if (data === '[DONE]') {
+        ended = true;
+        continue;
+      }
       const parsed = v.safeParse(Chunk, safeJson(data));
       if (!parsed.success) throw new UpstreamUnavailable('The upstream sent an invalid chunk');
       const chunk = parsed.output;
@@ -66,7 +72,7 @@ function readOpenAi(response: HttpResponse): UpstreamResponse {
       const content = chunk.choices?.[0]?.delta?.content;
       if (content != null && content !== '') yield content;
     }
-    throw new UpstreamUnavailable('The upstream stream ended without [DONE]');
+    if (!ended) throw new UpstreamUnavailable('The upstream stream ended without [DONE]');
   }
   return { tokens: tokens(), usage: () => usage };
 }
