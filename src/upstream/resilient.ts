@@ -131,10 +131,11 @@ export function httpUpstream(protocol: UpstreamProtocol, options: HttpUpstreamOp
   ): Promise<HttpResponse> {
     // A half-open probe is one attempt: its answer decides the breaker.
     const attempts = probe ? 1 : delays.length + 1;
-    let last: UpstreamUnavailable = new UpstreamUnavailable('The upstream failed', true);
+    // Created only on failure: an Error captures a stack trace, too dear for every request.
+    let last: UpstreamUnavailable | undefined;
     for (let attempt = 0; attempt < attempts; attempt += 1) {
       if (attempt > 0) await sleep(delays[attempt - 1] ?? 0, signal);
-      if (signal.aborted) throw signal.reason ?? last;
+      if (signal.aborted) throw signal.reason ?? last ?? new UpstreamUnavailable('The upstream failed', true);
       const built = await protocol.build(request);
       let response: HttpResponse;
       try {
@@ -166,7 +167,7 @@ export function httpUpstream(protocol: UpstreamProtocol, options: HttpUpstreamOp
       options.log.error({ upstream: protocol.name, status: response.status }, 'upstream refused the request');
       throw new UpstreamUnavailable(`The upstream refused the request (status ${response.status})`);
     }
-    throw last;
+    throw last ?? new UpstreamUnavailable('The upstream failed', true);
   }
 
   return {
