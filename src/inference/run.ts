@@ -176,17 +176,19 @@ export async function relay(
   let upstreamFailed = false;
   let reported = false;
   try {
-    for await (const token of upstream.tokens) {
-      if (sink.signal.aborted) break;
-      if (delivered < prepared.estimate.maxTokens) {
-        delivered += 1;
-        await sink.onToken(token);
-        continue;
+    relaying: for await (const batch of upstream.tokens) {
+      for (const token of batch) {
+        if (sink.signal.aborted) break relaying;
+        if (delivered < prepared.estimate.maxTokens) {
+          delivered += 1;
+          await sink.onToken(token);
+          continue;
+        }
+        // At the cap nothing more is relayed, but the stream is read to its end (its usage report,
+        // and a connection the upstream can keep alive); an upstream that ignores max_tokens is cut.
+        beyondCap += 1;
+        if (beyondCap > DRAIN_LIMIT_TOKENS) break relaying;
       }
-      // At the cap nothing more is relayed, but the stream is read to its end (its usage report,
-      // and a connection the upstream can keep alive); an upstream that ignores max_tokens is cut.
-      beyondCap += 1;
-      if (beyondCap > DRAIN_LIMIT_TOKENS) break;
     }
     reported = !sink.signal.aborted && beyondCap <= DRAIN_LIMIT_TOKENS;
   } catch (error) {

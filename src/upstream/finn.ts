@@ -137,26 +137,30 @@ function readFinn(response: HttpResponse): UpstreamResponse {
   const counted = Number(response.header('x-token-count'));
   let usage: UpstreamUsage | undefined =
     Number.isSafeInteger(counted) && counted >= 0 ? { completionTokens: counted } : undefined;
-  async function* tokens(): AsyncGenerator<string> {
+  async function* tokens(): AsyncGenerator<string[]> {
     // After the done event the body is read to its end, so the connection goes back to the pool.
     let ended = false;
-    for await (const data of sseData(response.body)) {
-      if (ended) continue;
-      const parsed = v.safeParse(FinnEvent, safeJson(data));
-      if (!parsed.success) throw new UpstreamUnavailable('The upstream sent an invalid event');
-      const event = parsed.output;
-      if (event.type === 'token') yield event.content;
-      else if (event.type === 'error')
-        throw new UpstreamUnavailable(`The upstream failed mid-stream (${event.code ?? 'error'})`);
-      else {
-        if (event.usage !== undefined) {
-          usage = {
-            completionTokens: event.usage.completion_tokens,
-            ...(event.usage.prompt_tokens === undefined ? {} : { promptTokens: event.usage.prompt_tokens }),
-          };
+    for await (const events of sseData(response.body)) {
+      const batch: string[] = [];
+      for (const data of events) {
+        if (ended) continue;
+        const parsed = v.safeParse(FinnEvent, safeJson(data));
+        if (!parsed.success) throw new UpstreamUnavailable('The upstream sent an invalid event');
+        const event = parsed.output;
+        if (event.type === 'token') batch.push(event.content);
+        else if (event.type === 'error')
+          throw new UpstreamUnavailable(`The upstream failed mid-stream (${event.code ?? 'error'})`);
+        else {
+          if (event.usage !== undefined) {
+            usage = {
+              completionTokens: event.usage.completion_tokens,
+              ...(event.usage.prompt_tokens === undefined ? {} : { promptTokens: event.usage.prompt_tokens }),
+            };
+          }
+          ended = true;
         }
-        ended = true;
       }
+      if (batch.length > 0) yield batch;
     }
     if (!ended) throw new UpstreamUnavailable('The upstream stream ended without a done event');
   }

@@ -20,11 +20,17 @@ export function localUpstream(options: { tokens: number; delayMs: number }): Ups
 async function* generate(
   options: { tokens: number; delayMs: number },
   request: UpstreamRequest,
-): AsyncGenerator<string> {
+): AsyncGenerator<string[]> {
   const count = Math.min(options.tokens, request.maxTokens);
+  const token = (i: number) => (i === 0 ? 'tok0' : ` tok${i}`);
+  if (options.delayMs === 0) {
+    // No delay: the whole completion at once, as a fast upstream's first chunk would carry it.
+    if (count > 0 && !request.signal.aborted) yield Array.from({ length: count }, (_, i) => token(i));
+    return;
+  }
   for (let i = 0; i < count; i += 1) {
-    if (options.delayMs > 0) await sleep(options.delayMs, request.signal);
+    await sleep(options.delayMs, request.signal);
     if (request.signal.aborted) return;
-    yield i === 0 ? 'tok0' : ` tok${i}`;
+    yield [token(i)];
   }
 }

@@ -53,24 +53,31 @@ export function openAiProtocol(deps: {
 
 function readOpenAi(response: HttpResponse): UpstreamResponse {
   let usage: UpstreamUsage | undefined;
-  async function* tokens(): AsyncGenerator<string> {
+  async function* tokens(): AsyncGenerator<string[]> {
     // After [DONE] the body is read to its end, so the keep-alive connection goes back to the pool.
     let ended = false;
-    for await (const data of sseData(response.body)) {
-      if (ended) continue;
-      if (data === '[DONE]') {
-        ended = true;
-        continue;
+    for await (const events of sseData(response.body)) {
+      const batch: string[] = [];
+      for (const data of events) {
+        if (ended) continue;
+        if (data === '[DONE]') {
+          ended = true;
+          continue;
+        }
+        const parsed = v.safeParse(Chunk, safeJson(data));
+        if (!parsed.success) throw new UpstreamUnavailable('The upstream sent an invalid chunk');
+        const chunk = parsed.output;
+        if (chunk.error !== undefined) throw new UpstreamUnavailable('The upstream failed mid-stream');
+        if (chunk.usage != null) {
+          usage = {
+            promptTokens: chunk.usage.prompt_tokens,
+            completionTokens: chunk.usage.completion_tokens,
+          };
+        }
+        const content = chunk.choices?.[0]?.delta?.content;
+        if (content != null && content !== '') batch.push(content);
       }
-      const parsed = v.safeParse(Chunk, safeJson(data));
-      if (!parsed.success) throw new UpstreamUnavailable('The upstream sent an invalid chunk');
-      const chunk = parsed.output;
-      if (chunk.error !== undefined) throw new UpstreamUnavailable('The upstream failed mid-stream');
-      if (chunk.usage != null) {
-        usage = { promptTokens: chunk.usage.prompt_tokens, completionTokens: chunk.usage.completion_tokens };
-      }
-      const content = chunk.choices?.[0]?.delta?.content;
-      if (content != null && content !== '') yield content;
+      if (batch.length > 0) yield batch;
     }
     if (!ended) throw new UpstreamUnavailable('The upstream stream ended without [DONE]');
   }

@@ -25,8 +25,11 @@ export interface UpstreamResponse {
   poolUsed?: string | undefined;
   /** finn's `X-Personality-Id`, if any. */
   personalityId?: string | undefined;
-  /** Token contents in order. Throws `UpstreamUnavailable` if the upstream dies mid-stream. */
-  tokens: AsyncIterable<string>;
+  /**
+   * Token contents in order, in batches as they arrived (never empty). Throws
+   * `UpstreamUnavailable` if the upstream dies mid-stream.
+   */
+  tokens: AsyncIterable<readonly string[]>;
   /** The upstream's own usage report (done event, `X-Token-Count`, OpenAI's usage chunk), once the tokens end. */
   usage(): UpstreamUsage | undefined;
 }

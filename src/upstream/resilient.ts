@@ -87,11 +87,11 @@ export function httpUpstream(protocol: UpstreamProtocol, options: HttpUpstreamOp
     }
 
     const read = protocol.read(response);
-    async function* tokens(): AsyncGenerator<string> {
+    async function* tokens(): AsyncGenerator<readonly string[]> {
       let complete = false;
       let outcome: 'ok' | 'failed' | 'caller_left' = 'ok';
       try {
-        for await (const token of read.tokens) yield token;
+        for await (const batch of read.tokens) yield batch;
         complete = true;
       } catch (error) {
         if (request.signal.aborted) {

@@ -1,14 +1,20 @@
 import { createParser } from 'eventsource-parser';
 
-/** The `data` of each server-sent event in a byte stream, in order (eventsource-parser does the framing). */
-export async function* sseData(body: AsyncIterable<Uint8Array>): AsyncGenerator<string> {
+/**
+ * The `data` of the server-sent events in a byte stream, in order, one batch per chunk read
+ * (eventsource-parser does the framing). Batches, not single events: each async step costs
+ * promises, and a whole short completion usually arrives in one or two chunks.
+ */
+export async function* sseData(body: AsyncIterable<Uint8Array>): AsyncGenerator<string[]> {
   const decoder = new TextDecoder();
-  const pending: string[] = [];
+  let pending: string[] = [];
   const parser = createParser({ onEvent: (event) => pending.push(event.data) });
   for await (const chunk of body) {
     parser.feed(decoder.decode(chunk, { stream: true }));
-    while (pending.length > 0) yield pending.shift() as string;
+    if (pending.length === 0) continue;
+    yield pending;
+    pending = [];
   }
   parser.feed(decoder.decode());
-  while (pending.length > 0) yield pending.shift() as string;
+  if (pending.length > 0) yield pending;
 }
