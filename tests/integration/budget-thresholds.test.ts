@@ -6,24 +6,12 @@ import { silentLogger } from '../../src/observability/logger.js';
 import { memoryStore, periodOf, type Store } from '../../src/store/index.js';
 import { createTenant, updateTenant } from '../../src/tenants/tenants.js';
 import { createHarness, type Harness, type LogRecord } from '../support/harness.js';
+import { events, type SseEvent } from '../support/sse.js';
 
 /**
  * Budget threshold events (issue 6): when a scope reaches 80 % and 100 %, one event per threshold
  * per period — a log line and an in-process event — however many requests and instances race.
  */
-
-interface SseEvent {
-  type: string;
-  cost_micro?: string;
-  reservation_id?: string;
-}
-
-function events(text: string): SseEvent[] {
-  return text
-    .split('\n')
-    .filter((line) => line.startsWith('data: '))
-    .map((line) => JSON.parse(line.slice(6)) as SseEvent);
-}
 
 /** A clock the test moves (to the next month). */
 function manualClock(startMs: number): Clock & { set(ms: number): void } {

@@ -7,22 +7,7 @@ import { redisStore } from '../../src/store/index.js';
 import { createTenant } from '../../src/tenants/tenants.js';
 import { createHarness, type Harness } from '../support/harness.js';
 import { type RedisServer, startRedisServer } from '../support/redis-server.js';
-
-interface SseEvent {
-  type: string;
-  content?: string;
-  usage?: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
-  cost_micro?: string;
-  reservation_id?: string;
-  code?: string;
-}
-
-function events(text: string): SseEvent[] {
-  return text
-    .split('\n')
-    .filter((line) => line.startsWith('data: '))
-    .map((line) => JSON.parse(line.slice(6)) as SseEvent);
-}
+import { events, type SseEvent } from '../support/sse.js';
 
 async function setup(harness: Harness, options: { tier: number; creditMicro: bigint; rpmLimit?: number }) {
   const tenant = await createTenant(harness.services, { name: 'Infer', tier: options.tier });

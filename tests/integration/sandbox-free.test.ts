@@ -7,24 +7,9 @@ import { memoryStore, redisStore } from '../../src/store/index.js';
 import { createTenant } from '../../src/tenants/tenants.js';
 import { createHarness, type Harness } from '../support/harness.js';
 import { type RedisServer, startRedisServer } from '../support/redis-server.js';
+import { events, type SseEvent } from '../support/sse.js';
 
 /** DESIGN.md §6: sandbox keys are metered at their notional cost but charged nothing. */
-
-interface SseEvent {
-  type: string;
-  usage?: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
-  cost_micro?: string;
-  notional_cost_micro?: string;
-  reservation_id?: string;
-  code?: string;
-}
-
-function events(text: string): SseEvent[] {
-  return text
-    .split('\n')
-    .filter((line) => line.startsWith('data: '))
-    .map((line) => JSON.parse(line.slice(6)) as SseEvent);
-}
 
 function infer(harness: Harness, key: string, body: unknown) {
   return harness.request('/api/v1/inference', {

@@ -11,26 +11,12 @@ import { createTenant } from '../../src/tenants/tenants.js';
 import { CircuitBreaker } from '../../src/upstream/breaker.js';
 import { createHarness, type Harness } from '../support/harness.js';
 import { mockNetwork, type SseStep, sseBody } from '../support/msw.js';
+import { events, type SseEvent } from '../support/sse.js';
 
 const FINN = 'http://finn.test';
 
 interface ErrorBody {
   error: { code: string; message: string; failed?: string[] };
-}
-
-interface SseEvent {
-  type: string;
-  content?: string;
-  usage?: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
-  cost_micro?: string;
-  code?: string;
-}
-
-function events(text: string): SseEvent[] {
-  return text
-    .split('\n')
-    .filter((line) => line.startsWith('data: '))
-    .map((line) => JSON.parse(line.slice(6)) as SseEvent);
 }
 
 const token = (content: string) => ({ data: JSON.stringify({ type: 'token', content }) });
