@@ -88,9 +88,11 @@ export async function grantCredits(services: Services, input: GrantInput): Promi
     // The store refused the grant and changed nothing (the amount would take the balance past
     // its ceiling, or the id was applied by another path with another amount). Take the row
     // back, so PostgreSQL never records a grant the balance does not hold.
-    await services.db
-      .delete(creditGrants)
-      .where(and(eq(creditGrants.id, grantId), eq(creditGrants.tenantId, tenantId)));
+    if (inserted !== undefined) {
+      await services.db
+        .delete(creditGrants)
+        .where(and(eq(creditGrants.id, grantId), eq(creditGrants.tenantId, tenantId)));
+    }
     if (result.field === 'grantId') throw conflict(grantId);
     throw new AppError('invalid_request', 'The grant would raise the balance past its maximum', {
       field: result.field,

@@ -48,7 +48,7 @@ export function inferenceRoute(services: Services): Hono<KeyEnv> {
         signal: clientGone.signal,
         onToken: (content) => stream.writeSSE({ data: JSON.stringify({ type: 'token', content }) }),
       });
-      if (stream.aborted) return;
+      if (stream.aborted || outcome.kind === 'stalled') return;
       if (outcome.kind === 'failed') {
         await stream.writeSSE({ data: JSON.stringify({ type: 'error', code: outcome.code }) });
         return;

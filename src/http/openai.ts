@@ -161,7 +161,7 @@ export function openAiRoutes(services: Services): Hono<KeyEnv> {
           first = false;
         },
       });
-      if (stream.aborted) return;
+      if (stream.aborted || outcome.kind === 'stalled') return;
       if (outcome.kind === 'failed') {
         await stream.writeSSE({
           data: JSON.stringify({

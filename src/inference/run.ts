@@ -148,7 +148,9 @@ export async function openUpstream(
     );
     if (error instanceof UpstreamUnavailable) return { ok: false, error };
     if (signal.aborted) return { ok: false, error: new UpstreamUnavailable('The client went away') };
-    throw error;
+    // A fault of ours on the way (no signing key, a bad URL): logged, and still a 503 to the caller.
+    services.log.error({ err: error, reservationId: prepared.reservationId }, 'upstream call failed');
+    return { ok: false, error: new UpstreamUnavailable('The upstream call failed') };
   }
 }
 
@@ -157,7 +159,17 @@ const DRAIN_LIMIT_TOKENS = 16;
 
 export type Outcome =
   | { kind: 'done'; usage: Usage; costMicro: bigint; notionalCostMicro?: bigint; reservationId: string }
-  | { kind: 'failed'; code: 'upstream_unavailable' | 'store_unavailable'; usage: Usage };
+  | { kind: 'failed'; code: 'upstream_unavailable' | 'store_unavailable'; usage: Usage }
+  /** The client stopped reading past the deadline: settled; write nothing more to it. */
+  | { kind: 'stalled'; usage: Usage };
+
+// How long after the upstream's own total timeout a relay may still wait on a client that does
+// not read: the reservation must be settled well before its TTL (5 min), or the reaper frees money
+// that is still being spent.
+const RELAY_GRACE_MS = 30_000;
+// The most prompt tokens an upstream may report: a 1 MiB body cannot hold more. Its report is
+// the usage authority, within bounds: never below what was relayed, never above what was reserved.
+const MAX_PROMPT_TOKENS = 1_000_000;
 
 /**
  * Stages 5–6: relay the upstream's tokens to `onToken`, count, stop at max_tokens (priced into the
@@ -175,13 +187,23 @@ export async function relay(
   let beyondCap = 0;
   let upstreamFailed = false;
   let reported = false;
+  let stalled = false;
+  let deadlineTimer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<'deadline'>((resolve) => {
+    deadlineTimer = setTimeout(() => resolve('deadline'), services.config.upstreamTimeoutMs + RELAY_GRACE_MS);
+    deadlineTimer.unref?.();
+  });
   try {
     relaying: for await (const batch of upstream.tokens) {
       for (const token of batch) {
         if (sink.signal.aborted) break relaying;
         if (delivered < prepared.estimate.maxTokens) {
           delivered += 1;
-          await sink.onToken(token);
+          // A client that stops reading blocks the write: past the deadline, give up on it.
+          if ((await Promise.race([sink.onToken(token), deadline])) === 'deadline') {
+            stalled = true;
+            break relaying;
+          }
           continue;
         }
         // At the cap nothing more is relayed, but the stream is read to its end (its usage report,
@@ -190,18 +212,25 @@ export async function relay(
         if (beyondCap > DRAIN_LIMIT_TOKENS) break relaying;
       }
     }
-    reported = !sink.signal.aborted && beyondCap <= DRAIN_LIMIT_TOKENS;
+    reported = !sink.signal.aborted && !stalled && beyondCap <= DRAIN_LIMIT_TOKENS;
   } catch (error) {
     if (!sink.signal.aborted) {
       upstreamFailed = true;
       services.log.warn({ err: error, reservationId: prepared.reservationId }, 'upstream failed mid-stream');
     }
+  } finally {
+    clearTimeout(deadlineTimer);
   }
+  if (stalled)
+    services.log.warn({ reservationId: prepared.reservationId }, 'client stopped reading: settled');
 
   const report = reported ? upstream.usage() : undefined;
   const usage: Usage = {
-    promptTokens: report?.promptTokens ?? prepared.estimate.promptTokens,
-    completionTokens: report?.completionTokens ?? delivered,
+    promptTokens: Math.min(report?.promptTokens ?? prepared.estimate.promptTokens, MAX_PROMPT_TOKENS),
+    completionTokens: Math.min(
+      Math.max(report?.completionTokens ?? delivered, delivered),
+      prepared.estimate.maxTokens,
+    ),
   };
   let settled: Settled;
   try {
@@ -210,6 +239,7 @@ export async function relay(
     if (error instanceof StoreUnavailable) return { kind: 'failed', code: 'store_unavailable', usage };
     throw error;
   }
+  if (stalled) return { kind: 'stalled', usage };
   if (upstreamFailed) return { kind: 'failed', code: 'upstream_unavailable', usage };
   return { kind: 'done', usage, ...settled, reservationId: prepared.reservationId };
 }

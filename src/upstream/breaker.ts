@@ -15,6 +15,7 @@ export class CircuitBreaker {
   private failures = 0;
   private openedAt: number | undefined;
   private probing = false;
+  private probeStartedAt = 0;
 
   constructor(
     private readonly clock: Clock,
@@ -31,8 +32,11 @@ export class CircuitBreaker {
   tryAcquire(): { allowed: true; probe: boolean } | { allowed: false } {
     const state = this.state;
     if (state === 'closed') return { allowed: true, probe: false };
-    if (state === 'open' || this.probing) return { allowed: false };
+    // A probe that never reported (its request vanished) gives way to a new one after openMs.
+    const probeAlive = this.probing && this.clock.now() - this.probeStartedAt < this.openMs;
+    if (state === 'open' || probeAlive) return { allowed: false };
     this.probing = true;
+    this.probeStartedAt = this.clock.now();
     return { allowed: true, probe: true };
   }
 

@@ -18,7 +18,9 @@ import { sseData } from './sse.js';
 // 30 s: a redeployed upstream with another contract is noticed within half a minute.
 export const CONTRACT_CHECK_INTERVAL_MS = 30_000;
 
-const Count = v.pipe(v.number(), v.integer(), v.minValue(0));
+// 10^9 tokens: far beyond any reservation; the relay clamps what it believes anyway.
+const Count = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(1_000_000_000));
+const KNOWN_EVENTS = new Set(['token', 'done', 'error']);
 const FinnEvent = v.variant('type', [
   v.object({ type: v.literal('token'), content: v.string() }),
   v.object({
@@ -144,7 +146,11 @@ function readFinn(response: HttpResponse): UpstreamResponse {
       const batch: string[] = [];
       for (const data of events) {
         if (ended) continue;
-        const parsed = v.safeParse(FinnEvent, safeJson(data));
+        const json = safeJson(data);
+        // Event types a later minor version may add (a ping, metadata) are skipped, not failures.
+        const type = (json as { type?: unknown } | null)?.type;
+        if (typeof type === 'string' && !KNOWN_EVENTS.has(type)) continue;
+        const parsed = v.safeParse(FinnEvent, json);
         if (!parsed.success) throw new UpstreamUnavailable('The upstream sent an invalid event');
         const event = parsed.output;
         if (event.type === 'token') batch.push(event.content);
@@ -165,11 +171,16 @@ function readFinn(response: HttpResponse): UpstreamResponse {
     if (!ended) throw new UpstreamUnavailable('The upstream stream ended without a done event');
   }
   return {
-    poolUsed: response.header('x-pool-used'),
-    personalityId: response.header('x-personality-id'),
+    // Passed on to the caller as headers: only well-formed values.
+    poolUsed: headerValue(response.header('x-pool-used')),
+    personalityId: headerValue(response.header('x-personality-id')),
     tokens: tokens(),
     usage: () => usage,
   };
+}
+
+function headerValue(value: string | undefined): string | undefined {
+  return value !== undefined && /^[A-Za-z0-9._:-]{1,128}$/.test(value) ? value : undefined;
 }
 
 export function safeJson(text: string): unknown {

@@ -5,7 +5,7 @@ import { type UpstreamResponse, UpstreamUnavailable, type UpstreamUsage } from '
 import type { UpstreamProtocol } from './resilient.js';
 import { sseData } from './sse.js';
 
-const Count = v.pipe(v.number(), v.integer(), v.minValue(0));
+const Count = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(1_000_000_000));
 const Chunk = v.object({
   choices: v.optional(
     v.array(

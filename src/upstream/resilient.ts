@@ -61,7 +61,9 @@ export function httpUpstream(protocol: UpstreamProtocol, options: HttpUpstreamOp
     const onCallerAbort = () => whole.abort(request.signal.reason);
     request.signal.addEventListener('abort', onCallerAbort, { once: true });
     const timer = setTimeout(
-      () => whole.abort(new UpstreamUnavailable(`The upstream timed out after ${options.timeoutMs} ms`)),
+      // Retryable: a timeout is the upstream's failure, so it counts towards the breaker.
+      () =>
+        whole.abort(new UpstreamUnavailable(`The upstream timed out after ${options.timeoutMs} ms`, true)),
       options.timeoutMs,
     );
     timer.unref?.();

@@ -20,7 +20,7 @@ interface ErrorBody {
 }
 
 const token = (content: string) => ({ data: JSON.stringify({ type: 'token', content }) });
-const done = (usage?: { prompt_tokens: number; completion_tokens: number }) => ({
+const done = (usage?: { prompt_tokens?: number; completion_tokens: number }) => ({
   data: JSON.stringify({ type: 'done', ...(usage === undefined ? {} : { usage }) }),
 });
 
@@ -181,6 +181,52 @@ describe('UPSTREAM=finn (S2S contract v1.0.0, msw)', () => {
       expect(flushed[0]?.completionTokens).toBe(2);
     });
     expect(rows.length).toBeLessThanOrEqual(1);
+  });
+
+  it('an upstream that never answers times out, and each timeout counts towards the breaker', async () => {
+    const { tenantId, key } = await tenantWithKey();
+    finn.answer = () => new Promise<Response>(() => undefined) as unknown as Response;
+    for (let i = 0; i < 3; i += 1) {
+      const response = await infer(key);
+      expect(response.status).toBe(503);
+      expect(((await response.json()) as ErrorBody).error.message).toMatch(/timed out/);
+    }
+    expect(breaker.state).toBe('open');
+    expect((await balance(tenantId)).reservedMicro).toBe(0n);
+  });
+
+  it('skips event types a later minor version may add', async () => {
+    const { key } = await tenantWithKey();
+    finn.answer = () =>
+      stream([
+        token('a'),
+        { data: JSON.stringify({ type: 'ping' }) },
+        token('b'),
+        done({ completion_tokens: 2 }),
+      ]);
+    const received = events(await (await infer(key)).text());
+    expect(received.map((e) => e.type)).toEqual(['token', 'token', 'done']);
+  });
+
+  it('bounds the reported usage: never below what was relayed, never above what was reserved', async () => {
+    const { tenantId, key } = await tenantWithKey();
+    // Three tokens relayed, but finn claims none were generated.
+    finn.answer = () =>
+      stream([token('a'), token('b'), token('c'), done({ prompt_tokens: 1, completion_tokens: 0 })]);
+    const low = events(await (await infer(key)).text()).at(-1);
+    expect(low?.usage).toMatchObject({ prompt_tokens: 1, completion_tokens: 3 });
+    expect(low?.cost_micro).toBe(costMicro('standard', 4).toString());
+
+    // An absurd report is capped by the reservation ("hello finn": 3 prompt tokens + max_tokens 8).
+    finn.answer = () =>
+      stream([token('a'), done({ prompt_tokens: 900_000_000, completion_tokens: 900_000_000 })]);
+    const high = events(await (await infer(key)).text()).at(-1);
+    expect(high?.type).toBe('done');
+    expect(high?.usage?.completion_tokens).toBe(8);
+    expect(high?.cost_micro).toBe(costMicro('standard', 3 + 8).toString());
+    const after = await balance(tenantId);
+    expect(after.reservedMicro).toBe(0n);
+    expect(after.committedMicro).toBe(costMicro('standard', 4) + costMicro('standard', 11));
   });
 
   it('a stream that ends without a done event is a failure, not a success', async () => {
