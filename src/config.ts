@@ -1,6 +1,6 @@
 import * as v from 'valibot';
 import { parsePeppers } from './keys/peppers.js';
-import { isPool } from './pricing/pricing.js';
+import { DEFAULT_PRICES, isPool, type Prices } from './pricing/pricing.js';
 import { DEFAULT_TIERS, TiersOverride, type TierTable } from './tenants/tiers.js';
 
 /**
@@ -76,6 +76,13 @@ const EnvSchema = v.object({
     v.pipe(v.string(), v.regex(PAIRS, 'must be name=pool pairs separated by commas'), v.transform(pairs)),
   ),
   TIERS: v.optional(TiersOverride),
+  POOL_PRICES: v.optional(
+    v.pipe(
+      v.string(),
+      v.regex(/^[a-z]+=\d{1,12}(,[a-z]+=\d{1,12})*$/, 'must be pool=micro-credits-per-1000-tokens pairs'),
+      v.transform(pairs),
+    ),
+  ),
   UPSTREAM_MODELS: v.optional(
     v.pipe(v.string(), v.regex(PAIRS, 'must be pool=model pairs separated by commas'), v.transform(pairs)),
   ),
@@ -151,6 +158,8 @@ export interface Config {
   upstreamModels: Record<string, string>;
   /** Limits and pools per tenant tier 1–9 (`TIERS` overrides the defaults). */
   tiers: TierTable;
+  /** Micro-credits per 1,000 tokens per pool (`POOL_PRICES` overrides the defaults). */
+  prices: Prices;
   trustProxyHops: number;
   apiKeyPeppers?: string;
   adminToken?: string;
@@ -227,6 +236,13 @@ export function parseConfig(env: Env): ConfigResult {
         'MODEL_ALIASES must map names that are not pools to pools (cheap, standard, reasoning, architect, flagship)',
     };
   }
+  if (Object.entries(e.POOL_PRICES ?? {}).some(([pool, price]) => !isPool(pool) || BigInt(price) < 1n)) {
+    return {
+      ok: false,
+      variable: 'POOL_PRICES',
+      message: 'POOL_PRICES must map pools to prices of at least 1',
+    };
+  }
   if (Object.keys(e.UPSTREAM_MODELS ?? {}).some((pool) => !isPool(pool))) {
     return {
       ok: false,
@@ -255,6 +271,7 @@ export function parseConfig(env: Env): ConfigResult {
     modelAliases: e.MODEL_ALIASES ?? {},
     upstreamModels: e.UPSTREAM_MODELS ?? {},
     tiers: e.TIERS ?? DEFAULT_TIERS,
+    prices: { ...DEFAULT_PRICES, ...mapValues(e.POOL_PRICES ?? {}, BigInt) },
     trustProxyHops: e.TRUST_PROXY_HOPS,
     nowpaymentsApiUrl: e.NOWPAYMENTS_API_URL,
     logLevel: e.LOG_LEVEL,
@@ -290,6 +307,10 @@ export function parseConfig(env: Env): ConfigResult {
     }),
   };
   return { ok: true, config };
+}
+
+function mapValues<T>(record: Record<string, string>, map: (value: string) => T): Record<string, T> {
+  return Object.fromEntries(Object.entries(record).map(([name, value]) => [name, map(value)]));
 }
 
 function isJsonArray(text: string): boolean {

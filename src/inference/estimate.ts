@@ -1,4 +1,4 @@
-import { costMicro, type Pool } from '../pricing/pricing.js';
+import { costMicro, type Pool, type Prices } from '../pricing/pricing.js';
 
 // 256 tokens when the caller names no max_tokens: enough for a short answer, small enough that the
 // reservation does not lock much budget.
@@ -12,8 +12,17 @@ export interface Estimate {
 }
 
 /** A pessimistic estimate: ~4 characters per token (rounded up), plus the whole completion budget. */
-export function estimate(pool: Pool, prompt: string, maxTokens: number | undefined): Estimate {
+export function estimate(
+  pool: Pool,
+  prompt: string,
+  maxTokens: number | undefined,
+  prices: Prices,
+): Estimate {
   const promptTokens = Math.max(1, Math.ceil(prompt.length / 4));
   const completion = maxTokens ?? DEFAULT_MAX_TOKENS;
-  return { promptTokens, maxTokens: completion, costMicro: costMicro(pool, promptTokens + completion) };
+  return {
+    promptTokens,
+    maxTokens: completion,
+    costMicro: costMicro(pool, promptTokens + completion, prices),
+  };
 }

@@ -1,6 +1,6 @@
 import type { VerifiedKey } from '../keys/verifier.js';
 import type { SpendEntry } from '../ledger/spend.js';
-import { costMicro, type Pool } from '../pricing/pricing.js';
+import { costMicro, type Pool, type Prices } from '../pricing/pricing.js';
 import type { Services } from '../services.js';
 
 export interface Usage {
@@ -50,8 +50,8 @@ export function settlementTerms(key: VerifiedKey): Pick<Settlement, 'free' | 'ca
 }
 
 /** What the usage costs at the pool's price (the reservation caps what is charged). */
-export function actualCost(pool: Pool, usage: Usage): bigint {
-  return costMicro(pool, usage.promptTokens + usage.completionTokens);
+export function actualCost(pool: Pool, usage: Usage, prices: Prices): bigint {
+  return costMicro(pool, usage.promptTokens + usage.completionTokens, prices);
 }
 
 /**
@@ -76,7 +76,7 @@ export async function finalizeRequest(
   services: Services,
   input: Settlement,
   /** What to charge at most (the reservation caps it); default the usage at the pool's price. */
-  actual: bigint = actualCost(input.pool, input.usage),
+  actual: bigint = actualCost(input.pool, input.usage, services.config.prices),
 ): Promise<Settled> {
   const result = await services.store.finalize({
     tenantId: input.tenantId,

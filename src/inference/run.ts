@@ -50,7 +50,7 @@ export async function prepare(
   const requested =
     input.pool === undefined ? undefined : (services.config.modelAliases[input.pool] ?? input.pool);
   const decision = choosePool(services.config.tiers, key, requested);
-  const cost = estimate(decision.pool, input.prompt, input.maxTokens);
+  const cost = estimate(decision.pool, input.prompt, input.maxTokens, services.config.prices);
   const admission = await admitRequest(services, key, {
     pool: decision.pool,
     estimate: cost,
@@ -265,7 +265,7 @@ async function settle(
     ...settlementTerms(key),
     nearThreshold: prepared.nearThreshold,
   };
-  const cost = costOverride ?? actualCost(settlement.pool, usage);
+  const cost = costOverride ?? actualCost(settlement.pool, usage, services.config.prices);
   let settled: Settled;
   try {
     settled = await finalizeRequest(services, settlement, cost);

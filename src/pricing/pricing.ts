@@ -15,9 +15,11 @@ export const DEFAULT_PRICES: Record<Pool, bigint> = {
   flagship: 15_000n,
 };
 
-/** Rounds up in bigint; never less than 1 µ for a request. */
-export function costMicro(pool: Pool, tokens: number): bigint {
-  const price = DEFAULT_PRICES[pool];
+export type Prices = Readonly<Record<Pool, bigint>>;
+
+/** Rounds up in bigint; never less than 1 µ for a request. `prices`: POOL_PRICES, else the defaults. */
+export function costMicro(pool: Pool, tokens: number, prices: Prices = DEFAULT_PRICES): bigint {
+  const price = prices[pool];
   const cost = (BigInt(tokens) * price + 999n) / 1000n;
   return cost < 1n ? 1n : cost;
 }

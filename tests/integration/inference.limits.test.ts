@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKey } from '../../src/keys/keys.js';
-import { costMicro } from '../../src/pricing/pricing.js';
+import { costMicro, DEFAULT_PRICES } from '../../src/pricing/pricing.js';
 import { createTenant, updateTenant } from '../../src/tenants/tenants.js';
+import { DEFAULT_TIERS } from '../../src/tenants/tiers.js';
 import { createHarness, type Harness } from '../support/harness.js';
 
 /**
@@ -144,5 +145,47 @@ describe('402 per budget scope', () => {
       scope: 'key_monthly',
       remainingMicro: '1',
     });
+  });
+});
+
+describe('configured tiers and prices (TIERS, POOL_PRICES)', () => {
+  let configured: Harness;
+  beforeAll(async () => {
+    configured = await createHarness({
+      config: {
+        localModelTokens: 4,
+        // A burst bucket large enough that the user's per-minute limit is the one that binds.
+        tiers: DEFAULT_TIERS.map((limits, index) =>
+          index === 1 ? { ...limits, burstCapacity: 100 } : limits,
+        ),
+        prices: { ...DEFAULT_PRICES, standard: 3_000n },
+      },
+    });
+  });
+  afterAll(() => configured.close());
+
+  it('user: the 11th request of one user in a minute, charged at the configured price', async () => {
+    const created = await createTenant(configured.services, { name: 'Configured', tier: 2 });
+    await configured.services.store.credit({ tenantId: created.id, grantId: 'g', amountMicro: 1_000_000n });
+    const { key } = await createKey(configured.services, created.id, { name: 'k', rpmLimit: 1_000 });
+    const ask = async () => {
+      const response = await configured.request('/api/v1/inference', {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ prompt: 'abcd', max_tokens: 4, pool: 'standard', user: 'one' }),
+      });
+      const text = await response.text();
+      return {
+        response,
+        body: response.headers.get('content-type')?.includes('json') ? JSON.parse(text) : text,
+      };
+    };
+    for (let i = 0; i < 10; i += 1) expect((await ask()).response.status).toBe(200);
+    expect429(await ask(), 'user', 10);
+    // 10 requests of 1 prompt + 4 completion tokens at 3,000 µ per 1,000 tokens: 15 µ each.
+    expect((await configured.services.store.snapshot(created.id)).committedMicro).toBe(
+      10n * costMicro('standard', 5, { ...DEFAULT_PRICES, standard: 3_000n }),
+    );
+    expect(costMicro('standard', 5, { ...DEFAULT_PRICES, standard: 3_000n })).toBe(15n);
   });
 });

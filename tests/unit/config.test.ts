@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ENV_NAMES, parseConfig } from '../../src/config.js';
+import { DEFAULT_PRICES } from '../../src/pricing/pricing.js';
 import { DEFAULT_TIERS } from '../../src/tenants/tiers.js';
 
 function parse(env: Record<string, string>) {
@@ -24,6 +25,7 @@ describe('parseConfig', () => {
         modelAliases: {},
         upstreamModels: {},
         tiers: DEFAULT_TIERS,
+        prices: DEFAULT_PRICES,
         trustProxyHops: 0,
         nowpaymentsApiUrl: 'https://api.nowpayments.io/v1',
         logLevel: 'info',
@@ -67,6 +69,7 @@ describe('parseConfig', () => {
       MODEL_ALIASES: 'gpt-4o-mini=cheap',
       UPSTREAM_MODELS: 'cheap=tiny',
       TIERS: '{"2":{"pools":["standard","cheap"],"tenantRpm":5}}',
+      POOL_PRICES: 'cheap=150,flagship=20000',
       TRUST_PROXY_HOPS: '1',
       API_KEY_PEPPERS: `2:${'b'.repeat(32)},1:${'a'.repeat(32)}`,
       API_KEYS_MAX_ACTIVE: '5',
@@ -110,6 +113,7 @@ describe('parseConfig', () => {
         upstreamTimeoutMs: 30_000,
         modelAliases: { 'gpt-4o-mini': 'cheap' },
         upstreamModels: { cheap: 'tiny' },
+        prices: { ...DEFAULT_PRICES, cheap: 150n, flagship: 20_000n },
         tiers: DEFAULT_TIERS.map((limits, index) =>
           index === 1 ? { ...limits, tenantRpm: 5, pools: ['cheap', 'standard'] } : limits,
         ),
@@ -166,6 +170,9 @@ describe('parseConfig', () => {
     ['MODEL_ALIASES', 'gpt-4o=platinum'],
     ['MODEL_ALIASES', 'cheap=standard'],
     ['UPSTREAM_MODELS', 'gold=gpt-4o'],
+    ['POOL_PRICES', 'cheap=0'],
+    ['POOL_PRICES', 'gold=100'],
+    ['POOL_PRICES', 'cheap=1.5'],
     ['TIERS', 'not json'],
     ['TIERS', '{"10":{"tenantRpm":5}}'],
     ['TIERS', '{"1":{"pools":["gold"]}}'],
