@@ -188,11 +188,14 @@ export async function relay(
   let upstreamFailed = false;
   let reported = false;
   let stalled = false;
-  let deadlineTimer: ReturnType<typeof setTimeout> | undefined;
-  const deadline = new Promise<'deadline'>((resolve) => {
-    deadlineTimer = setTimeout(() => resolve('deadline'), services.config.upstreamTimeoutMs + RELAY_GRACE_MS);
-    deadlineTimer.unref?.();
-  });
+  // Past the deadline the pending write is abandoned. Not a Promise.race against one long-lived
+  // promise: every race would leave a reaction on it, kept until the deadline (a leak per token).
+  let giveUp: (() => void) | undefined;
+  const deadlineTimer = setTimeout(() => {
+    stalled = true;
+    giveUp?.();
+  }, services.config.upstreamTimeoutMs + RELAY_GRACE_MS);
+  deadlineTimer.unref?.();
   try {
     relaying: for await (const batch of upstream.tokens) {
       for (const token of batch) {
@@ -200,10 +203,13 @@ export async function relay(
         if (delivered < prepared.estimate.maxTokens) {
           delivered += 1;
           // A client that stops reading blocks the write: past the deadline, give up on it.
-          if ((await Promise.race([sink.onToken(token), deadline])) === 'deadline') {
-            stalled = true;
-            break relaying;
-          }
+          const write = sink.onToken(token);
+          await new Promise<void>((resolve, reject) => {
+            giveUp = resolve;
+            write.then(resolve, reject);
+          });
+          giveUp = undefined;
+          if (stalled) break relaying;
           continue;
         }
         // At the cap nothing more is relayed, but the stream is read to its end (its usage report,
