@@ -1,4 +1,4 @@
-import { eq, sql } from 'drizzle-orm';
+import { asc, eq, sql } from 'drizzle-orm';
 import type { Db } from '../../db/index.js';
 import { type SpendRow, spend } from '../../db/schema/index.js';
 import type { Clock } from '../clock.js';
@@ -83,7 +83,13 @@ export class SpendRecorder {
 
   /** Finalizes every unsettled row the store now accepts; returns how many were settled. */
   async settleUnsettled(): Promise<number> {
-    const rows = await this.db.select().from(spend).where(eq(spend.settled, false)).limit(500);
+    // Oldest first, so the charges nearest their reservation's expiry are settled first.
+    const rows = await this.db
+      .select()
+      .from(spend)
+      .where(eq(spend.settled, false))
+      .orderBy(asc(spend.createdAt))
+      .limit(500);
     let settled = 0;
     for (const row of rows) {
       let result: Awaited<ReturnType<Store['finalize']>>;

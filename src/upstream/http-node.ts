@@ -48,10 +48,11 @@ function send(
     });
     req.on('error', (error) => {
       clearTimeout(connectTimer);
+      const stale = req.reusedSocket && (error as NodeJS.ErrnoException).code === 'ECONNRESET';
       reject(
         error instanceof HttpConnectError || request.signal.aborted
           ? error
-          : new HttpConnectError(error.message),
+          : new HttpConnectError(error.message, stale),
       );
     });
     req.on('response', (response: IncomingMessage) => {

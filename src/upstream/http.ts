@@ -31,4 +31,15 @@ export interface HttpClient {
 /** No response at all: refused, reset, unreachable, or the connect timeout passed. Retryable. */
 export class HttpConnectError extends Error {
   override readonly name = 'HttpConnectError';
+
+  constructor(
+    message: string,
+    /**
+     * A kept-alive connection the upstream had closed meanwhile (the request never reached it):
+     * worth one immediate retry on a fresh connection, not a failure of the upstream.
+     */
+    readonly staleConnection = false,
+  ) {
+    super(message);
+  }
 }

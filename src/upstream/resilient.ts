@@ -135,8 +135,11 @@ export function httpUpstream(protocol: UpstreamProtocol, options: HttpUpstreamOp
     const attempts = probe ? 1 : delays.length + 1;
     // Created only on failure: an Error captures a stack trace, too dear for every request.
     let last: UpstreamUnavailable | undefined;
+    let staleRetried = false;
+    let immediate = false;
     for (let attempt = 0; attempt < attempts; attempt += 1) {
-      if (attempt > 0) await sleep(delays[attempt - 1] ?? 0, signal);
+      if (attempt > 0 && !immediate) await sleep(delays[attempt - 1] ?? 0, signal);
+      immediate = false;
       if (signal.aborted) throw signal.reason ?? last ?? new UpstreamUnavailable('The upstream failed', true);
       const built = await protocol.build(request);
       let response: HttpResponse;
@@ -152,6 +155,13 @@ export function httpUpstream(protocol: UpstreamProtocol, options: HttpUpstreamOp
       } catch (error) {
         if (signal.aborted) throw signal.reason ?? error;
         if (!(error instanceof HttpConnectError)) throw error;
+        if (error.staleConnection && !staleRetried) {
+          // Once, at once, and not counted as an attempt: the next socket is a fresh one.
+          staleRetried = true;
+          immediate = true;
+          attempt -= 1;
+          continue;
+        }
         last = new UpstreamUnavailable('The upstream could not be reached', true);
         options.log.warn(
           { upstream: protocol.name, attempt, err: { message: error.message } },

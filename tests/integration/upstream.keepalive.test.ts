@@ -12,10 +12,23 @@ import { createHarness, type Harness } from '../support/harness.js';
  */
 let server: Server;
 let connections = 0;
+let requests = 0;
+let resetReused = false;
+const requestsOnSocket = new WeakMap<object, number>();
 let harness: Harness;
 
 beforeAll(async () => {
   server = createServer(async (request, response) => {
+    // "reset" on a kept-alive connection: the upstream drops it, as one closing an idle socket
+    // at the moment it is reused would.
+    const reused = (requestsOnSocket.get(request.socket) ?? 0) > 0;
+    requestsOnSocket.set(request.socket, (requestsOnSocket.get(request.socket) ?? 0) + 1);
+    requests += 1;
+    if (resetReused && reused) {
+      resetReused = false;
+      request.socket.destroy();
+      return;
+    }
     let raw = '';
     for await (const chunk of request) raw += chunk;
     const body = JSON.parse(raw) as { max_tokens: number; messages: { content: string }[] };
@@ -90,5 +103,19 @@ describe('the upstream connection', () => {
     const snapshot = await harness.services.store.snapshot(tenantId);
     // "user: greedy" is 12 characters: 3 prompt tokens by the estimate.
     expect(snapshot.committedMicro).toBe(costMicro('cheap', 3 + 4));
+  });
+
+  it('a kept-alive connection the upstream dropped is retried at once on a fresh one, not counted as a failure', async () => {
+    const { key } = await caller();
+    await complete(key, 'warm', 2); // leaves a kept-alive connection in the pool
+    const before = { requests, connections };
+    resetReused = true;
+    const completion = await complete(key, 'after reset', 2);
+    expect(completion.choices[0]?.message.content).toBe('t0 t1 ');
+    // The dropped attempt and the retry on a new connection; no backoff, no warning, breaker closed.
+    expect(requests - before.requests).toBe(2);
+    expect(connections - before.connections).toBe(1);
+    expect(harness.logs.filter((line) => line.msg === 'upstream connect failed')).toEqual([]);
+    expect(harness.services.upstream.status().breaker).toBe('closed');
   });
 });
