@@ -118,8 +118,9 @@ export function openAiRoutes(services: Services): Hono<KeyEnv> {
       let content = '';
       const outcome = await relay(services, key, prepared, opened.upstream, {
         signal: clientGone.signal,
-        onToken: async (token) => {
+        onToken: (token) => {
           content += token;
+          return undefined;
         },
       });
       if (outcome.kind === 'failed') {

@@ -181,7 +181,8 @@ export async function relay(
   key: VerifiedKey,
   prepared: Extract<Prepared, { ok: true }>,
   upstream: UpstreamResponse,
-  sink: { onToken(content: string): Promise<void>; signal: AbortSignal },
+  /** `onToken` returns a promise when the write can block (a stream to the client), else nothing. */
+  sink: { onToken(content: string): Promise<void> | undefined; signal: AbortSignal },
 ): Promise<Outcome> {
   let delivered = 0;
   let beyondCap = 0;
@@ -202,8 +203,9 @@ export async function relay(
         if (sink.signal.aborted) break relaying;
         if (delivered < prepared.estimate.maxTokens) {
           delivered += 1;
-          // A client that stops reading blocks the write: past the deadline, give up on it.
           const write = sink.onToken(token);
+          if (write === undefined) continue;
+          // A client that stops reading blocks the write: past the deadline, give up on it.
           await new Promise<void>((resolve, reject) => {
             giveUp = resolve;
             write.then(resolve, reject);
