@@ -215,7 +215,7 @@ export function parseConfig(env: Env): ConfigResult {
   const auth = [e.AUTH_JWKS_URL, e.AUTH_ISSUER, e.AUTH_AUDIENCE];
   if (auth.some((value) => value !== undefined) && auth.some((value) => value === undefined)) {
     const names = ['AUTH_JWKS_URL', 'AUTH_ISSUER', 'AUTH_AUDIENCE'];
-    const missing = names[auth.findIndex((value) => value === undefined)] as string;
+    const missing = names[auth.indexOf(undefined)] as string;
     return { ok: false, variable: missing, message: `${missing} is required with the other AUTH_ variables` };
   }
   if (e.SIGNING_PRIVATE_JWKS !== undefined && !isJsonArray(e.SIGNING_PRIVATE_JWKS)) {

@@ -13,7 +13,7 @@ export function jwksRoute(services: Services): Hono<AppEnv> {
     c.header('Cache-Control', `public, max-age=${services.config.jwksMaxAgeSeconds}`);
     c.header('ETag', etag);
     const ifNoneMatch = c.req.header('if-none-match');
-    if (ifNoneMatch !== undefined && ifNoneMatch.split(',').some((tag) => tag.trim() === etag)) {
+    if (ifNoneMatch?.split(',').some((tag) => tag.trim() === etag)) {
       return c.body(null, 304);
     }
     return c.body(body, 200, { 'content-type': 'application/json' });

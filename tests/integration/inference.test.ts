@@ -2,12 +2,10 @@ import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spend } from '../../db/schema/index.js';
 import { createKey } from '../../src/keys/keys.js';
-import { silentLogger } from '../../src/observability/logger.js';
-import { redisStore } from '../../src/store/index.js';
 import { createTenant } from '../../src/tenants/tenants.js';
-import { createHarness, type Harness } from '../support/harness.js';
-import { type RedisServer, startRedisServer } from '../support/redis-server.js';
-import { events, type SseEvent } from '../support/sse.js';
+import { createHarness, createHarnessOnOwnRedis, type Harness } from '../support/harness.js';
+import type { RedisServer } from '../support/redis-server.js';
+import { events } from '../support/sse.js';
 
 async function setup(harness: Harness, options: { tier: number; creditMicro: bigint; rpmLimit?: number }) {
   const tenant = await createTenant(harness.services, { name: 'Infer', tier: options.tier });
@@ -185,31 +183,23 @@ describe('spend rows', () => {
 });
 
 describe('the store failing at finalize', () => {
-  let redis: RedisServer;
-  let harness: Harness;
+  let harness: Harness & { redis: RedisServer };
   beforeAll(async () => {
-    redis = await startRedisServer();
-    harness = await createHarness({
-      store: redisStore({ url: redis.url, log: silentLogger() }),
-      config: { localModelTokens: 20, localModelDelayMs: 50 },
-    });
+    harness = await createHarnessOnOwnRedis({ config: { localModelTokens: 20, localModelDelayMs: 50 } });
   });
-  afterAll(async () => {
-    await harness.close();
-    await redis.stop();
-  });
+  afterAll(() => harness.close());
 
   it('loses no charge: an unsettled spend row is settled once the store is back', async () => {
     const { tenantId, key } = await setup(harness, { tier: 4, creditMicro: 1_000_000n });
     const response = await infer(harness, key, { prompt: 'slow and unlucky', max_tokens: 20 });
     expect(response.status).toBe(200);
     // The reservation is made; freeze Redis while tokens are still flowing.
-    redis.process.kill('SIGSTOP');
+    harness.redis.process.kill('SIGSTOP');
     let text: string;
     try {
       text = await response.text();
     } finally {
-      redis.process.kill('SIGCONT');
+      harness.redis.process.kill('SIGCONT');
     }
     expect(events(text).at(-1)).toEqual({ type: 'error', code: 'store_unavailable' });
     const [row] = await harness.services.db.select().from(spend).where(eq(spend.tenantId, tenantId));

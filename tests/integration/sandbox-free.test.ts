@@ -3,11 +3,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spend } from '../../db/schema/index.js';
 import { createKey } from '../../src/keys/keys.js';
 import { silentLogger } from '../../src/observability/logger.js';
-import { memoryStore, redisStore } from '../../src/store/index.js';
+import { memoryStore } from '../../src/store/index.js';
 import { createTenant } from '../../src/tenants/tenants.js';
-import { createHarness, type Harness } from '../support/harness.js';
-import { type RedisServer, startRedisServer } from '../support/redis-server.js';
-import { events, type SseEvent } from '../support/sse.js';
+import { createHarness, createHarnessOnOwnRedis, type Harness } from '../support/harness.js';
+import type { RedisServer } from '../support/redis-server.js';
+import { events } from '../support/sse.js';
 
 /** DESIGN.md §6: sandbox keys are metered at their notional cost but charged nothing. */
 
@@ -190,19 +190,11 @@ describe.each(['redis', 'memory'] as const)('sandbox keys are free (%s engine)',
 });
 
 describe('a sandbox request whose finalize meets a store outage', () => {
-  let redis: RedisServer;
-  let harness: Harness;
+  let harness: Harness & { redis: RedisServer };
   beforeAll(async () => {
-    redis = await startRedisServer();
-    harness = await createHarness({
-      store: redisStore({ url: redis.url, log: silentLogger() }),
-      config: { localModelTokens: 20, localModelDelayMs: 50 },
-    });
+    harness = await createHarnessOnOwnRedis({ config: { localModelTokens: 20, localModelDelayMs: 50 } });
   });
-  afterAll(async () => {
-    await harness.close();
-    await redis.stop();
-  });
+  afterAll(() => harness.close());
 
   it('is settled later by the job without charging its notional cost, which the row keeps', async () => {
     // Credits, so a wrong charge would show in the balance.
@@ -210,12 +202,12 @@ describe('a sandbox request whose finalize meets a store outage', () => {
     const key = await keyFor(harness, tenantId, true);
     const response = await infer(harness, key, { prompt: 'slow and unlucky', max_tokens: 20 });
     expect(response.status).toBe(200);
-    redis.process.kill('SIGSTOP');
+    harness.redis.process.kill('SIGSTOP');
     let text: string;
     try {
       text = await response.text();
     } finally {
-      redis.process.kill('SIGCONT');
+      harness.redis.process.kill('SIGCONT');
     }
     expect(events(text).at(-1)).toEqual({ type: 'error', code: 'store_unavailable' });
     // 4 prompt + 20 completion tokens on the cheap pool: 4.8, rounded up.

@@ -11,7 +11,7 @@ import { createTenant } from '../../src/tenants/tenants.js';
 import { CircuitBreaker } from '../../src/upstream/breaker.js';
 import { createHarness, type Harness } from '../support/harness.js';
 import { mockNetwork, type SseStep, sseBody } from '../support/msw.js';
-import { events, type SseEvent } from '../support/sse.js';
+import { events } from '../support/sse.js';
 
 const FINN = 'http://finn.test';
 

@@ -6,7 +6,7 @@ import type { Clock } from '../../src/clock.js';
 import { type Config, parseConfig } from '../../src/config.js';
 import type { AppEnv } from '../../src/http/context.js';
 import { type Peppers, parsePeppers } from '../../src/keys/peppers.js';
-import { createLogger } from '../../src/observability/logger.js';
+import { createLogger, silentLogger } from '../../src/observability/logger.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import { assembleServices, type Services } from '../../src/services.js';
 import { localSigner, type Signer } from '../../src/signing/signer.js';
@@ -16,6 +16,7 @@ import type { UpstreamOverrides } from '../../src/upstream/index.js';
 import { createTestDatabase, type TestDatabase } from './database.js';
 import { tempKeyFile } from './key-file.js';
 import { deleteKeysWithPrefix } from './redis-cleanup.js';
+import { type RedisServer, startRedisServer } from './redis-server.js';
 
 export type LogRecord = Record<string, unknown> & { msg?: string; level?: string };
 
@@ -111,6 +112,28 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
       if (shared !== undefined) return;
       await database.drop();
       if (options.store === undefined) await deleteKeysWithPrefix(inject('redisUrl'), keyPrefix);
+    },
+  };
+}
+
+/**
+ * A harness whose store is a Redis of its own (started here on a free port), for tests that
+ * freeze, stop or restart Redis without touching any other file's store. `close` stops both.
+ */
+export async function createHarnessOnOwnRedis(
+  options: Omit<HarnessOptions, 'store'> = {},
+): Promise<Harness & { redis: RedisServer }> {
+  const redis = await startRedisServer();
+  const harness = await createHarness({
+    ...options,
+    store: redisStore({ url: redis.url, log: silentLogger() }),
+  });
+  return {
+    ...harness,
+    redis,
+    close: async () => {
+      await harness.close();
+      await redis.stop();
     },
   };
 }
