@@ -1,6 +1,7 @@
 import { Redis, type RedisOptions, ReplyError } from 'ioredis';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
+import { withDeadline } from './deadline.js';
 import { isOutageReply, StoreUnavailable } from './errors.js';
 import { COMMAND_TIMEOUT_MS, type Reply, type ScriptRunner } from './port.js';
 import { SCRIPTS } from './scripts.generated.js';
@@ -21,8 +22,12 @@ export const CONNECT_TIMEOUT_MS = 5_000;
 const ERROR_LOG_INTERVAL_MS = 10_000;
 
 export function redisOptions(keyPrefix?: string): Omit<RedisOptions, 'replyMapping'> {
+  return { ...connectionOptions(keyPrefix), commandTimeout: COMMAND_TIMEOUT_MS };
+}
+
+/** Without a command timeout: the store's client bounds each command itself (`withDeadline`). */
+function connectionOptions(keyPrefix?: string): Omit<RedisOptions, 'replyMapping'> {
   return {
-    commandTimeout: COMMAND_TIMEOUT_MS,
     connectTimeout: CONNECT_TIMEOUT_MS,
     // One retry: a command either reaches a live Redis quickly or fails so the caller can fail closed.
     maxRetriesPerRequest: 1,
@@ -36,7 +41,9 @@ export function redisOptions(keyPrefix?: string): Omit<RedisOptions, 'replyMappi
  * on NOSCRIPT (a restarted or flushed Redis) EVAL sends the source once, which also caches it.
  */
 export function redisRunner(options: RedisStoreOptions): ScriptRunner & { readonly client: Redis } {
-  const client = new Redis(options.url, redisOptions(options.keyPrefix));
+  const client = new Redis(options.url, connectionOptions(options.keyPrefix));
+  const timedOut = () => new Error(`Redis did not answer within ${COMMAND_TIMEOUT_MS} ms`);
+  const bounded = <T>(command: Promise<T>) => withDeadline(command, COMMAND_TIMEOUT_MS, timedOut);
   let lastErrorLoggedAt = 0;
   // Without a listener, a connection blip is an unhandled 'error' event and kills the process.
   client.on('error', (error: Error) => {
@@ -54,10 +61,10 @@ export function redisRunner(options: RedisStoreOptions): ScriptRunner & { readon
       const script = SCRIPTS[name];
       try {
         try {
-          return (await client.evalsha(script.sha1, keys.length, ...keys, ...args)) as Reply;
+          return (await bounded(client.evalsha(script.sha1, keys.length, ...keys, ...args))) as Reply;
         } catch (error) {
           if (!(isReplyError(error) && error.message.startsWith('NOSCRIPT'))) throw error;
-          return (await client.eval(script.source, keys.length, ...keys, ...args)) as Reply;
+          return (await bounded(client.eval(script.source, keys.length, ...keys, ...args))) as Reply;
         }
       } catch (error) {
         // A ReplyError is Redis answering (a script bug, a wrong type): a fault, not an outage.
@@ -66,7 +73,7 @@ export function redisRunner(options: RedisStoreOptions): ScriptRunner & { readon
       }
     },
     ping: async () => {
-      await client.ping();
+      await bounded(client.ping());
     },
     close: async () => {
       if (closed) return;
