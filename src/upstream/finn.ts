@@ -6,14 +6,8 @@ import type { SigningKeys } from '../signing/keys.js';
 import { signS2sToken } from '../signing/tokens.js';
 import { CONTRACT_VERSION } from '../version.js';
 import type { HttpClient, HttpResponse } from './http.js';
-import {
-  type ContractStatus,
-  type UpstreamResponse,
-  UpstreamUnavailable,
-  type UpstreamUsage,
-} from './port.js';
-import type { UpstreamProtocol } from './resilient.js';
-import { sseData } from './sse.js';
+import { type ContractStatus, UpstreamUnavailable, type UpstreamUsage } from './port.js';
+import type { UpstreamProtocol, UpstreamReader } from './resilient.js';
 
 // 30 s: a redeployed upstream with another contract is noticed within half a minute.
 export const CONTRACT_CHECK_INTERVAL_MS = 30_000;
@@ -135,47 +129,41 @@ function compare(version: string): ContractStatus {
   return minor === ourMinor ? 'compatible' : 'minor_mismatch';
 }
 
-function readFinn(response: HttpResponse): UpstreamResponse {
+function readFinn(response: HttpResponse): UpstreamReader {
   const counted = Number(response.header('x-token-count'));
   let usage: UpstreamUsage | undefined =
     Number.isSafeInteger(counted) && counted >= 0 ? { completionTokens: counted } : undefined;
-  async function* tokens(): AsyncGenerator<string[]> {
-    // After the done event the body is read to its end, so the connection goes back to the pool.
-    let ended = false;
-    for await (const events of sseData(response.body)) {
-      const batch: string[] = [];
-      for (const data of events) {
-        if (ended) continue;
-        const json = safeJson(data);
-        // Event types a later minor version may add (a ping, metadata) are skipped, not failures.
-        const type = (json as { type?: unknown } | null)?.type;
-        if (typeof type === 'string' && !KNOWN_EVENTS.has(type)) continue;
-        const parsed = v.safeParse(FinnEvent, json);
-        if (!parsed.success) throw new UpstreamUnavailable('The upstream sent an invalid event');
-        const event = parsed.output;
-        if (event.type === 'token') batch.push(event.content);
-        else if (event.type === 'error')
-          throw new UpstreamUnavailable(`The upstream failed mid-stream (${event.code ?? 'error'})`);
-        else {
-          if (event.usage !== undefined) {
-            usage = {
-              completionTokens: event.usage.completion_tokens,
-              ...(event.usage.prompt_tokens === undefined ? {} : { promptTokens: event.usage.prompt_tokens }),
-            };
-          }
-          ended = true;
-        }
-      }
-      if (batch.length > 0) yield batch;
-    }
-    if (!ended) throw new UpstreamUnavailable('The upstream stream ended without a done event');
-  }
+  // After the done event the body is still read to its end, so the connection goes back to the pool.
+  let ended = false;
   return {
     // Passed on to the caller as headers: only well-formed values.
     poolUsed: headerValue(response.header('x-pool-used')),
     personalityId: headerValue(response.header('x-personality-id')),
-    tokens: tokens(),
     usage: () => usage,
+    events: {
+      unterminated: 'The upstream stream ended without a done event',
+      ended: () => ended,
+      event(data) {
+        const json = safeJson(data);
+        // Event types a later minor version may add (a ping, metadata) are skipped, not failures.
+        const type = (json as { type?: unknown } | null)?.type;
+        if (typeof type === 'string' && !KNOWN_EVENTS.has(type)) return undefined;
+        const parsed = v.safeParse(FinnEvent, json);
+        if (!parsed.success) throw new UpstreamUnavailable('The upstream sent an invalid event');
+        const event = parsed.output;
+        if (event.type === 'token') return event.content;
+        if (event.type === 'error')
+          throw new UpstreamUnavailable(`The upstream failed mid-stream (${event.code ?? 'error'})`);
+        if (event.usage !== undefined) {
+          usage = {
+            completionTokens: event.usage.completion_tokens,
+            ...(event.usage.prompt_tokens === undefined ? {} : { promptTokens: event.usage.prompt_tokens }),
+          };
+        }
+        ended = true;
+        return undefined;
+      },
+    },
   };
 }
 

@@ -63,7 +63,7 @@ function send(
           const value = response.headers[name.toLowerCase()];
           return Array.isArray(value) ? value[0] : value;
         },
-        body: response,
+        body: { [Symbol.asyncIterator]: () => new BodyIterator(response) },
         discard: () => {
           response.destroy();
         },
@@ -71,4 +71,72 @@ function send(
     });
     req.end(request.body);
   });
+}
+
+/**
+ * A response body as an async iterator with one promise per wait: 'data' events, the stream paused
+ * while chunks wait to be taken. (Readable's own async iterator is an async generator costing
+ * several promises per chunk; on slow streams they live long enough to be promoted.)
+ */
+class BodyIterator implements AsyncIterator<Uint8Array> {
+  private readonly queue: Buffer[] = [];
+  private ended = false;
+  private failure: Error | undefined;
+  private waiting:
+    | { resolve(result: IteratorResult<Uint8Array>): void; reject(error: unknown): void }
+    | undefined;
+
+  constructor(private readonly stream: IncomingMessage) {
+    stream.on('data', (chunk: Buffer) => {
+      const waiting = this.waiting;
+      if (waiting !== undefined) {
+        this.waiting = undefined;
+        waiting.resolve({ value: chunk, done: false });
+        return;
+      }
+      this.queue.push(chunk);
+      stream.pause();
+    });
+    stream.once('end', () => {
+      this.ended = true;
+      this.wake();
+    });
+    stream.once('error', (error) => {
+      this.failure ??= error;
+      this.wake();
+    });
+    stream.once('close', () => {
+      if (this.ended) return;
+      this.failure ??= new Error('The response ended before its end');
+      this.wake();
+    });
+  }
+
+  next(): Promise<IteratorResult<Uint8Array>> {
+    const chunk = this.queue.shift();
+    if (chunk !== undefined) {
+      if (this.queue.length === 0) this.stream.resume();
+      return Promise.resolve({ value: chunk, done: false });
+    }
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    if (this.ended) return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve, reject) => {
+      this.waiting = { resolve, reject };
+    });
+  }
+
+  /** The consumer stopped early: the rest of the body (and its connection) is dropped. */
+  return(): Promise<IteratorResult<Uint8Array>> {
+    if (!this.ended) this.stream.destroy();
+    this.ended = true;
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  private wake(): void {
+    const waiting = this.waiting;
+    if (waiting === undefined) return;
+    this.waiting = undefined;
+    if (this.failure !== undefined) waiting.reject(this.failure);
+    else waiting.resolve({ value: undefined, done: true });
+  }
 }

@@ -1,9 +1,7 @@
 import * as v from 'valibot';
 import { safeJson } from './finn.js';
-import type { HttpResponse } from './http.js';
-import { type UpstreamResponse, UpstreamUnavailable, type UpstreamUsage } from './port.js';
-import type { UpstreamProtocol } from './resilient.js';
-import { sseData } from './sse.js';
+import { UpstreamUnavailable, type UpstreamUsage } from './port.js';
+import type { UpstreamProtocol, UpstreamReader } from './resilient.js';
 
 const Count = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(1_000_000_000));
 const Chunk = v.object({
@@ -51,18 +49,19 @@ export function openAiProtocol(deps: {
   };
 }
 
-function readOpenAi(response: HttpResponse): UpstreamResponse {
+function readOpenAi(): UpstreamReader {
   let usage: UpstreamUsage | undefined;
-  async function* tokens(): AsyncGenerator<string[]> {
-    // After [DONE] the body is read to its end, so the keep-alive connection goes back to the pool.
-    let ended = false;
-    for await (const events of sseData(response.body)) {
-      const batch: string[] = [];
-      for (const data of events) {
-        if (ended) continue;
+  // After [DONE] the body is still read to its end, so the keep-alive connection goes back to the pool.
+  let ended = false;
+  return {
+    usage: () => usage,
+    events: {
+      unterminated: 'The upstream stream ended without [DONE]',
+      ended: () => ended,
+      event(data) {
         if (data === '[DONE]') {
           ended = true;
-          continue;
+          return undefined;
         }
         const parsed = v.safeParse(Chunk, safeJson(data));
         if (!parsed.success) throw new UpstreamUnavailable('The upstream sent an invalid chunk');
@@ -74,12 +73,8 @@ function readOpenAi(response: HttpResponse): UpstreamResponse {
             completionTokens: chunk.usage.completion_tokens,
           };
         }
-        const content = chunk.choices?.[0]?.delta?.content;
-        if (content != null && content !== '') batch.push(content);
-      }
-      if (batch.length > 0) yield batch;
-    }
-    if (!ended) throw new UpstreamUnavailable('The upstream stream ended without [DONE]');
-  }
-  return { tokens: tokens(), usage: () => usage };
+        return chunk.choices?.[0]?.delta?.content ?? undefined;
+      },
+    },
+  };
 }

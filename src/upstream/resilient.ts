@@ -8,8 +8,10 @@ import {
   type UpstreamResponse,
   type UpstreamStatus,
   UpstreamUnavailable,
+  type UpstreamUsage,
 } from './port.js';
 import { sleep } from './sleep.js';
+import { type EventDecoder, SseTokens } from './sse.js';
 
 // 1 s then 2 s (DESIGN.md §4): at most two retries, and only before the first byte, so a retried
 // request never delivers a token twice.
@@ -31,13 +33,22 @@ export interface UpstreamProtocol {
   name: string;
   /** The HTTP request for one attempt (finn signs a fresh S2S token here). */
   build(request: UpstreamRequest): Promise<{ url: string; headers: Record<string, string>; body: string }>;
-  /** Reads a 2xx response. Its `tokens` throw when the stream breaks or ends without its end marker. */
-  read(response: HttpResponse): UpstreamResponse;
+  /** How a 2xx response is read: its headers now, its SSE events as they come. */
+  read(response: HttpResponse): UpstreamReader;
   /** Refuses to route (e.g. an incompatible contract), or undefined. */
   refusal?(): string | undefined;
   contract?(): UpstreamStatus['contract'];
   start?(): void;
   stop?(): void;
+}
+
+/** A 2xx response as one protocol reads it. */
+export interface UpstreamReader {
+  poolUsed?: string | undefined;
+  personalityId?: string | undefined;
+  events: EventDecoder;
+  /** The upstream's usage report, once the events have ended. */
+  usage(): UpstreamUsage | undefined;
 }
 
 /**
@@ -89,11 +100,19 @@ export function httpUpstream(protocol: UpstreamProtocol, options: HttpUpstreamOp
     }
 
     const read = protocol.read(response);
+    // One async layer per body chunk: the SSE framing and the protocol's decoding are synchronous.
     async function* tokens(): AsyncGenerator<readonly string[]> {
       let complete = false;
       let outcome: 'ok' | 'failed' | 'caller_left' = 'ok';
+      const sse = new SseTokens(read.events);
       try {
-        for await (const batch of read.tokens) yield batch;
+        for await (const chunk of response.body) {
+          const batch = sse.feed(chunk);
+          if (batch !== undefined) yield batch;
+        }
+        const last = sse.end();
+        if (last !== undefined) yield last;
+        sse.assertEnded();
         complete = true;
       } catch (error) {
         if (request.signal.aborted) {
@@ -122,7 +141,7 @@ export function httpUpstream(protocol: UpstreamProtocol, options: HttpUpstreamOp
       poolUsed: read.poolUsed,
       personalityId: read.personalityId,
       tokens: { [Symbol.asyncIterator]: () => stream },
-      usage: () => read.usage(),
+      usage: read.usage,
     };
   }
 
