@@ -1,5 +1,4 @@
 import { Hono } from 'hono';
-import { streamSSE } from 'hono/streaming';
 import * as v from 'valibot';
 import { AppError } from '../errors.js';
 import { InferenceRequest, promptText } from '../inference/request.js';
@@ -7,6 +6,9 @@ import { openUpstream, prepare, relay } from '../inference/run.js';
 import type { Services } from '../services.js';
 import { type KeyEnv, requireApiKey } from './api-key-auth.js';
 import { clientSignal, errorResponse } from './context.js';
+import { sseResponse } from './sse.js';
+
+const tokenEvent = (content: string) => `{"type":"token","content":${JSON.stringify(content)}}`;
 
 /**
  * POST /api/v1/inference — the native SSE route, in request order (DESIGN.md §1):
@@ -42,35 +44,38 @@ export function inferenceRoute(services: Services): Hono<KeyEnv> {
     if (!opened.ok) return errorResponse(c, opened.error);
     for (const [name, value] of Object.entries(opened.headers)) c.header(name, value);
 
-    return streamSSE(c, async (stream) => {
-      stream.onAbort(() => clientGone.abort());
-      const outcome = await relay(services, key, prepared, opened.upstream, {
-        signal: clientGone.signal,
-        onToken: (content) => stream.writeSSE({ data: JSON.stringify({ type: 'token', content }) }),
-      });
-      if (stream.aborted || outcome.kind === 'stalled') return;
-      if (outcome.kind === 'failed') {
-        await stream.writeSSE({ data: JSON.stringify({ type: 'error', code: outcome.code }) });
-        return;
-      }
-      // Written after finalize, so a balance read after the stream is settled.
-      await stream.writeSSE({
-        data: JSON.stringify({
-          type: 'done',
-          usage: {
-            prompt_tokens: outcome.usage.promptTokens,
-            completion_tokens: outcome.usage.completionTokens,
-            total_tokens: outcome.usage.promptTokens + outcome.usage.completionTokens,
-          },
-          // What was charged. A sandbox key's request is free (DESIGN.md §6): cost_micro is "0" and
-          // notional_cost_micro is what it would have cost (the usage at the pool's price).
-          cost_micro: outcome.costMicro.toString(),
-          ...(outcome.notionalCostMicro === undefined
-            ? {}
-            : { notional_cost_micro: outcome.notionalCostMicro.toString() }),
-          reservation_id: outcome.reservationId,
-        }),
-      });
-    });
+    return sseResponse(
+      c,
+      async (stream) => {
+        const outcome = await relay(services, key, prepared, opened.upstream, {
+          signal: clientGone.signal,
+          onTokens: (contents) => stream.write(...contents.map(tokenEvent)),
+        });
+        if (stream.aborted || outcome.kind === 'stalled') return;
+        if (outcome.kind === 'failed') {
+          stream.write(JSON.stringify({ type: 'error', code: outcome.code }));
+          return;
+        }
+        // Written after finalize, so a balance read after the stream is settled.
+        stream.write(
+          JSON.stringify({
+            type: 'done',
+            usage: {
+              prompt_tokens: outcome.usage.promptTokens,
+              completion_tokens: outcome.usage.completionTokens,
+              total_tokens: outcome.usage.promptTokens + outcome.usage.completionTokens,
+            },
+            // What was charged. A sandbox key's request is free (DESIGN.md §6): cost_micro is "0" and
+            // notional_cost_micro is what it would have cost (the usage at the pool's price).
+            cost_micro: outcome.costMicro.toString(),
+            ...(outcome.notionalCostMicro === undefined
+              ? {}
+              : { notional_cost_micro: outcome.notionalCostMicro.toString() }),
+            reservation_id: outcome.reservationId,
+          }),
+        );
+      },
+      () => clientGone.abort(),
+    );
   });
 }

@@ -1,5 +1,4 @@
 import { type Context, Hono } from 'hono';
-import { streamSSE } from 'hono/streaming';
 import * as v from 'valibot';
 import { AppError, asAppError, type ErrorCode } from '../errors.js';
 import { openUpstream, prepare, relay } from '../inference/run.js';
@@ -7,6 +6,7 @@ import type { Services } from '../services.js';
 import { tierLimits } from '../tenants/tiers.js';
 import { type KeyEnv, requireApiKey } from './api-key-auth.js';
 import { clientSignal } from './context.js';
+import { sseResponse } from './sse.js';
 
 /**
  * The OpenAI-compatible surface, so OpenAI clients work unchanged: GET /v1/models (the pools the
@@ -118,8 +118,8 @@ export function openAiRoutes(services: Services): Hono<KeyEnv> {
       let content = '';
       const outcome = await relay(services, key, prepared, opened.upstream, {
         signal: clientGone.signal,
-        onToken: (token) => {
-          content += token;
+        onTokens: (contents) => {
+          for (const token of contents) content += token;
           return undefined;
         },
       });
@@ -142,39 +142,44 @@ export function openAiRoutes(services: Services): Hono<KeyEnv> {
       });
     }
 
-    return streamSSE(c, async (stream) => {
-      stream.onAbort(() => clientGone.abort());
-      const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
-        stream.writeSSE({
-          data: JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices, ...extra }),
+    // Token chunks are written from a prefix and a suffix made once: JSON.stringify of the same
+    // object per token (key order as here) was a good part of the per-token cost.
+    const chunkHead = `{"id":${JSON.stringify(id)},"object":"chat.completion.chunk","created":${created},"model":${JSON.stringify(model)},"choices":[{"index":0,"delta":{`;
+    const chunkTail = '},"finish_reason":null}]}';
+    const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
+      JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices, ...extra });
+    let first = true;
+    const tokenChunk = (token: string) => {
+      const role = first ? '"role":"assistant",' : '';
+      first = false;
+      return `${chunkHead}${role}"content":${JSON.stringify(token)}${chunkTail}`;
+    };
+    return sseResponse(
+      c,
+      async (stream) => {
+        const outcome = await relay(services, key, prepared, opened.upstream, {
+          signal: clientGone.signal,
+          onTokens: (contents) => stream.write(...contents.map(tokenChunk)),
         });
-      let first = true;
-      const outcome = await relay(services, key, prepared, opened.upstream, {
-        signal: clientGone.signal,
-        onToken: async (token) => {
-          await chunk([
-            {
-              index: 0,
-              delta: first ? { role: 'assistant', content: token } : { content: token },
-              finish_reason: null,
-            },
-          ]);
-          first = false;
-        },
-      });
-      if (stream.aborted || outcome.kind === 'stalled') return;
-      if (outcome.kind === 'failed') {
-        await stream.writeSSE({
-          data: JSON.stringify({
-            error: { message: 'The request could not be completed', type: 'api_error', code: outcome.code },
-          }),
-        });
-        return;
-      }
-      await chunk([{ index: 0, delta: {}, finish_reason: finish(outcome.usage.completionTokens) }]);
-      if (body.stream_options?.include_usage === true) await chunk([], { usage: usageOf(outcome.usage) });
-      await stream.writeSSE({ data: '[DONE]' });
-    });
+        if (stream.aborted || outcome.kind === 'stalled') return;
+        if (outcome.kind === 'failed') {
+          stream.write(
+            JSON.stringify({
+              error: { message: 'The request could not be completed', type: 'api_error', code: outcome.code },
+            }),
+          );
+          return;
+        }
+        stream.write(
+          chunk([{ index: 0, delta: {}, finish_reason: finish(outcome.usage.completionTokens) }]),
+          ...(body.stream_options?.include_usage === true
+            ? [chunk([], { usage: usageOf(outcome.usage) })]
+            : []),
+          '[DONE]',
+        );
+      },
+      () => clientGone.abort(),
+    );
   });
   return app;
 }

@@ -181,8 +181,11 @@ export async function relay(
   key: VerifiedKey,
   prepared: Extract<Prepared, { ok: true }>,
   upstream: UpstreamResponse,
-  /** `onToken` returns a promise when the write can block (a stream to the client), else nothing. */
-  sink: { onToken(content: string): Promise<void> | undefined; signal: AbortSignal },
+  /**
+   * `onTokens` gets each batch as it arrived, cut at max_tokens; it returns a promise only when the
+   * client is not keeping up (the write blocks), else nothing — no allocation per token.
+   */
+  sink: { onTokens(contents: readonly string[]): Promise<void> | undefined; signal: AbortSignal },
 ): Promise<Outcome> {
   let delivered = 0;
   let beyondCap = 0;
@@ -190,35 +193,34 @@ export async function relay(
   let reported = false;
   let stalled = false;
   // Past the deadline the pending write is abandoned. Not a Promise.race against one long-lived
-  // promise: every race would leave a reaction on it, kept until the deadline (a leak per token).
+  // promise: every race would leave a reaction on it, kept until the deadline (a leak per write).
   let giveUp: (() => void) | undefined;
   const deadlineTimer = setTimeout(() => {
     stalled = true;
     giveUp?.();
   }, services.config.upstreamTimeoutMs + RELAY_GRACE_MS);
   deadlineTimer.unref?.();
+  const cap = prepared.estimate.maxTokens;
   try {
-    relaying: for await (const batch of upstream.tokens) {
-      for (const token of batch) {
-        if (sink.signal.aborted) break relaying;
-        if (delivered < prepared.estimate.maxTokens) {
-          delivered += 1;
-          const write = sink.onToken(token);
-          if (write === undefined) continue;
-          // A client that stops reading blocks the write: past the deadline, give up on it.
-          await new Promise<void>((resolve, reject) => {
-            giveUp = resolve;
-            write.then(resolve, reject);
-          });
-          giveUp = undefined;
-          if (stalled) break relaying;
-          continue;
-        }
-        // At the cap nothing more is relayed, but the stream is read to its end (its usage report,
-        // and a connection the upstream can keep alive); an upstream that ignores max_tokens is cut.
-        beyondCap += 1;
-        if (beyondCap > DRAIN_LIMIT_TOKENS) break relaying;
-      }
+    for await (const batch of upstream.tokens) {
+      if (sink.signal.aborted) break;
+      // At the cap nothing more is relayed, but the stream is read to its end (its usage report,
+      // and a connection the upstream can keep alive); an upstream that ignores max_tokens is cut.
+      const room = cap - delivered;
+      const relayed = batch.length <= room ? batch : batch.slice(0, Math.max(0, room));
+      beyondCap += batch.length - relayed.length;
+      if (beyondCap > DRAIN_LIMIT_TOKENS) break;
+      if (relayed.length === 0) continue;
+      delivered += relayed.length;
+      const write = sink.onTokens(relayed);
+      if (write === undefined) continue;
+      // A client that stops reading blocks the write: past the deadline, give up on it.
+      await new Promise<void>((resolve, reject) => {
+        giveUp = resolve;
+        write.then(resolve, reject);
+      });
+      giveUp = undefined;
+      if (stalled) break;
     }
     reported = !sink.signal.aborted && !stalled && beyondCap <= DRAIN_LIMIT_TOKENS;
   } catch (error) {

@@ -43,7 +43,7 @@ describe('relay', () => {
     const outcome = await relay(services, key, prepared, opened.upstream, {
       signal,
       // The first write goes through; the second never completes, as to a client that stopped reading.
-      onToken: () => (++written === 1 ? Promise.resolve() : new Promise<void>(() => undefined)),
+      onTokens: () => (++written === 1 ? Promise.resolve() : new Promise<void>(() => undefined)),
     });
     expect(outcome.kind).toBe('stalled');
     expect(performance.now() - startedAt).toBeLessThan(5_000);

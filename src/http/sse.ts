@@ -1,0 +1,86 @@
+import type { Context } from 'hono';
+import type { AppEnv } from './context.js';
+
+/** Where a route writes its server-sent events. */
+export interface SseStream {
+  /**
+   * Queues one event per `data` (JSON or `[DONE]`: no line breaks), encoded in one piece. Returns a
+   * promise only when the client is not keeping up (HIGH_WATER_BYTES queued): wait for it before
+   * writing more. Writes after the client went away are dropped.
+   */
+  write(...data: string[]): Promise<void> | undefined;
+  /** The client went away (the response body was cancelled). */
+  readonly aborted: boolean;
+}
+
+// What may wait for a slow client before the writer is told to wait: a few hundred token events.
+const HIGH_WATER_BYTES = 16_384;
+
+/**
+ * A `text/event-stream` response that `run` writes into: one ReadableStream whose queue the
+ * encoded events go into, read by the runtime's adapter (@hono/node-server, Workers). Hono's
+ * `streamSSE` puts a TransformStream and a writer in between — a dozen promises per event, half of
+ * all allocation with 1,000 slow streams open — and leaves a failure to console.error.
+ * `onAbort` runs once when the client goes away.
+ */
+export function sseResponse<E extends AppEnv>(
+  c: Context<E>,
+  run: (stream: SseStream) => Promise<void>,
+  onAbort: () => void,
+): Response {
+  const encoder = new TextEncoder();
+  let controller: ReadableStreamDefaultController<Uint8Array> | undefined;
+  let resume: (() => void) | undefined;
+  let closed = false;
+  let aborted = false;
+  const wake = () => {
+    const waiting = resume;
+    resume = undefined;
+    waiting?.();
+  };
+  const body = new ReadableStream<Uint8Array>(
+    {
+      start: (streamController) => {
+        controller = streamController;
+      },
+      pull: wake,
+      cancel: () => {
+        aborted = true;
+        closed = true;
+        wake();
+        onAbort();
+      },
+    },
+    { highWaterMark: HIGH_WATER_BYTES, size: (chunk) => chunk.byteLength },
+  );
+  const stream: SseStream = {
+    get aborted() {
+      return aborted;
+    },
+    write(...data) {
+      if (closed || controller === undefined) return undefined;
+      let text = '';
+      for (const event of data) text += `data: ${event}\n\n`;
+      controller.enqueue(encoder.encode(text));
+      if ((controller.desiredSize ?? 0) > 0) return undefined;
+      return new Promise<void>((resolve) => {
+        resume = resolve;
+      });
+    },
+  };
+  void run(stream)
+    .catch((error: unknown) =>
+      (c as unknown as Context<AppEnv>).get('log').error({ err: error }, 'event stream failed'),
+    )
+    .finally(() => {
+      if (closed) return;
+      closed = true;
+      controller?.close();
+    });
+  // As Hono's streamSSE: chunked also tells @hono/node-server to send the head at once.
+  c.header('Transfer-Encoding', 'chunked');
+  c.header('Content-Type', 'text/event-stream');
+  c.header('Cache-Control', 'no-cache');
+  c.header('Connection', 'keep-alive');
+  return c.body(body);
+}
