@@ -94,6 +94,7 @@ export function openAiRoutes(services: Services): Hono<KeyEnv> {
       maxTokens: body.max_completion_tokens ?? body.max_tokens ?? undefined,
       pool: body.model,
       userId: body.user,
+      stream: body.stream === true,
     };
     const prepared = await prepare(services, key, input);
     for (const [name, value] of Object.entries(prepared.headers)) c.header(name, value);

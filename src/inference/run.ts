@@ -27,6 +27,8 @@ export interface InferenceInput {
   pool?: string | undefined;
   userId?: string | undefined;
   channelId?: string | undefined;
+  /** The caller reads a stream (the native route always does); default true. */
+  stream?: boolean | undefined;
 }
 
 export type Prepared =
@@ -125,6 +127,7 @@ export async function openUpstream(
       pool: prepared.decision.pool,
       prompt: input.prompt,
       messages: input.messages,
+      stream: input.stream ?? true,
       maxTokens: prepared.estimate.maxTokens,
       caller: {
         tenantId: key.tenantId,

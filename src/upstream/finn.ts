@@ -140,28 +140,31 @@ function readFinn(response: HttpResponse): UpstreamReader {
     poolUsed: headerValue(response.header('x-pool-used')),
     personalityId: headerValue(response.header('x-personality-id')),
     usage: () => usage,
-    events: {
-      unterminated: 'The upstream stream ended without a done event',
-      ended: () => ended,
-      event(data) {
-        const json = safeJson(data);
-        // Event types a later minor version may add (a ping, metadata) are skipped, not failures.
-        const type = (json as { type?: unknown } | null)?.type;
-        if (typeof type === 'string' && !KNOWN_EVENTS.has(type)) return undefined;
-        const parsed = v.safeParse(FinnEvent, json);
-        if (!parsed.success) throw new UpstreamUnavailable('The upstream sent an invalid event');
-        const event = parsed.output;
-        if (event.type === 'token') return event.content;
-        if (event.type === 'error')
-          throw new UpstreamUnavailable(`The upstream failed mid-stream (${event.code ?? 'error'})`);
-        if (event.usage !== undefined) {
-          usage = {
-            completionTokens: event.usage.completion_tokens,
-            ...(event.usage.prompt_tokens === undefined ? {} : { promptTokens: event.usage.prompt_tokens }),
-          };
-        }
-        ended = true;
-        return undefined;
+    body: {
+      kind: 'sse',
+      events: {
+        unterminated: 'The upstream stream ended without a done event',
+        ended: () => ended,
+        event(data) {
+          const json = safeJson(data);
+          // Event types a later minor version may add (a ping, metadata) are skipped, not failures.
+          const type = (json as { type?: unknown } | null)?.type;
+          if (typeof type === 'string' && !KNOWN_EVENTS.has(type)) return undefined;
+          const parsed = v.safeParse(FinnEvent, json);
+          if (!parsed.success) throw new UpstreamUnavailable('The upstream sent an invalid event');
+          const event = parsed.output;
+          if (event.type === 'token') return event.content;
+          if (event.type === 'error')
+            throw new UpstreamUnavailable(`The upstream failed mid-stream (${event.code ?? 'error'})`);
+          if (event.usage !== undefined) {
+            usage = {
+              completionTokens: event.usage.completion_tokens,
+              ...(event.usage.prompt_tokens === undefined ? {} : { promptTokens: event.usage.prompt_tokens }),
+            };
+          }
+          ended = true;
+          return undefined;
+        },
       },
     },
   };

@@ -1,25 +1,13 @@
-import * as v from 'valibot';
 import { safeJson } from './finn.js';
+import type { HttpResponse } from './http.js';
 import { UpstreamUnavailable, type UpstreamUsage } from './port.js';
 import type { UpstreamProtocol, UpstreamReader } from './resilient.js';
 
-const Count = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(1_000_000_000));
-const Chunk = v.object({
-  choices: v.optional(
-    v.array(
-      v.object({
-        delta: v.optional(v.object({ content: v.optional(v.nullable(v.string())) })),
-      }),
-    ),
-  ),
-  usage: v.optional(v.nullable(v.object({ prompt_tokens: Count, completion_tokens: Count }))),
-  error: v.optional(v.unknown()),
-});
-
 /**
  * Any OpenAI-compatible server: `POST <UPSTREAM_URL>/chat/completions` (UPSTREAM_URL is the API
- * base, e.g. `https://api.openai.com/v1`), always streamed with `stream_options.include_usage`, so
- * its usage chunk is the usage authority. The model is `UPSTREAM_MODELS[pool]`, else the pool name.
+ * base, e.g. `https://api.openai.com/v1`). Streamed with `stream_options.include_usage` when the
+ * caller reads a stream (the usage chunk is the usage authority), else one JSON completion (its
+ * `usage`). The model is `UPSTREAM_MODELS[pool]`, else the pool name.
  */
 export function openAiProtocol(deps: {
   url: string;
@@ -27,54 +15,103 @@ export function openAiProtocol(deps: {
   models: Record<string, string>;
 }): UpstreamProtocol {
   const url = `${deps.url.replace(/\/+$/, '')}/chat/completions`;
-  const headers: Record<string, string> = {
+  const headers = (accept: string): Record<string, string> => ({
     'content-type': 'application/json',
-    accept: 'text/event-stream',
+    accept,
     ...(deps.apiKey === undefined ? {} : { authorization: `Bearer ${deps.apiKey}` }),
-  };
+  });
+  const streamed = headers('text/event-stream');
+  const whole = headers('application/json');
   return {
     name: 'openai',
     build: async (request) => ({
       url,
-      headers,
+      headers: request.stream ? streamed : whole,
       body: JSON.stringify({
         model: deps.models[request.pool] ?? request.pool,
         messages: request.messages ?? [{ role: 'user', content: request.prompt }],
         max_tokens: request.maxTokens,
-        stream: true,
-        stream_options: { include_usage: true },
+        // A caller that reads no stream gets the answer in one piece: one JSON body to parse.
+        ...(request.stream ? { stream: true, stream_options: { include_usage: true } } : {}),
       }),
     }),
     read: readOpenAi,
   };
 }
 
-function readOpenAi(): UpstreamReader {
+function readOpenAi(response: HttpResponse): UpstreamReader {
   let usage: UpstreamUsage | undefined;
   // After [DONE] the body is still read to its end, so the keep-alive connection goes back to the pool.
   let ended = false;
+  const whole = !(response.header('content-type') ?? '').startsWith('text/event-stream');
   return {
     usage: () => usage,
-    events: {
-      unterminated: 'The upstream stream ended without [DONE]',
-      ended: () => ended,
-      event(data) {
-        if (data === '[DONE]') {
-          ended = true;
-          return undefined;
+    body: whole
+      ? {
+          kind: 'json',
+          read(json) {
+            const completion = object(json);
+            if (completion === undefined) throw invalid();
+            if (completion.error !== undefined) throw new UpstreamUnavailable('The upstream failed');
+            const choice = Array.isArray(completion.choices) ? object(completion.choices[0]) : undefined;
+            const content = object(choice?.message)?.content;
+            if (content !== null && typeof content !== 'string') throw invalid();
+            // Without a usage report, the gateway's own estimate (~4 characters a token, as estimate.ts).
+            usage = usageOf(completion.usage) ?? { completionTokens: Math.ceil((content ?? '').length / 4) };
+            return content ? [content] : [];
+          },
         }
-        const parsed = v.safeParse(Chunk, safeJson(data));
-        if (!parsed.success) throw new UpstreamUnavailable('The upstream sent an invalid chunk');
-        const chunk = parsed.output;
-        if (chunk.error !== undefined) throw new UpstreamUnavailable('The upstream failed mid-stream');
-        if (chunk.usage != null) {
-          usage = {
-            promptTokens: chunk.usage.prompt_tokens,
-            completionTokens: chunk.usage.completion_tokens,
-          };
-        }
-        return chunk.choices?.[0]?.delta?.content ?? undefined;
-      },
-    },
+      : {
+          kind: 'sse',
+          events: {
+            unterminated: 'The upstream stream ended without [DONE]',
+            ended: () => ended,
+            event(data) {
+              if (data === '[DONE]') {
+                ended = true;
+                return undefined;
+              }
+              const chunk = object(safeJson(data));
+              if (chunk === undefined) throw invalid();
+              if (chunk.error !== undefined) throw new UpstreamUnavailable('The upstream failed mid-stream');
+              usage = usageOf(chunk.usage) ?? usage;
+              if (chunk.choices === undefined) return undefined;
+              if (!Array.isArray(chunk.choices)) throw invalid();
+              if (chunk.choices.length === 0) return undefined;
+              const choice = object(chunk.choices[0]);
+              if (choice === undefined) throw invalid();
+              if (choice.delta === undefined) return undefined;
+              const delta = object(choice.delta);
+              if (delta === undefined) throw invalid();
+              const content = delta.content;
+              if (content === undefined || content === null) return undefined;
+              if (typeof content !== 'string') throw invalid();
+              return content;
+            },
+          },
+        },
   };
+}
+
+// Chunks are checked by hand, not with a valibot schema: this runs for every chunk of every
+// stream, and a schema parse copies each object (a tenth of a stream's allocation, measured).
+const invalid = () => new UpstreamUnavailable('The upstream sent an invalid chunk');
+
+function object(value: unknown): Record<string, unknown> | undefined {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+    ? (value as Record<string, unknown>)
+    : undefined;
+}
+
+// 10^9 tokens: far beyond any reservation; the relay clamps what it believes anyway.
+const isCount = (value: unknown): value is number =>
+  Number.isSafeInteger(value) && (value as number) >= 0 && (value as number) <= 1_000_000_000;
+
+/** `usage` of a chunk or a completion: absent or null → undefined; malformed → invalid. */
+function usageOf(value: unknown): UpstreamUsage | undefined {
+  if (value === undefined || value === null) return undefined;
+  const usage = object(value);
+  if (usage === undefined || !isCount(usage.prompt_tokens) || !isCount(usage.completion_tokens))
+    throw invalid();
+  return { promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens };
 }

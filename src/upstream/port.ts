@@ -7,6 +7,11 @@ export interface UpstreamRequest {
   /** The caller's messages when it sent a chat (OpenAI-compatible upstreams get them as they are). */
   messages?: readonly { role: string; content: string }[] | undefined;
   maxTokens: number;
+  /**
+   * Whether the caller reads a stream. When it does not, an adapter may ask for the answer in one
+   * piece (OpenAI-compatible upstreams: one JSON body, not ~20 SSE events to parse).
+   */
+  stream: boolean;
   /** Who the request is for: the claims of the S2S token (finn). */
   caller: { tenantId: string; tier: number; keyId: string; subject: string; reservationId: string };
   /** Aborted when the client goes away or the relay stops at the reservation. */

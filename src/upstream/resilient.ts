@@ -46,10 +46,16 @@ export interface UpstreamProtocol {
 export interface UpstreamReader {
   poolUsed?: string | undefined;
   personalityId?: string | undefined;
-  events: EventDecoder;
-  /** The upstream's usage report, once the events have ended. */
+  body:
+    | { kind: 'sse'; events: EventDecoder }
+    /** An answer in one JSON body: its content as one piece; throws `UpstreamUnavailable` if malformed. */
+    | { kind: 'json'; read(json: unknown): readonly string[] };
+  /** The upstream's usage report, once the body has been read. */
   usage(): UpstreamUsage | undefined;
 }
+
+// An answer in one piece is at most 4,096 tokens of text; anything far larger is not one.
+const MAX_JSON_BYTES = 4 * 1024 * 1024;
 
 /**
  * An upstream over HTTP with the resilience DESIGN.md §4 asks for: connect and total timeouts,
@@ -104,15 +110,20 @@ export function httpUpstream(protocol: UpstreamProtocol, options: HttpUpstreamOp
     async function* tokens(): AsyncGenerator<readonly string[]> {
       let complete = false;
       let outcome: 'ok' | 'failed' | 'caller_left' = 'ok';
-      const sse = new SseTokens(read.events);
       try {
-        for await (const chunk of response.body) {
-          const batch = sse.feed(chunk);
-          if (batch !== undefined) yield batch;
+        if (read.body.kind === 'json') {
+          const whole = read.body.read(await readJson(response.body));
+          if (whole.length > 0) yield whole;
+        } else {
+          const sse = new SseTokens(read.body.events);
+          for await (const chunk of response.body) {
+            const batch = sse.feed(chunk);
+            if (batch !== undefined) yield batch;
+          }
+          const last = sse.end();
+          if (last !== undefined) yield last;
+          sse.assertEnded();
         }
-        const last = sse.end();
-        if (last !== undefined) yield last;
-        sse.assertEnded();
         complete = true;
       } catch (error) {
         if (request.signal.aborted) {
@@ -212,4 +223,22 @@ export function httpUpstream(protocol: UpstreamProtocol, options: HttpUpstreamOp
     ...(protocol.start === undefined ? {} : { start: () => protocol.start?.() }),
     ...(protocol.stop === undefined ? {} : { stop: () => protocol.stop?.() }),
   };
+}
+
+/** The body parsed as JSON (undefined when it is not JSON); UpstreamUnavailable past MAX_JSON_BYTES. */
+async function readJson(body: AsyncIterable<Uint8Array>): Promise<unknown> {
+  const decoder = new TextDecoder();
+  let text = '';
+  let size = 0;
+  for await (const chunk of body) {
+    size += chunk.byteLength;
+    if (size > MAX_JSON_BYTES) throw new UpstreamUnavailable('The upstream answer is too large');
+    text += decoder.decode(chunk, { stream: true });
+  }
+  text += decoder.decode();
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }

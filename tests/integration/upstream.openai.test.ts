@@ -18,9 +18,24 @@ const UPSTREAM = 'http://models.test/v1';
 const upstream = {
   calls: 0,
   authorization: null as string | null,
-  body: undefined as { model?: string; messages?: unknown; max_tokens?: number } | undefined,
-  answer: (): Response => chunks(['Hi', ' there'], { prompt_tokens: 4, completion_tokens: 2 }),
+  body: undefined as
+    | { model?: string; messages?: unknown; max_tokens?: number; stream?: boolean }
+    | undefined,
+  answer: (): Response => answer(['Hi', ' there'], { prompt_tokens: 4, completion_tokens: 2 }),
 };
+
+/** As a real server answers: a stream when asked for one, else one JSON completion. */
+function answer(contents: string[], usage?: { prompt_tokens: number; completion_tokens: number }): Response {
+  if (upstream.body?.stream === true) return chunks(contents, usage);
+  return HttpResponse.json({
+    id: 'up-1',
+    object: 'chat.completion',
+    choices: [
+      { index: 0, message: { role: 'assistant', content: contents.join('') }, finish_reason: 'stop' },
+    ],
+    ...(usage === undefined ? {} : { usage }),
+  });
+}
 
 const network = mockNetwork(
   http.post(`${UPSTREAM}/chat/completions`, async ({ request }) => {
@@ -76,7 +91,7 @@ afterAll(async () => {
 });
 afterEach(() => {
   upstream.calls = 0;
-  upstream.answer = () => chunks(['Hi', ' there'], { prompt_tokens: 4, completion_tokens: 2 });
+  upstream.answer = () => answer(['Hi', ' there'], { prompt_tokens: 4, completion_tokens: 2 });
 });
 
 async function client(tier = 4) {
@@ -127,16 +142,70 @@ describe('UPSTREAM=openai through the official client', () => {
     });
   });
 
-  it('answers a non-streaming request from the upstream stream', async () => {
-    const { openai } = await client();
+  it('answers a non-streaming request from one JSON answer of the upstream; its usage is billed', async () => {
+    const { tenantId, openai } = await client();
     const completion = await openai.chat.completions.create({
       model: 'cheap',
       messages: [{ role: 'user', content: 'Say hi' }],
       max_tokens: 10,
     });
+    // Nothing to stream, so the upstream is not asked for a stream (one body to parse, not ~20).
+    expect(upstream.body?.stream).toBeUndefined();
     expect(completion.choices[0]?.message.content).toBe('Hi there');
     expect(completion.choices[0]?.finish_reason).toBe('stop');
     expect(completion.usage).toMatchObject({ prompt_tokens: 4, completion_tokens: 2 });
+    expect(await harness.services.store.snapshot(tenantId)).toMatchObject({
+      committedMicro: costMicro('cheap', 6),
+      reservedMicro: 0n,
+    });
+  });
+
+  it('a JSON answer without usage is billed by the gateway’s estimate', async () => {
+    const { tenantId, openai } = await client();
+    upstream.answer = () => answer(['Hello there, friend']);
+    const completion = await openai.chat.completions.create({
+      model: 'cheap',
+      messages: [{ role: 'user', content: 'abcd' }],
+      max_tokens: 10,
+    });
+    expect(completion.choices[0]?.message.content).toBe('Hello there, friend');
+    // "user: abcd" (10 characters) → 3 prompt tokens; 19 characters of answer → 5 tokens.
+    expect(completion.usage).toMatchObject({ prompt_tokens: 3, completion_tokens: 5 });
+    expect((await harness.services.store.snapshot(tenantId)).committedMicro).toBe(costMicro('cheap', 8));
+  });
+
+  it('a malformed answer is a 503 or an error chunk, never a crash; what was delivered is billed', async () => {
+    const { tenantId, key } = await client();
+    upstream.answer = () => HttpResponse.json({ choices: [{ message: { content: 42 } }] });
+    const { openai } = { openai: new OpenAI({ apiKey: key, baseURL: `${server.url}/v1`, maxRetries: 0 }) };
+    const error = await openai.chat.completions
+      .create({ model: 'cheap', messages: [{ role: 'user', content: 'x' }], max_tokens: 10 })
+      .catch((thrown: unknown) => thrown);
+    expect((error as InstanceType<typeof OpenAI.APIError>).status).toBe(503);
+
+    // In a stream: a usage report with a negative count ends it with an error chunk.
+    upstream.answer = () =>
+      chunks(['one'], undefined, [
+        { data: JSON.stringify({ choices: [], usage: { prompt_tokens: -1, completion_tokens: 1 } }) },
+        { data: '[DONE]' },
+      ]);
+    const response = await fetch(`${server.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'cheap', messages: [{ role: 'user', content: 'abcd' }], stream: true }),
+    });
+    const data = (await response.text()).split('\n').filter((line) => line.startsWith('data: '));
+    expect(data.at(-1)).toContain('upstream_unavailable');
+    // The prompt was sent either way: "user: x" is 2 tokens by the estimate, nothing delivered;
+    // then 3 prompt tokens + the 1 delivered for the cut stream.
+    expect(await harness.services.store.snapshot(tenantId)).toMatchObject({
+      committedMicro: costMicro('cheap', 2) + costMicro('cheap', 3 + 1),
+      reservedMicro: 0n,
+    });
+    // Two failed requests count towards the breaker; a good answer closes the count again.
+    upstream.answer = () => answer(['ok'], { prompt_tokens: 1, completion_tokens: 1 });
+    await openai.chat.completions.create({ model: 'cheap', messages: [{ role: 'user', content: 'x' }] });
+    expect(harness.services.upstream.status().breaker).toBe('closed');
   });
 
   it('lists the pools and the aliases the key may use', async () => {
