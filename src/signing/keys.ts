@@ -196,8 +196,11 @@ export class SigningKeys {
       activatesAt + longestTokenMs + (this.config.jwksMaxAgeSeconds + this.config.jwtClockSkewSeconds) * 1000;
     const { kid, publicJwk } = await this.signer.createKey();
     const chosen = await this.db.transaction(async (tx) => {
-      // Locks every key row: two rotations at once are serialised, and the second finds the first.
-      const locked = await tx.select().from(signingKeys).for('update');
+      // Locks every key row: two rotations at once are serialised, and the second finds the first —
+      // read by a second statement: under READ COMMITTED the locking one keeps the snapshot it
+      // started with, from before the rotation it waited for committed its new key.
+      await tx.select({ kid: signingKeys.kid }).from(signingKeys).for('update');
+      const locked = await tx.select().from(signingKeys);
       const raced = this.pendingKey(locked, now);
       if (raced !== undefined) return raced.kid;
       await tx
