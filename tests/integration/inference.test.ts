@@ -180,6 +180,29 @@ describe('spend rows', () => {
       completionTokens: 4,
     });
   });
+
+  it('a full batch of settled rows is written at once, without waiting for the timer', async () => {
+    // The harness starts no timers: only the batch size can have written these.
+    const tenantId = `t_batch_${Date.now()}`;
+    for (let i = 0; i < 64; i += 1) {
+      harness.services.spend.settled({
+        reservationId: `res_batch_${tenantId}_${i}`,
+        tenantId,
+        keyId: 'key_batch',
+        pool: 'cheap',
+        promptTokens: 1,
+        completionTokens: 1,
+        costMicro: 2n,
+        free: false,
+      });
+    }
+    await expect
+      .poll(
+        async () =>
+          (await harness.services.db.select().from(spend).where(eq(spend.tenantId, tenantId))).length,
+      )
+      .toBe(64);
+  });
 });
 
 describe('the store failing at finalize', () => {
