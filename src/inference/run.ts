@@ -212,18 +212,21 @@ export async function relay(
       const room = cap - delivered;
       const relayed = batch.length <= room ? batch : batch.slice(0, Math.max(0, room));
       beyondCap += batch.length - relayed.length;
+      if (relayed.length > 0) {
+        delivered += relayed.length;
+        const write = sink.onTokens(relayed);
+        if (write !== undefined) {
+          // A client that stops reading blocks the write: past the deadline, give up on it.
+          await new Promise<void>((resolve, reject) => {
+            giveUp = resolve;
+            write.then(resolve, reject);
+          });
+          giveUp = undefined;
+          if (stalled) break;
+        }
+      }
+      // After what fitted under the cap was relayed: one burst can carry both.
       if (beyondCap > DRAIN_LIMIT_TOKENS) break;
-      if (relayed.length === 0) continue;
-      delivered += relayed.length;
-      const write = sink.onTokens(relayed);
-      if (write === undefined) continue;
-      // A client that stops reading blocks the write: past the deadline, give up on it.
-      await new Promise<void>((resolve, reject) => {
-        giveUp = resolve;
-        write.then(resolve, reject);
-      });
-      giveUp = undefined;
-      if (stalled) break;
     }
     reported = !sink.signal.aborted && !stalled && beyondCap <= DRAIN_LIMIT_TOKENS;
   } catch (error) {

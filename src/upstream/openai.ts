@@ -1,6 +1,6 @@
 import { safeJson } from './finn.js';
 import type { HttpResponse } from './http.js';
-import { UpstreamUnavailable, type UpstreamUsage } from './port.js';
+import { type UpstreamRequest, UpstreamUnavailable, type UpstreamUsage } from './port.js';
 import type { UpstreamProtocol, UpstreamReader } from './resilient.js';
 
 /**
@@ -39,11 +39,15 @@ export function openAiProtocol(deps: {
   };
 }
 
-function readOpenAi(response: HttpResponse): UpstreamReader {
+function readOpenAi(response: HttpResponse, request: UpstreamRequest): UpstreamReader {
   let usage: UpstreamUsage | undefined;
   // After [DONE] the body is still read to its end, so the keep-alive connection goes back to the pool.
   let ended = false;
-  const whole = !(response.header('content-type') ?? '').startsWith('text/event-stream');
+  // What we asked for, unless the answer says otherwise: a server that omits the content type (or
+  // spells it in capitals) must not have its stream parsed as JSON, nor the reverse.
+  const type = (response.header('content-type') ?? '').trim().toLowerCase();
+  const whole =
+    type.startsWith('application/json') || (!request.stream && !type.startsWith('text/event-stream'));
   return {
     usage: () => usage,
     body: whole
@@ -51,14 +55,24 @@ function readOpenAi(response: HttpResponse): UpstreamReader {
           kind: 'json',
           read(json) {
             const completion = object(json);
-            if (completion === undefined) throw invalid();
+            if (completion === undefined || !Array.isArray(completion.choices)) throw invalid();
             if (completion.error !== undefined) throw new UpstreamUnavailable('The upstream failed');
-            const choice = Array.isArray(completion.choices) ? object(completion.choices[0]) : undefined;
-            const content = object(choice?.message)?.content;
-            if (content !== null && typeof content !== 'string') throw invalid();
+            // No message content (a tool call, an empty choice list) is an empty answer, not a failure.
+            const content = object(object(completion.choices[0])?.message)?.content ?? '';
+            if (typeof content !== 'string') throw invalid();
             // Without a usage report, the gateway's own estimate (~4 characters a token, as estimate.ts).
-            usage = usageOf(completion.usage) ?? { completionTokens: Math.ceil((content ?? '').length / 4) };
-            return content ? [content] : [];
+            const reported = usageOf(completion.usage) ?? { completionTokens: Math.ceil(content.length / 4) };
+            usage = reported;
+            // An upstream that ignored max_tokens: what it sent beyond the cap (paid for by nobody) is
+            // cut, in proportion to what it says it produced.
+            const text =
+              reported.completionTokens > request.maxTokens
+                ? content.slice(
+                    0,
+                    Math.floor((content.length * request.maxTokens) / reported.completionTokens),
+                  )
+                : content;
+            return text === '' ? [] : [text];
           },
         }
       : {

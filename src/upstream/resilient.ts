@@ -33,8 +33,8 @@ export interface UpstreamProtocol {
   name: string;
   /** The HTTP request for one attempt (finn signs a fresh S2S token here). */
   build(request: UpstreamRequest): Promise<{ url: string; headers: Record<string, string>; body: string }>;
-  /** How a 2xx response is read: its headers now, its SSE events as they come. */
-  read(response: HttpResponse): UpstreamReader;
+  /** How a 2xx response to `request` is read: its headers now, its body as it comes. */
+  read(response: HttpResponse, request: UpstreamRequest): UpstreamReader;
   /** Refuses to route (e.g. an incompatible contract), or undefined. */
   refusal?(): string | undefined;
   contract?(): UpstreamStatus['contract'];
@@ -105,7 +105,7 @@ export function httpUpstream(protocol: UpstreamProtocol, options: HttpUpstreamOp
       throw error;
     }
 
-    const read = protocol.read(response);
+    const read = protocol.read(response, request);
     // One async layer per body chunk: the SSE framing and the protocol's decoding are synchronous.
     async function* tokens(): AsyncGenerator<readonly string[]> {
       let complete = false;

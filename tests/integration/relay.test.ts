@@ -52,4 +52,38 @@ describe('relay', () => {
     // "abcd": 1 prompt token; 2 tokens handed to the client (the second write never finished).
     expect(snapshot.committedMicro).toBe(costMicro('standard', 1 + 2));
   });
+
+  it('relays up to max_tokens from one burst that runs far past it, then cuts the stream', async () => {
+    const tenant = await createTenant(harness.services, { name: 'Burst', tier: 4 });
+    await harness.services.store.credit({ tenantId: tenant.id, grantId: 'g', amountMicro: 1_000_000n });
+    const key = await harness.services.keys.verify(
+      (await createKey(harness.services, tenant.id, { name: 'k' })).key,
+    );
+    if (key === undefined) throw new Error('the new key did not verify');
+    const input = { prompt: 'abcd', maxTokens: 10, pool: 'standard' };
+    const prepared = await prepare(harness.services, key, input);
+    if (!prepared.ok) throw prepared.error;
+    // An upstream that ignores max_tokens and sends 30 tokens in one chunk, then more.
+    const burst = Array.from({ length: 30 }, (_, i) => `t${i}`);
+    let readAfterBurst = false;
+    const upstream = {
+      tokens: (async function* () {
+        yield burst;
+        readAfterBurst = true;
+        yield ['late'];
+      })(),
+      usage: () => undefined,
+    };
+    const relayed: string[] = [];
+    const outcome = await relay(harness.services, key, prepared, upstream, {
+      signal: new AbortController().signal,
+      onTokens: (contents) => {
+        relayed.push(...contents);
+        return undefined;
+      },
+    });
+    expect(relayed).toEqual(burst.slice(0, 10));
+    expect(readAfterBurst).toBe(false);
+    expect(outcome).toMatchObject({ kind: 'done', usage: { promptTokens: 1, completionTokens: 10 } });
+  });
 });

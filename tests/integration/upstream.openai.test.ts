@@ -208,6 +208,51 @@ describe('UPSTREAM=openai through the official client', () => {
     expect(harness.services.upstream.status().breaker).toBe('closed');
   });
 
+  it('reads what it asked for when the content type is missing or unusual; holds a JSON answer to max_tokens', async () => {
+    const { key, openai } = await client();
+    const stream = (contentType: string | undefined) => () =>
+      new HttpResponse(
+        sseBody([
+          { data: JSON.stringify({ choices: [{ delta: { content: 'a' } }] }) },
+          { data: JSON.stringify({ choices: [{ delta: { content: 'b' } }] }) },
+          { data: '[DONE]' },
+        ]),
+        contentType === undefined ? {} : { headers: { 'content-type': contentType } },
+      );
+    for (const contentType of [undefined, 'Text/Event-Stream; charset=UTF-8']) {
+      upstream.answer = stream(contentType);
+      const response = await fetch(`${server.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'cheap', messages: [{ role: 'user', content: 'x' }], stream: true }),
+      });
+      const text = await response.text();
+      expect(text.trimEnd().endsWith('data: [DONE]')).toBe(true);
+      expect(text).toContain('"content":"b"');
+    }
+    // No message content (a tool call) is an empty answer, not a failure.
+    upstream.answer = () =>
+      HttpResponse.json({ choices: [{ message: { role: 'assistant', tool_calls: [] } }] });
+    const empty = await openai.chat.completions.create({
+      model: 'cheap',
+      messages: [{ role: 'user', content: 'x' }],
+    });
+    expect(empty.choices[0]?.message.content).toBe('');
+    // An upstream that ignored max_tokens (says 40 tokens for a cap of 10): a quarter of its text.
+    upstream.answer = () =>
+      HttpResponse.json({
+        choices: [{ message: { content: 'x'.repeat(160) } }],
+        usage: { prompt_tokens: 1, completion_tokens: 40 },
+      });
+    const capped = await openai.chat.completions.create({
+      model: 'cheap',
+      messages: [{ role: 'user', content: 'x' }],
+      max_tokens: 10,
+    });
+    expect(capped.choices[0]?.message.content).toBe('x'.repeat(40));
+    expect(capped.usage).toMatchObject({ completion_tokens: 10 });
+  });
+
   it('lists the pools and the aliases the key may use', async () => {
     const free = await client(2);
     expect((await free.openai.models.list()).data.map((model) => model.id)).toEqual([
