@@ -26,6 +26,10 @@ export class SpendRecorder {
   private queue: SpendRow[] = [];
   private timers: ReturnType<typeof setInterval>[] = [];
   private flushSoon = false;
+  /** The last write's outcome: writes run one at a time, each after the one before. */
+  private writing: Promise<void> = Promise.resolve();
+  /** The last write failed: until one succeeds, only the timer writes (no retry per request). */
+  private failing = false;
 
   constructor(
     private readonly db: Db,
@@ -51,6 +55,7 @@ export class SpendRecorder {
     for (const timer of this.timers) timer.unref();
   }
 
+  /** Stops the timers and writes what is queued (after any write still running). */
   async stop(): Promise<void> {
     for (const timer of this.timers) clearInterval(timer);
     this.timers = [];
@@ -61,7 +66,7 @@ export class SpendRecorder {
   settled(entry: SpendEntry): void {
     const now = new Date(this.clock.now());
     this.queue.push({ ...entry, settled: true, createdAt: now, settledAt: now });
-    if (this.queue.length < FLUSH_ROWS || this.flushSoon) return;
+    if (this.queue.length < FLUSH_ROWS || this.flushSoon || this.failing) return;
     this.flushSoon = true;
     setImmediate(() => {
       this.flushSoon = false;
@@ -79,14 +84,23 @@ export class SpendRecorder {
     );
   }
 
-  async flush(): Promise<void> {
+  /** Writes the queued rows, after any write still running; a failed batch goes back in front. */
+  flush(): Promise<void> {
+    const write = this.writing.then(() => this.write());
+    this.writing = write.catch(() => undefined);
+    return write;
+  }
+
+  private async write(): Promise<void> {
     if (this.queue.length === 0) return;
     const batch = this.queue;
     this.queue = [];
     try {
       await this.db.execute(insertBatch(batch));
+      this.failing = false;
     } catch (error) {
       this.queue = batch.concat(this.queue);
+      this.failing = true;
       throw error;
     }
   }
