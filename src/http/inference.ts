@@ -51,7 +51,8 @@ export function inferenceRoute(services: Services): Hono<KeyEnv> {
           signal: clientGone.signal,
           onTokens: (contents) => stream.write(...contents.map(tokenEvent)),
         });
-        if (stream.aborted || outcome.kind === 'stalled') return;
+        if (stream.aborted) return;
+        if (outcome.kind === 'stalled') return 'abandon';
         if (outcome.kind === 'failed') {
           stream.write(JSON.stringify({ type: 'error', code: outcome.code }));
           return;

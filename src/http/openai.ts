@@ -162,7 +162,8 @@ export function openAiRoutes(services: Services): Hono<KeyEnv> {
           signal: clientGone.signal,
           onTokens: (contents) => stream.write(...contents.map(tokenChunk)),
         });
-        if (stream.aborted || outcome.kind === 'stalled') return;
+        if (stream.aborted) return;
+        if (outcome.kind === 'stalled') return 'abandon';
         if (outcome.kind === 'failed') {
           stream.write(
             JSON.stringify({

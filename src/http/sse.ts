@@ -25,7 +25,8 @@ const HIGH_WATER_BYTES = 16_384;
  */
 export function sseResponse<E extends AppEnv>(
   c: Context<E>,
-  run: (stream: SseStream) => Promise<void>,
+  /** Resolves 'abandon' for a client that stopped reading: its connection is dropped, not ended. */
+  run: (stream: SseStream) => Promise<void | 'abandon'>,
   onAbort: () => void,
 ): Response {
   const encoder = new TextEncoder();
@@ -69,13 +70,16 @@ export function sseResponse<E extends AppEnv>(
     },
   };
   void run(stream)
-    .catch((error: unknown) =>
-      (c as unknown as Context<AppEnv>).get('log').error({ err: error }, 'event stream failed'),
-    )
-    .finally(() => {
+    .catch((error: unknown) => {
+      (c as unknown as Context<AppEnv>).get('log').error({ err: error }, 'event stream failed');
+    })
+    .then((end) => {
       if (closed) return;
       closed = true;
-      controller?.close();
+      // Erroring the body makes the adapter drop the connection: a client that does not read would
+      // otherwise hold its socket and what is queued for it forever.
+      if (end === 'abandon') controller?.error(new Error('The client stopped reading'));
+      else controller?.close();
     });
   // As Hono's streamSSE: chunked also tells @hono/node-server to send the head at once.
   c.header('Transfer-Encoding', 'chunked');
