@@ -26,7 +26,7 @@ const HIGH_WATER_BYTES = 16_384;
 export function sseResponse<E extends AppEnv>(
   c: Context<E>,
   /** Resolves 'abandon' for a client that stopped reading: its connection is dropped, not ended. */
-  run: (stream: SseStream) => Promise<void | 'abandon'>,
+  run: (stream: SseStream) => Promise<'abandon' | undefined>,
   onAbort: () => void,
 ): Response {
   const encoder = new TextEncoder();
