@@ -17,14 +17,20 @@ beforeAll(async () => {
 });
 afterAll(() => harness.close());
 
+/** A tier-4 tenant with 1 credit and a verified key. */
+async function fundedKey(name: string) {
+  const tenant = await createTenant(harness.services, { name, tier: 4 });
+  await harness.services.store.credit({ tenantId: tenant.id, grantId: 'g', amountMicro: 1_000_000n });
+  const key = await harness.services.keys.verify(
+    (await createKey(harness.services, tenant.id, { name: 'k' })).key,
+  );
+  if (key === undefined) throw new Error('the new key did not verify');
+  return { tenant, key };
+}
+
 describe('relay', () => {
   it('settles what was delivered when the client stops reading past the deadline', async () => {
-    const tenant = await createTenant(harness.services, { name: 'Stalled', tier: 4 });
-    await harness.services.store.credit({ tenantId: tenant.id, grantId: 'g', amountMicro: 1_000_000n });
-    const key = await harness.services.keys.verify(
-      (await createKey(harness.services, tenant.id, { name: 'k' })).key,
-    );
-    if (key === undefined) throw new Error('the new key did not verify');
+    const { tenant, key } = await fundedKey('Stalled');
 
     // Deadline = upstreamTimeoutMs + 30 s grace: 200 ms here.
     const services = {
@@ -54,12 +60,7 @@ describe('relay', () => {
   });
 
   it('relays up to max_tokens from one burst that runs far past it, then cuts the stream', async () => {
-    const tenant = await createTenant(harness.services, { name: 'Burst', tier: 4 });
-    await harness.services.store.credit({ tenantId: tenant.id, grantId: 'g', amountMicro: 1_000_000n });
-    const key = await harness.services.keys.verify(
-      (await createKey(harness.services, tenant.id, { name: 'k' })).key,
-    );
-    if (key === undefined) throw new Error('the new key did not verify');
+    const { key } = await fundedKey('Burst');
     const input = { prompt: 'abcd', maxTokens: 10, pool: 'standard' };
     const prepared = await prepare(harness.services, key, input);
     if (!prepared.ok) throw prepared.error;
