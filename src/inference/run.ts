@@ -175,7 +175,7 @@ const RELAY_GRACE_MS = 30_000;
 const MAX_PROMPT_TOKENS = 1_000_000;
 
 /**
- * Stages 5–6: relay the upstream's tokens to `onToken`, count, stop at max_tokens (priced into the
+ * Stages 5–6: relay the upstream's tokens to `onTokens`, count, stop at max_tokens (priced into the
  * reservation), then finalize — always, on success, error and abort alike — and record the spend.
  * Usage authority: the upstream's report when the stream completed with one, else our count.
  */
