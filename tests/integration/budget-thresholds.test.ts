@@ -6,7 +6,7 @@ import { silentLogger } from '../../src/observability/logger.js';
 import { memoryStore, periodOf, type Store } from '../../src/store/index.js';
 import { createTenant, updateTenant } from '../../src/tenants/tenants.js';
 import { createHarness, type Harness, type LogRecord } from '../support/harness.js';
-import { events, type SseEvent } from '../support/sse.js';
+import { events, infer, type SseEvent } from '../support/sse.js';
 
 /**
  * Budget threshold events (issue 6): when a scope reaches 80 % and 100 %, one event per threshold
@@ -35,11 +35,7 @@ async function paidRequests(instances: Harness[], key: string, count: number): P
     Array.from({ length: count }, (_, i) => {
       users += 1;
       const harness = instances[i % instances.length] as Harness;
-      return harness.request('/api/v1/inference', {
-        method: 'POST',
-        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ prompt: 'abcd', max_tokens: 19, user: `u${users}` }),
-      });
+      return infer(harness, key, { prompt: 'abcd', max_tokens: 19, user: `u${users}` });
     }),
   );
   expect(responses.map((response) => response.status)).toEqual(responses.map(() => 200));

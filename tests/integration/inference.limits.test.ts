@@ -4,6 +4,7 @@ import { costMicro, DEFAULT_PRICES } from '../../src/pricing/pricing.js';
 import { createTenant, updateTenant } from '../../src/tenants/tenants.js';
 import { DEFAULT_TIERS } from '../../src/tenants/tiers.js';
 import { createHarness, type Harness } from '../support/harness.js';
+import { infer as inferRaw } from '../support/sse.js';
 
 /**
  * Every limit the native route enforces, over HTTP: each rate dimension answers 429 naming itself
@@ -26,11 +27,7 @@ async function tenant(tier: number, creditMicro: bigint) {
 }
 
 async function infer(key: string, body: Record<string, unknown>) {
-  const response = await harness.request('/api/v1/inference', {
-    method: 'POST',
-    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ prompt: 'abcd', max_tokens: 4, pool: 'standard', ...body }),
-  });
+  const response = await inferRaw(harness, key, { prompt: 'abcd', max_tokens: 4, pool: 'standard', ...body });
   const text = await response.text();
   return { response, body: response.headers.get('content-type')?.includes('json') ? JSON.parse(text) : text };
 }

@@ -5,7 +5,7 @@ import { createKey } from '../../src/keys/keys.js';
 import { createTenant } from '../../src/tenants/tenants.js';
 import { createHarness, createHarnessOnOwnRedis, type Harness } from '../support/harness.js';
 import type { RedisServer } from '../support/redis-server.js';
-import { events } from '../support/sse.js';
+import { events, infer, readWithStoreFrozen } from '../support/sse.js';
 
 async function setup(harness: Harness, options: { tier: number; creditMicro: bigint; rpmLimit?: number }) {
   const tenant = await createTenant(harness.services, { name: 'Infer', tier: options.tier });
@@ -21,15 +21,6 @@ async function setup(harness: Harness, options: { tier: number; creditMicro: big
     ...(options.rpmLimit === undefined ? {} : { rpmLimit: options.rpmLimit }),
   });
   return { tenantId: tenant.id, key };
-}
-
-function infer(harness: Harness, key: string, body: unknown, signal?: AbortSignal) {
-  return harness.request('/api/v1/inference', {
-    method: 'POST',
-    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-    ...(signal === undefined ? {} : { signal }),
-  });
 }
 
 describe('POST /api/v1/inference (local model)', () => {
@@ -217,13 +208,7 @@ describe('the store failing at finalize', () => {
     const response = await infer(harness, key, { prompt: 'slow and unlucky', max_tokens: 20 });
     expect(response.status).toBe(200);
     // The reservation is made; freeze Redis while tokens are still flowing.
-    harness.redis.process.kill('SIGSTOP');
-    let text: string;
-    try {
-      text = await response.text();
-    } finally {
-      harness.redis.process.kill('SIGCONT');
-    }
+    const text = await readWithStoreFrozen(harness, response);
     expect(events(text).at(-1)).toEqual({ type: 'error', code: 'store_unavailable' });
     const [row] = await harness.services.db.select().from(spend).where(eq(spend.tenantId, tenantId));
     expect(row).toMatchObject({ settled: false, promptTokens: 4, completionTokens: 20, costMicro: 24n });

@@ -5,6 +5,7 @@ import { createKey } from '../../src/keys/keys.js';
 import { costMicro } from '../../src/pricing/pricing.js';
 import { createTenant } from '../../src/tenants/tenants.js';
 import { createHarness, type Harness } from '../support/harness.js';
+import { infer } from '../support/sse.js';
 
 /** Tiers map to pools; a pool the caller may not use is replaced and the decision recorded. */
 let harness: Harness;
@@ -22,11 +23,7 @@ async function caller(tier: number, options: { sandbox?: boolean } = {}) {
 }
 
 async function ask(key: string, pool: string) {
-  const response = await harness.request('/api/v1/inference', {
-    method: 'POST',
-    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ prompt: 'abcdefgh', max_tokens: 4, pool }),
-  });
+  const response = await infer(harness, key, { prompt: 'abcdefgh', max_tokens: 4, pool });
   await response.text();
   return response;
 }

@@ -7,17 +7,9 @@ import { memoryStore } from '../../src/store/index.js';
 import { createTenant } from '../../src/tenants/tenants.js';
 import { createHarness, createHarnessOnOwnRedis, type Harness } from '../support/harness.js';
 import type { RedisServer } from '../support/redis-server.js';
-import { events } from '../support/sse.js';
+import { events, infer, readWithStoreFrozen } from '../support/sse.js';
 
 /** DESIGN.md §6: sandbox keys are metered at their notional cost but charged nothing. */
-
-function infer(harness: Harness, key: string, body: unknown) {
-  return harness.request('/api/v1/inference', {
-    method: 'POST',
-    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-}
 
 async function tenantWith(harness: Harness, creditMicro: bigint): Promise<string> {
   const tenant = await createTenant(harness.services, { name: 'Sandbox', tier: 4 });
@@ -202,13 +194,7 @@ describe('a sandbox request whose finalize meets a store outage', () => {
     const key = await keyFor(harness, tenantId, true);
     const response = await infer(harness, key, { prompt: 'slow and unlucky', max_tokens: 20 });
     expect(response.status).toBe(200);
-    harness.redis.process.kill('SIGSTOP');
-    let text: string;
-    try {
-      text = await response.text();
-    } finally {
-      harness.redis.process.kill('SIGCONT');
-    }
+    const text = await readWithStoreFrozen(harness, response);
     expect(events(text).at(-1)).toEqual({ type: 'error', code: 'store_unavailable' });
     // 4 prompt + 20 completion tokens on the cheap pool: 4.8, rounded up.
     const [row] = await harness.services.db.select().from(spend).where(eq(spend.tenantId, tenantId));

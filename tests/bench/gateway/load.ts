@@ -1,4 +1,4 @@
-import { Agent, request } from 'node:http';
+import { Agent, type IncomingMessage, request } from 'node:http';
 
 /**
  * The load generator of bench:gateway: node:http with keep-alive agents, a closed-loop saturation
@@ -52,19 +52,34 @@ export function keepAliveAgent(maxSockets: number): Agent {
   return new Agent({ keepAlive: true, maxSockets, maxFreeSockets: maxSockets });
 }
 
+/** POSTs a shot on `agent`; `onResponse` reads the answer. */
+function post(
+  agent: Agent,
+  target: Shot,
+  onResponse: (res: IncomingMessage) => void,
+  onError: (error: Error) => void,
+): void {
+  const req = request(
+    {
+      agent,
+      host: target.host,
+      port: target.port,
+      path: target.path,
+      method: 'POST',
+      headers: target.headers,
+    },
+    onResponse,
+  );
+  req.on('error', onError);
+  req.end(target.body);
+}
+
 /** One request, its whole answer read; `ok` = 200 and, for a stream, the `[DONE]` at the end. */
 export function send(agent: Agent, target: Shot): Promise<Sent> {
-  const origin = new URL(target.url);
   return new Promise((resolve) => {
-    const req = request(
-      {
-        agent,
-        host: origin.hostname,
-        port: origin.port,
-        path: target.path,
-        method: 'POST',
-        headers: target.headers,
-      },
+    post(
+      agent,
+      target,
       (res) => {
         let tail = '';
         res.setEncoding('utf8');
@@ -77,25 +92,17 @@ export function send(agent: Agent, target: Shot): Promise<Sent> {
         });
         res.on('error', () => resolve({ status: res.statusCode ?? 0, ok: false }));
       },
+      () => resolve({ status: 0, ok: false }),
     );
-    req.on('error', () => resolve({ status: 0, ok: false }));
-    req.end(target.body);
   });
 }
 
 /** Reads one answer completely, for the probes that check each target speaks the protocol. */
 export function sendForText(agent: Agent, target: Shot): Promise<{ status: number; text: string }> {
-  const origin = new URL(target.url);
   return new Promise((resolve, reject) => {
-    const req = request(
-      {
-        agent,
-        host: origin.hostname,
-        port: origin.port,
-        path: target.path,
-        method: 'POST',
-        headers: target.headers,
-      },
+    post(
+      agent,
+      target,
       (res) => {
         let text = '';
         res.setEncoding('utf8');
@@ -105,13 +112,11 @@ export function sendForText(agent: Agent, target: Shot): Promise<{ status: numbe
         res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
         res.on('error', reject);
       },
+      reject,
     );
-    req.on('error', reject);
-    req.end(target.body);
   });
 }
 
-/** Counts of answers by status (0 = a connection error), and how many were not `ok`. */
 export class Tally {
   readonly statuses = new Map<number, number>();
   failed = 0;
