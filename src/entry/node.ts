@@ -148,7 +148,11 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
     message: 'The gateway is starting',
     liveness: true,
   });
-  const server = createAdaptorServer({ fetch: (request: Request) => app.fetch(request) }) as Server;
+  // The env (the Node request and response) goes through: routes watch the response for a client
+  // that leaves (http/context.ts clientSignal).
+  const server = createAdaptorServer({
+    fetch: (request: Request, env: unknown) => app.fetch(request, env),
+  }) as Server;
   await listen(server, config.port, config.host);
   const { port } = server.address() as AddressInfo;
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;

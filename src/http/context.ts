@@ -1,5 +1,6 @@
 import type { Context } from 'hono';
 import type { RequestIdVariables } from 'hono/request-id';
+import { Cancellation } from '../cancellation.js';
 import { AppError, asAppError, errorBody } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 
@@ -17,13 +18,40 @@ export function errorResponse<E extends AppEnv>(c: Context<E>, thrown: unknown):
 
 export { AppError };
 
+/** What @hono/node-server passes as the app's env: the Node request and response. */
+interface NodeBindings {
+  outgoing: {
+    readonly writableFinished: boolean;
+    readonly destroyed: boolean;
+    once(event: 'close', listener: () => void): unknown;
+  };
+}
+
+function nodeResponse(env: unknown): NodeBindings['outgoing'] | undefined {
+  const outgoing = (env as Partial<NodeBindings> | undefined)?.outgoing;
+  return typeof outgoing?.once === 'function' && 'writableFinished' in outgoing ? outgoing : undefined;
+}
+
 /**
- * Aborted when the caller goes away (its request signal), or when the route aborts it (a stream's
- * `onAbort`): the one signal the upstream call and the relay watch.
+ * Aborted when the caller goes away, or when the route aborts it (a stream's `onAbort`): the one
+ * signal the upstream call and the relay watch. On Node the response closing before it finished
+ * says the caller left — what the adapter's `request.signal` reports, without the AbortController
+ * it creates per request to do so (see Cancellation); elsewhere (Workers, `app.request`) the
+ * request's own signal.
  */
-export function clientSignal(request: Request): AbortController {
-  const controller = new AbortController();
-  if (request.signal.aborted) controller.abort();
-  else request.signal.addEventListener('abort', () => controller.abort(), { once: true });
-  return controller;
+export function clientSignal(c: Context): Cancellation {
+  const gone = new Cancellation();
+  const outgoing = nodeResponse(c.env);
+  if (outgoing !== undefined) {
+    if (outgoing.destroyed && !outgoing.writableFinished) gone.abort();
+    else
+      outgoing.once('close', () => {
+        if (!outgoing.writableFinished) gone.abort();
+      });
+    return gone;
+  }
+  const signal = c.req.raw.signal;
+  if (signal.aborted) gone.abort();
+  else signal.addEventListener('abort', () => gone.abort(), { once: true });
+  return gone;
 }

@@ -39,7 +39,7 @@ export function inferenceRoute(services: Services): Hono<KeyEnv> {
     for (const [name, value] of Object.entries(prepared.headers)) c.header(name, value);
     if (!prepared.ok) return errorResponse(c, prepared.error);
 
-    const clientGone = clientSignal(c.req.raw);
+    const clientGone = clientSignal(c);
     const opened = await openUpstream(services, key, input, prepared, clientGone.signal);
     if (!opened.ok) return errorResponse(c, opened.error);
     for (const [name, value] of Object.entries(opened.headers)) c.header(name, value);

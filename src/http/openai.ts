@@ -99,7 +99,7 @@ export function openAiRoutes(services: Services): Hono<KeyEnv> {
     const prepared = await prepare(services, key, input);
     for (const [name, value] of Object.entries(prepared.headers)) c.header(name, value);
     if (!prepared.ok) return openAiError(c, prepared.error);
-    const clientGone = clientSignal(c.req.raw);
+    const clientGone = clientSignal(c);
     const opened = await openUpstream(services, key, input, prepared, clientGone.signal);
     if (!opened.ok) return openAiError(c, opened.error);
     for (const [name, value] of Object.entries(opened.headers)) c.header(name, value);

@@ -1,4 +1,5 @@
 import { poolDecisions } from '../../db/schema/index.js';
+import type { CancelSignal } from '../cancellation.js';
 import type { AppError } from '../errors.js';
 import type { VerifiedKey } from '../keys/verifier.js';
 import type { Services } from '../services.js';
@@ -120,7 +121,7 @@ export async function openUpstream(
   key: VerifiedKey,
   input: InferenceInput,
   prepared: Extract<Prepared, { ok: true }>,
-  signal: AbortSignal,
+  signal: CancelSignal,
 ): Promise<Opened> {
   try {
     const upstream = await services.upstream.open({
@@ -188,7 +189,7 @@ export async function relay(
    * `onTokens` gets each batch as it arrived, cut at max_tokens; it returns a promise only when the
    * client is not keeping up (the write blocks), else nothing — no allocation per token.
    */
-  sink: { onTokens(contents: readonly string[]): Promise<void> | undefined; signal: AbortSignal },
+  sink: { onTokens(contents: readonly string[]): Promise<void> | undefined; signal: CancelSignal },
 ): Promise<Outcome> {
   let delivered = 0;
   let beyondCap = 0;

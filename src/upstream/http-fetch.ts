@@ -7,21 +7,28 @@ import { type HttpClient, HttpConnectError } from './http.js';
 export function fetchHttpClient(): HttpClient {
   return {
     async request(request) {
-      const head = new AbortController();
-      const timer = setTimeout(() => head.abort(), request.connectTimeoutMs);
+      // fetch takes a real AbortSignal: one for the caller's signal and the connect timeout both.
+      const controller = new AbortController();
+      let timedOut = false;
+      const onAbort = () => controller.abort(request.signal.reason);
+      if (request.signal.aborted) onAbort();
+      else request.signal.addEventListener('abort', onAbort, { once: true });
+      const timer = setTimeout(() => {
+        timedOut = true;
+        controller.abort();
+      }, request.connectTimeoutMs);
       let response: Response;
       try {
         response = await fetch(request.url, {
           method: request.method,
           headers: request.headers,
           ...(request.body === undefined ? {} : { body: request.body }),
-          signal: AbortSignal.any([request.signal, head.signal]),
+          signal: controller.signal,
         });
       } catch (error) {
+        request.signal.removeEventListener('abort', onAbort);
         if (request.signal.aborted) throw error;
-        throw new HttpConnectError(
-          head.signal.aborted ? 'no response before the connect timeout' : String(error),
-        );
+        throw new HttpConnectError(timedOut ? 'no response before the connect timeout' : String(error));
       } finally {
         clearTimeout(timer);
       }

@@ -2,6 +2,7 @@
 // they would miss interceptors that patch the module (msw in tests, APM agents in production).
 import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
+import type { CancelSignal } from '../cancellation.js';
 import { type HttpClient, HttpConnectError, type HttpRequest, type HttpResponse } from './http.js';
 
 /**
@@ -28,14 +29,32 @@ function send(
   agents: { 'http:': http.Agent; 'https:': https.Agent },
 ): Promise<HttpResponse> {
   return new Promise((resolve, reject) => {
-    const url = new URL(request.url);
-    const secure = url.protocol === 'https:';
-    const headers: Record<string, string> = { ...request.headers };
-    if (request.body !== undefined) headers['content-length'] = String(Buffer.byteLength(request.body));
-    const options = { method: request.method, headers, signal: request.signal };
-    const req = secure
-      ? https.request(url, { ...options, agent: agents['https:'] })
-      : http.request(url, { ...options, agent: agents['http:'] });
+    const { signal } = request;
+    if (signal.aborted) {
+      reject(abortError(signal));
+      return;
+    }
+    const target = parseTarget(request.url);
+    const headers =
+      request.body === undefined
+        ? request.headers
+        : { ...request.headers, 'content-length': String(Buffer.byteLength(request.body)) };
+    const options = {
+      method: request.method,
+      host: target.hostname,
+      port: target.port,
+      path: target.path,
+      ...(target.auth === undefined ? {} : { auth: target.auth }),
+      headers,
+    };
+    const req = target.secure
+      ? https.request({ ...options, agent: agents['https:'] })
+      : http.request({ ...options, agent: agents['http:'] });
+    // The signal is watched here rather than passed as node:http's `signal` option, which also
+    // attaches a finished() watcher (half a dozen listeners) to every request.
+    const onAbort = () => req.destroy(abortError(signal));
+    signal.addEventListener('abort', onAbort, { once: true });
+    const unwatch = () => signal.removeEventListener('abort', onAbort);
     let connectTimer: ReturnType<typeof setTimeout> | undefined;
     req.on('socket', (socket) => {
       // A reused keep-alive socket is already connected; only a new one gets the connect timeout.
@@ -44,19 +63,22 @@ function send(
         () => req.destroy(new HttpConnectError(`connect timeout after ${request.connectTimeoutMs} ms`)),
         request.connectTimeoutMs,
       );
-      socket.once(secure ? 'secureConnect' : 'connect', () => clearTimeout(connectTimer));
+      socket.once(target.secure ? 'secureConnect' : 'connect', () => clearTimeout(connectTimer));
     });
     req.on('error', (error) => {
       clearTimeout(connectTimer);
+      unwatch();
       const stale = req.reusedSocket && (error as NodeJS.ErrnoException).code === 'ECONNRESET';
       reject(
-        error instanceof HttpConnectError || request.signal.aborted
+        error instanceof HttpConnectError || signal.aborted
           ? error
           : new HttpConnectError(error.message, stale),
       );
     });
     req.on('response', (response: IncomingMessage) => {
       clearTimeout(connectTimer);
+      // Read to its end or dropped, the response closes; until then an abort destroys it.
+      response.once('close', unwatch);
       resolve({
         status: response.statusCode ?? 0,
         header: (name) => {
@@ -71,6 +93,45 @@ function send(
     });
     req.end(request.body);
   });
+}
+
+function abortError(signal: CancelSignal): Error {
+  return signal.reason instanceof Error ? signal.reason : new Error('The request was aborted');
+}
+
+interface Target {
+  secure: boolean;
+  hostname: string;
+  port: number;
+  path: string;
+  /** `user:password` from the URL, as node:http takes it. */
+  auth: string | undefined;
+}
+
+// Upstream URLs come from configuration (a handful): each is parsed once. Bounded all the same.
+const targets = new Map<string, Target>();
+const MAX_TARGETS = 64;
+
+function parseTarget(url: string): Target {
+  let target = targets.get(url);
+  if (target === undefined) {
+    const parsed = new URL(url);
+    const secure = parsed.protocol === 'https:';
+    target = {
+      secure,
+      // [::1] → ::1, as node:http wants the bare address.
+      hostname: parsed.hostname.replace(/^\[(.*)\]$/, '$1'),
+      port: parsed.port === '' ? (secure ? 443 : 80) : Number(parsed.port),
+      path: `${parsed.pathname}${parsed.search}`,
+      auth:
+        parsed.username === ''
+          ? undefined
+          : `${decodeURIComponent(parsed.username)}:${decodeURIComponent(parsed.password)}`,
+    };
+    if (targets.size >= MAX_TARGETS) targets.clear();
+    targets.set(url, target);
+  }
+  return target;
 }
 
 /**

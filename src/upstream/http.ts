@@ -3,13 +3,15 @@
  * (http-node.ts — the fastest client measured here, and msw can intercept it in tests), `fetch`
  * on Workers (http-fetch.ts).
  */
+import type { CancelSignal } from '../cancellation.js';
+
 export interface HttpRequest {
   method: 'GET' | 'POST';
   url: string;
   headers: Record<string, string>;
   body?: string;
   /** Aborts the request at any point, the body included. */
-  signal: AbortSignal;
+  signal: CancelSignal;
   /** How long the TCP (and TLS) connection may take. */
   connectTimeoutMs: number;
 }

@@ -1,3 +1,4 @@
+import type { CancelSignal } from '../cancellation.js';
 import { AppError } from '../errors.js';
 
 /** What every upstream (local, finn, openai) is asked: one completion, streamed, abortable. */
@@ -15,7 +16,7 @@ export interface UpstreamRequest {
   /** Who the request is for: the claims of the S2S token (finn). */
   caller: { tenantId: string; tier: number; keyId: string; subject: string; reservationId: string };
   /** Aborted when the client goes away or the relay stops at the reservation. */
-  signal: AbortSignal;
+  signal: CancelSignal;
 }
 
 /** Usage as the upstream reports it; `promptTokens` is absent when it reports only the completion. */

@@ -1,3 +1,4 @@
+import { Cancellation, type CancelSignal } from '../cancellation.js';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../observability/logger.js';
 import { CircuitBreaker } from './breaker.js';
@@ -56,6 +57,9 @@ export interface UpstreamReader {
 
 // An answer in one piece is at most 4,096 tokens of text; anything far larger is not one.
 const MAX_JSON_BYTES = 4 * 1024 * 1024;
+// Decodes whole answers only (no streaming state), so one serves every request: constructing a
+// TextDecoder per answer cost more than decoding it.
+const utf8 = new TextDecoder();
 
 /**
  * An upstream over HTTP with the resilience DESIGN.md §4 asks for: connect and total timeouts,
@@ -74,7 +78,8 @@ export function httpUpstream(protocol: UpstreamProtocol, options: HttpUpstreamOp
     if (!permit.allowed) throw new UpstreamUnavailable('The upstream is unavailable (circuit open)');
     const probe = permit.probe;
 
-    const whole = new AbortController();
+    // Not an AbortController: see Cancellation (one per request promoted a tenth of all allocation).
+    const whole = new Cancellation();
     const onCallerAbort = () => whole.abort(request.signal.reason);
     request.signal.addEventListener('abort', onCallerAbort, { once: true });
     const timer = setTimeout(
@@ -158,7 +163,7 @@ export function httpUpstream(protocol: UpstreamProtocol, options: HttpUpstreamOp
 
   async function firstResponse(
     request: UpstreamRequest,
-    signal: AbortSignal,
+    signal: CancelSignal,
     probe: boolean,
   ): Promise<HttpResponse> {
     // A half-open probe is one attempt: its answer decides the breaker.
@@ -227,17 +232,24 @@ export function httpUpstream(protocol: UpstreamProtocol, options: HttpUpstreamOp
 
 /** The body parsed as JSON (undefined when it is not JSON); UpstreamUnavailable past MAX_JSON_BYTES. */
 async function readJson(body: AsyncIterable<Uint8Array>): Promise<unknown> {
-  const decoder = new TextDecoder();
-  let text = '';
+  const chunks: Uint8Array[] = [];
   let size = 0;
   for await (const chunk of body) {
     size += chunk.byteLength;
     if (size > MAX_JSON_BYTES) throw new UpstreamUnavailable('The upstream answer is too large');
-    text += decoder.decode(chunk, { stream: true });
+    chunks.push(chunk);
   }
-  text += decoder.decode();
+  let bytes = chunks[0] ?? new Uint8Array(0);
+  if (chunks.length > 1) {
+    bytes = new Uint8Array(size);
+    let offset = 0;
+    for (const chunk of chunks) {
+      bytes.set(chunk, offset);
+      offset += chunk.byteLength;
+    }
+  }
   try {
-    return JSON.parse(text);
+    return JSON.parse(utf8.decode(bytes));
   } catch {
     return undefined;
   }

@@ -1,5 +1,7 @@
+import type { CancelSignal } from '../cancellation.js';
+
 /** Waits `ms`, or less if `signal` aborts first; never rejects, leaves no listener behind. */
-export function sleep(ms: number, signal: AbortSignal): Promise<void> {
+export function sleep(ms: number, signal: CancelSignal): Promise<void> {
   return new Promise((resolve) => {
     if (signal.aborted) return resolve();
     const timer = setTimeout(done, ms);

@@ -1,10 +1,13 @@
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { eq } from 'drizzle-orm';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { spend } from '../../db/schema/index.js';
 import { createKey } from '../../src/keys/keys.js';
 import { createTenant } from '../../src/tenants/tenants.js';
 import { createHarness, createHarnessOnOwnRedis, type Harness } from '../support/harness.js';
 import type { RedisServer } from '../support/redis-server.js';
+import { serve } from '../support/serve.js';
 import { events, infer, readWithStoreFrozen } from '../support/sse.js';
 
 async function setup(harness: Harness, options: { tier: number; creditMicro: bigint; rpmLimit?: number }) {
@@ -144,6 +147,60 @@ describe('a client that disconnects mid-stream', () => {
     expect(snapshot.reservedMicro).toBe(0n);
     expect(snapshot.committedMicro).toBeGreaterThanOrEqual(5n + 3n);
     expect(snapshot.committedMicro).toBeLessThan(37n);
+  });
+});
+
+describe('a client that leaves before the upstream answers (over a real socket, as on Node)', () => {
+  it('aborts the upstream call and releases the whole reservation', async () => {
+    // An OpenAI-compatible upstream that takes the request and never answers.
+    let upstreamCalled: () => void = () => {};
+    const called = new Promise<void>((resolve) => {
+      upstreamCalled = resolve;
+    });
+    let upstreamClosed = false;
+    const upstream = createServer((req, res) => {
+      req.resume();
+      res.on('close', () => {
+        upstreamClosed = true;
+      });
+      upstreamCalled();
+    });
+    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+    const { port } = upstream.address() as AddressInfo;
+    const harness = await createHarness({
+      config: { upstream: 'openai', upstreamUrl: `http://127.0.0.1:${port}/v1` },
+    });
+    const served = await serve(harness.app);
+    try {
+      const { tenantId, key } = await setup(harness, { tier: 4, creditMicro: 1_000_000n });
+      const body = JSON.stringify({ prompt: 'wait for me', max_tokens: 8 });
+      const client = httpRequest(`${served.url}/api/v1/inference`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${key}`,
+          'content-type': 'application/json',
+          'content-length': String(Buffer.byteLength(body)),
+        },
+      });
+      client.on('error', () => {});
+      client.end(body);
+      await called;
+      expect((await harness.services.store.snapshot(tenantId)).reservedMicro).toBeGreaterThan(0n);
+      // The caller hangs up while the gateway still waits for the upstream's first byte: nothing
+      // has been written to it, so only the Node response closing early can say it left.
+      client.destroy();
+      await vi.waitFor(() => expect(upstreamClosed).toBe(true), { timeout: 3_000 });
+      await vi.waitFor(async () => {
+        const snapshot = await harness.services.store.snapshot(tenantId);
+        expect(snapshot.reservedMicro).toBe(0n);
+        expect(snapshot.committedMicro).toBe(0n);
+      });
+    } finally {
+      await served.close();
+      await harness.close();
+      upstream.closeAllConnections();
+      upstream.close();
+    }
   });
 });
 

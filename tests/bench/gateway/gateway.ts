@@ -35,6 +35,8 @@ export async function startGateway(options: {
   databaseUrl: string | undefined;
   upstream: UpstreamMode;
   profile: boolean;
+  /** Extra node flags (e.g. `--trace-gc` while investigating). */
+  nodeFlags?: string[];
 }): Promise<Gateway> {
   const dataDir = await mkdtemp(join(tmpdir(), 'sg-bench-gateway-'));
   const port = await freePort();
@@ -67,7 +69,10 @@ export async function startGateway(options: {
         !['DATABASE_URL', 'REDIS_URL', 'ADMIN_TOKEN', 'PORT', 'HOST', 'DATA_DIR', 'LOG_LEVEL'].includes(name),
     ),
   );
-  const flags = profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profileDir}`];
+  const flags = [
+    ...(options.nodeFlags ?? []),
+    ...(profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profileDir}`]),
+  ];
   const child = track(
     spawn(process.execPath, [...flags, 'bin/spicegate.js', 'serve'], {
       env: { ...inherited, NODE_ENV: 'production', ...env },
