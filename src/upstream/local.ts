@@ -10,27 +10,56 @@ export function localUpstream(options: { tokens: number; delayMs: number }): Ups
   return {
     name: 'local',
     open: async (request: UpstreamRequest): Promise<UpstreamResponse> => ({
-      tokens: generate(options, request),
+      tokens: new LocalTokens(options, request),
       usage: () => undefined,
     }),
     status: () => ({ name: 'local', contract: { status: 'not_applicable' }, breaker: 'closed' }),
   };
 }
 
-async function* generate(
-  options: { tokens: number; delayMs: number },
-  request: UpstreamRequest,
-): AsyncGenerator<string[]> {
-  const count = Math.min(options.tokens, request.maxTokens);
-  const token = (i: number) => (i === 0 ? 'tok0' : ` tok${i}`);
-  if (options.delayMs === 0) {
-    // No delay: the whole completion at once, as a fast upstream's first chunk would carry it.
-    if (count > 0 && !request.signal.aborted) yield Array.from({ length: count }, (_, i) => token(i));
-    return;
+/**
+ * The tokens as an iterator class rather than an async generator: objects an async generator
+ * holds survived young-generation collections (see resilient.ts TokenIterator).
+ */
+class LocalTokens implements AsyncIterator<string[]>, AsyncIterable<string[]> {
+  private position = 0;
+  private readonly count: number;
+
+  constructor(
+    private readonly options: { tokens: number; delayMs: number },
+    private readonly request: UpstreamRequest,
+  ) {
+    this.count = Math.min(options.tokens, request.maxTokens);
   }
-  for (let i = 0; i < count; i += 1) {
-    await sleep(options.delayMs, request.signal);
-    if (request.signal.aborted) return;
-    yield [token(i)];
+
+  [Symbol.asyncIterator](): AsyncIterator<string[]> {
+    return this;
+  }
+
+  async next(): Promise<IteratorResult<string[]>> {
+    const { request } = this;
+    if (this.position >= this.count || request.signal.aborted) return this.finish();
+    if (this.options.delayMs === 0) {
+      // No delay: the whole completion at once, as a fast upstream's first chunk would carry it.
+      const batch = Array.from({ length: this.count }, (_, i) => token(i));
+      this.position = this.count;
+      return { value: batch, done: false };
+    }
+    await sleep(this.options.delayMs, request.signal);
+    if (request.signal.aborted) return this.finish();
+    const value = [token(this.position)];
+    this.position += 1;
+    return { value, done: false };
+  }
+
+  async return(): Promise<IteratorResult<string[]>> {
+    return this.finish();
+  }
+
+  private finish(): IteratorResult<string[]> {
+    this.position = this.count;
+    return { value: undefined, done: true };
   }
 }
+
+const token = (i: number) => (i === 0 ? 'tok0' : ` tok${i}`);

@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { Cancellation } from '../../src/cancellation.js';
 import { createKey } from '../../src/keys/keys.js';
 import { costMicro } from '../../src/pricing/pricing.js';
 import { createTenant } from '../../src/tenants/tenants.js';
@@ -117,5 +118,41 @@ describe('the upstream connection', () => {
     expect(connections - before.connections).toBe(1);
     expect(harness.logs.filter((line) => line.msg === 'upstream connect failed')).toEqual([]);
     expect(harness.services.upstream.status().breaker).toBe('closed');
+  });
+});
+
+describe('a consumer that stops before reading any token', () => {
+  it('drops the upstream connection at once (and ends the call: breaker told, timers cleared)', async () => {
+    let closed = false;
+    const holding = createServer((request, response) => {
+      request.resume();
+      response.writeHead(200, { 'content-type': 'text/event-stream' });
+      response.write(': the tokens never come\n\n');
+      response.on('close', () => {
+        closed = true;
+      });
+    });
+    await new Promise<void>((resolve) => holding.listen(0, '127.0.0.1', resolve));
+    const { port } = holding.address() as AddressInfo;
+    const local = await createHarness({
+      config: { upstream: 'openai', upstreamUrl: `http://127.0.0.1:${port}/v1` },
+    });
+    try {
+      const opened = await local.services.upstream.open({
+        pool: 'cheap',
+        prompt: 'x',
+        maxTokens: 4,
+        stream: true,
+        caller: { tenantId: 't', tier: 1, keyId: 'k', subject: 's', reservationId: 'r' },
+        signal: new Cancellation().signal,
+      });
+      await opened.tokens[Symbol.asyncIterator]().return?.(undefined);
+      await vi.waitFor(() => expect(closed).toBe(true), { timeout: 2_000 });
+      expect(local.services.upstream.status().breaker).toBe('closed');
+    } finally {
+      await local.close();
+      holding.closeAllConnections();
+      holding.close();
+    }
   });
 });
