@@ -22,7 +22,7 @@
  * BENCH_PROFILE=1: run G under `node --cpu-prof` and print its top self time during the
  *   non-streaming saturation window (G's figures then include the profiler's overhead).
  */
-import { loadavg } from 'node:os';
+import { availableParallelism, loadavg } from 'node:os';
 import { Redis } from 'ioredis';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { startRedisServer } from '../support/redis-server.js';
@@ -48,7 +48,7 @@ import {
   Tally,
   type Target,
 } from './gateway/load.js';
-import { cpuMs, rssMiB } from './gateway/proc.js';
+import { cpuMs, cpuMsByName, machineBusyMs, ownCpuMs, rssMiB } from './gateway/proc.js';
 import { monotonicUs, type ProfileSummary, summarizeProfile } from './gateway/profile.js';
 import { commandCalls, difference, type Monitored, monitorCommands } from './gateway/redis-stats.js';
 
@@ -182,10 +182,48 @@ interface Measured {
   rss: { now: number; peak: number };
   /** Connections the mock accepted per chat request it served, over the saturation window. */
   upstreamConnectionsPerRequest: number;
+  /**
+   * CPU ms per request over the saturation window, by process: the target, the mock upstream, this
+   * process (the load generator), Redis and PostgreSQL (G only), and the whole machine.
+   */
+  cpuBreakdown: CpuSplit;
   /** G only: INFO commandstats over the saturation window. */
   redis?: { scriptCalls: number; allCommands: number };
   profileWindowUs?: [number, number];
 }
+
+interface CpuSplit {
+  target: number;
+  mock: number;
+  loadGenerator: number;
+  redis: number;
+  postgres: number;
+  machine: number;
+}
+
+/** What every process involved has used so far (ms); `redisPid` only when the target uses it. */
+function cpuSnapshot(targetPid: number, mockPid: number, redisPid: number | undefined): CpuSplit {
+  return {
+    target: cpuMs(targetPid),
+    mock: cpuMs(mockPid),
+    loadGenerator: ownCpuMs(),
+    redis: redisPid === undefined ? 0 : cpuMs(redisPid),
+    postgres: redisPid === undefined ? 0 : cpuMsByName('postgres'),
+    machine: machineBusyMs(),
+  };
+}
+
+const perRequest = (after: CpuSplit, before: CpuSplit, requests: number): CpuSplit => {
+  const n = Math.max(1, requests);
+  return {
+    target: (after.target - before.target) / n,
+    mock: (after.mock - before.mock) / n,
+    loadGenerator: (after.loadGenerator - before.loadGenerator) / n,
+    redis: (after.redis - before.redis) / n,
+    postgres: (after.postgres - before.postgres) / n,
+    machine: (after.machine - before.machine) / n,
+  };
+};
 
 interface MockCounts {
   connections: number;
@@ -194,7 +232,14 @@ interface MockCounts {
 
 const mockCounts = async (mockUrl: string) => (await (await fetch(`${mockUrl}/stats`)).json()) as MockCounts;
 
-async function measure(subject: Subject, mockUrl: string, stats: Redis | null): Promise<Measured> {
+async function measure(
+  subject: Subject,
+  mock: { url: string; pid: number },
+  stats: { client: Redis; pid: number } | null,
+): Promise<Measured> {
+  const mockUrl = mock.url;
+  let splitBefore = cpuSnapshot(subject.pid, mock.pid, stats?.pid);
+  let splitAfter = splitBefore;
   let upstreamBefore: MockCounts = { connections: 0, requests: 0 };
   let upstreamAfter: MockCounts = { connections: 0, requests: 0 };
   let cpuBefore = 0;
@@ -208,16 +253,18 @@ async function measure(subject: Subject, mockUrl: string, stats: Redis | null): 
     warmupMs: WARMUP_MS,
     durationMs: SECONDS * 1000,
     onMeasureStart: async () => {
-      if (stats) redisBefore = await commandCalls(stats);
+      if (stats) redisBefore = await commandCalls(stats.client);
       upstreamBefore = await mockCounts(mockUrl);
       cpuBefore = cpuMs(subject.pid);
+      splitBefore = cpuSnapshot(subject.pid, mock.pid, stats?.pid);
       window[0] = monotonicUs();
     },
     onMeasureEnd: async () => {
       window[1] = monotonicUs();
       cpuAfter = cpuMs(subject.pid);
+      splitAfter = cpuSnapshot(subject.pid, mock.pid, stats?.pid);
       upstreamAfter = await mockCounts(mockUrl);
-      if (stats) redisAfter = await commandCalls(stats);
+      if (stats) redisAfter = await commandCalls(stats.client);
     },
   });
   const latency = await paced({
@@ -255,6 +302,7 @@ async function measure(subject: Subject, mockUrl: string, stats: Redis | null): 
     name: subject.name,
     saturation,
     cpuMsPerRequest: (cpuAfter - cpuBefore) / Math.max(1, saturation.requests),
+    cpuBreakdown: perRequest(splitAfter, splitBefore, saturation.requests),
     // Minus the /stats call itself (one connection of its own, as fetch does not reuse ours).
     upstreamConnectionsPerRequest:
       (upstreamAfter.connections - upstreamBefore.connections - 1) /
@@ -434,7 +482,13 @@ async function main(): Promise<void> {
     const results: Measured[] = [];
     for (const subject of subjects) {
       process.stderr.write(`measuring ${subject.name} …\n`);
-      results.push(await measure(subject, mock.url, subject === subjects[3] ? stats : null));
+      results.push(
+        await measure(
+          subject,
+          mock,
+          subject === subjects[3] ? { client: stats, pid: redis.process.pid as number } : null,
+        ),
+      );
     }
     const g = subjects[3] as Subject;
     process.stderr.write('round trips under MONITOR …\n');
@@ -481,6 +535,10 @@ function print(run: {
   const tripsPerRequest =
     [...run.trips.fromClients.values()].reduce((sum, n) => sum + n, 0) / Math.max(1, run.trips.requests);
   const tokenOverheadMs = (g.stream20Ms - a.stream20Ms) / STREAM_CHUNKS;
+  // Every core's CPU time per second, shared by every process of the run.
+  const budgetMs = (availableParallelism() * 1000) / (GOAL_RPS_SHARE_OF_B * b.saturation.perSecond);
+  const split = g.cpuBreakdown;
+  const othersMs = split.redis + split.postgres + split.mock + split.loadGenerator;
   const marginalMs = (g.stream20Ms - g.stream1Ms - (a.stream20Ms - a.stream1Ms)) / (STREAM_CHUNKS - 1);
   const rows = run.results.map((r) => [
     r.name,
@@ -547,6 +605,22 @@ function print(run: {
     `- ${SLOW_STREAMS} concurrent slow streams (${SLOW_CHUNKS} chunks × ${SLOW_DELAY_MS} ms): ${run.slow.ok} complete (${run.slow.tally.describe()}) in ${fixed(run.slow.wallMs / 1000, 1)} s; ` +
       `G RSS ${fixed(run.slow.rssBaselineMiB, 0)} MiB before, ${fixed(run.slow.rssPeakMiB, 0)} MiB peak (sampled every 100 ms)`,
     `- RSS peak over the whole run (VmHWM before the slow streams): ${fixed(g.rss.peak, 0)} MiB`,
+    '',
+    `machine CPU per request over the non-streaming saturation window (ms; ${availableParallelism()} cores, which every process shares)`,
+    table(
+      ['target', 'target', 'mock upstream', 'load generator', 'Redis', 'PostgreSQL', 'whole machine'],
+      run.results.map((r) => [
+        r.name,
+        fixed(r.cpuBreakdown.target, 3),
+        fixed(r.cpuBreakdown.mock, 3),
+        fixed(r.cpuBreakdown.loadGenerator, 3),
+        r === g ? fixed(r.cpuBreakdown.redis, 3) : '-',
+        r === g ? fixed(r.cpuBreakdown.postgres, 3) : '-',
+        fixed(r.cpuBreakdown.machine, 3),
+      ]),
+    ),
+    `- budget: at ${GOAL_RPS_SHARE_OF_B} × B's rate (${fixed(GOAL_RPS_SHARE_OF_B * b.saturation.perSecond, 0)} req/s) the machine has ${fixed(budgetMs, 3)} ms of CPU per request; ` +
+      `at G's rate Redis + PostgreSQL + mock + load generator already took ${fixed(othersMs, 3)} ms, leaving G ${fixed(budgetMs - othersMs, 3)} ms (G used ${fixed(g.cpuBreakdown.target, 3)}; B uses ${fixed(b.cpuBreakdown.target, 3)} without enforcement)`,
     '',
     'ratios',
     `- req/s: G/B ${fixed(g.saturation.perSecond / b.saturation.perSecond, 2)}, G/B2 ${fixed(g.saturation.perSecond / b2.saturation.perSecond, 2)}, B/A ${fixed(b.saturation.perSecond / a.saturation.perSecond, 2)}`,
