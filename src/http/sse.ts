@@ -53,9 +53,10 @@ export function sseResponse<E extends AppEnv>(
     },
     { highWaterMark: HIGH_WATER_BYTES, size: (chunk) => chunk.byteLength },
   );
-  // A plain field, not a getter: a getter in an object literal made per response kept each
-  // response's objects alive through young-generation collections (its closure lands in the
-  // object's map), promoting a tenth of all allocation while streaming (measured, --trace-gc-nvp).
+  // A plain field, not a getter: with a getter in this object literal (one per response) each
+  // response's objects survived young-generation collections — measured with --trace-gc-nvp on a
+  // bare Hono server streaming through sseResponse, 1.2 MB promoted per scavenge (a tenth of all
+  // allocation) with the getter, 0.02 MB without.
   const stream: { aborted: boolean } & SseStream = {
     aborted: false,
     write(...data: string[]) {
