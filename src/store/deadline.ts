@@ -5,30 +5,17 @@
  * So the verdict waits for `setImmediate`, which runs after the poll phase has read what arrived;
  * only a reply that has really not come by then is a timeout. (ioredis's own `commandTimeout`
  * judges at the timer, and under a burst of 1,000 streams it reported a healthy Redis as down.)
- * `sent`, when given, resolves when the command has really been written (a batch held until the
- * end of the loop's turn): the `ms` run from then.
  */
-export function withDeadline<T>(
-  promise: Promise<T>,
-  ms: number,
-  timeout: () => Error,
-  sent?: Promise<void>,
-): Promise<T> {
+export function withDeadline<T>(promise: Promise<T>, ms: number, timeout: () => Error): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     let settled = false;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const arm = () => {
-      if (settled) return;
-      timer = setTimeout(() => {
-        setImmediate(() => {
-          if (settled) return;
-          settled = true;
-          reject(timeout());
-        });
-      }, ms);
-    };
-    if (sent === undefined) arm();
-    else sent.then(arm);
+    const timer = setTimeout(() => {
+      setImmediate(() => {
+        if (settled) return;
+        settled = true;
+        reject(timeout());
+      });
+    }, ms);
     promise.then(
       (value) => {
         if (settled) return;

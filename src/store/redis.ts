@@ -1,4 +1,3 @@
-import type { Socket } from 'node:net';
 import { Redis, type RedisOptions, ReplyError } from 'ioredis';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -44,8 +43,7 @@ function connectionOptions(keyPrefix?: string): Omit<RedisOptions, 'replyMapping
 export function redisRunner(options: RedisStoreOptions): ScriptRunner & { readonly client: Redis } {
   const client = new Redis(options.url, connectionOptions(options.keyPrefix));
   const timedOut = () => new Error(`Redis did not answer within ${COMMAND_TIMEOUT_MS} ms`);
-  const bounded = <T>(command: Promise<T>, sent?: Promise<void>) =>
-    withDeadline(command, COMMAND_TIMEOUT_MS, timedOut, sent);
+  const bounded = <T>(command: Promise<T>) => withDeadline(command, COMMAND_TIMEOUT_MS, timedOut);
   let lastErrorLoggedAt = 0;
   // Without a listener, a connection blip is an unhandled 'error' event and kills the process.
   client.on('error', (error: Error) => {
@@ -56,7 +54,6 @@ export function redisRunner(options: RedisStoreOptions): ScriptRunner & { readon
   });
 
   let closed = false;
-  const batched = batchWritesPerTurn(client);
   return {
     engine: 'redis',
     client,
@@ -64,8 +61,7 @@ export function redisRunner(options: RedisStoreOptions): ScriptRunner & { readon
       const script = SCRIPTS[name];
       try {
         try {
-          const sent = batched();
-          return (await bounded(client.evalsha(script.sha1, keys.length, ...keys, ...args), sent)) as Reply;
+          return (await bounded(client.evalsha(script.sha1, keys.length, ...keys, ...args))) as Reply;
         } catch (error) {
           if (!(isReplyError(error) && error.message.startsWith('NOSCRIPT'))) throw error;
           return (await bounded(client.eval(script.source, keys.length, ...keys, ...args))) as Reply;
@@ -88,37 +84,6 @@ export function redisRunner(options: RedisStoreOptions): ScriptRunner & { readon
         client.disconnect();
       }
     },
-  };
-}
-
-/**
- * Returns a function to call before each script call: it corks the connection until the end of
- * this turn of the event loop (setImmediate runs after the poll phase), so the script calls of
- * every request handled in one turn reach Redis in one write. Each write is a syscall that also
- * wakes Redis; with the two calls per request written one by one they were the largest single
- * item of the gateway's CPU profile (16 %; ~5 % batched — ~4 calls per write at saturation
- * here). A turn at low load holds one request, so nothing waits. ioredis's own auto-pipelining
- * batches per `process.nextTick`, i.e. per request, which measured no better.
- */
-function batchWritesPerTurn(client: Redis): () => Promise<void> | undefined {
-  let batch: Promise<void> | undefined;
-  return () => {
-    if (batch !== undefined) return batch;
-    // ioredis's connection; absent or dead while it (re)connects — its offline queue holds the
-    // command then, and its deadline starts at once.
-    const socket = (client as unknown as { stream?: Socket }).stream;
-    if (socket === undefined || socket.destroyed) return undefined;
-    socket.cork();
-    // Settles once the batch is written: each command's deadline runs from then, so a long turn
-    // of the loop (a burst) does not eat into the time Redis has to answer.
-    batch = new Promise<void>((resolve) => {
-      setImmediate(() => {
-        batch = undefined;
-        socket.uncork();
-        resolve();
-      });
-    });
-    return batch;
   };
 }
 

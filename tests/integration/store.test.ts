@@ -1,11 +1,6 @@
-import { randomBytes } from 'node:crypto';
-import type { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createLogger } from '../../src/observability/logger.js';
 import { memoryStore, redisStore } from '../../src/store/index.js';
-import { redisRunner } from '../../src/store/redis.js';
-import { createStore } from '../../src/store/store.js';
-import { admitInput, uniqueTenant } from '../support/engines.js';
 import { freePort, type RedisServer, startRedisServer } from '../support/redis-server.js';
 
 describe('redis store', () => {
@@ -28,41 +23,6 @@ describe('redis store', () => {
       await expect(store.ping()).rejects.toThrow();
     } finally {
       await store.close();
-    }
-  });
-
-  it('script calls made in one turn of the event loop reach Redis in one write', async () => {
-    const log = createLogger({ level: 'silent' });
-    const runner = redisRunner({
-      url: inject('redisUrl'),
-      log,
-      keyPrefix: `sgtest:${randomBytes(6).toString('hex')}:`,
-    });
-    const store = createStore(runner, { log });
-    try {
-      const tenantId = uniqueTenant();
-      await store.credit({ tenantId, grantId: 'g', amountMicro: 1_000_000n });
-      // Every write ioredis makes passes through the socket's _write or _writev.
-      const socket = (runner.client as unknown as { stream: Socket }).stream as Socket & {
-        _write: (...args: unknown[]) => void;
-        _writev: (...args: unknown[]) => void;
-      };
-      let writes = 0;
-      const write = socket._write;
-      const writev = socket._writev;
-      socket._write = function (this: Socket, ...args: unknown[]) {
-        writes += 1;
-        return write.apply(this, args);
-      };
-      socket._writev = function (this: Socket, ...args: unknown[]) {
-        writes += 1;
-        return writev.apply(this, args);
-      };
-      const admitted = await Promise.all(Array.from({ length: 10 }, () => store.admit(admitInput(tenantId))));
-      expect(admitted.map((result) => result.status)).toEqual(Array(10).fill('ADMITTED'));
-      expect(writes).toBe(1);
-    } finally {
-      await runner.close();
     }
   });
 
