@@ -7,7 +7,7 @@ import type { Hono } from 'hono';
 import { Redis } from 'ioredis';
 import { createDb } from '../../db/index.js';
 import { createApp, createNotReadyApp } from '../app.js';
-import { type Config, isEmbedded } from '../config.js';
+import { type Config, isEmbedded, warnNotYetInEffect } from '../config.js';
 import type { AppEnv } from '../http/context.js';
 import { maintainSigningKeys } from '../jobs/signing-maintenance.js';
 import { type Peppers, parsePeppers } from '../keys/peppers.js';
@@ -157,6 +157,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   const { port } = server.address() as AddressInfo;
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   log.info({ url }, 'listening');
+  warnNotYetInEffect(config, log);
 
   let built: { services: Services; close: () => Promise<void> } | undefined;
   let maintenance: ReturnType<typeof setInterval> | undefined;

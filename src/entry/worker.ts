@@ -2,7 +2,7 @@ import type { Hono } from 'hono';
 // postgres.ts directly, not db/index.ts: the bundle must never pull PGlite in.
 import { openPostgres } from '../../db/postgres.js';
 import { createApp, createNotReadyApp } from '../app.js';
-import { type Config, type Env, parseConfig } from '../config.js';
+import { type Config, type Env, parseConfig, warnNotYetInEffect } from '../config.js';
 import type { AppEnv } from '../http/context.js';
 import { type Peppers, parsePeppers } from '../keys/peppers.js';
 import { createPreAuthLimiter, type PreAuthLimiter } from '../limits/preauth.js';
@@ -127,6 +127,7 @@ function initIsolate(env: WorkerEnv): IsolateState {
       ? memoryStore({ log, metrics })
       : upstashStore({ ...config.upstash, log, metrics });
   if (config.upstash === undefined) log.warn('no UPSTASH_REDIS_REST_URL: limits and budgets are per isolate');
+  warnNotYetInEffect(config, log);
   log.info({ database: 'postgres', store: store.engine }, 'spicegate worker isolate ready');
   // Workers have no DATA_DIR: private keys come from SIGNING_PRIVATE_JWKS. A key created here
   // (first start without it) lives only as long as this isolate.

@@ -20,6 +20,33 @@ describe('spicegate serve with a bad configuration', () => {
   });
 });
 
+describe('spicegate serve with settings whose features have not landed', () => {
+  it('logs one warning naming each such variable that is set', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'sg-inert-'));
+    const gateway = spawnSpicegate(['serve'], {
+      PORT: '0',
+      DATA_DIR: dataDir,
+      NATS_URL: 'nats://127.0.0.1:4222',
+      OTEL_ENABLED: 'true',
+      NOWPAYMENTS_IPN_SECRET: 'an-ipn-secret',
+    });
+    try {
+      // NATS_URL is the last of them: the warnings come in one go, after 'listening'.
+      await gateway.waitForLog('NATS_URL is set but not yet in effect: its feature is not built');
+      const warned = gateway.lines
+        .filter((line) => line.level === 'warn' && typeof line.variable === 'string')
+        .map((line) => line.variable);
+      expect(warned).toEqual(['NOWPAYMENTS_IPN_SECRET', 'OTEL_ENABLED', 'NATS_URL']);
+      // The warning names the variable, never its value (a secret).
+      expect(JSON.stringify(gateway.lines)).not.toContain('an-ipn-secret');
+    } finally {
+      gateway.kill();
+      await gateway.exited;
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('spicegate serve on embedded defaults (PGlite + memory store)', () => {
   let dataDir: string;
   let gateway: GatewayProcess;

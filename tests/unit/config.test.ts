@@ -39,8 +39,16 @@ describe('parseConfig', () => {
         jwtClockSkewSeconds: 30,
         s2sTokenTtlSeconds: 60,
         adminTokenMaxTtlSeconds: 86_400,
+        notYetInEffect: [],
       },
     });
+  });
+
+  it('names each set variable whose feature has not landed, and OTEL_ENABLED only when true', () => {
+    const set = parse({ NATS_URL: 'nats://127.0.0.1:4222', OTEL_ENABLED: 'true', NOWPAYMENTS_API_KEY: 'np' });
+    expect(set.ok && set.config.notYetInEffect).toEqual(['NOWPAYMENTS_API_KEY', 'OTEL_ENABLED', 'NATS_URL']);
+    const off = parse({ OTEL_ENABLED: 'false' });
+    expect(off.ok && off.config.notYetInEffect).toEqual([]);
   });
 
   it('treats an empty or blank string as unset', () => {
@@ -142,6 +150,13 @@ describe('parseConfig', () => {
           issuer: 'https://idp.example',
           audience: 'spicegate',
         },
+        notYetInEffect: [
+          'NOWPAYMENTS_IPN_SECRET',
+          'NOWPAYMENTS_API_KEY',
+          'NOWPAYMENTS_API_URL',
+          'OTEL_ENABLED',
+          'NATS_URL',
+        ],
       },
     });
   });
