@@ -352,7 +352,10 @@ export function isEmbedded(config: Config): boolean {
 }
 
 /** One warning per variable that is set but whose feature has not landed. */
-export function warnNotYetInEffect(config: Config, log: { warn(fields: object, message: string): void }): void {
+export function warnNotYetInEffect(
+  config: Config,
+  log: { warn(fields: object, message: string): void },
+): void {
   for (const variable of config.notYetInEffect) {
     log.warn({ variable }, `${variable} is set but not yet in effect: its feature is not built`);
   }
