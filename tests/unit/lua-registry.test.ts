@@ -1,30 +1,46 @@
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import { GENERATED_PATH, renderRegistry } from '../../scripts/lua-registry.js';
 import { SCRIPTS } from '../../src/store/scripts.generated.js';
+
+const sha1 = (source: string) => createHash('sha1').update(source, 'utf8').digest('hex');
+
+async function released(): Promise<Record<string, string>> {
+  const record = JSON.parse(await readFile('lua/released.json', 'utf8')) as { sha1: Record<string, string> };
+  return record.sha1;
+}
+
+const fileOf = (name: string, version: number) => `${name}.v${version}.lua`;
 
 describe('the Lua script registry', () => {
   it('is what `npm run lua:registry` renders from lua/ today', async () => {
     expect(await readFile(GENERATED_PATH, 'utf8')).toBe(await renderRegistry());
   });
 
-  it('never changes a released script in place (a new behaviour is a new version file)', async () => {
-    const released = JSON.parse(await readFile('lua/released.json', 'utf8')) as {
-      sha1: Record<string, string>;
-    };
-    for (const [file, sha1] of Object.entries(released.sha1)) {
-      const source = await readFile(`lua/${file}`, 'utf8');
-      expect(
-        createHash('sha1').update(source, 'utf8').digest('hex'),
-        `lua/${file} changed after release`,
-      ).toBe(sha1);
+  it('calls only released scripts, each with the SHA-1 recorded when it shipped', async () => {
+    const record = await released();
+    for (const script of Object.values(SCRIPTS)) {
+      const file = fileOf(script.name, script.version);
+      expect(record[file], `${file} is not in lua/released.json`).toBeDefined();
+      expect(script.sha1, `${file} differs from its released bytes`).toBe(record[file]);
     }
   });
 
-  it('pins the SHA-1 Redis computes for each script', () => {
-    for (const script of Object.values(SCRIPTS)) {
-      expect(createHash('sha1').update(script.source, 'utf8').digest('hex')).toBe(script.sha1);
+  it('never changes a released file in place, and deletes one only once a newer version exists', async () => {
+    const files = new Set(await readdir('lua'));
+    for (const [file, recorded] of Object.entries(await released())) {
+      if (files.has(file)) {
+        expect(sha1(await readFile(`lua/${file}`, 'utf8')), `lua/${file} changed after release`).toBe(
+          recorded,
+        );
+        continue;
+      }
+      const [, name, version] = /^([a-z_]+)\.v(\d+)\.lua$/.exec(file) ?? [];
+      const successor = Object.values(SCRIPTS).find((script) => script.name === name);
+      expect(successor?.version, `lua/${file} was deleted without a newer version`).toBeGreaterThan(
+        Number(version),
+      );
     }
   });
 
