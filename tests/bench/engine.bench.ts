@@ -1,8 +1,9 @@
 /**
  * npm run bench:engine — the store engines under admission load: admit+finalize pairs per second
  * and the latency of one pair on the `redis` and `memory` engines at concurrency 1 and 64, and the
- * round trips one request costs with pool_gate off (goal 2) and on (goal 3). Prints the figures;
- * asserts nothing.
+ * round trips one request costs with pool_gate off (goal 2) and on (goal 3), and how long an admit
+ * takes to fail with `store_unavailable` on a frozen (SIGSTOP) Redis of its own, against the
+ * contract's 600 ms (DESIGN.md §1: 500 ms command timeout). Prints the figures; asserts nothing.
  *
  * REDIS_URL (default redis://127.0.0.1:6379): the Redis to measure. Every key goes under a random
  * prefix, deleted with SCAN+DEL at the end, so other data there is never touched.
@@ -14,10 +15,12 @@ import { Redis } from 'ioredis';
 import { newId } from '../../src/ids.js';
 import { createLogger } from '../../src/observability/logger.js';
 import type { AdmitLimits } from '../../src/store/contracts.js';
+import { StoreUnavailable } from '../../src/store/errors.js';
 import { memoryRunner } from '../../src/store/memory/index.js';
 import type { ScriptRunner } from '../../src/store/port.js';
 import { redisOptions, redisRunner } from '../../src/store/redis.js';
 import { createStore, type Store } from '../../src/store/store.js';
+import { startRedisServer } from '../support/redis-server.js';
 
 const REDIS_URL = process.env.REDIS_URL || 'redis://127.0.0.1:6379';
 // Load goes to this machine only.
@@ -94,10 +97,8 @@ function countRuns(inner: ScriptRunner): CountingRunner {
   return runner;
 }
 
-/** One request's store traffic: admit, (poolGate,) finalize. False when any step did not succeed. */
-async function pair(store: Store, tenant: Tenant, poolGate: boolean): Promise<boolean> {
-  const reservationId = newId('res');
-  const admitted = await store.admit({
+function admit(store: Store, tenant: Tenant, reservationId = newId('res')) {
+  return store.admit({
     ...tenant,
     pool: POOL,
     reservationId,
@@ -107,6 +108,12 @@ async function pair(store: Store, tenant: Tenant, poolGate: boolean): Promise<bo
     ttlMs: TTL_MS,
     limits: NO_LIMITS,
   });
+}
+
+/** One request's store traffic: admit, (poolGate,) finalize. False when any step did not succeed. */
+async function pair(store: Store, tenant: Tenant, poolGate: boolean): Promise<boolean> {
+  const reservationId = newId('res');
+  const admitted = await admit(store, tenant, reservationId);
   if (admitted.status !== 'ADMITTED') return false;
   let gated = true;
   if (poolGate) {
@@ -315,6 +322,40 @@ try {
   }
 }
 
+// The frozen-Redis answer: its own redis-server (never the measured one), frozen with SIGSTOP,
+// and FAULT_TRIES admits timed from the call to the StoreUnavailable.
+const FAULT_TRIES = 20;
+const FAULT_GOAL_MS = 600;
+async function timeToUnavailable(): Promise<{ p50Ms: number; p99Ms: number; maxMs: number; other: number }> {
+  const server = await startRedisServer();
+  const runner = redisRunner({ url: server.url, log });
+  const store = createStore(runner, { log });
+  const tenant: Tenant = { tenantId: newId('ten'), keyId: newId('key') };
+  const times: number[] = [];
+  let other = 0;
+  try {
+    await store.credit({ tenantId: tenant.tenantId, grantId: 'fault', amountMicro: CREDIT_MICRO });
+    server.process.kill('SIGSTOP');
+    for (let i = 0; i < FAULT_TRIES; i++) {
+      const startedAt = performance.now();
+      const outcome = await admit(store, tenant).then(
+        () => 'answered',
+        (error: unknown) => (error instanceof StoreUnavailable ? 'unavailable' : 'error'),
+      );
+      if (outcome === 'unavailable') times.push(performance.now() - startedAt);
+      else other++;
+    }
+  } finally {
+    server.process.kill('SIGCONT');
+    await runner.close();
+    await server.stop();
+  }
+  times.sort((a, b) => a - b);
+  const at = (q: number) => times[Math.min(times.length - 1, Math.floor(q * times.length))] ?? Number.NaN;
+  return { p50Ms: at(0.5), p99Ms: at(0.99), maxMs: times.at(-1) ?? Number.NaN, other };
+}
+const fault = await timeToUnavailable();
+
 const memory = countRuns(memoryRunner());
 results.push(await measure(memory, null));
 await memory.close();
@@ -390,4 +431,20 @@ for (const { engine, off, on } of results) {
     }
   }
 }
+out.push(
+  '',
+  `time to store_unavailable, frozen Redis (SIGSTOP), ${FAULT_TRIES} sequential admits (goal ≤ ${FAULT_GOAL_MS} ms)`,
+  table(
+    ['p50 ms', 'p99 ms', 'max ms', 'not unavailable', 'goal met'],
+    [
+      [
+        fixed(fault.p50Ms, 1),
+        fixed(fault.p99Ms, 1),
+        fixed(fault.maxMs, 1),
+        String(fault.other),
+        fault.p99Ms <= FAULT_GOAL_MS && fault.other === 0 ? 'yes' : 'no',
+      ],
+    ],
+  ),
+);
 console.log(out.join('\n'));

@@ -38,13 +38,13 @@ describe('the redis engine under faults', () => {
     expect(cached).toEqual([1]);
   });
 
-  it('a frozen Redis (SIGSTOP) is StoreUnavailable after the command timeout, never a denial', async () => {
+  // How long the answer takes (the contract's 600 ms) is a figure of `npm run bench:engine`.
+  it('a frozen Redis (SIGSTOP) is StoreUnavailable (503 store_unavailable), never a denial', async () => {
     redis.process.kill('SIGSTOP');
     try {
-      const startedAt = performance.now();
-      await expect(store.admit(admitInput(tenantId))).rejects.toBeInstanceOf(StoreUnavailable);
-      // Bounded by the 500 ms command timeout; the margin absorbs a loaded CI machine.
-      expect(performance.now() - startedAt).toBeLessThan(2_000);
+      const error = await store.admit(admitInput(tenantId)).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(StoreUnavailable);
+      expect(error).toMatchObject({ code: 'store_unavailable', status: 503 });
     } finally {
       redis.process.kill('SIGCONT');
     }
@@ -62,15 +62,12 @@ describe('the redis engine under faults', () => {
     expect((await admitted).status).toBe('ADMITTED');
   });
 
-  it('a stopped Redis is StoreUnavailable quickly, and calls succeed again once it restarts', async () => {
+  it('a stopped Redis is StoreUnavailable, and calls succeed again once it restarts', async () => {
     const { port } = redis;
     await redis.stop();
-    const startedAt = performance.now();
     const error = await store.admit(admitInput(tenantId)).catch((e: unknown) => e);
-    const elapsedMs = performance.now() - startedAt;
     expect(error).toBeInstanceOf(StoreUnavailable);
-    expect((error as StoreUnavailable).code).toBe('store_unavailable');
-    expect(elapsedMs).toBeLessThan(2_000);
+    expect(error).toMatchObject({ code: 'store_unavailable', status: 503 });
     await expect(store.snapshot(tenantId)).rejects.toBeInstanceOf(StoreUnavailable);
 
     redis = await startRedisServer({ port });
