@@ -3,7 +3,9 @@ import type { AddressInfo } from 'node:net';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { spend } from '../../db/schema/index.js';
+import { estimate } from '../../src/inference/estimate.js';
 import { createKey } from '../../src/keys/keys.js';
+import { costMicro } from '../../src/pricing/pricing.js';
 import { createTenant } from '../../src/tenants/tenants.js';
 import { createHarness, createHarnessOnOwnRedis, type Harness } from '../support/harness.js';
 import type { RedisServer } from '../support/redis-server.js';
@@ -113,40 +115,115 @@ describe('POST /api/v1/inference (local model)', () => {
   });
 });
 
+/**
+ * An OpenAI-compatible upstream that streams exactly `tokens` chunks and then holds the stream
+ * open, so a test knows exactly what the gateway relayed before its client left.
+ */
+async function holdingUpstream(tokens: number) {
+  let closed = false;
+  const server = createServer((req, res) => {
+    req.resume();
+    res.on('close', () => {
+      closed = true;
+    });
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    for (let i = 0; i < tokens; i++) {
+      res.write(`data: {"choices":[{"index":0,"delta":{"content":"t${i} "}}]}\n\n`);
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}/v1`,
+    /** The gateway dropped its upstream call. */
+    closed: () => closed,
+    close: () => {
+      server.closeAllConnections();
+      server.close();
+    },
+  };
+}
+
 describe('a client that disconnects mid-stream', () => {
+  const PROMPT = 'stream then leave';
+  const DELIVERED = 3;
+  let upstream: Awaited<ReturnType<typeof holdingUpstream>>;
   let harness: Harness;
   beforeAll(async () => {
-    harness = await createHarness({ config: { localModelTokens: 32, localModelDelayMs: 20 } });
+    upstream = await holdingUpstream(DELIVERED);
+    harness = await createHarness({ config: { upstream: 'openai', upstreamUrl: upstream.url } });
   });
-  afterAll(() => harness.close());
+  afterAll(async () => {
+    await harness.close();
+    upstream.close();
+  });
 
-  it('is billed for what was delivered (prompt included); the rest is released', async () => {
+  /** The prompt's reserved tokens plus the tokens relayed, at the tier-4 default pool's price. */
+  function exactBill(): bigint {
+    const { prices } = harness.services.config;
+    return costMicro('standard', estimate('standard', PROMPT, 32, prices).promptTokens + DELIVERED, prices);
+  }
+
+  async function settledAfterLeaving(tenantId: string) {
+    await vi.waitFor(() => expect(upstream.closed()).toBe(true), { timeout: 3_000 });
+    await vi.waitFor(async () =>
+      expect((await harness.services.store.snapshot(tenantId)).reservedMicro).toBe(0n),
+    );
+    return harness.services.store.snapshot(tenantId);
+  }
+
+  it('is billed exactly the prompt and the tokens delivered; the rest is released', async () => {
     const { tenantId, key } = await setup(harness, { tier: 4, creditMicro: 1_000_000n });
     const controller = new AbortController();
-    const response = await infer(
-      harness,
-      key,
-      { prompt: 'stream then leave', max_tokens: 32 },
-      controller.signal,
-    );
+    const response = await infer(harness, key, { prompt: PROMPT, max_tokens: 32 }, controller.signal);
     const reader = (response.body as ReadableStream<Uint8Array>).getReader();
     let received = '';
-    while ((received.match(/"type":"token"/g) ?? []).length < 3) {
+    while ((received.match(/"type":"token"/g) ?? []).length < DELIVERED) {
       const { value } = await reader.read();
       received += new TextDecoder().decode(value);
     }
     controller.abort();
     await reader.cancel().catch(() => undefined);
 
-    let snapshot = await harness.services.store.snapshot(tenantId);
-    for (let i = 0; i < 50 && snapshot.reservedMicro !== 0n; i += 1) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-      snapshot = await harness.services.store.snapshot(tenantId);
+    const snapshot = await settledAfterLeaving(tenantId);
+    expect(snapshot.committedMicro).toBe(exactBill());
+  });
+
+  it('over a real socket (Node reads the response closing early): billed exactly the same', async () => {
+    const { tenantId, key } = await setup(harness, { tier: 4, creditMicro: 1_000_000n });
+    const served = await serve(harness.app);
+    try {
+      const body = JSON.stringify({ prompt: PROMPT, max_tokens: 32 });
+      let received = '';
+      const gotTokens = new Promise<void>((resolve) => {
+        const client = httpRequest(`${served.url}/api/v1/inference`, {
+          method: 'POST',
+          headers: {
+            authorization: `Bearer ${key}`,
+            'content-type': 'application/json',
+            'content-length': String(Buffer.byteLength(body)),
+          },
+        });
+        client.on('error', () => {});
+        client.on('response', (response) => {
+          response.on('error', () => {});
+          response.setEncoding('utf8').on('data', (chunk: string) => {
+            received += chunk;
+            if ((received.match(/"type":"token"/g) ?? []).length >= DELIVERED) {
+              // The caller hangs up mid-stream: the socket goes, nothing more is read.
+              client.destroy();
+              resolve();
+            }
+          });
+        });
+        client.end(body);
+      });
+      await gotTokens;
+      const snapshot = await settledAfterLeaving(tenantId);
+      expect(snapshot.committedMicro).toBe(exactBill());
+    } finally {
+      await served.close();
     }
-    // Prompt of 5 tokens + 32 completion tokens was reserved (37 µ); fewer were delivered.
-    expect(snapshot.reservedMicro).toBe(0n);
-    expect(snapshot.committedMicro).toBeGreaterThanOrEqual(5n + 3n);
-    expect(snapshot.committedMicro).toBeLessThan(37n);
   });
 });
 
