@@ -3,6 +3,7 @@ import { type Caller, resolveCaller } from '../src/auth/caller.js';
 import { AppError, toTRPCError } from '../src/errors.js';
 import type { Logger } from '../src/observability/logger.js';
 import type { Services } from '../src/services.js';
+import { isTenantFrozen } from '../src/tenants/tenants.js';
 
 /** What every procedure receives. `caller` is narrowed by the base procedures below. */
 export type Context = {
@@ -113,12 +114,30 @@ function tenantResolver(caller: Exclude<Caller, { kind: 'anonymous' }>) {
   };
 }
 
-/** Tenant-scoped changes: a member on its own tenant, or an admin naming one (never an operator). */
-export const memberWriteProcedure = publicProcedure.use(({ ctx, next }) => {
+/**
+ * For calls on one object with a global id (a key): the tenant it must belong to — a member's
+ * own — or, for an admin or operator who named none, `undefined` (the object's own tenant).
+ */
+function scopeResolver(caller: Exclude<Caller, { kind: 'anonymous' }>) {
+  const tenantFor = tenantResolver(caller);
+  return (requested: string | undefined): string | undefined =>
+    caller.kind === 'member' ? tenantFor(requested) : requested;
+}
+
+/**
+ * Tenant-scoped changes: a member on its own tenant, or an admin naming one (never an operator).
+ * A frozen tenant's members change nothing; admins still can (to unfreeze it, to revoke its keys).
+ * The freeze check is one primary-key read, made only on member mutations.
+ */
+export const memberWriteProcedure = publicProcedure.use(async ({ ctx, next }) => {
   const caller = requireCaller(ctx);
   if (caller.kind === 'operator')
     throw new TRPCError({ code: 'FORBIDDEN', message: 'Operators are read-only' });
-  return next({ ctx: { ...ctx, caller, tenantFor: tenantResolver(caller) } });
+  if (caller.kind === 'member' && (await isTenantFrozen(ctx.services, caller.tenantId)))
+    throw toTRPCError(new AppError('tenant_frozen', `Tenant ${caller.tenantId} is frozen`));
+  return next({
+    ctx: { ...ctx, caller, tenantFor: tenantResolver(caller), scopeFor: scopeResolver(caller) },
+  });
 });
 
 /**
@@ -128,5 +147,7 @@ export const memberWriteProcedure = publicProcedure.use(({ ctx, next }) => {
  */
 export const memberProcedure = publicProcedure.use(({ ctx, next }) => {
   const caller = requireCaller(ctx);
-  return next({ ctx: { ...ctx, caller, tenantFor: tenantResolver(caller) } });
+  return next({
+    ctx: { ...ctx, caller, tenantFor: tenantResolver(caller), scopeFor: scopeResolver(caller) },
+  });
 });

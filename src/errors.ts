@@ -13,6 +13,7 @@ const ERRORS = {
   budget_exceeded: { status: 402, trpc: 'PAYMENT_REQUIRED' },
   forbidden: { status: 403, trpc: 'FORBIDDEN' },
   pool_not_allowed: { status: 403, trpc: 'FORBIDDEN' },
+  tenant_frozen: { status: 403, trpc: 'FORBIDDEN' },
   not_found: { status: 404, trpc: 'NOT_FOUND' },
   method_not_allowed: { status: 405, trpc: 'METHOD_NOT_SUPPORTED' },
   conflict: { status: 409, trpc: 'CONFLICT' },

@@ -20,7 +20,10 @@ const CreateKeyInput = v.object({
 
 const ById = v.object({ tenantId: v.optional(TenantId), id: KeyId });
 
-/** API keys of one tenant: members act on their own, admins name the tenant. */
+/**
+ * API keys of one tenant: members act on their own, admins name the tenant. Key ids are global, so
+ * an admin or operator may name a key alone; a tenantId that does not own the key is NOT_FOUND.
+ */
 export const keysRouter = router({
   create: memberWriteProcedure
     .input(CreateKeyInput)
@@ -30,10 +33,10 @@ export const keysRouter = router({
     .query(({ ctx, input }) => listKeys(ctx.services, ctx.tenantFor(input.tenantId))),
   get: memberProcedure
     .input(ById)
-    .query(({ ctx, input }) => getKey(ctx.services, ctx.tenantFor(input.tenantId), input.id)),
+    .query(({ ctx, input }) => getKey(ctx.services, ctx.scopeFor(input.tenantId), input.id)),
   revoke: memberWriteProcedure
     .input(ById)
-    .mutation(({ ctx, input }) => revokeKey(ctx.services, ctx.tenantFor(input.tenantId), input.id)),
+    .mutation(({ ctx, input }) => revokeKey(ctx.services, ctx.scopeFor(input.tenantId), input.id)),
   rotate: memberWriteProcedure
     .input(
       v.object({
@@ -41,7 +44,7 @@ export const keysRouter = router({
         graceSeconds: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(7 * 86_400))),
       }),
     )
-    .mutation(({ ctx, input }) => rotateKey(ctx.services, ctx.tenantFor(input.tenantId), input)),
+    .mutation(({ ctx, input }) => rotateKey(ctx.services, ctx.scopeFor(input.tenantId), input)),
   update: memberWriteProcedure
     .input(
       v.object({
@@ -51,5 +54,5 @@ export const keysRouter = router({
         monthlyCapMicro: v.optional(v.nullable(Micro)),
       }),
     )
-    .mutation(({ ctx, input }) => updateKey(ctx.services, ctx.tenantFor(input.tenantId), input)),
+    .mutation(({ ctx, input }) => updateKey(ctx.services, ctx.scopeFor(input.tenantId), input)),
 });

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { TRPCClientError } from '@trpc/client';
 import { createDb } from '../../db/index.js';
-import { type Client, createClient } from '../client.js';
+import { createClient } from '../client.js';
 import { type Config, isEmbedded } from '../config.js';
 import { loadConfigOrExit } from './env.js';
 import { main as serve } from './node.js';
@@ -20,7 +20,11 @@ const USAGE = `usage: spicegate <command> [options]
   credits balance [--tenant ID]           credited, committed, reserved, available
   key create --tenant ID --name NAME [--sandbox]
                                           create an API key (the key is shown this once)
-  key revoke --id KEY_ID [--tenant ID]    revoke an API key
+  key list [--tenant ID]                  list a tenant's API keys (an admin names the tenant)
+  key revoke --id KEY_ID                  revoke an API key
+  key rotate --id KEY_ID [--grace SECONDS]
+                                          a new key with the same settings; the old one is
+                                          revoked now or after the grace period
   token --role admin|operator|member [--tenant ID] [--ttl SECONDS]
                                           issue a tRPC bearer token (prints it)
   signing-key rotate                      start a signing key rotation
@@ -50,6 +54,7 @@ async function run(argv: string[]): Promise<number> {
       'grant-id': { type: 'string' },
       sandbox: { type: 'boolean' },
       id: { type: 'string' },
+      grace: { type: 'string' },
       field: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -120,11 +125,29 @@ async function run(argv: string[]): Promise<number> {
         process.stderr.write('spicegate: this is the only time the key is shown; store it now\n');
         return 0;
       }
+      if (subcommand === 'list') {
+        print(await client.keys.list.query(values.tenant === undefined ? {} : { tenantId: values.tenant }));
+        return 0;
+      }
+      // Key ids are global: the gateway finds the key's tenant (--tenant, if given, must own it).
+      const byId = { ...(values.tenant === undefined ? {} : { tenantId: values.tenant }) };
       if (subcommand === 'revoke') {
         if (values.id === undefined) throw new UsageError('key revoke needs --id');
-        const id = values.id;
-        const tenantId = values.tenant ?? (await keyOwner(client, id));
-        print(await client.keys.revoke.mutate({ id, ...(tenantId === undefined ? {} : { tenantId }) }));
+        print(await client.keys.revoke.mutate({ ...byId, id: values.id }));
+        return 0;
+      }
+      if (subcommand === 'rotate') {
+        if (values.id === undefined) throw new UsageError('key rotate needs --id');
+        const graceSeconds = values.grace === undefined ? undefined : Number(values.grace);
+        if (graceSeconds !== undefined && !Number.isInteger(graceSeconds))
+          throw new UsageError('--grace must be whole seconds');
+        const rotated = await client.keys.rotate.mutate({
+          ...byId,
+          id: values.id,
+          ...(graceSeconds === undefined ? {} : { graceSeconds }),
+        });
+        print(rotated);
+        process.stderr.write('spicegate: this is the only time the new key is shown; store it now\n');
         return 0;
       }
       throw new UsageError(`unknown key command: ${subcommand ?? '(none)'}`);
@@ -177,24 +200,6 @@ async function migrate(config: Config): Promise<number> {
   } finally {
     await database.close();
   }
-}
-
-/**
- * The tenant of a key, for an admin who named only the key: found through `tenants.list` and
- * `keys.list` (one batched request). Undefined for a member token: its tenant is implied.
- */
-async function keyOwner(client: Client, keyId: string): Promise<string | undefined> {
-  let tenants: { id: string }[];
-  try {
-    tenants = await client.admin.tenants.list.query();
-  } catch (error) {
-    if (error instanceof TRPCClientError && error.data?.code === 'FORBIDDEN') return undefined;
-    throw error;
-  }
-  const lists = await Promise.all(tenants.map((tenant) => client.keys.list.query({ tenantId: tenant.id })));
-  const owner = tenants.find((_, index) => lists[index]?.some((key) => key.id === keyId));
-  if (owner === undefined) throw new Error(`No key ${keyId}`);
-  return owner.id;
 }
 
 async function clientFor(config: Config, values: { url?: string | undefined; token?: string | undefined }) {

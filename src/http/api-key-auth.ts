@@ -9,7 +9,8 @@ export type KeyEnv = AppEnv & { Variables: AppEnv['Variables'] & { apiKey: Verif
 
 /**
  * `Authorization: Bearer sg_…` on the caller routes. Every failure — no header, a malformed one,
- * an unknown prefix, a wrong secret, a revoked key, a frozen tenant — gets the same 401 body.
+ * an unknown prefix, a wrong secret, a revoked key — gets the same 401 body. A valid key of a
+ * frozen tenant gets 403 `tenant_frozen`: its holder already knows the key is real.
  */
 export function requireApiKey(
   services: Services,
@@ -17,12 +18,14 @@ export function requireApiKey(
 ): MiddlewareHandler<KeyEnv> {
   return async (c, next) => {
     const token = bearerToken(c.req.header('authorization'));
-    const key = token === undefined ? undefined : await services.keys.verify(token);
-    if (key === undefined) {
+    const checked = token === undefined ? undefined : await services.keys.check(token);
+    if (checked?.ok !== true) {
+      if (checked?.reason === 'tenant_frozen')
+        return render(c, new AppError('tenant_frozen', 'This tenant is frozen; ask its administrator'));
       c.header('WWW-Authenticate', 'Bearer');
       return render(c, new AppError('unauthorized', 'A valid API key is required'));
     }
-    c.set('apiKey', key);
+    c.set('apiKey', checked.key);
     await next();
   };
 }

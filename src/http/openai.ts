@@ -40,6 +40,7 @@ const OPENAI_TYPES: Partial<Record<ErrorCode, string>> = {
   budget_exceeded: 'insufficient_quota',
   rate_limited: 'rate_limit_error',
   forbidden: 'permission_error',
+  tenant_frozen: 'permission_error',
   not_found: 'not_found_error',
 };
 

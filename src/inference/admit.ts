@@ -11,6 +11,11 @@ import type { Estimate } from './estimate.js';
 // reaper release a reservation before its finalize (DESIGN.md §1).
 export const RESERVATION_TTL_MS = 300_000;
 
+// Sandbox limits hold per tenant across all its sandbox keys (DESIGN.md §6), revoked ones included:
+// they share this one limit subject in place of a key id (never a key id: those are key_…), so
+// the key_rpm and key_tpd counters, under the tenant's hash tag, are the tenant's sandbox counters.
+export const SANDBOX_SUBJECT = 'sandbox';
+
 export type Admission =
   | { ok: true; reservationId: string; headers: Record<string, string>; nearThreshold: boolean }
   | { ok: false; error: AppError; headers: Record<string, string> };
@@ -25,7 +30,7 @@ export async function admitRequest(
   const nowMs = services.clock.now();
   const result = await services.store.admit({
     tenantId: key.tenantId,
-    keyId: key.id,
+    keyId: key.sandbox ? SANDBOX_SUBJECT : key.id,
     ...(request.userId === undefined ? {} : { userId: request.userId }),
     ...(request.channelId === undefined ? {} : { channelId: request.channelId }),
     pool: request.pool,

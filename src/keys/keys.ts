@@ -142,11 +142,23 @@ export async function listKeys(services: Services, tenantId: string): Promise<Ap
   return rows.map(toView);
 }
 
-export async function getKey(services: Services, tenantId: string, id: string): Promise<ApiKeyView> {
+/**
+ * The by-id calls below take the tenant the key must belong to, or `undefined` for any tenant: an
+ * admin may name a key alone, since key ids are global (DESIGN.md §6).
+ */
+export async function getKey(
+  services: Services,
+  tenantId: string | undefined,
+  id: string,
+): Promise<ApiKeyView> {
   return toView(await findKey(services, tenantId, id));
 }
 
-export async function revokeKey(services: Services, tenantId: string, id: string): Promise<ApiKeyView> {
+export async function revokeKey(
+  services: Services,
+  tenantId: string | undefined,
+  id: string,
+): Promise<ApiKeyView> {
   const row = await findKey(services, tenantId, id);
   const now = new Date(services.clock.now());
   const [updated] = await services.db
@@ -155,7 +167,7 @@ export async function revokeKey(services: Services, tenantId: string, id: string
     .where(and(eq(apiKeys.id, row.id), or(isNull(apiKeys.revokedAt), gt(apiKeys.revokedAt, now))))
     .returning();
   await announce(services);
-  services.log.info({ keyId: id, tenantId }, 'API key revoked');
+  services.log.info({ keyId: id, tenantId: row.tenantId }, 'API key revoked');
   return toView(updated ?? row);
 }
 
@@ -165,16 +177,12 @@ export async function revokeKey(services: Services, tenantId: string, id: string
  */
 export async function rotateKey(
   services: Services,
-  tenantId: string,
+  tenantId: string | undefined,
   input: { id: string; graceSeconds?: number | undefined },
-): Promise<{ id: string; key: string; prefix: string; oldKeyRevokedAt: string }> {
+): Promise<{ id: string; key: string; prefix: string; tenantId: string; oldKeyRevokedAt: string }> {
   const now = services.clock.now();
   const result = await services.db.transaction(async (tx) => {
-    const [old] = await tx
-      .select()
-      .from(apiKeys)
-      .where(and(eq(apiKeys.id, input.id), eq(apiKeys.tenantId, tenantId)))
-      .for('update');
+    const [old] = await tx.select().from(apiKeys).where(ofTenant(tenantId, input.id)).for('update');
     if (old === undefined) throw new AppError('not_found', `No key ${input.id}`);
     if (old.revokedAt !== null && old.revokedAt.getTime() <= now)
       throw new AppError('conflict', `Key ${input.id} is revoked`);
@@ -186,7 +194,7 @@ export async function rotateKey(
     const created = await insertKey(
       tx,
       services,
-      tenantId,
+      old.tenantId,
       {
         name: old.name,
         sandbox: old.sandbox,
@@ -197,11 +205,11 @@ export async function rotateKey(
       },
       old.id,
     );
-    return { ...created, oldKeyRevokedAt: revokeAt.toISOString() };
+    return { ...created, tenantId: old.tenantId, oldKeyRevokedAt: revokeAt.toISOString() };
   });
   await announce(services);
   services.log.info(
-    { keyId: input.id, newKeyId: result.id, tenantId, revokeAt: result.oldKeyRevokedAt },
+    { keyId: input.id, newKeyId: result.id, tenantId: result.tenantId, revokeAt: result.oldKeyRevokedAt },
     'API key rotated',
   );
   return result;
@@ -209,7 +217,7 @@ export async function rotateKey(
 
 export async function updateKey(
   services: Services,
-  tenantId: string,
+  tenantId: string | undefined,
   input: {
     id: string;
     rpmLimit?: number | null | undefined;
@@ -235,15 +243,18 @@ export async function updateKey(
   return toView(updated ?? row);
 }
 
-async function findKey(services: Services, tenantId: string, id: string): Promise<ApiKeyRow> {
-  const [row] = await services.db
-    .select()
-    .from(apiKeys)
-    .where(and(eq(apiKeys.id, id), eq(apiKeys.tenantId, tenantId)))
-    .limit(1);
+async function findKey(services: Services, tenantId: string | undefined, id: string): Promise<ApiKeyRow> {
+  const [row] = await services.db.select().from(apiKeys).where(ofTenant(tenantId, id)).limit(1);
   // Another tenant's key is "not found", exactly like a key that does not exist.
   if (row === undefined) throw new AppError('not_found', `No key ${id}`);
   return row;
+}
+
+/** The key `id`, within `tenantId` when one is given. */
+function ofTenant(tenantId: string | undefined, id: string) {
+  return tenantId === undefined
+    ? eq(apiKeys.id, id)
+    : and(eq(apiKeys.id, id), eq(apiKeys.tenantId, tenantId));
 }
 
 function isActive(now: Date) {

@@ -22,6 +22,15 @@ export interface VerifiedKey {
   monthlyCapMicro: bigint | null;
 }
 
+/**
+ * The verdict on a presented key: a valid key, or why not. `tenant_frozen` only for a key that
+ * is itself valid (right secret, not revoked), so it tells nothing to a caller without one.
+ */
+export type KeyCheck = { ok: true; key: VerifiedKey } | { ok: false; reason: 'invalid' | 'tenant_frozen' };
+
+const INVALID: KeyCheck = { ok: false, reason: 'invalid' };
+const FROZEN: KeyCheck = { ok: false, reason: 'tenant_frozen' };
+
 interface CachedKey {
   row: ApiKeyRow;
   tenantTier: number;
@@ -107,14 +116,20 @@ export class KeyVerifier {
     this.negative.clear();
   }
 
+  /** The key, or undefined for any key that may not be used (invalid, or of a frozen tenant). */
   async verify(presented: string): Promise<VerifiedKey | undefined> {
+    const checked = await this.check(presented);
+    return checked.ok ? checked.key : undefined;
+  }
+
+  async check(presented: string): Promise<KeyCheck> {
     const parsed = parseKey(presented);
-    if (parsed === undefined) return undefined;
+    if (parsed === undefined) return INVALID;
     const now = this.clock.now();
     const entry = await this.lookup(parsed.prefix, now);
     if (entry === undefined) {
       hashSecret(this.peppers.current.secret, this.dummySalt, parsed.secret);
-      return undefined;
+      return INVALID;
     }
     const { row } = entry;
     const pepper = this.peppers.get(row.pepperVersion);
@@ -128,11 +143,12 @@ export class KeyVerifier {
       pepper !== undefined && actual.length === expected.length && timingSafeEqual(actual, expected);
     // A revocation may lie in the future: the grace window of a rotation.
     const revoked = row.revokedAt !== null && row.revokedAt.getTime() <= now;
-    if (!matches || revoked || entry.tenantFrozen) return undefined;
+    if (!matches || revoked) return INVALID;
+    if (entry.tenantFrozen) return FROZEN;
 
     this.usage.set(row.id, now);
     if (row.pepperVersion !== this.peppers.current.version) void this.rehash(row, parsed.secret);
-    return {
+    const key: VerifiedKey = {
       id: row.id,
       tenantId: row.tenantId,
       tenantTier: entry.tenantTier,
@@ -144,6 +160,7 @@ export class KeyVerifier {
       tpdLimit: row.tpdLimit,
       monthlyCapMicro: row.monthlyCapMicro,
     };
+    return { ok: true, key };
   }
 
   private async lookup(prefix: string, now: number): Promise<CachedKey | undefined> {

@@ -22,6 +22,10 @@ export interface AdmitLimits {
 
 export interface AdmitInput {
   tenantId: string;
+  /**
+   * The subject of the key_rpm, key_tpd and key_monthly counters, recorded in the reservation (so
+   * finalize corrects the same key_tpd counter): the API key's id, or one id shared by keys.
+   */
   keyId: string;
   userId?: string;
   channelId?: string;

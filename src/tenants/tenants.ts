@@ -34,6 +34,16 @@ export async function getTenant(services: Services, id: string): Promise<Tenant>
   return toTenant(row);
 }
 
+/** Whether the tenant is frozen; false for a tenant that does not exist. */
+export async function isTenantFrozen(services: Services, id: string): Promise<boolean> {
+  const [row] = await services.db
+    .select({ frozen: tenants.frozen })
+    .from(tenants)
+    .where(eq(tenants.id, id))
+    .limit(1);
+  return row?.frozen ?? false;
+}
+
 /** Tier, monthly cap, freeze. A change reaches every instance's key caches within a second. */
 export async function updateTenant(
   services: Services,

@@ -69,7 +69,7 @@ describe('API key authentication', () => {
     }
   });
 
-  it('freezing a tenant stops its keys on a second instance within 5 s; unfreezing restores them', async () => {
+  it('freezing a tenant stops its keys (403) on a second instance within 5 s; unfreezing restores them', async () => {
     const second = await createHarness({ shareWith: harness });
     second.services.keys.start();
     try {
@@ -89,7 +89,7 @@ describe('API key authentication', () => {
           )
         ).status,
       ).toBe(200);
-      expect(await statusWithin5s(created.key, second)).toBe(401);
+      expect(await statusWithin5s(created.key, second)).toBe(403);
       await trpc(harness, harness.adminToken, 'admin.tenants.update', { id: tenantC, frozen: false }, 'POST');
       expect((await withKey(created.key)).status).toBe(200);
     } finally {
@@ -102,6 +102,9 @@ describe('API key authentication', () => {
     expect((await trpc(harness, memberB, 'keys.get', { id: keyA.id, tenantId: tenantA })).status).toBe(404);
     expect((await trpc(harness, memberB, 'keys.revoke', { id: keyA.id }, 'POST')).status).toBe(404);
     expect((await trpc(harness, memberB, 'keys.rotate', { id: keyA.id }, 'POST')).status).toBe(404);
+    expect((await trpc(harness, memberB, 'keys.update', { id: keyA.id, rpmLimit: 1 }, 'POST')).status).toBe(
+      404,
+    );
     expect(
       (await trpc(harness, memberB, 'keys.create', { name: 'x', tenantId: tenantA }, 'POST')).status,
     ).toBe(404);
@@ -129,6 +132,201 @@ describe('API key authentication', () => {
         )
       ).status,
     ).toBe(200);
+  });
+});
+
+describe('keys by id alone (key ids are global)', () => {
+  const keyOf = async (tenantId: string, name: string) =>
+    data<{ id: string; key: string }>(
+      await trpc(harness, harness.adminToken, 'keys.create', { name, tenantId }, 'POST'),
+    );
+
+  it('an admin gets, updates, rotates and revokes a key naming only its id', async () => {
+    const created = await keyOf(tenantA, 'leaked');
+    const got = await trpc(harness, harness.adminToken, 'keys.get', { id: created.id });
+    expect(got.status).toBe(200);
+    expect(data(got)).toMatchObject({ id: created.id, tenantId: tenantA });
+    const updated = await trpc(
+      harness,
+      harness.adminToken,
+      'keys.update',
+      { id: created.id, rpmLimit: 7 },
+      'POST',
+    );
+    expect(data(updated)).toMatchObject({ id: created.id, rpmLimit: 7 });
+
+    const rotated = data<{ id: string; key: string }>(
+      await trpc(harness, harness.adminToken, 'keys.rotate', { id: created.id }, 'POST'),
+    );
+    expect((await withKey(created.key)).status).toBe(401);
+    const info = await withKey(rotated.key);
+    expect(await info.json()).toMatchObject({ id: rotated.id, tenantId: tenantA, rpmLimit: 7 });
+
+    const revoked = await trpc(harness, harness.adminToken, 'keys.revoke', { id: rotated.id }, 'POST');
+    expect(revoked.status).toBe(200);
+    expect(data(revoked)).toMatchObject({ id: rotated.id, tenantId: tenantA, revokedAt: expect.any(String) });
+    expect((await withKey(rotated.key)).status).toBe(401);
+  });
+
+  it('an admin naming a tenant that does not own the key gets NOT_FOUND and changes nothing', async () => {
+    const created = await keyOf(tenantA, 'owned-by-a');
+    const wrong = { id: created.id, tenantId: tenantB };
+    expect((await trpc(harness, harness.adminToken, 'keys.get', wrong)).status).toBe(404);
+    for (const path of ['keys.revoke', 'keys.rotate', 'keys.update']) {
+      expect((await trpc(harness, harness.adminToken, path, { ...wrong, rpmLimit: 1 }, 'POST')).status).toBe(
+        404,
+      );
+    }
+    expect(await (await withKey(created.key)).json()).toMatchObject({ id: created.id, rpmLimit: 60 });
+    const right = await trpc(
+      harness,
+      harness.adminToken,
+      'keys.revoke',
+      { id: created.id, tenantId: tenantA },
+      'POST',
+    );
+    expect(right.status).toBe(200);
+  });
+
+  it('a member naming another tenant’s key id gets the same NOT_FOUND as for a key that does not exist', async () => {
+    const nobody = `key_${'0'.repeat(32)}`;
+    for (const [path, method] of [
+      ['keys.get', 'GET'],
+      ['keys.revoke', 'POST'],
+      ['keys.rotate', 'POST'],
+      ['keys.update', 'POST'],
+    ] as const) {
+      const theirs = await trpc(harness, memberB, path, { id: keyA.id }, method);
+      const missing = await trpc(harness, memberB, path, { id: nobody }, method);
+      expect(theirs.status, path).toBe(404);
+      expect(theirs.body.error?.message.replace(keyA.id, nobody)).toBe(missing.body.error?.message);
+    }
+    expect((await withKey(keyA.key)).status).toBe(200);
+  });
+
+  it('an operator reads a key by its id alone but cannot revoke, rotate or update it', async () => {
+    const operator = (
+      await issueCallerToken(harness.services, { role: 'operator', subject: 'op', ttlSeconds: 600 })
+    ).token;
+    const created = await keyOf(tenantB, 'watched');
+    const got = await trpc(harness, operator, 'keys.get', { id: created.id });
+    expect(data(got)).toMatchObject({ id: created.id, tenantId: tenantB });
+    for (const path of ['keys.revoke', 'keys.rotate', 'keys.update']) {
+      expect((await trpc(harness, operator, path, { id: created.id }, 'POST')).status, path).toBe(403);
+    }
+    expect((await withKey(created.key)).status).toBe(200);
+  });
+});
+
+describe('a frozen tenant', () => {
+  let tenantF: string;
+  let memberF: string;
+  let keyF: { id: string; key: string };
+  let revokedF: { id: string; key: string };
+
+  beforeAll(async () => {
+    tenantF = (await createTenant(harness.services, { name: 'F', tier: 4 })).id;
+    await harness.services.store.credit({ tenantId: tenantF, grantId: 'g', amountMicro: 1_000_000n });
+    memberF = (
+      await issueCallerToken(harness.services, {
+        role: 'member',
+        tenantId: tenantF,
+        subject: 'dev',
+        ttlSeconds: 600,
+      })
+    ).token;
+    keyF = data(await trpc(harness, memberF, 'keys.create', { name: 'f-key' }, 'POST'));
+    revokedF = data(await trpc(harness, memberF, 'keys.create', { name: 'f-old' }, 'POST'));
+    await trpc(harness, memberF, 'keys.revoke', { id: revokedF.id }, 'POST');
+    const frozen = await trpc(
+      harness,
+      harness.adminToken,
+      'admin.tenants.update',
+      { id: tenantF, frozen: true },
+      'POST',
+    );
+    expect(frozen.status).toBe(200);
+  });
+
+  const post = (path: string, key: string, body: unknown) =>
+    harness.request(path, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+
+  it('a valid key gets 403 tenant_frozen on the native route, in the DESIGN §4 shape', async () => {
+    const response = await post('/api/v1/inference', keyF.key, { prompt: 'hi', max_tokens: 1 });
+    expect(response.status).toBe(403);
+    expect(await response.json()).toEqual({
+      error: { code: 'tenant_frozen', message: expect.any(String), requestId: expect.any(String) },
+    });
+    expect(await harness.services.store.snapshot(tenantF)).toMatchObject({
+      committedMicro: 0n,
+      reservedMicro: 0n,
+    });
+  });
+
+  it('a valid key gets 403 tenant_frozen on the OpenAI route, in OpenAI’s error shape', async () => {
+    const response = await post('/v1/chat/completions', keyF.key, {
+      model: 'cheap',
+      messages: [{ role: 'user', content: 'hi' }],
+    });
+    expect(response.status).toBe(403);
+    expect(await response.json()).toEqual({
+      error: { message: expect.any(String), type: 'permission_error', param: null, code: 'tenant_frozen' },
+    });
+  });
+
+  it('a wrong secret or a revoked key of the frozen tenant still gets the plain 401', async () => {
+    const secret = keyF.key.split('_').at(-1) as string;
+    const tampered = `${keyF.key.slice(0, -1)}${secret.endsWith('a') ? 'b' : 'a'}`;
+    for (const key of [tampered, revokedF.key]) {
+      const native = await post('/api/v1/inference', key, { prompt: 'hi', max_tokens: 1 });
+      expect(native.status).toBe(401);
+      expect(((await native.json()) as { error: { code: string } }).error.code).toBe('unauthorized');
+      const openAi = await post('/v1/chat/completions', key, {
+        model: 'cheap',
+        messages: [{ role: 'user', content: 'hi' }],
+      });
+      expect(openAi.status).toBe(401);
+      expect(((await openAi.json()) as { error: { code: string } }).error.code).toBe('unauthorized');
+    }
+  });
+
+  it('its member can read but not change anything (403 tenant_frozen); an admin still can', async () => {
+    const refused = [
+      await trpc(harness, memberF, 'keys.create', { name: 'more' }, 'POST'),
+      await trpc(harness, memberF, 'keys.revoke', { id: keyF.id }, 'POST'),
+      await trpc(harness, memberF, 'keys.rotate', { id: keyF.id }, 'POST'),
+      await trpc(harness, memberF, 'keys.update', { id: keyF.id, rpmLimit: 1 }, 'POST'),
+    ];
+    for (const result of refused) {
+      expect(result.status).toBe(403);
+      expect(result.body.error?.data).toMatchObject({ code: 'FORBIDDEN', appCode: 'tenant_frozen' });
+    }
+    const listed = data<{ id: string; revokedAt: string | null; rpmLimit: number }[]>(
+      await trpc(harness, memberF, 'keys.list'),
+    );
+    expect(listed).toHaveLength(2);
+    expect(listed.find((key) => key.id === keyF.id)).toMatchObject({ revokedAt: null, rpmLimit: 60 });
+    expect((await trpc(harness, memberF, 'keys.get', { id: keyF.id })).status).toBe(200);
+    expect((await trpc(harness, memberF, 'billing.balance')).status).toBe(200);
+
+    // The admin revokes the leaked key and unfreezes the tenant; its member can act again.
+    expect((await trpc(harness, harness.adminToken, 'keys.revoke', { id: keyF.id }, 'POST')).status).toBe(
+      200,
+    );
+    const thawed = await trpc(
+      harness,
+      harness.adminToken,
+      'admin.tenants.update',
+      { id: tenantF, frozen: false },
+      'POST',
+    );
+    expect(thawed.status).toBe(200);
+    expect((await trpc(harness, memberF, 'keys.create', { name: 'after' }, 'POST')).status).toBe(200);
+    expect((await withKey(keyF.key)).status).toBe(401);
   });
 });
 

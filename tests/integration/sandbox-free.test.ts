@@ -1,7 +1,7 @@
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spend } from '../../db/schema/index.js';
-import { createKey } from '../../src/keys/keys.js';
+import { createKey, revokeKey } from '../../src/keys/keys.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { memoryStore } from '../../src/store/index.js';
 import { createTenant } from '../../src/tenants/tenants.js';
@@ -21,6 +21,21 @@ async function tenantWith(harness: Harness, creditMicro: bigint): Promise<string
 
 async function keyFor(harness: Harness, tenantId: string, sandbox: boolean): Promise<string> {
   return (await createKey(harness.services, tenantId, { name: sandbox ? 'try' : 'live', sandbox })).key;
+}
+
+/** A request's status and, when it streamed, the tokens it used (prompt and completion). */
+async function used(harness: Harness, key: string, body: Record<string, unknown>) {
+  const response = await infer(harness, key, body);
+  if (response.status !== 200) {
+    return {
+      status: response.status,
+      tokens: 0,
+      error: ((await response.json()) as { error: Record<string, unknown> }).error,
+    };
+  }
+  const done = events(await response.text()).at(-1);
+  expect(done?.type).toBe('done');
+  return { status: 200, tokens: done?.usage?.total_tokens ?? 0, error: undefined };
 }
 
 async function spendRows(harness: Harness, tenantId: string) {
@@ -144,6 +159,59 @@ describe.each(['redis', 'memory'] as const)('sandbox keys are free (%s engine)',
       limit: 10,
       remaining: 0,
     });
+  });
+
+  it('two sandbox keys of one tenant share its 10 requests a minute; another tenant is unaffected', async () => {
+    const tenantId = await tenantWith(harness, 0n);
+    const [first, second] = [await keyFor(harness, tenantId, true), await keyFor(harness, tenantId, true)];
+    for (let i = 0; i < 10; i += 1) {
+      // Alternating keys; distinct users, so the per-user burst bucket is not what refuses.
+      const result = await used(harness, i % 2 === 0 ? first : second, {
+        prompt: 'x',
+        max_tokens: 1,
+        user: `u${i}`,
+      });
+      expect(result.status, `request ${i + 1}`).toBe(200);
+    }
+    for (const key of [first, second, await keyFor(harness, tenantId, true)]) {
+      const limited = await used(harness, key, { prompt: 'x', max_tokens: 1, user: 'u10' });
+      expect(limited.status).toBe(429);
+      expect(limited.error).toMatchObject({ code: 'rate_limited', dimension: 'key_rpm', limit: 10 });
+    }
+    const other = await tenantWith(harness, 0n);
+    const elsewhere = await used(harness, await keyFor(harness, other, true), { prompt: 'x', max_tokens: 1 });
+    expect(elsewhere.status).toBe(200);
+  });
+
+  it('creating, using and revoking sandbox keys in turn gets no more than 10,000 free tokens a day', async () => {
+    const tenantId = await tenantWith(harness, 0n);
+    let total = 0;
+    // Each key is used until refused, then revoked and replaced, as the attack did; the minute's
+    // 10 requests run out after the day's tokens (each request asks for up to 4,097 of them).
+    for (let round = 0; round < 4; round += 1) {
+      const created = await createKey(harness.services, tenantId, { name: `churn${round}`, sandbox: true });
+      for (let i = 0; i < 4; i += 1) {
+        const result = await used(harness, created.key, {
+          prompt: 'abcd',
+          max_tokens: 4_096,
+          user: `r${round}u${i}`,
+        });
+        total += result.tokens;
+        if (result.status !== 200) {
+          expect(result.error).toMatchObject({ dimension: 'key_tpd', limit: 10_000 });
+          break;
+        }
+      }
+      await revokeKey(harness.services, tenantId, created.id);
+    }
+    // Two requests of 3,001 tokens fit in the day; a third estimate (4,097) would pass 10,000.
+    expect(total).toBe(6_002);
+    const other = await tenantWith(harness, 0n);
+    const elsewhere = await used(harness, await keyFor(harness, other, true), {
+      prompt: 'abcd',
+      max_tokens: 4_096,
+    });
+    expect(elsewhere).toMatchObject({ status: 200, tokens: 3_001 });
   });
 
   it('is still held to 10,000 tokens a day, counted at the actual usage', async () => {
