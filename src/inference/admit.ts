@@ -41,8 +41,10 @@ export async function admitRequest(
       userRpm: tier.userRpm,
       channelRpm: tier.channelRpm,
       keyRpm: key.rpmLimit,
+      // The bucket caps spikes: it refills its whole capacity every second (DESIGN.md §6); the
+      // per-minute windows cap the sustained rate.
       burstCapacity: tier.burstCapacity,
-      burstRefillPerMinute: tier.burstCapacity,
+      burstRefillPerMinute: tier.burstCapacity * 60,
       keyTpd: key.tpdLimit,
       tenantMonthlyCapMicro: key.tenantMonthlyCapMicro,
       keyMonthlyCapMicro: key.monthlyCapMicro,
