@@ -36,6 +36,7 @@ const ChatRequest = v.object({
 
 const OPENAI_TYPES: Partial<Record<ErrorCode, string>> = {
   invalid_request: 'invalid_request_error',
+  model_not_found: 'invalid_request_error',
   unauthorized: 'authentication_error',
   budget_exceeded: 'insufficient_quota',
   rate_limited: 'rate_limit_error',
@@ -43,7 +44,10 @@ const OPENAI_TYPES: Partial<Record<ErrorCode, string>> = {
   not_found: 'not_found_error',
 };
 
-/** `{"error":{"message","type","param","code"}}`, OpenAI's error body, with our status. */
+/**
+ * `{"error":{"message","type","param","code"}}`, OpenAI's error body, with our status; `param`
+ * names the offending request field when the error's details give one.
+ */
 export function openAiError(c: Context, thrown: unknown): Response {
   const error = asAppError(thrown);
   return c.json(
@@ -51,7 +55,7 @@ export function openAiError(c: Context, thrown: unknown): Response {
       error: {
         message: error.message,
         type: OPENAI_TYPES[error.code] ?? 'api_error',
-        param: null,
+        param: typeof error.details.param === 'string' ? error.details.param : null,
         code: error.code,
       },
     },
@@ -98,7 +102,11 @@ export function openAiRoutes(services: Services): Hono<KeyEnv> {
     };
     const prepared = await prepare(services, key, input);
     for (const [name, value] of Object.entries(prepared.headers)) c.header(name, value);
-    if (!prepared.ok) return openAiError(c, prepared.error);
+    if (!prepared.ok) {
+      if (prepared.error.code !== 'unknown_pool') return openAiError(c, prepared.error);
+      const message = `The model \`${body.model}\` does not exist or you do not have access to it.`;
+      return openAiError(c, new AppError('model_not_found', message, { param: 'model' }));
+    }
     const clientGone = clientSignal(c);
     const opened = await openUpstream(services, key, input, prepared, clientGone.signal);
     if (!opened.ok) return openAiError(c, opened.error);

@@ -77,6 +77,35 @@ describe('OpenAI-compatible routes', () => {
     expect((await harness.services.store.snapshot(tenantId)).committedMicro).toBe(3n);
   });
 
+  it('refuses an unknown model with 404 model_not_found (param "model") before admission; a known pool above the tier is replaced', async () => {
+    const tenant = await createTenant(harness.services, { name: 'Typo', tier: 2 });
+    await harness.services.store.credit({ tenantId: tenant.id, grantId: 'g', amountMicro: 1_000_000n });
+    // One request a minute: a refused request that counted would leave none for the next.
+    const { key } = await createKey(harness.services, tenant.id, { name: 'sdk', rpmLimit: 1 });
+    const openai = new OpenAI({ apiKey: key, baseURL: `${server.url}/v1`, maxRetries: 0 });
+    const error = await openai.chat.completions
+      .create({ model: 'nope', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 })
+      .catch((thrown: unknown) => thrown);
+    expect(error).toBeInstanceOf(OpenAI.NotFoundError);
+    expect(error).toMatchObject({
+      status: 404,
+      code: 'model_not_found',
+      param: 'model',
+      type: 'invalid_request_error',
+      message: expect.stringContaining('`nope`'),
+    });
+    expect(await harness.services.store.snapshot(tenant.id)).toMatchObject({
+      reservedMicro: 0n,
+      committedMicro: 0n,
+    });
+    // `reasoning` exists but tier 2 may not use it: served by the best allowed pool, as before.
+    const { data, response } = await openai.chat.completions
+      .create({ model: 'reasoning', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 })
+      .withResponse();
+    expect(data.model).toBe('standard');
+    expect(response.headers.get('x-pool-used')).toBe('standard');
+  });
+
   it('gives OpenAI-shaped errors the client understands (401, 402)', async () => {
     const unknown = new OpenAI({
       apiKey: 'sg_live_AAAAAAAAAAAA_00000000000000000000000000000000',

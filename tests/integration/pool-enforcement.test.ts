@@ -59,18 +59,39 @@ describe('pool enforcement', () => {
     expect(await decisions(enterprise.tenantId)).toEqual([]);
   });
 
-  it('a sandbox key gets cheap whatever it asks for (reason sandbox); an unknown pool gets the best allowed (reason unknown_pool)', async () => {
+  it('a sandbox key gets cheap whatever it asks for (reason sandbox)', async () => {
     const sandbox = await caller(8, { sandbox: true });
     expect((await ask(sandbox.key, 'reasoning')).headers.get('x-pool-used')).toBe('cheap');
-    const pro = await caller(5);
-    expect((await ask(pro.key, 'gpt-9')).headers.get('x-pool-used')).toBe('reasoning');
-
     await expect
       .poll(() => decisions(sandbox.tenantId))
       .toMatchObject([{ requested: 'reasoning', actual: 'cheap', reason: 'sandbox' }]);
-    await expect
-      .poll(() => decisions(pro.tenantId))
-      .toMatchObject([{ requested: 'gpt-9', actual: 'reasoning', reason: 'unknown_pool' }]);
+  });
+
+  it('refuses a pool that does not exist with 400 unknown_pool before admission: nothing reserved, no rate limit counted, no decision', async () => {
+    const tenant = await createTenant(harness.services, { name: 'Typo', tier: 5 });
+    await harness.services.store.credit({ tenantId: tenant.id, grantId: 'g', amountMicro: 1_000_000n });
+    // One request a minute: a refused request that counted would leave none for the next.
+    const { key } = await createKey(harness.services, tenant.id, { name: 'k', rpmLimit: 1 });
+    const refused = await infer(harness, key, { prompt: 'abcdefgh', max_tokens: 4, pool: 'gpt-9' });
+    expect(refused.status).toBe(400);
+    expect(await refused.json()).toMatchObject({
+      error: {
+        code: 'unknown_pool',
+        message: expect.stringContaining('"gpt-9"'),
+        requestId: expect.any(String),
+      },
+    });
+    expect(refused.headers.get('x-pool-used')).toBeNull();
+    expect(await harness.services.store.snapshot(tenant.id)).toMatchObject({
+      reservedMicro: 0n,
+      committedMicro: 0n,
+    });
+    expect((await ask(key, 'standard')).status).toBe(200);
+    // A sandbox key too: it is not silently given `cheap`.
+    expect((await ask((await caller(8, { sandbox: true })).key, 'gpt-9')).status).toBe(400);
+    // Neither request is a decision: one was refused, the other served as asked.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(await decisions(tenant.id)).toEqual([]);
   });
 
   it('a denied request records no decision', async () => {
