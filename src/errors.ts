@@ -13,7 +13,6 @@ const ERRORS = {
   unauthorized: { status: 401, trpc: 'UNAUTHORIZED' },
   budget_exceeded: { status: 402, trpc: 'PAYMENT_REQUIRED' },
   forbidden: { status: 403, trpc: 'FORBIDDEN' },
-  pool_not_allowed: { status: 403, trpc: 'FORBIDDEN' },
   not_found: { status: 404, trpc: 'NOT_FOUND' },
   model_not_found: { status: 404, trpc: 'NOT_FOUND' },
   method_not_allowed: { status: 405, trpc: 'METHOD_NOT_SUPPORTED' },
