@@ -29,6 +29,8 @@ const ChatRequest = v.object({
   max_completion_tokens: v.optional(
     v.nullable(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(4_096))),
   ),
+  // One choice per request: more would be more upstream calls than were reserved for.
+  n: v.optional(v.nullable(v.number())),
   stream: v.optional(v.nullable(v.boolean())),
   stream_options: v.optional(v.nullable(v.object({ include_usage: v.optional(v.boolean()) }))),
   user: v.optional(v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]{1,64}$/))),
@@ -91,11 +93,16 @@ export function openAiRoutes(services: Services): Hono<KeyEnv> {
       );
     }
     const body = parsed.output;
+    if (body.n !== undefined && body.n !== null && body.n !== 1) {
+      return openAiError(c, new AppError('invalid_request', 'Only n = 1 is supported', { param: 'n' }));
+    }
+    // `max_completion_tokens` replaces the deprecated `max_tokens`; given both, the smaller holds.
+    const caps = [body.max_tokens, body.max_completion_tokens].filter((cap) => typeof cap === 'number');
     const messages = body.messages.map((message) => ({ role: message.role, content: message.content ?? '' }));
     const input = {
       prompt: messages.map((message) => `${message.role}: ${message.content}`).join('\n'),
       messages,
-      maxTokens: body.max_completion_tokens ?? body.max_tokens ?? undefined,
+      maxTokens: caps.length === 0 ? undefined : Math.min(...caps),
       pool: body.model,
       userId: body.user,
       stream: body.stream === true,
