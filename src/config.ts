@@ -1,6 +1,6 @@
 import * as v from 'valibot';
 import { parsePeppers } from './keys/peppers.js';
-import { DEFAULT_PRICES, isPool, type Prices } from './pricing/pricing.js';
+import { DEFAULT_PRICES, isPool, POOLS, type Pool, type Prices } from './pricing/pricing.js';
 import { DEFAULT_TIERS, TiersOverride, type TierTable } from './tenants/tiers.js';
 
 /**
@@ -47,6 +47,30 @@ const boolean = v.pipe(
 const secret = (minLength: number) =>
   v.pipe(v.string(), v.minLength(minLength, `must be at least ${minLength} characters`));
 
+// 10^9: the most the pool_gate script takes for a bucket's capacity and refill.
+const POOL_LIMITS_MESSAGE = `must be a JSON object from pools (${POOLS.join(', ')}) to tokens per minute, 1 to 1000000000`;
+const PoolLimits = v.pipe(
+  v.string(),
+  v.rawTransform(({ dataset, addIssue, NEVER }) => {
+    try {
+      return JSON.parse(dataset.value) as unknown;
+    } catch {
+      addIssue({ message: POOL_LIMITS_MESSAGE });
+      return NEVER;
+    }
+  }),
+  v.record(
+    v.picklist(POOLS, POOL_LIMITS_MESSAGE),
+    v.pipe(
+      v.number(POOL_LIMITS_MESSAGE),
+      v.integer(POOL_LIMITS_MESSAGE),
+      v.minValue(1, POOL_LIMITS_MESSAGE),
+      v.maxValue(1_000_000_000, POOL_LIMITS_MESSAGE),
+    ),
+    POOL_LIMITS_MESSAGE,
+  ),
+);
+
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export const UPSTREAMS = ['local', 'finn', 'openai'] as const;
 
@@ -76,6 +100,8 @@ const EnvSchema = v.object({
     v.pipe(v.string(), v.regex(PAIRS, 'must be name=pool pairs separated by commas'), v.transform(pairs)),
   ),
   TIERS: v.optional(TiersOverride),
+  // Tokens per minute per pool across all tenants, protecting the upstream (`{"reasoning":100000}`).
+  POOL_LIMITS: v.optional(PoolLimits),
   POOL_PRICES: v.optional(
     v.pipe(
       v.string(),
@@ -170,6 +196,8 @@ export interface Config {
   tiers: TierTable;
   /** Micro-credits per 1,000 tokens per pool (`POOL_PRICES` overrides the defaults). */
   prices: Prices;
+  /** Tokens per minute per pool across all tenants (`POOL_LIMITS`); a pool not named has no gate. */
+  poolLimits: Partial<Record<Pool, number>>;
   trustProxyHops: number;
   apiKeyPeppers?: string;
   adminToken?: string;
@@ -284,6 +312,7 @@ export function parseConfig(env: Env): ConfigResult {
     upstreamModels: e.UPSTREAM_MODELS ?? {},
     tiers: e.TIERS ?? DEFAULT_TIERS,
     prices: { ...DEFAULT_PRICES, ...mapValues(e.POOL_PRICES ?? {}, BigInt) },
+    poolLimits: e.POOL_LIMITS ?? {},
     trustProxyHops: e.TRUST_PROXY_HOPS,
     nowpaymentsApiUrl: e.NOWPAYMENTS_API_URL,
     logLevel: e.LOG_LEVEL,

@@ -9,12 +9,13 @@ import type { TRPC_ERROR_CODE_KEY } from '@trpc/server/rpc';
  */
 const ERRORS = {
   invalid_request: { status: 400, trpc: 'BAD_REQUEST' },
+  unknown_pool: { status: 400, trpc: 'BAD_REQUEST' },
   unauthorized: { status: 401, trpc: 'UNAUTHORIZED' },
   budget_exceeded: { status: 402, trpc: 'PAYMENT_REQUIRED' },
   forbidden: { status: 403, trpc: 'FORBIDDEN' },
-  pool_not_allowed: { status: 403, trpc: 'FORBIDDEN' },
   tenant_frozen: { status: 403, trpc: 'FORBIDDEN' },
   not_found: { status: 404, trpc: 'NOT_FOUND' },
+  model_not_found: { status: 404, trpc: 'NOT_FOUND' },
   method_not_allowed: { status: 405, trpc: 'METHOD_NOT_SUPPORTED' },
   conflict: { status: 409, trpc: 'CONFLICT' },
   payload_too_large: { status: 413, trpc: 'PAYLOAD_TOO_LARGE' },

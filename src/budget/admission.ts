@@ -1,7 +1,7 @@
 import type { AdmitInput, AdmitResult } from '../store/contracts.js';
 import type { Store } from '../store/store.js';
 
-/** A global token bucket protecting one pool's upstream across all tenants (off unless configured). */
+/** A global token bucket protecting one pool's upstream across all tenants (a pool named in POOL_LIMITS). */
 export interface PoolGateConfig {
   capacity: number;
   refillPerMinute: number;

@@ -29,6 +29,8 @@ const ChatRequest = v.object({
   max_completion_tokens: v.optional(
     v.nullable(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(4_096))),
   ),
+  // One choice per request: more would be more upstream calls than were reserved for.
+  n: v.optional(v.nullable(v.number())),
   stream: v.optional(v.nullable(v.boolean())),
   stream_options: v.optional(v.nullable(v.object({ include_usage: v.optional(v.boolean()) }))),
   user: v.optional(v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]{1,64}$/))),
@@ -36,6 +38,7 @@ const ChatRequest = v.object({
 
 const OPENAI_TYPES: Partial<Record<ErrorCode, string>> = {
   invalid_request: 'invalid_request_error',
+  model_not_found: 'invalid_request_error',
   unauthorized: 'authentication_error',
   budget_exceeded: 'insufficient_quota',
   rate_limited: 'rate_limit_error',
@@ -44,7 +47,10 @@ const OPENAI_TYPES: Partial<Record<ErrorCode, string>> = {
   not_found: 'not_found_error',
 };
 
-/** `{"error":{"message","type","param","code"}}`, OpenAI's error body, with our status. */
+/**
+ * `{"error":{"message","type","param","code"}}`, OpenAI's error body, with our status; `param`
+ * names the offending request field when the error's details give one.
+ */
 export function openAiError(c: Context, thrown: unknown): Response {
   const error = asAppError(thrown);
   return c.json(
@@ -52,7 +58,7 @@ export function openAiError(c: Context, thrown: unknown): Response {
       error: {
         message: error.message,
         type: OPENAI_TYPES[error.code] ?? 'api_error',
-        param: null,
+        param: typeof error.details.param === 'string' ? error.details.param : null,
         code: error.code,
       },
     },
@@ -88,18 +94,27 @@ export function openAiRoutes(services: Services): Hono<KeyEnv> {
       );
     }
     const body = parsed.output;
+    if (body.n !== undefined && body.n !== null && body.n !== 1) {
+      return openAiError(c, new AppError('invalid_request', 'Only n = 1 is supported', { param: 'n' }));
+    }
+    // `max_completion_tokens` replaces the deprecated `max_tokens`; given both, the smaller holds.
+    const caps = [body.max_tokens, body.max_completion_tokens].filter((cap) => typeof cap === 'number');
     const messages = body.messages.map((message) => ({ role: message.role, content: message.content ?? '' }));
     const input = {
       prompt: messages.map((message) => `${message.role}: ${message.content}`).join('\n'),
       messages,
-      maxTokens: body.max_completion_tokens ?? body.max_tokens ?? undefined,
+      maxTokens: caps.length === 0 ? undefined : Math.min(...caps),
       pool: body.model,
       userId: body.user,
       stream: body.stream === true,
     };
     const prepared = await prepare(services, key, input);
     for (const [name, value] of Object.entries(prepared.headers)) c.header(name, value);
-    if (!prepared.ok) return openAiError(c, prepared.error);
+    if (!prepared.ok) {
+      if (prepared.error.code !== 'unknown_pool') return openAiError(c, prepared.error);
+      const message = `The model \`${body.model}\` does not exist or you do not have access to it.`;
+      return openAiError(c, new AppError('model_not_found', message, { param: 'model' }));
+    }
     const clientGone = clientSignal(c);
     const opened = await openUpstream(services, key, input, prepared, clientGone.signal);
     if (!opened.ok) return openAiError(c, opened.error);

@@ -1,9 +1,10 @@
+import { admitWithPoolGate } from '../budget/admission.js';
 import { AppError } from '../errors.js';
 import { newId } from '../ids.js';
 import type { VerifiedKey } from '../keys/verifier.js';
 import type { Pool } from '../pricing/pricing.js';
 import type { Services } from '../services.js';
-import type { AdmitResult } from '../store/contracts.js';
+import type { AdmitInput, AdmitResult } from '../store/contracts.js';
 import { tierLimits } from '../tenants/tiers.js';
 import type { Estimate } from './estimate.js';
 
@@ -20,7 +21,10 @@ export type Admission =
   | { ok: true; reservationId: string; headers: Record<string, string>; nearThreshold: boolean }
   | { ok: false; error: AppError; headers: Record<string, string> };
 
-/** One engine call: every limit dimension and budget scope, and the reservation. */
+/**
+ * One engine call: every limit dimension and budget scope, and the reservation; then, for a pool
+ * with a limit in POOL_LIMITS, its global gate (src/budget/admission.ts).
+ */
 export async function admitRequest(
   services: Services,
   key: VerifiedKey,
@@ -28,7 +32,7 @@ export async function admitRequest(
 ): Promise<Admission> {
   const tier = tierLimits(services.config.tiers, key.tenantTier);
   const nowMs = services.clock.now();
-  const result = await services.store.admit({
+  const input: AdmitInput = {
     tenantId: key.tenantId,
     keyId: key.sandbox ? SANDBOX_SUBJECT : key.id,
     ...(request.userId === undefined ? {} : { userId: request.userId }),
@@ -46,14 +50,20 @@ export async function admitRequest(
       userRpm: tier.userRpm,
       channelRpm: tier.channelRpm,
       keyRpm: key.rpmLimit,
+      // The bucket caps spikes: it refills its whole capacity every second (DESIGN.md §6); the
+      // per-minute windows cap the sustained rate.
       burstCapacity: tier.burstCapacity,
-      burstRefillPerMinute: tier.burstCapacity,
+      burstRefillPerMinute: tier.burstCapacity * 60,
       keyTpd: key.tpdLimit,
       tenantMonthlyCapMicro: key.tenantMonthlyCapMicro,
       keyMonthlyCapMicro: key.monthlyCapMicro,
     },
-  });
-  return toAdmission(result, nowMs);
+  };
+  // A bucket holding one minute's tokens, refilled at that rate. A pool without a limit costs no
+  // second store round trip.
+  const poolLimit = services.config.poolLimits[request.pool];
+  const gate = poolLimit === undefined ? undefined : { capacity: poolLimit, refillPerMinute: poolLimit };
+  return toAdmission(await admitWithPoolGate(services.store, input, gate), nowMs);
 }
 
 function toAdmission(result: AdmitResult, nowMs: number): Admission {

@@ -1,7 +1,8 @@
 import { poolDecisions } from '../../db/schema/index.js';
 import type { CancelSignal } from '../cancellation.js';
-import type { AppError } from '../errors.js';
+import { AppError } from '../errors.js';
 import type { VerifiedKey } from '../keys/verifier.js';
+import { POOLS } from '../pricing/pricing.js';
 import type { Services } from '../services.js';
 import { StoreUnavailable } from '../store/errors.js';
 import { type UpstreamResponse, UpstreamUnavailable } from '../upstream/port.js';
@@ -53,6 +54,17 @@ export async function prepare(
   const requested =
     input.pool === undefined ? undefined : (services.config.modelAliases[input.pool] ?? input.pool);
   const decision = choosePool(services.config.tiers, key, requested);
+  // Refused before admission: nothing is reserved and no rate limit counts it.
+  if (decision === undefined) {
+    return {
+      ok: false,
+      error: new AppError(
+        'unknown_pool',
+        `Unknown pool ${JSON.stringify(input.pool)}; pools: ${POOLS.join(', ')}`,
+      ),
+      headers: {},
+    };
+  }
   const cost = estimate(decision.pool, input.prompt, input.maxTokens, services.config.prices);
   const admission = await admitRequest(services, key, {
     pool: decision.pool,

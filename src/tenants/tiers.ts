@@ -6,6 +6,7 @@ export interface TierLimits {
   tenantRpm: number;
   userRpm: number;
   channelRpm: number;
+  /** Requests one user (or the tenant, without a user) may send at once; refills this many per second. */
   burstCapacity: number;
   pools: readonly Pool[];
 }

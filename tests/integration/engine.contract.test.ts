@@ -135,6 +135,24 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
       await admitted(admitInput(tenantId, { limits, nowMs: NOW + 1000 }));
     });
 
+    it('refills a per-second bucket (capacity × 60 per minute) to the millisecond, up to the largest TIERS value', async () => {
+      const tenantId = await fundedTenant();
+      const limits = { ...NO_LIMITS, burstCapacity: 5, burstRefillPerMinute: 5 * 60 };
+      for (let i = 0; i < 5; i += 1) await admitted(admitInput(tenantId, { limits }));
+      expect(await store().admit(admitInput(tenantId, { limits }))).toMatchObject({
+        dimension: 'burst',
+        retryAfterMs: 200,
+      });
+      expect(await store().admit(admitInput(tenantId, { limits, nowMs: NOW + 199 }))).toMatchObject({
+        dimension: 'burst',
+        retryAfterMs: 1,
+      });
+      await admitted(admitInput(tenantId, { limits, nowMs: NOW + 200 }));
+      // TIERS allows a burst capacity up to 10^7: refilled per second, 6 × 10^8 per minute.
+      const largest = { ...NO_LIMITS, burstCapacity: 10_000_000, burstRefillPerMinute: 600_000_000 };
+      await admitted(admitInput(await fundedTenant(), { limits: largest }));
+    });
+
     it('counts tokens per day with the estimate, corrected to the actual count by finalize', async () => {
       const tenantId = await fundedTenant();
       const limits = { ...NO_LIMITS, keyTpd: 100 };

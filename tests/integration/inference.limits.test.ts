@@ -68,13 +68,6 @@ describe('429 per rate dimension', () => {
     expect((await infer(key, { user: 'u21', channel: 'c2' })).response.status).toBe(200);
   });
 
-  it('burst: the 4th back-to-back request of one user on a free tier', async () => {
-    const tenantId = await tenant(2, 1_000_000n);
-    const { key } = await createKey(harness.services, tenantId, { name: 'k', rpmLimit: 1_000 });
-    for (let i = 0; i < 3; i += 1) expect((await infer(key, { user: 'same' })).response.status).toBe(200);
-    expect429(await infer(key, { user: 'same' }), 'burst', 3);
-  });
-
   it('key_rpm: the key’s own requests per minute', async () => {
     const tenantId = await tenant(8, 1_000_000n);
     const { key } = await createKey(harness.services, tenantId, { name: 'k', rpmLimit: 2 });
@@ -184,5 +177,60 @@ describe('configured tiers and prices (TIERS, POOL_PRICES)', () => {
       10n * costMicro('standard', 5, { ...DEFAULT_PRICES, standard: 3_000n }),
     );
     expect(costMicro('standard', 5, { ...DEFAULT_PRICES, standard: 3_000n })).toBe(15n);
+  });
+});
+
+describe('burst: the bucket caps spikes, not the sustained rate (capacity per tier, refilled as many per second)', () => {
+  // The test moves time instead of waiting for it.
+  let nowMs = Date.now();
+  let timed: Harness;
+  beforeAll(async () => {
+    timed = await createHarness({ config: { localModelTokens: 4 }, clock: { now: () => nowMs } });
+  });
+  afterAll(() => timed.close());
+
+  async function keyOfTier(tier: number) {
+    const created = await createTenant(timed.services, { name: 'Burst', tier });
+    await timed.services.store.credit({ tenantId: created.id, grantId: 'g', amountMicro: 1_000_000n });
+    // A key whose own limit is not the one under test.
+    return (await createKey(timed.services, created.id, { name: 'k', rpmLimit: 1_000 })).key;
+  }
+
+  async function ask(key: string, body: Record<string, unknown> = {}) {
+    const response = await inferRaw(timed, key, { prompt: 'abcd', max_tokens: 4, pool: 'standard', ...body });
+    const text = await response.text();
+    return {
+      response,
+      body: response.headers.get('content-type')?.includes('json') ? JSON.parse(text) : text,
+    };
+  }
+
+  it('the 4th request of one user at the same instant on a free tier (capacity 3)', async () => {
+    const key = await keyOfTier(2);
+    for (let i = 0; i < 3; i += 1) expect((await ask(key, { user: 'same' })).response.status).toBe(200);
+    expect429(await ask(key, { user: 'same' }), 'burst', 3);
+  });
+
+  it('admits a tier-4 tenant’s 4 requests a second without a user for 30 s (120 requests, all on the tenant-wide bucket)', async () => {
+    const key = await keyOfTier(4);
+    const statuses: number[] = [];
+    for (let i = 0; i < 120; i += 1) {
+      statuses.push((await ask(key)).response.status);
+      nowMs += 250;
+    }
+    expect(statuses).toEqual(Array(120).fill(200));
+  });
+
+  it('answers 429 burst to the 6th to 10th of a tier-4 tenant’s 10 requests at the same instant, free again 200 ms later', async () => {
+    const key = await keyOfTier(4);
+    for (let i = 0; i < 5; i += 1) expect((await ask(key)).response.status).toBe(200);
+    for (let i = 0; i < 5; i += 1) {
+      const refused = await ask(key);
+      expect429(refused, 'burst', 5);
+      // One request's worth refills in 1/5 s.
+      expect(refused.body.error.retryAfterMs).toBe(200);
+    }
+    nowMs += 200;
+    expect((await ask(key)).response.status).toBe(200);
   });
 });

@@ -77,6 +77,75 @@ describe('OpenAI-compatible routes', () => {
     expect((await harness.services.store.snapshot(tenantId)).committedMicro).toBe(3n);
   });
 
+  it('refuses an unknown model with 404 model_not_found (param "model") before admission; a known pool above the tier is replaced', async () => {
+    const tenant = await createTenant(harness.services, { name: 'Typo', tier: 2 });
+    await harness.services.store.credit({ tenantId: tenant.id, grantId: 'g', amountMicro: 1_000_000n });
+    // One request a minute: a refused request that counted would leave none for the next.
+    const { key } = await createKey(harness.services, tenant.id, { name: 'sdk', rpmLimit: 1 });
+    const openai = new OpenAI({ apiKey: key, baseURL: `${server.url}/v1`, maxRetries: 0 });
+    const error = await openai.chat.completions
+      .create({ model: 'nope', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 })
+      .catch((thrown: unknown) => thrown);
+    expect(error).toBeInstanceOf(OpenAI.NotFoundError);
+    expect(error).toMatchObject({
+      status: 404,
+      code: 'model_not_found',
+      param: 'model',
+      type: 'invalid_request_error',
+      message: expect.stringContaining('`nope`'),
+    });
+    expect(await harness.services.store.snapshot(tenant.id)).toMatchObject({
+      reservedMicro: 0n,
+      committedMicro: 0n,
+    });
+    // `reasoning` exists but tier 2 may not use it: served by the best allowed pool, as before.
+    const { data, response } = await openai.chat.completions
+      .create({ model: 'reasoning', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 })
+      .withResponse();
+    expect(data.model).toBe('standard');
+    expect(response.headers.get('x-pool-used')).toBe('standard');
+  });
+
+  it('takes max_completion_tokens and the deprecated max_tokens; given both, the smaller wins in either order', async () => {
+    const { openai } = await client(4, 1_000_000n);
+    const completionTokens = async (caps: { max_tokens?: number; max_completion_tokens?: number }) => {
+      const completion = await openai.chat.completions.create({
+        model: 'cheap',
+        messages: [{ role: 'user', content: 'count' }],
+        ...caps,
+      });
+      return completion.usage?.completion_tokens;
+    };
+    expect(await completionTokens({ max_tokens: 3, max_completion_tokens: 5 })).toBe(3);
+    expect(await completionTokens({ max_tokens: 5, max_completion_tokens: 3 })).toBe(3);
+    expect(await completionTokens({ max_completion_tokens: 2 })).toBe(2);
+    expect(await completionTokens({ max_tokens: 4 })).toBe(4);
+  });
+
+  it('refuses n > 1 with 400 in OpenAI’s shape (param "n"); n absent, null or 1 is served', async () => {
+    const { tenantId, openai } = await client(4, 1_000_000n);
+    const ask = (n: number | null | undefined) =>
+      openai.chat.completions.create({
+        model: 'cheap',
+        messages: [{ role: 'user', content: 'one answer' }],
+        max_tokens: 2,
+        ...(n === undefined ? {} : { n }),
+      });
+    const error = await ask(2).catch((thrown: unknown) => thrown);
+    expect(error).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(error).toMatchObject({
+      status: 400,
+      param: 'n',
+      type: 'invalid_request_error',
+      code: 'invalid_request',
+    });
+    expect(await harness.services.store.snapshot(tenantId)).toMatchObject({
+      reservedMicro: 0n,
+      committedMicro: 0n,
+    });
+    for (const n of [undefined, null, 1]) expect((await ask(n)).choices).toHaveLength(1);
+  });
+
   it('gives OpenAI-shaped errors the client understands (401, 402)', async () => {
     const unknown = new OpenAI({
       apiKey: 'sg_live_AAAAAAAAAAAA_00000000000000000000000000000000',

@@ -1,10 +1,15 @@
 import { eq } from 'drizzle-orm';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { poolDecisions } from '../../db/schema/index.js';
 import { createKey } from '../../src/keys/keys.js';
+import { silentLogger } from '../../src/observability/logger.js';
 import { costMicro } from '../../src/pricing/pricing.js';
+import { redisRunner } from '../../src/store/redis.js';
+import { createStore } from '../../src/store/store.js';
 import { createTenant } from '../../src/tenants/tenants.js';
+import { filePrefix } from '../support/engines.js';
 import { createHarness, type Harness } from '../support/harness.js';
+import { deleteKeysWithPrefix } from '../support/redis-cleanup.js';
 import { infer } from '../support/sse.js';
 
 /** Tiers map to pools; a pool the caller may not use is replaced and the decision recorded. */
@@ -59,18 +64,39 @@ describe('pool enforcement', () => {
     expect(await decisions(enterprise.tenantId)).toEqual([]);
   });
 
-  it('a sandbox key gets cheap whatever it asks for (reason sandbox); an unknown pool gets the best allowed (reason unknown_pool)', async () => {
+  it('a sandbox key gets cheap whatever it asks for (reason sandbox)', async () => {
     const sandbox = await caller(8, { sandbox: true });
     expect((await ask(sandbox.key, 'reasoning')).headers.get('x-pool-used')).toBe('cheap');
-    const pro = await caller(5);
-    expect((await ask(pro.key, 'gpt-9')).headers.get('x-pool-used')).toBe('reasoning');
-
     await expect
       .poll(() => decisions(sandbox.tenantId))
       .toMatchObject([{ requested: 'reasoning', actual: 'cheap', reason: 'sandbox' }]);
-    await expect
-      .poll(() => decisions(pro.tenantId))
-      .toMatchObject([{ requested: 'gpt-9', actual: 'reasoning', reason: 'unknown_pool' }]);
+  });
+
+  it('refuses a pool that does not exist with 400 unknown_pool before admission: nothing reserved, no rate limit counted, no decision', async () => {
+    const tenant = await createTenant(harness.services, { name: 'Typo', tier: 5 });
+    await harness.services.store.credit({ tenantId: tenant.id, grantId: 'g', amountMicro: 1_000_000n });
+    // One request a minute: a refused request that counted would leave none for the next.
+    const { key } = await createKey(harness.services, tenant.id, { name: 'k', rpmLimit: 1 });
+    const refused = await infer(harness, key, { prompt: 'abcdefgh', max_tokens: 4, pool: 'gpt-9' });
+    expect(refused.status).toBe(400);
+    expect(await refused.json()).toMatchObject({
+      error: {
+        code: 'unknown_pool',
+        message: expect.stringContaining('"gpt-9"'),
+        requestId: expect.any(String),
+      },
+    });
+    expect(refused.headers.get('x-pool-used')).toBeNull();
+    expect(await harness.services.store.snapshot(tenant.id)).toMatchObject({
+      reservedMicro: 0n,
+      committedMicro: 0n,
+    });
+    expect((await ask(key, 'standard')).status).toBe(200);
+    // A sandbox key too: it is not silently given `cheap`.
+    expect((await ask((await caller(8, { sandbox: true })).key, 'gpt-9')).status).toBe(400);
+    // Neither request is a decision: one was refused, the other served as asked.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(await decisions(tenant.id)).toEqual([]);
   });
 
   it('a denied request records no decision', async () => {
@@ -80,5 +106,96 @@ describe('pool enforcement', () => {
     // Give a fire-and-forget insert the time it would take, then check nothing was written.
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(await decisions(tenant.id)).toEqual([]);
+  });
+});
+
+describe('POOL_LIMITS: a global gate per pool, across tenants', () => {
+  const keyPrefix = filePrefix();
+  // The scripts the store runs, in order, to count round trips per request.
+  const scripts: string[] = [];
+  let gated: Harness;
+  beforeAll(async () => {
+    const runner = redisRunner({ url: inject('redisUrl'), keyPrefix, log: silentLogger() });
+    const store = createStore(
+      {
+        ...runner,
+        run: (name, keys, args) => {
+          scripts.push(name);
+          return runner.run(name, keys, args);
+        },
+      },
+      { log: silentLogger() },
+    );
+    // 12 tokens a minute: two requests of 2 prompt tokens + max_tokens 4.
+    // A stopped clock: the bucket does not refill while the test runs.
+    const startMs = Date.now();
+    gated = await createHarness({
+      store,
+      clock: { now: () => startMs },
+      config: { localModelTokens: 4, poolLimits: { reasoning: 12 } },
+    });
+  });
+  afterAll(async () => {
+    await gated.close();
+    await deleteKeysWithPrefix(inject('redisUrl'), keyPrefix);
+  });
+
+  async function proTenant() {
+    const tenant = await createTenant(gated.services, { name: 'Pro', tier: 5 });
+    await gated.services.store.credit({ tenantId: tenant.id, grantId: 'g', amountMicro: 1_000_000n });
+    const { key } = await createKey(gated.services, tenant.id, { name: 'k' });
+    return { tenantId: tenant.id, key };
+  }
+
+  /** The response, its JSON body if any, and the admission scripts it ran. */
+  async function send(key: string, pool: string) {
+    scripts.length = 0;
+    const response = await infer(gated, key, { prompt: 'abcdefgh', max_tokens: 4, pool });
+    const text = await response.text();
+    const body = response.headers.get('content-type')?.includes('json') ? JSON.parse(text) : undefined;
+    return { response, body, admission: scripts.filter((name) => name === 'admit' || name === 'pool_gate') };
+  }
+
+  it('answers 429 on dimension pool once the pool’s tokens for the minute are used, for every tenant; the reservation is cancelled', async () => {
+    const first = await proTenant();
+    for (let i = 0; i < 2; i += 1) {
+      const served = await send(first.key, 'reasoning');
+      expect(served.response.status).toBe(200);
+      expect(served.admission).toEqual(['admit', 'pool_gate']);
+    }
+    const refused = await send(first.key, 'reasoning');
+    expect(refused.response.status).toBe(429);
+    // 6 tokens refill at 12 a minute in 30 s.
+    expect(refused.body.error).toMatchObject({
+      code: 'rate_limited',
+      dimension: 'pool',
+      limit: 12,
+      remaining: 0,
+      retryAfterMs: 30_000,
+    });
+    expect(refused.response.headers.get('retry-after')).toBe('30');
+    // The refused request's reservation was cancelled at once: only the two served are charged.
+    expect(await gated.services.store.snapshot(first.tenantId)).toMatchObject({
+      reservedMicro: 0n,
+      committedMicro: 2n * costMicro('reasoning', 2 + 4),
+    });
+
+    const second = await proTenant();
+    const alsoRefused = await send(second.key, 'reasoning');
+    expect(alsoRefused.response.status).toBe(429);
+    expect(alsoRefused.body.error).toMatchObject({ dimension: 'pool' });
+    expect(await gated.services.store.snapshot(second.tenantId)).toMatchObject({
+      reservedMicro: 0n,
+      committedMicro: 0n,
+    });
+  });
+
+  it('leaves pools without a limit alone, in one store round trip', async () => {
+    const { key } = await proTenant();
+    for (const pool of ['cheap', 'standard']) {
+      const served = await send(key, pool);
+      expect(served.response.status).toBe(200);
+      expect(served.admission).toEqual(['admit']);
+    }
   });
 });

@@ -26,6 +26,7 @@ describe('parseConfig', () => {
         upstreamModels: {},
         tiers: DEFAULT_TIERS,
         prices: DEFAULT_PRICES,
+        poolLimits: {},
         trustProxyHops: 0,
         nowpaymentsApiUrl: 'https://api.nowpayments.io/v1',
         logLevel: 'info',
@@ -78,6 +79,7 @@ describe('parseConfig', () => {
       UPSTREAM_MODELS: 'cheap=tiny',
       TIERS: '{"2":{"pools":["standard","cheap"],"tenantRpm":5}}',
       POOL_PRICES: 'cheap=150,flagship=20000',
+      POOL_LIMITS: '{"reasoning":100000,"flagship":5000}',
       TRUST_PROXY_HOPS: '1',
       API_KEY_PEPPERS: `2:${'b'.repeat(32)},1:${'a'.repeat(32)}`,
       API_KEYS_MAX_ACTIVE: '5',
@@ -122,6 +124,7 @@ describe('parseConfig', () => {
         modelAliases: { 'gpt-4o-mini': 'cheap' },
         upstreamModels: { cheap: 'tiny' },
         prices: { ...DEFAULT_PRICES, cheap: 150n, flagship: 20_000n },
+        poolLimits: { reasoning: 100_000, flagship: 5_000 },
         tiers: DEFAULT_TIERS.map((limits, index) =>
           index === 1 ? { ...limits, tenantRpm: 5, pools: ['cheap', 'standard'] } : limits,
         ),
@@ -194,6 +197,13 @@ describe('parseConfig', () => {
     ['TIERS', '{"1":{"pools":[]}}'],
     ['TIERS', '{"1":{"tenantRpm":-1}}'],
     ['TIERS', '{"1":{"rpm":5}}'],
+    ['POOL_LIMITS', 'not json'],
+    ['POOL_LIMITS', '[100]'],
+    ['POOL_LIMITS', '{"gold":100}'],
+    ['POOL_LIMITS', '{"cheap":0}'],
+    ['POOL_LIMITS', '{"cheap":1.5}'],
+    ['POOL_LIMITS', '{"cheap":"100"}'],
+    ['POOL_LIMITS', '{"cheap":1000000001}'],
   ])('rejects %s=%s, naming the variable', (name, value) => {
     const result = parse({ [name]: value });
     expect(result.ok).toBe(false);
@@ -287,6 +297,7 @@ describe('parseConfig', () => {
       'LOG_LEVEL',
       'OTEL_ENABLED',
       'NATS_URL',
+      'POOL_LIMITS',
     ];
     expect(ENV_NAMES).toEqual(expect.arrayContaining(documented));
   });
