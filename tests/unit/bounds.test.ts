@@ -1,0 +1,36 @@
+import { readFile } from 'node:fs/promises';
+import { describe, expect, it } from 'vitest';
+import { MAX_AMOUNT_MICRO, MAX_BALANCE_MICRO, MAX_COUNT } from '../../src/budget/bounds.js';
+import { LIVE_DEFAULT_RPM, SANDBOX_LIMITS } from '../../src/keys/keys.js';
+import { MAX_TIER_RATE } from '../../src/tenants/tiers.js';
+
+/** The value of `local NAME = <integer>` in a Lua script. */
+async function luaConstant(file: string, name: string): Promise<bigint> {
+  const source = await readFile(`lua/${file}`, 'utf8');
+  const match = new RegExp(`^local ${name} = (\\d+)$`, 'm').exec(source);
+  if (match?.[1] === undefined) throw new Error(`lua/${file} has no ${name}`);
+  return BigInt(match[1]);
+}
+
+describe('the engine bounds in src/budget/bounds.ts', () => {
+  it('are the numbers the Lua scripts check', async () => {
+    expect(await luaConstant('admit.v2.lua', 'MAX_COUNT')).toBe(BigInt(MAX_COUNT));
+    expect(await luaConstant('admit.v2.lua', 'MAX_AMOUNT')).toBe(MAX_AMOUNT_MICRO);
+    expect(await luaConstant('budget_event.v1.lua', 'MAX_AMOUNT')).toBe(MAX_AMOUNT_MICRO);
+    expect(await luaConstant('budget_finalize.v2.lua', 'MAX_AMOUNT')).toBe(MAX_AMOUNT_MICRO);
+    expect(await luaConstant('credit.v1.lua', 'MAX_AMOUNT')).toBe(MAX_AMOUNT_MICRO);
+    expect(await luaConstant('credit.v1.lua', 'MAX_BALANCE')).toBe(MAX_BALANCE_MICRO);
+  });
+
+  it('keep every figure an exact integer in a double', () => {
+    expect(BigInt(MAX_COUNT) * 60_000n).toBeLessThan(2n ** 53n);
+    expect(MAX_AMOUNT_MICRO).toBeLessThan(MAX_BALANCE_MICRO);
+    expect(MAX_BALANCE_MICRO).toBeLessThan(2n ** 53n);
+  });
+
+  it('hold every built-in and configurable rate', () => {
+    for (const rate of [MAX_TIER_RATE, LIVE_DEFAULT_RPM, SANDBOX_LIMITS.rpmLimit, SANDBOX_LIMITS.tpdLimit]) {
+      expect(rate).toBeLessThanOrEqual(MAX_COUNT);
+    }
+  });
+});
