@@ -1,7 +1,10 @@
 import { readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import { MAX_AMOUNT_MICRO, MAX_BALANCE_MICRO, MAX_COUNT } from '../../src/budget/bounds.js';
+import { parseConfig } from '../../src/config.js';
+import { estimate, largestEstimateTokens, MAX_COMPLETION_TOKENS } from '../../src/inference/estimate.js';
 import { LIVE_DEFAULT_RPM, SANDBOX_LIMITS } from '../../src/keys/keys.js';
+import { DEFAULT_PRICES } from '../../src/pricing/pricing.js';
 import { MAX_TIER_RATE } from '../../src/tenants/tiers.js';
 
 /** The value of `local NAME = <integer>` in a Lua script. */
@@ -31,6 +34,39 @@ describe('the engine bounds in src/budget/bounds.ts', () => {
   it('hold every built-in and configurable rate', () => {
     for (const rate of [MAX_TIER_RATE, LIVE_DEFAULT_RPM, SANDBOX_LIMITS.rpmLimit, SANDBOX_LIMITS.tpdLimit]) {
       expect(rate).toBeLessThanOrEqual(MAX_COUNT);
+    }
+  });
+});
+
+describe('configuration the engine would refuse fails start-up', () => {
+  const rate = (value: number) =>
+    JSON.stringify({ 9: { tenantRpm: value, userRpm: value, channelRpm: value, burstCapacity: value } });
+
+  it('TIERS rates up to MAX_TIER_RATE are accepted; one past names TIERS', () => {
+    expect(parseConfig({ TIERS: rate(MAX_TIER_RATE) }).ok).toBe(true);
+    expect(parseConfig({ TIERS: rate(MAX_TIER_RATE + 1) })).toMatchObject({ ok: false, variable: 'TIERS' });
+  });
+
+  it('POOL_PRICES at which the largest request reserves 10^15 µ is accepted; one µ dearer names POOL_PRICES', () => {
+    const MAX_BODY_BYTES = 64 * 1024 * 1024;
+    const highest = 10n ** 18n / BigInt(largestEstimateTokens(MAX_BODY_BYTES));
+    const env = (price: bigint) => ({
+      MAX_BODY_BYTES: String(MAX_BODY_BYTES),
+      POOL_PRICES: `flagship=${price}`,
+    });
+    expect(parseConfig(env(highest)).ok).toBe(true);
+    expect(parseConfig(env(highest + 1n))).toMatchObject({ ok: false, variable: 'POOL_PRICES' });
+  });
+
+  it('counts at least as many tokens as any estimate of a body of that size', () => {
+    for (const bytes of [1024, 1_048_576]) {
+      const { promptTokens, maxTokens } = estimate(
+        'cheap',
+        'x'.repeat(bytes),
+        MAX_COMPLETION_TOKENS,
+        DEFAULT_PRICES,
+      );
+      expect(promptTokens + maxTokens).toBeLessThanOrEqual(largestEstimateTokens(bytes));
     }
   });
 });
