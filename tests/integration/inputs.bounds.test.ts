@@ -1,7 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_AMOUNT_MICRO, MAX_BALANCE_MICRO, MAX_COUNT } from '../../src/budget/bounds.js';
+import { parseConfig } from '../../src/config.js';
+import { createKey } from '../../src/keys/keys.js';
 import { issueCallerToken } from '../../src/signing/tokens.js';
 import { createTenant } from '../../src/tenants/tenants.js';
+import { MAX_TIER_RATE } from '../../src/tenants/tiers.js';
 import { createHarness, type Harness } from '../support/harness.js';
 import { events, infer } from '../support/sse.js';
 import { data, trpc } from '../support/trpc.js';
@@ -150,5 +153,29 @@ describe('admin.credits.grant amountMicro', () => {
     const balance = await trpc(harness, harness.adminToken, 'billing.balance', { tenantId });
     expect(data<{ creditedMicro: string }>(balance).creditedMicro).toBe(MAX_BALANCE_MICRO.toString());
     await expectInferenceWorks(data<{ key: string }>(created).key);
+  });
+});
+
+describe('TIERS at its bound', () => {
+  it('tier rates of MAX_TIER_RATE start up and serve inference', async () => {
+    const limits = { tenantRpm: MAX_TIER_RATE, userRpm: MAX_TIER_RATE, channelRpm: MAX_TIER_RATE };
+    const parsed = parseConfig({ TIERS: JSON.stringify({ 9: { ...limits, burstCapacity: MAX_TIER_RATE } }) });
+    if (!parsed.ok) throw new Error(parsed.message);
+    const tiered = await createHarness({ config: { tiers: parsed.config.tiers } });
+    try {
+      const tenantId = (await createTenant(tiered.services, { name: 'Top tier', tier: 9 })).id;
+      await tiered.services.store.credit({ tenantId, grantId: 'seed', amountMicro: 1_000_000n });
+      const { key } = await createKey(tiered.services, tenantId, { name: 'k' });
+      const response = await infer(tiered, key, {
+        prompt: 'hello',
+        max_tokens: 2,
+        user: 'u1',
+        channel: 'c1',
+      });
+      expect(response.status).toBe(200);
+      expect(events(await response.text()).at(-1)).toMatchObject({ type: 'done' });
+    } finally {
+      await tiered.close();
+    }
   });
 });
