@@ -1,6 +1,8 @@
 import * as v from 'valibot';
+import { MAX_AMOUNT_MICRO } from './budget/bounds.js';
+import { largestEstimateTokens } from './inference/estimate.js';
 import { parsePeppers } from './keys/peppers.js';
-import { DEFAULT_PRICES, isPool, POOLS, type Pool, type Prices } from './pricing/pricing.js';
+import { costMicro, DEFAULT_PRICES, isPool, POOLS, type Pool, type Prices } from './pricing/pricing.js';
 import { DEFAULT_TIERS, TiersOverride, type TierTable } from './tenants/tiers.js';
 
 /**
@@ -283,6 +285,18 @@ export function parseConfig(env: Env): ConfigResult {
       message: 'POOL_PRICES must map pools to prices of at least 1',
     };
   }
+  // The largest request's reservation must be an amount the engine accepts, or every such request
+  // would be a 500; only prices far beyond any real model's with a very large MAX_BODY_BYTES reach it.
+  const prices: Prices = { ...DEFAULT_PRICES, ...mapValues(e.POOL_PRICES ?? {}, BigInt) };
+  const largestTokens = largestEstimateTokens(e.MAX_BODY_BYTES);
+  const tooDear = POOLS.find((pool) => costMicro(pool, largestTokens, prices) > MAX_AMOUNT_MICRO);
+  if (tooDear !== undefined) {
+    return {
+      ok: false,
+      variable: 'POOL_PRICES',
+      message: `POOL_PRICES: ${tooDear} is so dear that a request of MAX_BODY_BYTES would reserve more than ${MAX_AMOUNT_MICRO} micro-credits`,
+    };
+  }
   if (Object.keys(e.UPSTREAM_MODELS ?? {}).some((pool) => !isPool(pool))) {
     return {
       ok: false,
@@ -311,7 +325,7 @@ export function parseConfig(env: Env): ConfigResult {
     modelAliases: e.MODEL_ALIASES ?? {},
     upstreamModels: e.UPSTREAM_MODELS ?? {},
     tiers: e.TIERS ?? DEFAULT_TIERS,
-    prices: { ...DEFAULT_PRICES, ...mapValues(e.POOL_PRICES ?? {}, BigInt) },
+    prices,
     poolLimits: e.POOL_LIMITS ?? {},
     trustProxyHops: e.TRUST_PROXY_HOPS,
     nowpaymentsApiUrl: e.NOWPAYMENTS_API_URL,

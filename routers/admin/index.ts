@@ -3,18 +3,18 @@ import { grantCredits } from '../../src/billing/credits.js';
 import { issueToken } from '../../src/signing/caller-tokens.js';
 import { systemInfo } from '../../src/system/info.js';
 import { createTenant, getTenant, listTenants, updateTenant } from '../../src/tenants/tenants.js';
-import { GrantId, PositiveMicro, TenantId } from '../inputs.js';
+import { CapMicro, GrantId, Name, PositiveMicro, TenantId, Text } from '../inputs.js';
 import { adminProcedure, operatorProcedure, router } from '../trpc.js';
 
 const CreateTenantInput = v.object({
-  name: v.pipe(v.string(), v.trim(), v.minLength(1, 'must not be empty'), v.maxLength(200)),
+  name: Name(200),
   tier: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(9)),
 });
 
 const GrantCreditsInput = v.object({
   tenantId: TenantId,
   amountMicro: PositiveMicro,
-  reason: v.pipe(v.string(), v.trim(), v.minLength(1, 'must not be empty'), v.maxLength(500)),
+  reason: Text(500),
   grantId: v.optional(GrantId),
 });
 
@@ -42,9 +42,7 @@ export const adminRouter = router({
         v.object({
           id: TenantId,
           tier: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(9))),
-          monthlyCapMicro: v.optional(
-            v.nullable(v.pipe(v.string(), v.regex(/^(0|[1-9]\d{0,15})$/, 'must be a decimal string'))),
-          ),
+          monthlyCapMicro: v.optional(v.nullable(CapMicro)),
           frozen: v.optional(v.boolean()),
         }),
       )

@@ -1,21 +1,19 @@
 import * as v from 'valibot';
 import { createKey, getKey, listKeys, revokeKey, rotateKey, updateKey } from '../../src/keys/keys.js';
-import { TenantId } from '../inputs.js';
+import { CapMicro, Name, RateLimit, TenantId } from '../inputs.js';
 import { memberProcedure, memberWriteProcedure, router } from '../trpc.js';
 
 const KeyId = v.pipe(v.string(), v.regex(/^key_[0-9a-f]{32}$/, 'must be a key id (key_…)'));
-const Micro = v.pipe(v.string(), v.regex(/^(0|[1-9]\d{0,15})$/, 'must be a decimal string of micro-credits'));
-const Count = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(1_000_000_000));
 const Scope = v.pipe(v.string(), v.regex(/^[a-z][a-z0-9:._-]{0,63}$/, 'must be a scope name'));
 
 const CreateKeyInput = v.object({
   tenantId: v.optional(TenantId),
-  name: v.pipe(v.string(), v.trim(), v.minLength(1, 'must not be empty'), v.maxLength(100)),
+  name: Name(100),
   sandbox: v.optional(v.boolean()),
   scopes: v.optional(v.pipe(v.array(Scope), v.maxLength(32))),
-  rpmLimit: v.optional(Count),
-  tpdLimit: v.optional(Count),
-  monthlyCapMicro: v.optional(Micro),
+  rpmLimit: v.optional(RateLimit),
+  tpdLimit: v.optional(RateLimit),
+  monthlyCapMicro: v.optional(CapMicro),
 });
 
 const ById = v.object({ tenantId: v.optional(TenantId), id: KeyId });
@@ -49,9 +47,9 @@ export const keysRouter = router({
     .input(
       v.object({
         ...ById.entries,
-        rpmLimit: v.optional(v.nullable(Count)),
-        tpdLimit: v.optional(v.nullable(Count)),
-        monthlyCapMicro: v.optional(v.nullable(Micro)),
+        rpmLimit: v.optional(v.nullable(RateLimit)),
+        tpdLimit: v.optional(v.nullable(RateLimit)),
+        monthlyCapMicro: v.optional(v.nullable(CapMicro)),
       }),
     )
     .mutation(({ ctx, input }) => updateKey(ctx.services, ctx.scopeFor(input.tenantId), input)),

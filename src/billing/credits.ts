@@ -1,12 +1,13 @@
 import { and, eq } from 'drizzle-orm';
 import { creditGrants } from '../../db/schema/index.js';
+import { MAX_AMOUNT_MICRO } from '../budget/bounds.js';
 import { AppError } from '../errors.js';
 import { newId } from '../ids.js';
 import type { Services } from '../services.js';
 import { getTenant } from '../tenants/tenants.js';
 
-/** The largest single grant: the engine's own bound on an amount (credit.v1, admit.v1). */
-export const MAX_GRANT_MICRO = 1_000_000_000_000_000n;
+/** The largest single grant: the engine's own bound on an amount (credit.v1, admit.v2). */
+export const MAX_GRANT_MICRO = MAX_AMOUNT_MICRO;
 
 /** The store's alphabet for ids that become part of a key (credit.v1 checks it too). */
 const GRANT_ID = /^[A-Za-z0-9_-]{1,64}$/;

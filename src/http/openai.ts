@@ -1,6 +1,7 @@
 import { type Context, Hono } from 'hono';
 import * as v from 'valibot';
 import { AppError, asAppError, type ErrorCode } from '../errors.js';
+import { MAX_COMPLETION_TOKENS } from '../inference/estimate.js';
 import { openUpstream, prepare, relay } from '../inference/run.js';
 import type { Services } from '../services.js';
 import { tierLimits } from '../tenants/tiers.js';
@@ -25,9 +26,11 @@ const ChatRequest = v.object({
     v.minLength(1),
     v.maxLength(256),
   ),
-  max_tokens: v.optional(v.nullable(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(4_096)))),
+  max_tokens: v.optional(
+    v.nullable(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(MAX_COMPLETION_TOKENS))),
+  ),
   max_completion_tokens: v.optional(
-    v.nullable(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(4_096))),
+    v.nullable(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(MAX_COMPLETION_TOKENS))),
   ),
   // One choice per request: more would be more upstream calls than were reserved for.
   n: v.optional(v.nullable(v.number())),

@@ -4,6 +4,18 @@ import { costMicro, type Pool, type Prices } from '../pricing/pricing.js';
 // reservation does not lock much budget.
 export const DEFAULT_MAX_TOKENS = 256;
 
+/** The largest `max_tokens` a request may ask for (both inference routes). */
+export const MAX_COMPLETION_TOKENS = 4_096;
+
+/**
+ * The most tokens any request's estimate can count: a prompt as long as the largest body (each
+ * character takes at least one byte of JSON, and the role prefixes of messages are shorter than
+ * their JSON) plus the largest completion.
+ */
+export function largestEstimateTokens(maxBodyBytes: number): number {
+  return Math.ceil(maxBodyBytes / 4) + MAX_COMPLETION_TOKENS;
+}
+
 export interface Estimate {
   promptTokens: number;
   maxTokens: number;

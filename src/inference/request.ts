@@ -1,4 +1,5 @@
 import * as v from 'valibot';
+import { MAX_COMPLETION_TOKENS } from './estimate.js';
 
 const Id = v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1–64 characters of [A-Za-z0-9_-]'));
 
@@ -18,7 +19,7 @@ export const InferenceRequest = v.pipe(
         v.maxLength(256),
       ),
     ),
-    max_tokens: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(4_096))),
+    max_tokens: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(MAX_COMPLETION_TOKENS))),
     pool: v.optional(v.pipe(v.string(), v.maxLength(32))),
     user: v.optional(Id),
     channel: v.optional(Id),

@@ -39,7 +39,10 @@ const ENTERPRISE: TierLimits = {
 
 export const DEFAULT_TIERS: TierTable = [FREE, FREE, FREE, PRO, PRO, PRO, ENTERPRISE, ENTERPRISE, ENTERPRISE];
 
-const Rate = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(10_000_000));
+/** The largest rate `TIERS` accepts: far below the engine's bound on a count (MAX_COUNT). */
+export const MAX_TIER_RATE = 10_000_000;
+
+const Rate = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(MAX_TIER_RATE));
 const Override = v.strictObject({
   tenantRpm: v.optional(Rate),
   userRpm: v.optional(Rate),

@@ -1,3 +1,4 @@
+import { MAX_AMOUNT_MICRO, MAX_BALANCE_MICRO, MAX_COUNT } from '../../budget/bounds.js';
 import type { Reply } from '../port.js';
 import type { ScriptName } from '../scripts.generated.js';
 import type { MemoryKv } from './kv.js';
@@ -11,11 +12,10 @@ import type { MemoryKv } from './kv.js';
  * Each function runs to completion synchronously, which is what makes it atomic.
  */
 
-const MAX_AMOUNT = 1_000_000_000_000_000;
+const MAX_AMOUNT = Number(MAX_AMOUNT_MICRO);
 const MAX_SAFE = Number.MAX_SAFE_INTEGER;
-const MAX_BALANCE = 2 ** 52 - 1;
+const MAX_BALANCE = Number(MAX_BALANCE_MICRO);
 const MAX_NOW = 2 ** 47;
-const MAX_COUNT = 1_000_000_000;
 const WINDOW_MS = 60_000;
 const DAY_MS = 86_400_000;
 const RETAIN_MS = 7 * DAY_MS;
@@ -72,7 +72,7 @@ const admit: Script = (kv, keys, args) => {
   // admit v2: cost 0 is a free request (a sandbox key): rate-limited, but no budget scope applies.
   const cost = int(args[7], 0, MAX_AMOUNT);
   if (cost === null) return ['INVALID_INPUT', 'costMicro'];
-  const tokens = int(args[8], 0, 1_000_000_000);
+  const tokens = int(args[8], 0, MAX_COUNT);
   if (tokens === null) return ['INVALID_INPUT', 'tokenEstimate'];
   const now = int(args[9], 1, MAX_NOW);
   if (now === null) return ['INVALID_INPUT', 'nowMs'];
@@ -325,7 +325,7 @@ const budgetFinalize: Script = (kv, keys, args) => {
   if (!ident(resId, false)) return ['INVALID_INPUT', 'reservationId'];
   const actual = int(args[1], 0, MAX_AMOUNT);
   if (actual === null) return ['INVALID_INPUT', 'actualCostMicro'];
-  const actualTokens = int(args[2], 0, 1_000_000_000);
+  const actualTokens = int(args[2], 0, MAX_COUNT);
   if (actualTokens === null) return ['INVALID_INPUT', 'actualTokens'];
   const now = int(args[3], 1, MAX_NOW);
   if (now === null) return ['INVALID_INPUT', 'nowMs'];
@@ -486,11 +486,11 @@ const snapshot: Script = (kv, keys) => {
 };
 
 const poolGate: Script = (kv, keys, args) => {
-  const tokens = int(args[0], 1, 1_000_000_000);
+  const tokens = int(args[0], 1, MAX_COUNT);
   if (tokens === null) return ['INVALID_INPUT', 'tokens'];
-  const capacity = int(args[1], 1, 1_000_000_000);
+  const capacity = int(args[1], 1, MAX_COUNT);
   if (capacity === null) return ['INVALID_INPUT', 'capacity'];
-  const refill = int(args[2], 0, 1_000_000_000);
+  const refill = int(args[2], 0, MAX_COUNT);
   if (refill === null) return ['INVALID_INPUT', 'refillPerMinute'];
   const now = int(args[3], 1, MAX_NOW);
   if (now === null) return ['INVALID_INPUT', 'nowMs'];

@@ -1,0 +1,72 @@
+import { readFile } from 'node:fs/promises';
+import { describe, expect, it } from 'vitest';
+import { MAX_AMOUNT_MICRO, MAX_BALANCE_MICRO, MAX_COUNT } from '../../src/budget/bounds.js';
+import { parseConfig } from '../../src/config.js';
+import { estimate, largestEstimateTokens, MAX_COMPLETION_TOKENS } from '../../src/inference/estimate.js';
+import { LIVE_DEFAULT_RPM, SANDBOX_LIMITS } from '../../src/keys/keys.js';
+import { DEFAULT_PRICES } from '../../src/pricing/pricing.js';
+import { MAX_TIER_RATE } from '../../src/tenants/tiers.js';
+
+/** The value of `local NAME = <integer>` in a Lua script. */
+async function luaConstant(file: string, name: string): Promise<bigint> {
+  const source = await readFile(`lua/${file}`, 'utf8');
+  const match = new RegExp(`^local ${name} = (\\d+)$`, 'm').exec(source);
+  if (match?.[1] === undefined) throw new Error(`lua/${file} has no ${name}`);
+  return BigInt(match[1]);
+}
+
+describe('the engine bounds in src/budget/bounds.ts', () => {
+  it('are the numbers the Lua scripts check', async () => {
+    expect(await luaConstant('admit.v2.lua', 'MAX_COUNT')).toBe(BigInt(MAX_COUNT));
+    expect(await luaConstant('admit.v2.lua', 'MAX_AMOUNT')).toBe(MAX_AMOUNT_MICRO);
+    expect(await luaConstant('budget_event.v1.lua', 'MAX_AMOUNT')).toBe(MAX_AMOUNT_MICRO);
+    expect(await luaConstant('budget_finalize.v2.lua', 'MAX_AMOUNT')).toBe(MAX_AMOUNT_MICRO);
+    expect(await luaConstant('credit.v1.lua', 'MAX_AMOUNT')).toBe(MAX_AMOUNT_MICRO);
+    expect(await luaConstant('credit.v1.lua', 'MAX_BALANCE')).toBe(MAX_BALANCE_MICRO);
+  });
+
+  it('keep every figure an exact integer in a double', () => {
+    expect(BigInt(MAX_COUNT) * 60_000n).toBeLessThan(2n ** 53n);
+    expect(MAX_AMOUNT_MICRO).toBeLessThan(MAX_BALANCE_MICRO);
+    expect(MAX_BALANCE_MICRO).toBeLessThan(2n ** 53n);
+  });
+
+  it('hold every built-in and configurable rate', () => {
+    for (const rate of [MAX_TIER_RATE, LIVE_DEFAULT_RPM, SANDBOX_LIMITS.rpmLimit, SANDBOX_LIMITS.tpdLimit]) {
+      expect(rate).toBeLessThanOrEqual(MAX_COUNT);
+    }
+  });
+});
+
+describe('configuration the engine would refuse fails start-up', () => {
+  const rate = (value: number) =>
+    JSON.stringify({ 9: { tenantRpm: value, userRpm: value, channelRpm: value, burstCapacity: value } });
+
+  it('TIERS rates up to MAX_TIER_RATE are accepted; one past names TIERS', () => {
+    expect(parseConfig({ TIERS: rate(MAX_TIER_RATE) }).ok).toBe(true);
+    expect(parseConfig({ TIERS: rate(MAX_TIER_RATE + 1) })).toMatchObject({ ok: false, variable: 'TIERS' });
+  });
+
+  it('POOL_PRICES at which the largest request reserves 10^15 µ is accepted; one µ dearer names POOL_PRICES', () => {
+    const MAX_BODY_BYTES = 64 * 1024 * 1024;
+    const highest = 10n ** 18n / BigInt(largestEstimateTokens(MAX_BODY_BYTES));
+    const env = (price: bigint) => ({
+      MAX_BODY_BYTES: String(MAX_BODY_BYTES),
+      POOL_PRICES: `flagship=${price}`,
+    });
+    expect(parseConfig(env(highest)).ok).toBe(true);
+    expect(parseConfig(env(highest + 1n))).toMatchObject({ ok: false, variable: 'POOL_PRICES' });
+  });
+
+  it('counts at least as many tokens as any estimate of a body of that size', () => {
+    for (const bytes of [1024, 1_048_576]) {
+      const { promptTokens, maxTokens } = estimate(
+        'cheap',
+        'x'.repeat(bytes),
+        MAX_COMPLETION_TOKENS,
+        DEFAULT_PRICES,
+      );
+      expect(promptTokens + maxTokens).toBeLessThanOrEqual(largestEstimateTokens(bytes));
+    }
+  });
+});
