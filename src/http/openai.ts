@@ -6,6 +6,7 @@ import type { Services } from '../services.js';
 import { tierLimits } from '../tenants/tiers.js';
 import { type KeyEnv, requireApiKey } from './api-key-auth.js';
 import { clientSignal } from './context.js';
+import { readJson } from './json-body.js';
 import { sseResponse } from './sse.js';
 
 /**
@@ -41,6 +42,9 @@ const OPENAI_TYPES: Partial<Record<ErrorCode, string>> = {
   rate_limited: 'rate_limit_error',
   forbidden: 'permission_error',
   not_found: 'not_found_error',
+  method_not_allowed: 'invalid_request_error',
+  payload_too_large: 'invalid_request_error',
+  unsupported_media_type: 'invalid_request_error',
 };
 
 /** `{"error":{"message","type","param","code"}}`, OpenAI's error body, with our status. */
@@ -79,7 +83,7 @@ export function openAiRoutes(services: Services): Hono<KeyEnv> {
 
   app.post('/v1/chat/completions', auth, async (c) => {
     const key = c.get('apiKey');
-    const parsed = v.safeParse(ChatRequest, await c.req.json().catch(() => undefined));
+    const parsed = v.safeParse(ChatRequest, await readJson(c));
     if (!parsed.success) {
       return openAiError(
         c,
