@@ -63,7 +63,8 @@ const json = (body: unknown) => JSON.stringify(body);
 
 beforeAll(async () => {
   harness = await createHarness({ config: { maxBodyBytes: MAX_BODY_BYTES, metricsToken: METRICS_TOKEN } });
-  const tenant = await createTenant(harness.services, { name: 'Surface', tier: 4 });
+  // Tier 7: a burst bucket of 10, so the few admitted requests here never meet a rate limit.
+  const tenant = await createTenant(harness.services, { name: 'Surface', tier: 7 });
   await harness.services.store.credit({ tenantId: tenant.id, grantId: 'g', amountMicro: 1_000_000n });
   key = (await createKey(harness.services, tenant.id, { name: 'surface' })).key;
 });
