@@ -88,8 +88,8 @@ function rank(method: string): number {
   return index === -1 ? METHOD_ORDER.length : index;
 }
 
-// 1 s: a store or upstream outage and a starting instance are short-lived or detected by the
-// circuit breaker; a retry that comes too soon is refused cheaply.
+// 1 s: what lies behind a 503 (a store timeout, a failed upstream, an instance still starting) is
+// usually brief, and a retry that comes too soon is refused cheaply (an open breaker answers at once).
 const RETRY_AFTER_SECONDS_ON_503 = 1;
 
 /**
