@@ -10,7 +10,7 @@ import { jwksRoute } from './http/jwks.js';
 import { keyInfoRoute } from './http/key-info.js';
 import { metricsRoute } from './http/metrics.js';
 import { applyCommonMiddleware } from './http/middleware.js';
-import { openAiRoutes } from './http/openai.js';
+import { openAiError, openAiRoutes } from './http/openai.js';
 import { readyRoute } from './http/ready.js';
 import { preAuthLimit } from './limits/preauth.js';
 import type { Logger } from './observability/logger.js';
@@ -19,7 +19,13 @@ import type { Services } from './services.js';
 /** The whole gateway as a Hono app. Entries (Node, Workers, tests) differ only in the Services they pass. */
 export function createApp(services: Services): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
-  applyCommonMiddleware(app, { log: services.log, maxBodyBytes: services.config.maxBodyBytes });
+  applyCommonMiddleware(app, {
+    log: services.log,
+    maxBodyBytes: services.config.maxBodyBytes,
+    // Everything under /v1/ is the OpenAI-compatible surface: its 404, 405, 413 and crashes too.
+    renderError: (c, error) =>
+      c.req.path.startsWith('/v1/') ? openAiError(c, error) : errorResponse(c, error),
+  });
 
   app.route('/', healthRoute(services.signing));
   app.route('/', readyRoute(services));
@@ -40,7 +46,9 @@ export function createApp(services: Services): Hono<AppEnv> {
   app.route('/', openAiRoutes(services));
   app.route('/', metricsRoute(services));
 
-  app.use(
+  // GET and POST only: any other method gets the common 405 in the one error shape.
+  app.on(
+    ['GET', 'POST'],
     '/trpc/*',
     trpcServer({
       router: appRouter,
@@ -64,7 +72,7 @@ export function createApp(services: Services): Hono<AppEnv> {
 /**
  * What answers while the real app cannot: the Node entry serves it while the database opens and
  * migrates (PGlite's first start takes seconds), with liveness at once; the Workers entry serves it
- * for a bad configuration. Everything else is 503 `not_ready` in the one error shape.
+ * for a bad configuration. Everything else is 503 `not_ready` (with Retry-After) in the one error shape.
  */
 export function createNotReadyApp(options: {
   log: Logger;
@@ -77,9 +85,6 @@ export function createNotReadyApp(options: {
   const app = new Hono<AppEnv>();
   applyCommonMiddleware(app, options);
   if (options.liveness) app.route('/', healthRoute());
-  app.all('*', (c) => {
-    c.header('Retry-After', '1');
-    return errorResponse(c, new AppError('not_ready', options.message, options.details));
-  });
+  app.all('*', (c) => errorResponse(c, new AppError('not_ready', options.message, options.details)));
   return app;
 }

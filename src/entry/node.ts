@@ -8,6 +8,7 @@ import { Redis } from 'ioredis';
 import { createDb } from '../../db/index.js';
 import { createApp, createNotReadyApp } from '../app.js';
 import { type Config, isEmbedded, warnNotYetInEffect } from '../config.js';
+import { answerClientErrors } from '../http/client-error.js';
 import type { AppEnv } from '../http/context.js';
 import { maintainSigningKeys } from '../jobs/signing-maintenance.js';
 import { type Peppers, parsePeppers } from '../keys/peppers.js';
@@ -153,6 +154,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   const server = createAdaptorServer({
     fetch: (request: Request, env: unknown) => app.fetch(request, env),
   }) as Server;
+  answerClientErrors(server, log);
   await listen(server, config.port, config.host);
   const { port } = server.address() as AddressInfo;
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;

@@ -6,6 +6,7 @@ import { openUpstream, prepare, relay } from '../inference/run.js';
 import type { Services } from '../services.js';
 import { type KeyEnv, requireApiKey } from './api-key-auth.js';
 import { clientSignal, errorResponse } from './context.js';
+import { readJson } from './json-body.js';
 import { sseResponse } from './sse.js';
 
 const tokenEvent = (content: string) => `{"type":"token","content":${JSON.stringify(content)}}`;
@@ -19,7 +20,7 @@ const tokenEvent = (content: string) => `{"type":"token","content":${JSON.string
 export function inferenceRoute(services: Services): Hono<KeyEnv> {
   return new Hono<KeyEnv>().post('/api/v1/inference', requireApiKey(services), async (c) => {
     const key = c.get('apiKey');
-    const parsed = v.safeParse(InferenceRequest, await c.req.json().catch(() => undefined));
+    const parsed = v.safeParse(InferenceRequest, await readJson(c));
     if (!parsed.success) {
       return errorResponse(
         c,

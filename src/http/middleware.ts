@@ -1,23 +1,28 @@
 import type { Context, Hono, MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
+import { TrieRouter } from 'hono/router/trie-router';
 import { AppError, type ErrorCode } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import { type AppEnv, errorResponse } from './context.js';
 
+/** How an app renders an error: the one shape by default; the OpenAI surface keeps OpenAI's. */
+export type ErrorRenderer = (c: Context<AppEnv>, error: AppError) => Response;
+
 /**
  * The middleware every app shares, in the order a request meets it: request id, access log and
- * security headers, body limit; plus the 404 and error handlers that keep every failure in the
- * one error shape and every stack trace in the log.
+ * security headers, body limit; plus the 404/405 and error handlers that keep every failure in
+ * the app's error shape and every stack trace in the log.
  */
 export function applyCommonMiddleware(
   app: Hono<AppEnv>,
-  options: { log: Logger; maxBodyBytes: number },
+  options: { log: Logger; maxBodyBytes: number; renderError?: ErrorRenderer },
 ): void {
+  const render = options.renderError ?? errorResponse;
   app.use(perRequest(options.log));
   // Before any route, so an oversized body is refused before authentication or parsing.
   const tooLarge = (c: Context<AppEnv>) =>
-    errorResponse(
+    render(
       c,
       new AppError('payload_too_large', `Request body exceeds ${options.maxBodyBytes} bytes`, {
         maxBytes: options.maxBodyBytes,
@@ -36,26 +41,63 @@ export function applyCommonMiddleware(
     return countingLimit(c, next);
   });
 
-  app.notFound((c) =>
-    errorResponse(c, new AppError('not_found', `No route for ${c.req.method} ${truncate(c.req.path)}`)),
-  );
+  // No handler for this method: 405 with `Allow` when the path has handlers for other methods.
+  const allowedMethods = routeMethods(app);
+  app.notFound((c) => {
+    const path = truncate(c.req.path);
+    const allowed = allowedMethods(c.req.path);
+    if (allowed.length === 0)
+      return render(c, new AppError('not_found', `No route for ${c.req.method} ${path}`));
+    c.header('Allow', allowed.join(', '));
+    return render(c, new AppError('method_not_allowed', `${c.req.method} is not allowed on ${path}`));
+  });
 
   app.onError((thrown, c) => {
-    if (thrown instanceof AppError) return errorResponse(c, thrown);
+    if (thrown instanceof AppError) return render(c, thrown);
     if (thrown instanceof HTTPException && thrown.status < 500) {
-      return errorResponse(c, new AppError(codeForStatus(thrown.status), thrown.message || 'Bad request'));
+      return render(c, new AppError(codeForStatus(thrown.status), thrown.message || 'Bad request'));
     }
     (c.get('log') ?? options.log).error({ err: thrown }, 'unhandled error');
-    return errorResponse(c, thrown);
+    return render(c, new AppError('internal_error', 'Internal error'));
   });
 }
+
+const METHOD_ORDER = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'];
+
+/**
+ * The methods the app's handlers answer on a path (middleware, registered for ALL methods, does
+ * not count); HEAD wherever GET is, as Hono serves it. Rebuilt when routes are added.
+ */
+function routeMethods(app: Hono<AppEnv>): (path: string) => string[] {
+  let router = new TrieRouter<string>();
+  let routeCount = -1;
+  return (path) => {
+    if (routeCount !== app.routes.length) {
+      router = new TrieRouter<string>();
+      for (const route of app.routes) if (route.method !== 'ALL') router.add('ALL', route.path, route.method);
+      routeCount = app.routes.length;
+    }
+    const methods = new Set(router.match('ALL', path)[0].map(([method]) => method));
+    if (methods.has('GET')) methods.add('HEAD');
+    return [...methods].sort((a, b) => rank(a) - rank(b));
+  };
+}
+
+function rank(method: string): number {
+  const index = METHOD_ORDER.indexOf(method);
+  return index === -1 ? METHOD_ORDER.length : index;
+}
+
+// 1 s: what lies behind a 503 (a store timeout, a failed upstream, an instance still starting) is
+// usually brief, and a retry that comes too soon is refused cheaply (an open breaker answers at once).
+const RETRY_AFTER_SECONDS_ON_503 = 1;
 
 /**
  * The security headers hono's `secureHeaders` sets with these options — HSTS for two years,
  * nosniff, DENY, no-referrer, and a CSP under which nothing may load, frame or submit anything (an
  * API serves no documents) — written out once (tests/integration/app.happy.test.ts checks them).
  */
-const SECURITY_HEADERS: readonly (readonly [string, string])[] = [
+export const SECURITY_HEADERS: readonly (readonly [string, string])[] = [
   [
     'Content-Security-Policy',
     "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
@@ -94,6 +136,10 @@ function perRequest(root: Logger): MiddlewareHandler<AppEnv> {
     const headers = c.res.headers;
     headers.set('X-Request-Id', id);
     for (const [name, value] of SECURITY_HEADERS) headers.set(name, value);
+    // Every 503 (store or upstream unavailable, not ready, tRPC's too) says when to come back.
+    if (c.res.status === 503 && !headers.has('retry-after')) {
+      headers.set('Retry-After', String(RETRY_AFTER_SECONDS_ON_503));
+    }
     log.info(
       {
         method: c.req.method,
@@ -118,6 +164,8 @@ function codeForStatus(status: number): ErrorCode {
       return 'method_not_allowed';
     case 413:
       return 'payload_too_large';
+    case 415:
+      return 'unsupported_media_type';
     case 429:
       return 'rate_limited';
     default:

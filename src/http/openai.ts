@@ -7,6 +7,7 @@ import type { Services } from '../services.js';
 import { tierLimits } from '../tenants/tiers.js';
 import { type KeyEnv, requireApiKey } from './api-key-auth.js';
 import { clientSignal } from './context.js';
+import { readJson } from './json-body.js';
 import { sseResponse } from './sse.js';
 
 /**
@@ -48,6 +49,9 @@ const OPENAI_TYPES: Partial<Record<ErrorCode, string>> = {
   forbidden: 'permission_error',
   tenant_frozen: 'permission_error',
   not_found: 'not_found_error',
+  method_not_allowed: 'invalid_request_error',
+  payload_too_large: 'invalid_request_error',
+  unsupported_media_type: 'invalid_request_error',
 };
 
 /**
@@ -89,7 +93,7 @@ export function openAiRoutes(services: Services): Hono<KeyEnv> {
 
   app.post('/v1/chat/completions', auth, async (c) => {
     const key = c.get('apiKey');
-    const parsed = v.safeParse(ChatRequest, await c.req.json().catch(() => undefined));
+    const parsed = v.safeParse(ChatRequest, await readJson(c));
     if (!parsed.success) {
       return openAiError(
         c,

@@ -86,6 +86,17 @@ describe('spicegate serve on embedded defaults (PGlite + memory store)', () => {
     });
   });
 
+  it("answers a URL over Node's header limit with 431 in the error shape, not a bare status line", async () => {
+    const response = await fetch(`${url}/health?pad=${'x'.repeat(20 * 1024)}`);
+    expect(response.status).toBe(431);
+    expect(response.headers.get('x-content-type-options')).toBe('nosniff');
+    const body = (await response.json()) as { error: Record<string, unknown> };
+    expect(body.error).toMatchObject({
+      code: 'headers_too_large',
+      requestId: response.headers.get('x-request-id'),
+    });
+  });
+
   it('refuses a 2 MB body with 413', async () => {
     const response = await fetch(`${url}/api/v1/inference`, {
       method: 'POST',
