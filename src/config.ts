@@ -98,6 +98,9 @@ const EnvSchema = v.object({
   // stream and stays far below the 5 min reservation TTL.
   UPSTREAM_CONNECT_TIMEOUT_MS: v.optional(integer(1, 60_000), '5000'),
   UPSTREAM_TIMEOUT_MS: v.optional(integer(1, 240_000), '60000'),
+  // 20 s (default, or UPSTREAM_TIMEOUT_MS if lower): an upstream that has not started answering by
+  // then is hung; the caller gets a 503 and its reservation back instead of waiting out the total.
+  UPSTREAM_FIRST_BYTE_TIMEOUT_MS: v.optional(integer(1, 240_000)),
   MODEL_ALIASES: v.optional(
     v.pipe(v.string(), v.regex(PAIRS, 'must be name=pool pairs separated by commas'), v.transform(pairs)),
   ),
@@ -190,6 +193,8 @@ export interface Config {
   localModelDelayMs: number;
   upstreamConnectTimeoutMs: number;
   upstreamTimeoutMs: number;
+  /** How long the upstream may take to start answering (its response head), retries included. */
+  upstreamFirstByteTimeoutMs: number;
   /** OpenAI-style model names callers may use for a pool (`MODEL_ALIASES`). */
   modelAliases: Record<string, string>;
   /** The model an OpenAI-compatible upstream is asked for, per pool (`UPSTREAM_MODELS`; default the pool's name). */
@@ -312,6 +317,17 @@ export function parseConfig(env: Env): ConfigResult {
     };
   }
 
+  if (
+    e.UPSTREAM_FIRST_BYTE_TIMEOUT_MS !== undefined &&
+    e.UPSTREAM_FIRST_BYTE_TIMEOUT_MS > e.UPSTREAM_TIMEOUT_MS
+  ) {
+    return {
+      ok: false,
+      variable: 'UPSTREAM_FIRST_BYTE_TIMEOUT_MS',
+      message: 'UPSTREAM_FIRST_BYTE_TIMEOUT_MS must not exceed UPSTREAM_TIMEOUT_MS',
+    };
+  }
+
   const config: Config = {
     port: e.PORT,
     host: e.HOST,
@@ -322,6 +338,7 @@ export function parseConfig(env: Env): ConfigResult {
     localModelDelayMs: e.LOCAL_MODEL_DELAY_MS,
     upstreamConnectTimeoutMs: e.UPSTREAM_CONNECT_TIMEOUT_MS,
     upstreamTimeoutMs: e.UPSTREAM_TIMEOUT_MS,
+    upstreamFirstByteTimeoutMs: e.UPSTREAM_FIRST_BYTE_TIMEOUT_MS ?? Math.min(20_000, e.UPSTREAM_TIMEOUT_MS),
     modelAliases: e.MODEL_ALIASES ?? {},
     upstreamModels: e.UPSTREAM_MODELS ?? {},
     tiers: e.TIERS ?? DEFAULT_TIERS,

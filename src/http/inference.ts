@@ -58,7 +58,7 @@ export function inferenceRoute(services: Services): Hono<KeyEnv> {
           stream.write(JSON.stringify({ type: 'error', code: outcome.code }));
           return;
         }
-        // Written after finalize, so a balance read after the stream is settled.
+        // Written after finalize, so a balance read after the stream is settled (unless pending).
         stream.write(
           JSON.stringify({
             type: 'done',
@@ -74,6 +74,10 @@ export function inferenceRoute(services: Services): Hono<KeyEnv> {
               ? {}
               : { notional_cost_micro: outcome.notionalCostMicro.toString() }),
             reservation_id: outcome.reservationId,
+            // Every token was delivered but the store failed at finalize: the charge (cost_micro,
+            // recorded in an unsettled spend row) is settled by a job once the store is back.
+            // Absent means settled.
+            ...(outcome.settlement === 'pending' ? { settlement: 'pending' } : {}),
           }),
         );
       },

@@ -1,7 +1,7 @@
 import { type Context, Hono } from 'hono';
 import * as v from 'valibot';
 import { AppError, asAppError, type ErrorCode } from '../errors.js';
-import { MAX_COMPLETION_TOKENS } from '../inference/estimate.js';
+import { MAX_COMPLETION_TOKENS, MAX_MESSAGES } from '../inference/estimate.js';
 import { openUpstream, prepare, relay } from '../inference/run.js';
 import type { Services } from '../services.js';
 import { tierLimits } from '../tenants/tiers.js';
@@ -25,7 +25,7 @@ const ChatRequest = v.object({
       }),
     ),
     v.minLength(1),
-    v.maxLength(256),
+    v.maxLength(MAX_MESSAGES),
   ),
   max_tokens: v.optional(
     v.nullable(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(MAX_COMPLETION_TOKENS))),

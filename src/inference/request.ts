@@ -1,5 +1,5 @@
 import * as v from 'valibot';
-import { MAX_COMPLETION_TOKENS } from './estimate.js';
+import { MAX_COMPLETION_TOKENS, MAX_MESSAGES } from './estimate.js';
 
 const Id = v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1–64 characters of [A-Za-z0-9_-]'));
 
@@ -16,7 +16,7 @@ export const InferenceRequest = v.pipe(
           }),
         ),
         v.minLength(1),
-        v.maxLength(256),
+        v.maxLength(MAX_MESSAGES),
       ),
     ),
     max_tokens: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(MAX_COMPLETION_TOKENS))),

@@ -65,7 +65,13 @@ export async function prepare(
       headers: {},
     };
   }
-  const cost = estimate(decision.pool, input.prompt, input.maxTokens, services.config.prices);
+  const cost = estimate(
+    decision.pool,
+    input.prompt,
+    input.maxTokens,
+    services.config.prices,
+    input.messages?.length,
+  );
   const admission = await admitRequest(services, key, {
     pool: decision.pool,
     estimate: cost,
@@ -174,7 +180,18 @@ export async function openUpstream(
 const DRAIN_LIMIT_TOKENS = 16;
 
 export type Outcome =
-  | { kind: 'done'; usage: Usage; costMicro: bigint; notionalCostMicro?: bigint; reservationId: string }
+  | {
+      kind: 'done';
+      usage: Usage;
+      costMicro: bigint;
+      notionalCostMicro?: bigint;
+      reservationId: string;
+      /**
+       * `pending`: every token was delivered but the store failed at finalize; `costMicro` is what
+       * the settlement job will charge (the unsettled spend row's amount, capped by the reservation).
+       */
+      settlement: 'settled' | 'pending';
+    }
   | { kind: 'failed'; code: 'upstream_unavailable' | 'store_unavailable'; usage: Usage }
   /** The client stopped reading past the deadline: settled; write nothing more to it. */
   | { kind: 'stalled'; usage: Usage };
@@ -183,8 +200,9 @@ export type Outcome =
 // not read: the reservation must be settled well before its TTL (5 min), or the reaper frees money
 // that is still being spent.
 const RELAY_GRACE_MS = 30_000;
-// The most prompt tokens an upstream may report: a 1 MiB body cannot hold more. Its report is
-// the usage authority, within bounds: never below what was relayed, never above what was reserved.
+// The most prompt tokens an upstream may report: a 1 MiB body cannot hold more (and the store's
+// counts stay in range). Its report is the usage authority, within bounds: never below what was
+// relayed, never above max_tokens for the completion; the reservation caps what is charged.
 const MAX_PROMPT_TOKENS = 1_000_000;
 
 /**
@@ -261,16 +279,67 @@ export async function relay(
       prepared.estimate.maxTokens,
     ),
   };
+  // The reservation covers any byte-level tokenizer's count; a report beyond it is charged up to
+  // the reservation (finalize's min) and counted.
+  if (actualCost(prepared.decision.pool, usage, services.config.prices) > prepared.estimate.costMicro) {
+    underReserved(services, key, prepared, usage);
+  }
   let settled: Settled;
   try {
     settled = await settle(services, key, prepared, usage);
   } catch (error) {
-    if (error instanceof StoreUnavailable) return { kind: 'failed', code: 'store_unavailable', usage };
-    throw error;
+    if (!(error instanceof StoreUnavailable)) throw error;
+    // Every token went out: the answer is complete and its charge is recorded (the unsettled spend
+    // row), so the caller gets its done event rather than an error it would retry and pay twice.
+    if (!stalled && !upstreamFailed && !sink.signal.aborted) {
+      return {
+        kind: 'done',
+        usage,
+        ...expectedCharge(services, key, prepared, usage),
+        reservationId: prepared.reservationId,
+        settlement: 'pending',
+      };
+    }
+    return { kind: 'failed', code: 'store_unavailable', usage };
   }
   if (stalled) return { kind: 'stalled', usage };
   if (upstreamFailed) return { kind: 'failed', code: 'upstream_unavailable', usage };
-  return { kind: 'done', usage, ...settled, reservationId: prepared.reservationId };
+  return { kind: 'done', usage, ...settled, reservationId: prepared.reservationId, settlement: 'settled' };
+}
+
+/** What the settlement job will charge for `usage`: finalize's min(actual, reserved); 0 for a free key. */
+function expectedCharge(
+  services: Services,
+  key: VerifiedKey,
+  prepared: Extract<Prepared, { ok: true }>,
+  usage: Usage,
+): Settled {
+  const actual = actualCost(prepared.decision.pool, usage, services.config.prices);
+  if (key.sandbox) return { costMicro: 0n, notionalCostMicro: actual };
+  const reserved = prepared.estimate.costMicro;
+  return { costMicro: actual < reserved ? actual : reserved };
+}
+
+/** An upstream reported more than the reservation covers: zero in normal operation (DESIGN.md §1). */
+function underReserved(
+  services: Services,
+  key: VerifiedKey,
+  prepared: Extract<Prepared, { ok: true }>,
+  usage: Usage,
+): void {
+  services.metrics.underReservedEvents.inc();
+  services.log.warn(
+    {
+      event: 'UNDER_RESERVED',
+      tenantId: key.tenantId,
+      reservationId: prepared.reservationId,
+      pool: prepared.decision.pool,
+      promptTokens: usage.promptTokens,
+      reservedPromptTokens: prepared.estimate.maxPromptTokens,
+      reservedMicro: prepared.estimate.costMicro.toString(),
+    },
+    'UNDER_RESERVED',
+  );
 }
 
 /**

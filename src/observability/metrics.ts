@@ -11,6 +11,8 @@ export interface Metrics {
   readonly accountingDriftEvents: Counter<'where'>;
   /** A late finalize (after the reaper) took a tenant past its credit. */
   readonly overspendEvents: Counter;
+  /** An upstream reported more tokens than were reserved (charged up to the reservation). */
+  readonly underReservedEvents: Counter;
   readonly storeUnavailable: Counter<'engine'>;
   /** Age of the active signing key; alert well before SIGNING_KEY_MAX_AGE_DAYS. */
   readonly signingKeyAgeSeconds: Gauge;
@@ -35,6 +37,11 @@ export function createMetrics(): Metrics {
     overspendEvents: new Counter({
       name: 'spicegate_overspend_events_total',
       help: 'Late finalizes (after a reap) that left committed + reserved above credited',
+      registers: [registry],
+    }),
+    underReservedEvents: new Counter({
+      name: 'spicegate_under_reserved_total',
+      help: 'Requests whose upstream reported more tokens than were reserved (charged the reservation); should stay 0',
       registers: [registry],
     }),
     storeUnavailable: new Counter({

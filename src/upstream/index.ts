@@ -52,6 +52,7 @@ export function createUpstream(
     log: deps.log,
     connectTimeoutMs: config.upstreamConnectTimeoutMs,
     timeoutMs: config.upstreamTimeoutMs,
+    firstByteTimeoutMs: config.upstreamFirstByteTimeoutMs,
     ...(overrides.retryDelaysMs === undefined ? {} : { retryDelaysMs: overrides.retryDelaysMs }),
     ...(overrides.breaker === undefined ? {} : { breaker: overrides.breaker }),
   });

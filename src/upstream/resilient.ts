@@ -25,6 +25,11 @@ export interface HttpUpstreamOptions {
   connectTimeoutMs: number;
   /** The whole request, stream included. */
   timeoutMs: number;
+  /**
+   * Until the response head, retries and their backoff included: a hung upstream fails the request
+   * after this, not after `timeoutMs`. At most `timeoutMs`.
+   */
+  firstByteTimeoutMs: number;
   retryDelaysMs?: readonly number[];
   breaker?: CircuitBreaker;
 }
@@ -62,8 +67,9 @@ const MAX_JSON_BYTES = 4 * 1024 * 1024;
 const utf8 = new TextDecoder();
 
 /**
- * An upstream over HTTP with the resilience DESIGN.md §4 asks for: connect and total timeouts,
- * retries on connect errors and 5xx before the first byte, and a circuit breaker. A request that
+ * An upstream over HTTP with the resilience DESIGN.md §4 asks for: connect, first-byte and total
+ * timeouts, retries on connect errors and 5xx before the first byte (within the first-byte
+ * timeout), and a circuit breaker. A request that
  * fails after its retries, or dies mid-stream, counts as one breaker failure; a 4xx does not (the
  * upstream is up and refused this request).
  */
@@ -89,6 +95,22 @@ export function httpUpstream(protocol: UpstreamProtocol, options: HttpUpstreamOp
       options.timeoutMs,
     );
     timer.unref?.();
+    // One deadline for the whole wait, not one per attempt: a per-attempt wait with its retries
+    // would hold a hung upstream's caller (and its reservation) for the total timeout again.
+    const firstByteTimer =
+      options.firstByteTimeoutMs < options.timeoutMs
+        ? setTimeout(
+            () =>
+              whole.abort(
+                new UpstreamUnavailable(
+                  `The upstream timed out: no response within ${options.firstByteTimeoutMs} ms`,
+                  true,
+                ),
+              ),
+            options.firstByteTimeoutMs,
+          )
+        : undefined;
+    firstByteTimer?.unref?.();
     const cleanup = () => {
       clearTimeout(timer);
       request.signal.removeEventListener('abort', onCallerAbort);
@@ -97,7 +119,9 @@ export function httpUpstream(protocol: UpstreamProtocol, options: HttpUpstreamOp
     let response: HttpResponse;
     try {
       response = await firstResponse(request, whole.signal, permit.probe);
+      clearTimeout(firstByteTimer);
     } catch (error) {
+      clearTimeout(firstByteTimer);
       cleanup();
       if (request.signal.aborted) {
         breaker.release(permit.probe);

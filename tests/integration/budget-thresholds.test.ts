@@ -1,17 +1,52 @@
+import { HttpResponse, http } from 'msw';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BudgetThresholdEvent } from '../../src/budget/thresholds.js';
 import type { Clock } from '../../src/clock.js';
+import { estimate } from '../../src/inference/estimate.js';
 import { createKey } from '../../src/keys/keys.js';
 import { silentLogger } from '../../src/observability/logger.js';
+import { DEFAULT_PRICES } from '../../src/pricing/pricing.js';
 import { memoryStore, periodOf, type Store } from '../../src/store/index.js';
 import { createTenant, updateTenant } from '../../src/tenants/tenants.js';
-import { createHarness, type Harness, type LogRecord } from '../support/harness.js';
+import { createHarness, type Harness, type HarnessOptions, type LogRecord } from '../support/harness.js';
+import { mockNetwork, sseBody } from '../support/msw.js';
 import { events, infer, type SseEvent } from '../support/sse.js';
 
 /**
  * Budget threshold events (issue 6): when a scope reaches 80 % and 100 %, one event per threshold
  * per period — a log line and an in-process event — however many requests and instances race.
+ *
+ * The upstream (msw, OpenAI-compatible) counts a prompt at the gateway's upper bound and the
+ * completion at max_tokens, so each request is charged exactly its reservation and a cap can be
+ * reached exactly.
  */
+const UPSTREAM = 'http://models.test/v1';
+const network = mockNetwork(
+  http.post(`${UPSTREAM}/chat/completions`, async ({ request }) => {
+    const body = (await request.json()) as { max_tokens: number; messages: { content: string }[] };
+    const prompt = body.messages[0]?.content ?? '';
+    const usage = {
+      prompt_tokens: estimate('standard', prompt, body.max_tokens, DEFAULT_PRICES).maxPromptTokens,
+      completion_tokens: body.max_tokens,
+    };
+    const chunk = (value: object) => ({ data: JSON.stringify(value) });
+    return new HttpResponse(
+      sseBody([
+        ...Array.from({ length: body.max_tokens }, (_, i) =>
+          chunk({ choices: [{ delta: { content: `t${i}` } }] }),
+        ),
+        chunk({ choices: [], usage }),
+        { data: '[DONE]' },
+      ]),
+      { headers: { 'content-type': 'text/event-stream' } },
+    );
+  }),
+);
+afterAll(() => network.close());
+
+function harnessWith(options: HarnessOptions = {}): Promise<Harness> {
+  return createHarness({ ...options, config: { upstream: 'openai', upstreamUrl: UPSTREAM } });
+}
 
 /** A clock the test moves (to the next month). */
 function manualClock(startMs: number): Clock & { set(ms: number): void } {
@@ -26,23 +61,23 @@ function manualClock(startMs: number): Clock & { set(ms: number): void } {
 
 let users = 0;
 /**
- * `count` requests at once, spread over the instances, each costing exactly 20 µ: 1 prompt token
- * ("abcd") + 19 completion tokens at 1 µ on the standard pool (the reservation is the same 20 µ,
- * so a cap is reached exactly). Distinct users, so only the budget can refuse.
+ * `count` requests at once, spread over the instances, each costing exactly 50 µ: 28 prompt tokens
+ * ("abcd" at its bound) + 22 completion tokens at 1 µ on the standard pool (the reservation is the
+ * same 50 µ, so a cap is reached exactly). Distinct users, so only the budget can refuse.
  */
 async function paidRequests(instances: Harness[], key: string, count: number): Promise<SseEvent[]> {
   const responses = await Promise.all(
     Array.from({ length: count }, (_, i) => {
       users += 1;
       const harness = instances[i % instances.length] as Harness;
-      return infer(harness, key, { prompt: 'abcd', max_tokens: 19, user: `u${users}` });
+      return infer(harness, key, { prompt: 'abcd', max_tokens: 22, user: `u${users}` });
     }),
   );
   expect(responses.map((response) => response.status)).toEqual(responses.map(() => 200));
   const done = await Promise.all(
     responses.map(async (response) => events(await response.text()).at(-1) as SseEvent),
   );
-  expect(done.map((event) => event.cost_micro)).toEqual(done.map(() => '20'));
+  expect(done.map((event) => event.cost_micro)).toEqual(done.map(() => '50'));
   // The checks run off the request path: wait for every instance's to finish.
   await Promise.all(instances.map((harness) => harness.services.budgetThresholds.idle()));
   return done;
@@ -67,8 +102,8 @@ describe('two instances sharing Redis, many concurrent requests (key monthly cap
   let b: Harness;
   const heard: { instance: 'a' | 'b'; event: BudgetThresholdEvent }[] = [];
   beforeAll(async () => {
-    a = await createHarness({ clock });
-    b = await createHarness({ shareWith: a, clock });
+    a = await harnessWith({ clock });
+    b = await harnessWith({ shareWith: a, clock });
     a.services.budgetThresholds.subscribe((event) => void heard.push({ instance: 'a', event }));
     b.services.budgetThresholds.subscribe((event) => void heard.push({ instance: 'b', event }));
   });
@@ -88,12 +123,12 @@ describe('two instances sharing Redis, many concurrent requests (key monthly cap
     const both = [a, b];
     const november = periodOf(start);
 
-    // 39 × 20 µ = 780 µ: below 80 %.
-    await paidRequests(both, key, 39);
+    // 15 × 50 µ = 750 µ: below 80 %.
+    await paidRequests(both, key, 15);
     expect(heard).toEqual([]);
 
-    // 6 more at once: 900 µ; several finalizes see >= 800 µ, on both instances; one event.
-    await paidRequests(both, key, 6);
+    // 3 more at once: 900 µ; several finalizes see >= 800 µ, on both instances; one event.
+    await paidRequests(both, key, 3);
     expect(heard.map(({ event }) => event)).toEqual([
       {
         tenantId,
@@ -120,8 +155,8 @@ describe('two instances sharing Redis, many concurrent requests (key monthly cap
       limitMicro: '1000',
     });
 
-    // The last 5 at once: exactly 1,000 µ, 100 %; one more event.
-    const last = await paidRequests(both, key, 5);
+    // The last 2 at once: exactly 1,000 µ, 100 %; one more event.
+    const last = await paidRequests(both, key, 2);
     expect(heard.map(({ event }) => [event.thresholdPercent, event.usedMicro])).toEqual([
       [80, used80],
       [100, 1_000n],
@@ -132,7 +167,7 @@ describe('two instances sharing Redis, many concurrent requests (key monthly cap
     const refused = await a.request('/api/v1/inference', {
       method: 'POST',
       headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ prompt: 'abcd', max_tokens: 19, user: 'one_more' }),
+      body: JSON.stringify({ prompt: 'abcd', max_tokens: 22, user: 'one_more' }),
     });
     expect(refused.status).toBe(402);
     for (const harness of both) {
@@ -151,7 +186,7 @@ describe('two instances sharing Redis, many concurrent requests (key monthly cap
     // December: a new period, so 80 % is reported again (once).
     const december = Date.UTC(2026, 11, 1, 0, 0, 1);
     clock.set(december);
-    await paidRequests(both, key, 42);
+    await paidRequests(both, key, 17);
     expect(heard.slice(2).map(({ event }) => [event.scope, event.thresholdPercent, event.period])).toEqual([
       ['key_monthly', 80, periodOf(december)],
     ]);
@@ -165,7 +200,7 @@ describe.each(['redis', 'memory'] as const)('balance and tenant monthly cap (%s 
   let harness: Harness;
   const heard: BudgetThresholdEvent[] = [];
   beforeAll(async () => {
-    harness = await createHarness(engine === 'memory' ? { store: memoryStore({ log: silentLogger() }) } : {});
+    harness = await harnessWith(engine === 'memory' ? { store: memoryStore({ log: silentLogger() }) } : {});
     harness.services.budgetThresholds.subscribe((event) => void heard.push(event));
   });
   afterAll(() => harness.close());
@@ -174,9 +209,9 @@ describe.each(['redis', 'memory'] as const)('balance and tenant monthly cap (%s 
     heard.length = 0;
     const tenantId = await fundedTenant(harness, 1_000n);
     const { key } = await createKey(harness.services, tenantId, { name: 'k', rpmLimit: 10_000 });
-    await paidRequests([harness], key, 39);
+    await paidRequests([harness], key, 15);
     expect(heard).toEqual([]);
-    await paidRequests([harness], key, 5);
+    await paidRequests([harness], key, 3);
     expect(heard).toEqual([
       {
         tenantId,
@@ -187,16 +222,16 @@ describe.each(['redis', 'memory'] as const)('balance and tenant monthly cap (%s 
         limitMicro: 1_000n,
       },
     ]);
-    await paidRequests([harness], key, 6);
+    await paidRequests([harness], key, 2);
     expect(heard.map((event) => [event.thresholdPercent, event.usedMicro])).toEqual([
       [80, heard[0]?.usedMicro],
       [100, 1_000n],
     ]);
     expect(await harness.services.store.snapshot(tenantId)).toMatchObject({ availableMicro: 0n });
 
-    // 1,000 more: 1,000 of 2,000 used (50 %); 30 more requests reach 1,600 (80 %).
+    // 1,000 more: 1,000 of 2,000 used (50 %); 12 more requests reach 1,600 (80 %).
     await harness.services.store.credit({ tenantId, grantId: 'g2', amountMicro: 1_000n });
-    await paidRequests([harness], key, 29);
+    await paidRequests([harness], key, 11);
     expect(heard).toHaveLength(2);
     await paidRequests([harness], key, 1);
     expect(heard.slice(2)).toEqual([
@@ -216,8 +251,8 @@ describe.each(['redis', 'memory'] as const)('balance and tenant monthly cap (%s 
     const tenantId = await fundedTenant(harness, 1_000_000_000n);
     await updateTenant(harness.services, { id: tenantId, monthlyCapMicro: '500' });
     const { key } = await createKey(harness.services, tenantId, { name: 'k', rpmLimit: 10_000 });
-    await paidRequests([harness], key, 20);
-    await paidRequests([harness], key, 5);
+    await paidRequests([harness], key, 8);
+    await paidRequests([harness], key, 2);
     expect(
       heard.map((event) => [event.scope, event.thresholdPercent, event.usedMicro, event.limitMicro]),
     ).toEqual([
@@ -243,10 +278,10 @@ describe.each(['redis', 'memory'] as const)('balance and tenant monthly cap (%s 
 });
 
 describe('the check stays off the request path', () => {
-  async function withStore(budgetEvent: Store['budgetEvent'], creditMicro = 24n) {
+  async function withStore(budgetEvent: Store['budgetEvent'], creditMicro = 60n) {
     const base = memoryStore({ log: silentLogger() });
-    const harness = await createHarness({ store: { ...base, budgetEvent } });
-    // 24 µ: the 20 µ reservation takes the balance past 80 %, so its settlement is checked.
+    const harness = await harnessWith({ store: { ...base, budgetEvent } });
+    // 60 µ: the 50 µ reservation takes the balance past 80 %, so its settlement is checked.
     const tenantId = await fundedTenant(harness, creditMicro);
     const { key } = await createKey(harness.services, tenantId, { name: 'k', rpmLimit: 10_000 });
     return { harness, key };
@@ -259,7 +294,7 @@ describe('the check stays off the request path', () => {
       return { status: 'THRESHOLDS', reached: [] };
     }, 1_000n);
     try {
-      expect(await paidRequestsNoIdle(harness, key)).toMatchObject({ type: 'done', cost_micro: '20' });
+      expect(await paidRequestsNoIdle(harness, key)).toMatchObject({ type: 'done', cost_micro: '50' });
       await harness.services.budgetThresholds.idle();
       expect(checks).toBe(0);
     } finally {
@@ -281,7 +316,7 @@ describe('the check stays off the request path', () => {
           timer = setTimeout(() => reject(new Error('done event held back')), 5_000);
         }),
       ]);
-      expect(done).toMatchObject({ type: 'done', cost_micro: '20' });
+      expect(done).toMatchObject({ type: 'done', cost_micro: '50' });
       expect(started).toBe(1);
     } finally {
       clearTimeout(timer);
@@ -294,33 +329,33 @@ describe('the check stays off the request path', () => {
       throw new Error('store blinked');
     });
     try {
-      expect(await paidRequestsNoIdle(harness, key)).toMatchObject({ type: 'done', cost_micro: '20' });
+      expect(await paidRequestsNoIdle(harness, key)).toMatchObject({ type: 'done', cost_micro: '50' });
       await harness.services.budgetThresholds.idle();
       expect(harness.logs.filter((line) => line.msg === 'budget threshold check failed')).toHaveLength(1);
     } finally {
       await harness.close();
     }
 
-    const healthy = await createHarness({ store: memoryStore({ log: silentLogger() }) });
+    const healthy = await harnessWith({ store: memoryStore({ log: silentLogger() }) });
     try {
-      const tenantId = await fundedTenant(healthy, 20n);
+      const tenantId = await fundedTenant(healthy, 50n);
       const { key: healthyKey } = await createKey(healthy.services, tenantId, { name: 'k' });
       const heard: BudgetThresholdEvent[] = [];
       healthy.services.budgetThresholds.subscribe(() => {
         throw new Error('subscriber bug');
       });
       const unsubscribe = healthy.services.budgetThresholds.subscribe((event) => void heard.push(event));
-      expect(await paidRequestsNoIdle(healthy, healthyKey)).toMatchObject({ cost_micro: '20' });
+      expect(await paidRequestsNoIdle(healthy, healthyKey)).toMatchObject({ cost_micro: '50' });
       await healthy.services.budgetThresholds.idle();
       expect(heard.map((event) => event.thresholdPercent)).toEqual([80, 100]);
       expect(healthy.logs.filter((line) => line.msg === 'budget threshold subscriber failed')).toHaveLength(
         2,
       );
       unsubscribe();
-      await healthy.services.store.credit({ tenantId, grantId: 'g2', amountMicro: 20n });
+      await healthy.services.store.credit({ tenantId, grantId: 'g2', amountMicro: 50n });
       await paidRequestsNoIdle(healthy, healthyKey);
       await healthy.services.budgetThresholds.idle();
-      // The top-up is a new balance period: 40 of 40 µ reaches both thresholds again, logged
+      // The top-up is a new balance period: 100 of 100 µ reaches both thresholds again, logged
       // but no longer heard by the unsubscribed listener.
       expect(heard).toHaveLength(2);
       expect(thresholdLines([healthy])).toHaveLength(4);
@@ -330,13 +365,13 @@ describe('the check stays off the request path', () => {
   });
 });
 
-/** One 20 µ request, read to its done event, without waiting for the threshold checks. */
+/** One 50 µ request, read to its done event, without waiting for the threshold checks. */
 async function paidRequestsNoIdle(harness: Harness, key: string): Promise<SseEvent | undefined> {
   users += 1;
   const response = await harness.request('/api/v1/inference', {
     method: 'POST',
     headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ prompt: 'abcd', max_tokens: 19, user: `u${users}` }),
+    body: JSON.stringify({ prompt: 'abcd', max_tokens: 22, user: `u${users}` }),
   });
   expect(response.status).toBe(200);
   return events(await response.text()).at(-1);

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { estimate } from '../../src/inference/estimate.js';
 import { createKey } from '../../src/keys/keys.js';
 import { costMicro, DEFAULT_PRICES } from '../../src/pricing/pricing.js';
 import { createTenant, updateTenant } from '../../src/tenants/tenants.js';
@@ -86,13 +87,16 @@ describe('429 per rate dimension', () => {
 });
 
 describe('402 per budget scope', () => {
-  it('balance: credits for exactly two requests admit two; the third is refused, nothing reserved', async () => {
-    const perRequest = costMicro('flagship', 1 + 4); // "abcd" + max_tokens 4, at 15 µ per token
-    const tenantId = await tenant(8, perRequest * 2n);
+  it('balance: credits for exactly two reservations admit two; the third is refused, nothing reserved', async () => {
+    // "abcd" + max_tokens 4 at 15 µ per token: reserved at its upper bound, charged 1 + 4 tokens.
+    const reserved = estimate('flagship', 'abcd', 4, DEFAULT_PRICES).costMicro;
+    const charged = costMicro('flagship', 1 + 4);
+    // The first request leaves exactly one reservation's worth available.
+    const tenantId = await tenant(8, charged + reserved);
     const { key } = await createKey(harness.services, tenantId, { name: 'k' });
     for (let i = 0; i < 2; i += 1) expect((await infer(key, { pool: 'flagship' })).response.status).toBe(200);
     expect(await harness.services.store.snapshot(tenantId)).toMatchObject({
-      availableMicro: 0n,
+      availableMicro: reserved - charged,
       reservedMicro: 0n,
     });
     const refused = await infer(key, { pool: 'flagship' });
@@ -100,19 +104,22 @@ describe('402 per budget scope', () => {
     expect(refused.body.error).toMatchObject({
       code: 'budget_exceeded',
       scope: 'balance',
-      remainingMicro: '0',
+      remainingMicro: String(reserved - charged),
     });
-    // One micro-credit short of a request is refused too.
-    const short = await tenant(8, perRequest - 1n);
+    // One micro-credit short of a reservation is refused too.
+    const short = await tenant(8, reserved - 1n);
     const { key: shortKey } = await createKey(harness.services, short, { name: 'k' });
     const one = await infer(shortKey, { pool: 'flagship' });
     expect(one.response.status).toBe(402);
-    expect(one.body.error).toMatchObject({ scope: 'balance', remainingMicro: String(perRequest - 1n) });
+    expect(one.body.error).toMatchObject({ scope: 'balance', remainingMicro: String(reserved - 1n) });
   });
+
+  // "abcd" + max_tokens 4 on the standard pool: reserved 28 + 4 µ, charged 1 + 4 µ.
+  const reserved = estimate('standard', 'abcd', 4, DEFAULT_PRICES).costMicro;
 
   it('tenant_monthly: the tenant’s monthly cap', async () => {
     const tenantId = await tenant(8, 1_000_000n);
-    await updateTenant(harness.services, { id: tenantId, monthlyCapMicro: '7' });
+    await updateTenant(harness.services, { id: tenantId, monthlyCapMicro: String(reserved + 2n) });
     const { key } = await createKey(harness.services, tenantId, { name: 'k' });
     expect((await infer(key, {})).response.status).toBe(200); // 5 µ
     const refused = await infer(key, {});
@@ -120,20 +127,23 @@ describe('402 per budget scope', () => {
     expect(refused.body.error).toMatchObject({
       code: 'budget_exceeded',
       scope: 'tenant_monthly',
-      remainingMicro: '2',
+      remainingMicro: String(reserved + 2n - 5n),
     });
   });
 
   it('key_monthly: the key’s monthly cap', async () => {
     const tenantId = await tenant(8, 1_000_000n);
-    const { key } = await createKey(harness.services, tenantId, { name: 'k', monthlyCapMicro: '6' });
+    const { key } = await createKey(harness.services, tenantId, {
+      name: 'k',
+      monthlyCapMicro: String(reserved + 1n),
+    });
     expect((await infer(key, {})).response.status).toBe(200); // 5 µ
     const refused = await infer(key, {});
     expect(refused.response.status).toBe(402);
     expect(refused.body.error).toMatchObject({
       code: 'budget_exceeded',
       scope: 'key_monthly',
-      remainingMicro: '1',
+      remainingMicro: String(reserved + 1n - 5n),
     });
   });
 });

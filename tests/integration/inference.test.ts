@@ -337,15 +337,30 @@ describe('the store failing at finalize', () => {
   });
   afterAll(() => harness.close());
 
-  it('loses no charge: an unsettled spend row is settled once the store is back', async () => {
+  it('a stream delivered in full ends with done, settlement pending; the job charges it exactly once', async () => {
     const { tenantId, key } = await setup(harness, { tier: 4, creditMicro: 1_000_000n });
     const response = await infer(harness, key, { prompt: 'slow and unlucky', max_tokens: 20 });
     expect(response.status).toBe(200);
     // The reservation is made; freeze Redis while tokens are still flowing.
-    const text = await readWithStoreFrozen(harness, response);
-    expect(events(text).at(-1)).toEqual({ type: 'error', code: 'store_unavailable' });
+    const received = events(await readWithStoreFrozen(harness, response));
+    expect(received.filter((event) => event.type === 'token')).toHaveLength(20);
+    // Every token arrived, so the caller has nothing to retry: done, with the charge to come.
+    const done = received.at(-1);
+    expect(done).toEqual({
+      type: 'done',
+      usage: { prompt_tokens: 4, completion_tokens: 20, total_tokens: 24 },
+      cost_micro: '24',
+      reservation_id: expect.stringMatching(/^res_/),
+      settlement: 'pending',
+    });
     const [row] = await harness.services.db.select().from(spend).where(eq(spend.tenantId, tenantId));
-    expect(row).toMatchObject({ settled: false, promptTokens: 4, completionTokens: 20, costMicro: 24n });
+    expect(row).toMatchObject({
+      reservationId: done?.reservation_id,
+      settled: false,
+      promptTokens: 4,
+      completionTokens: 20,
+      costMicro: 24n,
+    });
 
     expect(await harness.services.spend.settleUnsettled()).toBe(1);
     const [settled] = await harness.services.db.select().from(spend).where(eq(spend.tenantId, tenantId));
@@ -358,9 +373,37 @@ describe('the store failing at finalize', () => {
     expect(await harness.services.spend.settleUnsettled()).toBe(0);
     expect((await harness.services.store.snapshot(tenantId)).committedMicro).toBe(24n);
   });
+
+  it('the OpenAI-compatible stream ends normally ([DONE], with its usage) when settlement is pending', async () => {
+    const { tenantId, key } = await setup(harness, { tier: 4, creditMicro: 1_000_000n });
+    const response = await harness.request('/v1/chat/completions', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        model: 'standard',
+        messages: [{ role: 'user', content: 'slow' }],
+        max_tokens: 20,
+        stream: true,
+        stream_options: { include_usage: true },
+      }),
+    });
+    expect(response.status).toBe(200);
+    const data = (await readWithStoreFrozen(harness, response))
+      .split('\n')
+      .filter((line) => line.startsWith('data: '))
+      .map((line) => line.slice(6));
+    expect(data.at(-1)).toBe('[DONE]');
+    const chunks = data.slice(0, -1).map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(chunks.some((chunk) => 'error' in chunk)).toBe(false);
+    expect(chunks.at(-2)).toMatchObject({ choices: [{ finish_reason: 'length' }] });
+    // "user: slow" is 10 characters: 3 prompt tokens.
+    expect(chunks.at(-1)).toMatchObject({ usage: { prompt_tokens: 3, completion_tokens: 20 } });
+    expect(await harness.services.spend.settleUnsettled()).toBe(1);
+    expect((await harness.services.store.snapshot(tenantId)).committedMicro).toBe(23n);
+  });
 });
 
-describe('200 parallel streams for a tenant whose credits cover about 50', () => {
+describe('200 parallel streams for a tenant whose credits cover at most 50', () => {
   let harness: Harness;
   beforeAll(async () => {
     harness = await createHarness({ config: { localModelTokens: 16, localModelDelayMs: 2 } });
@@ -368,8 +411,10 @@ describe('200 parallel streams for a tenant whose credits cover about 50', () =>
   afterAll(() => harness.close());
 
   it('never overspends; cost_micro, committed and spend rows agree', async () => {
-    // Each request reserves 4 + 16 = 20 tokens at 1 µ; 1,000 µ covers 50 of them.
-    // Distinct users and a generous key limit, so only the budget can refuse.
+    // Each request reserves its upper bound, 14 bytes + 24 template tokens + 16 = 54 µ, and is
+    // charged 4 + 16 = 20 µ: 1,000 µ admits at least 18 of them at once, and at most 50 as
+    // settlements free what they did not use. Distinct users and a generous key limit, so only
+    // the budget can refuse.
     const { tenantId, key } = await setup(harness, { tier: 7, creditMicro: 1_000n, rpmLimit: 10_000 });
     const responses = await Promise.all(
       Array.from({ length: 200 }, (_, i) =>
@@ -383,15 +428,17 @@ describe('200 parallel streams for a tenant whose credits cover about 50', () =>
       .filter((cost): cost is string => cost !== undefined)
       .map(BigInt);
     const admitted = statuses.filter((status) => status === 200).length;
-    expect(admitted).toBe(50);
-    expect(statuses.filter((status) => status === 402)).toHaveLength(150);
+    expect(admitted).toBeGreaterThanOrEqual(18);
+    expect(admitted).toBeLessThanOrEqual(50);
+    expect(statuses.filter((status) => status === 402)).toHaveLength(200 - admitted);
+    expect(costs).toEqual(costs.map(() => 20n));
     const charged = costs.reduce((sum, cost) => sum + cost, 0n);
     const snapshot = await harness.services.store.snapshot(tenantId);
     expect(snapshot).toMatchObject({ committedMicro: charged, reservedMicro: 0n });
     expect(snapshot.committedMicro).toBeLessThanOrEqual(snapshot.creditedMicro);
     await harness.services.spend.flush();
     const rows = await harness.services.db.select().from(spend).where(eq(spend.tenantId, tenantId));
-    expect(rows).toHaveLength(50);
+    expect(rows).toHaveLength(admitted);
     expect(rows.reduce((sum, row) => sum + row.costMicro, 0n)).toBe(charged);
   });
 });

@@ -58,8 +58,9 @@ describe('pool enforcement', () => {
       reason: 'tier',
       keyId: expect.any(String),
     });
-    // The reservation at the pool actually used: 2 prompt tokens + 4 at `standard`.
-    expect(row?.costMicro).toBe(costMicro('standard', 2 + 4));
+    // The reservation at the pool actually used: "abcdefgh" at its bound (8 bytes + the chat
+    // template's 24 tokens) + 4 at `standard`.
+    expect(row?.costMicro).toBe(costMicro('standard', 8 + 24 + 4));
     // A request served as asked is not a decision.
     expect(await decisions(enterprise.tenantId)).toEqual([]);
   });

@@ -217,16 +217,20 @@ describe('UPSTREAM=finn (S2S contract v1.0.0, msw)', () => {
     expect(low?.usage).toMatchObject({ prompt_tokens: 1, completion_tokens: 3 });
     expect(low?.cost_micro).toBe(costMicro('standard', 4).toString());
 
-    // An absurd report is capped by the reservation ("hello finn": 3 prompt tokens + max_tokens 8).
+    // An absurd report is charged up to the reservation ("hello finn" at its bound, 10 bytes + 24
+    // template tokens, + max_tokens 8) and counted as UNDER_RESERVED.
     finn.answer = () =>
       stream([token('a'), done({ prompt_tokens: 900_000_000, completion_tokens: 900_000_000 })]);
     const high = events(await (await infer(key)).text()).at(-1);
     expect(high?.type).toBe('done');
     expect(high?.usage?.completion_tokens).toBe(8);
-    expect(high?.cost_micro).toBe(costMicro('standard', 3 + 8).toString());
+    expect(high?.cost_micro).toBe(costMicro('standard', 10 + 24 + 8).toString());
+    expect(harness.logs.filter((line) => line.msg === 'UNDER_RESERVED').at(-1)).toMatchObject({
+      reservationId: high?.reservation_id,
+    });
     const after = await balance(tenantId);
     expect(after.reservedMicro).toBe(0n);
-    expect(after.committedMicro).toBe(costMicro('standard', 4) + costMicro('standard', 11));
+    expect(after.committedMicro).toBe(costMicro('standard', 4) + costMicro('standard', 42));
   });
 
   it('a stream that ends without a done event is a failure, not a success', async () => {

@@ -9,6 +9,8 @@ export interface SseEvent {
   cost_micro?: string;
   notional_cost_micro?: string;
   reservation_id?: string;
+  /** `pending` when the store failed at finalize after a complete stream; absent when settled. */
+  settlement?: string;
   code?: string;
 }
 

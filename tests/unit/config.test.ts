@@ -22,6 +22,7 @@ describe('parseConfig', () => {
         localModelDelayMs: 0,
         upstreamConnectTimeoutMs: 5_000,
         upstreamTimeoutMs: 60_000,
+        upstreamFirstByteTimeoutMs: 20_000,
         modelAliases: {},
         upstreamModels: {},
         tiers: DEFAULT_TIERS,
@@ -75,6 +76,7 @@ describe('parseConfig', () => {
       LOCAL_MODEL_DELAY_MS: '5',
       UPSTREAM_CONNECT_TIMEOUT_MS: '2000',
       UPSTREAM_TIMEOUT_MS: '30000',
+      UPSTREAM_FIRST_BYTE_TIMEOUT_MS: '8000',
       MODEL_ALIASES: 'gpt-4o-mini=cheap',
       UPSTREAM_MODELS: 'cheap=tiny',
       TIERS: '{"2":{"pools":["standard","cheap"],"tenantRpm":5}}',
@@ -121,6 +123,7 @@ describe('parseConfig', () => {
         localModelDelayMs: 5,
         upstreamConnectTimeoutMs: 2_000,
         upstreamTimeoutMs: 30_000,
+        upstreamFirstByteTimeoutMs: 8_000,
         modelAliases: { 'gpt-4o-mini': 'cheap' },
         upstreamModels: { cheap: 'tiny' },
         prices: { ...DEFAULT_PRICES, cheap: 150n, flagship: 20_000n },
@@ -233,6 +236,18 @@ describe('parseConfig', () => {
     expect(
       defaults.ok && [defaults.config.upstreamConnectTimeoutMs, defaults.config.upstreamTimeoutMs],
     ).toEqual([5_000, 60_000]);
+  });
+
+  it('bounds the first-byte timeout by the total timeout: refuses a larger one, defaults to the lower', () => {
+    expect(parse({ UPSTREAM_TIMEOUT_MS: '10000', UPSTREAM_FIRST_BYTE_TIMEOUT_MS: '10001' })).toEqual({
+      ok: false,
+      variable: 'UPSTREAM_FIRST_BYTE_TIMEOUT_MS',
+      message: 'UPSTREAM_FIRST_BYTE_TIMEOUT_MS must not exceed UPSTREAM_TIMEOUT_MS',
+    });
+    const lower = parse({ UPSTREAM_TIMEOUT_MS: '10000' });
+    expect(lower.ok && lower.config.upstreamFirstByteTimeoutMs).toBe(10_000);
+    const equal = parse({ UPSTREAM_TIMEOUT_MS: '10000', UPSTREAM_FIRST_BYTE_TIMEOUT_MS: '10000' });
+    expect(equal.ok && equal.config.upstreamFirstByteTimeoutMs).toBe(10_000);
   });
 
   it('requires UPSTREAM_URL for a remote upstream', () => {
