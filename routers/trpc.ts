@@ -31,17 +31,19 @@ export async function createContext(
   },
 ): Promise<Context> {
   const refusal = services.authFailures.refusal(request.client);
-  if (refusal !== undefined) throw tooManyFailures(refusal);
+  if (refusal !== undefined) throw tooManyFailures(refusal, request.requestId);
   const caller = await resolveCaller(services, request.authorization);
   if (caller.kind === 'anonymous' && (request.authorization ?? '').trim() !== '') {
     const decision = await services.authFailures.fail(request.client());
-    if (!decision.allowed) throw tooManyFailures(decision);
+    if (!decision.allowed) throw tooManyFailures(decision, request.requestId);
   }
   return { services, caller, requestId: request.requestId, log: request.log };
 }
 
-function tooManyFailures(decision: PreAuthDecision): TRPCError {
-  return toTRPCError(rateLimitedError(decision, 'Too many failed authentications from this address'));
+function tooManyFailures(decision: PreAuthDecision, requestId: string): TRPCError {
+  const error = rateLimitedError(decision, 'Too many failed authentications from this address');
+  // Thrown while the context is built, so the error formatter has no ctx: the id rides in the details.
+  return toTRPCError(new AppError(error.code, error.message, { ...error.details, requestId }));
 }
 
 /**

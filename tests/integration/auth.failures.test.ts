@@ -126,11 +126,18 @@ describe('bad bearer tokens on /trpc from one IP', () => {
           appCode: 'rate_limited',
           dimension: 'ip',
           limit: 20,
+          requestId: denied.headers.get('x-request-id'),
         },
       },
     });
-
-    expect((await trpcList(guesser, `Bearer ${harness.adminToken}`)).status).toBe(429);
+    // Refused from memory before the bearer is looked at, in the same shape.
+    const blocked = await trpcList(guesser, `Bearer ${harness.adminToken}`);
+    expect(blocked.status).toBe(429);
+    expect(await blocked.json()).toMatchObject({
+      error: {
+        data: { httpStatus: 429, appCode: 'rate_limited', requestId: blocked.headers.get('x-request-id') },
+      },
+    });
     expect((await trpcList(freshAddress(), `Bearer ${harness.adminToken}`)).status).toBe(200);
   });
 

@@ -159,7 +159,13 @@ describe('/trpc with the production limits (pre-auth 100/min per IP, 20 failed a
     expect(denied.headers.get('ratelimit-limit')).toBe('100');
     expect(denied.body).toMatchObject({
       error: {
-        data: { code: 'TOO_MANY_REQUESTS', httpStatus: 429, appCode: 'rate_limited', dimension: 'ip' },
+        data: {
+          code: 'TOO_MANY_REQUESTS',
+          httpStatus: 429,
+          appCode: 'rate_limited',
+          dimension: 'ip',
+          requestId: denied.headers.get('x-request-id'),
+        },
       },
     });
     // Even with a valid token: the limit comes before authentication.
