@@ -204,9 +204,7 @@ export function preAuthLimit(
       return render(c, rateLimitedError(decision, 'Too many requests from this address'));
     }
     await next();
-    for (const [name, value] of Object.entries(headers)) {
-      if (name !== 'Retry-After') c.header(name, value);
-    }
+    for (const [name, value] of Object.entries(headers)) c.header(name, value);
   };
 }
 
@@ -220,14 +218,14 @@ export function rateLimitedError(decision: PreAuthDecision, message: string): Ap
   });
 }
 
-/** `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (seconds) and `Retry-After` (seconds). */
+/** `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (seconds); `Retry-After` (seconds) when denied. */
 export function rateLimitHeaders(decision: PreAuthDecision): Record<string, string> {
   const untilResetMs = Math.max(0, decision.resetAtMs - systemClock.now());
   return {
     'RateLimit-Limit': String(decision.limit),
     'RateLimit-Remaining': String(decision.allowed ? decision.remaining : 0),
     'RateLimit-Reset': String(Math.ceil(untilResetMs / 1000)),
-    'Retry-After': String(Math.ceil(retryAfterMs(decision) / 1000)),
+    ...(decision.allowed ? {} : { 'Retry-After': String(Math.ceil(retryAfterMs(decision) / 1000)) }),
   };
 }
 
