@@ -1,6 +1,9 @@
-import { initTRPC, StandardSchemaV1Error, TRPCError } from '@trpc/server';
-import { type Caller, resolveCaller } from '../src/auth/caller.js';
+import { getErrorShape, initTRPC, StandardSchemaV1Error, TRPCError } from '@trpc/server';
+import type { Context as HonoContext } from 'hono';
+import { ANONYMOUS, type Caller, resolveCaller } from '../src/auth/caller.js';
 import { AppError, toTRPCError } from '../src/errors.js';
+import type { AppEnv } from '../src/http/context.js';
+import { type PreAuthDecision, rateLimitedError } from '../src/limits/preauth.js';
 import type { Logger } from '../src/observability/logger.js';
 import type { Services } from '../src/services.js';
 import { isTenantFrozen } from '../src/tenants/tenants.js';
@@ -13,15 +16,56 @@ export type Context = {
   log: Logger;
 };
 
+/**
+ * Runs once per request, before any call of a batch. A client past its failed-authentication
+ * budget (src/limits/auth-failures.ts) is refused before its bearer is looked at; a bearer that
+ * was sent but does not resolve to a caller counts against that budget (no header at all does not).
+ */
 export async function createContext(
   services: Services,
-  request: { authorization: string | undefined; requestId: string; log: Logger },
+  request: {
+    authorization: string | undefined;
+    requestId: string;
+    log: Logger;
+    /** The client's rate-limit bucket (src/http/client-ip.ts), computed only when needed. */
+    client: () => string;
+  },
 ): Promise<Context> {
+  const refusal = services.authFailures.refusal(request.client);
+  if (refusal !== undefined) throw tooManyFailures(refusal, request.requestId);
+  const caller = await resolveCaller(services, request.authorization);
+  if (caller.kind === 'anonymous' && (request.authorization ?? '').trim() !== '') {
+    const decision = await services.authFailures.fail(request.client());
+    if (!decision.allowed) throw tooManyFailures(decision, request.requestId);
+  }
+  return { services, caller, requestId: request.requestId, log: request.log };
+}
+
+function tooManyFailures(decision: PreAuthDecision, requestId: string): TRPCError {
+  const error = rateLimitedError(decision, 'Too many failed authentications from this address');
+  // Thrown while the context is built, so the error formatter has no ctx: the id rides in the details.
+  return toTRPCError(new AppError(error.code, error.message, { ...error.details, requestId }));
+}
+
+/**
+ * `Retry-After` and `RateLimit-*` on a 429 (as the raw routes send them), from the details of the
+ * `rate_limited` error; tRPC passes this the errors of the whole request.
+ */
+export function responseMeta({ errors }: { errors: TRPCError[] }): { headers?: Record<string, string> } {
+  const limited = errors
+    .map((error) => error.cause)
+    .find((cause) => cause instanceof AppError && cause.code === 'rate_limited');
+  if (!(limited instanceof AppError)) return {};
+  const { limit, retryAfterMs } = limited.details;
+  if (typeof limit !== 'number' || typeof retryAfterMs !== 'number') return {};
+  const seconds = String(Math.ceil(retryAfterMs / 1000));
   return {
-    services,
-    caller: await resolveCaller(services, request.authorization),
-    requestId: request.requestId,
-    log: request.log,
+    headers: {
+      'Retry-After': seconds,
+      'RateLimit-Limit': String(limit),
+      'RateLimit-Remaining': '0',
+      'RateLimit-Reset': seconds,
+    },
   };
 }
 
@@ -66,6 +110,26 @@ function summarise(issues: InputIssue[]): string {
 }
 
 export const router = t.router;
+
+/**
+ * A refusal written before tRPC runs (the pre-auth limit in front of /trpc), in the shape every
+ * procedure error has, so a tRPC client reads it as a TRPCClientError with `data.httpStatus`.
+ * One object, not an array: tRPC's batch link hands it to every call of the batch.
+ */
+export function trpcErrorResponse(services: Services) {
+  return (c: HonoContext<AppEnv>, error: AppError): Response => {
+    const ctx: Context = { services, caller: ANONYMOUS, requestId: c.get('requestId'), log: c.get('log') };
+    const shape = getErrorShape({
+      config: t._config,
+      error: toTRPCError(error),
+      type: 'unknown',
+      path: undefined,
+      input: undefined,
+      ctx,
+    });
+    return c.json({ error: shape }, error.status);
+  };
+}
 
 /** Every procedure starts here: an `AppError` thrown by domain code becomes its tRPC code. */
 export const publicProcedure = t.procedure.use(async ({ next }) => {

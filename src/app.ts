@@ -1,7 +1,7 @@
 import { trpcServer } from '@hono/trpc-server';
 import { Hono, type Context as HonoContext } from 'hono';
 import { appRouter } from '../routers/index.js';
-import { createContext } from '../routers/trpc.js';
+import { createContext, responseMeta, trpcErrorResponse } from '../routers/trpc.js';
 import { AppError } from './errors.js';
 import { type AppEnv, errorResponse } from './http/context.js';
 import { healthRoute } from './http/health.js';
@@ -12,6 +12,7 @@ import { metricsRoute } from './http/metrics.js';
 import { applyCommonMiddleware } from './http/middleware.js';
 import { openAiError, openAiRoutes } from './http/openai.js';
 import { readyRoute } from './http/ready.js';
+import { requestBucket } from './limits/auth-failures.js';
 import { preAuthLimit } from './limits/preauth.js';
 import type { Logger } from './observability/logger.js';
 import type { Services } from './services.js';
@@ -46,18 +47,34 @@ export function createApp(services: Services): Hono<AppEnv> {
   app.route('/', openAiRoutes(services));
   app.route('/', metricsRoute(services));
 
+  // Every tRPC request counts against the per-IP pre-auth limit before tRPC parses it; a batch of
+  // more than TRPC_MAX_BATCH calls is then refused (400) before the context (and so any auth) is built.
+  app.use(
+    '/trpc/*',
+    preAuthLimit(services.preAuth, {
+      trustProxyHops: services.config.trustProxyHops,
+      route: 'trpc',
+      render: trpcErrorResponse(services),
+      ...(services.clientAddress === undefined
+        ? {}
+        : { address: (c: { req: { raw: Request } }) => services.clientAddress?.(c.req.raw) }),
+    }),
+  );
   // GET and POST only: any other method gets the common 405 in the one error shape.
   app.on(
     ['GET', 'POST'],
     '/trpc/*',
     trpcServer({
       router: appRouter,
+      maxBatchSize: services.config.trpcMaxBatch,
+      responseMeta,
       // The adapter types its Hono context loosely; it is this app's context.
       createContext: (_opts, c: HonoContext<AppEnv>) =>
         createContext(services, {
           authorization: c.req.header('authorization'),
           requestId: c.get('requestId'),
           log: c.get('log'),
+          client: () => requestBucket(services, c),
         }),
       onError: ({ error, path, ctx }) => {
         if (error.code === 'INTERNAL_SERVER_ERROR' && !(error.cause instanceof AppError)) {

@@ -8,6 +8,8 @@ export interface ClientOptions {
   url: string;
   /** A bearer token: the bootstrap admin token or a JWT. */
   token?: string;
+  /** The most calls one request carries: the server's TRPC_MAX_BATCH (default 20) or fewer. */
+  maxBatch?: number;
 }
 
 /**
@@ -21,6 +23,8 @@ export function createClient(options: ClientOptions) {
     links: [
       httpBatchLink({
         url: endpoint,
+        // More calls at once go out as several requests: the server refuses a bigger batch whole.
+        maxItems: options.maxBatch ?? 20,
         headers: () => (token === undefined ? {} : { authorization: `Bearer ${token}` }),
       }),
     ],

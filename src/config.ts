@@ -118,6 +118,9 @@ const EnvSchema = v.object({
     v.pipe(v.string(), v.regex(PAIRS, 'must be pool=model pairs separated by commas'), v.transform(pairs)),
   ),
   TRUST_PROXY_HOPS: v.optional(integer(0, 16), '0'),
+  // 20 calls per tRPC batch: what a client's httpBatchLink gathers in one tick in practice; a bigger
+  // batch is refused (400) before any call runs, so one request cannot carry unbounded work.
+  TRPC_MAX_BATCH: v.optional(integer(1, 1_000), '20'),
   // `<version>:<secret>` entries, comma-separated; the highest version hashes new keys (src/keys/peppers.ts).
   API_KEY_PEPPERS: v.optional(
     v.pipe(
@@ -206,6 +209,8 @@ export interface Config {
   /** Tokens per minute per pool across all tenants (`POOL_LIMITS`); a pool not named has no gate. */
   poolLimits: Partial<Record<Pool, number>>;
   trustProxyHops: number;
+  /** The most calls one tRPC batch request may carry (`TRPC_MAX_BATCH`). */
+  trpcMaxBatch: number;
   apiKeyPeppers?: string;
   adminToken?: string;
   nowpaymentsIpnSecret?: string;
@@ -345,6 +350,7 @@ export function parseConfig(env: Env): ConfigResult {
     prices,
     poolLimits: e.POOL_LIMITS ?? {},
     trustProxyHops: e.TRUST_PROXY_HOPS,
+    trpcMaxBatch: e.TRPC_MAX_BATCH,
     nowpaymentsApiUrl: e.NOWPAYMENTS_API_URL,
     logLevel: e.LOG_LEVEL,
     otelEnabled: e.OTEL_ENABLED,

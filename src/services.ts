@@ -5,6 +5,7 @@ import type { Config } from './config.js';
 import type { Peppers } from './keys/peppers.js';
 import { KeyVerifier } from './keys/verifier.js';
 import { SpendRecorder } from './ledger/spend.js';
+import { type AuthFailureLimiter, createAuthFailureLimiter } from './limits/auth-failures.js';
 import { createPreAuthLimiter, type PreAuthLimiter } from './limits/preauth.js';
 import type { Logger } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
@@ -32,6 +33,8 @@ export interface Services {
   keys: KeyVerifier;
   /** Per-IP limits for unauthenticated routes (DESIGN.md §3). */
   preAuth: PreAuthLimiter;
+  /** Failed authentications per IP (bad API keys, bad tRPC bearers); past the budget, 429. */
+  authFailures: AuthFailureLimiter;
   /** The model service requests are relayed to (UPSTREAM). */
   upstream: Upstream;
   /** Spend rows in PostgreSQL, and the settlement of those the store could not finalize. */
@@ -56,6 +59,7 @@ export function assembleServices(parts: {
   signer: Signer;
   peppers: Peppers;
   preAuth?: PreAuthLimiter;
+  authFailures?: AuthFailureLimiter;
   upstream?: Upstream;
   /** How the upstream UPSTREAM names is reached (the Node entry passes node:http). */
   upstreamOverrides?: UpstreamOverrides;
@@ -87,6 +91,7 @@ export function assembleServices(parts: {
     signing,
     keys,
     preAuth: parts.preAuth ?? createPreAuthLimiter({ log: parts.log }),
+    authFailures: parts.authFailures ?? createAuthFailureLimiter({ log: parts.log }),
     spend: new SpendRecorder(parts.database.db, parts.store, clock, parts.log),
     budgetThresholds: new BudgetThresholds(parts.store, parts.log),
     upstream:

@@ -100,8 +100,9 @@ function externalKeys(services: Services): JWTVerifyGetKey {
   return keys;
 }
 
+/** The credentials of `Authorization: Bearer <token>`; the scheme is case-insensitive (RFC 7235 §2.1). */
 export function bearerToken(authorization: string | undefined): string | undefined {
-  const match = /^Bearer ([\x21-\x7e]{1,8192})$/.exec(authorization ?? '');
+  const match = /^bearer +([\x21-\x7e]{1,8192})$/i.exec(authorization ?? '');
   return match?.[1];
 }
 

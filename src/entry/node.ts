@@ -12,6 +12,7 @@ import { answerClientErrors } from '../http/client-error.js';
 import type { AppEnv } from '../http/context.js';
 import { maintainSigningKeys } from '../jobs/signing-maintenance.js';
 import { type Peppers, parsePeppers } from '../keys/peppers.js';
+import { createAuthFailureLimiter } from '../limits/auth-failures.js';
 import { createPreAuthLimiter } from '../limits/preauth.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { createMetrics, type Metrics } from '../observability/metrics.js';
@@ -71,6 +72,10 @@ export async function buildNodeServices(
     log,
     ...(preAuthRedis === undefined ? {} : { redis: preAuthRedis }),
   });
+  const authFailures = createAuthFailureLimiter({
+    log,
+    ...(preAuthRedis === undefined ? {} : { redis: preAuthRedis }),
+  });
   const http = nodeHttpClient();
   const services = assembleServices({
     config,
@@ -80,6 +85,7 @@ export async function buildNodeServices(
     signer,
     peppers,
     preAuth,
+    authFailures,
     log,
     metrics,
     adminToken,

@@ -5,6 +5,7 @@ import { createApp, createNotReadyApp } from '../app.js';
 import { type Config, type Env, parseConfig, warnNotYetInEffect } from '../config.js';
 import type { AppEnv } from '../http/context.js';
 import { type Peppers, parsePeppers } from '../keys/peppers.js';
+import { type AuthFailureLimiter, createAuthFailureLimiter } from '../limits/auth-failures.js';
 import { createPreAuthLimiter, type PreAuthLimiter } from '../limits/preauth.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { createMetrics, type Metrics } from '../observability/metrics.js';
@@ -50,6 +51,7 @@ type IsolateState =
       keyCache: KeyCache;
       peppers: Peppers;
       preAuth: PreAuthLimiter;
+      authFailures: AuthFailureLimiter;
     }
   | { ready: false; app: Hono<AppEnv> };
 
@@ -76,6 +78,7 @@ export default {
         // Per isolate, not per request: its counters must outlive a request. In-process only for
         // now; the Upstash-backed limiter (shared by isolates) is still to come.
         preAuth: isolate.preAuth,
+        authFailures: isolate.authFailures,
         // Cloudflare's edge sets it; a client cannot forge it past the edge.
         clientAddress: (req) => req.headers.get('cf-connecting-ip') ?? undefined,
         config,
@@ -143,6 +146,7 @@ function initIsolate(env: WorkerEnv): IsolateState {
     ready: true,
     peppers,
     preAuth: createPreAuthLimiter({ log }),
+    authFailures: createAuthFailureLimiter({ log }),
     config,
     log,
     metrics,

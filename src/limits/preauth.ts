@@ -33,9 +33,14 @@ import { ioredisRatelimitAdapter } from './ioredis-ratelimit-adapter.js';
  *   a local 429 under a flood loses nothing. Its per-payment throttle (10/hour) is separate.
  * - `csp-report` (POST /api/v1/csp-report): local fallback. Reports are best-effort and browsers
  *   do not retry; the local limit still bounds what a flood can write to the log.
+ * - `trpc` (everything under /trpc): local fallback. Every request counts, before its bearer is
+ *   looked at, so a flood of unauthenticated batches is refused without parsing a call; a typed
+ *   client batches its calls (up to TRPC_MAX_BATCH per request), so 100 requests are far more calls.
+ * - `auth-failure`: not a route but the failed-authentication budget of src/limits/auth-failures.ts,
+ *   which runs on a limiter of its own (its own limit and prefix).
  * Without Redis at all (embedded defaults, one process) the in-process limiter is the limiter.
  */
-export type PreAuthRoute = 'jwks' | 'crypto-webhook' | 'csp-report';
+export type PreAuthRoute = 'jwks' | 'crypto-webhook' | 'csp-report' | 'trpc' | 'auth-failure';
 
 export interface PreAuthDecision {
   allowed: boolean;
@@ -172,6 +177,8 @@ export interface PreAuthLimitOptions {
   route: PreAuthRoute;
   /** The verified transport address; default: the Node socket peer. Workers pass CF-Connecting-IP. */
   address?: (c: Context<AppEnv>) => string | undefined;
+  /** How a refusal is written; default the error shape of DESIGN.md §4 (/trpc answers in tRPC's). */
+  render?: (c: Context<AppEnv>, error: AppError) => Response;
 }
 
 /**
@@ -183,6 +190,7 @@ export function preAuthLimit(
   options: PreAuthLimitOptions,
 ): MiddlewareHandler<AppEnv> {
   const address = options.address ?? socketAddress;
+  const render = options.render ?? errorResponse;
   return async (c, next) => {
     const bucket = clientBucket({
       socketAddress: address(c),
@@ -190,29 +198,39 @@ export function preAuthLimit(
       trustProxyHops: options.trustProxyHops,
     });
     const decision = await limiter.check(bucket, options.route);
-    const untilResetMs = Math.max(0, decision.resetAtMs - systemClock.now());
-    const headers = () => {
-      c.header('RateLimit-Limit', String(decision.limit));
-      c.header('RateLimit-Remaining', String(decision.remaining));
-      c.header('RateLimit-Reset', String(Math.ceil(untilResetMs / 1000)));
-    };
+    const headers = rateLimitHeaders(decision);
     if (!decision.allowed) {
-      const retryAfterMs = Math.max(1, untilResetMs);
-      headers();
-      c.header('Retry-After', String(Math.ceil(retryAfterMs / 1000)));
-      return errorResponse(
-        c,
-        new AppError('rate_limited', 'Too many requests from this address', {
-          dimension: 'ip',
-          limit: decision.limit,
-          remaining: 0,
-          retryAfterMs,
-        }),
-      );
+      for (const [name, value] of Object.entries(headers)) c.header(name, value);
+      return render(c, rateLimitedError(decision, 'Too many requests from this address'));
     }
     await next();
-    headers();
+    for (const [name, value] of Object.entries(headers)) c.header(name, value);
   };
+}
+
+/** 429 `rate_limited` for a denied decision (dimension `ip`, DESIGN.md §4 details). */
+export function rateLimitedError(decision: PreAuthDecision, message: string): AppError {
+  return new AppError('rate_limited', message, {
+    dimension: 'ip',
+    limit: decision.limit,
+    remaining: 0,
+    retryAfterMs: retryAfterMs(decision),
+  });
+}
+
+/** `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (seconds); `Retry-After` (seconds) when denied. */
+export function rateLimitHeaders(decision: PreAuthDecision): Record<string, string> {
+  const untilResetMs = Math.max(0, decision.resetAtMs - systemClock.now());
+  return {
+    'RateLimit-Limit': String(decision.limit),
+    'RateLimit-Remaining': String(decision.allowed ? decision.remaining : 0),
+    'RateLimit-Reset': String(Math.ceil(untilResetMs / 1000)),
+    ...(decision.allowed ? {} : { 'Retry-After': String(Math.ceil(retryAfterMs(decision) / 1000)) }),
+  };
+}
+
+function retryAfterMs(decision: PreAuthDecision): number {
+  return Math.max(1, decision.resetAtMs - systemClock.now());
 }
 
 /**
@@ -271,7 +289,7 @@ class LocalSlidingWindow {
  * that identifier asks again after its reset, so without a bound a flood from many addresses
  * would grow it for good. Forgetting an entry only costs that identifier one Redis call.
  */
-class BoundedMap<K, V> extends Map<K, V> {
+export class BoundedMap<K, V> extends Map<K, V> {
   constructor(private readonly maxSize: number) {
     super();
   }

@@ -70,7 +70,7 @@ describe('GET /.well-known/jwks.json', () => {
 describe('GET /.well-known/jwks.json under a flood', () => {
   let flooded: Harness;
   beforeAll(async () => {
-    flooded = await createHarness();
+    flooded = await createHarness({ limits: 'production' });
   });
   afterAll(() => flooded.close());
 

@@ -1,16 +1,20 @@
 import { randomBytes } from 'node:crypto';
 import type { Hono } from 'hono';
+import { Redis } from 'ioredis';
 import { inject } from 'vitest';
 import { createApp } from '../../src/app.js';
 import type { Clock } from '../../src/clock.js';
 import { type Config, parseConfig } from '../../src/config.js';
 import type { AppEnv } from '../../src/http/context.js';
 import { type Peppers, parsePeppers } from '../../src/keys/peppers.js';
+import { createAuthFailureLimiter } from '../../src/limits/auth-failures.js';
+import { createPreAuthLimiter } from '../../src/limits/preauth.js';
 import { createLogger, silentLogger } from '../../src/observability/logger.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import { assembleServices, type Services } from '../../src/services.js';
 import { localSigner, type Signer } from '../../src/signing/signer.js';
 import { redisStore, type Store } from '../../src/store/index.js';
+import { redisOptions } from '../../src/store/redis.js';
 import { nodeHttpClient } from '../../src/upstream/http-node.js';
 import type { UpstreamOverrides } from '../../src/upstream/index.js';
 import { createTestDatabase, type TestDatabase } from './database.js';
@@ -27,6 +31,8 @@ export interface Harness {
   /** Every log line the app wrote, parsed. */
   logs: LogRecord[];
   request(path: string, init?: RequestInit): Promise<Response>;
+  /** A request as @hono/node-server hands it over from a TCP peer at `address`. */
+  requestFrom(address: string, path: string, init?: RequestInit): Promise<Response>;
   /** A request with the bootstrap admin bearer token. */
   adminRequest(path: string, init?: RequestInit): Promise<Response>;
   close(): Promise<void>;
@@ -50,6 +56,13 @@ export interface HarnessOptions {
   shareWith?: Harness;
   /** How the upstream is reached (default node:http, as in production, when UPSTREAM is not local). */
   upstreamOverrides?: UpstreamOverrides;
+  /**
+   * `'production'`: the per-IP pre-auth limits and the failed-authentication budget with their
+   * production values, over the shared Redis under this file's prefix. Default: in-process and
+   * lifted, because every `harness.request` (no address) is one client, and files that do not test
+   * these limits must not trip them.
+   */
+  limits?: 'production';
 }
 
 /**
@@ -74,6 +87,11 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
   const pepperText = options.peppers ?? shared?.peppers ?? `1:${randomBytes(32).toString('base64url')}`;
   const store = options.store ?? redisStore({ url: inject('redisUrl'), keyPrefix, log, metrics });
   const adminToken = randomBytes(32).toString('base64url');
+  const limitsRedis =
+    options.limits === 'production' ? new Redis(inject('redisUrl'), redisOptions(keyPrefix)) : undefined;
+  limitsRedis?.on('error', () => {});
+  // Lifted: far above what any test file sends in a minute.
+  const lifted = 1_000_000;
 
   const services = assembleServices({
     config,
@@ -84,6 +102,14 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
     log,
     metrics,
     adminToken,
+    preAuth:
+      limitsRedis === undefined
+        ? createPreAuthLimiter({ log, limitPerMinute: lifted })
+        : createPreAuthLimiter({ log, redis: limitsRedis }),
+    authFailures:
+      limitsRedis === undefined
+        ? createAuthFailureLimiter({ log, limitPerMinute: lifted })
+        : createAuthFailureLimiter({ log, redis: limitsRedis }),
     upstreamOverrides: { http: nodeHttpClient(), ...options.upstreamOverrides },
     ...(options.clock === undefined ? {} : { clock: options.clock }),
   });
@@ -98,6 +124,8 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
     adminToken,
     logs,
     request,
+    requestFrom: async (address, path, init) =>
+      app.request(path, init, { incoming: { socket: { remoteAddress: address } } }),
     adminRequest: (path, init = {}) => {
       const headers = new Headers(init.headers);
       headers.set('authorization', `Bearer ${adminToken}`);
@@ -108,6 +136,7 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
       services.upstream.stop?.();
       await services.keys.stop();
       await store.close();
+      limitsRedis?.disconnect();
       // The first instance owns the database and the prefix.
       if (shared !== undefined) return;
       await database.drop();
