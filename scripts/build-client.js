@@ -1,7 +1,8 @@
 // Builds the typed client for tools that import `spicegate/client` from plain Node: dist/client.js
 // (esbuild; @trpc/client stays an import) and dist/client.d.ts over the declarations tsc emits for
 // the sources the client's types reach (the AppRouter and what its procedures name).
-// `npm ci` and `npm pack` run it as `prepare`.
+// `npm ci` and `npm pack` run it as `prepare`. tsc emits without type-checking (tsconfig.client.json:
+// noCheck): `npm run typecheck` checks the same sources.
 import { execFile } from 'node:child_process';
 import { rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
