@@ -16,8 +16,8 @@ const TSC = join(PROJECT, 'node_modules', 'typescript', 'bin', 'tsc');
 
 /**
  * A tool's compiler settings. skipLibCheck stays on: with it off, drizzle-orm's own declarations
- * (reached through the router's context type) fail on their optional peers (mysql2, gel) whatever
- * spicegate ships; the last test checks what spicegate's declarations import instead.
+ * (reached through the router's context type) fail, whatever spicegate ships (they import optional
+ * peers such as mysql2 and gel); the declarations test below checks what spicegate's import.
  */
 const TOOL_TSCONFIG = {
   compilerOptions: {
@@ -183,6 +183,8 @@ describe('a plain Node tool installs spicegate from `npm pack` and uses spicegat
     for (const file of files) {
       const text = await readFile(file, 'utf8');
       for (const [, specifier = ''] of text.matchAll(/(?:from |import\()['"]([^'"]+)['"]/g)) {
+        // Node's own modules come with @types/node, as for any Node package's declarations.
+        if (specifier.startsWith('node:')) continue;
         if (specifier.startsWith('.')) {
           const target = relative(installed, join(file, '..', specifier.replace(/\.js$/, '.d.ts')));
           if (!specifier.endsWith('.js') || !emitted.has(target))
