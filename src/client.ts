@@ -1,4 +1,4 @@
-import { createTRPCClient, httpBatchLink } from '@trpc/client';
+import { createTRPCClient, httpBatchLink, type TRPCClient } from '@trpc/client';
 import type { AppRouter } from '../routers/index.js';
 
 export type { AppRouter };
@@ -14,9 +14,10 @@ export interface ClientOptions {
 
 /**
  * A typed tRPC client for internal tools: every procedure autocompletes and is type-checked.
- * No transformer: plain JSON, money as decimal strings (DESIGN.md §6).
+ * No transformer: plain JSON, money as decimal strings (DESIGN.md §6). The return type is named so
+ * the published declarations refer to `AppRouter` instead of spelling out every procedure.
  */
-export function createClient(options: ClientOptions) {
+export function createClient(options: ClientOptions): TRPCClient<AppRouter> {
   const endpoint = new URL('/trpc', options.url).toString();
   const { token } = options;
   return createTRPCClient<AppRouter>({
