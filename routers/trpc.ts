@@ -3,6 +3,8 @@ import type { Context as HonoContext } from 'hono';
 import { ANONYMOUS, type Caller, resolveCaller } from '../src/auth/caller.js';
 import { AppError, toTRPCError } from '../src/errors.js';
 import type { AppEnv } from '../src/http/context.js';
+import { requestBucket } from '../src/limits/auth-failures.js';
+import { rateLimitHeaders } from '../src/limits/headers.js';
 import { type PreAuthDecision, rateLimitedError } from '../src/limits/preauth.js';
 import type { Logger } from '../src/observability/logger.js';
 import type { Services } from '../src/services.js';
@@ -17,9 +19,10 @@ export type Context = {
 };
 
 /**
- * Runs once per request, before any call of a batch. A client past its failed-authentication
- * budget (src/limits/auth-failures.ts) is refused before its bearer is looked at; a bearer that
- * was sent but does not resolve to a caller counts against that budget (no header at all does not).
+ * Runs once per request, before any call of a batch. A bearer that was sent but does not resolve
+ * to a caller counts against the client's failed-authentication budget
+ * (src/limits/auth-failures.ts; no header at all does not); past it, such a client gets 429 — a
+ * bearer that resolves still works, so valid callers behind a shared address are not locked out.
  */
 export async function createContext(
   services: Services,
@@ -27,15 +30,15 @@ export async function createContext(
     authorization: string | undefined;
     requestId: string;
     log: Logger;
-    /** The client's rate-limit bucket (src/http/client-ip.ts), computed only when needed. */
-    client: () => string;
+    /** The request, for its client's rate-limit bucket (src/http/client-ip.ts). */
+    http: HonoContext;
   },
 ): Promise<Context> {
-  const refusal = services.authFailures.refusal(request.client);
-  if (refusal !== undefined) throw tooManyFailures(refusal, request.requestId);
   const caller = await resolveCaller(services, request.authorization);
   if (caller.kind === 'anonymous' && (request.authorization ?? '').trim() !== '') {
-    const decision = await services.authFailures.fail(request.client());
+    const refusal = services.authFailures.refusal(services, request.http);
+    if (refusal !== undefined) throw tooManyFailures(refusal, request.requestId);
+    const decision = await services.authFailures.fail(requestBucket(services, request.http));
     if (!decision.allowed) throw tooManyFailures(decision, request.requestId);
   }
   return { services, caller, requestId: request.requestId, log: request.log };
@@ -58,15 +61,7 @@ export function responseMeta({ errors }: { errors: TRPCError[] }): { headers?: R
   if (!(limited instanceof AppError)) return {};
   const { limit, retryAfterMs } = limited.details;
   if (typeof limit !== 'number' || typeof retryAfterMs !== 'number') return {};
-  const seconds = String(Math.ceil(retryAfterMs / 1000));
-  return {
-    headers: {
-      'Retry-After': seconds,
-      'RateLimit-Limit': String(limit),
-      'RateLimit-Remaining': '0',
-      'RateLimit-Reset': seconds,
-    },
-  };
+  return { headers: rateLimitHeaders({ limit, remaining: 0, resetInMs: retryAfterMs, retryAfterMs }) };
 }
 
 export interface InputIssue {

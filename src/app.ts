@@ -12,7 +12,6 @@ import { metricsRoute } from './http/metrics.js';
 import { applyCommonMiddleware } from './http/middleware.js';
 import { openAiError, openAiRoutes } from './http/openai.js';
 import { readyRoute } from './http/ready.js';
-import { requestBucket } from './limits/auth-failures.js';
 import { preAuthLimit } from './limits/preauth.js';
 import type { Logger } from './observability/logger.js';
 import type { Services } from './services.js';
@@ -74,7 +73,7 @@ export function createApp(services: Services): Hono<AppEnv> {
           authorization: c.req.header('authorization'),
           requestId: c.get('requestId'),
           log: c.get('log'),
-          client: () => requestBucket(services, c),
+          http: c,
         }),
       onError: ({ error, path, ctx }) => {
         if (error.code === 'INTERNAL_SERVER_ERROR' && !(error.cause instanceof AppError)) {

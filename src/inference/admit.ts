@@ -2,6 +2,7 @@ import { admitWithPoolGate } from '../budget/admission.js';
 import { AppError } from '../errors.js';
 import { newId } from '../ids.js';
 import type { VerifiedKey } from '../keys/verifier.js';
+import { rateLimitHeaders } from '../limits/headers.js';
 import type { Pool } from '../pricing/pricing.js';
 import type { Services } from '../services.js';
 import type { AdmitInput, AdmitResult } from '../store/contracts.js';
@@ -73,7 +74,11 @@ function toAdmission(result: AdmitResult, nowMs: number): Admission {
       if (result.tightest !== null) {
         Object.assign(
           headers,
-          rateHeaders(result.tightest.limit, result.tightest.remaining, result.tightest.resetAtMs - nowMs),
+          rateLimitHeaders({
+            limit: result.tightest.limit,
+            remaining: result.tightest.remaining,
+            resetInMs: result.tightest.resetAtMs - nowMs,
+          }),
         );
       }
       // A reservation that takes no scope to 80 % cannot make its settlement cross a threshold.
@@ -85,10 +90,12 @@ function toAdmission(result: AdmitResult, nowMs: number): Admission {
       };
     }
     case 'RATE_LIMITED': {
-      const headers = {
-        'Retry-After': String(Math.ceil(result.retryAfterMs / 1000)),
-        ...rateHeaders(result.limit, 0, result.retryAfterMs),
-      };
+      const headers = rateLimitHeaders({
+        limit: result.limit,
+        remaining: 0,
+        resetInMs: result.retryAfterMs,
+        retryAfterMs: result.retryAfterMs,
+      });
       return {
         ok: false,
         headers,
@@ -119,17 +126,4 @@ function toAdmission(result: AdmitResult, nowMs: number): Admission {
       // Everything the caller sent was validated before: an invalid field here is our fault.
       throw new Error(`admit refused its input: ${result.field}`);
   }
-}
-
-/** `RateLimit-*` (draft standard, reset in seconds) and the `X-RateLimit-*` spellings clients know. */
-function rateHeaders(limit: number, remaining: number, resetInMs: number): Record<string, string> {
-  const reset = String(Math.max(0, Math.ceil(resetInMs / 1000)));
-  return {
-    'RateLimit-Limit': String(limit),
-    'RateLimit-Remaining': String(remaining),
-    'RateLimit-Reset': reset,
-    'X-RateLimit-Limit': String(limit),
-    'X-RateLimit-Remaining': String(remaining),
-    'X-RateLimit-Reset': reset,
-  };
 }

@@ -122,11 +122,15 @@ export class KeyVerifier {
     return checked.ok ? checked.key : undefined;
   }
 
-  async check(presented: string): Promise<KeyCheck> {
+  /**
+   * `cachedOnly`: only a key this instance already holds (no database work) can pass — for a client
+   * past its failed-authentication budget, whose guesses must cost nothing more.
+   */
+  async check(presented: string, options: { cachedOnly?: boolean } = {}): Promise<KeyCheck> {
     const parsed = parseKey(presented);
     if (parsed === undefined) return INVALID;
     const now = this.clock.now();
-    const entry = await this.lookup(parsed.prefix, now);
+    const entry = await this.lookup(parsed.prefix, now, options.cachedOnly === true);
     if (entry === undefined) {
       hashSecret(this.peppers.current.secret, this.dummySalt, parsed.secret);
       return INVALID;
@@ -163,9 +167,10 @@ export class KeyVerifier {
     return { ok: true, key };
   }
 
-  private async lookup(prefix: string, now: number): Promise<CachedKey | undefined> {
+  private async lookup(prefix: string, now: number, cachedOnly: boolean): Promise<CachedKey | undefined> {
     const cached = this.positive.get(prefix);
     if (cached !== undefined && now - cached.cachedAt < POSITIVE_TTL_MS) return cached;
+    if (cachedOnly) return undefined;
     const missedAt = this.negative.get(prefix);
     if (missedAt !== undefined && now - missedAt < NEGATIVE_TTL_MS) return undefined;
 

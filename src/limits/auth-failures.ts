@@ -1,6 +1,5 @@
 import type { Context } from 'hono';
 import type { Redis } from 'ioredis';
-import { systemClock } from '../clock.js';
 import { clientBucket, socketAddress } from '../http/client-ip.js';
 import type { Logger } from '../observability/logger.js';
 import type { Services } from '../services.js';
@@ -8,26 +7,27 @@ import { BoundedMap, createPreAuthLimiter, type PreAuthDecision } from './preaut
 
 /**
  * Failed authentications per client (bucket of src/http/client-ip.ts): every API key that does
- * not verify (none, malformed, unknown, wrong secret, revoked) and every tRPC bearer that does not
+ * not verify (malformed, unknown, wrong secret, revoked; a request with no credentials is not a guess) and every tRPC bearer that does not
  * resolve to a caller counts; a success never does. Past the budget the client gets 429
- * `rate_limited` (dimension `ip`) until its window resets, whatever it presents — so a guessing
- * client learns nothing more, and one that found a key cannot use it from there.
+ * `rate_limited` (dimension `ip`) until its window resets for anything but a key the instance
+ * already holds verified (src/http/api-key-auth.ts) or a bearer that resolves (routers/trpc.ts) —
+ * so a guessing client learns nothing more and costs no database work, while valid callers behind
+ * the same address (a NAT, a proxy without TRUST_PROXY_HOPS) keep working.
  *
  * Cost on the hot path: none. A success is never counted, and the refusal of a blocked client is
  * answered from this process's memory (`refusal`): only a failure costs a store call (one
  * EVALSHA on the sliding window of the pre-auth limiter, with its in-process fallback). A denied
  * failure blocks the client here until the window resets. Another instance learns of the block
  * at the client's first failure there (the shared counter already denies it), so a guesser gets
- * at most the budget across all instances; only a valid key presented to an instance that has
- * not yet seen a failure from that client still works there.
+ * at most the budget across all instances.
  *
  * Nobody can spend another client's budget: the bucket is the transport peer, or the address our
  * own trusted proxies wrote (TRUST_PROXY_HOPS), never an address a client names itself.
  */
 export interface AuthFailureLimiter {
   readonly limitPerMinute: number;
-  /** The refusal still in force for this client, from memory only; `bucket` is computed only if some client is blocked. */
-  refusal(bucket: () => string): PreAuthDecision | undefined;
+  /** The refusal still in force for this request's client, from memory only (its bucket is computed only while some client is blocked). */
+  refusal(services: Services, c: Context): PreAuthDecision | undefined;
   /** Counts one failed authentication; a denied decision blocks the client until its window resets. */
   fail(bucket: string): Promise<PreAuthDecision>;
 }
@@ -59,12 +59,12 @@ export function createAuthFailureLimiter(options: AuthFailureLimiterOptions): Au
 
   return {
     limitPerMinute,
-    refusal: (bucket) => {
+    refusal: (services, c) => {
       if (blocked.size === 0) return undefined;
-      const id = bucket();
+      const id = requestBucket(services, c);
       const decision = blocked.get(id);
       if (decision === undefined) return undefined;
-      if (decision.resetAtMs > systemClock.now()) return decision;
+      if (decision.resetAtMs > services.clock.now()) return decision;
       blocked.delete(id);
       return undefined;
     },

@@ -6,6 +6,7 @@ import { AppError } from '../errors.js';
 import { clientBucket, isNoAddressBucket, NO_ADDRESS_PREFIX, socketAddress } from '../http/client-ip.js';
 import { type AppEnv, errorResponse } from '../http/context.js';
 import type { Logger } from '../observability/logger.js';
+import { rateLimitHeaders } from './headers.js';
 import { ioredisRatelimitAdapter } from './ioredis-ratelimit-adapter.js';
 
 /**
@@ -198,7 +199,7 @@ export function preAuthLimit(
       trustProxyHops: options.trustProxyHops,
     });
     const decision = await limiter.check(bucket, options.route);
-    const headers = rateLimitHeaders(decision);
+    const headers = decisionHeaders(decision);
     if (!decision.allowed) {
       for (const [name, value] of Object.entries(headers)) c.header(name, value);
       return render(c, rateLimitedError(decision, 'Too many requests from this address'));
@@ -218,15 +219,14 @@ export function rateLimitedError(decision: PreAuthDecision, message: string): Ap
   });
 }
 
-/** `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (seconds); `Retry-After` (seconds) when denied. */
-export function rateLimitHeaders(decision: PreAuthDecision): Record<string, string> {
-  const untilResetMs = Math.max(0, decision.resetAtMs - systemClock.now());
-  return {
-    'RateLimit-Limit': String(decision.limit),
-    'RateLimit-Remaining': String(decision.allowed ? decision.remaining : 0),
-    'RateLimit-Reset': String(Math.ceil(untilResetMs / 1000)),
-    ...(decision.allowed ? {} : { 'Retry-After': String(Math.ceil(retryAfterMs(decision) / 1000)) }),
-  };
+/** The rate-limit headers of a decision (src/limits/headers.ts). */
+export function decisionHeaders(decision: PreAuthDecision): Record<string, string> {
+  return rateLimitHeaders({
+    limit: decision.limit,
+    remaining: decision.allowed ? decision.remaining : 0,
+    resetInMs: decision.resetAtMs - systemClock.now(),
+    ...(decision.allowed ? {} : { retryAfterMs: retryAfterMs(decision) }),
+  });
 }
 
 function retryAfterMs(decision: PreAuthDecision): number {
