@@ -43,7 +43,9 @@ export async function admitRequest(
     // Sandbox keys are free (DESIGN.md §6): a zero reservation (admit v2) is rate-limited like any
     // other but needs no credits and moves no budget scope; finalize then charges min(actual, 0).
     costMicro: key.sandbox ? 0n : request.estimate.costMicro,
-    tokenEstimate: request.estimate.promptTokens + request.estimate.maxTokens,
+    // The upper bound, as reserved: key_tpd and the pool gate count what the upstream may report
+    // (finalize corrects key_tpd to the actual count).
+    tokenEstimate: request.estimate.maxPromptTokens + request.estimate.maxTokens,
     nowMs,
     ttlMs: RESERVATION_TTL_MS,
     limits: {
@@ -63,6 +65,18 @@ export async function admitRequest(
   // A bucket holding one minute's tokens, refilled at that rate. A pool without a limit costs no
   // second store round trip.
   const poolLimit = services.config.poolLimits[request.pool];
+  // A request larger than the pool's whole minute could never pass: a 429 would invite retries.
+  if (poolLimit !== undefined && input.tokenEstimate > poolLimit) {
+    return {
+      ok: false,
+      headers: {},
+      error: new AppError(
+        'invalid_request',
+        `The request may use up to ${input.tokenEstimate} tokens, more than pool ${request.pool} serves in a minute (${poolLimit}); send a shorter prompt or a smaller max_tokens`,
+        { pool: request.pool, poolLimitTokensPerMinute: poolLimit, requestTokens: input.tokenEstimate },
+      ),
+    };
+  }
   const gate = poolLimit === undefined ? undefined : { capacity: poolLimit, refillPerMinute: poolLimit };
   return toAdmission(await admitWithPoolGate(services.store, input, gate), nowMs);
 }

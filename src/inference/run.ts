@@ -200,9 +200,10 @@ export type Outcome =
 // not read: the reservation must be settled well before its TTL (5 min), or the reaper frees money
 // that is still being spent.
 const RELAY_GRACE_MS = 30_000;
-// The most prompt tokens an upstream may report: a 1 MiB body cannot hold more (and the store's
-// counts stay in range). Its report is the usage authority, within bounds: never below what was
-// relayed, never above max_tokens for the completion; the reservation caps what is charged.
+// The most prompt tokens recorded from a report, unless the reservation allowed more: a 1 MiB
+// body cannot hold more, and the store's counts stay in range. The report is the usage authority
+// within bounds (never below what was relayed, never above max_tokens for the completion); the
+// reservation caps what is charged.
 const MAX_PROMPT_TOKENS = 1_000_000;
 
 /**
@@ -272,21 +273,28 @@ export async function relay(
     services.log.warn({ reservationId: prepared.reservationId }, 'client stopped reading: settled');
 
   const report = reported ? upstream.usage() : undefined;
+  const completionTokens = Math.min(
+    Math.max(report?.completionTokens ?? delivered, delivered),
+    prepared.estimate.maxTokens,
+  );
+  const promptTokens = report?.promptTokens ?? prepared.estimate.promptTokens;
+  // The reservation covers any byte-level tokenizer's count; a report beyond it is charged the
+  // reservation and counted, judged on the report as given.
+  const reserved = prepared.estimate.costMicro;
+  const actual = actualCost(
+    prepared.decision.pool,
+    { promptTokens, completionTokens },
+    services.config.prices,
+  );
+  const charge = actual > reserved ? reserved : actual;
   const usage: Usage = {
-    promptTokens: Math.min(report?.promptTokens ?? prepared.estimate.promptTokens, MAX_PROMPT_TOKENS),
-    completionTokens: Math.min(
-      Math.max(report?.completionTokens ?? delivered, delivered),
-      prepared.estimate.maxTokens,
-    ),
+    promptTokens: Math.min(promptTokens, Math.max(MAX_PROMPT_TOKENS, prepared.estimate.maxPromptTokens)),
+    completionTokens,
   };
-  // The reservation covers any byte-level tokenizer's count; a report beyond it is charged up to
-  // the reservation (finalize's min) and counted.
-  if (actualCost(prepared.decision.pool, usage, services.config.prices) > prepared.estimate.costMicro) {
-    underReserved(services, key, prepared, usage);
-  }
+  if (actual > reserved) underReserved(services, key, prepared, promptTokens);
   let settled: Settled;
   try {
-    settled = await settle(services, key, prepared, usage);
+    settled = await settle(services, key, prepared, usage, charge);
   } catch (error) {
     if (!(error instanceof StoreUnavailable)) throw error;
     // Every token went out: the answer is complete and its charge is recorded (the unsettled spend
@@ -295,7 +303,8 @@ export async function relay(
       return {
         kind: 'done',
         usage,
-        ...expectedCharge(services, key, prepared, usage),
+        // What the settlement job will charge: the capped charge; nothing for a free key.
+        ...(key.sandbox ? { costMicro: 0n, notionalCostMicro: charge } : { costMicro: charge }),
         reservationId: prepared.reservationId,
         settlement: 'pending',
       };
@@ -307,25 +316,12 @@ export async function relay(
   return { kind: 'done', usage, ...settled, reservationId: prepared.reservationId, settlement: 'settled' };
 }
 
-/** What the settlement job will charge for `usage`: finalize's min(actual, reserved); 0 for a free key. */
-function expectedCharge(
-  services: Services,
-  key: VerifiedKey,
-  prepared: Extract<Prepared, { ok: true }>,
-  usage: Usage,
-): Settled {
-  const actual = actualCost(prepared.decision.pool, usage, services.config.prices);
-  if (key.sandbox) return { costMicro: 0n, notionalCostMicro: actual };
-  const reserved = prepared.estimate.costMicro;
-  return { costMicro: actual < reserved ? actual : reserved };
-}
-
 /** An upstream reported more than the reservation covers: zero in normal operation (DESIGN.md §1). */
 function underReserved(
   services: Services,
   key: VerifiedKey,
   prepared: Extract<Prepared, { ok: true }>,
-  usage: Usage,
+  reportedPromptTokens: number,
 ): void {
   services.metrics.underReservedEvents.inc();
   services.log.warn(
@@ -334,7 +330,7 @@ function underReserved(
       tenantId: key.tenantId,
       reservationId: prepared.reservationId,
       pool: prepared.decision.pool,
-      promptTokens: usage.promptTokens,
+      promptTokens: reportedPromptTokens,
       reservedPromptTokens: prepared.estimate.maxPromptTokens,
       reservedMicro: prepared.estimate.costMicro.toString(),
     },
@@ -351,8 +347,8 @@ async function settle(
   key: VerifiedKey,
   prepared: Extract<Prepared, { ok: true }>,
   usage: Usage,
-  /** Overrides the priced usage: 0 releases the whole reservation (an upstream that never answered). */
-  costOverride?: bigint,
+  /** What to charge, at most the reservation; 0 releases the whole reservation (an upstream that never answered). */
+  cost: bigint,
 ): Promise<Settled> {
   const settlement: Settlement = {
     tenantId: key.tenantId,
@@ -363,7 +359,6 @@ async function settle(
     ...settlementTerms(key),
     nearThreshold: prepared.nearThreshold,
   };
-  const cost = costOverride ?? actualCost(settlement.pool, usage, services.config.prices);
   let settled: Settled;
   try {
     settled = await finalizeRequest(services, settlement, cost);

@@ -76,13 +76,17 @@ describe('429 per rate dimension', () => {
     expect429(await infer(key, { user: 'u2' }), 'key_rpm', 2);
   });
 
-  it('key_tpd: the key’s tokens per day (reservations count prompt + max_tokens)', async () => {
+  it('key_tpd: the key’s tokens per day (admission counts the reservation’s tokens, finalize the actual)', async () => {
     const tenantId = await tenant(8, 1_000_000n);
-    const { key } = await createKey(harness.services, tenantId, { name: 'k', tpdLimit: 10 });
-    // "abcd": 1 prompt token + max_tokens 4 = 5 tokens reserved; actual 1 + 4 delivered.
+    // "abcd" + max_tokens 4: admitted at the reservation's upper bound, corrected to 1 + 4 at finalize.
+    const reservedTokens = estimate('flagship', 'abcd', 4, DEFAULT_PRICES).maxPromptTokens + 4;
+    const actualTokens = 1 + 4;
+    // Room for two requests' actual tokens plus one more reservation, less one.
+    const tpdLimit = 2 * actualTokens + reservedTokens - 1;
+    const { key } = await createKey(harness.services, tenantId, { name: 'k', tpdLimit });
     expect((await infer(key, {})).response.status).toBe(200);
     expect((await infer(key, {})).response.status).toBe(200);
-    expect429(await infer(key, {}), 'key_tpd', 10);
+    expect429(await infer(key, {}), 'key_tpd', tpdLimit);
   });
 });
 

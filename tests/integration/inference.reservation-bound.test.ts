@@ -145,3 +145,33 @@ describe('a report above the reservation', () => {
     expect(metrics).toMatch(/^spicegate_under_reserved_total 1$/m);
   });
 });
+
+describe('a report priced beyond the largest amount the engine settles', () => {
+  it('is still charged the reservation and ends with done, not a failed settlement', async () => {
+    // 2,000,000 µ a token: a report of 10^9 prompt tokens would price at 2·10^15 µ, past the
+    // engine's 10^15; the reservation (36 tokens) is what is charged.
+    const prices = { ...DEFAULT_PRICES, standard: 2_000_000_000n };
+    const dear = await createHarness({
+      shareWith: harness,
+      config: { upstream: 'openai', upstreamUrl: UPSTREAM, prices },
+    });
+    try {
+      const tenant = await createTenant(dear.services, { name: 'Dear', tier: 4 });
+      await dear.services.store.credit({ tenantId: tenant.id, grantId: 'g', amountMicro: 1_000_000_000n });
+      const { key } = await createKey(dear.services, tenant.id, { name: 'k' });
+      upstream.promptTokens = () => 1_000_000_000;
+      const reservation = estimate('standard', 'abcd', 8, prices).costMicro;
+      const response = await infer(dear, key, { prompt: 'abcd', max_tokens: 8, pool: 'standard' });
+      expect(events(await response.text()).at(-1)).toMatchObject({
+        type: 'done',
+        cost_micro: reservation.toString(),
+      });
+      expect(await dear.services.store.snapshot(tenant.id)).toMatchObject({
+        committedMicro: reservation,
+        reservedMicro: 0n,
+      });
+    } finally {
+      await dear.close();
+    }
+  });
+});

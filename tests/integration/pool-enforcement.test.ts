@@ -1,9 +1,10 @@
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { poolDecisions } from '../../db/schema/index.js';
+import { estimate } from '../../src/inference/estimate.js';
 import { createKey } from '../../src/keys/keys.js';
 import { silentLogger } from '../../src/observability/logger.js';
-import { costMicro } from '../../src/pricing/pricing.js';
+import { costMicro, DEFAULT_PRICES } from '../../src/pricing/pricing.js';
 import { redisRunner } from '../../src/store/redis.js';
 import { createStore } from '../../src/store/store.js';
 import { createTenant } from '../../src/tenants/tenants.js';
@@ -111,6 +112,9 @@ describe('pool enforcement', () => {
 });
 
 describe('POOL_LIMITS: a global gate per pool, across tenants', () => {
+  const PROMPT = 'abcdefgh';
+  // What one request may use (the reservation's tokens): the gate charges that.
+  const perRequest = estimate('reasoning', PROMPT, 4, DEFAULT_PRICES).maxPromptTokens + 4;
   const keyPrefix = filePrefix();
   // The scripts the store runs, in order, to count round trips per request.
   const scripts: string[] = [];
@@ -127,13 +131,12 @@ describe('POOL_LIMITS: a global gate per pool, across tenants', () => {
       },
       { log: silentLogger() },
     );
-    // 12 tokens a minute: two requests of 2 prompt tokens + max_tokens 4.
-    // A stopped clock: the bucket does not refill while the test runs.
+    // Two requests' worth of tokens a minute. A stopped clock: the bucket does not refill while the test runs.
     const startMs = Date.now();
     gated = await createHarness({
       store,
       clock: { now: () => startMs },
-      config: { localModelTokens: 4, poolLimits: { reasoning: 12 } },
+      config: { localModelTokens: 4, poolLimits: { reasoning: 2 * perRequest, architect: perRequest - 1 } },
     });
   });
   afterAll(async () => {
@@ -151,7 +154,7 @@ describe('POOL_LIMITS: a global gate per pool, across tenants', () => {
   /** The response, its JSON body if any, and the admission scripts it ran. */
   async function send(key: string, pool: string) {
     scripts.length = 0;
-    const response = await infer(gated, key, { prompt: 'abcdefgh', max_tokens: 4, pool });
+    const response = await infer(gated, key, { prompt: PROMPT, max_tokens: 4, pool });
     const text = await response.text();
     const body = response.headers.get('content-type')?.includes('json') ? JSON.parse(text) : undefined;
     return { response, body, admission: scripts.filter((name) => name === 'admit' || name === 'pool_gate') };
@@ -166,11 +169,11 @@ describe('POOL_LIMITS: a global gate per pool, across tenants', () => {
     }
     const refused = await send(first.key, 'reasoning');
     expect(refused.response.status).toBe(429);
-    // 6 tokens refill at 12 a minute in 30 s.
+    // One request's tokens refill at two requests' a minute in 30 s.
     expect(refused.body.error).toMatchObject({
       code: 'rate_limited',
       dimension: 'pool',
-      limit: 12,
+      limit: 2 * perRequest,
       remaining: 0,
       retryAfterMs: 30_000,
     });
@@ -189,6 +192,23 @@ describe('POOL_LIMITS: a global gate per pool, across tenants', () => {
       reservedMicro: 0n,
       committedMicro: 0n,
     });
+  });
+
+  it('refuses with 400 (not a 429 to retry) a request larger than its pool serves in a minute, reserving nothing', async () => {
+    // Tier 5 may not use architect; an enterprise tenant may.
+    const tenant = await createTenant(gated.services, { name: 'Enterprise', tier: 8 });
+    await gated.services.store.credit({ tenantId: tenant.id, grantId: 'g', amountMicro: 1_000_000n });
+    const enterprise = (await createKey(gated.services, tenant.id, { name: 'k' })).key;
+    const refused = await send(enterprise, 'architect');
+    expect(refused.response.status).toBe(400);
+    expect(refused.body.error).toMatchObject({
+      code: 'invalid_request',
+      pool: 'architect',
+      poolLimitTokensPerMinute: perRequest - 1,
+      requestTokens: perRequest,
+    });
+    expect(refused.admission).toEqual([]);
+    expect((await gated.services.store.snapshot(tenant.id)).reservedMicro).toBe(0n);
   });
 
   it('leaves pools without a limit alone, in one store round trip', async () => {
