@@ -113,22 +113,22 @@ describe('two instances sharing Redis, many concurrent requests (key monthly cap
   });
 
   it('emits 80 % once, then 100 % once, nothing more in the month, and again in the next month', async () => {
-    // Credits far above the cap: only the key's monthly cap of 1,000 µ has thresholds in reach.
+    // Credits far above the cap: only the key's monthly cap of 2,500 µ has thresholds in reach.
     const tenantId = await fundedTenant(a, 1_000_000_000n);
     const { id: keyId, key } = await createKey(a.services, tenantId, {
       name: 'capped',
       rpmLimit: 10_000,
-      monthlyCapMicro: '1000',
+      monthlyCapMicro: '2500',
     });
     const both = [a, b];
     const november = periodOf(start);
 
-    // 15 × 50 µ = 750 µ: below 80 %.
-    await paidRequests(both, key, 15);
+    // 39 × 50 µ = 1,950 µ: below 80 %.
+    await paidRequests(both, key, 39);
     expect(heard).toEqual([]);
 
-    // 3 more at once: 900 µ; several finalizes see >= 800 µ, on both instances; one event.
-    await paidRequests(both, key, 3);
+    // 6 more at once: 2,250 µ; several finalizes see >= 2,000 µ, on both instances; one event.
+    await paidRequests(both, key, 6);
     expect(heard.map(({ event }) => event)).toEqual([
       {
         tenantId,
@@ -137,11 +137,11 @@ describe('two instances sharing Redis, many concurrent requests (key monthly cap
         thresholdPercent: 80,
         period: november,
         usedMicro: expect.any(BigInt),
-        limitMicro: 1_000n,
+        limitMicro: 2_500n,
       },
     ]);
     const used80 = heard[0]?.event.usedMicro ?? 0n;
-    expect(used80 >= 800n && used80 <= 900n).toBe(true);
+    expect(used80 >= 2_000n && used80 <= 2_250n).toBe(true);
     const lines = thresholdLines(both);
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatchObject({
@@ -152,14 +152,14 @@ describe('two instances sharing Redis, many concurrent requests (key monthly cap
       thresholdPercent: 80,
       period: november,
       usedMicro: used80.toString(),
-      limitMicro: '1000',
+      limitMicro: '2500',
     });
 
-    // The last 2 at once: exactly 1,000 µ, 100 %; one more event.
-    const last = await paidRequests(both, key, 2);
+    // The last 5 at once: exactly 2,500 µ, 100 %; one more event.
+    const last = await paidRequests(both, key, 5);
     expect(heard.map(({ event }) => [event.thresholdPercent, event.usedMicro])).toEqual([
       [80, used80],
-      [100, 1_000n],
+      [100, 2_500n],
     ]);
     expect(thresholdLines(both)).toHaveLength(2);
 
@@ -177,7 +177,7 @@ describe('two instances sharing Redis, many concurrent requests (key monthly cap
           keyId,
           reservationId: last[0]?.reservation_id as string,
           tenantMonthlyCapMicro: null,
-          keyMonthlyCapMicro: 1_000n,
+          keyMonthlyCapMicro: 2_500n,
         }),
       ).toEqual([]);
     }
@@ -186,7 +186,7 @@ describe('two instances sharing Redis, many concurrent requests (key monthly cap
     // December: a new period, so 80 % is reported again (once).
     const december = Date.UTC(2026, 11, 1, 0, 0, 1);
     clock.set(december);
-    await paidRequests(both, key, 17);
+    await paidRequests(both, key, 41);
     expect(heard.slice(2).map(({ event }) => [event.scope, event.thresholdPercent, event.period])).toEqual([
       ['key_monthly', 80, periodOf(december)],
     ]);

@@ -2,7 +2,12 @@ import { readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import { MAX_AMOUNT_MICRO, MAX_BALANCE_MICRO, MAX_COUNT } from '../../src/budget/bounds.js';
 import { parseConfig } from '../../src/config.js';
-import { estimate, largestEstimateTokens, MAX_COMPLETION_TOKENS } from '../../src/inference/estimate.js';
+import {
+  estimate,
+  largestEstimateTokens,
+  MAX_COMPLETION_TOKENS,
+  MAX_MESSAGES,
+} from '../../src/inference/estimate.js';
 import { LIVE_DEFAULT_RPM, SANDBOX_LIMITS } from '../../src/keys/keys.js';
 import { DEFAULT_PRICES } from '../../src/pricing/pricing.js';
 import { MAX_TIER_RATE } from '../../src/tenants/tiers.js';
@@ -58,15 +63,22 @@ describe('configuration the engine would refuse fails start-up', () => {
     expect(parseConfig(env(highest + 1n))).toMatchObject({ ok: false, variable: 'POOL_PRICES' });
   });
 
-  it('counts at least as many tokens as any estimate of a body of that size', () => {
+  it('counts at least the reservation of any request a body of that size can carry (exactly, for ASCII)', () => {
     for (const bytes of [1024, 1_048_576]) {
-      const { promptTokens, maxTokens } = estimate(
-        'cheap',
-        'x'.repeat(bytes),
-        MAX_COMPLETION_TOKENS,
-        DEFAULT_PRICES,
-      );
-      expect(promptTokens + maxTokens).toBeLessThanOrEqual(largestEstimateTokens(bytes));
+      for (const char of ['x', 'é', '字', '😀']) {
+        // A prompt of at most `bytes` UTF-8 bytes in as many messages as a request may carry.
+        const prompt = char.repeat(Math.floor(bytes / Buffer.byteLength(char)));
+        const { maxPromptTokens, maxTokens } = estimate(
+          'cheap',
+          prompt,
+          MAX_COMPLETION_TOKENS,
+          DEFAULT_PRICES,
+          MAX_MESSAGES,
+        );
+        const reserved = maxPromptTokens + maxTokens;
+        if (char === 'x') expect(reserved).toBe(largestEstimateTokens(bytes));
+        else expect(reserved).toBeLessThanOrEqual(largestEstimateTokens(bytes));
+      }
     }
   });
 });
