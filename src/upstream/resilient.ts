@@ -88,29 +88,25 @@ export function httpUpstream(protocol: UpstreamProtocol, options: HttpUpstreamOp
     const whole = new Cancellation();
     const onCallerAbort = () => whole.abort(request.signal.reason);
     request.signal.addEventListener('abort', onCallerAbort, { once: true });
-    const timer = setTimeout(
-      // Retryable: a timeout is the upstream's failure, so it counts towards the breaker.
-      () =>
-        whole.abort(new UpstreamUnavailable(`The upstream timed out after ${options.timeoutMs} ms`, true)),
-      options.timeoutMs,
-    );
+    // One timer, first armed at the first-byte deadline: one deadline for the whole wait (a
+    // per-attempt wait with its retries would hold a hung upstream's caller, and its reservation,
+    // for the total timeout again); a stream still running then gets the rest of the total.
+    // Timeouts are retryable failures: the upstream's, so they count towards the breaker.
+    const firstByteMs = Math.min(options.firstByteTimeoutMs, options.timeoutMs);
+    let answered = false;
+    const totalTimedOut = () =>
+      whole.abort(new UpstreamUnavailable(`The upstream timed out after ${options.timeoutMs} ms`, true));
+    let timer = setTimeout(() => {
+      if (answered) {
+        timer = setTimeout(totalTimedOut, options.timeoutMs - firstByteMs);
+        timer.unref?.();
+      } else if (firstByteMs < options.timeoutMs) {
+        whole.abort(
+          new UpstreamUnavailable(`The upstream timed out: no response within ${firstByteMs} ms`, true),
+        );
+      } else totalTimedOut();
+    }, firstByteMs);
     timer.unref?.();
-    // One deadline for the whole wait, not one per attempt: a per-attempt wait with its retries
-    // would hold a hung upstream's caller (and its reservation) for the total timeout again.
-    const firstByteTimer =
-      options.firstByteTimeoutMs < options.timeoutMs
-        ? setTimeout(
-            () =>
-              whole.abort(
-                new UpstreamUnavailable(
-                  `The upstream timed out: no response within ${options.firstByteTimeoutMs} ms`,
-                  true,
-                ),
-              ),
-            options.firstByteTimeoutMs,
-          )
-        : undefined;
-    firstByteTimer?.unref?.();
     const cleanup = () => {
       clearTimeout(timer);
       request.signal.removeEventListener('abort', onCallerAbort);
@@ -119,9 +115,8 @@ export function httpUpstream(protocol: UpstreamProtocol, options: HttpUpstreamOp
     let response: HttpResponse;
     try {
       response = await firstResponse(request, whole.signal, permit.probe);
-      clearTimeout(firstByteTimer);
+      answered = true;
     } catch (error) {
-      clearTimeout(firstByteTimer);
       cleanup();
       if (request.signal.aborted) {
         breaker.release(permit.probe);

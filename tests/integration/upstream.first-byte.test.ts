@@ -1,9 +1,11 @@
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKey } from '../../src/keys/keys.js';
 import { createTenant } from '../../src/tenants/tenants.js';
 import { createHarness, type Harness } from '../support/harness.js';
+import { events, infer } from '../support/sse.js';
 
 /**
  * An upstream that accepts the connection and never sends a byte: the first-byte timeout
@@ -62,5 +64,55 @@ describe('an upstream that accepts the connection and never answers', () => {
     // The first-byte timeout spans the retries: a hung attempt spends it, so it is not retried.
     expect(sockets).toHaveLength(3);
     expect(harness.services.upstream.status().breaker).toBe('open');
+  });
+});
+
+describe('an upstream that answers at once, then streams past the first-byte timeout', () => {
+  // Answers at once, sends a token, then waits `pauseMs` before the rest (or forever).
+  let slow: HttpServer;
+  let slowUrl: string;
+  let pauseMs = 0;
+  const chunk = (content: string) => `data: {"choices":[{"index":0,"delta":{"content":"${content}"}}]}\n\n`;
+  beforeAll(async () => {
+    slow = createHttpServer((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(chunk('early'));
+      if (!Number.isFinite(pauseMs)) return;
+      setTimeout(() => {
+        res.end(`${chunk(' late')}data: [DONE]\n\n`);
+      }, pauseMs);
+    });
+    await new Promise<void>((resolve) => slow.listen(0, '127.0.0.1', resolve));
+    slowUrl = `http://127.0.0.1:${(slow.address() as AddressInfo).port}/v1`;
+  });
+  afterAll(async () => {
+    slow.closeAllConnections();
+    await new Promise<void>((resolve) => slow.close(() => resolve()));
+  });
+
+  async function stream(config: { upstreamFirstByteTimeoutMs: number; upstreamTimeoutMs: number }) {
+    const gateway = await createHarness({ config: { upstream: 'openai', upstreamUrl: slowUrl, ...config } });
+    try {
+      const tenant = await createTenant(gateway.services, { name: 'Slow', tier: 4 });
+      await gateway.services.store.credit({ tenantId: tenant.id, grantId: 'g', amountMicro: 1_000_000n });
+      const { key } = await createKey(gateway.services, tenant.id, { name: 'k' });
+      const response = await infer(gateway, key, { prompt: 'take your time', max_tokens: 8 });
+      return events(await response.text());
+    } finally {
+      await gateway.close();
+    }
+  }
+
+  it('is not cut by the first-byte timeout once it has answered', async () => {
+    pauseMs = 400;
+    const received = await stream({ upstreamFirstByteTimeoutMs: 200, upstreamTimeoutMs: 60_000 });
+    expect(received.map((event) => event.type)).toEqual(['token', 'token', 'done']);
+  });
+
+  it('is cut by the total timeout, counted from the start, with an error event', async () => {
+    pauseMs = Number.POSITIVE_INFINITY;
+    const received = await stream({ upstreamFirstByteTimeoutMs: 200, upstreamTimeoutMs: 600 });
+    expect(received.map((event) => event.type)).toEqual(['token', 'error']);
   });
 });
