@@ -57,31 +57,25 @@ function hasControl(text: string, allowLineBreaks: boolean): boolean {
   return false;
 }
 
-/**
- * A display name (tenant, key): trimmed, not empty, no control characters at all — a name is one
- * line, and PostgreSQL refuses a NUL byte in text.
- */
-export const Name = (maxLength: number) =>
+/** Trimmed, not empty, at most `maxLength`, and no control character but those `lineBreaks` allows. */
+const plainText = (maxLength: number, lineBreaks: boolean, message: string) =>
   v.pipe(
     v.string(),
     v.trim(),
     v.minLength(1, 'must not be empty'),
     v.maxLength(maxLength, `must be at most ${maxLength} characters`),
-    v.check((text) => !hasControl(text, false), 'must not contain control characters'),
+    v.check((text) => !hasControl(text, lineBreaks), message),
   );
 
 /**
- * Free text such as a grant's reason: like `Name`, but tab and line breaks are allowed, so a note
- * may run over several lines; every other control character is refused.
+ * A display name (tenant, key): no control characters at all — a name is one line, and PostgreSQL
+ * refuses a NUL byte in text.
+ */
+export const Name = (maxLength: number) => plainText(maxLength, false, 'must not contain control characters');
+
+/**
+ * Free text such as a grant's reason: tab and line breaks are allowed, so a note may run over
+ * several lines; every other control character is refused.
  */
 export const Text = (maxLength: number) =>
-  v.pipe(
-    v.string(),
-    v.trim(),
-    v.minLength(1, 'must not be empty'),
-    v.maxLength(maxLength, `must be at most ${maxLength} characters`),
-    v.check(
-      (text) => !hasControl(text, true),
-      'must not contain control characters other than tab and line breaks',
-    ),
-  );
+  plainText(maxLength, true, 'must not contain control characters other than tab and line breaks');

@@ -1,6 +1,7 @@
 import * as v from 'valibot';
 import { MAX_AMOUNT_MICRO } from './budget/bounds.js';
 import { largestEstimateTokens } from './inference/estimate.js';
+import { jsonSetting } from './json-setting.js';
 import { parsePeppers } from './keys/peppers.js';
 import { costMicro, DEFAULT_PRICES, isPool, POOLS, type Pool, type Prices } from './pricing/pricing.js';
 import { DEFAULT_TIERS, TiersOverride, type TierTable } from './tenants/tiers.js';
@@ -52,15 +53,7 @@ const secret = (minLength: number) =>
 // 10^9: the most the pool_gate script takes for a bucket's capacity and refill.
 const POOL_LIMITS_MESSAGE = `must be a JSON object from pools (${POOLS.join(', ')}) to tokens per minute, 1 to 1000000000`;
 const PoolLimits = v.pipe(
-  v.string(),
-  v.rawTransform(({ dataset, addIssue, NEVER }) => {
-    try {
-      return JSON.parse(dataset.value) as unknown;
-    } catch {
-      addIssue({ message: POOL_LIMITS_MESSAGE });
-      return NEVER;
-    }
-  }),
+  jsonSetting(POOL_LIMITS_MESSAGE),
   v.record(
     v.picklist(POOLS, POOL_LIMITS_MESSAGE),
     v.pipe(

@@ -1,4 +1,5 @@
 import * as v from 'valibot';
+import { jsonSetting } from '../json-setting.js';
 import { POOLS, type Pool } from '../pricing/pricing.js';
 
 /** What a tenant's tier allows (DESIGN.md §6): request rates per minute, the burst bucket, pools. */
@@ -57,15 +58,7 @@ const Override = v.strictObject({
  * order they were written in, so "the best allowed pool" stays the most expensive one.
  */
 export const TiersOverride = v.pipe(
-  v.string(),
-  v.rawTransform(({ dataset, addIssue, NEVER }) => {
-    try {
-      return JSON.parse(dataset.value) as unknown;
-    } catch {
-      addIssue({ message: 'must be a JSON object' });
-      return NEVER;
-    }
-  }),
+  jsonSetting('must be a JSON object'),
   v.record(v.picklist(['1', '2', '3', '4', '5', '6', '7', '8', '9']), Override),
   v.transform(
     (overrides): TierTable =>

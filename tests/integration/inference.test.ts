@@ -115,6 +115,22 @@ describe('POST /api/v1/inference (local model)', () => {
   });
 });
 
+/** POST /api/v1/inference over a real socket (node:http), for Node's own disconnect path. */
+function socketInference(url: string, key: string, body: object) {
+  const text = JSON.stringify(body);
+  const client = httpRequest(`${url}/api/v1/inference`, {
+    method: 'POST',
+    headers: {
+      authorization: `Bearer ${key}`,
+      'content-type': 'application/json',
+      'content-length': String(Buffer.byteLength(text)),
+    },
+  });
+  client.on('error', () => {});
+  client.end(text);
+  return client;
+}
+
 /**
  * An OpenAI-compatible upstream that streams exactly `tokens` chunks and then holds the stream
  * open, so a test knows exactly what the gateway relayed before its client left.
@@ -193,18 +209,9 @@ describe('a client that disconnects mid-stream', () => {
     const { tenantId, key } = await setup(harness, { tier: 4, creditMicro: 1_000_000n });
     const served = await serve(harness.app);
     try {
-      const body = JSON.stringify({ prompt: PROMPT, max_tokens: 32 });
       let received = '';
       const gotTokens = new Promise<void>((resolve) => {
-        const client = httpRequest(`${served.url}/api/v1/inference`, {
-          method: 'POST',
-          headers: {
-            authorization: `Bearer ${key}`,
-            'content-type': 'application/json',
-            'content-length': String(Buffer.byteLength(body)),
-          },
-        });
-        client.on('error', () => {});
+        const client = socketInference(served.url, key, { prompt: PROMPT, max_tokens: 32 });
         client.on('response', (response) => {
           response.on('error', () => {});
           response.setEncoding('utf8').on('data', (chunk: string) => {
@@ -216,7 +223,6 @@ describe('a client that disconnects mid-stream', () => {
             }
           });
         });
-        client.end(body);
       });
       await gotTokens;
       const snapshot = await settledAfterLeaving(tenantId);
@@ -250,17 +256,7 @@ describe('a client that leaves before the upstream answers (over a real socket, 
     const served = await serve(harness.app);
     try {
       const { tenantId, key } = await setup(harness, { tier: 4, creditMicro: 1_000_000n });
-      const body = JSON.stringify({ prompt: 'wait for me', max_tokens: 8 });
-      const client = httpRequest(`${served.url}/api/v1/inference`, {
-        method: 'POST',
-        headers: {
-          authorization: `Bearer ${key}`,
-          'content-type': 'application/json',
-          'content-length': String(Buffer.byteLength(body)),
-        },
-      });
-      client.on('error', () => {});
-      client.end(body);
+      const client = socketInference(served.url, key, { prompt: 'wait for me', max_tokens: 8 });
       await called;
       expect((await harness.services.store.snapshot(tenantId)).reservedMicro).toBeGreaterThan(0n);
       // The caller hangs up while the gateway still waits for the upstream's first byte: nothing
