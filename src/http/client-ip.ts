@@ -3,41 +3,6 @@ import { isIP } from 'node:net';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import type { Context, Env } from 'hono';
 
-/**
- * Who a request comes from, as a rate-limit bucket id (DESIGN.md §3, §6 "pre-auth per-IP limit").
- *
- * Which address counts (TRUST_PROXY_HOPS = n):
- * - n = 0: the socket peer only; X-Forwarded-For is never read, so a client cannot name itself.
- * - n > 0: the chain is `X-Forwarded-For entries…, socket peer`; each trusted proxy appends the
- *   address it received the request from, so the entry n places left of the socket peer (the n-th
- *   XFF entry from the right) is what our outermost trusted proxy saw. Entries further left were
- *   written by the client and are never read. A chain shorter than n (a proxy that appended
- *   nothing, or no XFF at all) uses its leftmost entry, i.e. the farthest hop a trusted party wrote
- *   (or the socket peer) — as Express's `trust proxy = n` does.
- *
- * Buckets:
- * - `ip4:a.b.c.d` — IPv4, and IPv4-mapped IPv6 (`::ffff:1.2.3.4`, `::ffff:102:304`), which is the
- *   same client seen through a dual-stack socket.
- * - `ip6:<prefix>/64` — IPv6 by its /64: one subscriber gets a whole /64 (RFC 6177), so a per-address
- *   bucket would hand a single host 2^64 fresh buckets.
- * - `loopback` — 127.0.0.0/8, ::1 and their mapped forms: local processes (health checkers, a
- *   sidecar, a local proxy when TRUST_PROXY_HOPS is wrong) share one bucket of their own, apart
- *   from every real client.
- * - `via:<bucket>` — the chosen entry is unusable (garbage, `unknown`, an unspecified address) but a
- *   hop to its right is usable: the request is charged to the nearest trusted hop that forwarded
- *   it. Only requests that carry no usable client address share it, never the hop's own traffic.
- * - `noaddr:<16 hex>` — no usable address anywhere. On Node this does not happen for a live
- *   connection (the socket peer is always known); it happens for in-process `app.request` calls
- *   and for a socket already gone. Nothing in such a request is trustworthy, so no per-client
- *   bucket is possible: the id hashes the whole X-Forwarded-For header (or its absence), which
- *   keeps honest callers apart, and the limiter (src/limits/preauth.ts) also charges every
- *   `noaddr:` request to one aggregate no-address budget per route, so varying the header buys
- *   no more than that budget. Not one shared `unknown` bucket, and never unlimited.
- *
- * IPv6 is expanded by hand after `node:net` `isIP` has validated it, so every string reaching the
- * expander is well-formed; that is ~30 lines and keeps a parser dependency off the pre-auth path
- * (ipaddr.js would do the same).
- */
 export interface ClientAddressInput {
   /** The transport peer (Node socket, or the platform's verified client address); undefined if unknown. */
   socketAddress: string | undefined;
@@ -50,6 +15,10 @@ export interface ClientAddressInput {
 export const LOOPBACK_BUCKET = 'loopback';
 export const NO_ADDRESS_PREFIX = 'noaddr:';
 
+/**
+ * Who a request comes from, as a rate-limit bucket id (DESIGN.md §3, §6): `ip4:…`, `ip6:…/64`,
+ * `loopback`, `via:<bucket>` or `noaddr:<16 hex>`, each explained where it is made.
+ */
 export function clientBucket(input: ClientAddressInput): string {
   const hops = Math.max(0, Math.trunc(input.trustProxyHops));
   const forwarded =
@@ -60,16 +29,22 @@ export function clientBucket(input: ClientAddressInput): string {
           .map((entry) => entry.trim())
           // An empty entry is no hop (`XFF: ` or `a,,b`): nobody appended anything there.
           .filter((entry) => entry !== '')
-          // Only the entries our trusted proxies wrote; anything further left is the client's.
+          // Each trusted proxy appends its peer, so only the last n entries are theirs; anything
+          // further left the client wrote. n = 0: the socket peer only, XFF is never read.
           .slice(-hops);
-  // Left to right: the chosen address first, then each trusted hop towards us.
+  // Left to right: the chosen address first, then each trusted hop towards us. A chain shorter than
+  // n starts at the farthest hop a trusted party wrote, as Express's `trust proxy = n` does.
   const chain = [...forwarded, input.socketAddress];
   const chosen = addressBucket(chain[0]);
   if (chosen !== undefined) return chosen;
+  // An unusable entry (garbage, `unknown`) is charged to the nearest trusted hop that forwarded it,
+  // in a bucket apart from that hop's own traffic.
   for (const hop of chain.slice(1)) {
     const bucket = addressBucket(hop);
     if (bucket !== undefined) return `via:${bucket}`;
   }
+  // No usable address (never a live Node socket; `app.request`, a socket already gone): the header's
+  // hash keeps honest callers apart, and preauth.ts charges a route's `noaddr:` buckets one budget.
   const digest = createHash('sha256')
     .update(input.forwardedFor ?? '')
     .update(input.forwardedFor === undefined ? '\0absent' : '\0present')
@@ -120,6 +95,8 @@ function stripPortAndZone(address: string): string {
 
 function ipv4Bucket(address: string): string | undefined {
   const first = Number(address.slice(0, address.indexOf('.')));
+  // Local processes (health checkers, a sidecar, a proxy when TRUST_PROXY_HOPS is wrong) share one
+  // bucket, apart from every real client.
   if (first === 127) return LOOPBACK_BUCKET;
   // 0.0.0.0/8 means "this host" and is never a source address a peer can have.
   if (first === 0) return undefined;
@@ -139,6 +116,7 @@ function ipv6Bucket(address: string): string | undefined {
     number,
   ];
   const upperZero = a === 0 && b === 0 && c === 0 && d === 0 && e === 0;
+  // IPv4-mapped (`::ffff:1.2.3.4`): the same client seen through a dual-stack socket.
   if (upperZero && f === 0xffff) {
     return ipv4Bucket(`${g >> 8}.${g & 0xff}.${h >> 8}.${h & 0xff}`);
   }
@@ -147,10 +125,15 @@ function ipv6Bucket(address: string): string | undefined {
     // `::` is the unspecified address, never a real peer.
     if (h === 0) return undefined;
   }
+  // By /64: one subscriber gets a whole /64 (RFC 6177), so a per-address bucket would hand one host
+  // 2^64 fresh buckets.
   return `ip6:${formatIpv6([a, b, c, d, 0, 0, 0, 0])}/64`;
 }
 
-/** Eight 16-bit groups of an address `isIP` has accepted as IPv6 (an IPv4 tail allowed). */
+/**
+ * Eight 16-bit groups of an address `isIP` has accepted as IPv6 (an IPv4 tail allowed). By hand,
+ * since the input is already well-formed: no parser dependency on the pre-auth path.
+ */
 function expandIpv6(address: string): number[] {
   let text = address;
   const tail: number[] = [];

@@ -18,9 +18,9 @@ const HIGH_WATER_BYTES = 16_384;
 
 /**
  * A `text/event-stream` response that `run` writes into: one ReadableStream whose queue the
- * encoded events go into, read by the runtime's adapter (@hono/node-server, Workers). Hono's
- * `streamSSE` puts a TransformStream and a writer in between — a dozen promises per event, half of
- * all allocation with 1,000 slow streams open — and leaves a failure to console.error.
+ * encoded events go into, read by the runtime's adapter (@hono/node-server, Workers). Not Hono's
+ * `streamSSE`: its TransformStream and writer cost a dozen promises per event, and it leaves a
+ * failure to console.error.
  * `onAbort` runs once when the client goes away.
  */
 export function sseResponse<E extends AppEnv>(
@@ -53,10 +53,8 @@ export function sseResponse<E extends AppEnv>(
     },
     { highWaterMark: HIGH_WATER_BYTES, size: (chunk) => chunk.byteLength },
   );
-  // A plain field, not a getter: with a getter in this object literal (one per response) each
-  // response's objects survived young-generation collections — measured with --trace-gc-nvp on a
-  // bare Hono server streaming through sseResponse, 1.2 MB promoted per scavenge (a tenth of all
-  // allocation) with the getter, 0.02 MB without.
+  // A plain field, not a getter: a getter in this per-response literal keeps the response's objects
+  // alive through young-generation collections (docs/performance.md).
   const stream: { aborted: boolean } & SseStream = {
     aborted: false,
     write(...data: string[]) {

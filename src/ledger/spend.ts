@@ -10,8 +10,8 @@ export type SpendEntry = Omit<SpendRow, 'createdAt' | 'settledAt' | 'settled'>;
 
 // Settled rows are written in batches off the request path; 1 s keeps the table close to live.
 const FLUSH_MS = 1_000;
-// …and as soon as this many wait: a batch is serialised in one go on the event loop, and 500 rows
-// at once (a second at 500 req/s) stalled it for milliseconds, which every request then waited out.
+// …and as soon as this many wait: a batch is serialised in one go on the event loop, so a small
+// batch keeps that stall short for the requests waiting behind it.
 const FLUSH_ROWS = 64;
 // Unsettled rows are retried every 5 s, while the store is down as well as after.
 const RETRY_MS = 5_000;
@@ -159,9 +159,8 @@ export class SpendRecorder {
 
 /**
  * One statement and one parameter for the whole batch: the rows as JSON, expanded by
- * `jsonb_to_recordset`. Drizzle's builder binds every value of every row (~0.1 ms of CPU per row
- * here, a tenth of a request's whole cost at saturation); this costs a JSON.stringify. Same SQL on
- * PostgreSQL and PGlite. Column types come from the record definition; keep it in step with
+ * `jsonb_to_recordset`: one JSON.stringify, where drizzle's builder would bind every value of every
+ * row (docs/performance.md). Same SQL on PostgreSQL and PGlite. Column types come from the record definition; keep it in step with
  * db/schema/spend.ts (the spend tests read the rows back).
  */
 function insertBatch(rows: SpendRow[]) {

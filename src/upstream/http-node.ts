@@ -7,8 +7,8 @@ import { type HttpClient, HttpConnectError, type HttpRequest, type HttpResponse 
 
 /**
  * node:http(s) with keep-alive agents: connections are reused across requests, so the steady
- * state costs no handshakes. (Global `fetch` costs ~0.65 ms of CPU per request here; this costs a
- * fraction of it — LIBRARY-NOTES.md.)
+ * state costs no handshakes. Not global `fetch`, which costs several times the CPU per request
+ * (docs/performance.md).
  */
 export function nodeHttpClient(): HttpClient {
   const agents = {
@@ -136,8 +136,8 @@ function parseTarget(url: string): Target {
 
 /**
  * A response body as an async iterator with one promise per wait: 'data' events, the stream paused
- * while chunks wait to be taken. (Readable's own async iterator is an async generator costing
- * several promises per chunk; on slow streams they live long enough to be promoted.)
+ * while chunks wait to be taken. Not Readable's own async iterator: an async generator whose
+ * several promises per chunk outlive young-generation collections on slow streams.
  */
 class BodyIterator implements AsyncIterator<Uint8Array> {
   private readonly queue: Buffer[] = [];

@@ -1,6 +1,6 @@
 /**
  * The one HTTP call upstream adapters make, behind a port: node:http with keep-alive on Node
- * (http-node.ts — the fastest client measured here, and msw can intercept it in tests), `fetch`
+ * (http-node.ts — the cheapest client in CPU, and msw can intercept it in tests), `fetch`
  * on Workers (http-fetch.ts).
  */
 import type { CancelSignal } from '../cancellation.js';
