@@ -242,10 +242,9 @@ describe('UPSTREAM=finn (S2S contract v1.0.0, msw)', () => {
 
   it('the total timeout cuts a stalled stream: an error event, delivered tokens billed', async () => {
     const { tenantId, key } = await tenantWithKey();
+    // finn would send `done` after 5 s, past the 1.5 s total: only a cut ends the stream with an error.
     finn.answer = (_call, signal) => stream([token('slow'), { delayMs: 5_000 }, done()], {}, signal);
-    const started = performance.now();
     const received = events(await (await infer(key, { prompt: 'abcd' })).text());
-    expect(performance.now() - started).toBeLessThan(4_500);
     expect(received.map((e) => e.type)).toEqual(['token', 'error']);
     expect((await balance(tenantId)).committedMicro).toBe(costMicro('standard', 1 + 1));
   });
