@@ -1,6 +1,6 @@
 /**
  * The engine's bounds on the figures it accepts (lua/admit.v2.lua, lua/credit.v1.lua and their
- * memory twins in src/store/memory/scripts.ts). The API validates every limit against these, so a
+ * memory twins in src/store/memory/scripts/). The API validates every limit against these, so a
  * value the engine would refuse is a 400 when it is set, never a 500 on every later request.
  * The Lua scripts spell the same numbers out (EVAL has no imports); tests/unit/bounds.test.ts
  * fails if they drift apart.

@@ -7,7 +7,7 @@ import type { AdmitInput } from '../../src/store/contracts.js';
 import { StoreUnavailable } from '../../src/store/errors.js';
 import { memoryRunner, memoryStore } from '../../src/store/memory/index.js';
 import { MemoryKv } from '../../src/store/memory/kv.js';
-import { MEMORY_SCRIPTS } from '../../src/store/memory/scripts.js';
+import { MEMORY_SCRIPTS } from '../../src/store/memory/scripts/index.js';
 import type { Reply } from '../../src/store/port.js';
 import { SCRIPTS, type ScriptName } from '../../src/store/scripts.generated.js';
 import type { Store } from '../../src/store/store.js';

@@ -1,7 +1,7 @@
 import type { ScriptRunner } from '../port.js';
 import { createStore, type Store, type StoreOptions } from '../store.js';
 import { MemoryKv } from './kv.js';
-import { MEMORY_SCRIPTS } from './scripts.js';
+import { MEMORY_SCRIPTS } from './scripts/index.js';
 
 /**
  * The embedded engine: state lives in this process, so it serves a single instance only (the

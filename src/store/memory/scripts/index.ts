@@ -1,0 +1,35 @@
+import type { ScriptName } from '../../scripts.generated.js';
+import { admit } from './admit.js';
+import { budgetEvent } from './budget_event.js';
+import { budgetFinalize } from './budget_finalize.js';
+import { budgetReap } from './budget_reap.js';
+import { credit } from './credit.js';
+import { epoch } from './epoch.js';
+import { fencingCas } from './fencing_cas.js';
+import { leaseAcquire } from './lease_acquire.js';
+import { leaseRelease } from './lease_release.js';
+import { poolGate } from './pool_gate.js';
+import type { Script } from './shared.js';
+import { snapshot } from './snapshot.js';
+
+/**
+ * The Lua scripts of lua/, step for step in TypeScript, for the embedded memory engine: one file
+ * per script, named as in lua/ without the version, each porting the version the registry names.
+ * Same arguments (strings), same replies, same arithmetic (every figure is an integer below 2^53,
+ * so doubles are exact in both). The differential property test runs both on the same operation
+ * sequences and requires identical replies; change a script here and in lua/ together.
+ * Each function runs to completion synchronously, which is what makes it atomic.
+ */
+export const MEMORY_SCRIPTS: Record<ScriptName, Script> = {
+  epoch,
+  admit,
+  budget_finalize: budgetFinalize,
+  budget_reap: budgetReap,
+  budget_event: budgetEvent,
+  credit,
+  snapshot,
+  pool_gate: poolGate,
+  lease_acquire: leaseAcquire,
+  lease_release: leaseRelease,
+  fencing_cas: fencingCas,
+};
