@@ -48,7 +48,7 @@ export interface Services {
   engines: { db: DbEngine; store: Store['engine'] };
   /** The bootstrap admin secret (ADMIN_TOKEN or the generated one), if any. Never logged. */
   adminToken?: string;
-  /** The external issuer's JWKS (EXTERNAL_AUTH_*): one set, so its cache and cooldown outlive a request. */
+  /** The external issuer's JWKS (AUTH_JWKS_URL): one set, so its cache and cooldown outlive a request. */
   externalIssuerKeys?: JWTVerifyGetKey;
   /** Loads the signing keys, then starts the background work the entry asked for (`Lifecycle`). */
   start(): Promise<void>;

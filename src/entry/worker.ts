@@ -95,8 +95,8 @@ export default {
           ? {}
           : { externalIssuerKeys: isolate.externalIssuerKeys }),
         adminToken: config.adminToken,
-        // No timers and nothing to close: these Services live for one request. The keys are
-        // re-read at most every 10 s per isolate.
+        // These Services live for one request: no timers. The keys are re-read at most every 10 s
+        // per isolate.
         lifecycle: { signingKeysMaxAgeMs: KEY_REFRESH_MS },
       });
     } catch (error) {
