@@ -1,4 +1,6 @@
+import type { JWTVerifyGetKey } from 'jose';
 import type { Db, DbEngine } from '../db/index.js';
+import { remoteIssuerKeys } from './auth/caller.js';
 import { BudgetThresholds } from './budget/thresholds.js';
 import { type Clock, systemClock } from './clock.js';
 import type { Config } from './config.js';
@@ -46,15 +48,49 @@ export interface Services {
   engines: { db: DbEngine; store: Store['engine'] };
   /** The bootstrap admin secret (ADMIN_TOKEN or the generated one), if any. Never logged. */
   adminToken?: string;
+  /** The external issuer's JWKS (AUTH_JWKS_URL): one set, so its cache and cooldown outlive a request. */
+  externalIssuerKeys?: JWTVerifyGetKey;
+  /** Loads the signing keys, then starts the background work the entry asked for (`Lifecycle`). */
+  start(): Promise<void>;
+  /**
+   * Ends the background work and writes what is queued (key usage, spend rows), then closes what
+   * the entry handed over: its own connections, the store, the database last. Once only.
+   */
+  stop(): Promise<void>;
+}
+
+/** What differs per runtime in `services.start()` and `services.stop()`; the order does not. */
+export interface Lifecycle {
+  /**
+   * What start() runs in the background. `all` (a long-lived process): the upstream's contract
+   * check, the keys' epoch poll and usage writer, the spend writer and settlement retry. `checks`:
+   * the upstream's contract check only (tests call the writers' steps themselves). Default none:
+   * Services that live for one request (Workers) start no timer.
+   */
+  background?: 'all' | 'checks';
+  /**
+   * Services built per request over a key cache kept longer (Workers): start() reloads the signing
+   * keys only when that copy is older than this. Default: always loaded.
+   */
+  signingKeysMaxAgeMs?: number;
+  /** What stop() closes, in this order, after the queued writes; default nothing. */
+  owns?: {
+    /** The entry's own clients (a second Redis connection, the upstream's HTTP agents). */
+    connections?: ReadonlyArray<() => unknown>;
+    store?: boolean;
+    /** Closed last, and even when the store could not be. */
+    database?: boolean;
+  };
 }
 
 /**
  * The one way an entry puts Services together from the adapters it picked. The entry then calls
- * `services.signing.start()` (loads the keys, creating the first one on a first start).
+ * `services.start()` (loads the signing keys, creating the first one on a first start) and, when
+ * it is done, `services.stop()`.
  */
 export function assembleServices(parts: {
   config: Config;
-  database: { db: Db; engine: DbEngine };
+  database: { db: Db; engine: DbEngine; close(): Promise<void> };
   store: Store;
   signer: Signer;
   peppers: Peppers;
@@ -70,6 +106,9 @@ export function assembleServices(parts: {
   adminToken?: string | undefined;
   /** Shared by the SigningKeys of many requests (the Workers entry keeps one per isolate). */
   keyCache?: KeyCache;
+  /** The external issuer's JWKS, when it must outlive these Services (Workers: one per isolate). */
+  externalIssuerKeys?: JWTVerifyGetKey;
+  lifecycle?: Lifecycle;
 }): Services {
   const clock = parts.clock ?? systemClock;
   const signing = new SigningKeys(
@@ -81,6 +120,44 @@ export function assembleServices(parts: {
     parts.keyCache,
   );
   const keys = new KeyVerifier(parts.database.db, parts.store, parts.peppers, clock, parts.log);
+  const spend = new SpendRecorder(parts.database.db, parts.store, clock, parts.log);
+  const budgetThresholds = new BudgetThresholds(parts.store, parts.log);
+  const upstream =
+    parts.upstream ??
+    createUpstream(parts.config, { signing, clock, log: parts.log }, parts.upstreamOverrides);
+  const externalIssuerKeys =
+    parts.externalIssuerKeys ??
+    (parts.config.externalAuth === undefined ? undefined : remoteIssuerKeys(parts.config.externalAuth));
+  const lifecycle = parts.lifecycle ?? {};
+
+  const start = async () => {
+    if (lifecycle.signingKeysMaxAgeMs === undefined) await signing.start();
+    else await signing.ensureFresh(lifecycle.signingKeysMaxAgeMs);
+    if (lifecycle.background === undefined) return;
+    upstream.start?.();
+    if (lifecycle.background !== 'all') return;
+    keys.start();
+    spend.start();
+  };
+  let stopping: Promise<void> | undefined;
+  const stop = async () => {
+    upstream.stop?.();
+    await budgetThresholds.idle();
+    await keys.stop();
+    // Spend rows are written before the database closes; a failed write is logged, not retried.
+    await spend
+      .stop()
+      .catch((error: unknown) => parts.log.error({ err: error }, 'spend rows could not be flushed'));
+    const owns = lifecycle.owns ?? {};
+    for (const close of owns.connections ?? []) await close();
+    // The database is closed even when the store cannot be (Redis down at shutdown).
+    if (owns.store === true)
+      await parts.store
+        .close()
+        .catch((error: unknown) => parts.log.warn({ err: error }, 'store did not close cleanly'));
+    if (owns.database === true) await parts.database.close();
+  };
+
   return {
     config: parts.config,
     db: parts.database.db,
@@ -92,13 +169,17 @@ export function assembleServices(parts: {
     keys,
     preAuth: parts.preAuth ?? createPreAuthLimiter({ log: parts.log }),
     authFailures: parts.authFailures ?? createAuthFailureLimiter({ log: parts.log }),
-    spend: new SpendRecorder(parts.database.db, parts.store, clock, parts.log),
-    budgetThresholds: new BudgetThresholds(parts.store, parts.log),
-    upstream:
-      parts.upstream ??
-      createUpstream(parts.config, { signing, clock, log: parts.log }, parts.upstreamOverrides),
+    spend,
+    budgetThresholds,
+    upstream,
     ...(parts.clientAddress === undefined ? {} : { clientAddress: parts.clientAddress }),
     engines: { db: parts.database.engine, store: parts.store.engine },
     ...(parts.adminToken === undefined ? {} : { adminToken: parts.adminToken }),
+    ...(externalIssuerKeys === undefined ? {} : { externalIssuerKeys }),
+    start,
+    stop: () => {
+      stopping ??= stop();
+      return stopping;
+    },
   };
 }

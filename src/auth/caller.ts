@@ -52,8 +52,12 @@ async function verifyCallerJwt(services: Services, token: string): Promise<Calle
   if (issuer === config.jwtIssuer) {
     keys = createLocalJWKSet(services.signing.jwks().jwks);
     audience = CALLER_AUDIENCE;
-  } else if (config.externalAuth !== undefined && issuer === config.externalAuth.issuer) {
-    keys = externalKeys(services);
+  } else if (
+    config.externalAuth !== undefined &&
+    services.externalIssuerKeys !== undefined &&
+    issuer === config.externalAuth.issuer
+  ) {
+    keys = services.externalIssuerKeys;
     audience = config.externalAuth.audience;
   } else {
     return undefined;
@@ -86,18 +90,14 @@ async function verifyCallerJwt(services: Services, token: string): Promise<Calle
   }
 }
 
-// One remote JWKS per Services (its cache and cooldown must outlive a request).
-const remoteSets = new WeakMap<Services, JWTVerifyGetKey>();
-function externalKeys(services: Services): JWTVerifyGetKey {
-  let keys = remoteSets.get(services);
-  if (keys === undefined && services.config.externalAuth !== undefined) {
-    // 30 s cooldown: an unknown kid triggers at most one fetch per 30 s, so forged kids cannot
-    // turn the gateway into a flood against the issuer.
-    keys = createRemoteJWKSet(new URL(services.config.externalAuth.jwksUrl), { cooldownDuration: 30_000 });
-    remoteSets.set(services, keys);
-  }
-  if (keys === undefined) throw new Error('no external issuer configured');
-  return keys;
+/**
+ * The external issuer's JWKS, fetched on first use. Built once per Services (or per Workers
+ * isolate): its cache and cooldown must outlive a request.
+ */
+export function remoteIssuerKeys(externalAuth: { jwksUrl: string }): JWTVerifyGetKey {
+  // 30 s cooldown: an unknown kid triggers at most one fetch per 30 s, so forged kids cannot
+  // turn the gateway into a flood against the issuer.
+  return createRemoteJWKSet(new URL(externalAuth.jwksUrl), { cooldownDuration: 30_000 });
 }
 
 /** The credentials of `Authorization: Bearer <token>`; the scheme is case-insensitive (RFC 7235 §2.1). */

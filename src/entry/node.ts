@@ -29,10 +29,7 @@ import { adminTokenPath, ensureDataDir, ensureSecretFile } from './secrets.js';
  * Embedded defaults: PGlite in DATA_DIR and the memory store. DATABASE_URL → postgres.js;
  * REDIS_URL → ioredis.
  */
-export async function buildNodeServices(
-  config: Config,
-  log: Logger,
-): Promise<{ services: Services; close: () => Promise<void> }> {
+export async function buildNodeServices(config: Config, log: Logger): Promise<Services> {
   const embedded = isEmbedded(config);
   // DATA_DIR also holds the local signer's private keys, so it exists whatever the database.
   await ensureDataDir(config.dataDir);
@@ -89,25 +86,22 @@ export async function buildNodeServices(
     log,
     metrics,
     adminToken,
+    lifecycle: {
+      background: 'all',
+      owns: {
+        connections: [() => http.close?.(), () => preAuthRedis?.disconnect()],
+        store: true,
+        database: true,
+      },
+    },
   });
-  await services.signing.start();
-  services.keys.start();
-  services.spend.start();
-  services.upstream.start?.();
-  const close = async () => {
-    services.upstream.stop?.();
-    http.close?.();
-    await services.budgetThresholds.idle();
-    await services.keys.stop();
-    await services.spend
-      .stop()
-      .catch((error: unknown) => log.error({ err: error }, 'spend rows could not be flushed'));
-    preAuthRedis?.disconnect();
-    // The database is closed even when the store cannot be (Redis down at shutdown).
-    await store.close().catch((error: unknown) => log.warn({ err: error }, 'store did not close cleanly'));
-    await database.close();
-  };
-  return { services, close };
+  try {
+    await services.start();
+  } catch (error) {
+    await services.stop().catch(() => undefined);
+    throw error;
+  }
+  return services;
 }
 
 /**
@@ -167,22 +161,19 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   log.info({ url }, 'listening');
   warnNotYetInEffect(config, log);
 
-  let built: { services: Services; close: () => Promise<void> } | undefined;
+  let built: Services | undefined;
   let maintenance: ReturnType<typeof setInterval> | undefined;
-  const ready = buildNodeServices(config, log).then((result) => {
-    built = result;
-    app = createApp(result.services);
+  const ready = buildNodeServices(config, log).then((services) => {
+    built = services;
+    app = createApp(services);
     maintenance = setInterval(() => {
-      maintainSigningKeys(result.services).catch((error: unknown) =>
+      maintainSigningKeys(services).catch((error: unknown) =>
         log.warn({ err: { message: (error as Error).message } }, 'signing key maintenance failed'),
       );
     }, SIGNING_MAINTENANCE_MS);
     maintenance.unref();
-    log.info(
-      { url, database: result.services.engines.db, store: result.services.engines.store },
-      'spicegate ready',
-    );
-    return result.services;
+    log.info({ url, database: services.engines.db, store: services.engines.store }, 'spicegate ready');
+    return services;
   });
 
   let stopping: Promise<number> | undefined;
@@ -203,7 +194,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
         ),
         new Promise<false>((resolve) => setTimeout(() => resolve(false), config.shutdownTimeoutMs).unref()),
       ]);
-      const closed = await (built?.close() ?? Promise.resolve()).then(
+      const closed = await (built?.stop() ?? Promise.resolve()).then(
         () => true,
         (error: unknown) => {
           log.error({ err: error }, 'closing the store or the database failed');

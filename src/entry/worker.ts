@@ -1,7 +1,9 @@
 import type { Hono } from 'hono';
+import type { JWTVerifyGetKey } from 'jose';
 // postgres.ts directly, not db/index.ts: the bundle must never pull PGlite in.
 import { openPostgres } from '../../db/postgres.js';
 import { createApp, createNotReadyApp } from '../app.js';
+import { remoteIssuerKeys } from '../auth/caller.js';
 import { type Config, type Env, parseConfig, warnNotYetInEffect } from '../config.js';
 import type { AppEnv } from '../http/context.js';
 import { type Peppers, parsePeppers } from '../keys/peppers.js';
@@ -52,6 +54,7 @@ type IsolateState =
       peppers: Peppers;
       preAuth: PreAuthLimiter;
       authFailures: AuthFailureLimiter;
+      externalIssuerKeys?: JWTVerifyGetKey;
     }
   | { ready: false; app: Hono<AppEnv> };
 
@@ -88,7 +91,13 @@ export default {
         log,
         metrics,
         keyCache,
+        ...(isolate.externalIssuerKeys === undefined
+          ? {}
+          : { externalIssuerKeys: isolate.externalIssuerKeys }),
         adminToken: config.adminToken,
+        // These Services live for one request: no timers. The keys are re-read at most every 10 s
+        // per isolate.
+        lifecycle: { signingKeysMaxAgeMs: KEY_REFRESH_MS },
       });
     } catch (error) {
       log.error({ err: error }, 'database client could not be created');
@@ -99,10 +108,9 @@ export default {
         liveness: false,
       }).fetch(request);
     }
-    // The keys are re-read at most every 10 s per isolate; with the database down the last copy
-    // keeps serving the JWKS.
-    await services.signing
-      .ensureFresh(KEY_REFRESH_MS)
+    // With the database down the last copy of the keys keeps serving the JWKS.
+    await services
+      .start()
       .catch((error: unknown) => log.warn({ err: error }, 'signing keys could not be refreshed'));
     return createApp(services).fetch(request);
   },
@@ -147,6 +155,9 @@ function initIsolate(env: WorkerEnv): IsolateState {
     peppers,
     preAuth: createPreAuthLimiter({ log }),
     authFailures: createAuthFailureLimiter({ log }),
+    ...(config.externalAuth === undefined
+      ? {}
+      : { externalIssuerKeys: remoteIssuerKeys(config.externalAuth) }),
     config,
     log,
     metrics,

@@ -29,8 +29,9 @@ const services = assembleServices({
   signer: await localSigner(),
   peppers: parsePeppers(`1:${randomBytes(32).toString('base64url')}`) as Peppers,
   log,
+  lifecycle: { owns: { database: true } },
 });
-await services.signing.start();
+await services.start();
 const tenant = await createTenant(services, { name: 'bench', tier: 4 });
 const { key } = await createKey(services, tenant.id, { name: 'bench' });
 
@@ -63,5 +64,4 @@ console.log(`API key verification, ${SECONDS} s per case (PGlite in memory, memo
 console.log('case         verif/s   p50 ms   p99 ms     count');
 console.log(await measure('cache hit', () => key, true));
 console.log(await measure('cache miss', unknown, false));
-await services.keys.stop();
-await database.close();
+await services.stop();

@@ -1,5 +1,3 @@
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import {
   calculateJwkThumbprint,
   exportJWK,
@@ -12,6 +10,7 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { localSigner } from '../../src/signing/signer.js';
 import { CALLER_AUDIENCE, issueCallerToken } from '../../src/signing/tokens.js';
+import { type ExternalIdp, startExternalIdp } from '../support/external-idp.js';
 import { createHarness, type Harness } from '../support/harness.js';
 import { tempKeyFile } from '../support/key-file.js';
 
@@ -24,7 +23,7 @@ let harness: Harness;
 let privateJwk: JWK;
 let kid: string;
 let gatewayKey: KeyObject;
-let externalIdp: { url: string; fetches: () => number; close(): Promise<void>; key: KeyObject; kid: string };
+let externalIdp: ExternalIdp;
 
 const b64 = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
 
@@ -54,33 +53,12 @@ async function signWith(
   return new SignJWT(payload).setProtectedHeader({ alg: 'ES256', typ: 'JWT', ...header }).sign(key);
 }
 
-async function startIdp(): Promise<typeof externalIdp> {
-  const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
-  const publicJwk = await exportJWK(publicKey);
-  const idpKid = await calculateJwkThumbprint(publicJwk);
-  let fetches = 0;
-  const server: Server = createServer((_req, res) => {
-    fetches += 1;
-    res.setHeader('content-type', 'application/json');
-    res.end(JSON.stringify({ keys: [{ ...publicJwk, kid: idpKid, alg: 'ES256', use: 'sig' }] }));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `http://127.0.0.1:${port}/jwks.json`,
-    fetches: () => fetches,
-    key: privateKey as KeyObject,
-    kid: idpKid,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
-}
-
 beforeAll(async () => {
   const pair = await generateKeyPair('ES256', { extractable: true });
   privateJwk = await exportJWK(pair.privateKey);
   gatewayKey = pair.privateKey as KeyObject;
   kid = await calculateJwkThumbprint(privateJwk);
-  externalIdp = await startIdp();
+  externalIdp = await startExternalIdp();
   harness = await createHarness({
     signer: await localSigner({ configured: [privateJwk], file: tempKeyFile() }),
     config: {

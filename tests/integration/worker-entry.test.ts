@@ -1,5 +1,7 @@
+import { SignJWT } from 'jose';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it, vi } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { startExternalIdp } from '../support/external-idp.js';
 import { freePort } from '../support/redis-server.js';
 
 /** The Workers entry run in Node: the same fetch handler workerd calls, with string bindings. */
@@ -73,6 +75,43 @@ describe('Workers entry with a configuration', () => {
         database: { ok: true, engine: 'postgres' },
         store: { engine: 'memory' },
       });
+    }
+  });
+
+  it("fetches an external issuer's JWKS once per isolate, not once per request", async () => {
+    const idp = await startExternalIdp();
+    try {
+      const worker = await freshWorker();
+      const env = {
+        DATABASE_URL: databaseUrl,
+        LOG_LEVEL: 'silent',
+        API_KEY_PEPPERS: `1:${'p'.repeat(40)}`,
+        AUTH_JWKS_URL: idp.url,
+        AUTH_ISSUER: 'https://idp.example',
+        AUTH_AUDIENCE: 'spicegate-api',
+      };
+      const token = await new SignJWT({ role: 'operator' })
+        .setProtectedHeader({ alg: 'ES256', typ: 'JWT', kid: idp.kid })
+        .setIssuer('https://idp.example')
+        .setAudience('spicegate-api')
+        .setSubject('sso-user')
+        .setIssuedAt()
+        .setExpirationTime('5m')
+        .sign(idp.key);
+      for (let i = 0; i < 3; i += 1) {
+        const response = await worker.fetch(
+          new Request('http://gateway/trpc/admin.system.info', {
+            headers: { authorization: `Bearer ${token}` },
+          }),
+          env,
+          context,
+        );
+        // The operator's token is accepted (the database may be down in a PGlite-only run).
+        expect(response.status).not.toBe(401);
+      }
+      expect(idp.fetches()).toBe(1);
+    } finally {
+      await idp.close();
     }
   });
 });

@@ -8,7 +8,7 @@ import { type Config, parseConfig } from '../../src/config.js';
 import type { AppEnv } from '../../src/http/context.js';
 import { type Peppers, parsePeppers } from '../../src/keys/peppers.js';
 import { createAuthFailureLimiter } from '../../src/limits/auth-failures.js';
-import { createPreAuthLimiter } from '../../src/limits/preauth.js';
+import { createPreAuthLimiter, type PreAuthLimiter } from '../../src/limits/preauth.js';
 import { createLogger, silentLogger } from '../../src/observability/logger.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import { assembleServices, type Services } from '../../src/services.js';
@@ -17,6 +17,7 @@ import { redisStore, type Store } from '../../src/store/index.js';
 import { redisOptions } from '../../src/store/redis.js';
 import { nodeHttpClient } from '../../src/upstream/http-node.js';
 import type { UpstreamOverrides } from '../../src/upstream/index.js';
+import type { Upstream } from '../../src/upstream/port.js';
 import { createTestDatabase, type TestDatabase } from './database.js';
 import { tempKeyFile } from './key-file.js';
 import { deleteKeysWithPrefix } from './redis-cleanup.js';
@@ -54,8 +55,12 @@ export interface HarnessOptions {
    * processes behind a load balancer): its own caches, its own store connection.
    */
   shareWith?: Harness;
+  /** Replaces the upstream UPSTREAM names (started and stopped with the gateway). */
+  upstream?: Upstream;
   /** How the upstream is reached (default node:http, as in production, when UPSTREAM is not local). */
   upstreamOverrides?: UpstreamOverrides;
+  /** Replaces the per-IP pre-auth limiter (whatever `limits` says). */
+  preAuth?: PreAuthLimiter;
   /**
    * `'production'`: the per-IP pre-auth limits and the failed-authentication budget with their
    * production values, over the shared Redis under this file's prefix. Default: in-process and
@@ -93,6 +98,8 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
   // Lifted: far above what any test file sends in a minute.
   const lifted = 1_000_000;
 
+  const http = nodeHttpClient();
+
   const services = assembleServices({
     config,
     database: database.handle,
@@ -103,18 +110,24 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
     metrics,
     adminToken,
     preAuth:
-      limitsRedis === undefined
+      options.preAuth ??
+      (limitsRedis === undefined
         ? createPreAuthLimiter({ log, limitPerMinute: lifted })
-        : createPreAuthLimiter({ log, redis: limitsRedis }),
+        : createPreAuthLimiter({ log, redis: limitsRedis })),
     authFailures:
       limitsRedis === undefined
         ? createAuthFailureLimiter({ log, limitPerMinute: lifted })
         : createAuthFailureLimiter({ log, redis: limitsRedis }),
-    upstreamOverrides: { http: nodeHttpClient(), ...options.upstreamOverrides },
+    ...(options.upstream === undefined ? {} : { upstream: options.upstream }),
+    upstreamOverrides: { http, ...options.upstreamOverrides },
     ...(options.clock === undefined ? {} : { clock: options.clock }),
+    // The database belongs to the harness (dropped below, or the first instance's).
+    lifecycle: {
+      background: 'checks',
+      owns: { connections: [() => http.close?.(), () => limitsRedis?.disconnect()], store: true },
+    },
   });
-  await services.signing.start();
-  services.upstream.start?.();
+  await services.start();
   const app = createApp(services);
   const request = async (path: string, init?: RequestInit) => app.request(path, init);
 
@@ -133,10 +146,7 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
     },
     shared: { database, keyPrefix, peppers: pepperText },
     close: async () => {
-      services.upstream.stop?.();
-      await services.keys.stop();
-      await store.close();
-      limitsRedis?.disconnect();
+      await services.stop();
       // The first instance owns the database and the prefix.
       if (shared !== undefined) return;
       await database.drop();
