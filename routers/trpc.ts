@@ -188,7 +188,7 @@ function scopeResolver(caller: Exclude<Caller, { kind: 'anonymous' }>) {
  * A frozen tenant's members change nothing; admins still can (to unfreeze it, to revoke its keys).
  * The freeze check is one primary-key read, made only on member mutations.
  */
-export const memberWriteProcedure = publicProcedure.use(async ({ ctx, next }) => {
+export const tenantWriteProcedure = publicProcedure.use(async ({ ctx, next }) => {
   const caller = requireCaller(ctx);
   if (caller.kind === 'operator')
     throw new TRPCError({ code: 'FORBIDDEN', message: 'Operators are read-only' });
@@ -204,7 +204,7 @@ export const memberWriteProcedure = publicProcedure.use(async ({ ctx, next }) =>
  * tenant. `ctx.tenantFor(input.tenantId)` gives the tenant to act on. A member naming another
  * tenant gets NOT_FOUND, exactly as for a tenant that does not exist, so ids cannot be probed.
  */
-export const memberProcedure = publicProcedure.use(({ ctx, next }) => {
+export const tenantReadProcedure = publicProcedure.use(({ ctx, next }) => {
   const caller = requireCaller(ctx);
   return next({
     ctx: { ...ctx, caller, tenantFor: tenantResolver(caller), scopeFor: scopeResolver(caller) },

@@ -170,7 +170,8 @@ const NOT_YET_IN_EFFECT = [
 ] as const;
 
 export type Env = Record<string, string | undefined>;
-export type Upstream = (typeof UPSTREAMS)[number];
+/** Which upstream adapter serves (`UPSTREAM`); the adapter itself is `Upstream` in src/upstream/port.ts. */
+export type UpstreamKind = (typeof UPSTREAMS)[number];
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
 export interface Config {
@@ -182,7 +183,7 @@ export interface Config {
   metricsToken?: string;
   redisUrl?: string;
   upstash?: { url: string; token: string };
-  upstream: Upstream;
+  upstream: UpstreamKind;
   upstreamUrl?: string;
   upstreamApiKey?: string;
   localModelTokens: number;

@@ -1,7 +1,7 @@
 import * as v from 'valibot';
 import { createKey, getKey, listKeys, revokeKey, rotateKey, updateKey } from '../../src/keys/keys.js';
 import { CapMicro, Name, RateLimit, TenantId } from '../inputs.js';
-import { memberProcedure, memberWriteProcedure, router } from '../trpc.js';
+import { router, tenantReadProcedure, tenantWriteProcedure } from '../trpc.js';
 
 const KeyId = v.pipe(v.string(), v.regex(/^key_[0-9a-f]{32}$/, 'must be a key id (key_…)'));
 const Scope = v.pipe(v.string(), v.regex(/^[a-z][a-z0-9:._-]{0,63}$/, 'must be a scope name'));
@@ -23,19 +23,19 @@ const ById = v.object({ tenantId: v.optional(TenantId), id: KeyId });
  * an admin or operator may name a key alone; a tenantId that does not own the key is NOT_FOUND.
  */
 export const keysRouter = router({
-  create: memberWriteProcedure
+  create: tenantWriteProcedure
     .input(CreateKeyInput)
     .mutation(({ ctx, input }) => createKey(ctx.services, ctx.tenantFor(input.tenantId), input)),
-  list: memberProcedure
+  list: tenantReadProcedure
     .input(v.optional(v.object({ tenantId: v.optional(TenantId) }), {}))
     .query(({ ctx, input }) => listKeys(ctx.services, ctx.tenantFor(input.tenantId))),
-  get: memberProcedure
+  get: tenantReadProcedure
     .input(ById)
     .query(({ ctx, input }) => getKey(ctx.services, ctx.scopeFor(input.tenantId), input.id)),
-  revoke: memberWriteProcedure
+  revoke: tenantWriteProcedure
     .input(ById)
     .mutation(({ ctx, input }) => revokeKey(ctx.services, ctx.scopeFor(input.tenantId), input.id)),
-  rotate: memberWriteProcedure
+  rotate: tenantWriteProcedure
     .input(
       v.object({
         ...ById.entries,
@@ -43,7 +43,7 @@ export const keysRouter = router({
       }),
     )
     .mutation(({ ctx, input }) => rotateKey(ctx.services, ctx.scopeFor(input.tenantId), input)),
-  update: memberWriteProcedure
+  update: tenantWriteProcedure
     .input(
       v.object({
         ...ById.entries,

@@ -6,8 +6,8 @@ import type { SigningKeys } from '../signing/keys.js';
 import { signS2sToken } from '../signing/tokens.js';
 import { CONTRACT_VERSION } from '../version.js';
 import type { HttpClient, HttpResponse } from './http.js';
+import type { UpstreamProtocol, UpstreamReader } from './http-upstream.js';
 import { type ContractStatus, UpstreamUnavailable, type UpstreamUsage } from './port.js';
-import type { UpstreamProtocol, UpstreamReader } from './resilient.js';
 
 // 30 s: a redeployed upstream with another contract is noticed within half a minute.
 export const CONTRACT_CHECK_INTERVAL_MS = 30_000;

@@ -6,10 +6,10 @@ import type { CircuitBreaker } from './breaker.js';
 import { finnProtocol } from './finn.js';
 import type { HttpClient } from './http.js';
 import { fetchHttpClient } from './http-fetch.js';
+import { httpUpstream } from './http-upstream.js';
 import { localUpstream } from './local.js';
 import { openAiProtocol } from './openai.js';
 import type { Upstream } from './port.js';
-import { httpUpstream } from './resilient.js';
 
 export type { Upstream } from './port.js';
 

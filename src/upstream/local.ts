@@ -19,7 +19,7 @@ export function localUpstream(options: { tokens: number; delayMs: number }): Ups
 
 /**
  * The tokens as an iterator class rather than an async generator: objects an async generator
- * holds outlive young-generation collections (see resilient.ts TokenIterator).
+ * holds outlive young-generation collections (see http-upstream.ts TokenIterator).
  */
 class LocalTokens implements AsyncIterator<string[]>, AsyncIterable<string[]> {
   private position = 0;

@@ -1,7 +1,7 @@
 import { safeJson } from './finn.js';
 import type { HttpResponse } from './http.js';
+import type { UpstreamProtocol, UpstreamReader } from './http-upstream.js';
 import { type UpstreamRequest, UpstreamUnavailable, type UpstreamUsage } from './port.js';
-import type { UpstreamProtocol, UpstreamReader } from './resilient.js';
 
 /**
  * Any OpenAI-compatible server: `POST <UPSTREAM_URL>/chat/completions` (UPSTREAM_URL is the API
