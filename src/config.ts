@@ -190,6 +190,12 @@ export interface Config {
   localModelDelayMs: number;
   upstreamConnectTimeoutMs: number;
   upstreamTimeoutMs: number;
+  /**
+   * How long past `upstreamTimeoutMs` the relay still waits on a client that stopped reading before
+   * it gives up on it and settles. Not an environment variable: with the longest upstream timeout
+   * (240 s) the sum must stay under the 5 min reservation TTL, or the reaper frees money still spent.
+   */
+  relayGraceMs: number;
   /** How long the upstream may take to start answering (its response head), retries included. */
   upstreamFirstByteTimeoutMs: number;
   /** OpenAI-style model names callers may use for a pool (`MODEL_ALIASES`). */
@@ -337,6 +343,7 @@ export function parseConfig(env: Env): ConfigResult {
     localModelDelayMs: e.LOCAL_MODEL_DELAY_MS,
     upstreamConnectTimeoutMs: e.UPSTREAM_CONNECT_TIMEOUT_MS,
     upstreamTimeoutMs: e.UPSTREAM_TIMEOUT_MS,
+    relayGraceMs: 30_000,
     upstreamFirstByteTimeoutMs: e.UPSTREAM_FIRST_BYTE_TIMEOUT_MS ?? Math.min(20_000, e.UPSTREAM_TIMEOUT_MS),
     modelAliases: e.MODEL_ALIASES ?? {},
     upstreamModels: e.UPSTREAM_MODELS ?? {},

@@ -1,14 +1,16 @@
 import { type Context, Hono } from 'hono';
 import * as v from 'valibot';
 import { AppError, asAppError, type ErrorCode } from '../errors.js';
+import type { Admitted } from '../inference/admit.js';
 import { MAX_COMPLETION_TOKENS, MAX_MESSAGES } from '../inference/estimate.js';
-import { openUpstream, prepare, relay } from '../inference/run.js';
+import { chatText } from '../inference/request.js';
+import type { Settlement, Usage } from '../inference/settle.js';
 import type { Services } from '../services.js';
 import { tierLimits } from '../tenants/tiers.js';
 import { type KeyEnv, requireApiKey } from './api-key-auth.js';
-import { clientSignal } from './context.js';
 import { readJson } from './json-body.js';
-import { sseResponse } from './sse.js';
+import { type Answer, type AnswerShape, runInference, usageBody } from './run-inference.js';
+import type { SseStream } from './sse.js';
 
 /**
  * The OpenAI-compatible surface, so OpenAI clients work unchanged: GET /v1/models (the pools the
@@ -39,6 +41,7 @@ const ChatRequest = v.object({
   stream_options: v.optional(v.nullable(v.object({ include_usage: v.optional(v.boolean()) }))),
   user: v.optional(v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]{1,64}$/))),
 });
+type ChatRequest = v.InferOutput<typeof ChatRequest>;
 
 const OPENAI_TYPES: Partial<Record<ErrorCode, string>> = {
   invalid_request: 'invalid_request_error',
@@ -91,8 +94,23 @@ export function openAiRoutes(services: Services): Hono<KeyEnv> {
     });
   });
 
+  const chat: AnswerShape<ChatRequest> = {
+    error: (c, error, body) =>
+      openAiError(
+        c,
+        error.code === 'unknown_pool'
+          ? new AppError(
+              'model_not_found',
+              `The model \`${body.model}\` does not exist or you do not have access to it.`,
+              { param: 'model' },
+            )
+          : error,
+      ),
+    answer: (admitted, body) =>
+      new ChatAnswer(admitted, services.clock.now(), body.stream_options?.include_usage === true),
+  };
+
   app.post('/v1/chat/completions', auth, async (c) => {
-    const key = c.get('apiKey');
     const parsed = v.safeParse(ChatRequest, await readJson(c));
     if (!parsed.success) {
       return openAiError(
@@ -108,103 +126,86 @@ export function openAiRoutes(services: Services): Hono<KeyEnv> {
     const caps = [body.max_tokens, body.max_completion_tokens].filter((cap) => typeof cap === 'number');
     const messages = body.messages.map((message) => ({ role: message.role, content: message.content ?? '' }));
     const input = {
-      prompt: messages.map((message) => `${message.role}: ${message.content}`).join('\n'),
+      prompt: chatText(messages),
       messages,
       maxTokens: caps.length === 0 ? undefined : Math.min(...caps),
       pool: body.model,
       userId: body.user,
       stream: body.stream === true,
     };
-    const prepared = await prepare(services, key, input);
-    for (const [name, value] of Object.entries(prepared.headers)) c.header(name, value);
-    if (!prepared.ok) {
-      if (prepared.error.code !== 'unknown_pool') return openAiError(c, prepared.error);
-      const message = `The model \`${body.model}\` does not exist or you do not have access to it.`;
-      return openAiError(c, new AppError('model_not_found', message, { param: 'model' }));
-    }
-    const clientGone = clientSignal(c);
-    const opened = await openUpstream(services, key, input, prepared, clientGone.signal);
-    if (!opened.ok) return openAiError(c, opened.error);
-    for (const [name, value] of Object.entries(opened.headers)) c.header(name, value);
-
-    const id = `chatcmpl-${prepared.reservationId}`;
-    const created = Math.floor(services.clock.now() / 1000);
-    const model = prepared.decision.pool;
-    const finish = (completionTokens: number) =>
-      completionTokens >= prepared.estimate.maxTokens ? 'length' : 'stop';
-    const usageOf = (usage: { promptTokens: number; completionTokens: number }) => ({
-      prompt_tokens: usage.promptTokens,
-      completion_tokens: usage.completionTokens,
-      total_tokens: usage.promptTokens + usage.completionTokens,
-    });
-
-    if (body.stream !== true) {
-      let content = '';
-      const outcome = await relay(services, key, prepared, opened.upstream, {
-        signal: clientGone.signal,
-        onTokens: (contents) => {
-          for (const token of contents) content += token;
-          return undefined;
-        },
-      });
-      if (outcome.kind === 'failed') {
-        return openAiError(c, new AppError(outcome.code, 'The request could not be completed'));
-      }
-      return c.json({
-        id,
-        object: 'chat.completion',
-        created,
-        model,
-        choices: [
-          {
-            index: 0,
-            message: { role: 'assistant', content },
-            finish_reason: finish(outcome.usage.completionTokens),
-          },
-        ],
-        usage: usageOf(outcome.usage),
-      });
-    }
-
-    // Token chunks are written from a prefix and a suffix made once: JSON.stringify of the same
-    // object per token (key order as here) was a good part of the per-token cost.
-    const chunkHead = `{"id":${JSON.stringify(id)},"object":"chat.completion.chunk","created":${created},"model":${JSON.stringify(model)},"choices":[{"index":0,"delta":{`;
-    const chunkTail = '},"finish_reason":null}]}';
-    const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
-      JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices, ...extra });
-    let first = true;
-    const tokenChunk = (token: string) => {
-      const role = first ? '"role":"assistant",' : '';
-      first = false;
-      return `${chunkHead}${role}"content":${JSON.stringify(token)}${chunkTail}`;
-    };
-    return sseResponse(
-      c,
-      async (stream) => {
-        const outcome = await relay(services, key, prepared, opened.upstream, {
-          signal: clientGone.signal,
-          onTokens: (contents) => stream.write(...contents.map(tokenChunk)),
-        });
-        if (stream.aborted) return;
-        if (outcome.kind === 'stalled') return 'abandon';
-        if (outcome.kind === 'failed') {
-          stream.write(
-            JSON.stringify({
-              error: { message: 'The request could not be completed', type: 'api_error', code: outcome.code },
-            }),
-          );
-          return;
-        }
-        stream.write(
-          chunk([{ index: 0, delta: {}, finish_reason: finish(outcome.usage.completionTokens) }]),
-          ...(body.stream_options?.include_usage === true
-            ? [chunk([], { usage: usageOf(outcome.usage) })]
-            : []),
-          '[DONE]',
-        );
-      },
-      () => clientGone.abort(),
-    );
+    return runInference(c, services, c.get('apiKey'), input, chat, body);
   });
   return app;
+}
+
+/** One chat completion: `chat.completion.chunk` events and `[DONE]`, or one `chat.completion` body. */
+class ChatAnswer implements Answer {
+  private readonly id: string;
+  private readonly created: number;
+  private readonly model: string;
+  private readonly maxTokens: number;
+  // A token's chunk is this prefix (key order as in `chunk`), the token and a fixed suffix: no
+  // JSON.stringify of a whole object per token.
+  private readonly chunkHead: string;
+  private first = true;
+
+  constructor(
+    admitted: Admitted,
+    nowMs: number,
+    private readonly includeUsage: boolean,
+  ) {
+    this.id = `chatcmpl-${admitted.reservationId}`;
+    this.created = Math.floor(nowMs / 1000);
+    this.model = admitted.decision.pool;
+    this.maxTokens = admitted.estimate.maxTokens;
+    this.chunkHead = `{"id":${JSON.stringify(this.id)},"object":"chat.completion.chunk","created":${this.created},"model":${JSON.stringify(this.model)},"choices":[{"index":0,"delta":{`;
+  }
+
+  token(content: string): string {
+    const role = this.first ? '"role":"assistant",' : '';
+    this.first = false;
+    return `${this.chunkHead}${role}"content":${JSON.stringify(content)}},"finish_reason":null}]}`;
+  }
+
+  end(stream: SseStream, settlement: Exclude<Settlement, { kind: 'stalled' }>): void {
+    if (settlement.kind === 'failed') {
+      stream.write(
+        JSON.stringify({
+          error: { message: 'The request could not be completed', type: 'api_error', code: settlement.code },
+        }),
+      );
+      return;
+    }
+    stream.write(
+      this.chunk([{ index: 0, delta: {}, finish_reason: this.finish(settlement.usage) }]),
+      ...(this.includeUsage ? [this.chunk([], { usage: usageBody(settlement.usage) })] : []),
+      '[DONE]',
+    );
+  }
+
+  whole(c: Context, content: string, settlement: Exclude<Settlement, { kind: 'failed' }>): Response {
+    return c.json({
+      id: this.id,
+      object: 'chat.completion',
+      created: this.created,
+      model: this.model,
+      choices: [
+        {
+          index: 0,
+          message: { role: 'assistant', content },
+          finish_reason: this.finish(settlement.usage),
+        },
+      ],
+      usage: usageBody(settlement.usage),
+    });
+  }
+
+  private chunk(choices: unknown[], extra: Record<string, unknown> = {}): string {
+    const { id, created, model } = this;
+    return JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices, ...extra });
+  }
+
+  private finish(usage: Usage): 'length' | 'stop' {
+    return usage.completionTokens >= this.maxTokens ? 'length' : 'stop';
+  }
 }

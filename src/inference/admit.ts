@@ -3,14 +3,15 @@ import { AppError } from '../errors.js';
 import { newId } from '../ids.js';
 import type { VerifiedKey } from '../keys/verifier.js';
 import { rateLimitHeaders } from '../limits/headers.js';
-import type { Pool } from '../pricing/pricing.js';
 import type { Services } from '../services.js';
 import type { AdmitInput, AdmitResult } from '../store/contracts.js';
 import { tierLimits } from '../tenants/tiers.js';
-import type { Estimate } from './estimate.js';
+import type { Estimate, Estimated, PoolDecision } from './estimate.js';
+import { recordPoolDecision } from './record.js';
+import type { InferenceInput } from './request.js';
 
 // 5 min: far longer than the longest stream (60 s upstream timeout), so only a fault lets the
-// reaper release a reservation before its finalize (DESIGN.md §1).
+// reaper release a reservation before it is settled (DESIGN.md §1).
 export const RESERVATION_TTL_MS = 300_000;
 
 // Sandbox limits hold per tenant across all its sandbox keys (DESIGN.md §6), revoked ones included:
@@ -19,18 +20,32 @@ export const RESERVATION_TTL_MS = 300_000;
 export const SANDBOX_SUBJECT = 'sandbox';
 
 export type Admission =
-  | { ok: true; reservationId: string; headers: Record<string, string>; nearThreshold: boolean }
+  | {
+      ok: true;
+      decision: PoolDecision;
+      estimate: Estimate;
+      reservationId: string;
+      /** Admission took a budget scope to 80 % or more: only then does settling check the thresholds. */
+      nearThreshold: boolean;
+      headers: Record<string, string>;
+    }
   | { ok: false; error: AppError; headers: Record<string, string> };
 
+/** An admitted request: what the later stages work on. */
+export type Admitted = Extract<Admission, { ok: true }>;
+
 /**
- * One engine call: every limit dimension and budget scope, and the reservation; then, for a pool
- * with a limit in POOL_LIMITS, its global gate (src/budget/admission.ts).
+ * Stage 2, one engine call: every limit dimension and budget scope, and the reservation; then, for
+ * a pool with a limit in POOL_LIMITS, its global gate (src/budget/admission.ts). An admitted
+ * request whose pool was replaced leaves a pool-decision row.
  */
-export async function admitRequest(
+export async function admit(
   services: Services,
   key: VerifiedKey,
-  request: { pool: Pool; estimate: Estimate; userId?: string | undefined; channelId?: string | undefined },
+  request: InferenceInput,
+  estimated: Extract<Estimated, { ok: true }>,
 ): Promise<Admission> {
+  const { decision, estimate } = estimated;
   const tier = tierLimits(services.config.tiers, key.tenantTier);
   const nowMs = services.clock.now();
   const input: AdmitInput = {
@@ -38,14 +53,14 @@ export async function admitRequest(
     keyId: key.sandbox ? SANDBOX_SUBJECT : key.id,
     ...(request.userId === undefined ? {} : { userId: request.userId }),
     ...(request.channelId === undefined ? {} : { channelId: request.channelId }),
-    pool: request.pool,
+    pool: decision.pool,
     reservationId: newId('res'),
     // Sandbox keys are free (DESIGN.md §6): a zero reservation (admit v2) is rate-limited like any
-    // other but needs no credits and moves no budget scope; finalize then charges min(actual, 0).
-    costMicro: key.sandbox ? 0n : request.estimate.costMicro,
+    // other but needs no credits and moves no budget scope; settling then charges min(actual, 0).
+    costMicro: key.sandbox ? 0n : estimate.costMicro,
     // The upper bound, as reserved: key_tpd and the pool gate count what the upstream may report
-    // (finalize corrects key_tpd to the actual count).
-    tokenEstimate: request.estimate.maxPromptTokens + request.estimate.maxTokens,
+    // (settling corrects key_tpd to the actual count).
+    tokenEstimate: estimate.maxPromptTokens + estimate.maxTokens,
     nowMs,
     ttlMs: RESERVATION_TTL_MS,
     limits: {
@@ -64,7 +79,7 @@ export async function admitRequest(
   };
   // A bucket holding one minute's tokens, refilled at that rate. A pool without a limit costs no
   // second store round trip.
-  const poolLimit = services.config.poolLimits[request.pool];
+  const poolLimit = services.config.poolLimits[decision.pool];
   // A request larger than the pool's whole minute could never pass: a 429 would invite retries.
   if (poolLimit !== undefined && input.tokenEstimate > poolLimit) {
     return {
@@ -72,16 +87,24 @@ export async function admitRequest(
       headers: {},
       error: new AppError(
         'invalid_request',
-        `The request may use up to ${input.tokenEstimate} tokens, more than pool ${request.pool} serves in a minute (${poolLimit}); send a shorter prompt or a smaller max_tokens`,
-        { pool: request.pool, poolLimitTokensPerMinute: poolLimit, requestTokens: input.tokenEstimate },
+        `The request may use up to ${input.tokenEstimate} tokens, more than pool ${decision.pool} serves in a minute (${poolLimit}); send a shorter prompt or a smaller max_tokens`,
+        { pool: decision.pool, poolLimitTokensPerMinute: poolLimit, requestTokens: input.tokenEstimate },
       ),
     };
   }
   const gate = poolLimit === undefined ? undefined : { capacity: poolLimit, refillPerMinute: poolLimit };
-  return toAdmission(await admitWithPoolGate(services.store, input, gate), nowMs);
+  const admission = toAdmission(await admitWithPoolGate(services.store, input, gate), nowMs, estimated);
+  if (admission.ok && decision.reason !== 'as_requested' && decision.reason !== 'default') {
+    recordPoolDecision(services, key, admission);
+  }
+  return admission;
 }
 
-function toAdmission(result: AdmitResult, nowMs: number): Admission {
+function toAdmission(
+  result: AdmitResult,
+  nowMs: number,
+  { decision, estimate }: Extract<Estimated, { ok: true }>,
+): Admission {
   switch (result.status) {
     case 'ADMITTED': {
       const headers: Record<string, string> = {};
@@ -95,12 +118,15 @@ function toAdmission(result: AdmitResult, nowMs: number): Admission {
           }),
         );
       }
+      headers['X-Pool-Used'] = decision.pool;
       // A reservation that takes no scope to 80 % cannot make its settlement cross a threshold.
       return {
         ok: true,
+        decision,
+        estimate,
         reservationId: result.reservationId,
-        headers,
         nearThreshold: result.warning !== null,
+        headers,
       };
     }
     case 'RATE_LIMITED': {

@@ -1,4 +1,9 @@
-import { costMicro, type Pool, type Prices } from '../pricing/pricing.js';
+import type { Config } from '../config.js';
+import { AppError } from '../errors.js';
+import type { VerifiedKey } from '../keys/verifier.js';
+import { costMicro, isPool, POOLS, type Pool, type Prices } from '../pricing/pricing.js';
+import { tierLimits } from '../tenants/tiers.js';
+import type { InferenceInput } from './request.js';
 
 // 256 tokens when the caller names no max_tokens: enough for a short answer, small enough that the
 // reservation does not lock much budget.
@@ -81,4 +86,66 @@ export function utf8Length(text: string): number {
     } else bytes += 3;
   }
   return bytes;
+}
+
+export interface PoolDecision {
+  /** The name the caller asked for (an alias as given), or `default`. */
+  requested: string;
+  pool: Pool;
+  reason: 'as_requested' | 'sandbox' | 'tier' | 'default';
+}
+
+export type Estimated =
+  | { ok: true; decision: PoolDecision; estimate: Estimate }
+  | { ok: false; error: AppError };
+
+/**
+ * Stage 1: the pool that serves the request, and the most it can cost there (the reservation). A
+ * name that is no pool is refused here, before admission: nothing is reserved and no rate limit
+ * counts it.
+ */
+export function estimateRequest(
+  config: Pick<Config, 'tiers' | 'modelAliases' | 'prices'>,
+  key: VerifiedKey,
+  input: InferenceInput,
+): Estimated {
+  const decision = choosePool(config, key, input.pool);
+  if (decision === undefined) {
+    return {
+      ok: false,
+      error: new AppError(
+        'unknown_pool',
+        `Unknown pool ${JSON.stringify(input.pool)}; pools: ${POOLS.join(', ')}`,
+      ),
+    };
+  }
+  return {
+    ok: true,
+    decision,
+    estimate: estimate(decision.pool, input.prompt, input.maxTokens, config.prices, input.messages?.length),
+  };
+}
+
+/**
+ * Which pool serves the request: sandbox keys get `cheap`; otherwise the tier's pools. A pool the
+ * caller may not use is replaced by the best allowed one (the decision says why); a name that is
+ * neither a pool nor an alias of one gives `undefined`.
+ */
+function choosePool(
+  config: Pick<Config, 'tiers' | 'modelAliases'>,
+  key: VerifiedKey,
+  requested: string | undefined,
+): PoolDecision | undefined {
+  const allowed: readonly Pool[] = key.sandbox ? ['cheap'] : tierLimits(config.tiers, key.tenantTier).pools;
+  const best = allowed.at(-1) ?? 'cheap';
+  if (requested === undefined) {
+    const pool = allowed.includes('standard') ? 'standard' : best;
+    return { requested: 'default', pool, reason: 'default' };
+  }
+  const asked = config.modelAliases[requested] ?? requested;
+  if (!isPool(asked)) return undefined;
+  if (allowed.includes(asked)) return { requested, pool: asked, reason: 'as_requested' };
+  // The best allowed pool below the one asked for (pools are ordered cheapest first).
+  const below = allowed.filter((pool) => POOLS.indexOf(pool) < POOLS.indexOf(asked));
+  return { requested, pool: below.at(-1) ?? best, reason: key.sandbox ? 'sandbox' : 'tier' };
 }

@@ -1,41 +1,25 @@
-import * as v from 'valibot';
-import { MAX_COMPLETION_TOKENS, MAX_MESSAGES } from './estimate.js';
+/** One message of a chat, as both routes pass it on. */
+export interface ChatMessage {
+  role: string;
+  content: string;
+}
 
-const Id = v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1–64 characters of [A-Za-z0-9_-]'));
+/** What both routes (native SSE and OpenAI-compatible) ask for, once parsed: the pipeline's input. */
+export interface InferenceInput {
+  /** The text the model reads, for the estimate and for upstreams that take a prompt. */
+  prompt: string;
+  /** The chat as sent, for upstreams that take messages (OpenAI-compatible). */
+  messages?: readonly ChatMessage[] | undefined;
+  maxTokens?: number | undefined;
+  /** A pool name or a configured alias (MODEL_ALIASES). */
+  pool?: string | undefined;
+  userId?: string | undefined;
+  channelId?: string | undefined;
+  /** The caller reads a stream (the native route always does); default true. */
+  stream?: boolean | undefined;
+}
 
-/** The native request body (DESIGN.md §4). Exactly one of `prompt` and `messages`. */
-export const InferenceRequest = v.pipe(
-  v.object({
-    prompt: v.optional(v.pipe(v.string(), v.minLength(1), v.maxLength(200_000))),
-    messages: v.optional(
-      v.pipe(
-        v.array(
-          v.object({
-            role: v.picklist(['system', 'user', 'assistant']),
-            content: v.pipe(v.string(), v.maxLength(200_000)),
-          }),
-        ),
-        v.minLength(1),
-        v.maxLength(MAX_MESSAGES),
-      ),
-    ),
-    max_tokens: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(MAX_COMPLETION_TOKENS))),
-    pool: v.optional(v.pipe(v.string(), v.maxLength(32))),
-    user: v.optional(Id),
-    channel: v.optional(Id),
-    stream: v.optional(v.literal(true)),
-  }),
-  v.check(
-    (body) => (body.prompt === undefined) !== (body.messages === undefined),
-    'give exactly one of prompt and messages',
-  ),
-);
-
-export type InferenceRequest = v.InferOutput<typeof InferenceRequest>;
-
-/** The text the model reads, for the token estimate and the upstream. */
-export function promptText(body: InferenceRequest): string {
-  return (
-    body.prompt ?? (body.messages ?? []).map((message) => `${message.role}: ${message.content}`).join('\n')
-  );
+/** A chat as the text the model reads: one `role: content` line per message. */
+export function chatText(messages: readonly ChatMessage[]): string {
+  return messages.map((message) => `${message.role}: ${message.content}`).join('\n');
 }

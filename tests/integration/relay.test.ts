@@ -1,14 +1,20 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openUpstream, prepare, relay } from '../../src/inference/run.js';
+import { admit } from '../../src/inference/admit.js';
+import { estimateRequest } from '../../src/inference/estimate.js';
+import { openUpstream } from '../../src/inference/open-upstream.js';
+import { relay } from '../../src/inference/relay.js';
+import type { InferenceInput } from '../../src/inference/request.js';
+import { settle } from '../../src/inference/settle.js';
 import { createKey } from '../../src/keys/keys.js';
+import type { VerifiedKey } from '../../src/keys/verifier.js';
 import { costMicro } from '../../src/pricing/pricing.js';
 import { createTenant } from '../../src/tenants/tenants.js';
 import { createHarness, type Harness } from '../support/harness.js';
 
 /**
  * A client that stops reading blocks the relay's writes. The relay gives up on it at the upstream
- * timeout plus a grace period and settles, so the reservation never outlives its TTL while money is
- * still being spent. (The deadline is shortened here through the upstream timeout.)
+ * timeout plus its grace (`relayGraceMs`) and the request is settled, so the reservation never
+ * outlives its TTL while money is still being spent.
  */
 let harness: Harness;
 
@@ -28,31 +34,39 @@ async function fundedKey(name: string) {
   return { tenant, key };
 }
 
-describe('relay', () => {
-  it('settles what was delivered when the client stops reading past the deadline', async () => {
-    const { tenant, key } = await fundedKey('Stalled');
+/** Stages 1–2: estimated and admitted. */
+async function admitted(services: typeof harness.services, key: VerifiedKey, input: InferenceInput) {
+  const estimated = estimateRequest(services.config, key, input);
+  if (!estimated.ok) throw estimated.error;
+  const admission = await admit(services, key, input, estimated);
+  if (!admission.ok) throw admission.error;
+  return admission;
+}
 
-    // Deadline = upstreamTimeoutMs + 30 s grace: 200 ms here.
+describe('relay', () => {
+  it('gives up on a client that stops reading at the upstream timeout plus the relay grace, and settles what was delivered', async () => {
+    const { tenant, key } = await fundedKey('Stalled');
     const services = {
       ...harness.services,
-      config: { ...harness.services.config, upstreamTimeoutMs: -29_800 },
+      config: { ...harness.services.config, upstreamTimeoutMs: 100, relayGraceMs: 100 },
     };
     const input = { prompt: 'abcd', maxTokens: 8, pool: 'standard' };
-    const prepared = await prepare(services, key, input);
-    if (!prepared.ok) throw prepared.error;
+    const admission = await admitted(services, key, input);
     const signal = new AbortController().signal;
-    const opened = await openUpstream(services, key, input, prepared, signal);
-    if (!opened.ok) throw opened.error;
+    const call = await openUpstream(services, key, input, admission, signal);
+    if (!call.ok) throw call.error;
 
     let written = 0;
-    const startedAt = performance.now();
-    const outcome = await relay(services, key, prepared, opened.upstream, {
+    const relayed = await relay(services, admission, call.upstream, {
       signal,
       // The first write goes through; the second never completes, as to a client that stopped reading.
       onTokens: () => (++written === 1 ? Promise.resolve() : new Promise<void>(() => undefined)),
     });
-    expect(outcome.kind).toBe('stalled');
-    expect(performance.now() - startedAt).toBeLessThan(5_000);
+    expect(relayed).toEqual({ delivered: 2, report: undefined, end: 'stalled' });
+    expect(await settle(services, key, admission, relayed)).toEqual({
+      kind: 'stalled',
+      usage: { promptTokens: 1, completionTokens: 2 },
+    });
     const snapshot = await harness.services.store.snapshot(tenant.id);
     expect(snapshot.reservedMicro).toBe(0n);
     // "abcd": 1 prompt token; 2 tokens handed to the client (the second write never finished).
@@ -62,8 +76,7 @@ describe('relay', () => {
   it('relays up to max_tokens from one burst that runs far past it, then cuts the stream', async () => {
     const { key } = await fundedKey('Burst');
     const input = { prompt: 'abcd', maxTokens: 10, pool: 'standard' };
-    const prepared = await prepare(harness.services, key, input);
-    if (!prepared.ok) throw prepared.error;
+    const admission = await admitted(harness.services, key, input);
     // An upstream that ignores max_tokens and sends 30 tokens in one chunk, then more.
     const burst = Array.from({ length: 30 }, (_, i) => `t${i}`);
     let readAfterBurst = false;
@@ -76,7 +89,7 @@ describe('relay', () => {
       usage: () => undefined,
     };
     const relayed: string[] = [];
-    const outcome = await relay(harness.services, key, prepared, upstream, {
+    const result = await relay(harness.services, admission, upstream, {
       signal: new AbortController().signal,
       onTokens: (contents) => {
         relayed.push(...contents);
@@ -85,6 +98,9 @@ describe('relay', () => {
     });
     expect(relayed).toEqual(burst.slice(0, 10));
     expect(readAfterBurst).toBe(false);
-    expect(outcome).toMatchObject({ kind: 'done', usage: { promptTokens: 1, completionTokens: 10 } });
+    expect(await settle(harness.services, key, admission, result)).toMatchObject({
+      kind: 'done',
+      usage: { promptTokens: 1, completionTokens: 10 },
+    });
   });
 });

@@ -1,0 +1,100 @@
+import type { Context } from 'hono';
+import { AppError } from '../errors.js';
+import { type Admitted, admit } from '../inference/admit.js';
+import { estimateRequest } from '../inference/estimate.js';
+import { openUpstream } from '../inference/open-upstream.js';
+import { relay } from '../inference/relay.js';
+import type { InferenceInput } from '../inference/request.js';
+import { type Settlement, settle, type Usage } from '../inference/settle.js';
+import type { VerifiedKey } from '../keys/verifier.js';
+import type { Services } from '../services.js';
+import type { KeyEnv } from './api-key-auth.js';
+import { clientSignal } from './context.js';
+import { type SseStream, sseResponse } from './sse.js';
+
+/** What a route decides about its answers; `R` is its parsed request body. Made once per route. */
+export interface AnswerShape<R> {
+  /** The route's error body, for a request refused or failed before its first byte. */
+  error(c: Context<KeyEnv>, error: AppError, request: R): Response;
+  /** The writer of one answer, once the upstream answered. */
+  answer(admitted: Admitted, request: R): Answer;
+}
+
+/** How one answer is written: as a stream, one event per token and its end once settled; or whole. */
+export interface Answer {
+  /** One token's event (JSON, no line breaks); called with the Answer as `this`. */
+  token(content: string): string;
+  /** The closing events: the answer's end and usage, or the failure. */
+  end(stream: SseStream, settlement: Exclude<Settlement, { kind: 'stalled' }>): void;
+  /** The answer in one body, for a caller that asked for no stream (`stream: false`). */
+  whole?(c: Context<KeyEnv>, content: string, settlement: Exclude<Settlement, { kind: 'failed' }>): Response;
+}
+
+/**
+ * An inference request through the pipeline, in request order (DESIGN.md §1), after
+ * authentication and parsing: estimate → admit (one engine call) → open the upstream (retries,
+ * breaker; a failure here is the route's error and releases the reservation) → relay and count →
+ * settle (one engine call, whatever happened; the spend row) → the closing events, after
+ * settlement, so a balance read after the stream is settled. Both inference routes answer through
+ * here, each with its own `AnswerShape`.
+ */
+export async function runInference<R>(
+  c: Context<KeyEnv>,
+  services: Services,
+  key: VerifiedKey,
+  input: InferenceInput,
+  shape: AnswerShape<R>,
+  request: R,
+): Promise<Response> {
+  const estimated = estimateRequest(services.config, key, input);
+  if (!estimated.ok) return shape.error(c, estimated.error, request);
+  const admission = await admit(services, key, input, estimated);
+  for (const [name, value] of Object.entries(admission.headers)) c.header(name, value);
+  if (!admission.ok) return shape.error(c, admission.error, request);
+
+  const clientGone = clientSignal(c);
+  const call = await openUpstream(services, key, input, admission, clientGone.signal);
+  if (!call.ok) return shape.error(c, call.error, request);
+  for (const [name, value] of Object.entries(call.headers)) c.header(name, value);
+
+  const answer = shape.answer(admission, request);
+  if (input.stream === false && answer.whole !== undefined) {
+    let content = '';
+    const relayed = await relay(services, admission, call.upstream, {
+      signal: clientGone.signal,
+      onTokens: (contents) => {
+        for (const token of contents) content += token;
+        return undefined;
+      },
+    });
+    const settlement = await settle(services, key, admission, relayed);
+    if (settlement.kind === 'failed') {
+      return shape.error(c, new AppError(settlement.code, 'The request could not be completed'), request);
+    }
+    return answer.whole(c, content, settlement);
+  }
+
+  return sseResponse(
+    c,
+    async (stream) => {
+      const relayed = await relay(services, admission, call.upstream, {
+        signal: clientGone.signal,
+        onTokens: (contents) => stream.write(...contents.map(answer.token, answer)),
+      });
+      const settlement = await settle(services, key, admission, relayed);
+      if (stream.aborted) return;
+      if (settlement.kind === 'stalled') return 'abandon';
+      answer.end(stream, settlement);
+    },
+    () => clientGone.abort(),
+  );
+}
+
+/** Usage as both routes write it (OpenAI's field names). */
+export function usageBody(usage: Usage) {
+  return {
+    prompt_tokens: usage.promptTokens,
+    completion_tokens: usage.completionTokens,
+    total_tokens: usage.promptTokens + usage.completionTokens,
+  };
+}
