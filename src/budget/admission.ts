@@ -1,5 +1,5 @@
 import type { AdmitInput, AdmitResult } from '../store/contracts.js';
-import type { Store } from '../store/store.js';
+import type { Store } from '../store/typed-store.js';
 
 /** A global token bucket protecting one pool's upstream across all tenants (a pool named in POOL_LIMITS). */
 export interface PoolGateConfig {

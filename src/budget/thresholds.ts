@@ -1,6 +1,6 @@
 import type { Logger } from '../observability/logger.js';
 import type { BudgetScope } from '../store/contracts.js';
-import type { Store } from '../store/store.js';
+import type { Store } from '../store/typed-store.js';
 
 /**
  * A tenant (or, for `key_monthly`, one key) reached 80 % or 100 % of a budget scope: the prepaid

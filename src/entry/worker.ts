@@ -16,7 +16,7 @@ import type { KeyCache } from '../signing/keys.js';
 import { localSigner, parsePrivateJwks, type Signer } from '../signing/signer.js';
 // memory.ts directly, not store/index.ts, which would bundle ioredis.
 import { memoryStore } from '../store/memory/index.js';
-import type { Store } from '../store/store.js';
+import type { Store } from '../store/typed-store.js';
 import { upstashStore } from '../store/upstash.js';
 
 /**

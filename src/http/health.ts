@@ -1,6 +1,6 @@
 import { Hono } from 'hono';
 import type { SigningKeys } from '../signing/keys.js';
-import { scriptInfo } from '../store/store.js';
+import { scriptInfo } from '../store/typed-store.js';
 import { CONTRACT_VERSION, VERSION } from '../version.js';
 import type { AppEnv } from './context.js';
 

@@ -128,7 +128,7 @@ export async function announce(services: Services): Promise<void> {
     services.keys.forgetAll();
     services.log.error(
       { err: error },
-      'the keys epoch could not be moved: other instances see the change late',
+      'the keys change counter could not be moved: other instances see the change late',
     );
   }
 }

@@ -4,7 +4,7 @@ import type { Db } from '../../db/index.js';
 import { type ApiKeyRow, apiKeys, tenants } from '../../db/schema/index.js';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../observability/logger.js';
-import type { Store } from '../store/store.js';
+import type { Store } from '../store/typed-store.js';
 import { hashSecret, newSalt, parseKey } from './format.js';
 import type { Peppers } from './peppers.js';
 
@@ -39,30 +39,30 @@ interface CachedKey {
   cachedAt: number;
 }
 
-// 60 s: an entry is dropped at once when the keys epoch moves (revoke, rotate, freeze), so the TTL
+// 60 s: an entry is dropped at once when the keys' change counter moves (revoke, rotate, freeze), so the TTL
 // only bounds memory and the staleness of a limit change.
 const POSITIVE_TTL_MS = 60_000;
 // 5 s for prefixes nobody has: a flood of made-up keys costs one lookup per prefix per 5 s, and a
-// key created on another instance works here within a second (creation moves the epoch too).
+// key created on another instance works here within a second (creation moves the counter too).
 const NEGATIVE_TTL_MS = 5_000;
 const MAX_CACHE_ENTRIES = 100_000;
 // 1 s: revocation must reach every instance within 5 s; polling one counter each second costs one
 // store call per second per instance.
-export const EPOCH_POLL_MS = 1_000;
-export const KEYS_EPOCH = 'api_keys';
+export const CHANGES_POLL_MS = 1_000;
+export const KEYS_CHANGES = 'api_keys';
 // Written in batches off the request path.
 const USAGE_FLUSH_MS = 5_000;
 
 /**
  * Verifies API keys on the hot path: parse → prefix lookup (cached, with a negative cache) →
  * HMAC → constant-time compare. An unknown prefix costs a dummy HMAC, so it answers like a wrong
- * secret, in body and in time. Caches drop everything when the keys epoch in the store moves.
+ * secret, in body and in time. Caches drop everything when the keys' change counter in the store moves.
  */
 export class KeyVerifier {
   private readonly positive = new Map<string, CachedKey>();
   private readonly negative = new Map<string, number>();
   private readonly usage = new Map<string, number>();
-  private epoch = -1;
+  private seenChanges = -1;
   /** Moves on every forgetAll: a lookup that started before it must not refill the cache. */
   private generation = 0;
   private timers: ReturnType<typeof setInterval>[] = [];
@@ -76,10 +76,10 @@ export class KeyVerifier {
     private readonly log: Logger,
   ) {}
 
-  /** Starts the epoch poll and the usage writer (Node); Workers and tests may call the steps directly. */
+  /** Starts the change-counter poll and the usage writer (Node); Workers and tests may call the steps directly. */
   start(): void {
     this.timers.push(
-      setInterval(() => void this.pollEpoch().catch(() => undefined), EPOCH_POLL_MS),
+      setInterval(() => void this.pollChanges().catch(() => undefined), CHANGES_POLL_MS),
       setInterval(
         () =>
           void this.flushUsage().catch((error) => this.log.warn({ err: error }, 'last_used_at flush failed')),
@@ -95,19 +95,19 @@ export class KeyVerifier {
     await this.flushUsage().catch(() => undefined);
   }
 
-  /** Drops every cache when the keys epoch has moved since the last poll. */
-  async pollEpoch(): Promise<void> {
-    const epoch = await this.store.epoch({ name: KEYS_EPOCH });
-    if (epoch !== this.epoch) {
-      this.epoch = epoch;
+  /** Drops every cache when the keys' change counter has moved since the last poll. */
+  async pollChanges(): Promise<void> {
+    const changes = await this.store.changeCounter({ name: KEYS_CHANGES });
+    if (changes !== this.seenChanges) {
+      this.seenChanges = changes;
       this.forgetAll();
     }
   }
 
-  /** Called after a change on this instance: local caches go at once, others follow the epoch. */
+  /** Called after a change on this instance: local caches go at once, others follow the counter. */
   async changed(): Promise<void> {
     this.forgetAll();
-    this.epoch = await this.store.epoch({ name: KEYS_EPOCH, bump: true });
+    this.seenChanges = await this.store.changeCounter({ name: KEYS_CHANGES, bump: true });
   }
 
   forgetAll(): void {

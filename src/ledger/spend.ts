@@ -4,7 +4,7 @@ import { type SpendRow, spend } from '../../db/schema/index.js';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../observability/logger.js';
 import { StoreUnavailable } from '../store/errors.js';
-import type { Store } from '../store/store.js';
+import type { Store } from '../store/typed-store.js';
 
 export type SpendEntry = Omit<SpendRow, 'createdAt' | 'settledAt' | 'settled'>;
 

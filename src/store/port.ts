@@ -3,7 +3,7 @@ import type { ScriptName } from './scripts.generated.js';
 /**
  * The store port: the fast shared state behind admission, limits and settlement (DESIGN.md §3).
  * An engine is a `ScriptRunner`: it runs one of the registered scripts atomically, with string
- * arguments, and returns its reply array. `createStore` (store.ts) turns that into the typed
+ * arguments, and returns its reply array. `createStore` (typed-store.ts) turns that into the typed
  * `Store` every caller uses, so encoding and decoding exist once for all engines:
  * `redis` (ioredis), `upstash` (REST, Workers) and `memory` (embedded, TypeScript ports).
  */

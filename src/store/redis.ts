@@ -5,7 +5,7 @@ import { withDeadline } from './deadline.js';
 import { isOutageReply, StoreUnavailable } from './errors.js';
 import { COMMAND_TIMEOUT_MS, type Reply, type ScriptRunner } from './port.js';
 import { SCRIPTS } from './scripts.generated.js';
-import { createStore, type Store } from './store.js';
+import { createStore, type Store } from './typed-store.js';
 
 export interface RedisStoreOptions {
   url: string;

@@ -4,7 +4,7 @@ import type { Metrics } from '../observability/metrics.js';
 import { isOutageReply, StoreUnavailable } from './errors.js';
 import { COMMAND_TIMEOUT_MS, type Reply, type ScriptRunner } from './port.js';
 import { SCRIPTS } from './scripts.generated.js';
-import { createStore, type Store } from './store.js';
+import { createStore, type Store } from './typed-store.js';
 
 export interface UpstashStoreOptions {
   /** The database's REST URL (UPSTASH_REDIS_REST_URL). */

@@ -1,5 +1,5 @@
 import type { Services } from '../services.js';
-import { type ScriptInfo, scriptInfo } from '../store/store.js';
+import { type ScriptInfo, scriptInfo } from '../store/typed-store.js';
 import type { UpstreamStatus } from '../upstream/port.js';
 import { CONTRACT_VERSION, VERSION } from '../version.js';
 

@@ -7,13 +7,12 @@ import { signS2sToken } from '../signing/tokens.js';
 import { CONTRACT_VERSION } from '../version.js';
 import type { HttpClient, HttpResponse } from './http.js';
 import type { UpstreamProtocol, UpstreamReader } from './http-upstream.js';
-import { type ContractStatus, UpstreamUnavailable, type UpstreamUsage } from './port.js';
+import { type ContractStatus, isTokenCount, UpstreamUnavailable, type UpstreamUsage } from './port.js';
 
 // 30 s: a redeployed upstream with another contract is noticed within half a minute.
 export const CONTRACT_CHECK_INTERVAL_MS = 30_000;
 
-// 10^9 tokens: far beyond any reservation; the relay clamps what it believes anyway.
-const Count = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(1_000_000_000));
+const Count = v.custom<number>(isTokenCount, 'must be a token count');
 const KNOWN_EVENTS = new Set(['token', 'done', 'error']);
 const FinnEvent = v.variant('type', [
   v.object({ type: v.literal('token'), content: v.string() }),
@@ -131,8 +130,7 @@ function compare(version: string): ContractStatus {
 
 function readFinn(response: HttpResponse): UpstreamReader {
   const counted = Number(response.header('x-token-count'));
-  let usage: UpstreamUsage | undefined =
-    Number.isSafeInteger(counted) && counted >= 0 ? { completionTokens: counted } : undefined;
+  let usage: UpstreamUsage | undefined = isTokenCount(counted) ? { completionTokens: counted } : undefined;
   // After the done event the body is still read to its end, so the connection goes back to the pool.
   let ended = false;
   return {

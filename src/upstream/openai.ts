@@ -1,7 +1,7 @@
 import { safeJson } from './finn.js';
 import type { HttpResponse } from './http.js';
 import type { UpstreamProtocol, UpstreamReader } from './http-upstream.js';
-import { type UpstreamRequest, UpstreamUnavailable, type UpstreamUsage } from './port.js';
+import { isTokenCount, type UpstreamRequest, UpstreamUnavailable, type UpstreamUsage } from './port.js';
 
 /**
  * Any OpenAI-compatible server: `POST <UPSTREAM_URL>/chat/completions` (UPSTREAM_URL is the API
@@ -117,15 +117,11 @@ function object(value: unknown): Record<string, unknown> | undefined {
     : undefined;
 }
 
-// 10^9 tokens: far beyond any reservation; the relay clamps what it believes anyway.
-const isCount = (value: unknown): value is number =>
-  Number.isSafeInteger(value) && (value as number) >= 0 && (value as number) <= 1_000_000_000;
-
 /** `usage` of a chunk or a completion: absent or null → undefined; malformed → invalid. */
 function usageOf(value: unknown): UpstreamUsage | undefined {
   if (value === undefined || value === null) return undefined;
   const usage = object(value);
-  if (usage === undefined || !isCount(usage.prompt_tokens) || !isCount(usage.completion_tokens))
+  if (usage === undefined || !isTokenCount(usage.prompt_tokens) || !isTokenCount(usage.completion_tokens))
     throw invalid();
   return { promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens };
 }

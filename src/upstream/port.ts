@@ -19,6 +19,14 @@ export interface UpstreamRequest {
   signal: CancelSignal;
 }
 
+// 10^9 tokens: far beyond any reservation; settlement clamps what it believes anyway.
+const MAX_REPORTED_TOKENS = 1_000_000_000;
+
+/** A token count an upstream may report: a whole number from 0 to 10^9. */
+export function isTokenCount(value: unknown): value is number {
+  return Number.isSafeInteger(value) && (value as number) >= 0 && (value as number) <= MAX_REPORTED_TOKENS;
+}
+
 /** Usage as the upstream reports it; `promptTokens` is absent when it reports only the completion. */
 export interface UpstreamUsage {
   promptTokens?: number;

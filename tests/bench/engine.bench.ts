@@ -19,7 +19,7 @@ import { StoreUnavailable } from '../../src/store/errors.js';
 import { memoryRunner } from '../../src/store/memory/index.js';
 import type { ScriptRunner } from '../../src/store/port.js';
 import { redisOptions, redisRunner } from '../../src/store/redis.js';
-import { createStore, type Store } from '../../src/store/store.js';
+import { createStore, type Store } from '../../src/store/typed-store.js';
 import { startRedisServer } from '../support/redis-server.js';
 
 const REDIS_URL = process.env.REDIS_URL || 'redis://127.0.0.1:6379';

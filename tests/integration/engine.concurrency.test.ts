@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { createLogger } from '../../src/observability/logger.js';
 import { redisRunner } from '../../src/store/redis.js';
-import { createStore, type Store } from '../../src/store/store.js';
+import { createStore, type Store } from '../../src/store/typed-store.js';
 import { admitInput, filePrefix, NO_LIMITS, NOW } from '../support/engines.js';
 import { deleteKeysWithPrefix } from '../support/redis-cleanup.js';
 

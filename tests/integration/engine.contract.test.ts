@@ -4,7 +4,7 @@ import { createLogger } from '../../src/observability/logger.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import type { AdmitInput, AdmitLimits, AdmitResult } from '../../src/store/contracts.js';
 import { FencingOverflow } from '../../src/store/errors.js';
-import { tenantKey } from '../../src/store/store.js';
+import { tenantKey } from '../../src/store/typed-store.js';
 import {
   admitInput,
   type EngineUnderTest,

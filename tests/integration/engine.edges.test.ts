@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { admitWithPoolGate } from '../../src/budget/admission.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { createMetrics } from '../../src/observability/metrics.js';
-import { tenantKey } from '../../src/store/store.js';
+import { tenantKey } from '../../src/store/typed-store.js';
 import {
   admitInput,
   type EngineUnderTest,

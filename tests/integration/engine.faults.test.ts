@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/observability/logger.js';
 import { StoreUnavailable } from '../../src/store/errors.js';
 import { redisRunner } from '../../src/store/redis.js';
-import { createStore } from '../../src/store/store.js';
+import { createStore } from '../../src/store/typed-store.js';
 import { admitInput, uniqueTenant } from '../support/engines.js';
 import { type RedisServer, startRedisServer } from '../support/redis-server.js';
 

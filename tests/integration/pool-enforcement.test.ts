@@ -6,7 +6,7 @@ import { createKey } from '../../src/keys/keys.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { costMicro, DEFAULT_PRICES } from '../../src/pricing/pricing.js';
 import { redisRunner } from '../../src/store/redis.js';
-import { createStore } from '../../src/store/store.js';
+import { createStore } from '../../src/store/typed-store.js';
 import { createTenant } from '../../src/tenants/tenants.js';
 import { filePrefix } from '../support/engines.js';
 import { createHarness, type Harness } from '../support/harness.js';

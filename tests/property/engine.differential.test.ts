@@ -5,7 +5,7 @@ import type { AdmitLimits } from '../../src/store/contracts.js';
 import { memoryRunner } from '../../src/store/memory/index.js';
 import type { Reply, ScriptRunner } from '../../src/store/port.js';
 import { redisRunner } from '../../src/store/redis.js';
-import { createStore, type Store } from '../../src/store/store.js';
+import { createStore, type Store } from '../../src/store/typed-store.js';
 import { filePrefix, NO_LIMITS } from '../support/engines.js';
 import { deleteKeysWithPrefix } from '../support/redis-cleanup.js';
 

@@ -5,7 +5,7 @@ import type { Metrics } from '../../src/observability/metrics.js';
 import type { AdmitInput, AdmitLimits } from '../../src/store/contracts.js';
 import { memoryRunner } from '../../src/store/memory/index.js';
 import { redisRunner } from '../../src/store/redis.js';
-import { createStore, type Store } from '../../src/store/store.js';
+import { createStore, type Store } from '../../src/store/typed-store.js';
 import { deleteKeysWithPrefix } from './redis-cleanup.js';
 
 /** Both engines with the same contract: the Lua scripts on the real Redis, and the memory engine. */

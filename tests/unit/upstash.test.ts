@@ -10,7 +10,7 @@ import { MemoryKv } from '../../src/store/memory/kv.js';
 import { MEMORY_SCRIPTS } from '../../src/store/memory/scripts/index.js';
 import type { Reply } from '../../src/store/port.js';
 import { SCRIPTS, type ScriptName } from '../../src/store/scripts.generated.js';
-import type { Store } from '../../src/store/store.js';
+import type { Store } from '../../src/store/typed-store.js';
 import { upstashRunner, upstashStore } from '../../src/store/upstash.js';
 
 const API_URL = 'https://fake-upstash.test';

@@ -1,5 +1,5 @@
 import type { ScriptRunner } from '../port.js';
-import { createStore, type Store, type StoreOptions } from '../store.js';
+import { createStore, type Store, type StoreOptions } from '../typed-store.js';
 import { MemoryKv } from './kv.js';
 import { MEMORY_SCRIPTS } from './scripts/index.js';
 

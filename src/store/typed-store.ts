@@ -57,7 +57,11 @@ export interface Store {
   acquireLease(input: { resource: string; holder: string; ttlMs: number }): Promise<LeaseResult>;
   releaseLease(input: { resource: string; holder: string }): Promise<boolean>;
   /** A counter that only grows: `bump` after a change every instance must notice, `get` to poll. */
-  epoch(input: { name: string; bump?: boolean }): Promise<number>;
+  /**
+   * A named counter that only grows, read or bumped: "something changed, drop your caches"
+   * (lua/epoch.v1.lua, which keeps its released name).
+   */
+  changeCounter(input: { name: string; bump?: boolean }): Promise<number>;
   /** Accepts a write only from a holder whose token is newer than every accepted one. */
   fencingCas(input: { resource: string; fencingToken: number }): Promise<FencingResult>;
 }
@@ -264,8 +268,8 @@ export function createStore(scriptRunner: ScriptRunner, options: StoreOptions): 
       return reply[0] === 'RELEASED';
     },
 
-    epoch: async (input) => {
-      if (!ID.test(input.name)) throw new AppError('invalid_request', 'Invalid epoch name');
+    changeCounter: async (input) => {
+      if (!ID.test(input.name)) throw new AppError('invalid_request', 'Invalid counter name');
       const reply = await runner.run('epoch', [`{g:${input.name}}`], [input.bump ? 'bump' : 'get']);
       return Number(reply[1]);
     },
