@@ -379,22 +379,17 @@ export function decodeAdmit(reply: Reply): AdmitResult {
   }
 }
 
+/** What both settling replies carry: the charge (reply[1]) and any drift clamped (reply[3]). */
+function settled(reply: Reply): { chargedMicro: bigint; driftMicro: bigint } {
+  return { chargedMicro: big(reply[1]), driftMicro: big(reply[3]) };
+}
+
 function decodeFinalize(reply: Reply): FinalizeResult {
   switch (reply[0]) {
     case 'FINALIZED':
-      return {
-        status: 'FINALIZED',
-        chargedMicro: big(reply[1]),
-        releasedMicro: big(reply[2]),
-        driftMicro: big(reply[3]),
-      };
+      return { status: 'FINALIZED', ...settled(reply), releasedMicro: big(reply[2]) };
     case 'LATE_FINALIZE':
-      return {
-        status: 'LATE_FINALIZE',
-        chargedMicro: big(reply[1]),
-        overspend: reply[2] === 1,
-        driftMicro: big(reply[3]),
-      };
+      return { status: 'LATE_FINALIZE', ...settled(reply), overspend: reply[2] === 1 };
     case 'ALREADY_FINALIZED':
       return { status: 'ALREADY_FINALIZED', chargedMicro: big(reply[1]) };
     default:
