@@ -22,7 +22,8 @@ export type Context = {
  * Runs once per request, before any call of a batch. A bearer that was sent but does not resolve
  * to a caller counts against the client's failed-authentication budget
  * (src/limits/auth-failures.ts; no header at all does not); past it, such a client gets 429 — a
- * bearer that resolves still works, so valid callers behind a shared address are not locked out.
+ * signed token that verifies still works, so valid callers behind a shared address are not locked
+ * out, but the static ADMIN_TOKEN is not compared for it (no guessing past the budget).
  */
 export async function createContext(
   services: Services,
@@ -34,9 +35,12 @@ export async function createContext(
     http: HonoContext;
   },
 ): Promise<Context> {
-  const caller = await resolveCaller(services, request.authorization);
+  const refusal = services.authFailures.refusal(services, request.http);
+  // A blocked client may still present a signed token (it cannot be guessed), not the static one.
+  const caller = await resolveCaller(services, request.authorization, {
+    bootstrapToken: refusal === undefined,
+  });
   if (caller.kind === 'anonymous' && (request.authorization ?? '').trim() !== '') {
-    const refusal = services.authFailures.refusal(services, request.http);
     if (refusal !== undefined) throw tooManyFailures(refusal, request.requestId);
     const decision = await services.authFailures.fail(requestBucket(services, request.http));
     if (!decision.allowed) throw tooManyFailures(decision, request.requestId);

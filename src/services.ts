@@ -149,7 +149,12 @@ export function assembleServices(parts: {
       .stop()
       .catch((error: unknown) => parts.log.error({ err: error }, 'spend rows could not be flushed'));
     const owns = lifecycle.owns ?? {};
-    for (const close of owns.connections ?? []) await close();
+    // Each connection may fail to close; the store and the database are closed all the same.
+    for (const close of owns.connections ?? []) {
+      await Promise.resolve()
+        .then(close)
+        .catch((error: unknown) => parts.log.warn({ err: error }, 'a connection did not close cleanly'));
+    }
     // The database is closed even when the store cannot be (Redis down at shutdown).
     if (owns.store === true)
       await parts.store

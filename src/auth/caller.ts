@@ -25,10 +25,19 @@ export const ANONYMOUS: Caller = { kind: 'anonymous' };
 
 const TENANT_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
-export async function resolveCaller(services: Services, authorization: string | undefined): Promise<Caller> {
+export async function resolveCaller(
+  services: Services,
+  authorization: string | undefined,
+  /** false for a client past its failed-authentication budget: only signed tokens, no guessing of the static one. */
+  options: { bootstrapToken?: boolean } = {},
+): Promise<Caller> {
   const token = bearerToken(authorization);
   if (token === undefined) return ANONYMOUS;
-  if (services.adminToken !== undefined && constantTimeEqual(token, services.adminToken)) {
+  if (
+    options.bootstrapToken !== false &&
+    services.adminToken !== undefined &&
+    constantTimeEqual(token, services.adminToken)
+  ) {
     return { kind: 'admin', subject: 'bootstrap' };
   }
   return (await verifyCallerJwt(services, token)) ?? ANONYMOUS;

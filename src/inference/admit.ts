@@ -25,6 +25,8 @@ export type Admission =
       decision: PoolDecision;
       estimate: Estimate;
       reservationId: string;
+      /** When the reservation was made: the relay's deadline counts from it. */
+      admittedAtMs: number;
       /** Admission took a budget scope to 80 % or more: only then does settling check the thresholds. */
       nearThreshold: boolean;
       headers: Record<string, string>;
@@ -125,6 +127,7 @@ function toAdmission(
         decision,
         estimate,
         reservationId: result.reservationId,
+        admittedAtMs: nowMs,
         nearThreshold: result.warning !== null,
         headers,
       };

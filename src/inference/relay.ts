@@ -31,8 +31,9 @@ const DRAIN_LIMIT_TOKENS = 16;
 
 /**
  * Stage 4: relay the upstream's tokens to the sink and count them, stopping at max_tokens. A caller
- * that stops reading is given up at the upstream's total timeout plus `relayGraceMs`, so the
- * reservation is settled well before its TTL.
+ * that stops reading is given up at the upstream's total timeout plus `relayGraceMs`, counted from
+ * admission (as the upstream's own timeout counts from its call), so the reservation is settled
+ * well before its TTL.
  */
 export async function relay(
   services: Services,
@@ -48,10 +49,19 @@ export async function relay(
   // Past the deadline the pending write is abandoned. Not a Promise.race against one long-lived
   // promise: every race would leave a reaction on it, kept until the deadline (a leak per write).
   let giveUp: (() => void) | undefined;
-  const deadlineTimer = setTimeout(() => {
-    stalled = true;
-    giveUp?.();
-  }, services.config.upstreamTimeoutMs + services.config.relayGraceMs);
+  const deadlineTimer = setTimeout(
+    () => {
+      stalled = true;
+      giveUp?.();
+    },
+    Math.max(
+      0,
+      admitted.admittedAtMs +
+        services.config.upstreamTimeoutMs +
+        services.config.relayGraceMs -
+        services.clock.now(),
+    ),
+  );
   deadlineTimer.unref?.();
   const cap = admitted.estimate.maxTokens;
   try {
@@ -88,7 +98,7 @@ export async function relay(
     clearTimeout(deadlineTimer);
   }
   if (stalled)
-    services.log.warn({ reservationId: admitted.reservationId }, 'client stopped reading: settled');
+    services.log.warn({ reservationId: admitted.reservationId }, 'client stopped reading: given up');
   return {
     delivered,
     report: reported ? upstream.usage() : undefined,

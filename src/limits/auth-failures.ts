@@ -6,23 +6,12 @@ import type { Services } from '../services.js';
 import { BoundedMap, createPreAuthLimiter, type PreAuthDecision } from './preauth.js';
 
 /**
- * Failed authentications per client (bucket of src/http/client-ip.ts): every API key that does
- * not verify (malformed, unknown, wrong secret, revoked; a request with no credentials is not a guess) and every tRPC bearer that does not
- * resolve to a caller counts; a success never does. Past the budget the client gets 429
- * `rate_limited` (dimension `ip`) until its window resets for anything but a key the instance
- * already holds verified (src/http/api-key-auth.ts) or a bearer that resolves (routers/trpc.ts) —
- * so a guessing client learns nothing more and costs no database work, while valid callers behind
- * the same address (a NAT, a proxy without TRUST_PROXY_HOPS) keep working.
- *
- * Cost on the hot path: none. A success is never counted, and the refusal of a blocked client is
- * answered from this process's memory (`refusal`): only a failure costs a store call (one
- * EVALSHA on the sliding window of the pre-auth limiter, with its in-process fallback). A denied
- * failure blocks the client here until the window resets. Another instance learns of the block
- * at the client's first failure there (the shared counter already denies it), so a guesser gets
- * at most the budget across all instances.
- *
- * Nobody can spend another client's budget: the bucket is the transport peer, or the address our
- * own trusted proxies wrote (TRUST_PROXY_HOPS), never an address a client names itself.
+ * Failed authentications per client (bucket of src/http/client-ip.ts, never an address the client
+ * names): API keys and tRPC bearers that do not verify count, successes and requests without
+ * credentials do not. Past the budget the client gets 429 except for credentials that cost no
+ * guessing and no database work — a key this instance already verified, a signed token — so valid
+ * callers behind a shared address keep working. Only a failure costs a store call; a blocked client
+ * is refused from this process's memory until its window resets.
  */
 export interface AuthFailureLimiter {
   readonly limitPerMinute: number;

@@ -1,12 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKey } from '../../src/keys/keys.js';
+import { issueToken } from '../../src/signing/caller-tokens.js';
 import { createTenant } from '../../src/tenants/tenants.js';
 import { createHarness, type Harness } from '../support/harness.js';
 import { awayFromWindowEdge, freshAddress } from '../support/rate-window.js';
 
 /**
  * Failed authentications per IP (src/limits/auth-failures.ts): 20 a minute, then 429 for that IP
- * for anything but a key this instance already verified or a bearer that resolves; successes and
+ * for anything but a key this instance already verified or a signed token; successes and
  * requests without credentials never count; nobody else is affected.
  */
 
@@ -119,7 +120,7 @@ describe('bad API keys from one IP', () => {
 });
 
 describe('bad bearer tokens on /trpc from one IP', () => {
-  it('20 get 401, the 21st gets 429 in tRPC error shape; a bearer that resolves still works from that IP', async () => {
+  it('20 get 401, the 21st gets 429 in tRPC error shape; then only a signed token gets in from that IP', async () => {
     await awayFromWindowEdge();
     const guesser = freshAddress();
     const forged = 'Bearer eyJhbGciOiJFUzI1NiJ9.e30.c2ln';
@@ -149,7 +150,12 @@ describe('bad bearer tokens on /trpc from one IP', () => {
         data: { httpStatus: 429, appCode: 'rate_limited', requestId: blocked.headers.get('x-request-id') },
       },
     });
-    expect((await trpcList(guesser, `Bearer ${harness.adminToken}`)).status).toBe(200);
+    // A signed token cannot be guessed: it still works. The static admin token is not compared for
+    // a blocked client, so it cannot be guessed past the budget either.
+    const { token } = await issueToken(harness.services, { role: 'operator' });
+    expect((await trpcList(guesser, `Bearer ${token}`)).status).toBe(200);
+    expect((await trpcList(guesser, `Bearer ${harness.adminToken}`)).status).toBe(429);
+    expect((await trpcList(freshAddress(), `Bearer ${harness.adminToken}`)).status).toBe(200);
   });
 
   it('requests without an Authorization header are not failed authentications', async () => {

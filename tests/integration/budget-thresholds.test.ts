@@ -304,9 +304,13 @@ describe('the check stays off the request path', () => {
 
   it('a check that never answers does not hold back the done event', async () => {
     let started = 0;
+    // Answers only when the test lets it (after the done event), so shutdown can wait for it.
+    let answer: () => void = () => undefined;
     const { harness, key } = await withStore(() => {
       started += 1;
-      return new Promise(() => undefined);
+      return new Promise((resolve) => {
+        answer = () => resolve({ status: 'THRESHOLDS', reached: [] });
+      });
     });
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
@@ -320,6 +324,7 @@ describe('the check stays off the request path', () => {
       expect(started).toBe(1);
     } finally {
       clearTimeout(timer);
+      answer();
       await harness.close();
     }
   });

@@ -73,6 +73,25 @@ describe('relay', () => {
     expect(snapshot.committedMicro).toBe(costMicro('standard', 1 + 2));
   });
 
+  it('counts that deadline from admission: time spent before the first byte is not given again', async () => {
+    const { key } = await fundedKey('Late start');
+    const config = { ...harness.services.config, upstreamTimeoutMs: 60_000, relayGraceMs: 100 };
+    const input = { prompt: 'abcd', maxTokens: 8, pool: 'standard' };
+    const admission = await admitted({ ...harness.services, config }, key, input);
+    const signal = new AbortController().signal;
+    const call = await openUpstream({ ...harness.services, config }, key, input, admission, signal);
+    if (!call.ok) throw call.error;
+    // The relay starts as if the upstream had taken the whole timeout to answer: 100 ms remain.
+    const later = { ...harness.services, config, clock: { now: () => admission.admittedAtMs + 60_000 } };
+    let written = 0;
+    const relayed = await relay(later, admission, call.upstream, {
+      signal,
+      onTokens: () => (++written === 1 ? Promise.resolve() : new Promise<void>(() => undefined)),
+    });
+    expect(relayed.end).toBe('stalled');
+    await settle(harness.services, key, admission, relayed);
+  });
+
   it('relays up to max_tokens from one burst that runs far past it, then cuts the stream', async () => {
     const { key } = await fundedKey('Burst');
     const input = { prompt: 'abcd', maxTokens: 10, pool: 'standard' };

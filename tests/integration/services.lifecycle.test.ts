@@ -120,6 +120,23 @@ describe('services.stop()', () => {
     expect(logs.some((record) => record.msg === 'store did not close cleanly')).toBe(true);
   });
 
+  it('closes the store and the database even when one of its own connections fails to close', async () => {
+    const { services, events, logs } = await servicesWith({
+      owns: {
+        connections: [
+          async () => {
+            throw new Error('socket already gone');
+          },
+        ],
+        database: true,
+      },
+    });
+    await services.start();
+    await services.stop();
+    expect(events).toEqual(['database closed with 0 spend rows']);
+    expect(logs.some((record) => record.msg === 'a connection did not close cleanly')).toBe(true);
+  });
+
   it('closes nothing it was not handed (a harness or a Workers request keeps its database)', async () => {
     const { services, events, tenantId } = await servicesWith({});
     await services.start();
