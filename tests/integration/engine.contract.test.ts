@@ -1,24 +1,31 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { admitWithPoolGate } from '../../src/budget/admission.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import type { AdmitInput, AdmitLimits, AdmitResult } from '../../src/store/contracts.js';
 import { FencingOverflow } from '../../src/store/errors.js';
-import { tenantKey } from '../../src/store/typed-store.js';
+import { redisRunner } from '../../src/store/redis.js';
+import { createStore, tenantKey } from '../../src/store/typed-store.js';
 import {
   admitInput,
   type EngineUnderTest,
+  filePrefix,
   makeEngine,
   NO_LIMITS,
   NOW,
   uniqueTenant,
 } from '../support/engines.js';
+import { raceFinalizeAgainstReaper } from '../support/reaper-race.js';
+
+const RACE_SEED = Number(process.env.RACE_SEED ?? Math.floor(Math.random() * 2 ** 31));
 
 /** The same contract suite on both engines: the Lua scripts on real Redis, and the memory engine. */
 describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
+  const log = createLogger({ level: 'silent' });
+  const keyPrefix = filePrefix();
   let engine: EngineUnderTest;
   beforeAll(() => {
-    engine = makeEngine(engineName);
+    engine = makeEngine(engineName, { log, keyPrefix });
   });
   afterAll(() => engine.close());
 
@@ -476,33 +483,33 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
       ).toMatchObject({ status: 'LATE_FINALIZE', chargedMicro: 100n, overspend: true });
     });
 
-    it('finalize racing the reaper releases `reserved` exactly once', async () => {
-      const tenantId = await fundedTenant(1_000_000n);
-      let charged = 0n;
-      for (let i = 0; i < 40; i += 1) {
-        const { reservationId } = await admitted(admitInput(tenantId, { costMicro: 100n, ttlMs: 1_000 }));
-        const [finalized] = await Promise.all([
-          store().finalize({
-            tenantId,
-            reservationId,
-            actualCostMicro: 60n,
-            actualTokens: 1,
-            nowMs: NOW + 1_000,
-          }),
-          store().reap({ tenantId, nowMs: NOW + 1_000 }),
-        ]);
-        if (finalized.status !== 'FINALIZED' && finalized.status !== 'LATE_FINALIZE')
-          throw new Error(finalized.status);
-        expect(finalized.driftMicro).toBe(0n);
-        charged += finalized.chargedMicro;
-      }
-      expect(await store().snapshot(tenantId)).toEqual({
-        creditedMicro: 1_000_000n,
-        committedMicro: charged,
-        reservedMicro: 0n,
-        availableMicro: 1_000_000n - charged,
-      });
-    });
+    it(
+      engineName === 'redis'
+        ? `finalize racing the reaper over 4 connections, past the deadline, releases each of 200 reservations exactly once (seed ${RACE_SEED})`
+        : `finalize and the reaper in a shuffled order, past the deadline, release each of 200 reservations exactly once, whichever comes first (one call at a time: the engine is single-threaded; seed ${RACE_SEED})`,
+      async () => {
+        // Redis: separate connections on the engine's keys, so the scripts really interleave.
+        const runners =
+          engineName === 'redis'
+            ? Array.from({ length: 4 }, () => redisRunner({ url: inject('redisUrl'), log, keyPrefix }))
+            : [];
+        try {
+          const stores =
+            runners.length === 0 ? [store()] : runners.map((runner) => createStore(runner, { log }));
+          const outcome = await raceFinalizeAgainstReaper(stores, {
+            seed: RACE_SEED,
+            tenantPrefix: uniqueTenant(),
+            tenants: 50,
+            reservations: 200,
+          });
+          // The race was run: finalize claimed some reservations first and the reaper others.
+          expect(outcome.finalized).toBeGreaterThan(0);
+          expect(outcome.reaped).toBeGreaterThan(0);
+        } finally {
+          await Promise.all(runners.map((runner) => runner.close()));
+        }
+      },
+    );
 
     it('settles into the month the reservation was made in', async () => {
       const tenantId = await fundedTenant(1_000_000n);
