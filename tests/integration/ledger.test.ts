@@ -171,7 +171,7 @@ describe('the ledger', () => {
     expect(await accountBalance(harness.services.db, accounts.available(tenantId))).toBe(2_500_000n);
   });
 
-  it('a grant the store refuses is reversed in the book by a compensating entry', async () => {
+  it('a grant the store refuses is reversed in the book by a compensating entry, and again when retried', async () => {
     const tenantId = await tenant(harness);
     const big = 1_000_000_000_000_000n;
     for (let index = 0; index < 4; index += 1)
@@ -195,6 +195,22 @@ describe('the ledger', () => {
       { account: accounts.grantsIssued, amountMicro: big },
       { account: accounts.available(tenantId), amountMicro: -big },
     ]);
+    expect(await accountBalance(harness.services.db, accounts.available(tenantId))).toBe(4n * big);
+
+    // Tried again: granted anew (the grant entry exists, so by an adjustment), refused, reversed.
+    const again = await trpc(
+      harness,
+      harness.adminToken,
+      'admin.credits.grant',
+      { tenantId, amountMicro: big.toString(), reason: 'too big', grantId: 'ceiling-over' },
+      'POST',
+    );
+    expect(again.status).toBe(400);
+    const adjustments = await harness.services.db
+      .select({ id: journalEntries.id })
+      .from(journalEntries)
+      .where(and(eq(journalEntries.kind, 'adjustment'), eq(journalEntries.tenantId, tenantId)));
+    expect(adjustments).toHaveLength(3);
     expect(await accountBalance(harness.services.db, accounts.available(tenantId))).toBe(4n * big);
   });
 
