@@ -1,5 +1,6 @@
 export * from './api-keys.js';
 export * from './credit-grants.js';
+export * from './ledger.js';
 export * from './pool-decisions.js';
 export * from './signing-keys.js';
 export * from './spend.js';

@@ -3,6 +3,7 @@ import { creditGrants } from '../../db/schema/index.js';
 import { MAX_AMOUNT_MICRO } from '../budget/bounds.js';
 import { AppError } from '../errors.js';
 import { newId } from '../ids.js';
+import { appendEntry, grantPostings } from '../ledger/journal.js';
 import type { Services } from '../services.js';
 import { getTenant } from '../tenants/tenants.js';
 
@@ -40,8 +41,9 @@ export interface Grant {
  * 1. the `credit_grants` row (insert, or find the row of an earlier call with the same id);
  * 2. the store's balance, raised by `credit.v1`, which applies a grant id at most once.
  *
- * The row is committed first so that PostgreSQL — the record balances are repaired from — never
- * lacks a grant the store has applied. If step 2 fails (store down, timed out), the row stays and
+ * The row is committed first, in one transaction with its `grant` entry in the ledger
+ * (docs/ledger.md), so that PostgreSQL — the record balances are repaired from — never lacks a
+ * grant the store has applied. If step 2 fails (store down, timed out), the row stays and
  * the call answers 503: calling again with the same grant id finds the row and re-applies the
  * credit, which the store applies once however many attempts reached it. A second call with the
  * same id but another tenant or amount is a different grant under a reused id: 409, nothing
@@ -60,18 +62,30 @@ export async function grantCredits(services: Services, input: GrantInput): Promi
   }
   await getTenant(services, tenantId);
 
-  const [inserted] = await services.db
-    .insert(creditGrants)
-    .values({
-      id: grantId,
-      tenantId,
-      amountMicro,
-      reason,
-      grantedBy,
-      createdAt: new Date(services.clock.now()),
-    })
-    .onConflictDoNothing({ target: creditGrants.id })
-    .returning({ id: creditGrants.id });
+  const createdAt = new Date(services.clock.now());
+  // The row and its ledger entry commit together: the book never lacks a grant the row records.
+  const inserted = await services.db.transaction(async (tx) => {
+    const [row] = await tx
+      .insert(creditGrants)
+      .values({ id: grantId, tenantId, amountMicro, reason, grantedBy, createdAt })
+      .onConflictDoNothing({ target: creditGrants.id })
+      .returning({ id: creditGrants.id });
+    if (row === undefined) return undefined;
+    const postings = grantPostings(tenantId, amountMicro);
+    const entry = await appendEntry(tx, { tenantId, kind: 'grant', reference: grantId, postings, createdAt });
+    if (!entry.created) {
+      // An earlier attempt under this id was taken back (below), and its reversal is in the book:
+      // this attempt grants again.
+      await appendEntry(tx, {
+        tenantId,
+        kind: 'adjustment',
+        reference: adjustment(grantId),
+        postings,
+        createdAt,
+      });
+    }
+    return row;
+  });
   if (inserted === undefined) {
     const [existing] = await services.db
       .select()
@@ -89,10 +103,22 @@ export async function grantCredits(services: Services, input: GrantInput): Promi
     // The store refused the grant and changed nothing (the amount would take the balance past
     // its ceiling, or the id was applied by another path with another amount). Take the row
     // back, so PostgreSQL never records a grant the balance does not hold.
+    // The book is append-only: the entry is reversed by a compensating one.
     if (inserted !== undefined) {
-      await services.db
-        .delete(creditGrants)
-        .where(and(eq(creditGrants.id, grantId), eq(creditGrants.tenantId, tenantId)));
+      await services.db.transaction(async (tx) => {
+        const deleted = await tx
+          .delete(creditGrants)
+          .where(and(eq(creditGrants.id, grantId), eq(creditGrants.tenantId, tenantId)))
+          .returning({ id: creditGrants.id });
+        if (deleted.length === 0) return;
+        await appendEntry(tx, {
+          tenantId,
+          kind: 'adjustment',
+          reference: adjustment(grantId),
+          postings: grantPostings(tenantId, -amountMicro),
+          createdAt: new Date(services.clock.now()),
+        });
+      });
     }
     if (result.field === 'grantId') throw conflict(grantId);
     throw new AppError('invalid_request', 'The grant would raise the balance past its maximum', {
@@ -113,6 +139,11 @@ export async function grantCredits(services: Services, input: GrantInput): Promi
     availableMicro: result.availableMicro.toString(),
     alreadyApplied,
   };
+}
+
+/** A fresh reference for an adjustment to grant `grantId` (each one is its own event). */
+function adjustment(grantId: string): string {
+  return `grant:${grantId}:${newId('adj')}`;
 }
 
 function conflict(grantId: string): AppError {

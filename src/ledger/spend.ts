@@ -5,6 +5,7 @@ import type { Clock } from '../clock.js';
 import type { Logger } from '../observability/logger.js';
 import { StoreUnavailable } from '../store/errors.js';
 import type { Store } from '../store/typed-store.js';
+import { appendEntry, spendPostings } from './journal.js';
 
 export type SpendEntry = Omit<SpendRow, 'createdAt' | 'settledAt' | 'settled'>;
 
@@ -138,15 +139,29 @@ export class SpendRecorder {
         );
         continue;
       }
-      await this.db
-        .update(spend)
-        .set({
-          settled: true,
-          settledAt: new Date(this.clock.now()),
-          // A free row keeps its notional cost (it was charged 0); any other, what was charged.
-          ...(row.free ? {} : { costMicro: result.chargedMicro }),
-        })
-        .where(eq(spend.reservationId, row.reservationId));
+      const settledAt = new Date(this.clock.now());
+      // Only now is the charge applied: its `spend` entry is written with the row's settlement.
+      const charged = row.free ? 0n : result.chargedMicro;
+      await this.db.transaction(async (tx) => {
+        await tx
+          .update(spend)
+          .set({
+            settled: true,
+            settledAt,
+            // A free row keeps its notional cost (it was charged 0); any other, what was charged.
+            ...(row.free ? {} : { costMicro: result.chargedMicro }),
+          })
+          .where(eq(spend.reservationId, row.reservationId));
+        if (charged > 0n) {
+          await appendEntry(tx, {
+            tenantId: row.tenantId,
+            kind: 'spend',
+            reference: row.reservationId,
+            postings: spendPostings(row.tenantId, charged),
+            createdAt: settledAt,
+          });
+        }
+      });
       this.log.info(
         { reservationId: row.reservationId, status: result.status },
         'unsettled spend row settled',
@@ -162,6 +177,11 @@ export class SpendRecorder {
  * `jsonb_to_recordset`: one JSON.stringify, where drizzle's builder would bind every value of every
  * row (docs/performance.md). Same SQL on PostgreSQL and PGlite. Column types come from the record definition; keep it in step with
  * db/schema/spend.ts (the spend tests read the rows back).
+ *
+ * The same statement writes a `spend` entry for each row it inserted that charged money (settled,
+ * not free, cost > 0), with the postings of `spendPostings` (journal.ts): one atomic write, and a
+ * batch written twice adds neither rows nor entries. An unsettled row gets its entry when
+ * `settleUnsettled` settles it.
  */
 function insertBatch(rows: SpendRow[]) {
   const json = JSON.stringify(
@@ -179,12 +199,31 @@ function insertBatch(rows: SpendRow[]) {
       settled_at: row.settledAt?.toISOString() ?? null,
     })),
   );
-  return sql`insert into spend (reservation_id, tenant_id, key_id, pool, prompt_tokens, completion_tokens,
-      cost_micro, free, settled, created_at, settled_at)
-    select reservation_id, tenant_id, key_id, pool, prompt_tokens, completion_tokens, cost_micro, free,
-      settled, created_at, settled_at
-    from jsonb_to_recordset(${json}::jsonb) as row(reservation_id text, tenant_id text, key_id text,
-      pool text, prompt_tokens integer, completion_tokens integer, cost_micro bigint, free boolean,
-      settled boolean, created_at timestamptz, settled_at timestamptz)
-    on conflict do nothing`;
+  return sql`with batch as (
+      select * from jsonb_to_recordset(${json}::jsonb) as row(reservation_id text, tenant_id text,
+        key_id text, pool text, prompt_tokens integer, completion_tokens integer, cost_micro bigint,
+        free boolean, settled boolean, created_at timestamptz, settled_at timestamptz)
+    ), inserted as (
+      insert into spend (reservation_id, tenant_id, key_id, pool, prompt_tokens, completion_tokens,
+        cost_micro, free, settled, created_at, settled_at)
+      select reservation_id, tenant_id, key_id, pool, prompt_tokens, completion_tokens, cost_micro,
+        free, settled, created_at, settled_at
+      from batch
+      on conflict do nothing
+      returning reservation_id, tenant_id, cost_micro, free, settled, settled_at
+    ), entries as (
+      insert into journal_entries (tenant_id, kind, reference, created_at)
+      select tenant_id, 'spend', reservation_id, settled_at from inserted
+      where settled and not free and cost_micro > 0
+      on conflict (kind, reference) do nothing
+      returning id, tenant_id, reference
+    )
+    insert into postings (entry_id, account, amount_micro)
+    select entries.id, line.account, line.amount_micro
+    from entries
+    join inserted on inserted.reservation_id = entries.reference
+    cross join lateral (values
+      ('tenant:' || entries.tenant_id || ':available', -inserted.cost_micro),
+      ('tenant:' || entries.tenant_id || ':spent', inserted.cost_micro)
+    ) as line(account, amount_micro)`;
 }
