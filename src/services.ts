@@ -120,7 +120,8 @@ export function assembleServices(parts: {
     parts.keyCache,
   );
   const keys = new KeyVerifier(parts.database.db, parts.store, parts.peppers, clock, parts.log);
-  const spend = new SpendRecorder(parts.database.db, parts.store, clock, parts.log);
+  const metrics = parts.metrics ?? createMetrics();
+  const spend = new SpendRecorder(parts.database.db, parts.store, clock, parts.log, metrics.spendParked);
   const budgetThresholds = new BudgetThresholds(parts.store, parts.log);
   const upstream =
     parts.upstream ??
@@ -168,7 +169,7 @@ export function assembleServices(parts: {
     db: parts.database.db,
     store: parts.store,
     log: parts.log,
-    metrics: parts.metrics ?? createMetrics(),
+    metrics,
     clock,
     signing,
     keys,

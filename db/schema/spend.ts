@@ -3,7 +3,8 @@ import { bigint, boolean, index, integer, pgTable, text, timestamp } from 'drizz
 /**
  * One row per admitted request, keyed by its reservation (so writing it twice changes nothing).
  * `settled` is false when the store could not be reached at finalize: the settlement job retries
- * it until the store confirms, so no charge is ever lost.
+ * it until the store confirms, so no charge is ever lost — unless the store refuses the row
+ * outright, which parks it (`parkedReason`) instead of retrying it forever.
  */
 export const spend = pgTable(
   'spend',
@@ -21,6 +22,8 @@ export const spend = pgTable(
     settled: boolean('settled').notNull(),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull(),
     settledAt: timestamp('settled_at', { withTimezone: true }),
+    /** Why the store refused to settle this row (INVALID_INPUT): parked, never retried; an operator looks. */
+    parkedReason: text('parked_reason'),
   },
   (table) => [
     index('spend_tenant_idx').on(table.tenantId, table.createdAt),

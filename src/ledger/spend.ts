@@ -1,4 +1,4 @@
-import { asc, eq, sql } from 'drizzle-orm';
+import { and, asc, eq, isNull, sql } from 'drizzle-orm';
 import type { Db } from '../../db/index.js';
 import { type SpendRow, spend } from '../../db/schema/index.js';
 import type { Clock } from '../clock.js';
@@ -7,7 +7,9 @@ import { StoreUnavailable } from '../store/errors.js';
 import type { Store } from '../store/typed-store.js';
 import { appendEntry, spendPostings } from './journal.js';
 
-export type SpendEntry = Omit<SpendRow, 'createdAt' | 'settledAt' | 'settled'>;
+export type SpendEntry = Omit<SpendRow, 'createdAt' | 'settledAt' | 'settled' | 'parkedReason'>;
+/** A row as the request path writes it (never parked). */
+type NewSpendRow = Omit<SpendRow, 'parkedReason'>;
 
 // Settled rows are written in batches off the request path; 1 s keeps the table close to live.
 const FLUSH_MS = 1_000;
@@ -24,7 +26,7 @@ const RETRY_MS = 5_000;
  * reaper got there first). Nothing is lost and nothing is charged twice.
  */
 export class SpendRecorder {
-  private queue: SpendRow[] = [];
+  private queue: NewSpendRow[] = [];
   private timers: ReturnType<typeof setInterval>[] = [];
   private flushSoon = false;
   /** The last write's outcome: writes run one at a time, each after the one before. */
@@ -37,6 +39,8 @@ export class SpendRecorder {
     private readonly store: Store,
     private readonly clock: Clock,
     private readonly log: Logger,
+    /** Counts rows the store refused to settle (parked). */
+    private readonly parked: { inc(): void },
   ) {}
 
   start(): void {
@@ -112,7 +116,7 @@ export class SpendRecorder {
     const rows = await this.db
       .select()
       .from(spend)
-      .where(eq(spend.settled, false))
+      .where(and(eq(spend.settled, false), isNull(spend.parkedReason)))
       .orderBy(asc(spend.createdAt))
       .limit(500);
     let settled = 0;
@@ -133,10 +137,14 @@ export class SpendRecorder {
         throw error;
       }
       if (result.status === 'INVALID_INPUT') {
-        this.log.error(
-          { reservationId: row.reservationId, field: result.field },
-          'unsettled spend row refused by the store',
-        );
+        // Retrying cannot help: parked with its reason and counted, for an operator to look at.
+        const reason = `store refused ${result.field}`;
+        await this.db
+          .update(spend)
+          .set({ parkedReason: reason })
+          .where(eq(spend.reservationId, row.reservationId));
+        this.parked.inc();
+        this.log.error({ reservationId: row.reservationId, reason }, 'unsettled spend row parked');
         continue;
       }
       const settledAt = new Date(this.clock.now());
@@ -183,7 +191,7 @@ export class SpendRecorder {
  * batch written twice adds neither rows nor entries. An unsettled row gets its entry when
  * `settleUnsettled` settles it.
  */
-function insertBatch(rows: SpendRow[]) {
+function insertBatch(rows: NewSpendRow[]) {
   const json = JSON.stringify(
     rows.map((row) => ({
       reservation_id: row.reservationId,

@@ -14,6 +14,8 @@ export interface Metrics {
   /** An upstream reported more tokens than were reserved (charged up to the reservation). */
   readonly underReservedEvents: Counter;
   readonly storeUnavailable: Counter<'engine'>;
+  /** Unsettled spend rows the store refused to settle, parked for an operator; should stay 0. */
+  readonly spendParked: Counter;
   /** Age of the active signing key; alert well before SIGNING_KEY_MAX_AGE_DAYS. */
   readonly signingKeyAgeSeconds: Gauge;
 }
@@ -48,6 +50,11 @@ export function createMetrics(): Metrics {
       name: 'spicegate_store_unavailable_total',
       help: 'Store calls that failed because the store did not answer in time',
       labelNames: ['engine'],
+      registers: [registry],
+    }),
+    spendParked: new Counter({
+      name: 'spicegate_spend_parked_total',
+      help: 'Unsettled spend rows the store refused to settle (parked with their reason, not retried); should stay 0',
       registers: [registry],
     }),
     signingKeyAgeSeconds: new Gauge({
