@@ -3,7 +3,7 @@ import { bigint, index, pgTable, text, timestamp } from 'drizzle-orm/pg-core';
 /**
  * Credits granted to a tenant (an admin grant; later a minted payment), one row per grant id, so
  * granting twice with the same id changes nothing. The store's balance is raised by the same grant
- * id (credit.v1 applies a grant at most once).
+ * id (credit.v2 applies a grant at most once).
  */
 export const creditGrants = pgTable(
   'credit_grants',

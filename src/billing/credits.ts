@@ -3,14 +3,15 @@ import { creditGrants } from '../../db/schema/index.js';
 import { MAX_AMOUNT_MICRO } from '../budget/bounds.js';
 import { AppError } from '../errors.js';
 import { newId } from '../ids.js';
+import { withHydration } from '../ledger/hydrate.js';
 import { appendEntry, grantPostings } from '../ledger/journal.js';
 import type { Services } from '../services.js';
 import { getTenant } from '../tenants/tenants.js';
 
-/** The largest single grant: the engine's own bound on an amount (credit.v1, admit.v2). */
+/** The largest single grant: the engine's own bound on an amount (credit.v2, admit.v3). */
 export const MAX_GRANT_MICRO = MAX_AMOUNT_MICRO;
 
-/** The store's alphabet for ids that become part of a key (credit.v1 checks it too). */
+/** The store's alphabet for ids that become part of a key (credit.v2 checks it too). */
 const GRANT_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
 export interface GrantInput {
@@ -39,7 +40,8 @@ export interface Grant {
  * An admin grant of credits, idempotent by grant id, in two steps:
  *
  * 1. the `credit_grants` row (insert, or find the row of an earlier call with the same id);
- * 2. the store's balance, raised by `credit.v1`, which applies a grant id at most once.
+ * 2. the store's balance, raised by `credit.v2`, which applies a grant id at most once (after a store lost the
+ *    balance, it is rebuilt from the book first, which already holds this grant).
  *
  * The row is committed first, in one transaction with its `grant` entry in the ledger
  * (docs/ledger.md), so that PostgreSQL — the record balances are repaired from — never lacks a
@@ -98,7 +100,11 @@ export async function grantCredits(services: Services, input: GrantInput): Promi
     }
   }
 
-  const result = await services.store.credit({ tenantId, grantId, amountMicro });
+  // An emptied store answers HYDRATE: the balance is rebuilt from the book — which holds this
+  // grant since the transaction above — and the grant then answers ALREADY_APPLIED.
+  const result = await withHydration(services, tenantId, () =>
+    services.store.credit({ tenantId, grantId, amountMicro }),
+  );
   if (result.status === 'INVALID_INPUT') {
     // The store refused the grant and changed nothing (the amount would take the balance past
     // its ceiling, or the id was applied by another path with another amount). Take the row
@@ -126,7 +132,9 @@ export async function grantCredits(services: Services, input: GrantInput): Promi
     });
   }
 
-  const alreadyApplied = result.status === 'ALREADY_APPLIED';
+  // A grant inserted by this call was not applied before it, even when the store, rebuilt from
+  // the book meanwhile, already counts it.
+  const alreadyApplied = result.status === 'ALREADY_APPLIED' && inserted === undefined;
   services.log.info(
     { tenantId, grantId, amountMicro: amountMicro.toString(), grantedBy, alreadyApplied },
     alreadyApplied ? 'credit grant replayed' : 'credits granted',

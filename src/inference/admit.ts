@@ -2,6 +2,7 @@ import { admitWithPoolGate } from '../budget/admission.js';
 import { AppError } from '../errors.js';
 import { newId } from '../ids.js';
 import type { VerifiedKey } from '../keys/verifier.js';
+import { withHydration } from '../ledger/hydrate.js';
 import { rateLimitHeaders } from '../limits/headers.js';
 import type { Services } from '../services.js';
 import type { AdmitInput, AdmitResult } from '../store/contracts.js';
@@ -95,7 +96,11 @@ export async function admit(
     };
   }
   const gate = poolLimit === undefined ? undefined : { capacity: poolLimit, refillPerMinute: poolLimit };
-  const admission = toAdmission(await admitWithPoolGate(services.store, input, gate), nowMs, estimated);
+  // An emptied store answers HYDRATE: the balance is rebuilt from the book, then admitted again.
+  const result = await withHydration(services, key.tenantId, () =>
+    admitWithPoolGate(services.store, input, gate),
+  );
+  const admission = toAdmission(result, nowMs, estimated);
   if (admission.ok && decision.reason !== 'as_requested' && decision.reason !== 'default') {
     recordPoolDecision(services, key, admission);
   }
@@ -103,7 +108,7 @@ export async function admit(
 }
 
 function toAdmission(
-  result: AdmitResult,
+  result: Exclude<AdmitResult, { status: 'HYDRATE' }>,
   nowMs: number,
   { decision, estimate }: Extract<Estimated, { ok: true }>,
 ): Admission {

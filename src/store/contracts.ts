@@ -74,6 +74,8 @@ export type AdmitResult =
       state: 'open' | 'reaped' | 'finalized' | 'expired';
       remaining: ScopeRemaining;
     }
+  /** The tenant's balance is absent from the store: hydrate it from the book, then admit again. */
+  | { status: 'HYDRATE' }
   | { status: 'INVALID_INPUT'; field: string };
 
 export interface FinalizeInput {
@@ -118,6 +120,21 @@ export type ReapResult =
 
 export type CreditResult =
   | { status: 'CREDITED' | 'ALREADY_APPLIED'; creditedMicro: bigint; availableMicro: bigint }
+  /** The tenant's balance is absent from the store: hydrate it from the book, then credit again. */
+  | { status: 'HYDRATE' }
+  | { status: 'INVALID_INPUT'; field: string };
+
+/** A tenant's figures in the book (PostgreSQL), written to the store by hydrate. */
+export interface HydrateInput {
+  tenantId: string;
+  creditedMicro: bigint;
+  committedMicro: bigint;
+  /** The grants counted in creditedMicro: the store records them as applied. */
+  grants: { grantId: string; amountMicro: bigint }[];
+}
+
+export type HydrateResult =
+  | { status: 'HYDRATED' | 'ALREADY_PRESENT' }
   | { status: 'INVALID_INPUT'; field: string };
 
 export interface Snapshot {

@@ -12,6 +12,8 @@ import type {
   FencingResult,
   FinalizeInput,
   FinalizeResult,
+  HydrateInput,
+  HydrateResult,
   LeaseResult,
   PoolGateInput,
   PoolGateResult,
@@ -51,6 +53,11 @@ export interface Store {
    */
   budgetEvent(input: BudgetEventInput): Promise<BudgetEventResult>;
   credit(input: { tenantId: string; grantId: string; amountMicro: bigint }): Promise<CreditResult>;
+  /**
+   * Writes a tenant's balance rebuilt from the book, only while it is absent from the store (after
+   * admit or credit answered HYDRATE): concurrent callers write it once.
+   */
+  hydrate(input: HydrateInput): Promise<HydrateResult>;
   snapshot(tenantId: string): Promise<Snapshot>;
   poolGate(input: PoolGateInput): Promise<PoolGateResult>;
   /** Takes a singleton job's lease (SET NX PX) with a fencing token that only grows. */
@@ -211,8 +218,25 @@ export function createStore(scriptRunner: ScriptRunner, options: StoreOptions): 
         [input.grantId, String(input.amountMicro)],
       );
       const status = reply[0];
+      if (status === 'HYDRATE') return { status };
       if (status !== 'CREDITED' && status !== 'ALREADY_APPLIED') return invalid(reply);
       return { status, creditedMicro: big(reply[1]), availableMicro: big(reply[2]) };
+    },
+
+    hydrate: async (input) => {
+      if (!ID.test(input.tenantId)) return { status: 'INVALID_INPUT', field: 'tenantId' };
+      const reply = await runner.run(
+        'hydrate',
+        [tenantKey(input.tenantId)],
+        [
+          String(input.creditedMicro),
+          String(input.committedMicro),
+          ...input.grants.flatMap((grant) => [grant.grantId, String(grant.amountMicro)]),
+        ],
+      );
+      const status = reply[0];
+      if (status === 'HYDRATED' || status === 'ALREADY_PRESENT') return { status };
+      return invalid(reply);
     },
 
     snapshot: async (tenantId) => {
@@ -366,6 +390,8 @@ export function decodeAdmit(reply: Reply): AdmitResult {
         remainingMicro: big(reply[2]),
         limitMicro: big(reply[3]),
       };
+    case 'HYDRATE':
+      return { status: 'HYDRATE' };
     case 'ALREADY_RESERVED':
       return {
         status: 'ALREADY_RESERVED',

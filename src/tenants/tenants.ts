@@ -25,6 +25,13 @@ export async function createTenant(
     .returning();
   if (row === undefined) throw new Error('insert into tenants returned no row');
   services.log.info({ tenantId: row.id, tier: row.tier }, 'tenant created');
+  // A new tenant's book is empty: its store balance starts at 0 now rather than at its first
+  // request. Best effort: if the store cannot answer, admission hydrates it later.
+  await services.store
+    .hydrate({ tenantId: row.id, creditedMicro: 0n, committedMicro: 0n, grants: [] })
+    .catch((error: unknown) =>
+      services.log.warn({ tenantId: row.id, err: error }, 'tenant balance not hydrated'),
+    );
   return toTenant(row);
 }
 

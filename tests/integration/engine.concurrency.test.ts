@@ -2,7 +2,7 @@ import { afterAll, describe, expect, inject, it } from 'vitest';
 import { createLogger } from '../../src/observability/logger.js';
 import { redisRunner } from '../../src/store/redis.js';
 import { createStore, type Store } from '../../src/store/typed-store.js';
-import { admitInput, filePrefix, NO_LIMITS, NOW } from '../support/engines.js';
+import { admitInput, filePrefix, NO_LIMITS, NOW, startBalance } from '../support/engines.js';
 import { prng, raceFinalizeAgainstReaper } from '../support/reaper-race.js';
 import { deleteKeysWithPrefix } from '../support/redis-cleanup.js';
 
@@ -28,6 +28,7 @@ describe(`concurrent calls over ${CONNECTIONS} connections (seed ${SEED})`, () =
     const random = prng(SEED);
     const pick = () => stores[Math.floor(random() * CONNECTIONS)] as Store;
     const tenants = Array.from({ length: TENANTS }, (_, i) => `conc${SEED}_${i}`);
+    await Promise.all(tenants.map((tenantId) => startBalance(pick(), tenantId)));
     await Promise.all(
       tenants.map((tenantId) => pick().credit({ tenantId, grantId: 'g', amountMicro: CREDIT })),
     );

@@ -13,6 +13,7 @@ import {
   makeEngine,
   NO_LIMITS,
   NOW,
+  newTenant,
   uniqueTenant,
 } from '../support/engines.js';
 import { raceFinalizeAgainstReaper } from '../support/reaper-race.js';
@@ -32,7 +33,7 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
   const store = () => engine.store;
 
   async function fundedTenant(amountMicro = 1_000n): Promise<string> {
-    const tenantId = uniqueTenant();
+    const tenantId = await newTenant(store());
     const credited = await store().credit({ tenantId, grantId: 'grant_initial', amountMicro });
     expect(credited.status).toBe('CREDITED');
     return tenantId;
@@ -434,7 +435,7 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
         metrics,
       });
       try {
-        const tenantId = uniqueTenant();
+        const tenantId = await newTenant(watched.store);
         await watched.store.credit({ tenantId, grantId: 'g', amountMicro: 1_000n });
         const admittedNow = await watched.store.admit(admitInput(tenantId, { costMicro: 100n }));
         if (admittedNow.status !== 'ADMITTED') throw new Error(admittedNow.status);
@@ -545,7 +546,7 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
 
   describe('free (zero-cost) admission, admit v2', () => {
     it('admits with no credits at all, reserves nothing, charges nothing, and never warns', async () => {
-      const tenantId = uniqueTenant();
+      const tenantId = await newTenant(store());
       const limits = { ...NO_LIMITS, tenantMonthlyCapMicro: 0n, keyMonthlyCapMicro: 0n };
       const result = await admitted(admitInput(tenantId, { costMicro: 0n, limits }));
       expect(result.remaining).toEqual({ balanceMicro: 0n, tenantMonthlyMicro: 0n, keyMonthlyMicro: 0n });
@@ -578,7 +579,7 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
     });
 
     it('still counts in every rate-limit dimension and the tokens per day', async () => {
-      const tenantId = uniqueTenant();
+      const tenantId = await newTenant(store());
       const limits = { ...NO_LIMITS, keyRpm: 2, keyTpd: 25 };
       await admitted(admitInput(tenantId, { costMicro: 0n, tokenEstimate: 10, limits }));
       await admitted(admitInput(tenantId, { costMicro: 0n, tokenEstimate: 10, limits }));
@@ -593,7 +594,7 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
     });
 
     it('a settled free request keeps its idempotency key; a cancelled one frees it (finalize v2)', async () => {
-      const tenantId = uniqueTenant();
+      const tenantId = await newTenant(store());
       const first = await admitted(admitInput(tenantId, { costMicro: 0n, idempotencyKey: 'idem_free' }));
       await store().finalize({
         tenantId,
@@ -780,7 +781,7 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
     });
 
     it('is exact near 2^52 (no product passes 2^53)', async () => {
-      const tenantId = uniqueTenant();
+      const tenantId = await newTenant(store());
       const credited = 2n ** 52n - 5n;
       await store().credit({ tenantId, grantId: 'big', amountMicro: 10n ** 15n });
       await engine.setHashRaw(`${tenantKey(tenantId)}:bal`, 'credited', String(credited));
@@ -822,7 +823,7 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
 
   describe('credit', () => {
     it('applies a grant once', async () => {
-      const tenantId = uniqueTenant();
+      const tenantId = await newTenant(store());
       expect(await store().credit({ tenantId, grantId: 'pay_1', amountMicro: 5_000_000n })).toEqual({
         status: 'CREDITED',
         creditedMicro: 5_000_000n,
@@ -836,12 +837,124 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
     });
 
     it.each([0n, -1n, 10n ** 16n])('refuses the amount %s', async (amountMicro) => {
-      const tenantId = uniqueTenant();
+      const tenantId = await newTenant(store());
       expect(await store().credit({ tenantId, grantId: 'g', amountMicro })).toEqual({
         status: 'INVALID_INPUT',
         field: 'amountMicro',
       });
       expect((await store().snapshot(tenantId)).creditedMicro).toBe(0n);
+    });
+  });
+
+  describe('an absent balance (an emptied store): admit v3, credit v2, hydrate v1', () => {
+    const zero = { creditedMicro: 0n, committedMicro: 0n, reservedMicro: 0n, availableMicro: 0n };
+
+    it('admit answers HYDRATE and writes nothing, paid or free; after hydrate it admits against the figures written', async () => {
+      const tenantId = uniqueTenant();
+      for (const costMicro of [100n, 0n]) {
+        expect(await store().admit(admitInput(tenantId, { costMicro }))).toEqual({ status: 'HYDRATE' });
+      }
+      // Nothing was written: the balance is still absent, so hydrate writes it.
+      expect(
+        await store().hydrate({ tenantId, creditedMicro: 1_000n, committedMicro: 300n, grants: [] }),
+      ).toEqual({ status: 'HYDRATED' });
+      expect(await store().snapshot(tenantId)).toEqual({
+        creditedMicro: 1_000n,
+        committedMicro: 300n,
+        reservedMicro: 0n,
+        availableMicro: 700n,
+      });
+      const result = await admitted(admitInput(tenantId, { costMicro: 700n }));
+      expect(result.remaining.balanceMicro).toBe(0n);
+      expect(await store().admit(admitInput(tenantId, { costMicro: 1n }))).toMatchObject({
+        status: 'BUDGET_EXCEEDED',
+        scope: 'balance',
+      });
+    });
+
+    it('a tenant whose book is empty is hydrated to 0 and refused a paid request, not let through', async () => {
+      const tenantId = uniqueTenant();
+      expect(await store().hydrate({ tenantId, creditedMicro: 0n, committedMicro: 0n, grants: [] })).toEqual({
+        status: 'HYDRATED',
+      });
+      expect(await store().admit(admitInput(tenantId, { costMicro: 1n }))).toEqual({
+        status: 'BUDGET_EXCEEDED',
+        scope: 'balance',
+        remainingMicro: 0n,
+        limitMicro: 0n,
+      });
+      expect((await store().admit(admitInput(tenantId, { costMicro: 0n }))).status).toBe('ADMITTED');
+    });
+
+    it('credit answers HYDRATE and writes nothing: a grant never becomes the whole balance', async () => {
+      const tenantId = uniqueTenant();
+      expect(await store().credit({ tenantId, grantId: 'g1', amountMicro: 500n })).toEqual({
+        status: 'HYDRATE',
+      });
+      expect(await store().snapshot(tenantId)).toEqual(zero);
+      expect(
+        await store().hydrate({
+          tenantId,
+          creditedMicro: 2_500n,
+          committedMicro: 0n,
+          grants: [
+            { grantId: 'g1', amountMicro: 500n },
+            { grantId: 'g2', amountMicro: 2_000n },
+          ],
+        }),
+      ).toEqual({ status: 'HYDRATED' });
+      // The grants the book counted are applied once; another amount under their id is refused.
+      expect(await store().credit({ tenantId, grantId: 'g1', amountMicro: 500n })).toEqual({
+        status: 'ALREADY_APPLIED',
+        creditedMicro: 2_500n,
+        availableMicro: 2_500n,
+      });
+      expect(await store().credit({ tenantId, grantId: 'g2', amountMicro: 7n })).toEqual({
+        status: 'INVALID_INPUT',
+        field: 'grantId',
+      });
+      expect(await store().credit({ tenantId, grantId: 'g3', amountMicro: 1_000n })).toEqual({
+        status: 'CREDITED',
+        creditedMicro: 3_500n,
+        availableMicro: 3_500n,
+      });
+    });
+
+    it('hydrate writes only while the balance is absent: a second call answers ALREADY_PRESENT and changes nothing', async () => {
+      const tenantId = uniqueTenant();
+      const first = { tenantId, creditedMicro: 900n, committedMicro: 100n, grants: [] };
+      const [a, b] = await Promise.all([
+        store().hydrate(first),
+        store().hydrate({
+          ...first,
+          creditedMicro: 5_000n,
+          grants: [{ grantId: 'other', amountMicro: 5_000n }],
+        }),
+      ]);
+      expect([a.status, b.status]).toEqual(['HYDRATED', 'ALREADY_PRESENT']);
+      await admitted(admitInput(tenantId, { costMicro: 50n }));
+      expect(await store().hydrate(first)).toEqual({ status: 'ALREADY_PRESENT' });
+      expect(await store().snapshot(tenantId)).toEqual({
+        creditedMicro: 900n,
+        committedMicro: 100n,
+        reservedMicro: 50n,
+        availableMicro: 750n,
+      });
+      // The second call's grant was not recorded.
+      expect((await store().credit({ tenantId, grantId: 'other', amountMicro: 1n })).status).toBe('CREDITED');
+    });
+
+    it.each([
+      [{ creditedMicro: -1n }, 'creditedMicro'],
+      [{ creditedMicro: 2n ** 52n }, 'creditedMicro'],
+      [{ committedMicro: -1n }, 'committedMicro'],
+      [{ grants: [{ grantId: 'a:b', amountMicro: 1n }] }, 'grantId'],
+      [{ grants: [{ grantId: 'g', amountMicro: 0n }] }, 'amountMicro'],
+    ])('hydrate refuses %o (INVALID_INPUT %s) and writes nothing', async (override, field) => {
+      const tenantId = uniqueTenant();
+      const input = { tenantId, creditedMicro: 10n, committedMicro: 0n, grants: [], ...override };
+      expect(await store().hydrate(input)).toEqual({ status: 'INVALID_INPUT', field });
+      expect(await store().admit(admitInput(tenantId))).toEqual({ status: 'HYDRATE' });
     });
   });
 

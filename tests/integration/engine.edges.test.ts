@@ -9,6 +9,7 @@ import {
   makeEngine,
   NO_LIMITS,
   NOW,
+  newTenant,
   uniqueTenant,
 } from '../support/engines.js';
 
@@ -21,7 +22,7 @@ describe.each(['redis', 'memory'] as const)('%s engine edges', (engineName) => {
   afterAll(() => engine.close());
 
   async function funded(amountMicro = 10_000n): Promise<string> {
-    const tenantId = uniqueTenant();
+    const tenantId = await newTenant(engine.store);
     await engine.store.credit({ tenantId, grantId: 'g', amountMicro });
     return tenantId;
   }
@@ -156,7 +157,7 @@ describe.each(['redis', 'memory'] as const)('%s engine edges', (engineName) => {
     });
 
     it('a grant id reused with another amount is refused', async () => {
-      const tenantId = uniqueTenant();
+      const tenantId = await newTenant(engine.store);
       await engine.store.credit({ tenantId, grantId: 'pay_9', amountMicro: 500n });
       expect(await engine.store.credit({ tenantId, grantId: 'pay_9', amountMicro: 501n })).toEqual({
         status: 'INVALID_INPUT',
@@ -237,7 +238,7 @@ describe.each(['redis', 'memory'] as const)('%s engine edges', (engineName) => {
         metrics,
       });
       try {
-        const tenantId = uniqueTenant();
+        const tenantId = await newTenant(watched.store);
         await watched.store.credit({ tenantId, grantId: 'g', amountMicro: 100n });
         const first = await watched.store.admit(admitInput(tenantId, { costMicro: 100n, ttlMs: 1_000 }));
         if (first.status !== 'ADMITTED') throw new Error(first.status);

@@ -3,7 +3,7 @@ import { createLogger } from '../../src/observability/logger.js';
 import { StoreUnavailable } from '../../src/store/errors.js';
 import { redisRunner } from '../../src/store/redis.js';
 import { createStore } from '../../src/store/typed-store.js';
-import { admitInput, uniqueTenant } from '../support/engines.js';
+import { admitInput, startBalance, uniqueTenant } from '../support/engines.js';
 import { type RedisServer, startRedisServer } from '../support/redis-server.js';
 
 /** Faults on a Redis of this file's own (its own port), never the shared one. */
@@ -17,6 +17,7 @@ describe('the redis engine under faults', () => {
     redis = await startRedisServer();
     runner = redisRunner({ url: redis.url, log: createLogger({ level: 'silent' }) });
     store = createStore(runner, { log: createLogger({ level: 'silent' }) });
+    await startBalance(store, tenantId);
     await store.credit({ tenantId, grantId: 'g', amountMicro: 1_000_000n });
   });
   afterAll(async () => {
@@ -72,7 +73,12 @@ describe('the redis engine under faults', () => {
 
     redis = await startRedisServer({ port });
     await waitUntilAnswering();
-    // A fresh Redis (no persistence): the script cache is empty too, and the call still works.
+    // A fresh Redis (no persistence): the script cache is empty too, and the calls still work;
+    // the balance is gone, so it is rebuilt (here from nothing) before a grant applies.
+    expect(await store.credit({ tenantId, grantId: 'after-restart', amountMicro: 10n })).toEqual({
+      status: 'HYDRATE',
+    });
+    await startBalance(store, tenantId);
     expect(await store.credit({ tenantId, grantId: 'after-restart', amountMicro: 10n })).toMatchObject({
       status: 'CREDITED',
       creditedMicro: 10n,

@@ -6,12 +6,13 @@ import { memoryRunner } from '../../src/store/memory/index.js';
 import type { Reply, ScriptRunner } from '../../src/store/port.js';
 import { redisRunner } from '../../src/store/redis.js';
 import { createStore, type Store } from '../../src/store/typed-store.js';
-import { filePrefix, NO_LIMITS } from '../support/engines.js';
+import { filePrefix, NO_LIMITS, startBalance } from '../support/engines.js';
 import { deleteKeysWithPrefix } from '../support/redis-cleanup.js';
 
 /**
  * Differential property: random sequences of admit (free ones, cost 0, included) / finalize /
- * cancel / reap / credit / budget threshold checks / clock advances, run on the Lua scripts (real Redis) and on the memory engine, give identical replies
+ * cancel / reap / credit / budget threshold checks / clock advances / hydrate / flushing the
+ * store (every key of the run gone, as after FLUSHALL), run on the Lua scripts (real Redis) and on the memory engine, give identical replies
  * and identical snapshots after every step; and committed + reserved never exceeds credited except
  * by what late finalizes (after a reap) reported charging.
  *
@@ -60,7 +61,15 @@ type Op =
   | { kind: 'reap'; tenant: number }
   | { kind: 'credit'; tenant: number; grant: number; amount: number }
   | { kind: 'thresholds'; ref: number; tenantCap: number; keyCap: number }
-  | { kind: 'advance'; ms: number };
+  | { kind: 'advance'; ms: number }
+  | {
+      kind: 'hydrate';
+      tenant: number;
+      credited: number;
+      committedShare: number;
+      grants: { grant: number; amount: number }[];
+    }
+  | { kind: 'flush' };
 
 const tenant = fc.integer({ min: 0, max: TENANTS - 1 });
 const op: fc.Arbitrary<Op> = fc.oneof(
@@ -112,6 +121,21 @@ const op: fc.Arbitrary<Op> = fc.oneof(
       keyCap: fc.constantFrom(-1, 0, 40, 300, 1_000),
     }),
   },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      kind: fc.constant('hydrate' as const),
+      tenant,
+      credited: fc.integer({ min: 0, max: 10_000 }),
+      // committed = credited × share / 100: never past credited, as in the book.
+      committedShare: fc.integer({ min: 0, max: 100 }),
+      grants: fc.array(
+        fc.record({ grant: fc.integer({ min: 0, max: 3 }), amount: fc.integer({ min: 1, max: 5_000 }) }),
+        { maxLength: 2 },
+      ),
+    }),
+  },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('flush' as const) }) },
   // Mostly small steps, so requests meet inside windows and buckets; now and then a long one past
   // TTLs, windows, days and the month's end.
   {
@@ -143,7 +167,8 @@ function recording(runner: ScriptRunner): ScriptRunner & { replies: Reply[] } {
 describe('redis and memory engines', () => {
   const log = createLogger({ level: 'silent' });
   const keyPrefix = filePrefix();
-  const redis = redisRunner({ url: inject('redisUrl'), log, keyPrefix });
+  const redisUrl = inject('redisUrl');
+  const redis = redisRunner({ url: redisUrl, log, keyPrefix });
   afterAll(async () => {
     await redis.close();
     await deleteKeysWithPrefix(inject('redisUrl'), keyPrefix);
@@ -156,13 +181,15 @@ describe('redis and memory engines', () => {
       fc.asyncProperty(fc.array(op, { minLength: 50, maxLength: 70 }), async (ops) => {
         run += 1;
         const left = recording(redis);
-        const right = recording(memoryRunner());
+        const memory = memoryRunner();
+        const right = Object.assign(recording(memory), { kv: memory.kv });
         const stores: [Store, Store] = [createStore(left, { log }), createStore(right, { log })];
         const tenants = Array.from({ length: TENANTS }, (_, i) => `p${SEED}_${run}_${i}`);
         const lateCharged = tenants.map(() => 0n);
         const reservations: { tenant: number; id: string }[] = [];
         let now = START;
         for (const tenantId of tenants) {
+          await Promise.all(stores.map((s) => startBalance(s, tenantId)));
           await Promise.all(stores.map((s) => s.credit({ tenantId, grantId: 'seed', amountMicro: 8_000n })));
         }
 
@@ -247,6 +274,24 @@ describe('redis and memory engines', () => {
               break;
             case 'advance':
               now += o.ms;
+              break;
+            case 'hydrate': {
+              const credited = BigInt(o.credited);
+              await both((s) =>
+                s.hydrate({
+                  tenantId: tenants[o.tenant] as string,
+                  creditedMicro: credited,
+                  committedMicro: (credited * BigInt(o.committedShare)) / 100n,
+                  grants: o.grants.map((g) => ({ grantId: `g${g.grant}`, amountMicro: BigInt(g.amount) })),
+                }),
+              );
+              break;
+            }
+            case 'flush':
+              // Every key of this run's tenants, on both engines: what FLUSHALL leaves of them.
+              await deleteKeysWithPrefix(redisUrl, `${keyPrefix}{t:p${SEED}_${run}_`);
+              right.kv.flushAll();
+              lateCharged.fill(0n);
               break;
           }
           expect(right.replies, `raw replies at step ${step}`).toEqual(left.replies);

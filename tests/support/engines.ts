@@ -84,6 +84,18 @@ export function uniqueTenant(): string {
   return `ten_${randomBytes(4).toString('hex')}${sequence}`;
 }
 
+/** A tenant id no other test uses, its store balance started at 0 as tenant creation does. */
+export async function newTenant(store: Store): Promise<string> {
+  const tenantId = uniqueTenant();
+  await startBalance(store, tenantId);
+  return tenantId;
+}
+
+/** Starts a tenant's store balance at 0, as tenant creation does (createTenant). */
+export async function startBalance(store: Store, tenantId: string): Promise<void> {
+  await store.hydrate({ tenantId, creditedMicro: 0n, committedMicro: 0n, grants: [] });
+}
+
 /** 2026-11-15T12:00:00.000Z: mid-month, mid-window. */
 export const NOW = Date.UTC(2026, 10, 15, 12, 0, 0);
 

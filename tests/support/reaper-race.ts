@@ -1,7 +1,7 @@
 import { expect } from 'vitest';
 import type { FinalizeResult } from '../../src/store/contracts.js';
 import type { Store } from '../../src/store/typed-store.js';
-import { admitInput, NO_LIMITS, NOW } from './engines.js';
+import { admitInput, NO_LIMITS, NOW, startBalance } from './engines.js';
 
 /** A tiny seeded PRNG (mulberry32), so a failing interleaving can be replayed from its seed. */
 export function prng(seed: number): () => number {
@@ -52,6 +52,7 @@ export async function raceFinalizeAgainstReaper(
   const random = prng(options.seed);
   const pick = () => stores[Math.floor(random() * stores.length)] as Store;
   const tenants = Array.from({ length: options.tenants }, (_, i) => `${options.tenantPrefix}_${i}`);
+  await Promise.all(tenants.map((tenantId) => startBalance(pick(), tenantId)));
   await Promise.all(
     tenants.map((tenantId) => pick().credit({ tenantId, grantId: 'g', amountMicro: CREDIT })),
   );

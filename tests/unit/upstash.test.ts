@@ -119,6 +119,8 @@ const admitInput: AdmitInput = {
 };
 
 async function creditAdmitFinalizeSnapshot(store: Store) {
+  // A new tenant's balance starts at 0 (tenant creation does this).
+  await store.hydrate({ tenantId: 'ten_1', creditedMicro: 0n, committedMicro: 0n, grants: [] });
   const credit = await store.credit({ tenantId: 'ten_1', grantId: 'grant_1', amountMicro: 1_000_000n });
   const admit = await store.admit(admitInput);
   const finalize = await store.finalize({
@@ -173,6 +175,8 @@ describe('upstash engine over the REST API (msw fake backed by the memory script
       ['lease_acquire', ['{l:reaper}'], ['456', '1000']],
     ];
 
+    expect(await upstash.run('hydrate', ['{t:ten_1}'], ['0', '0'])).toStrictEqual(['HYDRATED']);
+    expect(await memory.run('hydrate', ['{t:ten_1}'], ['0', '0'])).toStrictEqual(['HYDRATED']);
     const replies: Reply[] = [];
     for (const [name, keys, args] of calls) {
       const reply = await upstash.run(name, keys, args);
@@ -189,6 +193,8 @@ describe('upstash engine over the REST API (msw fake backed by the memory script
     const fake = fakeUpstash();
     server.use(fake.handler);
     const store = upstashStore({ url: API_URL, token: TOKEN, log });
+    await store.hydrate({ tenantId: 'ten_1', creditedMicro: 0n, committedMicro: 0n, grants: [] });
+    fake.requests.splice(0);
 
     const first = await store.credit({ tenantId: 'ten_1', grantId: 'grant_1', amountMicro: 5_000n });
     expect(first).toEqual({ status: 'CREDITED', creditedMicro: 5_000n, availableMicro: 5_000n });

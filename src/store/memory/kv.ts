@@ -99,6 +99,14 @@ export class MemoryKv {
     this.expiresAt.delete(key);
   }
 
+  /** FLUSHALL: every key gone, as after a restart of the embedded engine. */
+  flushAll(): void {
+    this.strings.clear();
+    this.hashes.clear();
+    this.zsets.clear();
+    this.expiresAt.clear();
+  }
+
   pexpire(key: string, ms: number): void {
     if (this.exists(key)) this.expiresAt.set(key, this.wallClockMs() + ms);
   }

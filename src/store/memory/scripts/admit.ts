@@ -17,7 +17,7 @@ import {
 /**
  * admit: every rate-limit dimension and every budget scope decided in one atomic step; a denial
  * writes nothing, an admission charges every dimension and reserves the cost (0: a free request,
- * rate-limited but outside every budget scope). The contract is lua/admit.v2.lua.
+ * rate-limited but outside every budget scope). The contract is lua/admit.v3.lua.
  */
 
 /** ARGV[13..21], in order. */
@@ -54,6 +54,8 @@ export const admit: Script = (kv, keys, args) => {
   if (typeof limits === 'string') return ['INVALID_INPUT', limits];
 
   const [balKey, monthKey, keyMonthKey] = tenantKeys.scopes(base, keyId, period);
+  // An absent balance is an emptied store, not zero credits: rebuild it from the book first.
+  if (!kv.exists(balKey)) return ['HYDRATE'];
 
   const scopes = () => {
     const bal = balanceOf(kv, base);

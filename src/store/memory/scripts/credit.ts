@@ -3,7 +3,7 @@ import { arg, balanceOf, ident, MAX_AMOUNT, type Script, tenantKeys } from './sh
 
 /**
  * credit: raise a tenant's balance once per grant (a minted payment, an admin grant). The
- * contract is lua/credit.v1.lua.
+ * contract is lua/credit.v2.lua.
  */
 
 const MAX_BALANCE = Number(MAX_BALANCE_MICRO);
@@ -15,6 +15,8 @@ export const credit: Script = (kv, keys, args) => {
   const raw = arg(args, 1);
   const amount = raw.length <= 17 && /^[1-9]\d*$/.test(raw) ? Number(raw) : null;
   if (amount === null || amount < 1 || amount > MAX_AMOUNT) return ['INVALID_INPUT', 'amountMicro'];
+  // A grant never creates a balance holding only itself: rebuild it from the book first.
+  if (!kv.exists(tenantKeys.balance(base))) return ['HYDRATE'];
   const figures = (): [number, number] => {
     const { credited, committed, reserved } = balanceOf(kv, base);
     return [credited, credited - committed - reserved];

@@ -6,6 +6,7 @@ import { budgetReap } from './budget_reap.js';
 import { credit } from './credit.js';
 import { epoch } from './epoch.js';
 import { fencingCas } from './fencing_cas.js';
+import { hydrate } from './hydrate.js';
 import { leaseAcquire } from './lease_acquire.js';
 import { leaseRelease } from './lease_release.js';
 import { poolGate } from './pool_gate.js';
@@ -27,6 +28,7 @@ export const MEMORY_SCRIPTS: Record<ScriptName, Script> = {
   budget_reap: budgetReap,
   budget_event: budgetEvent,
   credit,
+  hydrate,
   snapshot,
   pool_gate: poolGate,
   lease_acquire: leaseAcquire,

@@ -1,6 +1,9 @@
--- admit v2: every rate-limit dimension and every budget scope decided in ONE atomic step.
+-- admit v3: every rate-limit dimension and every budget scope decided in ONE atomic step.
 -- A denial writes nothing anywhere; an admission charges every dimension and reserves the cost.
--- New in v2: costMicro 0 admits a free request (a sandbox key, DESIGN.md §6): every rate-limit
+-- New in v3: when the tenant's balance hash is absent (an emptied store: restart, FLUSHALL,
+-- failover, eviction) it answers HYDRATE and writes nothing: the caller rebuilds the balance from
+-- the book (hydrate.v1) and asks again, so an absent balance is never read as zero credits.
+-- Since v2: costMicro 0 admits a free request (a sandbox key, DESIGN.md §6): every rate-limit
 -- dimension still counts it, but no budget scope is checked or reserved (a zero reservation
 -- cannot take any scope past its limit), so a tenant without credits can use it. budget_finalize
 -- then charges min(actual, 0) = 0 (v2 and budget_reap v2 release such a reservation cleanly).
@@ -38,8 +41,9 @@
 --    tenantMonthlyRemainingMicro, keyMonthlyRemainingMicro}   (state: open | reaped | finalized)
 --     for the same idempotency key of the same API key, or the same reservation id with the same
 --     key and cost (a retry after a timeout); a cancelled reservation frees its idempotency key
+--   {"HYDRATE"}   the balance hash is absent: nothing written (hydrate.v1, then admit again)
 --   {"INVALID_INPUT", field}
--- Order of checks: input, idempotency, dimensions (in the order above), budget scopes (in order).
+-- Order of checks: input, balance present, dimensions (in the order above), budget scopes (in order).
 
 local base = KEYS[1]
 local MAX_AMOUNT = 1000000000000000
@@ -99,6 +103,7 @@ for i, name in ipairs(limitNames) do
 end
 
 local balKey = base .. ':bal'
+if redis.call('EXISTS', balKey) == 0 then return {'HYDRATE'} end
 local monthKey = base .. ':m:' .. period
 local keyMonthKey = base .. ':km:' .. keyId .. ':' .. period
 

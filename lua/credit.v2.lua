@@ -1,4 +1,8 @@
--- credit v1: raise a tenant's balance once per grant (a minted payment, an admin grant).
+-- credit v2: raise a tenant's balance once per grant (a minted payment, an admin grant).
+-- New in v2: when the tenant's balance hash is absent (an emptied store) it answers HYDRATE and
+-- writes nothing, so a grant never creates a balance holding only itself: the caller rebuilds the
+-- balance from the book (hydrate.v1, which also records the grant ids the book holds) and credits
+-- again.
 --
 -- KEYS[1]  tenant base key  {t:<tenantId>}
 -- ARGV[1]  grantId      [A-Za-z0-9_-]{1,64}; the same grant is applied at most once
@@ -6,6 +10,7 @@
 --
 -- returns {"CREDITED", creditedMicro, availableMicro}
 --       | {"ALREADY_APPLIED", creditedMicro, availableMicro}   (no change)
+--       | {"HYDRATE"}   the balance hash is absent: nothing written
 --       | {"INVALID_INPUT", field}   (field "amountMicro" also when the balance would pass 2^52 - 1;
 --         field "grantId" when the grant was applied before with another amount)
 
@@ -24,6 +29,7 @@ if type(raw) == 'string' and #raw <= 17 and string.match(raw, '^[1-9]%d*$') then
 if not amount or amount < 1 or amount > MAX_AMOUNT then return {'INVALID_INPUT', 'amountMicro'} end
 
 local balKey = base .. ':bal'
+if redis.call('EXISTS', balKey) == 0 then return {'HYDRATE'} end
 local function figures()
   local bal = redis.call('HMGET', balKey, 'credited', 'committed', 'reserved')
   local credited = tonumber(bal[1]) or 0
