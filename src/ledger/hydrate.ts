@@ -1,5 +1,5 @@
 import { eq, sql } from 'drizzle-orm';
-import { creditGrants, postings, tenants } from '../../db/schema/index.js';
+import { creditGrants, postings, spend, tenants } from '../../db/schema/index.js';
 import type { Services } from '../services.js';
 import type { HydrateInput, HydrateResult } from '../store/contracts.js';
 import { StoreUnavailable } from '../store/errors.js';
@@ -8,36 +8,57 @@ import { accounts } from './journal.js';
 /**
  * A tenant's balance as the book holds it (docs/ledger.md "Rebuilding the store"): credited is
  * every grant (available + spent), committed every settled charge (spent), and the grants counted,
- * so the store knows them as applied. One statement, so the sums and the grant list are read from
- * the same snapshot: a grant committing meanwhile is in all of them or in none.
+ * so the store knows them as applied; and this month's settled charges, per tenant and per key, for
+ * the monthly caps. One statement, so every figure is read from the same snapshot: a grant or a
+ * spend batch committing meanwhile is in all of them or in none.
  * Undefined when the tenant does not exist.
  */
-export async function bookFigures(services: Services, tenantId: string): Promise<HydrateInput | undefined> {
+export async function bookFigures(
+  services: Services,
+  tenantId: string,
+  nowMs: number,
+): Promise<HydrateInput | undefined> {
   const sum = (account: string) =>
     sql<string>`(select coalesce(sum(${postings.amountMicro}), 0) from ${postings} where ${postings.account} = ${account})::text`;
+  const now = new Date(nowMs);
+  const monthStart = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));
+  const monthEnd = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1));
   const [row] = await services.db
     .select({
       available: sum(accounts.available(tenantId)),
       spent: sum(accounts.spent(tenantId)),
-      // Grant ids are [A-Za-z0-9_-], so ':' and ',' separate them safely.
+      // Grant and key ids are [A-Za-z0-9_-], so ':' and ',' separate them safely.
       grants: sql<string>`coalesce((select string_agg(${creditGrants.id} || ':' || ${creditGrants.amountMicro}::text, ',') from ${creditGrants} where ${creditGrants.tenantId} = ${tenantId}), '')`,
+      // Settled charges only (an unsettled or parked row has no entry in the book), by the month
+      // they were settled in.
+      keyMonths: sql<string>`coalesce((select string_agg(k.key_id || ':' || k.total::text, ',') from (select ${spend.keyId} as key_id, sum(${spend.costMicro}) as total from ${spend} where ${spend.tenantId} = ${tenantId} and ${spend.settled} and not ${spend.free} and ${spend.costMicro} > 0 and ${spend.createdAt} >= ${monthStart.toISOString()}::timestamptz and ${spend.createdAt} < ${monthEnd.toISOString()}::timestamptz group by ${spend.keyId}) k), '')`,
     })
     .from(tenants)
     .where(eq(tenants.id, tenantId))
     .limit(1);
   if (row === undefined) return undefined;
   const spent = BigInt(row.spent);
+  const keys = pairs(row.keyMonths).map(([keyId, committedMicro]) => ({ keyId, committedMicro }));
   return {
     tenantId,
     creditedMicro: BigInt(row.available) + spent,
     committedMicro: spent,
-    grants: row.grants === '' ? [] : row.grants.split(',').map(parseGrant),
+    grants: pairs(row.grants).map(([grantId, amountMicro]) => ({ grantId, amountMicro })),
+    month: {
+      nowMs,
+      tenantCommittedMicro: keys.reduce((total, key) => total + key.committedMicro, 0n),
+      keys,
+    },
   };
 }
 
-function parseGrant(pair: string): { grantId: string; amountMicro: bigint } {
-  const [grantId = '', amount = '0'] = pair.split(':');
-  return { grantId, amountMicro: BigInt(amount) };
+/** "a:1,b:2" → [["a", 1n], ["b", 2n]]. */
+function pairs(list: string): [string, bigint][] {
+  if (list === '') return [];
+  return list.split(',').map((pair) => {
+    const [id = '', amount = '0'] = pair.split(':');
+    return [id, BigInt(amount)];
+  });
 }
 
 /**
@@ -45,7 +66,7 @@ function parseGrant(pair: string): { grantId: string; amountMicro: bigint } {
  * (after admit or credit answered HYDRATE). Instances racing on the same tenant write it once.
  */
 export async function hydrateFromBook(services: Services, tenantId: string): Promise<HydrateResult> {
-  const figures = (await bookFigures(services, tenantId)) ?? {
+  const figures = (await bookFigures(services, tenantId, services.clock.now())) ?? {
     tenantId,
     creditedMicro: 0n,
     committedMicro: 0n,

@@ -131,6 +131,15 @@ export interface HydrateInput {
   committedMicro: bigint;
   /** The grants counted in creditedMicro: the store records them as applied. */
   grants: { grantId: string; amountMicro: bigint }[];
+  /** The monthly cap counters of one month, written where absent; none without it. */
+  month?: {
+    /** The month is the UTC month of nowMs. */
+    nowMs: number;
+    /** The tenant's settled charges in that month. */
+    tenantCommittedMicro: bigint;
+    /** Each API key's settled charges in that month (keys without any may be left out). */
+    keys: { keyId: string; committedMicro: bigint }[];
+  };
 }
 
 export type HydrateResult =

@@ -225,13 +225,18 @@ export function createStore(scriptRunner: ScriptRunner, options: StoreOptions): 
 
     hydrate: async (input) => {
       if (!ID.test(input.tenantId)) return { status: 'INVALID_INPUT', field: 'tenantId' };
+      const { month } = input;
       const reply = await runner.run(
         'hydrate',
         [tenantKey(input.tenantId)],
         [
           String(input.creditedMicro),
           String(input.committedMicro),
+          month === undefined ? '' : periodOf(month.nowMs),
+          String(month?.tenantCommittedMicro ?? 0n),
+          String(input.grants.length),
           ...input.grants.flatMap((grant) => [grant.grantId, String(grant.amountMicro)]),
+          ...(month?.keys ?? []).flatMap((key) => [key.keyId, String(key.committedMicro)]),
         ],
       );
       const status = reply[0];

@@ -944,6 +944,50 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
       expect((await store().credit({ tenantId, grantId: 'other', amountMicro: 1n })).status).toBe('CREDITED');
     });
 
+    it('hydrate rebuilds the month cap counters where absent and leaves a surviving one as it is', async () => {
+      const tenantId = uniqueTenant();
+      const keyB = 'key_b';
+      // key_b's month counter survived (an open reservation of 300 on it).
+      await engine.setHashRaw(`${tenantKey(tenantId)}:km:${keyB}:202611`, 'reserved', '300');
+      expect(
+        await store().hydrate({
+          tenantId,
+          creditedMicro: 10_000n,
+          committedMicro: 2_000n,
+          grants: [],
+          month: {
+            nowMs: NOW,
+            tenantCommittedMicro: 900n,
+            keys: [
+              { keyId: 'key_a', committedMicro: 600n },
+              { keyId: keyB, committedMicro: 300n },
+            ],
+          },
+        }),
+      ).toEqual({ status: 'HYDRATED' });
+      const limits = { ...NO_LIMITS, tenantMonthlyCapMicro: 1_000n, keyMonthlyCapMicro: 700n };
+      expect(await store().admit(admitInput(tenantId, { costMicro: 101n, limits }))).toEqual({
+        status: 'BUDGET_EXCEEDED',
+        scope: 'tenant_monthly',
+        remainingMicro: 100n,
+        limitMicro: 1_000n,
+      });
+      expect(
+        await store().admit(
+          admitInput(tenantId, { costMicro: 101n, limits: { ...limits, tenantMonthlyCapMicro: null } }),
+        ),
+      ).toEqual({ status: 'BUDGET_EXCEEDED', scope: 'key_monthly', remainingMicro: 100n, limitMicro: 700n });
+      // key_b: only the surviving reservation counts (its counter was not overwritten).
+      const onB = await admitted(
+        admitInput(tenantId, {
+          keyId: keyB,
+          costMicro: 100n,
+          limits: { ...limits, tenantMonthlyCapMicro: null },
+        }),
+      );
+      expect(onB.remaining.keyMonthlyMicro).toBe(300n);
+    });
+
     it.each([
       [{ creditedMicro: -1n }, 'creditedMicro'],
       [{ creditedMicro: 2n ** 52n }, 'creditedMicro'],

@@ -8,7 +8,7 @@ import { hydrateFromBook } from '../../src/ledger/hydrate.js';
 import { accountBalance, accounts } from '../../src/ledger/journal.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { memoryStore, redisStore } from '../../src/store/index.js';
-import { tenantKey } from '../../src/store/typed-store.js';
+import { periodOf, tenantKey } from '../../src/store/typed-store.js';
 import { createTenant } from '../../src/tenants/tenants.js';
 import { createHarness, createHarnessOnOwnRedis, type Harness } from '../support/harness.js';
 import type { RedisServer } from '../support/redis-server.js';
@@ -96,6 +96,27 @@ describe('on Redis', () => {
       availableMicro: 1_000_000n - all,
     });
     expect(await accountBalance(harness.services.db, accounts.available(tenantId))).toBe(1_000_000n - all);
+  });
+
+  it('after FLUSHALL the monthly cap counters are rebuilt from the settled charges of the month', async () => {
+    const tenantId = await tenant(harness);
+    await grant(harness, tenantId, 'month-g1', 1_000_000n);
+    const { id: keyId, key } = await createKey(harness.services, tenantId, { name: 'capped' });
+    for (let i = 0; i < 2; i += 1) expect((await request(harness, key)).status).toBe(200);
+    await harness.services.spend.flush();
+
+    await raw.flushall();
+    expect((await request(harness, key)).status).toBe(200);
+    await harness.services.spend.flush();
+    const all = await charged(harness, tenantId);
+    const period = periodOf(harness.services.clock.now());
+    // The two charges before the flush are rebuilt; the third is added by its own settlement.
+    for (const counter of [`:m:${period}`, `:km:${keyId}:${period}`]) {
+      expect(await raw.hgetall(`${tenantKey(tenantId)}${counter}`)).toEqual({
+        committed: all.toString(),
+        reserved: '0',
+      });
+    }
   });
 
   it('replaying a grantId after FLUSHALL answers alreadyApplied and credits nothing twice', async () => {

@@ -68,6 +68,9 @@ type Op =
       credited: number;
       committedShare: number;
       grants: { grant: number; amount: number }[];
+      /** -1: no month figures; else the tenant's month, and each of keys k0, k1. */
+      month: number;
+      keyMonths: number[];
     }
   | { kind: 'flush' };
 
@@ -133,6 +136,8 @@ const op: fc.Arbitrary<Op> = fc.oneof(
         fc.record({ grant: fc.integer({ min: 0, max: 3 }), amount: fc.integer({ min: 1, max: 5_000 }) }),
         { maxLength: 2 },
       ),
+      month: fc.integer({ min: -1, max: 3_000 }),
+      keyMonths: fc.array(fc.integer({ min: 0, max: 2_000 }), { maxLength: 2 }),
     }),
   },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('flush' as const) }) },
@@ -283,6 +288,18 @@ describe('redis and memory engines', () => {
                   creditedMicro: credited,
                   committedMicro: (credited * BigInt(o.committedShare)) / 100n,
                   grants: o.grants.map((g) => ({ grantId: `g${g.grant}`, amountMicro: BigInt(g.amount) })),
+                  ...(o.month < 0
+                    ? {}
+                    : {
+                        month: {
+                          nowMs: now,
+                          tenantCommittedMicro: BigInt(o.month),
+                          keys: o.keyMonths.map((committed, i) => ({
+                            keyId: `k${i}`,
+                            committedMicro: BigInt(committed),
+                          })),
+                        },
+                      }),
                 }),
               );
               break;

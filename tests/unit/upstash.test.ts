@@ -175,8 +175,8 @@ describe('upstash engine over the REST API (msw fake backed by the memory script
       ['lease_acquire', ['{l:reaper}'], ['456', '1000']],
     ];
 
-    expect(await upstash.run('hydrate', ['{t:ten_1}'], ['0', '0'])).toStrictEqual(['HYDRATED']);
-    expect(await memory.run('hydrate', ['{t:ten_1}'], ['0', '0'])).toStrictEqual(['HYDRATED']);
+    expect(await upstash.run('hydrate', ['{t:ten_1}'], ['0', '0', '', '0', '0'])).toStrictEqual(['HYDRATED']);
+    expect(await memory.run('hydrate', ['{t:ten_1}'], ['0', '0', '', '0', '0'])).toStrictEqual(['HYDRATED']);
     const replies: Reply[] = [];
     for (const [name, keys, args] of calls) {
       const reply = await upstash.run(name, keys, args);
