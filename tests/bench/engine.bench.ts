@@ -139,6 +139,8 @@ async function pair(store: Store, tenant: Tenant, poolGate: boolean): Promise<bo
 async function setUpTenants(store: Store): Promise<Tenant[]> {
   const tenants = Array.from({ length: TENANTS }, () => ({ tenantId: newId('ten'), keyId: newId('key') }));
   for (const { tenantId } of tenants) {
+    // A new tenant's balance starts at 0, as tenant creation does.
+    await store.hydrate({ tenantId, creditedMicro: 0n, committedMicro: 0n, grants: [] });
     const credited = await store.credit({ tenantId, grantId: newId('grant'), amountMicro: CREDIT_MICRO });
     if (credited.status !== 'CREDITED') throw new Error(`credit failed: ${credited.status}`);
   }
@@ -334,6 +336,7 @@ async function timeToUnavailable(): Promise<{ p50Ms: number; p99Ms: number; maxM
   const times: number[] = [];
   let other = 0;
   try {
+    await store.hydrate({ tenantId: tenant.tenantId, creditedMicro: 0n, committedMicro: 0n, grants: [] });
     await store.credit({ tenantId: tenant.tenantId, grantId: 'fault', amountMicro: CREDIT_MICRO });
     server.process.kill('SIGSTOP');
     for (let i = 0; i < FAULT_TRIES; i++) {
