@@ -40,8 +40,8 @@ export interface Grant {
  * An admin grant of credits, idempotent by grant id, in two steps:
  *
  * 1. the `credit_grants` row (insert, or find the row of an earlier call with the same id);
- * 2. the store's balance, raised by `credit.v2`, which applies a grant id at most once (after a store lost the
- *    balance, it is rebuilt from the book first, which already holds this grant).
+ * 2. the store's balance, raised by `credit.v2`, which applies a grant id at most once (a
+ *    balance the store lost is first rebuilt from the book, which already holds this grant).
  *
  * The row is committed first, in one transaction with its `grant` entry in the ledger
  * (docs/ledger.md), so that PostgreSQL — the record balances are repaired from — never lacks a
