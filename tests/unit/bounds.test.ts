@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import { MAX_AMOUNT_MICRO, MAX_BALANCE_MICRO, MAX_COUNT } from '../../src/budget/bounds.js';
 import { parseConfig } from '../../src/config.js';
@@ -10,24 +9,26 @@ import {
 } from '../../src/inference/estimate.js';
 import { LIVE_DEFAULT_RPM, SANDBOX_LIMITS } from '../../src/keys/keys.js';
 import { DEFAULT_PRICES } from '../../src/pricing/pricing.js';
+import { SCRIPTS, type ScriptName } from '../../src/store/scripts.generated.js';
 import { MAX_TIER_RATE } from '../../src/tenants/tiers.js';
 
-/** The value of `local NAME = <integer>` in a Lua script. */
-async function luaConstant(file: string, name: string): Promise<bigint> {
-  const source = await readFile(`lua/${file}`, 'utf8');
-  const match = new RegExp(`^local ${name} = (\\d+)$`, 'm').exec(source);
-  if (match?.[1] === undefined) throw new Error(`lua/${file} has no ${name}`);
+/** The value of `local NAME = <integer>` in the version of a Lua script the engines call. */
+function luaConstant(script: ScriptName, name: string): bigint {
+  const match = new RegExp(`^local ${name} = (\\d+)$`, 'm').exec(SCRIPTS[script].source);
+  if (match?.[1] === undefined) throw new Error(`${script} v${SCRIPTS[script].version} has no ${name}`);
   return BigInt(match[1]);
 }
 
 describe('the engine bounds in src/budget/bounds.ts', () => {
-  it('are the numbers the Lua scripts check', async () => {
-    expect(await luaConstant('admit.v2.lua', 'MAX_COUNT')).toBe(BigInt(MAX_COUNT));
-    expect(await luaConstant('admit.v2.lua', 'MAX_AMOUNT')).toBe(MAX_AMOUNT_MICRO);
-    expect(await luaConstant('budget_event.v1.lua', 'MAX_AMOUNT')).toBe(MAX_AMOUNT_MICRO);
-    expect(await luaConstant('budget_finalize.v2.lua', 'MAX_AMOUNT')).toBe(MAX_AMOUNT_MICRO);
-    expect(await luaConstant('credit.v1.lua', 'MAX_AMOUNT')).toBe(MAX_AMOUNT_MICRO);
-    expect(await luaConstant('credit.v1.lua', 'MAX_BALANCE')).toBe(MAX_BALANCE_MICRO);
+  it('are the numbers the Lua scripts check', () => {
+    expect(luaConstant('admit', 'MAX_COUNT')).toBe(BigInt(MAX_COUNT));
+    expect(luaConstant('admit', 'MAX_AMOUNT')).toBe(MAX_AMOUNT_MICRO);
+    expect(luaConstant('budget_event', 'MAX_AMOUNT')).toBe(MAX_AMOUNT_MICRO);
+    expect(luaConstant('budget_finalize', 'MAX_AMOUNT')).toBe(MAX_AMOUNT_MICRO);
+    expect(luaConstant('credit', 'MAX_AMOUNT')).toBe(MAX_AMOUNT_MICRO);
+    expect(luaConstant('credit', 'MAX_BALANCE')).toBe(MAX_BALANCE_MICRO);
+    expect(luaConstant('hydrate', 'MAX_AMOUNT')).toBe(MAX_AMOUNT_MICRO);
+    expect(luaConstant('hydrate', 'MAX_BALANCE')).toBe(MAX_BALANCE_MICRO);
   });
 
   it('keep every figure an exact integer in a double', () => {
