@@ -76,7 +76,7 @@ export async function hydrateFromBook(services: Services, tenantId: string): Pro
   if (result.status === 'INVALID_INPUT') {
     throw new Error(`hydrate refused the book's figures of ${tenantId}: ${result.field}`);
   }
-  services.log.info({ tenantId, result: result.status }, 'tenant balance hydrated from the book');
+  if (result.status === 'HYDRATED') services.log.info({ tenantId }, 'tenant balance hydrated from the book');
   return result;
 }
 

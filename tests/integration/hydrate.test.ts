@@ -98,6 +98,26 @@ describe('on Redis', () => {
     expect(await accountBalance(harness.services.db, accounts.available(tenantId))).toBe(1_000_000n - all);
   });
 
+  it('after FLUSHALL billing.balance shows the balance rebuilt from the book, not 0', async () => {
+    const tenantId = await tenant(harness);
+    await grant(harness, tenantId, 'read-g1', 700_000n);
+    const key = await paidKey(harness, tenantId);
+    expect((await request(harness, key)).status).toBe(200);
+    await harness.services.spend.flush();
+    const spent = await charged(harness, tenantId);
+
+    await raw.flushall();
+    const balance = data<{ creditedMicro: string; committedMicro: string; availableMicro: string }>(
+      await trpc(harness, harness.adminToken, 'billing.balance', { tenantId }),
+    );
+    expect(balance).toEqual({
+      creditedMicro: '700000',
+      committedMicro: spent.toString(),
+      reservedMicro: '0',
+      availableMicro: (700_000n - spent).toString(),
+    });
+  });
+
   it('after FLUSHALL the monthly cap counters are rebuilt from the settled charges of the month', async () => {
     const tenantId = await tenant(harness);
     await grant(harness, tenantId, 'month-g1', 1_000_000n);
