@@ -1,9 +1,11 @@
 import type { JWTVerifyGetKey } from 'jose';
 import type { Db, DbEngine } from '../db/index.js';
 import { remoteIssuerKeys } from './auth/caller.js';
+import { CancelAfterTimeout } from './budget/cancel-after-timeout.js';
 import { BudgetThresholds } from './budget/thresholds.js';
 import { type Clock, systemClock } from './clock.js';
 import type { Config } from './config.js';
+import { RESERVATION_TTL_MS } from './inference/admit.js';
 import type { Peppers } from './keys/peppers.js';
 import { KeyVerifier } from './keys/verifier.js';
 import { SpendRecorder } from './ledger/spend.js';
@@ -43,6 +45,8 @@ export interface Services {
   spend: SpendRecorder;
   /** 80 % / 100 % budget threshold events: subscribe here (emitted once across instances). */
   budgetThresholds: BudgetThresholds;
+  /** Cancels, in the background, the reservations whose admit timed out (the late admit may still run). */
+  cancelsAfterTimeout: CancelAfterTimeout;
   /** The caller's transport address; default the Node socket peer (Workers: CF-Connecting-IP). */
   clientAddress?: (request: Request) => string | undefined;
   engines: { db: DbEngine; store: Store['engine'] };
@@ -123,6 +127,10 @@ export function assembleServices(parts: {
   const metrics = parts.metrics ?? createMetrics();
   const spend = new SpendRecorder(parts.database.db, parts.store, clock, parts.log, metrics.spendParked);
   const budgetThresholds = new BudgetThresholds(parts.store, parts.log);
+  // Past the reservation TTL the reaper releases what a late admit reserved.
+  const cancelsAfterTimeout = new CancelAfterTimeout(parts.store, parts.log, {
+    giveUpAfterMs: RESERVATION_TTL_MS,
+  });
   const upstream =
     parts.upstream ??
     createUpstream(parts.config, { signing, clock, log: parts.log }, parts.upstreamOverrides);
@@ -143,6 +151,7 @@ export function assembleServices(parts: {
   let stopping: Promise<void> | undefined;
   const stop = async () => {
     upstream.stop?.();
+    cancelsAfterTimeout.stop();
     await budgetThresholds.idle();
     await keys.stop();
     // Spend rows are written before the database closes; a failed write is logged, not retried.
@@ -177,6 +186,7 @@ export function assembleServices(parts: {
     authFailures: parts.authFailures ?? createAuthFailureLimiter({ log: parts.log }),
     spend,
     budgetThresholds,
+    cancelsAfterTimeout,
     upstream,
     ...(parts.clientAddress === undefined ? {} : { clientAddress: parts.clientAddress }),
     engines: { db: parts.database.engine, store: parts.store.engine },

@@ -8,7 +8,7 @@ import { appendEntry, grantPostings } from '../ledger/journal.js';
 import type { Services } from '../services.js';
 import { getTenant } from '../tenants/tenants.js';
 
-/** The largest single grant: the engine's own bound on an amount (credit.v2, admit.v3). */
+/** The largest single grant: the engine's own bound on an amount (credit.v2, admit.v4). */
 export const MAX_GRANT_MICRO = MAX_AMOUNT_MICRO;
 
 /** The store's alphabet for ids that become part of a key (credit.v2 checks it too). */

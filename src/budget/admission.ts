@@ -1,5 +1,7 @@
 import type { AdmitInput, AdmitResult } from '../store/contracts.js';
+import { StoreUnavailable } from '../store/errors.js';
 import type { Store } from '../store/typed-store.js';
+import type { CancelAfterTimeout } from './cancel-after-timeout.js';
 
 /** A global token bucket protecting one pool's upstream across all tenants (a pool named in POOL_LIMITS). */
 export interface PoolGateConfig {
@@ -14,13 +16,23 @@ export interface PoolGateConfig {
  * dimension `pool`. The budget is then untouched; the request still counts in the tenant's rate
  * windows (it was made), which is the one thing the two-step order cannot undo. The cancel also
  * frees the idempotency key, so the same request may be retried once the pool has room.
+ * An admit the store did not answer may still run later: its reservation id is cancelled in the
+ * background (`cancels`) so the late admit cannot lock the tenant's credits.
  */
 export async function admitWithPoolGate(
   store: Store,
   input: AdmitInput,
   poolGate: PoolGateConfig | undefined,
+  cancels?: CancelAfterTimeout,
 ): Promise<AdmitResult> {
-  const admitted = await store.admit(input);
+  let admitted: AdmitResult;
+  try {
+    admitted = await store.admit(input);
+  } catch (error) {
+    if (error instanceof StoreUnavailable)
+      cancels?.schedule(input.tenantId, input.reservationId, input.nowMs);
+    throw error;
+  }
   if (admitted.status !== 'ADMITTED' || poolGate === undefined) return admitted;
 
   let gate: Awaited<ReturnType<Store['poolGate']>>;

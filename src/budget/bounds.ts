@@ -1,5 +1,5 @@
 /**
- * The engine's bounds on the figures it accepts (lua/admit.v3.lua, lua/credit.v2.lua and their
+ * The engine's bounds on the figures it accepts (lua/admit.v4.lua, lua/credit.v2.lua and their
  * memory twins in src/store/memory/scripts/). The API validates every limit against these, so a
  * value the engine would refuse is a 400 when it is set, never a 500 on every later request.
  * The Lua scripts spell the same numbers out (EVAL has no imports); tests/unit/bounds.test.ts

@@ -6,6 +6,7 @@ import { withHydration } from '../ledger/hydrate.js';
 import { rateLimitHeaders } from '../limits/headers.js';
 import type { Services } from '../services.js';
 import type { AdmitInput, AdmitResult } from '../store/contracts.js';
+import { StoreUnavailable } from '../store/errors.js';
 import { tierLimits } from '../tenants/tiers.js';
 import type { Estimate, Estimated, PoolDecision } from './estimate.js';
 import { recordPoolDecision } from './record.js';
@@ -98,7 +99,7 @@ export async function admit(
   const gate = poolLimit === undefined ? undefined : { capacity: poolLimit, refillPerMinute: poolLimit };
   // An emptied store answers HYDRATE: the balance is rebuilt from the book, then admitted again.
   const result = await withHydration(services, key.tenantId, () =>
-    admitWithPoolGate(services.store, input, gate),
+    admitWithPoolGate(services.store, input, gate, services.cancelsAfterTimeout),
   );
   const admission = toAdmission(result, nowMs, estimated);
   if (admission.ok && decision.reason !== 'as_requested' && decision.reason !== 'default') {
@@ -170,6 +171,9 @@ function toAdmission(
         headers: {},
         error: new AppError('conflict', 'This request is already in progress'),
       };
+    case 'CANCELLED':
+      // Only a retried admit whose id this gateway already cancelled (after a timeout) lands here.
+      throw new StoreUnavailable();
     case 'INVALID_INPUT':
       // Everything the caller sent was validated before: an invalid field here is our fault.
       throw new Error(`admit refused its input: ${result.field}`);

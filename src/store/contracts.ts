@@ -76,6 +76,8 @@ export type AdmitResult =
     }
   /** The tenant's balance is absent from the store: hydrate it from the book, then admit again. */
   | { status: 'HYDRATE' }
+  /** This reservation id was cancelled before the admit ran (budget_finalize's tombstone): nothing reserved. */
+  | { status: 'CANCELLED' }
   | { status: 'INVALID_INPUT'; field: string };
 
 export interface FinalizeInput {
@@ -91,6 +93,11 @@ export type FinalizeResult =
   | { status: 'LATE_FINALIZE'; chargedMicro: bigint; overspend: boolean; driftMicro: bigint }
   | { status: 'ALREADY_FINALIZED'; chargedMicro: bigint }
   | { status: 'INVALID_INPUT'; field: string };
+
+export type CancelResult =
+  | FinalizeResult
+  /** An id not admitted (yet): its tombstone makes a later admit of it answer CANCELLED. */
+  | { status: 'CANCELLED_BEFORE_ADMIT' };
 
 export interface BudgetEventInput {
   tenantId: string;

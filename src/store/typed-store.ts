@@ -7,6 +7,7 @@ import type {
   BudgetEventInput,
   BudgetEventResult,
   BudgetScope,
+  CancelResult,
   CreditResult,
   Dimension,
   FencingResult,
@@ -44,8 +45,11 @@ export interface Store {
   admit(input: AdmitInput): Promise<AdmitResult>;
   /** Settles a reservation exactly once. */
   finalize(input: FinalizeInput): Promise<FinalizeResult>;
-  /** Releases a reservation without charge: finalize with cost 0. */
-  cancel(input: { tenantId: string; reservationId: string; nowMs: number }): Promise<FinalizeResult>;
+  /**
+   * Releases a reservation without charge: finalize with cost 0. An id not admitted yet is
+   * tombstoned, so its admit, should it still arrive, reserves nothing.
+   */
+  cancel(input: { tenantId: string; reservationId: string; nowMs: number }): Promise<CancelResult>;
   reap(input: { tenantId: string; nowMs: number; maxCount?: number }): Promise<ReapResult>;
   /**
    * The 80 % / 100 % budget thresholds a settled reservation's scopes reached for the first time in
@@ -107,7 +111,7 @@ export function createStore(scriptRunner: ScriptRunner, options: StoreOptions): 
     }
   };
 
-  const finalize = async (input: FinalizeInput): Promise<FinalizeResult> => {
+  const settle = async (input: FinalizeInput): Promise<CancelResult> => {
     if (!ID.test(input.tenantId)) return { status: 'INVALID_INPUT', field: 'tenantId' };
     const reply = await runner.run(
       'budget_finalize',
@@ -168,8 +172,14 @@ export function createStore(scriptRunner: ScriptRunner, options: StoreOptions): 
       return decodeAdmit(reply);
     },
 
-    finalize,
-    cancel: (input) => finalize({ ...input, actualCostMicro: 0n, actualTokens: 0 }),
+    // A settlement of 0 for an id never admitted is an unknown id to a finalize, as it always was.
+    finalize: async (input) => {
+      const result = await settle(input);
+      return result.status === 'CANCELLED_BEFORE_ADMIT'
+        ? { status: 'INVALID_INPUT', field: 'reservationId' }
+        : result;
+    },
+    cancel: (input) => settle({ ...input, actualCostMicro: 0n, actualTokens: 0 }),
 
     reap: async (input) => {
       if (!ID.test(input.tenantId)) return { status: 'INVALID_INPUT', field: 'tenantId' };
@@ -397,6 +407,8 @@ export function decodeAdmit(reply: Reply): AdmitResult {
       };
     case 'HYDRATE':
       return { status: 'HYDRATE' };
+    case 'CANCELLED':
+      return { status: 'CANCELLED' };
     case 'ALREADY_RESERVED':
       return {
         status: 'ALREADY_RESERVED',
@@ -415,7 +427,7 @@ function settled(reply: Reply): { chargedMicro: bigint; driftMicro: bigint } {
   return { chargedMicro: big(reply[1]), driftMicro: big(reply[3]) };
 }
 
-function decodeFinalize(reply: Reply): FinalizeResult {
+function decodeFinalize(reply: Reply): CancelResult {
   switch (reply[0]) {
     case 'FINALIZED':
       return { status: 'FINALIZED', ...settled(reply), releasedMicro: big(reply[2]) };
@@ -423,6 +435,8 @@ function decodeFinalize(reply: Reply): FinalizeResult {
       return { status: 'LATE_FINALIZE', ...settled(reply), overspend: reply[2] === 1 };
     case 'ALREADY_FINALIZED':
       return { status: 'ALREADY_FINALIZED', chargedMicro: big(reply[1]) };
+    case 'CANCELLED_BEFORE_ADMIT':
+      return { status: 'CANCELLED_BEFORE_ADMIT' };
     default:
       return invalid(reply);
   }

@@ -399,6 +399,46 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
       ).toEqual({ status: 'INVALID_INPUT', field: 'reservationId' });
     });
 
+    it('a cancel that arrives before its admit leaves a tombstone: the late admit reserves nothing', async () => {
+      const tenantId = await fundedTenant();
+      const late = admitInput(tenantId, { idempotencyKey: 'req_late' });
+      const cancel = { tenantId, reservationId: late.reservationId, nowMs: NOW };
+      expect(await store().cancel(cancel)).toEqual({ status: 'CANCELLED_BEFORE_ADMIT' });
+      // Idempotent: the retried cancel answers the same and changes nothing.
+      expect(await store().cancel(cancel)).toEqual({ status: 'CANCELLED_BEFORE_ADMIT' });
+      expect(await store().admit(late)).toEqual({ status: 'CANCELLED' });
+      expect(await store().admit(late)).toEqual({ status: 'CANCELLED' });
+      expect(await store().snapshot(tenantId)).toEqual({
+        creditedMicro: 1_000n,
+        committedMicro: 0n,
+        reservedMicro: 0n,
+        availableMicro: 1_000n,
+      });
+      // The idempotency key was never taken: the request may be sent again under a new id.
+      expect((await admitted(admitInput(tenantId, { idempotencyKey: 'req_late' }))).reservationId).not.toBe(
+        late.reservationId,
+      );
+    });
+
+    it('a charge naming a tombstoned id is INVALID_INPUT, and a finalize of 0 for an unknown id still is', async () => {
+      const tenantId = await fundedTenant();
+      await store().cancel({ tenantId, reservationId: 'res_gone', nowMs: NOW });
+      const finalize = { tenantId, actualTokens: 0, nowMs: NOW };
+      expect(await store().finalize({ ...finalize, reservationId: 'res_gone', actualCostMicro: 5n })).toEqual(
+        {
+          status: 'INVALID_INPUT',
+          field: 'reservationId',
+        },
+      );
+      expect(
+        await store().finalize({ ...finalize, reservationId: 'res_never', actualCostMicro: 0n }),
+      ).toEqual({
+        status: 'INVALID_INPUT',
+        field: 'reservationId',
+      });
+      expect((await store().snapshot(tenantId)).committedMicro).toBe(0n);
+    });
+
     it('reaps only expired reservations, then a late finalize still charges (LATE_FINALIZE)', async () => {
       const tenantId = await fundedTenant();
       const expiring = await admitted(admitInput(tenantId, { ttlMs: 1_000 }));

@@ -17,7 +17,8 @@ import {
 /**
  * admit: every rate-limit dimension and every budget scope decided in one atomic step; a denial
  * writes nothing, an admission charges every dimension and reserves the cost (0: a free request,
- * rate-limited but outside every budget scope). The contract is lua/admit.v3.lua.
+ * rate-limited but outside every budget scope); a reservation id already cancelled (a tombstone)
+ * answers CANCELLED. The contract is lua/admit.v4.lua.
  */
 
 /** ARGV[13..21], in order. */
@@ -52,6 +53,10 @@ export const admit: Script = (kv, keys, args) => {
   if (!/^\d{6}$/.test(period)) return ['INVALID_INPUT', 'period'];
   const limits = ints(args, 12, LIMIT_NAMES);
   if (typeof limits === 'string') return ['INVALID_INPUT', limits];
+
+  const resKey = tenantKeys.reservation(base, resId);
+  // Cancelled before this admit ran (its cancel came first): reserve nothing.
+  if (kv.hget(resKey, 'state') === 'cancelled') return ['CANCELLED'];
 
   const [balKey, monthKey, keyMonthKey] = tenantKeys.scopes(base, keyId, period);
   // An absent balance is an emptied store, not zero credits: rebuild it from the book first.
@@ -90,7 +95,6 @@ export const admit: Script = (kv, keys, args) => {
     const [res, expiresAt] = kv.hmget(idemKey, 'res', 'expiresAt');
     if (res && num(expiresAt) > now) priorRes = res;
   }
-  const resKey = tenantKeys.reservation(base, resId);
   if (priorRes === null) {
     const [sameKey, sameAmount] = kv.hmget(resKey, 'keyId', 'amount');
     if (sameKey) {

@@ -2,8 +2,9 @@ import { arg, balanceOf, ident, ints, num, RETAIN_MS, release, type Script, tena
 
 /**
  * budget_finalize: settle a reservation exactly once, charging min(actual, reserved) and releasing
- * the rest; a cancel is a finalize with actual cost 0 and frees the idempotency key. The contract
- * is lua/budget_finalize.v2.lua.
+ * the rest; a cancel is a finalize with actual cost 0 and frees the idempotency key. A cancel of an
+ * unknown id writes a tombstone (state `cancelled`) that admit refuses. The contract is
+ * lua/budget_finalize.v3.lua.
  */
 export const budgetFinalize: Script = (kv, keys, args) => {
   const base = keys[0] ?? '';
@@ -25,7 +26,14 @@ export const budgetFinalize: Script = (kv, keys, args) => {
     'charged',
     'idem',
   );
-  if (!state) return ['INVALID_INPUT', 'reservationId'];
+  if (!state || state === 'cancelled') {
+    if (actual > 0) return ['INVALID_INPUT', 'reservationId'];
+    if (!state) {
+      kv.hset(resKey, { state: 'cancelled', finalizedAt: now });
+      kv.pexpire(resKey, RETAIN_MS);
+    }
+    return ['CANCELLED_BEFORE_ADMIT'];
+  }
   if (state === 'finalized') return ['ALREADY_FINALIZED', num(charged)];
 
   const amount = num(amountRaw);

@@ -1,6 +1,9 @@
--- admit v3: every rate-limit dimension and every budget scope decided in ONE atomic step.
+-- admit v4: every rate-limit dimension and every budget scope decided in ONE atomic step.
 -- A denial writes nothing anywhere; an admission charges every dimension and reserves the cost.
--- New in v3: when the tenant's balance hash is absent (an emptied store: restart, FLUSHALL,
+-- New in v4: a reservation id the caller already cancelled (budget_finalize v3's tombstone, written
+-- when its cancel arrived before this admit, e.g. after the admit timed out) answers CANCELLED and
+-- writes nothing, so a late admit never reserves what nobody will settle.
+-- Since v3: when the tenant's balance hash is absent (an emptied store: restart, FLUSHALL,
 -- failover, eviction) it answers HYDRATE and writes nothing: the caller rebuilds the balance from
 -- the book (hydrate.v1) and asks again, so an absent balance is never read as zero credits.
 -- Since v2: costMicro 0 admits a free request (a sandbox key, DESIGN.md §6): every rate-limit
@@ -41,9 +44,10 @@
 --    tenantMonthlyRemainingMicro, keyMonthlyRemainingMicro}   (state: open | reaped | finalized)
 --     for the same idempotency key of the same API key, or the same reservation id with the same
 --     key and cost (a retry after a timeout); a cancelled reservation frees its idempotency key
+--   {"CANCELLED"}   the reservation id was cancelled before this admit ran: nothing written
 --   {"HYDRATE"}   the balance hash is absent: nothing written (hydrate.v1, then admit again)
 --   {"INVALID_INPUT", field}
--- Order of checks: input, balance present, dimensions (in the order above), budget scopes (in order).
+-- Order of checks: input, cancelled id, balance present, dimensions (in the order above), budget scopes (in order).
 
 local base = KEYS[1]
 local MAX_AMOUNT = 1000000000000000
@@ -102,6 +106,9 @@ for i, name in ipairs(limitNames) do
   limits[name] = n
 end
 
+local resKey = base .. ':res:' .. resId
+if redis.call('HGET', resKey, 'state') == 'cancelled' then return {'CANCELLED'} end
+
 local balKey = base .. ':bal'
 if redis.call('EXISTS', balKey) == 0 then return {'HYDRATE'} end
 local monthKey = base .. ':m:' .. period
@@ -146,7 +153,6 @@ if idem ~= '' then
   local prior = redis.call('HMGET', idemKey, 'res', 'expiresAt')
   if prior[1] and num(prior[2]) > now then priorRes = prior[1] end
 end
-local resKey = base .. ':res:' .. resId
 if not priorRes then
   local same = redis.call('HMGET', resKey, 'keyId', 'amount')
   if same[1] then

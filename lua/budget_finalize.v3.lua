@@ -1,7 +1,10 @@
--- budget_finalize v2: settle a reservation exactly once. Cancel is finalize with actualCost 0.
+-- budget_finalize v3: settle a reservation exactly once. Cancel is finalize with actualCost 0.
 -- Exactly one of finalize, cancel and the reaper claims an open reservation: the claim is the
 -- state change open -> finalized|reaped inside one atomic script.
--- New in v2, for the free (zero) reservations of admit v2: releasing 0 writes nothing (v1 sent
+-- New in v3: a cancel of a reservation id that does not exist (yet) writes a tombstone, the
+-- reservation hash in state `cancelled` kept for RETAIN_MS, which admit v4 refuses: a gateway that
+-- cancels after its admit timed out wins even when the late admit reaches Redis afterwards.
+-- Since v2, for the free (zero) reservations of admit v2: releasing 0 writes nothing (v1 sent
 -- HINCRBY -0, which Redis refuses); the idempotency key is freed by a cancel (actualCost 0), not
 -- by every settlement that charges 0, so a settled free request keeps it as a paid one does; and
 -- a late finalize that charges nothing is never reported as an overspend.
@@ -19,8 +22,9 @@
 --       the reaper released it first: charge min(actual, amount) anyway; overspend = 1 when that
 --       charge is above 0 and leaves committed + reserved above credited
 --   {"ALREADY_FINALIZED", chargedMicro}   (no change; the first charge)
+--   {"CANCELLED_BEFORE_ADMIT"}   a cancel of an unknown id (tombstone written) or of a tombstone
 -- A cancel (actualCostMicro 0) frees the reservation's idempotency key.
---   {"INVALID_INPUT", field}              (field "reservationId" also when it is unknown)
+--   {"INVALID_INPUT", field}   (field "reservationId" also when a charge names an unknown id or a tombstone)
 -- driftMicro > 0: `reserved` would have gone negative and was clamped to 0 (logged ACCOUNTING_DRIFT).
 -- Every figure settles into the reservation's own period, whatever month nowMs is in.
 
@@ -53,7 +57,14 @@ if not now then return {'INVALID_INPUT', 'nowMs'} end
 local resKey = base .. ':res:' .. resId
 local r = redis.call('HMGET', resKey, 'state', 'amount', 'tokens', 'period', 'keyId', 'day', 'charged', 'idem')
 local state = r[1]
-if not state then return {'INVALID_INPUT', 'reservationId'} end
+if not state or state == 'cancelled' then
+  if actual > 0 then return {'INVALID_INPUT', 'reservationId'} end
+  if not state then
+    redis.call('HSET', resKey, 'state', 'cancelled', 'finalizedAt', now)
+    redis.call('PEXPIRE', resKey, RETAIN_MS)
+  end
+  return {'CANCELLED_BEFORE_ADMIT'}
+end
 if state == 'finalized' then return {'ALREADY_FINALIZED', tonumber(r[7]) or 0} end
 
 local amount, estimate, period, keyId, day = tonumber(r[2]), tonumber(r[3]), r[4], r[5], r[6]
