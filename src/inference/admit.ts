@@ -59,7 +59,7 @@ export async function admit(
     ...(request.channelId === undefined ? {} : { channelId: request.channelId }),
     pool: decision.pool,
     reservationId: newId('res'),
-    // Sandbox keys are free (DESIGN.md §6): a zero reservation (admit v2) is rate-limited like any
+    // Sandbox keys are free (DESIGN.md §6): a zero reservation is rate-limited like any
     // other but needs no credits and moves no budget scope; settling then charges min(actual, 0).
     costMicro: key.sandbox ? 0n : estimate.costMicro,
     // The upper bound, as reserved: key_tpd and the pool gate count what the upstream may report
