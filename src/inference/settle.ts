@@ -105,8 +105,9 @@ interface Charged {
 }
 
 /**
- * One engine call (the store's finalize), then the spend row. If the store fails, the charge
- * survives as an unsettled spend row that the settlement job settles later; the error is rethrown.
+ * One engine call: the store's finalize, which also appends the spend row to the tenant's outbox.
+ * If the store fails, the charge survives as an unsettled spend row that the settlement job
+ * settles later; the error is rethrown.
  */
 async function settleReservation(
   services: Services,
@@ -124,8 +125,14 @@ async function settleReservation(
       // A free request reserved 0, so this charges min(charge, 0) = 0 (0 itself would mean a
       // cancel, which frees the idempotency key).
       actualCostMicro: charge,
-      actualTokens: usage.promptTokens + usage.completionTokens,
       nowMs: services.clock.now(),
+      // The spend row goes to the tenant's outbox in the same call (drained into PostgreSQL).
+      spend: {
+        keyId: key.id,
+        promptTokens: usage.promptTokens,
+        completionTokens: usage.completionTokens,
+        free: key.sandbox,
+      },
     });
     if (result.status === 'INVALID_INPUT') throw new Error(`settlement refused its input: ${result.field}`);
     // Only a charge can move a scope towards a threshold, and only a reservation admitted at 80 %
@@ -148,7 +155,8 @@ async function settleReservation(
     await services.spend.unsettled(spendEntry(key, admitted, usage, charge));
     throw error;
   }
-  services.spend.settled(spendEntry(key, admitted, usage, charged.notionalCostMicro ?? charged.costMicro));
+  // The row is in the store's outbox already: this only tells the recorder to drain it soon.
+  services.spend.settled(key.tenantId);
   return charged;
 }
 

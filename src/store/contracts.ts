@@ -83,15 +83,59 @@ export type AdmitResult =
 export interface FinalizeInput {
   tenantId: string;
   reservationId: string;
+  /**
+   * What the request cost: charged up to the reservation. For a free (sandbox) request, its
+   * notional cost: it reserved 0, so it is charged 0 and its spend row records this figure.
+   */
   actualCostMicro: bigint;
-  actualTokens: number;
   nowMs: number;
+  /** What the spend row needs beyond the reservation: appended to the tenant's outbox with the settlement. */
+  spend: SpendUsage;
+}
+
+/** A settled request's spend-row figures that the reservation does not hold. */
+export interface SpendUsage {
+  /** The API key (the reservation holds the limit subject, shared by a tenant's sandbox keys). */
+  keyId: string;
+  promptTokens: number;
+  completionTokens: number;
+  /** A sandbox request: metered at its notional cost, charged nothing. */
+  free: boolean;
 }
 
 export type FinalizeResult =
   | { status: 'FINALIZED'; chargedMicro: bigint; releasedMicro: bigint; driftMicro: bigint }
   | { status: 'LATE_FINALIZE'; chargedMicro: bigint; overspend: boolean; driftMicro: bigint }
   | { status: 'ALREADY_FINALIZED'; chargedMicro: bigint }
+  | { status: 'INVALID_INPUT'; field: string };
+
+/**
+ * A settlement waiting in a tenant's outbox (budget_finalize v4): what its spend row and its `spend`
+ * journal entry need.
+ */
+export interface OutboxEntry {
+  /** The stream entry's id (`<ms>-<seq>`), for outbox_ack. */
+  id: string;
+  reservationId: string;
+  keyId: string;
+  pool: string;
+  promptTokens: number;
+  completionTokens: number;
+  /** What the spend row records: the charge, or a free request's notional cost. */
+  costMicro: bigint;
+  /** What the store charged: the amount of the journal entry (none for 0). */
+  chargedMicro: bigint;
+  free: boolean;
+  settledAtMs: number;
+}
+
+export type OutboxReadResult =
+  | { status: 'OUTBOX'; entries: OutboxEntry[] }
+  | { status: 'INVALID_INPUT'; field: string };
+
+export type OutboxAckResult =
+  /** `deleted`: entries this call removed (another drainer may have removed the rest). */
+  | { status: 'ACKED'; deleted: number; releasedMicro: bigint }
   | { status: 'INVALID_INPUT'; field: string };
 
 export type CancelResult =

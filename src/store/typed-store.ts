@@ -16,11 +16,15 @@ import type {
   HydrateInput,
   HydrateResult,
   LeaseResult,
+  OutboxAckResult,
+  OutboxEntry,
+  OutboxReadResult,
   PoolGateInput,
   PoolGateResult,
   ReapResult,
   ScopeRemaining,
   Snapshot,
+  SpendUsage,
   ThresholdReached,
 } from './contracts.js';
 import { FencingOverflow, StoreUnavailable } from './errors.js';
@@ -43,7 +47,10 @@ export interface Store {
   close(): Promise<void>;
   /** Limits and budget reservation in one atomic call; a denial changes nothing. */
   admit(input: AdmitInput): Promise<AdmitResult>;
-  /** Settles a reservation exactly once. */
+  /**
+   * Settles a reservation exactly once. A settlement (FINALIZED or LATE_FINALIZE) is appended to
+   * the tenant's outbox in the same atomic call, for the drain to write to PostgreSQL.
+   */
   finalize(input: FinalizeInput): Promise<FinalizeResult>;
   /**
    * Releases a reservation without charge: finalize with cost 0. An id not admitted yet is
@@ -51,6 +58,13 @@ export interface Store {
    */
   cancel(input: { tenantId: string; reservationId: string; nowMs: number }): Promise<CancelResult>;
   reap(input: { tenantId: string; nowMs: number; maxCount?: number }): Promise<ReapResult>;
+  /** The oldest settlements waiting in a tenant's outbox, at most `count` (1 .. 1000). */
+  outboxRead(input: { tenantId: string; count: number }): Promise<OutboxReadResult>;
+  /**
+   * Deletes written settlements from a tenant's outbox; each entry's charge leaves the balance's
+   * `outbox` figure once, however many drainers acknowledge it.
+   */
+  outboxAck(input: { tenantId: string; ids: string[] }): Promise<OutboxAckResult>;
   /**
    * The 80 % / 100 % budget thresholds a settled reservation's scopes reached for the first time in
    * their period: each is reported to exactly one caller, across every instance sharing the store.
@@ -111,12 +125,25 @@ export function createStore(scriptRunner: ScriptRunner, options: StoreOptions): 
     }
   };
 
-  const settle = async (input: FinalizeInput): Promise<CancelResult> => {
+  /** A finalize, or a cancel (no spend usage: nothing appended to the outbox). */
+  const settle = async (
+    input: Omit<FinalizeInput, 'spend'> & { spend: SpendUsage | null },
+  ): Promise<CancelResult> => {
     if (!ID.test(input.tenantId)) return { status: 'INVALID_INPUT', field: 'tenantId' };
+    const { spend } = input;
     const reply = await runner.run(
       'budget_finalize',
       [tenantKey(input.tenantId)],
-      [input.reservationId, String(input.actualCostMicro), String(input.actualTokens), String(input.nowMs)],
+      [
+        input.reservationId,
+        String(input.actualCostMicro),
+        String(spend === null ? 0 : spend.promptTokens + spend.completionTokens),
+        String(input.nowMs),
+        spend?.keyId ?? '',
+        String(spend?.promptTokens ?? 0),
+        String(spend?.completionTokens ?? 0),
+        spend?.free ? '1' : '0',
+      ],
     );
     const result = decodeFinalize(reply);
     if (result.status === 'FINALIZED' || result.status === 'LATE_FINALIZE') {
@@ -179,7 +206,7 @@ export function createStore(scriptRunner: ScriptRunner, options: StoreOptions): 
         ? { status: 'INVALID_INPUT', field: 'reservationId' }
         : result;
     },
-    cancel: (input) => settle({ ...input, actualCostMicro: 0n, actualTokens: 0 }),
+    cancel: (input) => settle({ ...input, actualCostMicro: 0n, spend: null }),
 
     reap: async (input) => {
       if (!ID.test(input.tenantId)) return { status: 'INVALID_INPUT', field: 'tenantId' };
@@ -197,6 +224,36 @@ export function createStore(scriptRunner: ScriptRunner, options: StoreOptions): 
       };
       reportDrift(input.tenantId, result.driftMicro, 'reap');
       return result;
+    },
+
+    outboxRead: async (input) => {
+      if (!ID.test(input.tenantId)) return { status: 'INVALID_INPUT', field: 'tenantId' };
+      const reply = await runner.run('outbox_read', [tenantKey(input.tenantId)], [String(input.count)]);
+      if (reply[0] !== 'OUTBOX') return invalid(reply);
+      const entries: OutboxEntry[] = [];
+      for (let at = 1; at + 9 < reply.length; at += 10) {
+        entries.push({
+          id: String(reply[at]),
+          reservationId: String(reply[at + 1]),
+          keyId: String(reply[at + 2]),
+          pool: String(reply[at + 3]),
+          promptTokens: int(reply[at + 4]),
+          completionTokens: int(reply[at + 5]),
+          costMicro: big(reply[at + 6]),
+          chargedMicro: big(reply[at + 7]),
+          free: reply[at + 8] === '1',
+          settledAtMs: int(reply[at + 9]),
+        });
+      }
+      return { status: 'OUTBOX', entries };
+    },
+
+    outboxAck: async (input) => {
+      if (!ID.test(input.tenantId)) return { status: 'INVALID_INPUT', field: 'tenantId' };
+      if (input.ids.length === 0) return { status: 'ACKED', deleted: 0, releasedMicro: 0n };
+      const reply = await runner.run('outbox_ack', [tenantKey(input.tenantId)], input.ids);
+      if (reply[0] !== 'ACKED') return invalid(reply);
+      return { status: 'ACKED', deleted: int(reply[1]), releasedMicro: big(reply[2]) };
     },
 
     budgetEvent: async (input) => {

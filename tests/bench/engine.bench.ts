@@ -130,8 +130,8 @@ async function pair(store: Store, tenant: Tenant, poolGate: boolean): Promise<bo
     tenantId: tenant.tenantId,
     reservationId,
     actualCostMicro: gated ? ACTUAL_COST_MICRO : 0n,
-    actualTokens: gated ? TOKENS : 0,
     nowMs: nowMs(),
+    spend: { keyId: tenant.keyId, promptTokens: 0, completionTokens: gated ? TOKENS : 0, free: false },
   });
   return gated && settled.status === 'FINALIZED';
 }

@@ -2,7 +2,7 @@ import { afterAll, describe, expect, inject, it } from 'vitest';
 import { createLogger } from '../../src/observability/logger.js';
 import { redisRunner } from '../../src/store/redis.js';
 import { createStore, type Store } from '../../src/store/typed-store.js';
-import { admitInput, filePrefix, NO_LIMITS, NOW, startBalance } from '../support/engines.js';
+import { admitInput, filePrefix, NO_LIMITS, NOW, spendUsage, startBalance } from '../support/engines.js';
 import { prng, raceFinalizeAgainstReaper } from '../support/reaper-race.js';
 import { deleteKeysWithPrefix } from '../support/redis-cleanup.js';
 
@@ -61,7 +61,7 @@ describe(`concurrent calls over ${CONNECTIONS} connections (seed ${SEED})`, () =
           tenantId,
           reservationId: admitted.reservationId,
           actualCostMicro: actual,
-          actualTokens: 1,
+          spend: spendUsage(1),
           nowMs: NOW,
         });
         if (settled.status !== 'FINALIZED') throw new Error(`unexpected ${settled.status}`);

@@ -14,6 +14,7 @@ import {
   NO_LIMITS,
   NOW,
   newTenant,
+  spendUsage,
   uniqueTenant,
 } from '../support/engines.js';
 import { raceFinalizeAgainstReaper } from '../support/reaper-race.js';
@@ -173,7 +174,7 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
         tenantId,
         reservationId: first.reservationId,
         actualCostMicro: 50n,
-        actualTokens: 20,
+        spend: spendUsage(20),
         nowMs: NOW,
       });
       await admitted(admitInput(tenantId, { tokenEstimate: 30, limits }));
@@ -338,7 +339,7 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
       const a = await admitted(admitInput(tenantId, { costMicro: 100n }));
       const b = await admitted(admitInput(tenantId, { costMicro: 100n }));
       const finalize = (reservationId: string, actualCostMicro: bigint) =>
-        store().finalize({ tenantId, reservationId, actualCostMicro, actualTokens: 5, nowMs: NOW });
+        store().finalize({ tenantId, reservationId, actualCostMicro, spend: spendUsage(5), nowMs: NOW });
       expect(await finalize(a.reservationId, 60n)).toEqual({
         status: 'FINALIZED',
         chargedMicro: 60n,
@@ -361,14 +362,14 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
     it('finalize twice: ALREADY_FINALIZED with the first charge, no change', async () => {
       const tenantId = await fundedTenant();
       const { reservationId } = await admitted(admitInput(tenantId));
-      await store().finalize({ tenantId, reservationId, actualCostMicro: 70n, actualTokens: 1, nowMs: NOW });
+      await store().finalize({ tenantId, reservationId, actualCostMicro: 70n, spend: spendUsage(1), nowMs: NOW });
       const before = await store().snapshot(tenantId);
       expect(
         await store().finalize({
           tenantId,
           reservationId,
           actualCostMicro: 90n,
-          actualTokens: 1,
+          spend: spendUsage(1),
           nowMs: NOW,
         }),
       ).toEqual({ status: 'ALREADY_FINALIZED', chargedMicro: 70n });
@@ -393,7 +394,7 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
           tenantId,
           reservationId: 'res_unknown',
           actualCostMicro: 1n,
-          actualTokens: 0,
+          spend: spendUsage(0),
           nowMs: NOW,
         }),
       ).toEqual({ status: 'INVALID_INPUT', field: 'reservationId' });
@@ -423,7 +424,7 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
     it('a charge naming a tombstoned id is INVALID_INPUT, and a finalize of 0 for an unknown id still is', async () => {
       const tenantId = await fundedTenant();
       await store().cancel({ tenantId, reservationId: 'res_gone', nowMs: NOW });
-      const finalize = { tenantId, actualTokens: 0, nowMs: NOW };
+      const finalize = { tenantId, spend: spendUsage(0), nowMs: NOW };
       expect(await store().finalize({ ...finalize, reservationId: 'res_gone', actualCostMicro: 5n })).toEqual(
         {
           status: 'INVALID_INPUT',
@@ -459,7 +460,7 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
           tenantId,
           reservationId: expiring.reservationId,
           actualCostMicro: 500n,
-          actualTokens: 3,
+          spend: spendUsage(3),
           nowMs: NOW + 2_000,
         }),
       ).toEqual({ status: 'LATE_FINALIZE', chargedMicro: 100n, overspend: false, driftMicro: 0n });
@@ -486,7 +487,7 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
             tenantId,
             reservationId: admittedNow.reservationId,
             actualCostMicro: 40n,
-            actualTokens: 1,
+            spend: spendUsage(1),
             nowMs: NOW,
           }),
         ).toEqual({ status: 'FINALIZED', chargedMicro: 40n, releasedMicro: 60n, driftMicro: 70n });
@@ -518,7 +519,7 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
           tenantId,
           reservationId: first.reservationId,
           actualCostMicro: 100n,
-          actualTokens: 1,
+          spend: spendUsage(1),
           nowMs: NOW + 1_500,
         }),
       ).toMatchObject({ status: 'LATE_FINALIZE', chargedMicro: 100n, overspend: true });
@@ -564,7 +565,7 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
         tenantId,
         reservationId: november.reservationId,
         actualCostMicro: 500n,
-        actualTokens: 1,
+        spend: spendUsage(1),
         nowMs: firstOfDecember,
       });
       // December's counters are untouched: the whole cap is available.
@@ -596,7 +597,7 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
           tenantId,
           reservationId: result.reservationId,
           actualCostMicro: 500n,
-          actualTokens: 7,
+          spend: spendUsage(7),
           nowMs: NOW,
         }),
       ).toEqual({ status: 'FINALIZED', chargedMicro: 0n, releasedMicro: 0n, driftMicro: 0n });
@@ -640,7 +641,7 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
         tenantId,
         reservationId: first.reservationId,
         actualCostMicro: 30n,
-        actualTokens: 4,
+        spend: spendUsage(4),
         nowMs: NOW,
       });
       expect(
@@ -665,7 +666,7 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
           tenantId,
           reservationId,
           actualCostMicro: 10n,
-          actualTokens: 1,
+          spend: spendUsage(1),
           nowMs: NOW + 2_000,
         });
       expect(await finalize(free.reservationId)).toMatchObject({ status: 'LATE_FINALIZE', overspend: false });
@@ -686,11 +687,238 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
           tenantId,
           reservationId: free.reservationId,
           actualCostMicro: 40n,
-          actualTokens: 3,
+          spend: spendUsage(3),
           nowMs: NOW + 2_000,
         }),
       ).toEqual({ status: 'LATE_FINALIZE', chargedMicro: 0n, overspend: false, driftMicro: 0n });
       expect(await store().snapshot(tenantId)).toMatchObject({ committedMicro: 0n, reservedMicro: 0n });
+    });
+  });
+
+  describe('the outbox: budget_finalize v4, outbox_read, outbox_ack', () => {
+    const balance = (tenantId: string) => `${tenantKey(tenantId)}:bal`;
+    const waitingMicro = async (tenantId: string) => engine.getHashRaw(balance(tenantId), 'outbox');
+    async function outbox(tenantId: string, count = 1000) {
+      const read = await store().outboxRead({ tenantId, count });
+      if (read.status !== 'OUTBOX') throw new Error(`outbox_read refused ${read.field}`);
+      return read.entries;
+    }
+
+    it('a settlement appends everything its spend row needs, and its charge to the balance’s `outbox`', async () => {
+      const tenantId = await fundedTenant();
+      const paid = await admitted(admitInput(tenantId, { costMicro: 100n, pool: 'cheap', keyId: 'sandbox' }));
+      expect(
+        await store().finalize({
+          tenantId,
+          reservationId: paid.reservationId,
+          actualCostMicro: 60n,
+          nowMs: NOW + 5,
+          spend: { keyId: 'key_real', promptTokens: 3, completionTokens: 7, free: false },
+        }),
+      ).toMatchObject({ status: 'FINALIZED', chargedMicro: 60n });
+      const free = await admitted(admitInput(tenantId, { costMicro: 0n }));
+      await store().finalize({
+        tenantId,
+        reservationId: free.reservationId,
+        actualCostMicro: 40n,
+        nowMs: NOW + 6,
+        spend: spendUsage(4, { free: true }),
+      });
+      // A release (nothing delivered) is a settlement of 0: its row is written too.
+      const released = await admitted(admitInput(tenantId, { costMicro: 100n }));
+      await store().finalize({
+        tenantId,
+        reservationId: released.reservationId,
+        actualCostMicro: 0n,
+        nowMs: NOW + 7,
+        spend: spendUsage(0),
+      });
+
+      const entries = await outbox(tenantId);
+      expect(entries.map(({ id: _, ...entry }) => entry)).toEqual([
+        {
+          reservationId: paid.reservationId,
+          // The row's API key, not the reservation's limit subject; the pool from the reservation.
+          keyId: 'key_real',
+          pool: 'cheap',
+          promptTokens: 3,
+          completionTokens: 7,
+          costMicro: 60n,
+          chargedMicro: 60n,
+          free: false,
+          settledAtMs: NOW + 5,
+        },
+        {
+          reservationId: free.reservationId,
+          keyId: 'key_a',
+          pool: 'standard',
+          promptTokens: 0,
+          completionTokens: 4,
+          // A free request is recorded at its notional cost and charged nothing.
+          costMicro: 40n,
+          chargedMicro: 0n,
+          free: true,
+          settledAtMs: NOW + 6,
+        },
+        {
+          reservationId: released.reservationId,
+          keyId: 'key_a',
+          pool: 'standard',
+          promptTokens: 0,
+          completionTokens: 0,
+          costMicro: 0n,
+          chargedMicro: 0n,
+          free: false,
+          settledAtMs: NOW + 7,
+        },
+      ]);
+      // Stream ids, oldest first.
+      const ids = entries.map((entry) => entry.id);
+      for (const id of ids) expect(id).toMatch(/^\d+-\d+$/);
+      const order = (id: string) => id.split('-').map(BigInt) as [bigint, bigint];
+      for (let i = 1; i < ids.length; i += 1) {
+        const [ms, seq] = order(ids[i] as string);
+        const [prevMs, prevSeq] = order(ids[i - 1] as string);
+        expect(ms > prevMs || (ms === prevMs && seq > prevSeq)).toBe(true);
+      }
+      expect(await waitingMicro(tenantId)).toBe('60');
+      // COUNT: the oldest first.
+      expect((await outbox(tenantId, 2)).map((entry) => entry.id)).toEqual(ids.slice(0, 2));
+    });
+
+    it('a late finalize (after the reaper) appends its charge as well', async () => {
+      const tenantId = await fundedTenant();
+      const late = await admitted(admitInput(tenantId, { costMicro: 100n, ttlMs: 1_000 }));
+      await store().reap({ tenantId, nowMs: NOW + 1_000 });
+      expect(
+        await store().finalize({
+          tenantId,
+          reservationId: late.reservationId,
+          actualCostMicro: 30n,
+          nowMs: NOW + 2_000,
+          spend: spendUsage(2),
+        }),
+      ).toMatchObject({ status: 'LATE_FINALIZE', chargedMicro: 30n });
+      expect(await outbox(tenantId)).toEqual([
+        expect.objectContaining({ reservationId: late.reservationId, chargedMicro: 30n, costMicro: 30n }),
+      ]);
+      expect(await waitingMicro(tenantId)).toBe('30');
+    });
+
+    it('appends nothing for ALREADY_FINALIZED, a cancel, a cancel before admit, or a refused finalize', async () => {
+      const tenantId = await fundedTenant();
+      const once = await admitted(admitInput(tenantId));
+      const finalize = (reservationId: string, actualCostMicro: bigint) =>
+        store().finalize({ tenantId, reservationId, actualCostMicro, nowMs: NOW, spend: spendUsage(1) });
+      await finalize(once.reservationId, 50n);
+      expect(await finalize(once.reservationId, 50n)).toEqual({ status: 'ALREADY_FINALIZED', chargedMicro: 50n });
+      const cancelled = await admitted(admitInput(tenantId));
+      expect(await store().cancel({ tenantId, reservationId: cancelled.reservationId, nowMs: NOW })).toMatchObject({
+        status: 'FINALIZED',
+        chargedMicro: 0n,
+      });
+      expect(await store().cancel({ tenantId, reservationId: 'res_not_yet', nowMs: NOW })).toEqual({
+        status: 'CANCELLED_BEFORE_ADMIT',
+      });
+      expect(await finalize('res_unknown', 5n)).toEqual({ status: 'INVALID_INPUT', field: 'reservationId' });
+      expect((await outbox(tenantId)).map((entry) => entry.reservationId)).toEqual([once.reservationId]);
+      expect(await waitingMicro(tenantId)).toBe('50');
+    });
+
+    it.each([
+      ['keyId', ['key:other', '0', '1', '0'], 'keyId'],
+      ['no keyId with a charge (only a cancel may omit it)', ['', '0', '1', '0'], 'keyId'],
+      ['promptTokens', ['key_a', '-1', '1', '0'], 'promptTokens'],
+      ['promptTokens not canonical', ['key_a', '01', '1', '0'], 'promptTokens'],
+      ['completionTokens', ['key_a', '0', '1000000001', '0'], 'completionTokens'],
+      ['free', ['key_a', '0', '1', 'true'], 'free'],
+      ['free, for a reservation that reserved money', ['key_a', '0', '1', '1'], 'free'],
+    ])('refuses a bad %s before any write', async (_name, spendArgs, field) => {
+      const tenantId = await fundedTenant();
+      const { reservationId } = await admitted(admitInput(tenantId, { costMicro: 100n }));
+      expect(
+        await engine.runner.run(
+          'budget_finalize',
+          [tenantKey(tenantId)],
+          [reservationId, '50', '1', String(NOW), ...spendArgs],
+        ),
+      ).toEqual(['INVALID_INPUT', field]);
+      expect(await store().snapshot(tenantId)).toMatchObject({ committedMicro: 0n, reservedMicro: 100n });
+      expect(await outbox(tenantId)).toEqual([]);
+      expect(await waitingMicro(tenantId)).toBeNull();
+    });
+
+    it('an ack deletes the entries it names and takes each charge off once, however often it is acknowledged', async () => {
+      const tenantId = await fundedTenant();
+      for (const cost of [10n, 20n, 40n]) {
+        const { reservationId } = await admitted(admitInput(tenantId, { costMicro: 100n }));
+        await store().finalize({ tenantId, reservationId, actualCostMicro: cost, nowMs: NOW, spend: spendUsage(1) });
+      }
+      const [a, b, c] = (await outbox(tenantId)).map((entry) => entry.id) as [string, string, string];
+      expect(await waitingMicro(tenantId)).toBe('70');
+      // Two drainers acknowledging the same entries at once.
+      const both = await Promise.all([
+        store().outboxAck({ tenantId, ids: [a, b] }),
+        store().outboxAck({ tenantId, ids: [a, b] }),
+      ]);
+      expect(both).toContainEqual({ status: 'ACKED', deleted: 2, releasedMicro: 30n });
+      expect(both).toContainEqual({ status: 'ACKED', deleted: 0, releasedMicro: 0n });
+      expect(await waitingMicro(tenantId)).toBe('40');
+      // One id twice in a call, and an id that was never there.
+      expect(await store().outboxAck({ tenantId, ids: [c, c, '1-0'] })).toEqual({
+        status: 'ACKED',
+        deleted: 1,
+        releasedMicro: 40n,
+      });
+      expect(await waitingMicro(tenantId)).toBe('0');
+      expect(await outbox(tenantId)).toEqual([]);
+      // The stream keeps its last id: a later entry sorts after every deleted one.
+      const { reservationId } = await admitted(admitInput(tenantId, { costMicro: 100n }));
+      await store().finalize({ tenantId, reservationId, actualCostMicro: 5n, nowMs: NOW, spend: spendUsage(1) });
+      const [next] = (await outbox(tenantId)).map((entry) => entry.id.split('-').map(BigInt));
+      const [cMs, cSeq] = c.split('-').map(BigInt) as [bigint, bigint];
+      expect((next?.[0] ?? 0n) > cMs || (next?.[0] === cMs && (next?.[1] ?? 0n) > cSeq)).toBe(true);
+    });
+
+    it('an ack clamps `outbox` at 0, and never writes a balance that is absent (that one is rebuilt by hydrate)', async () => {
+      const tenantId = await fundedTenant();
+      for (let i = 0; i < 2; i += 1) {
+        const { reservationId } = await admitted(admitInput(tenantId, { costMicro: 100n }));
+        await store().finalize({ tenantId, reservationId, actualCostMicro: 60n, nowMs: NOW, spend: spendUsage(1) });
+      }
+      const [first, second] = (await outbox(tenantId)).map((entry) => entry.id) as [string, string];
+      await engine.setHashRaw(balance(tenantId), 'outbox', '10');
+      expect(await store().outboxAck({ tenantId, ids: [first] })).toMatchObject({ deleted: 1, releasedMicro: 60n });
+      expect(await waitingMicro(tenantId)).toBe('0');
+      await engine.deleteRaw(balance(tenantId));
+      expect(await store().outboxAck({ tenantId, ids: [second] })).toMatchObject({ deleted: 1, releasedMicro: 60n });
+      expect(await store().admit(admitInput(tenantId))).toEqual({ status: 'HYDRATE' });
+    });
+
+    it('read and ack refuse bad arguments; an empty ack is answered without a store call', async () => {
+      const tenantId = await fundedTenant();
+      for (const count of ['0', '1001', '01', '-1', '']) {
+        expect(await engine.runner.run('outbox_read', [tenantKey(tenantId)], [count])).toEqual([
+          'INVALID_INPUT',
+          'count',
+        ]);
+      }
+      for (const id of ['abc', '1-', '-1', '1-2-3', '1', '12345678901234567890-0', '0-12345678901234567890']) {
+        expect(await engine.runner.run('outbox_ack', [tenantKey(tenantId)], ['1-0', id])).toEqual([
+          'INVALID_INPUT',
+          'ids',
+        ]);
+      }
+      expect(await engine.runner.run('outbox_ack', [tenantKey(tenantId)], [])).toEqual(['INVALID_INPUT', 'ids']);
+      expect(await store().outboxAck({ tenantId, ids: [] })).toEqual({
+        status: 'ACKED',
+        deleted: 0,
+        releasedMicro: 0n,
+      });
+      expect(await store().outboxRead({ tenantId: 'a:b', count: 1 })).toEqual({
+        status: 'INVALID_INPUT',
+        field: 'tenantId',
+      });
     });
   });
 
@@ -701,7 +929,7 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
         tenantId,
         reservationId,
         actualCostMicro: costMicro,
-        actualTokens: 1,
+        spend: spendUsage(1),
         nowMs: overrides.nowMs ?? NOW,
       });
       expect(finalized.status).toBe('FINALIZED');
@@ -796,7 +1024,7 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
         tenantId,
         reservationId: late.reservationId,
         actualCostMicro: 20n,
-        actualTokens: 1,
+        spend: spendUsage(1),
         nowMs: december,
       });
       expect(await events(tenantId, late.reservationId, caps)).toEqual({

@@ -10,6 +10,7 @@ import {
   NO_LIMITS,
   NOW,
   newTenant,
+  spendUsage,
   uniqueTenant,
 } from '../support/engines.js';
 
@@ -68,7 +69,7 @@ describe.each(['redis', 'memory'] as const)('%s engine edges', (engineName) => {
         engine.runner.run(
           'budget_finalize',
           [tenantKey(tenantId)],
-          [admitted.reservationId, cost, '5', String(NOW)],
+          [admitted.reservationId, cost, '5', String(NOW), 'key_a', '0', '5', '0'],
         );
       expect(await finalize('-0')).toEqual(['INVALID_INPUT', 'actualCostMicro']);
       expect(await engine.store.snapshot(tenantId)).toMatchObject({ reservedMicro: 100n });
@@ -179,7 +180,7 @@ describe.each(['redis', 'memory'] as const)('%s engine edges', (engineName) => {
           tenantId,
           reservationId: a.reservationId,
           actualCostMicro: 60n,
-          actualTokens: 1,
+          spend: spendUsage(1),
           nowMs: due,
         }),
       ).toMatchObject({ status: 'FINALIZED', chargedMicro: 60n });
@@ -192,7 +193,7 @@ describe.each(['redis', 'memory'] as const)('%s engine edges', (engineName) => {
           tenantId,
           reservationId: b.reservationId,
           actualCostMicro: 70n,
-          actualTokens: 1,
+          spend: spendUsage(1),
           nowMs: due,
         }),
       ).toMatchObject({ status: 'LATE_FINALIZE', chargedMicro: 70n, driftMicro: 0n });
@@ -248,7 +249,7 @@ describe.each(['redis', 'memory'] as const)('%s engine edges', (engineName) => {
           tenantId,
           reservationId: first.reservationId,
           actualCostMicro: 100n,
-          actualTokens: 1,
+          spend: spendUsage(1),
           nowMs: NOW + 1_500,
         });
         expect(lines.map((line) => JSON.parse(line) as { msg: string; tenantId?: string })).toContainEqual(

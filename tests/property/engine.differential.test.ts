@@ -5,16 +5,19 @@ import type { AdmitLimits } from '../../src/store/contracts.js';
 import { memoryRunner } from '../../src/store/memory/index.js';
 import type { Reply, ScriptRunner } from '../../src/store/port.js';
 import { redisRunner } from '../../src/store/redis.js';
-import { createStore, type Store } from '../../src/store/typed-store.js';
+import { createStore, type Store, tenantKey } from '../../src/store/typed-store.js';
 import { filePrefix, NO_LIMITS, startBalance } from '../support/engines.js';
 import { deleteKeysWithPrefix } from '../support/redis-cleanup.js';
 
 /**
  * Differential property: random sequences of admit (free ones, cost 0, included) / finalize /
- * cancel / reap / credit / budget threshold checks / clock advances / hydrate / flushing the
- * store (every key of the run gone, as after FLUSHALL), run on the Lua scripts (real Redis) and on the memory engine, give identical replies
- * and identical snapshots after every step; and committed + reserved never exceeds credited except
- * by what late finalizes (after a reap) reported charging.
+ * cancel / reap / credit / budget threshold checks / clock advances / hydrate / outbox drains (read,
+ * acknowledge, acknowledge again) / flushing the store (every key of the run gone, as after
+ * FLUSHALL), run on the Lua scripts (real Redis) and on the memory engine, give identical replies
+ * (outbox entry ids aside: each engine makes its own from its clock) and identical snapshots after
+ * every step; committed + reserved never exceeds credited except by what late finalizes (after a
+ * reap) reported charging; and each tenant's balance `outbox` field is the sum of the charges
+ * waiting in its outbox.
  *
  * Seeded: PROPERTY_SEED reproduces a run (fast-check prints the seed and path on failure);
  * PROPERTY_RUNS raises the number of sequences (default 200, each of 50–70 operations).
@@ -56,7 +59,7 @@ type Op =
       ttl: number;
       limits: number;
     }
-  | { kind: 'finalize'; ref: number; actual: number; tokens: number }
+  | { kind: 'finalize'; ref: number; actual: number; tokens: number; prompt: number; free: boolean }
   | { kind: 'cancel'; ref: number }
   | { kind: 'reap'; tenant: number }
   | { kind: 'credit'; tenant: number; grant: number; amount: number }
@@ -72,6 +75,7 @@ type Op =
       month: number;
       keyMonths: number[];
     }
+  | { kind: 'drain'; tenant: number; count: number; ack: number; again: boolean }
   | { kind: 'flush' };
 
 const tenant = fc.integer({ min: 0, max: TENANTS - 1 });
@@ -101,6 +105,9 @@ const op: fc.Arbitrary<Op> = fc.oneof(
       ref: fc.nat(),
       actual: fc.integer({ min: 0, max: 2_000 }),
       tokens: fc.integer({ min: 0, max: 200 }),
+      prompt: fc.integer({ min: 0, max: 50 }),
+      // Now and then a free settlement: refused for a paid reservation, recorded at cost for a free one.
+      free: fc.oneof({ weight: 6, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) }),
     }),
   },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('cancel' as const), ref: fc.nat() }) },
@@ -140,6 +147,16 @@ const op: fc.Arbitrary<Op> = fc.oneof(
       keyMonths: fc.array(fc.integer({ min: 0, max: 2_000 }), { maxLength: 2 }),
     }),
   },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      kind: fc.constant('drain' as const),
+      tenant,
+      count: fc.integer({ min: 1, max: 4 }),
+      ack: fc.nat(),
+      again: fc.boolean(),
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('flush' as const) }) },
   // Mostly small steps, so requests meet inside windows and buckets; now and then a long one past
   // TTLs, windows, days and the month's end.
@@ -153,7 +170,10 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   },
 );
 
-/** Records every reply, so raw replies (not only the decoded results) are compared. */
+/**
+ * Records every reply, so raw replies (not only the decoded results) are compared; outbox_read's
+ * entry ids (every 10th value) are left out, as each engine makes its own.
+ */
 function recording(runner: ScriptRunner): ScriptRunner & { replies: Reply[] } {
   const replies: Reply[] = [];
   return {
@@ -163,9 +183,24 @@ function recording(runner: ScriptRunner): ScriptRunner & { replies: Reply[] } {
     close: () => runner.close(),
     run: async (script, keys, args) => {
       const reply = await runner.run(script, keys, args);
-      replies.push(reply);
+      replies.push(
+        script === 'outbox_read' && reply[0] === 'OUTBOX'
+          ? reply.map((value, at) => (at % 10 === 1 ? '<id>' : value))
+          : reply,
+      );
       return reply;
     },
+  };
+}
+
+/** A tenant's outbox without its entry ids, and the balance's `outbox` field (0 when absent). */
+async function outboxOf(store: Store, field: () => Promise<string | null>, tenantId: string) {
+  const read = await store.outboxRead({ tenantId, count: 1000 });
+  if (read.status !== 'OUTBOX') throw new Error(read.field);
+  return {
+    entries: read.entries.map(({ id: _, ...entry }) => entry),
+    waitingMicro: read.entries.reduce((sum, entry) => sum + entry.chargedMicro, 0n),
+    fieldMicro: BigInt((await field()) ?? '0'),
   };
 }
 
@@ -180,6 +215,7 @@ describe('redis and memory engines', () => {
   });
   let run = 0;
   let thresholdsReached = 0;
+  let outboxAcked = 0;
 
   it(`agree on every reply and snapshot (seed ${SEED}, ${RUNS} runs)`, async () => {
     await fc.assert(
@@ -239,8 +275,8 @@ describe('redis and memory engines', () => {
                       tenantId,
                       reservationId: target.id,
                       actualCostMicro: BigInt(o.actual),
-                      actualTokens: o.tokens,
                       nowMs: now,
+                      spend: { keyId: 'key_row', promptTokens: o.prompt, completionTokens: o.tokens, free: o.free },
                     }),
               );
               if (result.status === 'LATE_FINALIZE') {
@@ -304,6 +340,31 @@ describe('redis and memory engines', () => {
               );
               break;
             }
+            case 'drain': {
+              // Each engine acknowledges its own entries: the same ones by position.
+              const tenantId = tenants[o.tenant] as string;
+              const reads = await Promise.all(
+                stores.map(async (s) => {
+                  const read = await s.outboxRead({ tenantId, count: o.count });
+                  if (read.status !== 'OUTBOX') throw new Error(read.field);
+                  return read.entries;
+                }),
+              );
+              const ids = reads.map((entries) => entries.map((entry) => entry.id));
+              expect(
+                reads[1]?.map(({ id: _, ...entry }) => entry),
+                `step ${step} ${JSON.stringify(o)}`,
+              ).toEqual(reads[0]?.map(({ id: _, ...entry }) => entry));
+              const taken = o.ack % ((ids[0]?.length ?? 0) + 1);
+              for (const _ of o.again ? [1, 2] : [1]) {
+                const acks = await Promise.all(
+                  stores.map((s, i) => s.outboxAck({ tenantId, ids: (ids[i] ?? []).slice(0, taken) })),
+                );
+                expect(acks[1], `step ${step} ${JSON.stringify(o)}`).toEqual(acks[0]);
+                if (acks[0]?.status === 'ACKED') outboxAcked += acks[0].deleted;
+              }
+              break;
+            }
             case 'flush':
               // Every key of this run's tenants, on both engines: what FLUSHALL leaves of them.
               await deleteKeysWithPrefix(redisUrl, `${keyPrefix}{t:p${SEED}_${run}_`);
@@ -313,6 +374,18 @@ describe('redis and memory engines', () => {
           }
           expect(right.replies, `raw replies at step ${step}`).toEqual(left.replies);
           for (const [i, tenantId] of tenants.entries()) {
+            // After the steps that can change an outbox.
+            if (o.kind === 'finalize' || o.kind === 'drain' || o.kind === 'flush') {
+              const balance = `${tenantKey(tenantId)}:bal`;
+              const outboxes = await Promise.all([
+                outboxOf(stores[0], () => redis.client.hget(balance, 'outbox'), tenantId),
+                outboxOf(stores[1], async () => right.kv.hget(balance, 'outbox'), tenantId),
+              ]);
+              expect(outboxes[1], `outbox of ${tenantId} at step ${step}`).toEqual(outboxes[0]);
+              expect(outboxes[0].fieldMicro, `outbox field of ${tenantId} at step ${step}`).toBe(
+                outboxes[0].waitingMicro,
+              );
+            }
             const snapshot = await both((s) => s.snapshot(tenantId));
             expect(
               snapshot.committedMicro + snapshot.reservedMicro <=
@@ -326,5 +399,7 @@ describe('redis and memory engines', () => {
     );
     // The threshold checks were not vacuous: markers were set (and so compared) many times.
     expect(thresholdsReached).toBeGreaterThan(RUNS / 4);
+    // …and outbox entries were drained (and so compared) many times.
+    expect(outboxAcked).toBeGreaterThan(RUNS / 4);
   }, 300_000);
 });

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { inject } from 'vitest';
 import { createLogger, type Logger } from '../../src/observability/logger.js';
 import type { Metrics } from '../../src/observability/metrics.js';
-import type { AdmitInput, AdmitLimits } from '../../src/store/contracts.js';
+import type { AdmitInput, AdmitLimits, SpendUsage } from '../../src/store/contracts.js';
 import { memoryRunner } from '../../src/store/memory/index.js';
 import { redisRunner } from '../../src/store/redis.js';
 import { createStore, type Store } from '../../src/store/typed-store.js';
@@ -17,6 +17,10 @@ export interface EngineUnderTest {
   setRaw(key: string, value: string): Promise<void>;
   /** Writes one raw hash field (for planting accounting drift). */
   setHashRaw(key: string, field: string, value: string): Promise<void>;
+  /** Reads one raw hash field (null when absent). */
+  getHashRaw(key: string, field: string): Promise<string | null>;
+  /** Deletes a key, as an eviction would. */
+  deleteRaw(key: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -42,6 +46,8 @@ export function makeEngine(
       setHashRaw: async (key, field, value) => {
         runner.kv.hset(key, { [field]: value });
       },
+      getHashRaw: async (key, field) => runner.kv.hget(key, field),
+      deleteRaw: async (key) => runner.kv.del(key),
       close: async () => {},
     };
   }
@@ -57,6 +63,10 @@ export function makeEngine(
     },
     setHashRaw: async (key, field, value) => {
       await runner.client.hset(key, field, value);
+    },
+    getHashRaw: (key, field) => runner.client.hget(key, field),
+    deleteRaw: async (key) => {
+      await runner.client.del(key);
     },
     close: async () => {
       await runner.close();
@@ -113,4 +123,9 @@ export function admitInput(tenantId: string, overrides: Partial<AdmitInput> = {}
     limits: NO_LIMITS,
     ...overrides,
   };
+}
+
+/** A settlement's spend usage for finalize: `tokens` completion tokens on key_a (admitInput's key), paid. */
+export function spendUsage(tokens: number, overrides: Partial<SpendUsage> = {}): SpendUsage {
+  return { keyId: 'key_a', promptTokens: 0, completionTokens: tokens, free: false, ...overrides };
 }

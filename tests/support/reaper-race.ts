@@ -1,7 +1,7 @@
 import { expect } from 'vitest';
 import type { FinalizeResult } from '../../src/store/contracts.js';
 import type { Store } from '../../src/store/typed-store.js';
-import { admitInput, NO_LIMITS, NOW, startBalance } from './engines.js';
+import { admitInput, NO_LIMITS, NOW, spendUsage, startBalance } from './engines.js';
 
 /** A tiny seeded PRNG (mulberry32), so a failing interleaving can be replayed from its seed. */
 export function prng(seed: number): () => number {
@@ -92,7 +92,7 @@ export async function raceFinalizeAgainstReaper(
         tenantId,
         reservationId,
         actualCostMicro: actual,
-        actualTokens: 1,
+        spend: spendUsage(1),
         nowMs: PAST_DEADLINE,
       });
       return null;

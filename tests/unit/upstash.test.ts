@@ -127,8 +127,8 @@ async function creditAdmitFinalizeSnapshot(store: Store) {
     tenantId: 'ten_1',
     reservationId: 'res_01',
     actualCostMicro: 600n,
-    actualTokens: 80,
     nowMs: NOW_MS + 1_000,
+    spend: { keyId: 'key_1', promptTokens: 30, completionTokens: 50, free: false },
   });
   const snapshot = await store.snapshot('ten_1');
   return { credit, admit, finalize, snapshot };

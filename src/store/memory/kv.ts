@@ -1,5 +1,18 @@
+/** A stream entry: its id (`<ms>-<seq>`) and its fields in the order they were added. */
+export interface StreamEntry {
+  id: string;
+  fields: [string, string][];
+}
+
+/** A stream: entries in id order (ids only grow), and the last id ever given, as Redis keeps it. */
+interface Stream {
+  entries: Map<string, [string, string][]>;
+  lastMs: number;
+  lastSeq: number;
+}
+
 /**
- * The few Redis data structures the scripts use (strings, hashes, sorted sets, expiry), in
+ * The few Redis data structures the scripts use (strings, hashes, sorted sets, streams, expiry), in
  * process memory, with Redis's semantics for what the scripts rely on. Expiry is wall-clock, as in
  * Redis, and only collects garbage: no script's logic depends on a key expiring.
  */
@@ -7,6 +20,7 @@ export class MemoryKv {
   private readonly strings = new Map<string, string>();
   private readonly hashes = new Map<string, Map<string, string>>();
   private readonly zsets = new Map<string, Map<string, number>>();
+  private readonly streams = new Map<string, Stream>();
   private readonly expiresAt = new Map<string, number>();
   private operations = 0;
 
@@ -87,15 +101,59 @@ export class MemoryKv {
     this.zsets.get(key)?.delete(member);
   }
 
+  /**
+   * XADD key * field value …: the id is `<ms>-<seq>` from the wall clock, always above the last id
+   * ever given (deleted entries included), as Redis makes it.
+   */
+  xadd(key: string, fields: [string, string][]): string {
+    this.expire(key);
+    let stream = this.streams.get(key);
+    if (!stream) {
+      stream = { entries: new Map(), lastMs: 0, lastSeq: -1 };
+      this.streams.set(key, stream);
+    }
+    const now = this.wallClockMs();
+    if (now > stream.lastMs) {
+      stream.lastMs = now;
+      stream.lastSeq = 0;
+    } else {
+      stream.lastSeq += 1;
+    }
+    const id = `${stream.lastMs}-${stream.lastSeq}`;
+    stream.entries.set(id, fields);
+    return id;
+  }
+
+  /** XRANGE key - + COUNT count: the oldest entries. */
+  xrange(key: string, count: number): StreamEntry[] {
+    this.expire(key);
+    const entries = [...(this.streams.get(key)?.entries ?? [])].slice(0, count);
+    return entries.map(([id, fields]) => ({ id, fields }));
+  }
+
+  /** XRANGE key id id: the entry with exactly this id (`<ms>-<seq>`, as Redis compares ids). */
+  xget(key: string, id: string): StreamEntry | null {
+    this.expire(key);
+    const fields = this.streams.get(key)?.entries.get(canonicalStreamId(id));
+    return fields === undefined ? null : { id: canonicalStreamId(id), fields };
+  }
+
+  /** XDEL key id: 1 if it deleted an entry. The stream (and its last id) stays, even when empty. */
+  xdel(key: string, id: string): number {
+    this.expire(key);
+    return this.streams.get(key)?.entries.delete(canonicalStreamId(id)) ? 1 : 0;
+  }
+
   exists(key: string): boolean {
     this.expire(key);
-    return this.strings.has(key) || this.hashes.has(key) || this.zsets.has(key);
+    return this.strings.has(key) || this.hashes.has(key) || this.zsets.has(key) || this.streams.has(key);
   }
 
   del(key: string): void {
     this.strings.delete(key);
     this.hashes.delete(key);
     this.zsets.delete(key);
+    this.streams.delete(key);
     this.expiresAt.delete(key);
   }
 
@@ -104,6 +162,7 @@ export class MemoryKv {
     this.strings.clear();
     this.hashes.clear();
     this.zsets.clear();
+    this.streams.clear();
     this.expiresAt.clear();
   }
 
@@ -133,4 +192,10 @@ export class MemoryKv {
     const at = this.expiresAt.get(key);
     if (at !== undefined && at <= this.wallClockMs()) this.del(key);
   }
+}
+
+/** `<ms>-<seq>` as Redis reads it: "007-01" names entry 7-1 (BigInt: ids reach 2^64 - 1). */
+function canonicalStreamId(id: string): string {
+  const [ms = '0', seq = '0'] = id.split('-');
+  return `${BigInt(ms)}-${BigInt(seq)}`;
 }

@@ -3,8 +3,9 @@ import { arg, balanceOf, ident, ints, num, RETAIN_MS, release, type Script, tena
 /**
  * budget_finalize: settle a reservation exactly once, charging min(actual, reserved) and releasing
  * the rest; a cancel is a finalize with actual cost 0 and frees the idempotency key. A cancel of an
- * unknown id writes a tombstone (state `cancelled`) that admit refuses. The contract is
- * lua/budget_finalize.v3.lua.
+ * unknown id writes a tombstone (state `cancelled`) that admit refuses. A settlement that names the
+ * spend row's key appends it to the tenant's outbox and adds its charge to the balance's `outbox`
+ * field. The contract is lua/budget_finalize.v4.lua.
  */
 export const budgetFinalize: Script = (kv, keys, args) => {
   const base = keys[0] ?? '';
@@ -13,9 +14,15 @@ export const budgetFinalize: Script = (kv, keys, args) => {
   const figures = ints(args, 1, ['actualCostMicro', 'actualTokens', 'nowMs']);
   if (typeof figures === 'string') return ['INVALID_INPUT', figures];
   const { actualCostMicro: actual, actualTokens, nowMs: now } = figures;
+  const rowKeyId = arg(args, 4);
+  if (!ident(rowKeyId, true) || (rowKeyId === '' && actual > 0)) return ['INVALID_INPUT', 'keyId'];
+  const usage = ints(args, 5, ['promptTokens', 'completionTokens']);
+  if (typeof usage === 'string') return ['INVALID_INPUT', usage];
+  const free = arg(args, 7);
+  if (free !== '0' && free !== '1') return ['INVALID_INPUT', 'free'];
 
   const resKey = tenantKeys.reservation(base, resId);
-  const [state, amountRaw, tokensRaw, period, keyId, day, charged, idem] = kv.hmget(
+  const [state, amountRaw, tokensRaw, period, keyId, day, charged, idem, pool] = kv.hmget(
     resKey,
     'state',
     'amount',
@@ -25,6 +32,7 @@ export const budgetFinalize: Script = (kv, keys, args) => {
     'day',
     'charged',
     'idem',
+    'pool',
   );
   if (!state || state === 'cancelled') {
     if (actual > 0) return ['INVALID_INPUT', 'reservationId'];
@@ -37,9 +45,26 @@ export const budgetFinalize: Script = (kv, keys, args) => {
   if (state === 'finalized') return ['ALREADY_FINALIZED', num(charged)];
 
   const amount = num(amountRaw);
+  if (free === '1' && amount > 0) return ['INVALID_INPUT', 'free'];
   const estimate = num(tokensRaw);
   const charge = Math.min(actual, amount);
   const counters = tenantKeys.scopes(base, keyId, period);
+
+  if (rowKeyId !== '') {
+    kv.xadd(tenantKeys.outbox(base), [
+      ['reservationId', resId],
+      ['keyId', rowKeyId],
+      ['pool', pool ?? ''],
+      ['promptTokens', arg(args, 5)],
+      ['completionTokens', arg(args, 6)],
+      ['costMicro', String(free === '1' ? actual : charge)],
+      ['chargedMicro', String(charge)],
+      ['free', free],
+      ['settledAtMs', arg(args, 3)],
+    ]);
+    if (charge > 0) kv.hincrby(tenantKeys.balance(base), 'outbox', charge);
+  }
+
   let drift = 0;
   if (state === 'open') {
     drift = release(kv, counters, amount);

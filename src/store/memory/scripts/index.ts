@@ -9,6 +9,8 @@ import { fencingCas } from './fencing_cas.js';
 import { hydrate } from './hydrate.js';
 import { leaseAcquire } from './lease_acquire.js';
 import { leaseRelease } from './lease_release.js';
+import { outboxAck } from './outbox_ack.js';
+import { outboxRead } from './outbox_read.js';
 import { poolGate } from './pool_gate.js';
 import type { Script } from './shared.js';
 import { snapshot } from './snapshot.js';
@@ -34,4 +36,6 @@ export const MEMORY_SCRIPTS: Record<ScriptName, Script> = {
   lease_acquire: leaseAcquire,
   lease_release: leaseRelease,
   fencing_cas: fencingCas,
+  outbox_read: outboxRead,
+  outbox_ack: outboxAck,
 };

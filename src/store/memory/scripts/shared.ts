@@ -34,10 +34,14 @@ const INT_ARGS = {
   actualCostMicro: [0, MAX_AMOUNT],
   tokenEstimate: [0, MAX_COUNT],
   actualTokens: [0, MAX_COUNT],
+  promptTokens: [0, MAX_COUNT],
+  completionTokens: [0, MAX_COUNT],
   nowMs: [1, MAX_NOW],
   /** A reservation's lifetime (admit). */
   ttlMs: [1000, DAY_MS],
   maxCount: [1, 1000],
+  /** Entries read from an outbox at once (outbox_read). */
+  count: [1, 1000],
   tokens: [1, MAX_COUNT],
   capacity: [1, MAX_COUNT],
   refillPerMinute: [0, MAX_COUNT],
@@ -105,6 +109,8 @@ export const tenantKeys = {
     `${base}:idem:${keyId}:${idem}`,
   tokensPerDay: (base: string, keyId: string | null | undefined, day: string | number | null | undefined) =>
     `${base}:tpd:${keyId}:${day}`,
+  /** Settlements waiting to be written to PostgreSQL (budget_finalize appends, outbox_ack deletes). */
+  outbox: (base: string) => `${base}:outbox`,
 };
 
 /** The keys below a lease base key `{l:<resource>}`. */

@@ -1,19 +1,35 @@
--- budget_finalize v3: settle a reservation exactly once. Cancel is finalize with actualCost 0.
+-- budget_finalize v4: settle a reservation exactly once. Cancel is finalize with actualCost 0.
 -- Exactly one of finalize, cancel and the reaper claims an open reservation: the claim is the
 -- state change open -> finalized|reaped inside one atomic script.
--- New in v3: a cancel of a reservation id that does not exist (yet) writes a tombstone, the
+-- New in v4, the outbox: a settlement (FINALIZED or LATE_FINALIZE, a charge of 0 included) that
+-- names the spend row's key appends one entry holding everything the row needs to the tenant's
+-- stream {t:<id>}:outbox (never trimmed; outbox_read / outbox_ack drain it into PostgreSQL) and
+-- adds its charge to the `outbox` field of the balance hash (charges waiting in the stream). So no
+-- settled charge lives only in a gateway's memory. A cancel (keyId "") appends nothing.
+-- Since v3, a cancel of a reservation id that does not exist (yet) writes a tombstone, the
 -- reservation hash in state `cancelled` kept for RETAIN_MS, which admit v4 refuses: a gateway that
 -- cancels after its admit timed out wins even when the late admit reaches Redis afterwards.
--- Since v2, for the free (zero) reservations of admit v2: releasing 0 writes nothing (v1 sent
--- HINCRBY -0, which Redis refuses); the idempotency key is freed by a cancel (actualCost 0), not
--- by every settlement that charges 0, so a settled free request keeps it as a paid one does; and
--- a late finalize that charges nothing is never reported as an overspend.
+-- Since v2, for the free (zero) reservations of admit v2: releasing 0 writes nothing; the
+-- idempotency key is freed by a cancel (actualCost 0), not by every settlement that charges 0, so
+-- a settled free request keeps it as a paid one does; and a late finalize that charges nothing is
+-- never reported as an overspend.
 --
 -- KEYS[1]  tenant base key  {t:<tenantId>}
 -- ARGV[1]  reservationId     [A-Za-z0-9_-]{1,64}
--- ARGV[2]  actualCostMicro   integer micro-credits, 0 .. 10^15
+-- ARGV[2]  actualCostMicro   integer micro-credits, 0 .. 10^15; a free request's notional cost
 -- ARGV[3]  actualTokens      integer tokens, 0 .. 10^9 (corrects the key's tokens-per-day counter)
--- ARGV[4]  nowMs             integer ms since the epoch, below 2^47
+-- ARGV[4]  nowMs             integer ms since the epoch, below 2^47 (the entry's settledAtMs)
+-- ARGV[5]  keyId             the spend row's API key, [A-Za-z0-9_-]{1,64} (the reservation may
+--                            hold a shared limit subject), or "" for a cancel: no outbox entry;
+--                            "" is refused with an actualCostMicro above 0
+-- ARGV[6]  promptTokens      integer tokens, 0 .. 10^9
+-- ARGV[7]  completionTokens  integer tokens, 0 .. 10^9
+-- ARGV[8]  free              "1": a free (sandbox) request, recorded at actualCostMicro and
+--                            charged 0 (refused for a reservation that reserved money); else "0"
+--
+-- outbox entry fields: reservationId keyId pool promptTokens completionTokens costMicro
+--   (what the row records: the charge, or a free request's notional cost) chargedMicro free (0|1)
+--   settledAtMs
 --
 -- returns
 --   {"FINALIZED", chargedMicro, releasedMicro, driftMicro}
@@ -21,15 +37,17 @@
 --   {"LATE_FINALIZE", chargedMicro, overspend (0|1), driftMicro}
 --       the reaper released it first: charge min(actual, amount) anyway; overspend = 1 when that
 --       charge is above 0 and leaves committed + reserved above credited
---   {"ALREADY_FINALIZED", chargedMicro}   (no change; the first charge)
+--   {"ALREADY_FINALIZED", chargedMicro}   (no change, no outbox entry; the first charge)
 --   {"CANCELLED_BEFORE_ADMIT"}   a cancel of an unknown id (tombstone written) or of a tombstone
 -- A cancel (actualCostMicro 0) frees the reservation's idempotency key.
---   {"INVALID_INPUT", field}   (field "reservationId" also when a charge names an unknown id or a tombstone)
+--   {"INVALID_INPUT", field}   (field "reservationId" also when a charge names an unknown id or a
+--       tombstone; "free" for a free settlement of a reservation that reserved money)
 -- driftMicro > 0: `reserved` would have gone negative and was clamped to 0 (logged ACCOUNTING_DRIFT).
 -- Every figure settles into the reservation's own period, whatever month nowMs is in.
 
 local base = KEYS[1]
 local MAX_AMOUNT = 1000000000000000
+local MAX_COUNT = 1000000000
 local MAX_NOW = 140737488355328
 local RETAIN_MS = 7 * 86400000
 
@@ -43,19 +61,30 @@ local function int(value, min, max)
   return n
 end
 
-local resId = ARGV[1]
-if type(resId) ~= 'string' or #resId < 1 or #resId > 64 or not string.match(resId, '^[%w_%-]+$') then
-  return {'INVALID_INPUT', 'reservationId'}
+local function ident(value)
+  return type(value) == 'string' and #value >= 1 and #value <= 64 and string.match(value, '^[%w_%-]+$') ~= nil
 end
+
+local resId = ARGV[1]
+if not ident(resId) then return {'INVALID_INPUT', 'reservationId'} end
 local actual = int(ARGV[2], 0, MAX_AMOUNT)
 if not actual then return {'INVALID_INPUT', 'actualCostMicro'} end
-local actualTokens = int(ARGV[3], 0, 1000000000)
+local actualTokens = int(ARGV[3], 0, MAX_COUNT)
 if not actualTokens then return {'INVALID_INPUT', 'actualTokens'} end
 local now = int(ARGV[4], 1, MAX_NOW)
 if not now then return {'INVALID_INPUT', 'nowMs'} end
+local rowKeyId = ARGV[5]
+if rowKeyId ~= '' and not ident(rowKeyId) then return {'INVALID_INPUT', 'keyId'} end
+if rowKeyId == '' and actual > 0 then return {'INVALID_INPUT', 'keyId'} end
+local promptTokens = int(ARGV[6], 0, MAX_COUNT)
+if not promptTokens then return {'INVALID_INPUT', 'promptTokens'} end
+local completionTokens = int(ARGV[7], 0, MAX_COUNT)
+if not completionTokens then return {'INVALID_INPUT', 'completionTokens'} end
+local free = ARGV[8]
+if free ~= '0' and free ~= '1' then return {'INVALID_INPUT', 'free'} end
 
 local resKey = base .. ':res:' .. resId
-local r = redis.call('HMGET', resKey, 'state', 'amount', 'tokens', 'period', 'keyId', 'day', 'charged', 'idem')
+local r = redis.call('HMGET', resKey, 'state', 'amount', 'tokens', 'period', 'keyId', 'day', 'charged', 'idem', 'pool')
 local state = r[1]
 if not state or state == 'cancelled' then
   if actual > 0 then return {'INVALID_INPUT', 'reservationId'} end
@@ -68,8 +97,19 @@ end
 if state == 'finalized' then return {'ALREADY_FINALIZED', tonumber(r[7]) or 0} end
 
 local amount, estimate, period, keyId, day = tonumber(r[2]), tonumber(r[3]), r[4], r[5], r[6]
+if free == '1' and amount > 0 then return {'INVALID_INPUT', 'free'} end
 local charge = math.min(actual, amount)
 local counters = {base .. ':bal', base .. ':m:' .. period, base .. ':km:' .. keyId .. ':' .. period}
+
+-- The outbox entry first: should it fail, nothing else has been written.
+if rowKeyId ~= '' then
+  local cost = charge
+  if free == '1' then cost = actual end
+  redis.call('XADD', base .. ':outbox', '*', 'reservationId', resId, 'keyId', rowKeyId, 'pool', r[9] or '',
+    'promptTokens', ARGV[6], 'completionTokens', ARGV[7], 'costMicro', string.format('%.0f', cost),
+    'chargedMicro', string.format('%.0f', charge), 'free', free, 'settledAtMs', ARGV[4])
+  if charge > 0 then redis.call('HINCRBY', base .. ':bal', 'outbox', charge) end
+end
 
 local drift = 0
 if state == 'open' then

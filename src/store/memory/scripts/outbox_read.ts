@@ -1,0 +1,29 @@
+import { ints, type Script, tenantKeys } from './shared.js';
+
+/** The fields of an outbox entry, in the order outbox_read replies with them. */
+export const OUTBOX_FIELDS = [
+  'reservationId',
+  'keyId',
+  'pool',
+  'promptTokens',
+  'completionTokens',
+  'costMicro',
+  'chargedMicro',
+  'free',
+  'settledAtMs',
+] as const;
+
+/**
+ * outbox_read: the oldest settlements waiting in a tenant's outbox, each as its id then its
+ * fields. The contract is lua/outbox_read.v1.lua.
+ */
+export const outboxRead: Script = (kv, keys, args) => {
+  const figures = ints(args, 0, ['count']);
+  if (typeof figures === 'string') return ['INVALID_INPUT', figures];
+  const reply: string[] = ['OUTBOX'];
+  for (const entry of kv.xrange(tenantKeys.outbox(keys[0] ?? ''), figures.count)) {
+    const values = new Map(entry.fields);
+    reply.push(entry.id, ...OUTBOX_FIELDS.map((field) => values.get(field) ?? ''));
+  }
+  return reply;
+};
