@@ -3,8 +3,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { journalEntries, postings } from '../../db/schema/index.js';
 import { createKey } from '../../src/keys/keys.js';
 import { accountBalance, accounts, appendEntry } from '../../src/ledger/journal.js';
-import type { SpendEntry } from '../../src/ledger/spend.js';
+import { drainOutbox } from '../../src/ledger/outbox.js';
+import { StoreUnavailable } from '../../src/store/errors.js';
 import { createTenant } from '../../src/tenants/tenants.js';
+import { settleOne } from '../support/engines.js';
 import { createHarness, createHarnessOnOwnRedis, type Harness } from '../support/harness.js';
 import type { RedisServer } from '../support/redis-server.js';
 import { events, infer, readWithStoreFrozen } from '../support/sse.js';
@@ -52,19 +54,6 @@ async function refusal(write: Promise<unknown>): Promise<string> {
     return messages.join(' / ');
   }
   throw new Error('the database accepted the write');
-}
-
-function spendEntry(tenantId: string, reservationId: string, costMicro: bigint, free = false): SpendEntry {
-  return {
-    reservationId,
-    tenantId,
-    keyId: 'key_test',
-    pool: 'standard',
-    promptTokens: 1,
-    completionTokens: 1,
-    costMicro,
-    free,
-  };
 }
 
 describe('the ledger', () => {
@@ -214,26 +203,39 @@ describe('the ledger', () => {
     expect(await accountBalance(harness.services.db, accounts.available(tenantId))).toBe(4n * big);
   });
 
-  it('a spend batch written twice adds one entry per charged reservation, none for a free row', async () => {
+  it('settlements drained twice (the first acknowledgement lost) add one entry per charged reservation, none for a free row', async () => {
     const tenantId = await tenant(harness);
-    const recorder = harness.services.spend;
-    const rows = [spendEntry(tenantId, 'res_twice_a', 40n), spendEntry(tenantId, 'res_twice_b', 2n)];
-    const free = spendEntry(tenantId, 'res_twice_free', 9n, true);
-    for (const row of [...rows, free]) recorder.settled(row);
-    await recorder.flush();
-    for (const row of [...rows, free]) recorder.settled(row);
-    await recorder.flush();
+    await grant(harness, tenantId, 1_000_000n, `grant-${tenantId}`);
+    const { store, db } = harness.services;
+    const paid: [string, bigint][] = [
+      [await settleOne(store, tenantId, { actualCostMicro: 40n }), 40n],
+      [await settleOne(store, tenantId, { actualCostMicro: 2n }), 2n],
+    ];
+    const free = await settleOne(store, tenantId, {
+      reservedMicro: 0n,
+      actualCostMicro: 9n,
+      spend: { free: true },
+    });
+    // The first drain writes, then loses its acknowledgement: the entries stay in the outbox.
+    const ackLost = {
+      ...store,
+      outboxAck: async () => {
+        throw new StoreUnavailable();
+      },
+    };
+    await expect(drainOutbox(db, ackLost, [tenantId])).rejects.toThrow(StoreUnavailable);
+    expect(await drainOutbox(db, store, [tenantId])).toEqual({ entries: 3, rowsSettled: 0 });
 
-    for (const row of rows) {
-      const written = await entries(harness, 'spend', row.reservationId);
+    for (const [reservationId, costMicro] of paid) {
+      const written = await entries(harness, 'spend', reservationId);
       expect(written).toHaveLength(1);
       expect(await linesOf(harness, written[0]?.id ?? 0n)).toEqual([
-        { account: accounts.available(tenantId), amountMicro: -row.costMicro },
-        { account: accounts.spent(tenantId), amountMicro: row.costMicro },
+        { account: accounts.available(tenantId), amountMicro: -costMicro },
+        { account: accounts.spent(tenantId), amountMicro: costMicro },
       ]);
     }
-    expect(await entries(harness, 'spend', 'res_twice_free')).toHaveLength(0);
-    expect(await accountBalance(harness.services.db, accounts.spent(tenantId))).toBe(42n);
+    expect(await entries(harness, 'spend', free)).toHaveLength(0);
+    expect(await accountBalance(db, accounts.spent(tenantId))).toBe(42n);
   });
 
   it('after settled inference requests, the book spent = Σ cost_micro of done events and available = granted − spent', async () => {

@@ -10,6 +10,7 @@ import { localSigner } from '../../src/signing/signer.js';
 import { memoryStore, type Store } from '../../src/store/index.js';
 import type { Upstream } from '../../src/upstream/port.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { settleOne, startBalance } from '../support/engines.js';
 import { createHarness } from '../support/harness.js';
 
 /** services.start() and services.stop(): the one sequence the Node entry, Workers and tests run. */
@@ -55,25 +56,25 @@ async function servicesWith(lifecycle: Lifecycle, store?: Store) {
   return { services, events, logs, tenantId };
 }
 
-function settle(services: Services, tenantId: string): void {
-  services.spend.settled({
-    reservationId: `r_${randomBytes(6).toString('hex')}`,
-    tenantId,
-    keyId: 'k_lifecycle',
-    pool: 'standard',
-    promptTokens: 3,
-    completionTokens: 4,
-    costMicro: 7n,
-    free: false,
-  });
+/** A request settled in the store (its row waits in the tenant's outbox), and the recorder told. */
+async function settle(services: Services, tenantId: string): Promise<void> {
+  await settleOne(services.store, tenantId, { actualCostMicro: 7n });
+  services.spend.settled(tenantId);
+}
+
+/** The tenant's store balance, as tenant creation writes it, with credits to spend. */
+async function fund(services: Services, tenantId: string): Promise<void> {
+  await startBalance(services.store, tenantId);
+  await services.store.credit({ tenantId, grantId: 'g', amountMicro: 1_000_000n });
 }
 
 describe('services.stop()', () => {
   it('writes the queued spend rows before it closes the database it owns', async () => {
     const { services, events, tenantId } = await servicesWith({ owns: { store: true, database: true } });
     await services.start();
-    settle(services, tenantId);
-    settle(services, tenantId);
+    await fund(services, tenantId);
+    await settle(services, tenantId);
+    await settle(services, tenantId);
     await services.stop();
     expect(events).toEqual(['database closed with 2 spend rows']);
   });
@@ -140,10 +141,11 @@ describe('services.stop()', () => {
   it('closes nothing it was not handed (a harness or a Workers request keeps its database)', async () => {
     const { services, events, tenantId } = await servicesWith({});
     await services.start();
-    settle(services, tenantId);
+    await fund(services, tenantId);
+    await settle(services, tenantId);
     await services.stop();
     expect(events).toEqual([]);
-    // The queued row was still written: stop() always flushes.
+    // The row waiting in the outbox was still written: stop() always drains.
     expect(await services.db.select().from(spend).where(eq(spend.tenantId, tenantId))).toHaveLength(1);
   });
 });

@@ -129,3 +129,27 @@ export function admitInput(tenantId: string, overrides: Partial<AdmitInput> = {}
 export function spendUsage(tokens: number, overrides: Partial<SpendUsage> = {}): SpendUsage {
   return { keyId: 'key_a', promptTokens: 0, completionTokens: tokens, free: false, ...overrides };
 }
+
+/**
+ * Admits and settles one request on `store`, as the request path does (finalize appends its spend
+ * row to the tenant's outbox): reserves `reservedMicro` (0 for a free request) and settles
+ * `actualCostMicro`. Answers the reservation id.
+ */
+export async function settleOne(
+  store: Store,
+  tenantId: string,
+  options: { reservedMicro?: bigint; actualCostMicro: bigint; spend?: Partial<SpendUsage>; nowMs?: number },
+): Promise<string> {
+  const nowMs = options.nowMs ?? Date.now();
+  const admitted = await store.admit(admitInput(tenantId, { costMicro: options.reservedMicro ?? 1_000n, nowMs }));
+  if (admitted.status !== 'ADMITTED') throw new Error(`expected ADMITTED, got ${admitted.status}`);
+  const settled = await store.finalize({
+    tenantId,
+    reservationId: admitted.reservationId,
+    actualCostMicro: options.actualCostMicro,
+    nowMs,
+    spend: spendUsage(2, options.spend),
+  });
+  if (settled.status !== 'FINALIZED') throw new Error(`expected FINALIZED, got ${settled.status}`);
+  return admitted.reservationId;
+}
