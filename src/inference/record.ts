@@ -7,7 +7,8 @@ import type { Usage } from './settle.js';
 
 /*
  * The rows a request leaves in PostgreSQL, written by the stage that decides them: admission's
- * pool decision; settlement's spend row (through services.spend, the SpendRecorder).
+ * pool decision; settlement's spend row (appended to the tenant's outbox by finalize itself and
+ * drained into PostgreSQL, or, when the store failed, written unsettled through services.spend).
  */
 
 /** An admitted request whose pool was replaced (DESIGN.md §4): logged, and a row off the request path. */
@@ -27,10 +28,9 @@ export function recordPoolDecision(services: Services, key: VerifiedKey, admitte
 }
 
 /**
- * The spend row, for SpendRecorder. `costMicro` is what the request cost: what was charged (or,
- * before settlement, what is to be charged at most); for a free (sandbox) request, the notional
- * cost — the row is marked `free` and the settlement job (SpendRecorder.settleUnsettled) charges
- * such a row nothing.
+ * The unsettled spend row, for SpendRecorder.unsettled. `costMicro` is what is to be charged at
+ * most; for a free (sandbox) request, the notional cost — the row is marked `free` and the
+ * settlement job (SpendRecorder.settleUnsettled) charges such a row nothing.
  */
 export function spendEntry(
   key: VerifiedKey,

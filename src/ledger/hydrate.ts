@@ -10,7 +10,7 @@ import { accounts } from './journal.js';
  * every grant (available + spent), committed every settled charge (spent), and the grants counted,
  * so the store knows them as applied; and this month's settled charges, per tenant and per key, for
  * the monthly caps. One statement, so every figure is read from the same snapshot: a grant or a
- * spend batch committing meanwhile is in all of them or in none.
+ * drained spend batch committing meanwhile is in all of them or in none.
  * Undefined when the tenant does not exist.
  */
 export async function bookFigures(

@@ -36,8 +36,8 @@ export function grantPostings(tenantId: string, amountMicro: bigint): Posting[] 
 }
 
 /**
- * A settled charge of `costMicro` (> 0): from available to spent. The spend batch in spend.ts
- * writes the same two postings in SQL; keep them in step.
+ * A settled charge of `costMicro` (> 0): from available to spent. The spend statement in
+ * outbox.ts (`writeSettledSpend`) writes the same two postings in SQL; keep them in step.
  */
 export function spendPostings(tenantId: string, costMicro: bigint): Posting[] {
   return [

@@ -11,10 +11,11 @@ import type { Store } from '../store/typed-store.js';
  * active tenant) call it.
  */
 
-// 64 per tenant per read, 256 rows per statement: a statement's rows are serialised in one go on
-// the event loop, so a small batch keeps that stall short for the requests waiting behind it.
+// 64 per tenant per read and per statement: a statement's rows are serialised in one go on the
+// event loop, so a small batch keeps that stall short for the requests waiting behind it
+// (docs/performance.md).
 const READ_COUNT = 64;
-const ROWS_PER_WRITE = 256;
+const ROWS_PER_WRITE = 64;
 // Tenants read at once in a round.
 const TENANTS_PER_ROUND = 16;
 
@@ -58,7 +59,9 @@ export async function drainOutbox(
         return { tenantId, entries: read.entries };
       }),
     );
-    const rows = batches.flatMap(({ tenantId, entries }) => entries.map((entry) => settledSpend(tenantId, entry)));
+    const rows = batches.flatMap(({ tenantId, entries }) =>
+      entries.map((entry) => settledSpend(tenantId, entry)),
+    );
     for (let from = 0; from < rows.length; from += ROWS_PER_WRITE) {
       await options.beforeWrite?.();
       result.rowsSettled += await writeSettledSpend(db, rows.slice(from, from + ROWS_PER_WRITE));

@@ -135,8 +135,7 @@ export type OutboxReadResult =
 
 export type OutboxAckResult =
   /** `deleted`: entries this call removed (another drainer may have removed the rest). */
-  | { status: 'ACKED'; deleted: number; releasedMicro: bigint }
-  | { status: 'INVALID_INPUT'; field: string };
+  { status: 'ACKED'; deleted: number; releasedMicro: bigint } | { status: 'INVALID_INPUT'; field: string };
 
 export type CancelResult =
   | FinalizeResult

@@ -77,7 +77,10 @@ describe('20 settled requests, then SIGKILL of the gateway', () => {
       const done = events(await response.text()).at(-1);
       expect(done).toMatchObject({ type: 'done', reservation_id: expect.stringMatching(/^res_/) });
       expect(done?.settlement).toBeUndefined();
-      responses.push({ reservationId: done?.reservation_id ?? '', costMicro: BigInt(done?.cost_micro ?? '') });
+      responses.push({
+        reservationId: done?.reservation_id ?? '',
+        costMicro: BigInt(done?.cost_micro ?? ''),
+      });
     }
     // At once: no time for the killed process's own drain.
     gateway.child.kill('SIGKILL');

@@ -362,7 +362,13 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
     it('finalize twice: ALREADY_FINALIZED with the first charge, no change', async () => {
       const tenantId = await fundedTenant();
       const { reservationId } = await admitted(admitInput(tenantId));
-      await store().finalize({ tenantId, reservationId, actualCostMicro: 70n, spend: spendUsage(1), nowMs: NOW });
+      await store().finalize({
+        tenantId,
+        reservationId,
+        actualCostMicro: 70n,
+        spend: spendUsage(1),
+        nowMs: NOW,
+      });
       const before = await store().snapshot(tenantId);
       expect(
         await store().finalize({
@@ -811,9 +817,14 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
       const finalize = (reservationId: string, actualCostMicro: bigint) =>
         store().finalize({ tenantId, reservationId, actualCostMicro, nowMs: NOW, spend: spendUsage(1) });
       await finalize(once.reservationId, 50n);
-      expect(await finalize(once.reservationId, 50n)).toEqual({ status: 'ALREADY_FINALIZED', chargedMicro: 50n });
+      expect(await finalize(once.reservationId, 50n)).toEqual({
+        status: 'ALREADY_FINALIZED',
+        chargedMicro: 50n,
+      });
       const cancelled = await admitted(admitInput(tenantId));
-      expect(await store().cancel({ tenantId, reservationId: cancelled.reservationId, nowMs: NOW })).toMatchObject({
+      expect(
+        await store().cancel({ tenantId, reservationId: cancelled.reservationId, nowMs: NOW }),
+      ).toMatchObject({
         status: 'FINALIZED',
         chargedMicro: 0n,
       });
@@ -852,7 +863,13 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
       const tenantId = await fundedTenant();
       for (const cost of [10n, 20n, 40n]) {
         const { reservationId } = await admitted(admitInput(tenantId, { costMicro: 100n }));
-        await store().finalize({ tenantId, reservationId, actualCostMicro: cost, nowMs: NOW, spend: spendUsage(1) });
+        await store().finalize({
+          tenantId,
+          reservationId,
+          actualCostMicro: cost,
+          nowMs: NOW,
+          spend: spendUsage(1),
+        });
       }
       const [a, b, c] = (await outbox(tenantId)).map((entry) => entry.id) as [string, string, string];
       expect(await waitingMicro(tenantId)).toBe('70');
@@ -874,7 +891,13 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
       expect(await outbox(tenantId)).toEqual([]);
       // The stream keeps its last id: a later entry sorts after every deleted one.
       const { reservationId } = await admitted(admitInput(tenantId, { costMicro: 100n }));
-      await store().finalize({ tenantId, reservationId, actualCostMicro: 5n, nowMs: NOW, spend: spendUsage(1) });
+      await store().finalize({
+        tenantId,
+        reservationId,
+        actualCostMicro: 5n,
+        nowMs: NOW,
+        spend: spendUsage(1),
+      });
       const [next] = (await outbox(tenantId)).map((entry) => entry.id.split('-').map(BigInt));
       const [cMs, cSeq] = c.split('-').map(BigInt) as [bigint, bigint];
       expect((next?.[0] ?? 0n) > cMs || (next?.[0] === cMs && (next?.[1] ?? 0n) > cSeq)).toBe(true);
@@ -884,14 +907,26 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
       const tenantId = await fundedTenant();
       for (let i = 0; i < 2; i += 1) {
         const { reservationId } = await admitted(admitInput(tenantId, { costMicro: 100n }));
-        await store().finalize({ tenantId, reservationId, actualCostMicro: 60n, nowMs: NOW, spend: spendUsage(1) });
+        await store().finalize({
+          tenantId,
+          reservationId,
+          actualCostMicro: 60n,
+          nowMs: NOW,
+          spend: spendUsage(1),
+        });
       }
       const [first, second] = (await outbox(tenantId)).map((entry) => entry.id) as [string, string];
       await engine.setHashRaw(balance(tenantId), 'outbox', '10');
-      expect(await store().outboxAck({ tenantId, ids: [first] })).toMatchObject({ deleted: 1, releasedMicro: 60n });
+      expect(await store().outboxAck({ tenantId, ids: [first] })).toMatchObject({
+        deleted: 1,
+        releasedMicro: 60n,
+      });
       expect(await waitingMicro(tenantId)).toBe('0');
       await engine.deleteRaw(balance(tenantId));
-      expect(await store().outboxAck({ tenantId, ids: [second] })).toMatchObject({ deleted: 1, releasedMicro: 60n });
+      expect(await store().outboxAck({ tenantId, ids: [second] })).toMatchObject({
+        deleted: 1,
+        releasedMicro: 60n,
+      });
       expect(await store().admit(admitInput(tenantId))).toEqual({ status: 'HYDRATE' });
     });
 
@@ -903,13 +938,24 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
           'count',
         ]);
       }
-      for (const id of ['abc', '1-', '-1', '1-2-3', '1', '12345678901234567890-0', '0-12345678901234567890']) {
+      for (const id of [
+        'abc',
+        '1-',
+        '-1',
+        '1-2-3',
+        '1',
+        '12345678901234567890-0',
+        '0-12345678901234567890',
+      ]) {
         expect(await engine.runner.run('outbox_ack', [tenantKey(tenantId)], ['1-0', id])).toEqual([
           'INVALID_INPUT',
           'ids',
         ]);
       }
-      expect(await engine.runner.run('outbox_ack', [tenantKey(tenantId)], [])).toEqual(['INVALID_INPUT', 'ids']);
+      expect(await engine.runner.run('outbox_ack', [tenantKey(tenantId)], [])).toEqual([
+        'INVALID_INPUT',
+        'ids',
+      ]);
       expect(await store().outboxAck({ tenantId, ids: [] })).toEqual({
         status: 'ACKED',
         deleted: 0,

@@ -101,7 +101,12 @@ describe('drainOutbox', () => {
     }
     expect(await drainOutbox(db, store, tenants, { readCount: 3 })).toEqual({ entries: 21, rowsSettled: 21 });
     for (const tenantId of tenants) {
-      expect(await state(tenantId)).toMatchObject({ entries: 7, spentMicro: 70n, waiting: 0, outboxMicro: '0' });
+      expect(await state(tenantId)).toMatchObject({
+        entries: 7,
+        spentMicro: 70n,
+        waiting: 0,
+        outboxMicro: '0',
+      });
     }
   });
 
@@ -155,7 +160,12 @@ describe('drainOutbox', () => {
       },
     });
     expect(checks).toBe(1);
-    expect(await state(tenantId)).toMatchObject({ entries: 1, spentMicro: 80n, waiting: 0, outboxMicro: '0' });
+    expect(await state(tenantId)).toMatchObject({
+      entries: 1,
+      spentMicro: 80n,
+      waiting: 0,
+      outboxMicro: '0',
+    });
   });
 });
 

@@ -151,13 +151,21 @@ describe('POOL_LIMITS: a global gate per pool, across tenants', () => {
     return { tenantId: tenant.id, key };
   }
 
-  /** The response, its JSON body if any, and the admission scripts it ran. */
+  /**
+   * The response, its JSON body if any, the admission scripts it ran, and every store call the
+   * request made (the harness starts no background work: the spend drain runs only when flushed).
+   */
   async function send(key: string, pool: string) {
     scripts.length = 0;
     const response = await infer(gated, key, { prompt: PROMPT, max_tokens: 4, pool });
     const text = await response.text();
     const body = response.headers.get('content-type')?.includes('json') ? JSON.parse(text) : undefined;
-    return { response, body, admission: scripts.filter((name) => name === 'admit' || name === 'pool_gate') };
+    return {
+      response,
+      body,
+      admission: scripts.filter((name) => name === 'admit' || name === 'pool_gate'),
+      storeCalls: [...scripts],
+    };
   }
 
   it('answers 429 on dimension pool once the pool’s tokens for the minute are used, for every tenant; the reservation is cancelled', async () => {
@@ -166,6 +174,8 @@ describe('POOL_LIMITS: a global gate per pool, across tenants', () => {
       const served = await send(first.key, 'reasoning');
       expect(served.response.status).toBe(200);
       expect(served.admission).toEqual(['admit', 'pool_gate']);
+      // The settlement (and its spend row, into the outbox) is the one call after them.
+      expect(served.storeCalls).toEqual(['admit', 'pool_gate', 'budget_finalize']);
     }
     const refused = await send(first.key, 'reasoning');
     expect(refused.response.status).toBe(429);
@@ -211,12 +221,17 @@ describe('POOL_LIMITS: a global gate per pool, across tenants', () => {
     expect((await gated.services.store.snapshot(tenant.id)).reservedMicro).toBe(0n);
   });
 
-  it('leaves pools without a limit alone, in one store round trip', async () => {
+  it('leaves pools without a limit alone: one store round trip to admit, one to settle, nothing else', async () => {
     const { key } = await proTenant();
     for (const pool of ['cheap', 'standard']) {
       const served = await send(key, pool);
       expect(served.response.status).toBe(200);
       expect(served.admission).toEqual(['admit']);
+      expect(served.storeCalls).toEqual(['admit', 'budget_finalize']);
     }
+    // The spend rows reach PostgreSQL off the request path, through the outbox.
+    scripts.length = 0;
+    await gated.services.spend.flush();
+    expect(new Set(scripts)).toEqual(new Set(['outbox_read', 'outbox_ack']));
   });
 });

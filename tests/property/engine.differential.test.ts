@@ -107,7 +107,10 @@ const op: fc.Arbitrary<Op> = fc.oneof(
       tokens: fc.integer({ min: 0, max: 200 }),
       prompt: fc.integer({ min: 0, max: 50 }),
       // Now and then a free settlement: refused for a paid reservation, recorded at cost for a free one.
-      free: fc.oneof({ weight: 6, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) }),
+      free: fc.oneof(
+        { weight: 6, arbitrary: fc.constant(false) },
+        { weight: 1, arbitrary: fc.constant(true) },
+      ),
     }),
   },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('cancel' as const), ref: fc.nat() }) },
@@ -276,7 +279,12 @@ describe('redis and memory engines', () => {
                       reservationId: target.id,
                       actualCostMicro: BigInt(o.actual),
                       nowMs: now,
-                      spend: { keyId: 'key_row', promptTokens: o.prompt, completionTokens: o.tokens, free: o.free },
+                      spend: {
+                        keyId: 'key_row',
+                        promptTokens: o.prompt,
+                        completionTokens: o.tokens,
+                        free: o.free,
+                      },
                     }),
               );
               if (result.status === 'LATE_FINALIZE') {

@@ -141,7 +141,9 @@ export async function settleOne(
   options: { reservedMicro?: bigint; actualCostMicro: bigint; spend?: Partial<SpendUsage>; nowMs?: number },
 ): Promise<string> {
   const nowMs = options.nowMs ?? Date.now();
-  const admitted = await store.admit(admitInput(tenantId, { costMicro: options.reservedMicro ?? 1_000n, nowMs }));
+  const admitted = await store.admit(
+    admitInput(tenantId, { costMicro: options.reservedMicro ?? 1_000n, nowMs }),
+  );
   if (admitted.status !== 'ADMITTED') throw new Error(`expected ADMITTED, got ${admitted.status}`);
   const settled = await store.finalize({
     tenantId,
