@@ -1,7 +1,7 @@
 import { ints, type Script, tenantKeys } from './shared.js';
 
 /** The fields of an outbox entry, in the order outbox_read replies with them. */
-export const OUTBOX_FIELDS = [
+const OUTBOX_FIELDS = [
   'reservationId',
   'keyId',
   'pool',
