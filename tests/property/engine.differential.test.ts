@@ -11,7 +11,8 @@ import { deleteKeysWithPrefix } from '../support/redis-cleanup.js';
 
 /**
  * Differential property: random sequences of admit (free ones, cost 0, included) / finalize /
- * cancel / reap / credit / budget threshold checks / clock advances / hydrate / flushing the
+ * cancel / reap / credit / budget threshold checks / clock advances / hydrate / rebase (the
+ * conservation repair, against the figures just read or stale ones) / flushing the
  * store (every key of the run gone, as after FLUSHALL), run on the Lua scripts (real Redis) and on the memory engine, give identical replies
  * and identical snapshots after every step; and committed + reserved never exceeds credited except
  * by what late finalizes (after a reap) reported charging.
@@ -71,6 +72,16 @@ type Op =
       /** -1: no month figures; else the tenant's month, and each of keys k0, k1. */
       month: number;
       keyMonths: number[];
+    }
+  | {
+      kind: 'rebase';
+      tenant: number;
+      /** The book's credited beyond what the balance holds reserved. */
+      credited: number;
+      spentShare: number;
+      grants: { grant: number; amount: number }[];
+      /** Expect a committed 1 µ off what was read: the compare-and-set must refuse. */
+      stale: boolean;
     }
   | { kind: 'flush' };
 
@@ -138,6 +149,20 @@ const op: fc.Arbitrary<Op> = fc.oneof(
       ),
       month: fc.integer({ min: -1, max: 3_000 }),
       keyMonths: fc.array(fc.integer({ min: 0, max: 2_000 }), { maxLength: 2 }),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant('rebase' as const),
+      tenant,
+      credited: fc.integer({ min: 0, max: 10_000 }),
+      spentShare: fc.integer({ min: 0, max: 100 }),
+      grants: fc.array(
+        fc.record({ grant: fc.integer({ min: 0, max: 3 }), amount: fc.integer({ min: 1, max: 5_000 }) }),
+        { maxLength: 2 },
+      ),
+      stale: fc.boolean(),
     }),
   },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('flush' as const) }) },
@@ -300,6 +325,28 @@ describe('redis and memory engines', () => {
                           })),
                         },
                       }),
+                }),
+              );
+              break;
+            }
+            case 'rebase': {
+              const tenantId = tenants[o.tenant] as string;
+              const read = await both((s) => s.snapshot(tenantId));
+              // Book figures that keep committed + reserved within credited, as a real book does.
+              const base = BigInt(o.credited);
+              await both((s) =>
+                s.rebase({
+                  tenantId,
+                  expected: {
+                    creditedMicro: read.creditedMicro,
+                    committedMicro: read.committedMicro + (o.stale ? 1n : 0n),
+                    outboxMicro: read.outboxMicro,
+                  },
+                  book: {
+                    creditedMicro: base + read.reservedMicro + read.outboxMicro,
+                    spentMicro: (base * BigInt(o.spentShare)) / 100n,
+                    grants: o.grants.map((g) => ({ grantId: `g${g.grant}`, amountMicro: BigInt(g.amount) })),
+                  },
                 }),
               );
               break;

@@ -10,6 +10,7 @@ import { hydrate } from './hydrate.js';
 import { leaseAcquire } from './lease_acquire.js';
 import { leaseRelease } from './lease_release.js';
 import { poolGate } from './pool_gate.js';
+import { rebase } from './rebase.js';
 import type { Script } from './shared.js';
 import { snapshot } from './snapshot.js';
 
@@ -30,6 +31,7 @@ export const MEMORY_SCRIPTS: Record<ScriptName, Script> = {
   credit,
   hydrate,
   snapshot,
+  rebase,
   pool_gate: poolGate,
   lease_acquire: leaseAcquire,
   lease_release: leaseRelease,
