@@ -187,6 +187,13 @@ async function confirm(
     first.creditedDriftMicro === second.creditedDriftMicro &&
     first.committedDriftMicro === second.committedDriftMicro;
   if (!unchanged) return unconfirmed(services, tenantId, first);
+  // The book ahead of the store by no more than the outbox may be charges the drain has written to
+  // the book but not yet acknowledged in the store (a drain stopped between the two): left until
+  // the outbox is drained, or the repair would count them twice.
+  const drainWindow = -second.committedDriftMicro;
+  if (drainWindow > 0n && drainWindow <= second.store.outboxMicro) {
+    return unconfirmed(services, tenantId, first);
+  }
   return settleDrift(services, tenantId, second, options);
 }
 
