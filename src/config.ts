@@ -157,6 +157,9 @@ const EnvSchema = v.object({
   // 25 s: under the 30 s that most orchestrators wait between SIGTERM and SIGKILL, so in-flight
   // streams get as long as possible and the connections are still closed by us, not killed.
   SHUTDOWN_TIMEOUT_MS: v.optional(integer(0, 600_000), '25000'),
+  // 5 min: how often the conservation job checks each tenant's store balance against the book; a
+  // drift it repairs has been live at most this long (plus the check's confirmation wait).
+  CONSERVATION_INTERVAL_MS: v.optional(integer(10_000, 86_400_000), '300000'),
 });
 
 // Parsed and checked, but their features have not landed yet (payments, tracing, usage events):
@@ -220,6 +223,8 @@ export interface Config {
   otelEnabled: boolean;
   natsUrl?: string;
   shutdownTimeoutMs: number;
+  /** How often the conservation job runs (`CONSERVATION_INTERVAL_MS`). */
+  conservationIntervalMs: number;
   jwtIssuer: string;
   s2sAudience: string;
   signingPrivateJwks?: string;
@@ -356,6 +361,7 @@ export function parseConfig(env: Env): ConfigResult {
     logLevel: e.LOG_LEVEL,
     otelEnabled: e.OTEL_ENABLED,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+    conservationIntervalMs: e.CONSERVATION_INTERVAL_MS,
     jwtIssuer: e.JWT_ISSUER,
     s2sAudience: e.S2S_AUDIENCE,
     signingKeyMaxAgeDays: e.SIGNING_KEY_MAX_AGE_DAYS,

@@ -1,5 +1,6 @@
 import * as v from 'valibot';
 import { grantCredits } from '../../src/billing/credits.js';
+import { conservationStatus } from '../../src/ledger/conservation.js';
 import { issueToken } from '../../src/signing/caller-tokens.js';
 import { systemInfo } from '../../src/system/info.js';
 import { createTenant, getTenant, listTenants, updateTenant } from '../../src/tenants/tenants.js';
@@ -53,6 +54,10 @@ export const adminRouter = router({
       .input(GrantCreditsInput)
       .mutation(({ ctx, input }) => grantCredits(ctx.services, { ...input, grantedBy: ctx.caller.subject })),
   }),
+  // A live check of the tenant's store balance against the book; repairs nothing (the job does).
+  conservation: adminProcedure
+    .input(v.object({ tenantId: TenantId }))
+    .query(({ ctx, input }) => conservationStatus(ctx.services, input.tenantId)),
   signingKeys: router({
     list: operatorProcedure.query(({ ctx }) => ctx.services.signing.list()),
     rotate: adminProcedure.mutation(({ ctx }) => ctx.services.signing.rotate()),

@@ -18,6 +18,12 @@ export interface Metrics {
   readonly spendParked: Counter;
   /** Age of the active signing key; alert well before SIGNING_KEY_MAX_AGE_DAYS. */
   readonly signingKeyAgeSeconds: Gauge;
+  /** Conservation checks of one tenant, by result (ok, drift, repaired, absent, inconclusive). */
+  readonly conservationChecks: Counter<'status'>;
+  /** Confirmed drifts between the book and the store, by outcome (reported, repaired, changed). */
+  readonly conservationDriftEvents: Counter<'outcome'>;
+  /** Their size: |credited drift| + |committed drift| in micro-credits, by outcome. */
+  readonly conservationDriftMicro: Counter<'outcome'>;
 }
 
 export function createMetrics(): Metrics {
@@ -60,6 +66,24 @@ export function createMetrics(): Metrics {
     signingKeyAgeSeconds: new Gauge({
       name: 'spicegate_signing_key_age_seconds',
       help: 'Age of the active signing key',
+      registers: [registry],
+    }),
+    conservationChecks: new Counter({
+      name: 'spicegate_conservation_checks_total',
+      help: 'Conservation checks of one tenant (book against store), by status',
+      labelNames: ['status'],
+      registers: [registry],
+    }),
+    conservationDriftEvents: new Counter({
+      name: 'spicegate_conservation_drift_events_total',
+      help: 'Confirmed drifts between the book and the store, by outcome (reported, repaired, changed); should stay 0',
+      labelNames: ['outcome'],
+      registers: [registry],
+    }),
+    conservationDriftMicro: new Counter({
+      name: 'spicegate_conservation_drift_micro_total',
+      help: 'Micro-credits of confirmed drift between the book and the store (|credited| + |committed|), by outcome',
+      labelNames: ['outcome'],
       registers: [registry],
     }),
   };

@@ -201,7 +201,37 @@ export interface Snapshot {
   committedMicro: bigint;
   reservedMicro: bigint;
   availableMicro: bigint;
+  /** Charges settled in the store that the outbox drain has not yet written to the book (part of committed). */
+  outboxMicro: bigint;
+  /** False when the store holds no balance for the tenant (every figure 0): hydration rebuilds it. */
+  present: boolean;
 }
+
+/**
+ * The conservation check's repair (lua/rebase.v1.lua): the book's figures, written only while the
+ * balance still holds the figures the check read.
+ */
+export interface RebaseInput {
+  tenantId: string;
+  /** The figures the check read (compare-and-set); reserved is not compared, it is kept. */
+  expected: { creditedMicro: bigint; committedMicro: bigint; outboxMicro: bigint };
+  /** The book's figures: committed becomes spent + the outbox. */
+  book: { creditedMicro: bigint; spentMicro: bigint; grants: { grantId: string; amountMicro: bigint }[] };
+}
+
+export type RebaseResult =
+  | {
+      status: 'REBASED';
+      creditedMicro: bigint;
+      committedMicro: bigint;
+      reservedMicro: bigint;
+      outboxMicro: bigint;
+    }
+  /** The balance no longer holds the figures expected: nothing written. */
+  | { status: 'CHANGED'; creditedMicro: bigint; committedMicro: bigint; outboxMicro: bigint }
+  /** The balance is absent from the store (hydration rebuilds it): nothing written. */
+  | { status: 'ABSENT' }
+  | { status: 'INVALID_INPUT'; field: string };
 
 export interface PoolGateInput {
   pool: string;

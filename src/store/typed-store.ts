@@ -22,6 +22,8 @@ import type {
   PoolGateInput,
   PoolGateResult,
   ReapResult,
+  RebaseInput,
+  RebaseResult,
   ScopeRemaining,
   Snapshot,
   SpendUsage,
@@ -77,6 +79,11 @@ export interface Store {
    */
   hydrate(input: HydrateInput): Promise<HydrateResult>;
   snapshot(tenantId: string): Promise<Snapshot>;
+  /**
+   * Sets a tenant's credited and committed to the book's figures (and its applied grant ids to the
+   * book's), only while the balance holds exactly the figures expected: the conservation repair.
+   */
+  rebase(input: RebaseInput): Promise<RebaseResult>;
   poolGate(input: PoolGateInput): Promise<PoolGateResult>;
   /** Takes a singleton job's lease (SET NX PX) with a fencing token that only grows. */
   acquireLease(input: { resource: string; holder: string; ttlMs: number }): Promise<LeaseResult>;
@@ -319,7 +326,48 @@ export function createStore(scriptRunner: ScriptRunner, options: StoreOptions): 
         committedMicro: big(reply[2]),
         reservedMicro: big(reply[3]),
         availableMicro: big(reply[4]),
+        outboxMicro: big(reply[5]),
+        present: int(reply[6]) === 1,
       };
+    },
+
+    rebase: async (input) => {
+      if (!ID.test(input.tenantId)) return { status: 'INVALID_INPUT', field: 'tenantId' };
+      const { expected, book } = input;
+      const reply = await runner.run(
+        'rebase',
+        [tenantKey(input.tenantId)],
+        [
+          String(expected.creditedMicro),
+          String(expected.committedMicro),
+          String(expected.outboxMicro),
+          String(book.creditedMicro),
+          String(book.spentMicro),
+          String(book.grants.length),
+          ...book.grants.flatMap((grant) => [grant.grantId, String(grant.amountMicro)]),
+        ],
+      );
+      switch (reply[0]) {
+        case 'REBASED':
+          return {
+            status: 'REBASED',
+            creditedMicro: big(reply[1]),
+            committedMicro: big(reply[2]),
+            reservedMicro: big(reply[3]),
+            outboxMicro: big(reply[4]),
+          };
+        case 'CHANGED':
+          return {
+            status: 'CHANGED',
+            creditedMicro: big(reply[1]),
+            committedMicro: big(reply[2]),
+            outboxMicro: big(reply[3]),
+          };
+        case 'ABSENT':
+          return { status: 'ABSENT' };
+        default:
+          return invalid(reply);
+      }
     },
 
     poolGate: async (input) => {

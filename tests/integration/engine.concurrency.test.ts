@@ -85,6 +85,8 @@ describe(`concurrent calls over ${CONNECTIONS} connections (seed ${SEED})`, () =
         committedMicro: charged.get(tenantId),
         reservedMicro: 0n,
         availableMicro: CREDIT - (charged.get(tenantId) as bigint),
+        outboxMicro: 0n,
+        present: true,
       });
     }
   });

@@ -63,6 +63,8 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
         committedMicro: 0n,
         reservedMicro: 100n,
         availableMicro: 900n,
+        outboxMicro: 0n,
+        present: true,
       });
     });
 
@@ -356,6 +358,8 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
         committedMicro: 160n,
         reservedMicro: 0n,
         availableMicro: 840n,
+        outboxMicro: 0n,
+        present: true,
       });
     });
 
@@ -420,6 +424,8 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
         committedMicro: 0n,
         reservedMicro: 0n,
         availableMicro: 1_000n,
+        outboxMicro: 0n,
+        present: true,
       });
       // The idempotency key was never taken: the request may be sent again under a new id.
       expect((await admitted(admitInput(tenantId, { idempotencyKey: 'req_late' }))).reservationId).not.toBe(
@@ -612,6 +618,8 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
         committedMicro: 0n,
         reservedMicro: 0n,
         availableMicro: 0n,
+        outboxMicro: 0n,
+        present: true,
       });
     });
 
@@ -1161,7 +1169,15 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
   });
 
   describe('an absent balance (an emptied store): admit v3, credit v2, hydrate v1', () => {
-    const zero = { creditedMicro: 0n, committedMicro: 0n, reservedMicro: 0n, availableMicro: 0n };
+    // What snapshot answers for a tenant the store holds no balance for.
+    const absent = {
+      creditedMicro: 0n,
+      committedMicro: 0n,
+      reservedMicro: 0n,
+      availableMicro: 0n,
+      outboxMicro: 0n,
+      present: false,
+    };
 
     it('admit answers HYDRATE and writes nothing, paid or free; after hydrate it admits against the figures written', async () => {
       const tenantId = uniqueTenant();
@@ -1177,6 +1193,8 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
         committedMicro: 300n,
         reservedMicro: 0n,
         availableMicro: 700n,
+        outboxMicro: 0n,
+        present: true,
       });
       const result = await admitted(admitInput(tenantId, { costMicro: 700n }));
       expect(result.remaining.balanceMicro).toBe(0n);
@@ -1205,7 +1223,7 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
       expect(await store().credit({ tenantId, grantId: 'g1', amountMicro: 500n })).toEqual({
         status: 'HYDRATE',
       });
-      expect(await store().snapshot(tenantId)).toEqual(zero);
+      expect(await store().snapshot(tenantId)).toEqual(absent);
       expect(
         await store().hydrate({
           tenantId,
@@ -1253,6 +1271,8 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
         committedMicro: 100n,
         reservedMicro: 50n,
         availableMicro: 750n,
+        outboxMicro: 0n,
+        present: true,
       });
       // The second call's grant was not recorded.
       expect((await store().credit({ tenantId, grantId: 'other', amountMicro: 1n })).status).toBe('CREDITED');
@@ -1313,6 +1333,169 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
       const input = { tenantId, creditedMicro: 10n, committedMicro: 0n, grants: [], ...override };
       expect(await store().hydrate(input)).toEqual({ status: 'INVALID_INPUT', field });
       expect(await store().admit(admitInput(tenantId))).toEqual({ status: 'HYDRATE' });
+    });
+  });
+
+  describe('snapshot v2 and rebase v1 (the conservation check and its repair)', () => {
+    const bal = (tenantId: string) => `${tenantKey(tenantId)}:bal`;
+
+    it('snapshot reports the outbox (0 when the field is absent) and whether the balance exists', async () => {
+      const tenantId = await fundedTenant(1_000n);
+      expect(await store().snapshot(tenantId)).toMatchObject({ outboxMicro: 0n, present: true });
+      await engine.setHashRaw(bal(tenantId), 'committed', '300');
+      await engine.setHashRaw(bal(tenantId), 'outbox', '120');
+      expect(await store().snapshot(tenantId)).toEqual({
+        creditedMicro: 1_000n,
+        committedMicro: 300n,
+        reservedMicro: 0n,
+        availableMicro: 700n,
+        outboxMicro: 120n,
+        present: true,
+      });
+      expect((await store().snapshot(uniqueTenant())).present).toBe(false);
+    });
+
+    it("rebase sets credited and committed to the book's (committed = spent + outbox), keeps reserved and outbox, and makes the book's grants the applied ones", async () => {
+      const tenantId = await fundedTenant(1_000n);
+      await admitted(admitInput(tenantId, { costMicro: 100n }));
+      await engine.setHashRaw(bal(tenantId), 'committed', '50');
+      await engine.setHashRaw(bal(tenantId), 'outbox', '20');
+      const result = await store().rebase({
+        tenantId,
+        expected: { creditedMicro: 1_000n, committedMicro: 50n, outboxMicro: 20n },
+        book: {
+          creditedMicro: 1_500n,
+          spentMicro: 400n,
+          grants: [
+            { grantId: 'book_a', amountMicro: 1_000n },
+            { grantId: 'book_b', amountMicro: 500n },
+          ],
+        },
+      });
+      expect(result).toEqual({
+        status: 'REBASED',
+        creditedMicro: 1_500n,
+        committedMicro: 420n,
+        reservedMicro: 100n,
+        outboxMicro: 20n,
+      });
+      expect(await store().snapshot(tenantId)).toEqual({
+        creditedMicro: 1_500n,
+        committedMicro: 420n,
+        reservedMicro: 100n,
+        availableMicro: 980n,
+        outboxMicro: 20n,
+        present: true,
+      });
+      // A credit still on its way for a grant the book holds is applied once, by the rebase.
+      expect(await store().credit({ tenantId, grantId: 'book_b', amountMicro: 500n })).toMatchObject({
+        status: 'ALREADY_APPLIED',
+        creditedMicro: 1_500n,
+      });
+      // The store's own record of a grant the book does not hold went with its amount.
+      expect(await store().credit({ tenantId, grantId: 'grant_initial', amountMicro: 1_000n })).toMatchObject(
+        { status: 'CREDITED', creditedMicro: 2_500n },
+      );
+    });
+
+    it.each([
+      ['credited', { creditedMicro: 999n, committedMicro: 0n, outboxMicro: 0n }],
+      ['committed', { creditedMicro: 1_000n, committedMicro: 1n, outboxMicro: 0n }],
+      ['outbox', { creditedMicro: 1_000n, committedMicro: 0n, outboxMicro: 5n }],
+    ])('rebase answers CHANGED and writes nothing when %s is not what was read', async (_, expected) => {
+      const tenantId = await fundedTenant(1_000n);
+      const before = await store().snapshot(tenantId);
+      expect(
+        await store().rebase({
+          tenantId,
+          expected,
+          book: {
+            creditedMicro: 5_000n,
+            spentMicro: 10n,
+            grants: [{ grantId: 'other', amountMicro: 5_000n }],
+          },
+        }),
+      ).toEqual({ status: 'CHANGED', creditedMicro: 1_000n, committedMicro: 0n, outboxMicro: 0n });
+      expect(await store().snapshot(tenantId)).toEqual(before);
+      // The applied grants are untouched too.
+      expect((await store().credit({ tenantId, grantId: 'grant_initial', amountMicro: 1_000n })).status).toBe(
+        'ALREADY_APPLIED',
+      );
+    });
+
+    it('rebase answers ABSENT and creates nothing when the balance is absent', async () => {
+      const tenantId = uniqueTenant();
+      expect(
+        await store().rebase({
+          tenantId,
+          expected: { creditedMicro: 0n, committedMicro: 0n, outboxMicro: 0n },
+          book: { creditedMicro: 10n, spentMicro: 0n, grants: [] },
+        }),
+      ).toEqual({ status: 'ABSENT' });
+      expect((await store().snapshot(tenantId)).present).toBe(false);
+      expect(await store().admit(admitInput(tenantId))).toEqual({ status: 'HYDRATE' });
+    });
+
+    it('rebase compares a negative figure as read (a corrupted balance is repaired too)', async () => {
+      const tenantId = await fundedTenant(1_000n);
+      await engine.setHashRaw(bal(tenantId), 'committed', '-40');
+      expect(
+        await store().rebase({
+          tenantId,
+          expected: { creditedMicro: 1_000n, committedMicro: -40n, outboxMicro: 0n },
+          book: {
+            creditedMicro: 1_000n,
+            spentMicro: 0n,
+            grants: [{ grantId: 'grant_initial', amountMicro: 1_000n }],
+          },
+        }),
+      ).toMatchObject({ status: 'REBASED', committedMicro: 0n });
+    });
+
+    it.each([
+      [
+        { expected: { creditedMicro: 2n ** 52n, committedMicro: 0n, outboxMicro: 0n } },
+        'expectedCreditedMicro',
+      ],
+      [
+        { expected: { creditedMicro: 0n, committedMicro: -(2n ** 52n), outboxMicro: 0n } },
+        'expectedCommittedMicro',
+      ],
+      [{ book: { creditedMicro: -1n, spentMicro: 0n, grants: [] } }, 'creditedMicro'],
+      [{ book: { creditedMicro: 0n, spentMicro: 2n ** 52n, grants: [] } }, 'spentMicro'],
+      [
+        { book: { creditedMicro: 1n, spentMicro: 0n, grants: [{ grantId: 'a:b', amountMicro: 1n }] } },
+        'grantId',
+      ],
+      [
+        { book: { creditedMicro: 1n, spentMicro: 0n, grants: [{ grantId: 'g', amountMicro: 0n }] } },
+        'amountMicro',
+      ],
+    ])('rebase refuses %o (INVALID_INPUT %s) and writes nothing', async (override, field) => {
+      const tenantId = await fundedTenant(1_000n);
+      const before = await store().snapshot(tenantId);
+      const input = {
+        tenantId,
+        expected: { creditedMicro: 1_000n, committedMicro: 0n, outboxMicro: 0n },
+        book: { creditedMicro: 7n, spentMicro: 0n, grants: [] },
+        ...override,
+      };
+      expect(await store().rebase(input)).toEqual({ status: 'INVALID_INPUT', field });
+      expect(await store().snapshot(tenantId)).toEqual(before);
+    });
+
+    it('rebase refuses book figures that would take committed past the bound with the outbox', async () => {
+      const tenantId = await fundedTenant(1_000n);
+      await engine.setHashRaw(bal(tenantId), 'outbox', '10');
+      const before = await store().snapshot(tenantId);
+      expect(
+        await store().rebase({
+          tenantId,
+          expected: { creditedMicro: 1_000n, committedMicro: 0n, outboxMicro: 10n },
+          book: { creditedMicro: 1_000n, spentMicro: 2n ** 52n - 5n, grants: [] },
+        }),
+      ).toEqual({ status: 'INVALID_INPUT', field: 'spentMicro' });
+      expect(await store().snapshot(tenantId)).toEqual(before);
     });
   });
 

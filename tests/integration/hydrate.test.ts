@@ -94,6 +94,8 @@ describe('on Redis', () => {
       committedMicro: all,
       reservedMicro: 0n,
       availableMicro: 1_000_000n - all,
+      outboxMicro: 0n,
+      present: true,
     });
     expect(await accountBalance(harness.services.db, accounts.available(tenantId))).toBe(1_000_000n - all);
   });
@@ -207,6 +209,8 @@ describe('on Redis', () => {
         committedMicro: all,
         reservedMicro: 0n,
         availableMicro: 1_000_000n - all,
+        outboxMicro: 0n,
+        present: true,
       });
     } finally {
       await other.close();
@@ -243,6 +247,8 @@ describe('on the embedded memory engine', () => {
         committedMicro: all,
         reservedMicro: 0n,
         availableMicro: 1_000_000n - all,
+        outboxMicro: 0n,
+        present: true,
       });
     } finally {
       await restarted.close();

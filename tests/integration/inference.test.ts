@@ -59,6 +59,8 @@ describe('POST /api/v1/inference (local model)', () => {
       committedMicro: 13n,
       reservedMicro: 0n,
       availableMicro: 1_000_000n - 13n,
+      outboxMicro: 0n,
+      present: true,
     });
   });
 

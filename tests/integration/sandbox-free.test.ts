@@ -76,6 +76,8 @@ describe.each(['redis', 'memory'] as const)('sandbox keys are free (%s engine)',
       committedMicro: 0n,
       reservedMicro: 0n,
       availableMicro: 0n,
+      outboxMicro: 0n,
+      present: true,
     });
     const rows = await spendRows(harness, tenantId);
     expect(rows).toHaveLength(1);
@@ -139,6 +141,8 @@ describe.each(['redis', 'memory'] as const)('sandbox keys are free (%s engine)',
       committedMicro: 0n,
       reservedMicro: 0n,
       availableMicro: 5_000n,
+      outboxMicro: 0n,
+      present: true,
     });
   });
 
@@ -281,6 +285,8 @@ describe('a sandbox request whose finalize meets a store outage', () => {
       committedMicro: 0n,
       reservedMicro: 0n,
       availableMicro: 1_000_000n,
+      outboxMicro: 0n,
+      present: true,
     });
   });
 });

@@ -12,12 +12,12 @@ import { deleteKeysWithPrefix } from '../support/redis-cleanup.js';
 /**
  * Differential property: random sequences of admit (free ones, cost 0, included) / finalize /
  * cancel / reap / credit / budget threshold checks / clock advances / hydrate / outbox drains (read,
- * acknowledge, acknowledge again) / flushing the store (every key of the run gone, as after
- * FLUSHALL), run on the Lua scripts (real Redis) and on the memory engine, give identical replies
- * (outbox entry ids aside: each engine makes its own from its clock) and identical snapshots after
- * every step; committed + reserved never exceeds credited except by what late finalizes (after a
- * reap) reported charging; and each tenant's balance `outbox` field is the sum of the charges
- * waiting in its outbox.
+ * acknowledge, acknowledge again) / rebase (the conservation repair, against the figures just read
+ * or stale ones) / flushing the store (every key of the run gone, as after FLUSHALL), run on the Lua
+ * scripts (real Redis) and on the memory engine, give identical replies (outbox entry ids aside:
+ * each engine makes its own from its clock) and identical snapshots after every step; committed +
+ * reserved never exceeds credited except by what late finalizes (after a reap) reported charging;
+ * and each tenant's balance `outbox` field is the sum of the charges waiting in its outbox.
  *
  * Seeded: PROPERTY_SEED reproduces a run (fast-check prints the seed and path on failure);
  * PROPERTY_RUNS raises the number of sequences (default 200, each of 50–70 operations).
@@ -76,6 +76,16 @@ type Op =
       keyMonths: number[];
     }
   | { kind: 'drain'; tenant: number; count: number; ack: number; again: boolean }
+  | {
+      kind: 'rebase';
+      tenant: number;
+      /** The book's credited beyond what the balance holds reserved. */
+      credited: number;
+      spentShare: number;
+      grants: { grant: number; amount: number }[];
+      /** Expect a committed 1 µ off what was read: the compare-and-set must refuse. */
+      stale: boolean;
+    }
   | { kind: 'flush' };
 
 const tenant = fc.integer({ min: 0, max: TENANTS - 1 });
@@ -158,6 +168,20 @@ const op: fc.Arbitrary<Op> = fc.oneof(
       count: fc.integer({ min: 1, max: 4 }),
       ack: fc.nat(),
       again: fc.boolean(),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant('rebase' as const),
+      tenant,
+      credited: fc.integer({ min: 0, max: 10_000 }),
+      spentShare: fc.integer({ min: 0, max: 100 }),
+      grants: fc.array(
+        fc.record({ grant: fc.integer({ min: 0, max: 3 }), amount: fc.integer({ min: 1, max: 5_000 }) }),
+        { maxLength: 2 },
+      ),
+      stale: fc.boolean(),
     }),
   },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('flush' as const) }) },
@@ -371,6 +395,28 @@ describe('redis and memory engines', () => {
                 expect(acks[1], `step ${step} ${JSON.stringify(o)}`).toEqual(acks[0]);
                 if (acks[0]?.status === 'ACKED') outboxAcked += acks[0].deleted;
               }
+              break;
+            }
+            case 'rebase': {
+              const tenantId = tenants[o.tenant] as string;
+              const read = await both((s) => s.snapshot(tenantId));
+              // Book figures that keep committed + reserved within credited, as a real book does.
+              const base = BigInt(o.credited);
+              await both((s) =>
+                s.rebase({
+                  tenantId,
+                  expected: {
+                    creditedMicro: read.creditedMicro,
+                    committedMicro: read.committedMicro + (o.stale ? 1n : 0n),
+                    outboxMicro: read.outboxMicro,
+                  },
+                  book: {
+                    creditedMicro: base + read.reservedMicro + read.outboxMicro,
+                    spentMicro: (base * BigInt(o.spentShare)) / 100n,
+                    grants: o.grants.map((g) => ({ grantId: `g${g.grant}`, amountMicro: BigInt(g.amount) })),
+                  },
+                }),
+              );
               break;
             }
             case 'flush':

@@ -131,6 +131,8 @@ export async function raceFinalizeAgainstReaper(
       committedMicro: committed,
       reservedMicro: 0n,
       availableMicro: CREDIT - committed,
+      outboxMicro: 0n,
+      present: true,
     });
   }
   return outcome;

@@ -30,6 +30,8 @@ describe('the engine bounds in src/budget/bounds.ts', () => {
     expect(luaConstant('credit', 'MAX_BALANCE')).toBe(MAX_BALANCE_MICRO);
     expect(luaConstant('hydrate', 'MAX_AMOUNT')).toBe(MAX_AMOUNT_MICRO);
     expect(luaConstant('hydrate', 'MAX_BALANCE')).toBe(MAX_BALANCE_MICRO);
+    expect(luaConstant('rebase', 'MAX_AMOUNT')).toBe(MAX_AMOUNT_MICRO);
+    expect(luaConstant('rebase', 'MAX_BALANCE')).toBe(MAX_BALANCE_MICRO);
   });
 
   it('keep every figure an exact integer in a double', () => {

@@ -12,6 +12,7 @@ import { leaseRelease } from './lease_release.js';
 import { outboxAck } from './outbox_ack.js';
 import { outboxRead } from './outbox_read.js';
 import { poolGate } from './pool_gate.js';
+import { rebase } from './rebase.js';
 import type { Script } from './shared.js';
 import { snapshot } from './snapshot.js';
 
@@ -32,6 +33,7 @@ export const MEMORY_SCRIPTS: Record<ScriptName, Script> = {
   credit,
   hydrate,
   snapshot,
+  rebase,
   pool_gate: poolGate,
   lease_acquire: leaseAcquire,
   lease_release: leaseRelease,
