@@ -131,7 +131,8 @@ export async function raceFinalizeAgainstReaper(
       committedMicro: committed,
       reservedMicro: 0n,
       availableMicro: CREDIT - committed,
-      outboxMicro: 0n,
+      // Every charge came from a finalize: all of it waits in the outbox (nothing drains here).
+      outboxMicro: committed,
       present: true,
     });
   }

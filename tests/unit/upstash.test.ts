@@ -159,7 +159,7 @@ describe('upstash engine over the REST API (msw fake backed by the memory script
       committedMicro: 600n,
       reservedMicro: 0n,
       availableMicro: 999_400n,
-      outboxMicro: 0n,
+      outboxMicro: 600n,
       present: true,
     });
     expect(new Set(fake.commandNames())).toEqual(new Set(['evalsha', 'eval']));
