@@ -12,6 +12,9 @@ import { leaseRelease } from './lease_release.js';
 import { poolGate } from './pool_gate.js';
 import type { Script } from './shared.js';
 import { snapshot } from './snapshot.js';
+import { tenantIndexMark } from './tenant_index_mark.js';
+import { tenantIndexPage } from './tenant_index_page.js';
+import { tenantIndexPrune } from './tenant_index_prune.js';
 
 /**
  * The Lua scripts of lua/, step for step in TypeScript, for the embedded memory engine: one file
@@ -34,4 +37,7 @@ export const MEMORY_SCRIPTS: Record<ScriptName, Script> = {
   lease_acquire: leaseAcquire,
   lease_release: leaseRelease,
   fencing_cas: fencingCas,
+  tenant_index_mark: tenantIndexMark,
+  tenant_index_page: tenantIndexPage,
+  tenant_index_prune: tenantIndexPrune,
 };

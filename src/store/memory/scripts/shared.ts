@@ -38,6 +38,9 @@ const INT_ARGS = {
   /** A reservation's lifetime (admit). */
   ttlMs: [1000, DAY_MS],
   maxCount: [1, 1000],
+  /** The tenant index: a page's size, and the last active time a pruned tenant must not pass. */
+  limit: [1, 1000],
+  cutoffMs: [0, MAX_NOW],
   tokens: [1, MAX_COUNT],
   capacity: [1, MAX_COUNT],
   refillPerMinute: [0, MAX_COUNT],
@@ -106,6 +109,15 @@ export const tenantKeys = {
   tokensPerDay: (base: string, keyId: string | null | undefined, day: string | number | null | undefined) =>
     `${base}:tpd:${keyId}:${day}`,
 };
+
+/**
+ * The tenant index `{i:tenants}`: the sorted set tenant id -> last active ms itself, and `:ids`,
+ * the same ids at score 0, listed in byte order for paging.
+ */
+export function indexKeys(base: string | undefined): { lastActive: string; ids: string } {
+  const root = base ?? '';
+  return { lastActive: root, ids: `${root}:ids` };
+}
 
 /** The keys below a lease base key `{l:<resource>}`. */
 export function leaseKeys(base: string | undefined): { lease: string; token: string; fence: string } {
