@@ -345,7 +345,11 @@ export function createStore(scriptRunner: ScriptRunner, options: StoreOptions): 
 
     markTenant: async (input) => {
       if (!ID.test(input.tenantId)) return { status: 'INVALID_INPUT', field: 'tenantId' };
-      const reply = await runner.run('tenant_index_mark', [TENANT_INDEX_KEY], [input.tenantId, String(input.nowMs)]);
+      const reply = await runner.run(
+        'tenant_index_mark',
+        [TENANT_INDEX_KEY],
+        [input.tenantId, String(input.nowMs)],
+      );
       if (reply[0] === 'MARKED') return { status: 'MARKED', lastActiveMs: int(reply[1]) };
       return invalid(reply);
     },
