@@ -68,6 +68,7 @@ const PoolLimits = v.pipe(
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export const UPSTREAMS = ['local', 'finn', 'openai'] as const;
+export const JOB_MODES = ['on', 'off'] as const;
 
 const EnvSchema = v.object({
   PORT: v.optional(integer(0, 65535), '8787'),
@@ -157,6 +158,13 @@ const EnvSchema = v.object({
   // 25 s: under the 30 s that most orchestrators wait between SIGTERM and SIGKILL, so in-flight
   // streams get as long as possible and the connections are still closed by us, not killed.
   SHUTDOWN_TIMEOUT_MS: v.optional(integer(0, 600_000), '25000'),
+  // 5 min (DESIGN.md §1): far longer than the longest stream, so only a fault lets the reaper
+  // release a reservation before its settlement. 1 s .. 1 day: the admit script's bounds.
+  RESERVATION_TTL_MS: v.optional(integer(1_000, 86_400_000), '300000'),
+  // 30 s: a reservation left by a crashed gateway is released at most this long after its deadline.
+  REAPER_INTERVAL_MS: v.optional(integer(100, 3_600_000), '30000'),
+  // The background jobs inside `serve`; `off` when `spicegate worker` runs them elsewhere.
+  JOBS: v.optional(v.picklist(JOB_MODES, `must be one of ${JOB_MODES.join(', ')}`), 'on'),
 });
 
 // Parsed and checked, but their features have not landed yet (payments, tracing, usage events):
@@ -220,6 +228,12 @@ export interface Config {
   otelEnabled: boolean;
   natsUrl?: string;
   shutdownTimeoutMs: number;
+  /** How long a reservation lives before the reaper may release it (`RESERVATION_TTL_MS`). */
+  reservationTtlMs: number;
+  /** How often the reaper job runs (`REAPER_INTERVAL_MS`). */
+  reaperIntervalMs: number;
+  /** Whether `serve` runs the shared background jobs (`JOBS`); `spicegate worker` always does. */
+  jobs: (typeof JOB_MODES)[number];
   jwtIssuer: string;
   s2sAudience: string;
   signingPrivateJwks?: string;
@@ -356,6 +370,9 @@ export function parseConfig(env: Env): ConfigResult {
     logLevel: e.LOG_LEVEL,
     otelEnabled: e.OTEL_ENABLED,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+    reservationTtlMs: e.RESERVATION_TTL_MS,
+    reaperIntervalMs: e.REAPER_INTERVAL_MS,
+    jobs: e.JOBS,
     jwtIssuer: e.JWT_ISSUER,
     s2sAudience: e.S2S_AUDIENCE,
     signingKeyMaxAgeDays: e.SIGNING_KEY_MAX_AGE_DAYS,
@@ -416,6 +433,24 @@ function definedOnly<T extends Record<string, unknown>>(
 /** True when the gateway runs on its embedded database (no DATABASE_URL). */
 export function isEmbedded(config: Config): boolean {
   return config.databaseUrl === undefined;
+}
+
+/**
+ * A reservation TTL shorter than the longest stream (upstream timeout plus the relay's grace) lets
+ * the reaper release a live stream's reservation: its settlement still charges (LATE_FINALIZE),
+ * but the tenant could meanwhile spend the same credits twice. Allowed (tests use it), not advised.
+ */
+export function warnShortReservationTtl(
+  config: Config,
+  log: { warn(fields: object, message: string): void },
+): void {
+  const longestStreamMs = config.upstreamTimeoutMs + config.relayGraceMs;
+  if (config.reservationTtlMs <= longestStreamMs) {
+    log.warn(
+      { reservationTtlMs: config.reservationTtlMs, longestStreamMs },
+      'RESERVATION_TTL_MS is shorter than the longest stream: a live reservation may be reaped',
+    );
+  }
 }
 
 /** One warning per variable that is set but whose feature has not landed. */

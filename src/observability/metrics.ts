@@ -18,6 +18,19 @@ export interface Metrics {
   readonly spendParked: Counter;
   /** Age of the active signing key; alert well before SIGNING_KEY_MAX_AGE_DAYS. */
   readonly signingKeyAgeSeconds: Gauge;
+  /** Background job runs by job and outcome (`ok`, `failed`, `lease_lost`). */
+  readonly jobRuns: Counter<'job' | 'outcome'>;
+  /** A singleton job found its lease taken over (a paused or slow holder): its writes stopped. */
+  readonly jobLeaseLost: Counter<'job'>;
+  /** Reservations the reaper released (past their deadline, never settled), and their amount. */
+  readonly reaperReleased: Counter;
+  readonly reaperReleasedMicro: Counter;
+  /** Tenants the reaper could not process in a cycle (store error or the per-tenant timeout). */
+  readonly reaperTenantFailures: Counter;
+  /** Reaper cycles stopped because more than half their tenants failed; should stay 0. */
+  readonly reaperCyclesAborted: Counter;
+  /** Idle tenants the reaper dropped from the tenant index. */
+  readonly tenantsPruned: Counter;
 }
 
 export function createMetrics(): Metrics {
@@ -60,6 +73,43 @@ export function createMetrics(): Metrics {
     signingKeyAgeSeconds: new Gauge({
       name: 'spicegate_signing_key_age_seconds',
       help: 'Age of the active signing key',
+      registers: [registry],
+    }),
+    jobRuns: new Counter({
+      name: 'spicegate_job_runs_total',
+      help: 'Background job runs by job and outcome (ok, failed, lease_lost)',
+      labelNames: ['job', 'outcome'],
+      registers: [registry],
+    }),
+    jobLeaseLost: new Counter({
+      name: 'spicegate_job_lease_lost_total',
+      help: 'Singleton job runs stopped because another holder took the lease (their writes refused)',
+      labelNames: ['job'],
+      registers: [registry],
+    }),
+    reaperReleased: new Counter({
+      name: 'spicegate_reaper_released_total',
+      help: 'Reservations released by the reaper (past their deadline, never settled)',
+      registers: [registry],
+    }),
+    reaperReleasedMicro: new Counter({
+      name: 'spicegate_reaper_released_micro_total',
+      help: 'Micro-credits the reaper released back to tenants',
+      registers: [registry],
+    }),
+    reaperTenantFailures: new Counter({
+      name: 'spicegate_reaper_tenant_failures_total',
+      help: 'Tenants the reaper could not process in a cycle (store error or timeout)',
+      registers: [registry],
+    }),
+    reaperCyclesAborted: new Counter({
+      name: 'spicegate_reaper_cycles_aborted_total',
+      help: 'Reaper cycles stopped because more than half their tenants failed; should stay 0',
+      registers: [registry],
+    }),
+    tenantsPruned: new Counter({
+      name: 'spicegate_tenants_pruned_total',
+      help: 'Idle tenants removed from the tenant index by the reaper',
       registers: [registry],
     }),
   };
