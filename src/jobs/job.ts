@@ -27,8 +27,8 @@ export interface JobContext {
   readonly startedAtMs: number;
   /**
    * Call before each write. A singleton's run passes through fencing_cas with its lease's token
-   * (renewing the lease as a long run goes on) and throws LeaseLost once another holder has the
-   * job; the job must then stop writing (let it propagate). Other jobs: resolves at once.
+   * (renewing the lease as a long run goes on) and throws LeaseLost once the lease is no longer its
+   * own; the job must then stop writing (let it propagate). Other jobs: resolves at once.
    */
   fence(): Promise<void>;
   /** Aborted when the runner stops: a long run ends at its next step. */
@@ -39,7 +39,7 @@ export interface JobContext {
 export class LeaseLost extends Error {
   constructor(
     readonly job: string,
-    /** STALE or CORRUPT (fencing_cas); HELD (another holder has it) or EXPIRED (on renewal). */
+    /** What fencing_cas answered: STALE, or CORRUPT (a stored value it cannot read). */
     readonly status: string,
   ) {
     super(`job ${job} lost its lease (${status})`);

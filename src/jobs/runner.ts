@@ -102,6 +102,7 @@ async function runJob(services: Services, job: Job, nowMs: number, state: JobsSt
       fence: held === undefined ? async () => {} : () => fence(services, job, state, held),
       signal: state.stopping.signal,
     };
+    log.debug({ job: job.name, holder: state.holder, fencingToken: lease?.fencingToken }, 'job started');
     await job.run(ctx);
     metrics.jobRuns.inc({ job: job.name, outcome: 'ok' });
     log.debug(
@@ -160,36 +161,34 @@ async function takeLease(services: Services, job: Job, state: JobsState): Promis
 }
 
 /**
- * The gate before each of a singleton's writes: fencing_cas with the run's token (STALE once
- * another holder took the lease, or it expired), then — a third of the TTL after the last renewal —
- * a renewal, so a run longer than its lease keeps it.
+ * The gate before each of a singleton's writes. A third of the TTL after the last renewal, the
+ * lease is renewed first (so a run longer than its lease keeps it); then fencing_cas with the run's
+ * token decides, last before the write: STALE once another holder took the lease or it expired.
  */
 async function fence(services: Services, job: Job, state: JobsState, lease: Lease): Promise<void> {
   const { store, clock } = services;
+  if (clock.now() - lease.renewedAtMs >= lease.ttlMs / 3) {
+    lease.renewing ??= store
+      .acquireLease({ resource: lease.resource, holder: state.holder, ttlMs: lease.ttlMs })
+      .then((renewal) => {
+        if (renewal.status === 'RENEWED' && renewal.fencingToken === lease.fencingToken) {
+          lease.renewedAtMs = clock.now();
+        } else if (renewal.status === 'ACQUIRED') {
+          // It had expired and nobody took it: ours again, with a new token for the next run
+          // (this run's token is refused below).
+          state.leases.set(job.name, {
+            resource: lease.resource,
+            ttlMs: lease.ttlMs,
+            fencingToken: renewal.fencingToken,
+            renewedAtMs: clock.now(),
+          });
+        }
+      })
+      .finally(() => {
+        lease.renewing = undefined;
+      });
+    await lease.renewing;
+  }
   const cas = await store.fencingCas({ resource: lease.resource, fencingToken: lease.fencingToken });
   if (cas.status !== 'OK') throw new LeaseLost(job.name, cas.status);
-  if (clock.now() - lease.renewedAtMs < lease.ttlMs / 3) return;
-  lease.renewing ??= store
-    .acquireLease({ resource: lease.resource, holder: state.holder, ttlMs: lease.ttlMs })
-    .then((renewal) => {
-      if (renewal.status === 'RENEWED' && renewal.fencingToken === lease.fencingToken) {
-        lease.renewedAtMs = clock.now();
-        return;
-      }
-      if (renewal.status === 'ACQUIRED') {
-        // It had expired and nobody took it: ours again, with a new token for the next run.
-        state.leases.set(job.name, {
-          resource: lease.resource,
-          ttlMs: lease.ttlMs,
-          fencingToken: renewal.fencingToken,
-          renewedAtMs: clock.now(),
-        });
-        throw new LeaseLost(job.name, 'EXPIRED');
-      }
-      throw new LeaseLost(job.name, renewal.status);
-    })
-    .finally(() => {
-      lease.renewing = undefined;
-    });
-  await lease.renewing;
 }
