@@ -68,6 +68,7 @@ const PoolLimits = v.pipe(
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export const UPSTREAMS = ['local', 'finn', 'openai'] as const;
+export const JOB_MODES = ['on', 'off'] as const;
 
 const EnvSchema = v.object({
   PORT: v.optional(integer(0, 65535), '8787'),
@@ -160,6 +161,13 @@ const EnvSchema = v.object({
   // 5 min: how often the conservation job checks each tenant's store balance against the book; a
   // drift it repairs has been live at most this long (plus the check's confirmation wait).
   CONSERVATION_INTERVAL_MS: v.optional(integer(10_000, 86_400_000), '300000'),
+  // 5 min (DESIGN.md §1): far longer than the longest stream, so only a fault lets the reaper
+  // release a reservation before its settlement. 1 s .. 1 day: the admit script's bounds.
+  RESERVATION_TTL_MS: v.optional(integer(1_000, 86_400_000), '300000'),
+  // 30 s: a reservation left by a crashed gateway is released at most this long after its deadline.
+  REAPER_INTERVAL_MS: v.optional(integer(100, 3_600_000), '30000'),
+  // The background jobs inside `serve`; `off` when `spicegate worker` runs them elsewhere.
+  JOBS: v.optional(v.picklist(JOB_MODES, `must be one of ${JOB_MODES.join(', ')}`), 'on'),
 });
 
 // Parsed and checked, but their features have not landed yet (payments, tracing, usage events):
@@ -225,6 +233,12 @@ export interface Config {
   shutdownTimeoutMs: number;
   /** How often the conservation job runs (`CONSERVATION_INTERVAL_MS`). */
   conservationIntervalMs: number;
+  /** How long a reservation lives before the reaper may release it (`RESERVATION_TTL_MS`). */
+  reservationTtlMs: number;
+  /** How often the reaper job runs (`REAPER_INTERVAL_MS`). */
+  reaperIntervalMs: number;
+  /** Whether `serve` runs the shared background jobs (`JOBS`); `spicegate worker` always does. */
+  jobs: (typeof JOB_MODES)[number];
   jwtIssuer: string;
   s2sAudience: string;
   signingPrivateJwks?: string;
@@ -362,6 +376,9 @@ export function parseConfig(env: Env): ConfigResult {
     otelEnabled: e.OTEL_ENABLED,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     conservationIntervalMs: e.CONSERVATION_INTERVAL_MS,
+    reservationTtlMs: e.RESERVATION_TTL_MS,
+    reaperIntervalMs: e.REAPER_INTERVAL_MS,
+    jobs: e.JOBS,
     jwtIssuer: e.JWT_ISSUER,
     s2sAudience: e.S2S_AUDIENCE,
     signingKeyMaxAgeDays: e.SIGNING_KEY_MAX_AGE_DAYS,
@@ -422,6 +439,24 @@ function definedOnly<T extends Record<string, unknown>>(
 /** True when the gateway runs on its embedded database (no DATABASE_URL). */
 export function isEmbedded(config: Config): boolean {
   return config.databaseUrl === undefined;
+}
+
+/**
+ * A reservation TTL shorter than the longest stream (upstream timeout plus the relay's grace) lets
+ * the reaper release a live stream's reservation: its settlement still charges (LATE_FINALIZE),
+ * but the tenant could meanwhile spend the same credits twice. Allowed (tests use it), not advised.
+ */
+export function warnShortReservationTtl(
+  config: Config,
+  log: { warn(fields: object, message: string): void },
+): void {
+  const longestStreamMs = config.upstreamTimeoutMs + config.relayGraceMs;
+  if (config.reservationTtlMs <= longestStreamMs) {
+    log.warn(
+      { reservationTtlMs: config.reservationTtlMs, longestStreamMs },
+      'RESERVATION_TTL_MS is shorter than the longest stream: a live reservation may be reaped',
+    );
+  }
 }
 
 /** One warning per variable that is set but whose feature has not landed. */

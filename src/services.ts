@@ -5,7 +5,6 @@ import { CancelAfterTimeout } from './budget/cancel-after-timeout.js';
 import { BudgetThresholds } from './budget/thresholds.js';
 import { type Clock, systemClock } from './clock.js';
 import type { Config } from './config.js';
-import { RESERVATION_TTL_MS } from './inference/admit.js';
 import type { Peppers } from './keys/peppers.js';
 import { KeyVerifier } from './keys/verifier.js';
 import { SpendRecorder } from './ledger/spend.js';
@@ -16,6 +15,7 @@ import { createMetrics, type Metrics } from './observability/metrics.js';
 import { type KeyCache, SigningKeys } from './signing/keys.js';
 import type { Signer } from './signing/signer.js';
 import type { Store } from './store/index.js';
+import { TenantActivity } from './tenants/activity.js';
 import { createUpstream, type UpstreamOverrides } from './upstream/index.js';
 import type { Upstream } from './upstream/port.js';
 
@@ -47,6 +47,8 @@ export interface Services {
   budgetThresholds: BudgetThresholds;
   /** Cancels, in the background, the reservations whose admit timed out (the late admit may still run). */
   cancelsAfterTimeout: CancelAfterTimeout;
+  /** Marks tenants in the store's tenant index before they reserve (what the reaper visits). */
+  tenantActivity: TenantActivity;
   /** The caller's transport address; default the Node socket peer (Workers: CF-Connecting-IP). */
   clientAddress?: (request: Request) => string | undefined;
   engines: { db: DbEngine; store: Store['engine'] };
@@ -112,6 +114,8 @@ export function assembleServices(parts: {
   keyCache?: KeyCache;
   /** The external issuer's JWKS, when it must outlive these Services (Workers: one per isolate). */
   externalIssuerKeys?: JWTVerifyGetKey;
+  /** The tenants this process marked active, when that must outlive these Services (Workers). */
+  tenantActivity?: TenantActivity;
   lifecycle?: Lifecycle;
 }): Services {
   const clock = parts.clock ?? systemClock;
@@ -129,7 +133,7 @@ export function assembleServices(parts: {
   const budgetThresholds = new BudgetThresholds(parts.store, parts.log);
   // Past the reservation TTL the reaper releases what a late admit reserved.
   const cancelsAfterTimeout = new CancelAfterTimeout(parts.store, parts.log, {
-    giveUpAfterMs: RESERVATION_TTL_MS,
+    giveUpAfterMs: parts.config.reservationTtlMs,
   });
   const upstream =
     parts.upstream ??
@@ -187,6 +191,7 @@ export function assembleServices(parts: {
     spend,
     budgetThresholds,
     cancelsAfterTimeout,
+    tenantActivity: parts.tenantActivity ?? new TenantActivity(parts.store),
     upstream,
     ...(parts.clientAddress === undefined ? {} : { clientAddress: parts.clientAddress }),
     engines: { db: parts.database.engine, store: parts.store.engine },

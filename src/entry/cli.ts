@@ -6,11 +6,14 @@ import { createClient } from '../client.js';
 import { type Config, isEmbedded } from '../config.js';
 import { loadConfigOrExit } from './env.js';
 import { main as serve } from './node.js';
+import { main as worker } from './node-worker.js';
 import { adminTokenPath, readSecret } from './secrets.js';
 
 const USAGE = `usage: spicegate <command> [options]
 
   serve                                   run the gateway (same as npm start)
+  worker                                  run the background jobs alone, no HTTP server
+                                          (needs DATABASE_URL and REDIS_URL; see JOBS)
   migrate                                 apply database migrations and exit
   tenant create --name NAME --tier 1-9    create a tenant
   tenant list                             list tenants
@@ -70,6 +73,9 @@ async function run(argv: string[]): Promise<number> {
   switch (command) {
     case 'serve':
       await serve(process.env);
+      return -1; // keeps running; the signal handler exits
+    case 'worker':
+      await worker(process.env);
       return -1; // keeps running; the signal handler exits
     case 'migrate':
       return migrate(config);

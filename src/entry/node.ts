@@ -7,10 +7,11 @@ import type { Hono } from 'hono';
 import { Redis } from 'ioredis';
 import { createDb } from '../../db/index.js';
 import { createApp, createNotReadyApp } from '../app.js';
-import { type Config, isEmbedded, warnNotYetInEffect } from '../config.js';
+import { type Config, isEmbedded, warnNotYetInEffect, warnShortReservationTtl } from '../config.js';
 import { answerClientErrors } from '../http/client-error.js';
 import type { AppEnv } from '../http/context.js';
-import { maintainSigningKeys } from '../jobs/signing-maintenance.js';
+import { serveJobs } from '../jobs/index.js';
+import { JobRunner } from '../jobs/node-runner.js';
 import { type Peppers, parsePeppers } from '../keys/peppers.js';
 import { createAuthFailureLimiter } from '../limits/auth-failures.js';
 import { createPreAuthLimiter } from '../limits/preauth.js';
@@ -29,7 +30,14 @@ import { adminTokenPath, ensureDataDir, ensureSecretFile } from './secrets.js';
  * Embedded defaults: PGlite in DATA_DIR and the memory store. DATABASE_URL → postgres.js;
  * REDIS_URL → ioredis.
  */
-export async function buildNodeServices(config: Config, log: Logger): Promise<Services> {
+export async function buildNodeServices(
+  config: Config,
+  log: Logger,
+  options: {
+    /** `none` for `spicegate worker`: its jobs do the work; no request path to keep warm. */
+    background?: 'all' | 'none';
+  } = {},
+): Promise<Services> {
   const embedded = isEmbedded(config);
   // DATA_DIR also holds the local signer's private keys, so it exists whatever the database.
   await ensureDataDir(config.dataDir);
@@ -87,7 +95,7 @@ export async function buildNodeServices(config: Config, log: Logger): Promise<Se
     metrics,
     adminToken,
     lifecycle: {
-      background: 'all',
+      ...(options.background === 'none' ? {} : { background: 'all' }),
       owns: {
         connections: [() => http.close?.(), () => preAuthRedis?.disconnect()],
         store: true,
@@ -123,10 +131,6 @@ function selectStore(config: Config, log: Logger, metrics: Metrics): Store {
   return memoryStore({ log, metrics });
 }
 
-// 10 s: a key rotated on another instance is published for JWKS_MAX_AGE_SECONDS (300 s) before
-// it signs; every instance sees it within 10 s.
-const SIGNING_MAINTENANCE_MS = 10_000;
-
 export interface RunningGateway {
   readonly url: string;
   readonly port: number;
@@ -160,31 +164,38 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   log.info({ url }, 'listening');
   warnNotYetInEffect(config, log);
+  warnShortReservationTtl(config, log);
 
   let built: Services | undefined;
-  let maintenance: ReturnType<typeof setInterval> | undefined;
+  let jobs: JobRunner | undefined;
+  let stopping: Promise<number> | undefined;
   const ready = buildNodeServices(config, log).then((services) => {
     built = services;
     app = createApp(services);
-    maintenance = setInterval(() => {
-      maintainSigningKeys(services).catch((error: unknown) =>
-        log.warn({ err: { message: (error as Error).message } }, 'signing key maintenance failed'),
-      );
-    }, SIGNING_MAINTENANCE_MS);
-    maintenance.unref();
-    log.info({ url, database: services.engines.db, store: services.engines.store }, 'spicegate ready');
+    // The background jobs (src/jobs): all of them, or with JOBS=off only this instance's own.
+    if (stopping === undefined) {
+      jobs = new JobRunner(services, serveJobs(config));
+      jobs.start();
+    }
+    log.info(
+      { url, database: services.engines.db, store: services.engines.store, jobs: config.jobs },
+      'spicegate ready',
+    );
     return services;
   });
 
-  let stopping: Promise<number> | undefined;
   const shutdown = (reason: string): Promise<number> => {
     stopping ??= (async () => {
       log.info(
         { reason, deadlineMs: config.shutdownTimeoutMs },
         'shutting down: refusing new connections, draining',
       );
-      clearInterval(maintenance);
+      // Jobs stop while requests drain: their leases go back, so another instance takes over.
+      const jobsStopped = (jobs?.stop() ?? Promise.resolve()).catch((error: unknown) =>
+        log.warn({ err: error }, 'background jobs did not stop cleanly'),
+      );
       const drained = await drain(server, config.shutdownTimeoutMs);
+      await jobsStopped;
       if (!drained) log.warn('shutdown deadline reached: remaining connections were closed');
       // Start-up still running (a long first migration) gets the same deadline, not more.
       const started = await Promise.race([

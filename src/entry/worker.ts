@@ -18,6 +18,7 @@ import { localSigner, parsePrivateJwks, type Signer } from '../signing/signer.js
 import { memoryStore } from '../store/memory/index.js';
 import type { Store } from '../store/typed-store.js';
 import { upstashStore } from '../store/upstash.js';
+import { TenantActivity } from '../tenants/activity.js';
 
 /**
  * The Cloudflare Workers entry (DESIGN.md §5): the only place on Workers that reads bindings and
@@ -54,6 +55,8 @@ type IsolateState =
       peppers: Peppers;
       preAuth: PreAuthLimiter;
       authFailures: AuthFailureLimiter;
+      /** Per isolate: a tenant is marked in the tenant index once a minute, not once a request. */
+      tenantActivity: TenantActivity;
       externalIssuerKeys?: JWTVerifyGetKey;
     }
   | { ready: false; app: Hono<AppEnv> };
@@ -82,6 +85,7 @@ export default {
         // now; the Upstash-backed limiter (shared by isolates) is still to come.
         preAuth: isolate.preAuth,
         authFailures: isolate.authFailures,
+        tenantActivity: isolate.tenantActivity,
         // Cloudflare's edge sets it; a client cannot forge it past the edge.
         clientAddress: (req) => req.headers.get('cf-connecting-ip') ?? undefined,
         config,
@@ -155,6 +159,7 @@ function initIsolate(env: WorkerEnv): IsolateState {
     peppers,
     preAuth: createPreAuthLimiter({ log }),
     authFailures: createAuthFailureLimiter({ log }),
+    tenantActivity: new TenantActivity(store),
     ...(config.externalAuth === undefined
       ? {}
       : { externalIssuerKeys: remoteIssuerKeys(config.externalAuth) }),

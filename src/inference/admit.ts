@@ -12,10 +12,6 @@ import type { Estimate, Estimated, PoolDecision } from './estimate.js';
 import { recordPoolDecision } from './record.js';
 import type { InferenceInput } from './request.js';
 
-// 5 min: far longer than the longest stream (60 s upstream timeout), so only a fault lets the
-// reaper release a reservation before it is settled (DESIGN.md §1).
-export const RESERVATION_TTL_MS = 300_000;
-
 // Sandbox limits hold per tenant across all its sandbox keys (DESIGN.md §6), revoked ones included:
 // they share this one limit subject in place of a key id (never a key id: those are key_…), so
 // the key_rpm and key_tpd counters, under the tenant's hash tag, are the tenant's sandbox counters.
@@ -39,7 +35,8 @@ export type Admission =
 export type Admitted = Extract<Admission, { ok: true }>;
 
 /**
- * Stage 2, one engine call: every limit dimension and budget scope, and the reservation; then, for
+ * Stage 2, one engine call: every limit dimension and budget scope, and the reservation (after the
+ * tenant's mark in the tenant index, at most once a minute per process); then, for
  * a pool with a limit in POOL_LIMITS, its global gate (src/budget/admission.ts). An admitted
  * request whose pool was replaced leaves a pool-decision row.
  */
@@ -66,7 +63,8 @@ export async function admit(
     // (settling corrects key_tpd to the actual count).
     tokenEstimate: estimate.maxPromptTokens + estimate.maxTokens,
     nowMs,
-    ttlMs: RESERVATION_TTL_MS,
+    // RESERVATION_TTL_MS (5 min): only a fault lets the reaper release a reservation before it is settled.
+    ttlMs: services.config.reservationTtlMs,
     limits: {
       tenantRpm: tier.tenantRpm,
       userRpm: tier.userRpm,
@@ -97,6 +95,9 @@ export async function admit(
     };
   }
   const gate = poolLimit === undefined ? undefined : { capacity: poolLimit, refillPerMinute: poolLimit };
+  // The tenant enters the reaper's index before it can hold a reservation (once a minute per process).
+  const marking = services.tenantActivity.mark(key.tenantId, nowMs);
+  if (marking !== undefined) await marking;
   // An emptied store answers HYDRATE: the balance is rebuilt from the book, then admitted again.
   const result = await withHydration(services, key.tenantId, () =>
     admitWithPoolGate(services.store, input, gate, services.cancelsAfterTimeout),

@@ -1,16 +1,20 @@
-import { hostname } from 'node:os';
 import type { Services } from '../services.js';
+import type { Job } from './job.js';
+
+// 10 s: a key rotated on another instance is published for JWKS_MAX_AGE_SECONDS (300 s) before
+// it signs; every instance sees it within 10 s.
+const SIGNING_MAINTENANCE_MS = 10_000;
 
 /**
  * Every few seconds on each instance: re-read the signing keys (a rotation made elsewhere becomes
  * visible long before its key activates), rotate when SIGNING_ROTATE_DAYS says so — one instance
- * only, under a lease — and keep the key-age gauge current.
+ * only, under a lease — and keep the key-age gauge current. `holder` names this instance in the
+ * rotation lease.
  */
-export async function maintainSigningKeys(services: Services): Promise<void> {
+export async function maintainSigningKeys(services: Services, holder: string): Promise<void> {
   const { signing, store, log, metrics } = services;
   await signing.start();
   if (signing.rotationDue()) {
-    const holder = `${hostname()}:${process.pid}`.replace(/[^A-Za-z0-9_.:-]/g, '_').slice(0, 128);
     const lease = await store.acquireLease({ resource: 'signing-rotation', holder, ttlMs: 60_000 });
     if (lease.status === 'ACQUIRED') {
       try {
@@ -27,3 +31,11 @@ export async function maintainSigningKeys(services: Services): Promise<void> {
   if (health.warning !== null)
     log.warn({ warning: health.warning, kid: health.activeKid }, 'signing key warning');
 }
+
+/** Every instance keeps its own copy of the keys fresh: not a singleton. */
+export const signingMaintenanceJob: Job = {
+  name: 'signing-maintenance',
+  intervalMs: SIGNING_MAINTENANCE_MS,
+  singleton: false,
+  run: (ctx) => maintainSigningKeys(ctx.services, ctx.holder),
+};

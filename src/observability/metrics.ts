@@ -24,6 +24,19 @@ export interface Metrics {
   readonly conservationDriftEvents: Counter<'outcome'>;
   /** Their size: |credited drift| + |committed drift| in micro-credits, by outcome. */
   readonly conservationDriftMicro: Counter<'outcome'>;
+  /** Background job runs by job and outcome (`ok`, `failed`, `lease_lost`). */
+  readonly jobRuns: Counter<'job' | 'outcome'>;
+  /** A singleton job found its lease taken over (a paused or slow holder): its writes stopped. */
+  readonly jobLeaseLost: Counter<'job'>;
+  /** Reservations the reaper released (past their deadline, never settled), and their amount. */
+  readonly reaperReleased: Counter;
+  readonly reaperReleasedMicro: Counter;
+  /** Tenants the reaper could not process in a cycle (store error or the per-tenant timeout). */
+  readonly reaperTenantFailures: Counter;
+  /** Reaper cycles stopped because more than half their tenants failed; should stay 0. */
+  readonly reaperCyclesAborted: Counter;
+  /** Idle tenants the reaper dropped from the tenant index. */
+  readonly tenantsPruned: Counter;
 }
 
 export function createMetrics(): Metrics {
@@ -84,6 +97,43 @@ export function createMetrics(): Metrics {
       name: 'spicegate_conservation_drift_micro_total',
       help: 'Micro-credits of confirmed drift between the book and the store (|credited| + |committed|), by outcome',
       labelNames: ['outcome'],
+      registers: [registry],
+    }),
+    jobRuns: new Counter({
+      name: 'spicegate_job_runs_total',
+      help: 'Background job runs by job and outcome (ok, failed, lease_lost)',
+      labelNames: ['job', 'outcome'],
+      registers: [registry],
+    }),
+    jobLeaseLost: new Counter({
+      name: 'spicegate_job_lease_lost_total',
+      help: 'Singleton job runs stopped because another holder took the lease (their writes refused)',
+      labelNames: ['job'],
+      registers: [registry],
+    }),
+    reaperReleased: new Counter({
+      name: 'spicegate_reaper_released_total',
+      help: 'Reservations released by the reaper (past their deadline, never settled)',
+      registers: [registry],
+    }),
+    reaperReleasedMicro: new Counter({
+      name: 'spicegate_reaper_released_micro_total',
+      help: 'Micro-credits the reaper released back to tenants',
+      registers: [registry],
+    }),
+    reaperTenantFailures: new Counter({
+      name: 'spicegate_reaper_tenant_failures_total',
+      help: 'Tenants the reaper could not process in a cycle (store error or timeout)',
+      registers: [registry],
+    }),
+    reaperCyclesAborted: new Counter({
+      name: 'spicegate_reaper_cycles_aborted_total',
+      help: 'Reaper cycles stopped because more than half their tenants failed; should stay 0',
+      registers: [registry],
+    }),
+    tenantsPruned: new Counter({
+      name: 'spicegate_tenants_pruned_total',
+      help: 'Idle tenants removed from the tenant index by the reaper',
       registers: [registry],
     }),
   };

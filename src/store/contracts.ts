@@ -254,7 +254,8 @@ export type PoolGateResult =
   | { status: 'INVALID_INPUT'; field: string };
 
 export type LeaseResult =
-  | { status: 'ACQUIRED'; fencingToken: number }
+  /** A new lease with a new token; RENEWED: the holder already had it (TTL restarted, same token). */
+  | { status: 'ACQUIRED' | 'RENEWED'; fencingToken: number }
   | { status: 'HELD'; holder: string; ttlMs: number }
   | { status: 'INVALID_INPUT'; field: string };
 
@@ -262,4 +263,25 @@ export type FencingResult =
   | { status: 'OK' }
   | { status: 'STALE'; lastAccepted: number }
   | { status: 'CORRUPT' }
+  | { status: 'INVALID_INPUT'; field: string };
+
+/** A tenant in the tenant index: when it was last marked active (ms since the epoch). */
+export interface IndexedTenant {
+  tenantId: string;
+  lastActiveMs: number;
+}
+
+export type TenantMarkResult =
+  | { status: 'MARKED'; lastActiveMs: number }
+  | { status: 'INVALID_INPUT'; field: string };
+
+/** One page of the tenant index, in byte order of tenant id; `next` is null after the last page. */
+export type TenantPageResult =
+  | { status: 'PAGE'; tenants: IndexedTenant[]; next: string | null }
+  | { status: 'INVALID_INPUT'; field: string };
+
+export type TenantPruneResult =
+  | { status: 'PRUNED' | 'ABSENT' }
+  /** Marked after the cutoff (a request came in): it stays. */
+  | { status: 'KEPT'; lastActiveMs: number }
   | { status: 'INVALID_INPUT'; field: string };

@@ -15,6 +15,7 @@ import type {
   FinalizeResult,
   HydrateInput,
   HydrateResult,
+  IndexedTenant,
   LeaseResult,
   OutboxAckResult,
   OutboxEntry,
@@ -27,6 +28,9 @@ import type {
   ScopeRemaining,
   Snapshot,
   SpendUsage,
+  TenantMarkResult,
+  TenantPageResult,
+  TenantPruneResult,
   ThresholdReached,
 } from './contracts.js';
 import { FencingOverflow, StoreUnavailable } from './errors.js';
@@ -85,17 +89,31 @@ export interface Store {
    */
   rebase(input: RebaseInput): Promise<RebaseResult>;
   poolGate(input: PoolGateInput): Promise<PoolGateResult>;
-  /** Takes a singleton job's lease (SET NX PX) with a fencing token that only grows. */
+  /**
+   * Takes a singleton job's lease (SET NX PX) with a fencing token that only grows; the holder
+   * asking again while it has the lease renews it and keeps its token (RENEWED).
+   */
   acquireLease(input: { resource: string; holder: string; ttlMs: number }): Promise<LeaseResult>;
   releaseLease(input: { resource: string; holder: string }): Promise<boolean>;
-  /** A counter that only grows: `bump` after a change every instance must notice, `get` to poll. */
   /**
    * A named counter that only grows, read or bumped: "something changed, drop your caches"
    * (lua/epoch.v1.lua, which keeps its released name).
    */
   changeCounter(input: { name: string; bump?: boolean }): Promise<number>;
-  /** Accepts a write only from a holder whose token is newer than every accepted one. */
+  /**
+   * Accepts a write only from the live holder of the newest lease: its token is the one issued
+   * last, the lease exists, and no newer token was accepted. The holder may write many times.
+   */
   fencingCas(input: { resource: string; fencingToken: number }): Promise<FencingResult>;
+  /**
+   * The tenant index (`{i:tenants}`), so jobs visit every tenant that may hold a reservation
+   * without scanning the keyspace. `markTenant` records activity (its time never moves back).
+   */
+  markTenant(input: { tenantId: string; nowMs: number }): Promise<TenantMarkResult>;
+  /** A page of the index after a cursor (a tenant id; none = from the start), at most `limit` (1..1000). */
+  listTenants(input: { after?: string; limit: number }): Promise<TenantPageResult>;
+  /** Removes a tenant last marked at or before `cutoffMs`; a mark after the cutoff wins (KEPT). */
+  pruneTenant(input: { tenantId: string; cutoffMs: number }): Promise<TenantPruneResult>;
 }
 
 /** The registered scripts, for /health and admin.system.info. */
@@ -112,6 +130,8 @@ export function periodOf(nowMs: number): string {
 export const tenantKey = (tenantId: string) => `{t:${tenantId}}`;
 export const poolKey = (pool: string) => `{p:${pool}}`;
 export const leaseKey = (resource: string) => `{l:${resource}}`;
+/** The tenant index: a slot of its own (every call names this one key), so it runs on Cluster. */
+export const TENANT_INDEX_KEY = '{i:tenants}';
 
 export interface StoreOptions {
   log: Logger;
@@ -399,7 +419,8 @@ export function createStore(scriptRunner: ScriptRunner, options: StoreOptions): 
         [leaseKey(input.resource)],
         [input.holder, String(input.ttlMs)],
       );
-      if (reply[0] === 'ACQUIRED') return { status: 'ACQUIRED', fencingToken: int(reply[1]) };
+      if (reply[0] === 'ACQUIRED' || reply[0] === 'RENEWED')
+        return { status: reply[0], fencingToken: int(reply[1]) };
       if (reply[0] === 'HELD') return { status: 'HELD', holder: String(reply[1]), ttlMs: int(reply[2]) };
       if (reply[0] === 'OVERFLOW')
         throw new FencingOverflow(`fencing token of ${input.resource} would pass 2^53 - 1`);
@@ -424,6 +445,41 @@ export function createStore(scriptRunner: ScriptRunner, options: StoreOptions): 
       if (reply[0] === 'OK') return { status: 'OK' };
       if (reply[0] === 'STALE') return { status: 'STALE', lastAccepted: int(reply[1]) };
       if (reply[0] === 'CORRUPT') return { status: 'CORRUPT' };
+      return invalid(reply);
+    },
+
+    markTenant: async (input) => {
+      if (!ID.test(input.tenantId)) return { status: 'INVALID_INPUT', field: 'tenantId' };
+      const reply = await runner.run(
+        'tenant_index_mark',
+        [TENANT_INDEX_KEY],
+        [input.tenantId, String(input.nowMs)],
+      );
+      if (reply[0] === 'MARKED') return { status: 'MARKED', lastActiveMs: int(reply[1]) };
+      return invalid(reply);
+    },
+
+    listTenants: async (input) => {
+      const after = input.after ?? '';
+      if (after !== '' && !ID.test(after)) return { status: 'INVALID_INPUT', field: 'after' };
+      const reply = await runner.run('tenant_index_page', [TENANT_INDEX_KEY], [after, String(input.limit)]);
+      if (reply[0] !== 'PAGE') return invalid(reply);
+      const tenants: IndexedTenant[] = [];
+      for (let at = 2; at + 1 < reply.length; at += 2) {
+        tenants.push({ tenantId: String(reply[at]), lastActiveMs: int(reply[at + 1]) });
+      }
+      return { status: 'PAGE', tenants, next: reply[1] === '' ? null : String(reply[1]) };
+    },
+
+    pruneTenant: async (input) => {
+      if (!ID.test(input.tenantId)) return { status: 'INVALID_INPUT', field: 'tenantId' };
+      const reply = await runner.run(
+        'tenant_index_prune',
+        [TENANT_INDEX_KEY],
+        [input.tenantId, String(input.cutoffMs)],
+      );
+      if (reply[0] === 'PRUNED' || reply[0] === 'ABSENT') return { status: reply[0] };
+      if (reply[0] === 'KEPT') return { status: 'KEPT', lastActiveMs: int(reply[1]) };
       return invalid(reply);
     },
   };

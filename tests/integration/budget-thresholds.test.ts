@@ -287,7 +287,7 @@ describe('the check stays off the request path', () => {
     return { harness, key };
   }
 
-  it('a request whose admission left every scope under 80 % makes no check (two store calls in all)', async () => {
+  it('a request whose admission left every scope under 80 % makes no threshold check', async () => {
     let checks = 0;
     const { harness, key } = await withStore(async () => {
       checks += 1;

@@ -1544,7 +1544,7 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
   });
 
   describe('leases and fencing', () => {
-    it('issues growing tokens; CAS accepts only a strictly newer token', async () => {
+    it('issues growing tokens; the holder renews its lease and keeps its token; anyone else is HELD', async () => {
       const resource = `job_${uniqueTenant()}`;
       const lease = await store().acquireLease({ resource, holder: 'worker-a', ttlMs: 10_000 });
       expect(lease).toEqual({ status: 'ACQUIRED', fencingToken: 1 });
@@ -1552,14 +1552,9 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
         status: 'HELD',
         holder: 'worker-a',
       });
-      expect(await store().fencingCas({ resource, fencingToken: 1 })).toEqual({ status: 'OK' });
-      expect(await store().fencingCas({ resource, fencingToken: 1 })).toEqual({
-        status: 'STALE',
-        lastAccepted: 1,
-      });
-      expect(await store().fencingCas({ resource, fencingToken: 0 })).toEqual({
-        status: 'STALE',
-        lastAccepted: 1,
+      expect(await store().acquireLease({ resource, holder: 'worker-a', ttlMs: 10_000 })).toEqual({
+        status: 'RENEWED',
+        fencingToken: 1,
       });
       expect(await store().releaseLease({ resource, holder: 'worker-b' })).toBe(false);
       expect(await store().releaseLease({ resource, holder: 'worker-a' })).toBe(true);
@@ -1569,17 +1564,85 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
       });
     });
 
-    it('a holder whose lease expired and was taken over cannot write', async () => {
+    it('a renewal restarts the TTL: the lease outlives its first TTL while its holder renews it', async () => {
+      const resource = `job_${uniqueTenant()}`;
+      expect(await store().acquireLease({ resource, holder: 'worker-a', ttlMs: 300 })).toMatchObject({
+        status: 'ACQUIRED',
+      });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(await store().acquireLease({ resource, holder: 'worker-a', ttlMs: 300 })).toEqual({
+        status: 'RENEWED',
+        fencingToken: 1,
+      });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      // 400 ms after the first acquisition, past its 300 ms: alive only through the renewal.
+      expect(await store().acquireLease({ resource, holder: 'worker-b', ttlMs: 300 })).toMatchObject({
+        status: 'HELD',
+        holder: 'worker-a',
+      });
+      expect(await store().fencingCas({ resource, fencingToken: 1 })).toEqual({ status: 'OK' });
+    });
+
+    it("CAS accepts the live holder's token for every write, and never an older one again", async () => {
+      const resource = `job_${uniqueTenant()}`;
+      await store().acquireLease({ resource, holder: 'worker-a', ttlMs: 10_000 });
+      for (let write = 0; write < 3; write += 1) {
+        expect(await store().fencingCas({ resource, fencingToken: 1 })).toEqual({ status: 'OK' });
+      }
+      expect(await store().fencingCas({ resource, fencingToken: 0 })).toEqual({
+        status: 'STALE',
+        lastAccepted: 1,
+      });
+      await store().releaseLease({ resource, holder: 'worker-a' });
+      expect(await store().fencingCas({ resource, fencingToken: 1 })).toEqual({
+        status: 'STALE',
+        lastAccepted: 1,
+      });
+      expect(await store().acquireLease({ resource, holder: 'worker-b', ttlMs: 10_000 })).toEqual({
+        status: 'ACQUIRED',
+        fencingToken: 2,
+      });
+      expect(await store().fencingCas({ resource, fencingToken: 2 })).toEqual({ status: 'OK' });
+      expect(await store().fencingCas({ resource, fencingToken: 1 })).toEqual({
+        status: 'STALE',
+        lastAccepted: 2,
+      });
+    });
+
+    it('a holder whose lease expired and was taken over cannot write, nor renew', async () => {
       const resource = `job_${uniqueTenant()}`;
       const a = await store().acquireLease({ resource, holder: 'paused-a', ttlMs: 100 });
       await new Promise((resolve) => setTimeout(resolve, 150));
       const b = await store().acquireLease({ resource, holder: 'worker-b', ttlMs: 10_000 });
       if (a.status !== 'ACQUIRED' || b.status !== 'ACQUIRED') throw new Error('leases not acquired');
       expect(b.fencingToken).toBeGreaterThan(a.fencingToken);
+      // The paused holder's write comes first: the token issued last decides, not the order.
+      expect(await store().fencingCas({ resource, fencingToken: a.fencingToken })).toMatchObject({
+        status: 'STALE',
+      });
       expect(await store().fencingCas({ resource, fencingToken: b.fencingToken })).toEqual({ status: 'OK' });
       expect(await store().fencingCas({ resource, fencingToken: a.fencingToken })).toMatchObject({
         status: 'STALE',
       });
+      expect(await store().acquireLease({ resource, holder: 'paused-a', ttlMs: 10_000 })).toMatchObject({
+        status: 'HELD',
+        holder: 'worker-b',
+      });
+    });
+
+    it('a holder whose lease expired with nobody taking over gets a new token, and its old one is refused', async () => {
+      const resource = `job_${uniqueTenant()}`;
+      const first = await store().acquireLease({ resource, holder: 'worker-a', ttlMs: 100 });
+      expect(await store().fencingCas({ resource, fencingToken: 1 })).toEqual({ status: 'OK' });
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      const again = await store().acquireLease({ resource, holder: 'worker-a', ttlMs: 10_000 });
+      expect(first).toEqual({ status: 'ACQUIRED', fencingToken: 1 });
+      expect(again).toEqual({ status: 'ACQUIRED', fencingToken: 2 });
+      expect(await store().fencingCas({ resource, fencingToken: 1 })).toEqual({
+        status: 'STALE',
+        lastAccepted: 1,
+      });
+      expect(await store().fencingCas({ resource, fencingToken: 2 })).toEqual({ status: 'OK' });
     });
 
     it.each(['abc', '-1', '9007199254740993', '1.5'])(
@@ -1591,7 +1654,7 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
       },
     );
 
-    it('refuses to issue a token past 2^53 - 1', async () => {
+    it('refuses to issue a token past 2^53 - 1, and still renews the last one', async () => {
       const resource = `job_${uniqueTenant()}`;
       await engine.setRaw(`{l:${resource}}:token`, String(Number.MAX_SAFE_INTEGER));
       await expect(
@@ -1602,6 +1665,144 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
         status: 'ACQUIRED',
         fencingToken: Number.MAX_SAFE_INTEGER,
       });
+      expect(await store().acquireLease({ resource, holder: 'worker-a', ttlMs: 1_000 })).toEqual({
+        status: 'RENEWED',
+        fencingToken: Number.MAX_SAFE_INTEGER,
+      });
+    });
+
+    it.each(['abc', '-1', '9007199254740993'])(
+      'fails closed (OVERFLOW) on a stored token %j, renewal included',
+      async (stored) => {
+        const resource = `job_${uniqueTenant()}`;
+        expect((await store().acquireLease({ resource, holder: 'worker-a', ttlMs: 10_000 })).status).toBe(
+          'ACQUIRED',
+        );
+        await engine.setRaw(`{l:${resource}}:token`, stored);
+        await expect(
+          store().acquireLease({ resource, holder: 'worker-a', ttlMs: 10_000 }),
+        ).rejects.toBeInstanceOf(FencingOverflow);
+      },
+    );
+  });
+
+  describe('tenant index', () => {
+    // Every file shares the one index key on the shared Redis only through its own key prefix, so
+    // these tests see the tenants they mark (plus those of other tests in this file).
+    async function pageAll(limit: number): Promise<{ tenants: string[]; pages: number }> {
+      const tenants: string[] = [];
+      let after: string | undefined;
+      let pages = 0;
+      for (;;) {
+        const page = await store().listTenants({ limit, ...(after === undefined ? {} : { after }) });
+        if (page.status !== 'PAGE') throw new Error(page.status);
+        pages += 1;
+        tenants.push(...page.tenants.map((tenant) => tenant.tenantId));
+        if (page.next === null) return { tenants, pages };
+        after = page.next;
+      }
+    }
+
+    it('marks a tenant with its last active time, which never moves back (GT)', async () => {
+      const tenantId = uniqueTenant();
+      expect(await store().markTenant({ tenantId, nowMs: NOW })).toEqual({
+        status: 'MARKED',
+        lastActiveMs: NOW,
+      });
+      expect(await store().markTenant({ tenantId, nowMs: NOW - 5_000 })).toEqual({
+        status: 'MARKED',
+        lastActiveMs: NOW,
+      });
+      expect(await store().markTenant({ tenantId, nowMs: NOW + 60_000 })).toEqual({
+        status: 'MARKED',
+        lastActiveMs: NOW + 60_000,
+      });
+      const page = await store().listTenants({ limit: 1000 });
+      if (page.status !== 'PAGE') throw new Error(page.status);
+      expect(page.tenants.filter((tenant) => tenant.tenantId === tenantId)).toEqual([
+        { tenantId, lastActiveMs: NOW + 60_000 },
+      ]);
+    });
+
+    it('lists every tenant once, in byte order, page by page, with a cursor that ends', async () => {
+      const marked = Array.from({ length: 7 }, () => uniqueTenant());
+      for (const [i, tenantId] of marked.entries()) await store().markTenant({ tenantId, nowMs: NOW + i });
+      const { tenants, pages } = await pageAll(3);
+      expect(tenants).toEqual([...tenants].sort());
+      expect(new Set(tenants).size).toBe(tenants.length);
+      expect(tenants).toEqual(expect.arrayContaining(marked));
+      expect(pages).toBe(Math.floor(tenants.length / 3) + 1);
+    });
+
+    it('a scan misses no tenant that stays in the index while others are pruned and re-marked', async () => {
+      const marked = Array.from({ length: 9 }, () => uniqueTenant()).sort();
+      for (const tenantId of marked) await store().markTenant({ tenantId, nowMs: NOW });
+      const seen: string[] = [];
+      let after: string | undefined;
+      for (;;) {
+        const page = await store().listTenants({ limit: 2, ...(after === undefined ? {} : { after }) });
+        if (page.status !== 'PAGE') throw new Error(page.status);
+        seen.push(...page.tenants.map((tenant) => tenant.tenantId));
+        // Between pages: a tenant already listed is pruned and one ahead is marked again (a later
+        // time), as the reaper and live requests would do.
+        const listed = seen.filter((tenantId) => marked.includes(tenantId));
+        const done = listed.at(0);
+        if (done !== undefined) await store().pruneTenant({ tenantId: done, cutoffMs: NOW });
+        const ahead = marked.find((tenantId) => !seen.includes(tenantId));
+        if (ahead !== undefined) await store().markTenant({ tenantId: ahead, nowMs: NOW + 1_000 });
+        if (page.next === null) break;
+        after = page.next;
+      }
+      expect(seen.filter((tenantId) => marked.includes(tenantId))).toEqual(marked);
+    });
+
+    it('prunes a tenant last marked at or before the cutoff; a mark after the cutoff wins', async () => {
+      const idle = uniqueTenant();
+      const active = uniqueTenant();
+      await store().markTenant({ tenantId: idle, nowMs: NOW });
+      await store().markTenant({ tenantId: active, nowMs: NOW });
+      // The reaper judged both idle at cutoff NOW; a request marks `active` before the prune lands.
+      await store().markTenant({ tenantId: active, nowMs: NOW + 1 });
+      expect(await store().pruneTenant({ tenantId: idle, cutoffMs: NOW })).toEqual({ status: 'PRUNED' });
+      expect(await store().pruneTenant({ tenantId: active, cutoffMs: NOW })).toEqual({
+        status: 'KEPT',
+        lastActiveMs: NOW + 1,
+      });
+      expect(await store().pruneTenant({ tenantId: idle, cutoffMs: NOW })).toEqual({ status: 'ABSENT' });
+      const { tenants } = await pageAll(1000);
+      expect(tenants).toContain(active);
+      expect(tenants).not.toContain(idle);
+      // A pruned tenant marked again is back, with its new time.
+      expect(await store().markTenant({ tenantId: idle, nowMs: NOW + 2 })).toEqual({
+        status: 'MARKED',
+        lastActiveMs: NOW + 2,
+      });
+      expect((await pageAll(1000)).tenants).toContain(idle);
+    });
+
+    it.each([
+      ['markTenant', 'tenantId', () => store().markTenant({ tenantId: 'a:b', nowMs: NOW })],
+      ['markTenant', 'nowMs', () => store().markTenant({ tenantId: 'ten_ok', nowMs: 0 })],
+      ['markTenant', 'nowMs', () => store().markTenant({ tenantId: 'ten_ok', nowMs: 2 ** 47 + 1 })],
+      ['listTenants', 'limit', () => store().listTenants({ limit: 0 })],
+      ['listTenants', 'limit', () => store().listTenants({ limit: 1001 })],
+      ['listTenants', 'after', () => store().listTenants({ limit: 10, after: '{x}' })],
+      ['pruneTenant', 'cutoffMs', () => store().pruneTenant({ tenantId: 'ten_ok', cutoffMs: -1 })],
+    ] as const)('%s refuses bad input (%s)', async (_name, field, call) => {
+      expect(await call()).toEqual({ status: 'INVALID_INPUT', field });
+    });
+
+    it.each([
+      ['tenant_index_mark', ['ten:ok', '5']],
+      ['tenant_index_mark', ['ten_ok', '1e3']],
+      ['tenant_index_mark', ['ten_ok', '01']],
+      ['tenant_index_page', ['', '-1']],
+      ['tenant_index_page', ['', '10.0']],
+      ['tenant_index_prune', ['ten_ok', '-0']],
+      ['tenant_index_prune', ['ten-ok*', '5']],
+    ] as const)('the script %s refuses %j', async (script, args) => {
+      const reply = await engine.runner.run(script, ['{i:tenants}'], [...args]);
+      expect(reply[0]).toBe('INVALID_INPUT');
     });
   });
 });

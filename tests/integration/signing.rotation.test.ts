@@ -172,10 +172,14 @@ describe('signing key age and automatic rotation', () => {
   it('rotates once the active key is SIGNING_ROTATE_DAYS old, under a lease, once', async () => {
     const first = harness.services.signing.health().activeKid;
     vi.setSystemTime(T0 + 29 * 86_400_000);
-    await maintainSigningKeys(harness.services);
+    await maintainSigningKeys(harness.services, 'instance-a');
     expect(harness.services.signing.list()).toHaveLength(1);
     vi.setSystemTime(T0 + 30 * 86_400_000);
-    await Promise.all([maintainSigningKeys(harness.services), maintainSigningKeys(harness.services)]);
+    // Two instances at once: one takes the rotation lease, the other finds it held.
+    await Promise.all([
+      maintainSigningKeys(harness.services, 'instance-a'),
+      maintainSigningKeys(harness.services, 'instance-b'),
+    ]);
     const keys = harness.services.signing.list();
     expect(keys.map((key) => key.state)).toEqual(['active', 'pending']);
     expect(keys[0]?.kid).toBe(first);
@@ -189,7 +193,7 @@ describe('signing key age and automatic rotation', () => {
         signing: Record<string, unknown>;
       };
       expect(body.signing).toMatchObject({ warning: 'signing_key_older_than_max_age' });
-      await maintainSigningKeys(harnessOld.services);
+      await maintainSigningKeys(harnessOld.services, 'instance-a');
       const metric = await harnessOld.services.metrics.registry.getSingleMetricAsString(
         'spicegate_signing_key_age_seconds',
       );

@@ -13,11 +13,12 @@ import { deleteKeysWithPrefix } from '../support/redis-cleanup.js';
  * Differential property: random sequences of admit (free ones, cost 0, included) / finalize /
  * cancel / reap / credit / budget threshold checks / clock advances / hydrate / outbox drains (read,
  * acknowledge, acknowledge again) / rebase (the conservation repair, against the figures just read
- * or stale ones) / flushing the store (every key of the run gone, as after FLUSHALL), run on the Lua
- * scripts (real Redis) and on the memory engine, give identical replies (outbox entry ids aside:
- * each engine makes its own from its clock) and identical snapshots after every step; committed +
- * reserved never exceeds credited except by what late finalizes (after a reap) reported charging;
- * and each tenant's balance `outbox` field is the sum of the charges waiting in its outbox.
+ * or stale ones) / the tenant index (mark, page, prune) / flushing the store (every key of the run
+ * gone, as after FLUSHALL), run on the Lua scripts (real Redis) and on the memory engine, give
+ * identical replies (outbox entry ids aside: each engine makes its own from its clock) and identical
+ * snapshots after every step; committed + reserved never exceeds credited except by what late
+ * finalizes (after a reap) reported charging; and each tenant's balance `outbox` field is the sum of
+ * the charges waiting in its outbox.
  *
  * Seeded: PROPERTY_SEED reproduces a run (fast-check prints the seed and path on failure);
  * PROPERTY_RUNS raises the number of sequences (default 200, each of 50–70 operations).
@@ -86,7 +87,11 @@ type Op =
       /** Expect a committed 1 µ off what was read: the compare-and-set must refuse. */
       stale: boolean;
     }
-  | { kind: 'flush' };
+  | { kind: 'flush' }
+  /** The tenant index: times `back` ms before now (a mark from a slower clock, an older cutoff). */
+  | { kind: 'mark'; tenant: number; back: number }
+  | { kind: 'page'; after: number; limit: number }
+  | { kind: 'prune'; tenant: number; back: number };
 
 const tenant = fc.integer({ min: 0, max: TENANTS - 1 });
 const op: fc.Arbitrary<Op> = fc.oneof(
@@ -185,6 +190,30 @@ const op: fc.Arbitrary<Op> = fc.oneof(
     }),
   },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('flush' as const) }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant('mark' as const),
+      tenant,
+      back: fc.integer({ min: 0, max: 120_000 }),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant('page' as const),
+      after: fc.integer({ min: -1, max: TENANTS - 1 }),
+      limit: fc.integer({ min: 1, max: TENANTS + 1 }),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant('prune' as const),
+      tenant,
+      back: fc.integer({ min: 0, max: 120_000 }),
+    }),
+  },
   // Mostly small steps, so requests meet inside windows and buckets; now and then a long one past
   // TTLs, windows, days and the month's end.
   {
@@ -256,6 +285,8 @@ describe('redis and memory engines', () => {
         const lateCharged = tenants.map(() => 0n);
         const reservations: { tenant: number; id: string }[] = [];
         let now = START;
+        // The tenant index is one key for the whole file: each run starts without it, as memory does.
+        await deleteKeysWithPrefix(redisUrl, `${keyPrefix}{i:tenants}`);
         for (const tenantId of tenants) {
           await Promise.all(stores.map((s) => startBalance(s, tenantId)));
           await Promise.all(stores.map((s) => s.credit({ tenantId, grantId: 'seed', amountMicro: 8_000n })));
@@ -419,9 +450,26 @@ describe('redis and memory engines', () => {
               );
               break;
             }
+            case 'mark':
+              await both((s) => s.markTenant({ tenantId: tenants[o.tenant] as string, nowMs: now - o.back }));
+              break;
+            case 'page':
+              await both((s) =>
+                s.listTenants({
+                  limit: o.limit,
+                  ...(o.after < 0 ? {} : { after: tenants[o.after] as string }),
+                }),
+              );
+              break;
+            case 'prune':
+              await both((s) =>
+                s.pruneTenant({ tenantId: tenants[o.tenant] as string, cutoffMs: now - o.back }),
+              );
+              break;
             case 'flush':
               // Every key of this run's tenants, on both engines: what FLUSHALL leaves of them.
               await deleteKeysWithPrefix(redisUrl, `${keyPrefix}{t:p${SEED}_${run}_`);
+              await deleteKeysWithPrefix(redisUrl, `${keyPrefix}{i:tenants}`);
               right.kv.flushAll();
               lateCharged.fill(0n);
               break;

@@ -75,14 +75,36 @@ export class MemoryKv {
     return this.hget(key, field) !== null;
   }
 
-  zadd(key: string, score: number, member: string): void {
+  /** ZADD; `gt`: an existing member's score only grows, `nx`: an existing member is left alone. */
+  zadd(key: string, score: number, member: string, options: { gt?: boolean; nx?: boolean } = {}): void {
     this.expire(key);
     let zset = this.zsets.get(key);
     if (!zset) {
       zset = new Map();
       this.zsets.set(key, zset);
     }
+    const current = zset.get(member);
+    if (current !== undefined && (options.nx || (options.gt && score <= current))) return;
     zset.set(member, score);
+  }
+
+  zscore(key: string, member: string): number | null {
+    this.expire(key);
+    return this.zsets.get(key)?.get(member) ?? null;
+  }
+
+  /**
+   * ZRANGEBYLEX of a set whose scores are all equal: members after `after` in byte order ("" =
+   * from the first), at most `limit`. Members are ASCII here, so string order is byte order.
+   */
+  zrangeByLexAfter(key: string, after: string, limit: number): string[] {
+    this.expire(key);
+    const zset = this.zsets.get(key);
+    if (!zset) return [];
+    return [...zset.keys()]
+      .filter((member) => after === '' || member > after)
+      .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
+      .slice(0, limit);
   }
 
   /** Members with score <= max, by score then member (Redis order), at most `limit`. */

@@ -1,8 +1,9 @@
 import { arg, leaseKeys, type Script } from './shared.js';
 
 /**
- * fencing_cas: accept a singleton job's write only from the live holder of the newest lease (the
- * token issued last, the lease still there). The contract is lua/fencing_cas.v1.lua.
+ * fencing_cas: accept a singleton job's writes only from the live holder of the newest lease (the
+ * token issued last, the lease still there), as often as it writes. The contract is
+ * lua/fencing_cas.v2.lua.
  */
 export const fencingCas: Script = (kv, keys, args) => {
   const raw = arg(args, 0);
@@ -16,7 +17,7 @@ export const fencingCas: Script = (kv, keys, args) => {
     if (!/^\d+$/.test(stored) || stored.length > 16 || Number(stored) > Number.MAX_SAFE_INTEGER) {
       return ['CORRUPT'];
     }
-    if (token <= Number(stored)) return ['STALE', stored];
+    if (token < Number(stored)) return ['STALE', stored];
   }
   if (kv.get(issued) !== raw || !kv.exists(lease)) return ['STALE', stored ?? ''];
   kv.set(fence, raw);

@@ -15,6 +15,9 @@ import { poolGate } from './pool_gate.js';
 import { rebase } from './rebase.js';
 import type { Script } from './shared.js';
 import { snapshot } from './snapshot.js';
+import { tenantIndexMark } from './tenant_index_mark.js';
+import { tenantIndexPage } from './tenant_index_page.js';
+import { tenantIndexPrune } from './tenant_index_prune.js';
 
 /**
  * The Lua scripts of lua/, step for step in TypeScript, for the embedded memory engine: one file
@@ -40,4 +43,7 @@ export const MEMORY_SCRIPTS: Record<ScriptName, Script> = {
   fencing_cas: fencingCas,
   outbox_read: outboxRead,
   outbox_ack: outboxAck,
+  tenant_index_mark: tenantIndexMark,
+  tenant_index_page: tenantIndexPage,
+  tenant_index_prune: tenantIndexPrune,
 };

@@ -1,8 +1,9 @@
 import { arg, leaseKeys, type Script } from './shared.js';
 
 /**
- * lease_acquire: take a singleton job's lease (SET NX PX) and a fencing token that only ever
- * grows. The contract is lua/lease_acquire.v1.lua.
+ * lease_acquire: take a singleton job's lease (SET NX PX) with a fencing token that only ever
+ * grows, or renew it for the holder that has it (same token). The contract is
+ * lua/lease_acquire.v2.lua.
  */
 export const leaseAcquire: Script = (kv, keys, args) => {
   const holder = arg(args, 0);
@@ -16,10 +17,15 @@ export const leaseAcquire: Script = (kv, keys, args) => {
   const current = kv.get(token);
   if (
     current !== null &&
-    (!/^\d+$/.test(current) || current.length > 16 || Number(current) >= Number.MAX_SAFE_INTEGER)
+    (!/^\d+$/.test(current) || current.length > 16 || Number(current) > Number.MAX_SAFE_INTEGER)
   ) {
     return ['OVERFLOW'];
   }
+  if (current !== null && kv.get(lease) === holder) {
+    kv.pexpire(lease, ttl);
+    return ['RENEWED', current];
+  }
+  if (current !== null && Number(current) >= Number.MAX_SAFE_INTEGER) return ['OVERFLOW'];
   if (!kv.set(lease, holder, { nx: true, pxMs: ttl })) return ['HELD', kv.get(lease) ?? '', kv.pttl(lease)];
   kv.incrBy(token, 1);
   return ['ACQUIRED', kv.get(token) ?? ''];

@@ -42,6 +42,9 @@ const INT_ARGS = {
   maxCount: [1, 1000],
   /** Entries read from an outbox at once (outbox_read). */
   count: [1, 1000],
+  /** The tenant index: a page's size, and the last active time a pruned tenant must not pass. */
+  limit: [1, 1000],
+  cutoffMs: [0, MAX_NOW],
   tokens: [1, MAX_COUNT],
   capacity: [1, MAX_COUNT],
   refillPerMinute: [0, MAX_COUNT],
@@ -112,6 +115,15 @@ export const tenantKeys = {
   /** Settlements waiting to be written to PostgreSQL (budget_finalize appends, outbox_ack deletes). */
   outbox: (base: string) => `${base}:outbox`,
 };
+
+/**
+ * The tenant index `{i:tenants}`: the sorted set tenant id -> last active ms itself, and `:ids`,
+ * the same ids at score 0, listed in byte order for paging.
+ */
+export function indexKeys(base: string | undefined): { lastActive: string; ids: string } {
+  const root = base ?? '';
+  return { lastActive: root, ids: `${root}:ids` };
+}
 
 /** The keys below a lease base key `{l:<resource>}`. */
 export function leaseKeys(base: string | undefined): { lease: string; token: string; fence: string } {

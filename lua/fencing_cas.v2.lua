@@ -1,14 +1,16 @@
--- fencing_cas v1: accept a write only from the live holder of the newest lease.
--- Every write of a singleton job passes through here with its fencing token. A paused process
--- whose lease expired is refused, taken over or not: the token must be the one issued last and
--- the lease must still exist.
+-- fencing_cas v2: accept a write only from the live holder of the newest lease, as often as it
+-- writes. Every write of a singleton job passes through here with its fencing token. A paused
+-- process whose lease expired is refused, taken over or not: the token must be the one issued
+-- last and the lease must still exist.
+-- New in v2: the holder's token is accepted again for each of its writes (v1 accepted a token
+-- once, which a job writing many times per lease cannot use); an older token is refused as before.
 --
 -- KEYS[1]  lease base key  {l:<resource>}
 -- ARGV[1]  fencingToken  integer 0 .. 2^53 - 1
 --
--- returns {"OK"}                    token > the last accepted (or none yet); it is now the last
---       | {"STALE", lastAccepted}   token <= the last accepted, or not the token issued last, or the
---                                   lease has expired (lastAccepted: decimal string, "" if none)
+-- returns {"OK"}                    token >= the last accepted (or none yet), it is the token
+--                                   issued last and the lease exists; it is now the last accepted
+--       | {"STALE", lastAccepted}   otherwise (lastAccepted: decimal string, "" if none)
 --       | {"CORRUPT"}               the stored value is non-numeric, negative or > 2^53 - 1: fail closed
 --       | {"INVALID_INPUT", "fencingToken"}
 
@@ -25,7 +27,7 @@ if stored then
   if not string.match(stored, '^%d+$') or #stored > 16 or tonumber(stored) > MAX_SAFE then
     return {'CORRUPT'}
   end
-  if token <= tonumber(stored) then return {'STALE', stored} end
+  if token < tonumber(stored) then return {'STALE', stored} end
 end
 if redis.call('GET', KEYS[1] .. ':token') ~= raw or redis.call('EXISTS', KEYS[1] .. ':lease') == 0 then
   return {'STALE', stored or ''}

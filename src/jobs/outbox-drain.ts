@@ -1,0 +1,25 @@
+import { drainOutbox } from '../ledger/outbox.js';
+import { indexedTenantPages } from '../tenants/activity.js';
+import type { Job } from './job.js';
+
+// 10 s: the gateway that settled a charge drains it within 1 s itself; this job is for the
+// settlements of a gateway that died before it could (docs/ledger.md "The outbox").
+const OUTBOX_DRAIN_INTERVAL_MS = 10_000;
+
+/**
+ * Drains the outbox of every tenant in the tenant index into PostgreSQL (spend rows and their
+ * entries), each write fenced: a holder that lost its lease stops before writing. Idempotent by
+ * reservation id, so a live gateway draining the same entries adds nothing.
+ */
+export const outboxDrainJob: Job = {
+  name: 'outbox-drain',
+  intervalMs: OUTBOX_DRAIN_INTERVAL_MS,
+  singleton: true,
+  run: async (ctx) => {
+    const { db, store } = ctx.services;
+    for await (const tenantIds of indexedTenantPages(store)) {
+      if (ctx.signal.aborted) return;
+      await drainOutbox(db, store, tenantIds, { beforeWrite: () => ctx.fence() });
+    }
+  },
+};
