@@ -85,7 +85,8 @@ describe(`concurrent calls over ${CONNECTIONS} connections (seed ${SEED})`, () =
         committedMicro: charged.get(tenantId),
         reservedMicro: 0n,
         availableMicro: CREDIT - (charged.get(tenantId) as bigint),
-        outboxMicro: 0n,
+        // Every charge came from a finalize and waits in the outbox (nothing drains here).
+        outboxMicro: charged.get(tenantId),
         present: true,
       });
     }

@@ -59,7 +59,8 @@ describe('POST /api/v1/inference (local model)', () => {
       committedMicro: 13n,
       reservedMicro: 0n,
       availableMicro: 1_000_000n - 13n,
-      outboxMicro: 0n,
+      // The charge waits in the outbox until the spend writer drains it.
+      outboxMicro: 13n,
       present: true,
     });
   });

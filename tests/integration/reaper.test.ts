@@ -146,6 +146,8 @@ describe('a reaper cycle', () => {
       committedMicro: 0n,
       reservedMicro: 0n,
       availableMicro: 1_000_000n,
+      outboxMicro: 0n,
+      present: true,
     });
     expect(await metric('spicegate_reaper_released_total')).toBe(releasedBefore + 23 * 2 + 250);
     // A fence before every write: 23 tenants × 1 budget_reap call, the busy one × 3.
