@@ -204,6 +204,8 @@ describe('spicegate worker', () => {
       committedMicro: 0n,
       reservedMicro: 0n,
       availableMicro: 1_000_000n,
+      outboxMicro: 0n,
+      present: true,
     });
 
     worker.child.kill('SIGTERM');
@@ -217,13 +219,26 @@ describe('spicegate worker', () => {
     const gateway = spawn(['serve'], server.url, { PORT: '0', REAPER_INTERVAL_MS: '100' });
     await gateway.waitForLog('spicegate ready');
     const started = await gateway.waitForLog('background jobs started');
-    expect(started.jobs).toEqual(['reaper', 'unsettled-spend', 'signing-maintenance']);
+    expect(started.jobs).toEqual([
+      'reaper',
+      'outbox-drain',
+      'unsettled-spend',
+      'conservation',
+      'signing-maintenance',
+    ]);
     await waitForLine(gateway, reaper('job run'), 'serve: a reaper cycle');
     expect(await client.exists('{l:job-reaper}:lease')).toBe(1);
 
     gateway.child.kill('SIGTERM');
     expect((await gateway.exited).code).toBe(0);
-    expect(await client.exists('{l:job-reaper}:lease', '{l:job-unsettled-spend}:lease')).toBe(0);
+    expect(
+      await client.exists(
+        '{l:job-reaper}:lease',
+        '{l:job-outbox-drain}:lease',
+        '{l:job-unsettled-spend}:lease',
+        '{l:job-conservation}:lease',
+      ),
+    ).toBe(0);
     client.disconnect();
   }, 60_000);
 
