@@ -211,9 +211,17 @@ describe('Redis stopped and restarted empty while 100 streams run', () => {
       }
     };
 
-    // 60 streams admitted while Redis holds the data; once 15 have finished, Redis dies.
+    // 60 streams admitted while Redis holds the data; once all are admitted and 15 have finished
+    // (the others mid-stream), Redis dies.
+    const admittedBefore = admitted.size;
     await launch('before', 0, 60);
-    await vi.waitFor(() => expect(done).toBeGreaterThanOrEqual(15), { timeout: 30_000, interval: 10 });
+    await vi.waitFor(
+      () => {
+        expect(admitted.size - admittedBefore).toBe(60);
+        expect(done).toBeGreaterThanOrEqual(15);
+      },
+      { timeout: 30_000, interval: 10 },
+    );
     await redis.stop();
     // 20 requests while it is down: each is refused before any token.
     await launch('down', 60, 20);
