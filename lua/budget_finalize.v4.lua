@@ -4,7 +4,8 @@
 -- New in v4, the outbox: a settlement (FINALIZED or LATE_FINALIZE, a charge of 0 included) that
 -- names the spend row's key appends one entry holding everything the row needs to the tenant's
 -- stream {t:<id>}:outbox (never trimmed; outbox_read / outbox_ack drain it into PostgreSQL) and
--- adds its charge to the `outbox` field of the balance hash (charges waiting in the stream). So no
+-- adds its charge to the `outbox` field of the balance hash (charges waiting in the stream), and
+-- answers the entry's id (the settling gateway writes the row and acknowledges that entry). So no
 -- settled charge lives only in a gateway's memory. A cancel (keyId "") appends nothing.
 -- Also new in v4, recovery (ARGV[9], the request path and the settlement job only): a charge for a
 -- reservation the store no longer knows (absent: lost with the store's data while its request
@@ -127,7 +128,7 @@ if not state and actual > 0 and recoverPool ~= '' then
   redis.call('HSET', resKey, 'state', 'finalized', 'charged', charge, 'finalizedAt', now, 'keyId', rowKeyId,
     'pool', recoverPool, 'period', recoverPeriod, 'recovered', 1)
   redis.call('PEXPIRE', resKey, RETAIN_MS)
-  redis.log(redis.LOG_WARNING, 'RESERVATION_RECOVERED base=' .. base .. ' reservation=' .. resId .. ' charged=' .. charge)
+  redis.log(redis.LOG_WARNING, 'RESERVATION_RECOVERED base=' .. base .. ' reservation=' .. resId .. ' charged=' .. string.format('%.0f', charge))
   local bal = redis.call('HMGET', balKey, 'credited', 'committed', 'reserved')
   local overspend = 0
   if charge > 0 and (tonumber(bal[2]) or 0) + (tonumber(bal[3]) or 0) > (tonumber(bal[1]) or 0) then
