@@ -4,8 +4,16 @@
 -- New in v4, the outbox: a settlement (FINALIZED or LATE_FINALIZE, a charge of 0 included) that
 -- names the spend row's key appends one entry holding everything the row needs to the tenant's
 -- stream {t:<id>}:outbox (never trimmed; outbox_read / outbox_ack drain it into PostgreSQL) and
--- adds its charge to the `outbox` field of the balance hash (charges waiting in the stream). So no
+-- adds its charge to the `outbox` field of the balance hash (charges waiting in the stream), and
+-- answers the entry's id (the settling gateway writes the row and acknowledges that entry). So no
 -- settled charge lives only in a gateway's memory. A cancel (keyId "") appends nothing.
+-- Also new in v4, recovery (ARGV[9], the request path and the settlement job only): a charge for a
+-- reservation the store no longer knows (absent: lost with the store's data while its request
+-- ran; a `cancelled` tombstone stays refused) is still billed. While the balance hash is absent it
+-- answers HYDRATE (nothing written: the caller rebuilds the balance from the book and calls
+-- again); then it commits the charge to the balance and this month's counters as a late finalize
+-- would, appends the outbox entry and records the reservation as finalized, so a retry answers
+-- ALREADY_FINALIZED: the charge is made exactly once.
 -- Since v3, a cancel of a reservation id that does not exist (yet) writes a tombstone, the
 -- reservation hash in state `cancelled` kept for RETAIN_MS, which admit v4 refuses: a gateway that
 -- cancels after its admit timed out wins even when the late admit reaches Redis afterwards.
@@ -26,22 +34,30 @@
 -- ARGV[7]  completionTokens  integer tokens, 0 .. 10^9
 -- ARGV[8]  free              "1": a free (sandbox) request, recorded at actualCostMicro and
 --                            charged 0 (refused for a reservation that reserved money); else "0"
+-- ARGV[9]  recoverPool       "" or absent: no recovery (an unknown id is refused, as before); else
+--                            the request's pool, [A-Za-z0-9_-]{1,64}: recovery mode (above)
+-- ARGV[10] period            recovery only: the UTC month of nowMs, "YYYYMM" (the counters charged)
 --
 -- outbox entry fields: reservationId keyId pool promptTokens completionTokens costMicro
 --   (what the row records: the charge, or a free request's notional cost) chargedMicro free (0|1)
 --   settledAtMs
 --
--- returns
---   {"FINALIZED", chargedMicro, releasedMicro, driftMicro}
+-- returns (outboxEntryId: the id of the entry appended, "" for a cancel, which appends none)
+--   {"FINALIZED", chargedMicro, releasedMicro, driftMicro, outboxEntryId}
 --       charged = min(actual, reserved amount); the rest of the reservation is released
---   {"LATE_FINALIZE", chargedMicro, overspend (0|1), driftMicro}
+--   {"LATE_FINALIZE", chargedMicro, overspend (0|1), driftMicro, outboxEntryId}
 --       the reaper released it first: charge min(actual, amount) anyway; overspend = 1 when that
 --       charge is above 0 and leaves committed + reserved above credited
+--   {"RECOVERED", chargedMicro, overspend (0|1), 0, outboxEntryId}
+--       recovery mode, an unknown id: charged actualCostMicro (the caller capped it by the
+--       reservation it made; 0 for a free request), overspend as for LATE_FINALIZE
+--   {"HYDRATE"}   recovery mode, an unknown id, and the balance hash is absent: nothing written
 --   {"ALREADY_FINALIZED", chargedMicro}   (no change, no outbox entry; the first charge)
 --   {"CANCELLED_BEFORE_ADMIT"}   a cancel of an unknown id (tombstone written) or of a tombstone
 -- A cancel (actualCostMicro 0) frees the reservation's idempotency key.
---   {"INVALID_INPUT", field}   (field "reservationId" also when a charge names an unknown id or a
---       tombstone; "free" for a free settlement of a reservation that reserved money)
+--   {"INVALID_INPUT", field}   (field "reservationId" also when a charge names an unknown id
+--       outside recovery mode, or a tombstone; "free" for a free settlement of a reservation that
+--       reserved money; "pool" / "period" for a bad recovery argument)
 -- driftMicro > 0: `reserved` would have gone negative and was clamped to 0 (logged ACCOUNTING_DRIFT).
 -- Every figure settles into the reservation's own period, whatever month nowMs is in.
 
@@ -82,10 +98,44 @@ local completionTokens = int(ARGV[7], 0, MAX_COUNT)
 if not completionTokens then return {'INVALID_INPUT', 'completionTokens'} end
 local free = ARGV[8]
 if free ~= '0' and free ~= '1' then return {'INVALID_INPUT', 'free'} end
+local recoverPool = ARGV[9] or ''
+if recoverPool ~= '' and not ident(recoverPool) then return {'INVALID_INPUT', 'pool'} end
+local recoverPeriod = ARGV[10] or ''
+if recoverPool ~= '' and not string.match(recoverPeriod, '^%d%d%d%d%d%d$') then
+  return {'INVALID_INPUT', 'period'}
+end
 
 local resKey = base .. ':res:' .. resId
 local r = redis.call('HMGET', resKey, 'state', 'amount', 'tokens', 'period', 'keyId', 'day', 'charged', 'idem', 'pool')
 local state = r[1]
+if not state and actual > 0 and recoverPool ~= '' then
+  -- Recovery: the reservation was lost with the store's data; the delivered tokens are billed.
+  local balKey = base .. ':bal'
+  if redis.call('EXISTS', balKey) == 0 then return {'HYDRATE'} end
+  local charge = actual
+  if free == '1' then charge = 0 end
+  local entryId = redis.call('XADD', base .. ':outbox', '*', 'reservationId', resId, 'keyId', rowKeyId,
+    'pool', recoverPool, 'promptTokens', ARGV[6], 'completionTokens', ARGV[7],
+    'costMicro', string.format('%.0f', actual), 'chargedMicro', string.format('%.0f', charge), 'free', free,
+    'settledAtMs', ARGV[4])
+  -- A paid key is its own limit subject (only sandbox keys share one, and they are charged 0).
+  if charge > 0 then
+    redis.call('HINCRBY', balKey, 'outbox', charge)
+    for _, key in ipairs({balKey, base .. ':m:' .. recoverPeriod, base .. ':km:' .. rowKeyId .. ':' .. recoverPeriod}) do
+      redis.call('HINCRBY', key, 'committed', charge)
+    end
+  end
+  redis.call('HSET', resKey, 'state', 'finalized', 'charged', charge, 'finalizedAt', now, 'keyId', rowKeyId,
+    'pool', recoverPool, 'period', recoverPeriod, 'recovered', 1)
+  redis.call('PEXPIRE', resKey, RETAIN_MS)
+  redis.log(redis.LOG_WARNING, 'RESERVATION_RECOVERED base=' .. base .. ' reservation=' .. resId .. ' charged=' .. string.format('%.0f', charge))
+  local bal = redis.call('HMGET', balKey, 'credited', 'committed', 'reserved')
+  local overspend = 0
+  if charge > 0 and (tonumber(bal[2]) or 0) + (tonumber(bal[3]) or 0) > (tonumber(bal[1]) or 0) then
+    overspend = 1
+  end
+  return {'RECOVERED', charge, overspend, 0, entryId}
+end
 if not state or state == 'cancelled' then
   if actual > 0 then return {'INVALID_INPUT', 'reservationId'} end
   if not state then
@@ -102,10 +152,11 @@ local charge = math.min(actual, amount)
 local counters = {base .. ':bal', base .. ':m:' .. period, base .. ':km:' .. keyId .. ':' .. period}
 
 -- The outbox entry first: should it fail, nothing else has been written.
+local entryId = ''
 if rowKeyId ~= '' then
   local cost = charge
   if free == '1' then cost = actual end
-  redis.call('XADD', base .. ':outbox', '*', 'reservationId', resId, 'keyId', rowKeyId, 'pool', r[9] or '',
+  entryId = redis.call('XADD', base .. ':outbox', '*', 'reservationId', resId, 'keyId', rowKeyId, 'pool', r[9] or '',
     'promptTokens', ARGV[6], 'completionTokens', ARGV[7], 'costMicro', string.format('%.0f', cost),
     'chargedMicro', string.format('%.0f', charge), 'free', free, 'settledAtMs', ARGV[4])
   if charge > 0 then redis.call('HINCRBY', base .. ':bal', 'outbox', charge) end
@@ -149,11 +200,11 @@ if actual == 0 and idem and idem ~= '' then
   local idemKey = base .. ':idem:' .. keyId .. ':' .. idem
   if redis.call('HGET', idemKey, 'res') == resId then redis.call('DEL', idemKey) end
 end
-if state == 'open' then return {'FINALIZED', charge, amount - charge, drift} end
+if state == 'open' then return {'FINALIZED', charge, amount - charge, drift, entryId} end
 
 local bal = redis.call('HMGET', base .. ':bal', 'credited', 'committed', 'reserved')
 local overspend = 0
 if charge > 0 and (tonumber(bal[2]) or 0) + (tonumber(bal[3]) or 0) > (tonumber(bal[1]) or 0) then
   overspend = 1
 end
-return {'LATE_FINALIZE', charge, overspend, drift}
+return {'LATE_FINALIZE', charge, overspend, drift, entryId}

@@ -1,4 +1,5 @@
 import type { VerifiedKey } from '../keys/verifier.js';
+import type { SettledSpend } from '../ledger/outbox.js';
 import { insertPoolDecision } from '../ledger/pool-decisions.js';
 import type { SpendEntry } from '../ledger/spend.js';
 import type { Services } from '../services.js';
@@ -8,7 +9,8 @@ import type { Usage } from './settle.js';
 /*
  * The rows a request leaves in PostgreSQL, written by the stage that decides them: admission's
  * pool decision; settlement's spend row (appended to the tenant's outbox by finalize itself and
- * drained into PostgreSQL, or, when the store failed, written unsettled through services.spend).
+ * written by services.spend, which then acknowledges that entry; or, when the store failed,
+ * written unsettled through it).
  */
 
 /** An admitted request whose pool was replaced (DESIGN.md §4): logged, and a row off the request path. */
@@ -25,6 +27,26 @@ export function recordPoolDecision(services: Services, key: VerifiedKey, admitte
   };
   services.log.info({ ...row, costMicro: row.costMicro.toString(), createdAt: undefined }, 'pool decision');
   insertPoolDecision(services.db, services.log, row);
+}
+
+/**
+ * The settled spend row, for SpendRecorder.settled: the same figures finalize appended to the
+ * tenant's outbox (`costMicro` is the charge asked for: a free request's notional cost; the store
+ * charged `chargedMicro`).
+ */
+export function settledRow(
+  key: VerifiedKey,
+  admitted: Admitted,
+  usage: Usage,
+  costMicro: bigint,
+  chargedMicro: bigint,
+  settledAtMs: number,
+): SettledSpend {
+  return {
+    ...spendEntry(key, admitted, usage, key.sandbox ? costMicro : chargedMicro),
+    chargedMicro,
+    settledAt: new Date(settledAtMs),
+  };
 }
 
 /**

@@ -1,9 +1,11 @@
 import type { VerifiedKey } from '../keys/verifier.js';
+import { withHydration } from '../ledger/hydrate.js';
 import { costMicro } from '../pricing/pricing.js';
 import type { Services } from '../services.js';
+import type { FinalizeResult } from '../store/contracts.js';
 import { StoreUnavailable } from '../store/errors.js';
 import type { Admitted } from './admit.js';
-import { spendEntry } from './record.js';
+import { settledRow, spendEntry } from './record.js';
 import type { Relay } from './relay.js';
 
 export interface Usage {
@@ -105,9 +107,12 @@ interface Charged {
 }
 
 /**
- * One engine call: the store's finalize, which also appends the spend row to the tenant's outbox.
- * If the store fails, the charge survives as an unsettled spend row that the settlement job
- * settles later; the error is rethrown.
+ * One engine call: the store's finalize, which also appends the spend row to the tenant's outbox;
+ * the row is handed to the spend recorder, which writes it and acknowledges that entry. In
+ * recovery mode: a reservation the store lost with its data (Redis emptied while the request ran)
+ * is charged all the same (RECOVERED, after the balance is rebuilt from the book). If the store
+ * fails, the charge survives as an unsettled spend row that the settlement job settles later; the
+ * error is rethrown.
  */
 async function settleReservation(
   services: Services,
@@ -118,22 +123,27 @@ async function settleReservation(
   charge: bigint,
 ): Promise<Charged> {
   let charged: Charged;
+  const nowMs = services.clock.now();
+  let result: Exclude<FinalizeResult, { status: 'HYDRATE' }>;
   try {
-    const result = await services.store.finalize({
-      tenantId: key.tenantId,
-      reservationId: admitted.reservationId,
-      // A free request reserved 0, so this charges min(charge, 0) = 0 (0 itself would mean a
-      // cancel, which frees the idempotency key).
-      actualCostMicro: charge,
-      nowMs: services.clock.now(),
-      // The spend row goes to the tenant's outbox in the same call (drained into PostgreSQL).
-      spend: {
-        keyId: key.id,
-        promptTokens: usage.promptTokens,
-        completionTokens: usage.completionTokens,
-        free: key.sandbox,
-      },
-    });
+    result = await withHydration(services, key.tenantId, () =>
+      services.store.finalize({
+        tenantId: key.tenantId,
+        reservationId: admitted.reservationId,
+        // A free request reserved 0, so this charges min(charge, 0) = 0 (0 itself would mean a
+        // cancel, which frees the idempotency key).
+        actualCostMicro: charge,
+        nowMs,
+        // The spend row goes to the tenant's outbox in the same call.
+        spend: {
+          keyId: key.id,
+          promptTokens: usage.promptTokens,
+          completionTokens: usage.completionTokens,
+          free: key.sandbox,
+        },
+        recover: { pool: admitted.decision.pool },
+      }),
+    );
     if (result.status === 'INVALID_INPUT') throw new Error(`settlement refused its input: ${result.field}`);
     // Only a charge can move a scope towards a threshold, and only a reservation admitted at 80 %
     // or more of a scope can cross one (a crossing made meanwhile by others is reported by the
@@ -155,8 +165,13 @@ async function settleReservation(
     await services.spend.unsettled(spendEntry(key, admitted, usage, charge));
     throw error;
   }
-  // The row is in the store's outbox already: this only tells the recorder to drain it soon.
-  services.spend.settled(key.tenantId);
+  // The row is in the tenant's outbox already; this process writes it and acknowledges the entry.
+  if (result.status !== 'ALREADY_FINALIZED') {
+    services.spend.settled(
+      settledRow(key, admitted, usage, charge, result.chargedMicro, nowMs),
+      result.outboxEntryId,
+    );
+  }
   return charged;
 }
 

@@ -14,7 +14,7 @@ import { accounts } from './journal.js';
  * Undefined when the tenant does not exist.
  */
 export async function bookFigures(
-  services: Services,
+  services: Pick<Services, 'db'>,
   tenantId: string,
   nowMs: number,
 ): Promise<HydrateInput | undefined> {
@@ -61,11 +61,22 @@ function pairs(list: string): [string, bigint][] {
   });
 }
 
+/** What hydration uses: the book, the store, the clock, the log, and this process's spend rows. */
+export type HydrationServices = Pick<Services, 'db' | 'store' | 'clock' | 'log' | 'spend'>;
+
 /**
  * Writes the tenant's balance rebuilt from the book to the store, if it is still absent there
- * (after admit or credit answered HYDRATE). Instances racing on the same tenant write it once.
+ * (after admit, credit or a recovering finalize answered HYDRATE). Instances racing on the same
+ * tenant write it once. The settled rows this process still holds are written to the book first:
+ * their outbox entries went with the store's data, so the book is the only place the rebuilt
+ * balance can learn them from (another instance's are closed by the conservation job).
  */
-export async function hydrateFromBook(services: Services, tenantId: string): Promise<HydrateResult> {
+export async function hydrateFromBook(services: HydrationServices, tenantId: string): Promise<HydrateResult> {
+  await services.spend
+    .flush()
+    .catch((error: unknown) =>
+      services.log.warn({ err: error, tenantId }, 'spend rows not written before hydration'),
+    );
   const figures = (await bookFigures(services, tenantId, services.clock.now())) ?? {
     tenantId,
     creditedMicro: 0n,
@@ -86,7 +97,7 @@ export async function hydrateFromBook(services: Services, tenantId: string): Pro
  * fault: 503.
  */
 export async function withHydration<R extends { status: string }>(
-  services: Services,
+  services: HydrationServices,
   tenantId: string,
   call: () => Promise<R>,
 ): Promise<Exclude<R, { status: 'HYDRATE' }>> {

@@ -7,8 +7,10 @@ import type { Store } from '../store/typed-store.js';
  * The outbox drain: settlements that budget_finalize appended to each tenant's outbox in the store
  * become spend rows and `spend` journal entries in PostgreSQL, then leave the outbox. Idempotent
  * by reservation id: a batch written twice, or by two drainers at once, adds nothing. No timers
- * here: the SpendRecorder (after this process's own settlements) and the jobs runner (every
- * active tenant) call it.
+ * here: the jobs runner calls it for every active tenant, for entries older than a few seconds
+ * (the process that settled a request writes its row itself and acknowledges its entry, so the
+ * outbox matters when that process died); the SpendRecorder for a settlement whose entry id it
+ * does not know.
  */
 
 // 64 per tenant per read and per statement: a statement's rows are serialised in one go on the
@@ -27,6 +29,12 @@ export interface DrainOptions {
   beforeWrite?: () => Promise<void>;
   /** Entries read per tenant at once (1 .. 1000). */
   readCount?: number;
+  /**
+   * Only entries appended before this time (ms since the epoch, by the store's clock): younger
+   * ones are left to the live process that settled them, which writes its own rows and
+   * acknowledges them (the jobs pass now minus a few seconds).
+   */
+  olderThanMs?: number;
 }
 
 export interface DrainResult {
@@ -54,7 +62,11 @@ export async function drainOutbox(
     pending = pending.slice(TENANTS_PER_ROUND);
     const batches = await Promise.all(
       round.map(async (tenantId) => {
-        const read = await store.outboxRead({ tenantId, count: readCount });
+        const read = await store.outboxRead({
+          tenantId,
+          count: readCount,
+          ...(options.olderThanMs === undefined ? {} : { olderThanMs: options.olderThanMs }),
+        });
         if (read.status !== 'OUTBOX') throw new Error(`outbox_read refused ${read.field} (${tenantId})`);
         return { tenantId, entries: read.entries };
       }),

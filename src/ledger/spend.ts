@@ -5,36 +5,43 @@ import type { Clock } from '../clock.js';
 import type { Logger } from '../observability/logger.js';
 import { StoreUnavailable } from '../store/errors.js';
 import type { Store } from '../store/typed-store.js';
-import { drainOutbox, writeSettledSpend } from './outbox.js';
+import { withHydration } from './hydrate.js';
+import { drainOutbox, type SettledSpend, writeSettledSpend } from './outbox.js';
 
 export type SpendEntry = Omit<SpendRow, 'createdAt' | 'settledAt' | 'settled' | 'parkedReason'>;
 
-// The outbox of each tenant this process settled for is drained within 1 s, which keeps the table
-// close to live (the jobs runner drains every active tenant as well, e.g. after a crash).
+// This process's settled rows are written within 1 s, which keeps the table close to live.
 const FLUSH_MS = 1_000;
-// …and as soon as this many settlements wait: a small batch keeps each write short.
+// …and as soon as this many wait; one statement per this many rows: a small batch keeps each
+// write short (docs/performance.md).
 const FLUSH_ROWS = 64;
-// Unsettled rows are retried every 5 s, while the store is down as well as after.
-const RETRY_MS = 5_000;
+
+/** A settled row this process holds until it is in PostgreSQL, and its entry in the tenant's outbox. */
+interface Held {
+  row: SettledSpend;
+  /** The outbox entry finalize appended for it (null: none to acknowledge). */
+  outboxEntryId: string | null;
+}
 
 /**
- * Spend rows in PostgreSQL, idempotent by reservation id. A settled request's row is not kept
- * here: finalize appended it to the tenant's outbox in the store, and this recorder only remembers
- * which tenants to drain (drainOutbox, outbox.ts), so a process killed at any instant loses no
- * charge. An unsettled row (the store failed at finalize) is written at once, since it is the only
- * record of a charge, and `settleUnsettled` finalizes it later (FINALIZED, or LATE_FINALIZE if the
- * reaper got there first). Nothing is lost and nothing is charged twice.
+ * Spend rows in PostgreSQL, idempotent by reservation id. A settled request's row is held here
+ * and written within a second by this process, which then acknowledges its outbox entry: so
+ * each row is normally written once, by the process that settled it. Finalize appended the same
+ * row to the tenant's outbox in the store, and the outbox drain (drainOutbox, run by the jobs for
+ * entries older than a few seconds) writes what a process killed at any instant left behind. If
+ * the store loses its data instead, the copy held here still reaches the book. An unsettled row
+ * (the store failed at finalize) is written at once, since it is the only record of a charge,
+ * and `settleUnsettled` finalizes it later (FINALIZED; LATE_FINALIZE if the reaper got there
+ * first; RECOVERED if the store lost the reservation). Nothing is lost, nothing charged twice.
  */
 export class SpendRecorder {
-  /** Tenants with settlements of this process that may still wait in their outbox. */
-  private tenants = new Set<string>();
-  /** Settlements since the last drain began. */
-  private waiting = 0;
+  /** Settled rows not yet written, oldest first. */
+  private held: Held[] = [];
   private timers: ReturnType<typeof setInterval>[] = [];
   private flushSoon = false;
-  /** The last drain's outcome: drains run one at a time, each after the one before. */
+  /** The last write's outcome: writes run one at a time, each after the one before. */
   private writing: Promise<void> = Promise.resolve();
-  /** The last drain failed: until one succeeds, only the timer drains (no retry per request). */
+  /** The last write failed: until one succeeds, only the timer writes (no retry per request). */
   private failing = false;
 
   constructor(
@@ -52,18 +59,12 @@ export class SpendRecorder {
         () => void this.flush().catch((error) => this.log.warn({ err: error }, 'spend flush failed')),
         FLUSH_MS,
       ),
-      setInterval(
-        () =>
-          void this.settleUnsettled().catch((error) =>
-            this.log.warn({ err: error }, 'spend settlement failed'),
-          ),
-        RETRY_MS,
-      ),
     );
+    // Unsettled rows are settled by the `unsettled-spend` job (src/jobs), under its lease.
     for (const timer of this.timers) timer.unref();
   }
 
-  /** Stops the timers and drains the remembered tenants (after any drain still running). */
+  /** Stops the timers and writes every row held (after any write still running). */
   async stop(): Promise<void> {
     for (const timer of this.timers) clearInterval(timer);
     this.timers = [];
@@ -71,13 +72,12 @@ export class SpendRecorder {
   }
 
   /**
-   * A settled request: its row is already in the tenant's outbox (finalize put it there); the
-   * tenant is remembered and drained within a second (sooner when FLUSH_ROWS wait).
+   * A settled request: its row (also in the tenant's outbox, as `outboxEntryId`) is held and
+   * written within a second (sooner when FLUSH_ROWS wait), then that entry acknowledged.
    */
-  settled(tenantId: string): void {
-    this.tenants.add(tenantId);
-    this.waiting += 1;
-    if (this.waiting < FLUSH_ROWS || this.flushSoon || this.failing) return;
+  settled(row: SettledSpend, outboxEntryId: string | null): void {
+    this.held.push({ row, outboxEntryId });
+    if (this.held.length < FLUSH_ROWS || this.flushSoon || this.failing) return;
     this.flushSoon = true;
     setImmediate(() => {
       this.flushSoon = false;
@@ -96,28 +96,58 @@ export class SpendRecorder {
   }
 
   /**
-   * Drains the outboxes of the remembered tenants into PostgreSQL, after any drain still running;
-   * after a failure the tenants stay remembered (draining again is harmless).
+   * Writes every row held into PostgreSQL, after any write still running, and acknowledges their
+   * outbox entries. Rows whose write failed stay held (writing them again is harmless).
    */
   flush(): Promise<void> {
-    const drain = this.writing.then(() => this.drain());
-    this.writing = drain.catch(() => undefined);
-    return drain;
+    const write = this.writing.then(() => this.write());
+    this.writing = write.catch(() => undefined);
+    return write;
   }
 
-  private async drain(): Promise<void> {
-    if (this.tenants.size === 0) return;
-    const tenants = [...this.tenants];
-    this.tenants = new Set();
-    this.waiting = 0;
-    try {
-      await drainOutbox(this.db, this.store, tenants);
-      this.failing = false;
-    } catch (error) {
-      for (const tenantId of tenants) this.tenants.add(tenantId);
-      this.failing = true;
-      throw error;
+  private async write(): Promise<void> {
+    const taken = this.held;
+    this.held = [];
+    for (let from = 0; from < taken.length; from += FLUSH_ROWS) {
+      const batch = taken.slice(from, from + FLUSH_ROWS);
+      try {
+        await writeSettledSpend(
+          this.db,
+          batch.map((held) => held.row),
+        );
+      } catch (error) {
+        // This batch and the ones after it stay held, before any settled meanwhile.
+        this.held = [...taken.slice(from), ...this.held];
+        this.failing = true;
+        throw error;
+      }
+      await this.acknowledge(batch);
     }
+    this.failing = false;
+  }
+
+  /**
+   * Takes written rows' entries out of their tenants' outboxes. If the store fails, the entries
+   * stay there and the outbox drain writes them again later, which adds nothing.
+   */
+  private async acknowledge(batch: Held[]): Promise<void> {
+    const byTenant = new Map<string, string[]>();
+    for (const { row, outboxEntryId } of batch) {
+      if (outboxEntryId === null) continue;
+      const ids = byTenant.get(row.tenantId) ?? [];
+      ids.push(outboxEntryId);
+      byTenant.set(row.tenantId, ids);
+    }
+    await Promise.all(
+      [...byTenant].map(async ([tenantId, ids]) => {
+        try {
+          const ack = await this.store.outboxAck({ tenantId, ids });
+          if (ack.status !== 'ACKED') throw new Error(`outbox_ack refused ${ack.field}`);
+        } catch (error) {
+          this.log.warn({ err: error, tenantId }, 'outbox entries not acknowledged: left to the drain');
+        }
+      }),
+    );
   }
 
   /** Finalizes every unsettled row the store now accepts; returns how many were settled. */
@@ -130,24 +160,32 @@ export class SpendRecorder {
       .orderBy(asc(spend.createdAt))
       .limit(500);
     let settled = 0;
-    const touched = new Set<string>();
+    /** Tenants whose timed-out finalize had run after all: its outbox entry's id is unknown here. */
+    const drain = new Set<string>();
+    const services = { db: this.db, store: this.store, clock: this.clock, log: this.log, spend: this };
     for (const row of rows) {
-      let result: Awaited<ReturnType<Store['finalize']>>;
+      const nowMs = this.clock.now();
+      let result: Exclude<Awaited<ReturnType<Store['finalize']>>, { status: 'HYDRATE' }>;
       try {
-        result = await this.store.finalize({
-          tenantId: row.tenantId,
-          reservationId: row.reservationId,
-          // A free (sandbox) row holds its notional cost: its reservation is 0, so finalize
-          // charges min(notional, 0) = 0.
-          actualCostMicro: row.costMicro,
-          nowMs: this.clock.now(),
-          spend: {
-            keyId: row.keyId,
-            promptTokens: row.promptTokens,
-            completionTokens: row.completionTokens,
-            free: row.free,
-          },
-        });
+        // Recovery: a reservation the store lost with its data is still charged (RECOVERED),
+        // after its balance is rebuilt from the book.
+        result = await withHydration(services, row.tenantId, () =>
+          this.store.finalize({
+            tenantId: row.tenantId,
+            reservationId: row.reservationId,
+            // A free (sandbox) row holds its notional cost: its reservation is 0, so finalize
+            // charges min(notional, 0) = 0.
+            actualCostMicro: row.costMicro,
+            nowMs,
+            spend: {
+              keyId: row.keyId,
+              promptTokens: row.promptTokens,
+              completionTokens: row.completionTokens,
+              free: row.free,
+            },
+            recover: { pool: row.pool },
+          }),
+        );
       } catch (error) {
         if (error instanceof StoreUnavailable) break;
         throw error;
@@ -164,29 +202,33 @@ export class SpendRecorder {
         continue;
       }
       // The store settled it (now, or earlier: ALREADY_FINALIZED when the timed-out finalize did
-      // run). Written here from the store's answer, with the same statement as the drain: the row
-      // is settled and its entry written once, whichever of the two comes first; its outbox entry,
-      // if any, is drained below as well and adds nothing.
-      await writeSettledSpend(this.db, [
-        {
+      // run). Written below from the store's answer, with the same statement as the drain: the
+      // row is settled and its entry written once, whichever of the two comes first.
+      this.held.push({
+        row: {
           ...row,
           // A free row keeps its notional cost (it was charged 0); any other, what was charged.
           costMicro: row.free ? row.costMicro : result.chargedMicro,
           chargedMicro: result.chargedMicro,
-          settledAt: new Date(this.clock.now()),
+          settledAt: new Date(nowMs),
         },
-      ]);
-      touched.add(row.tenantId);
+        outboxEntryId: result.status === 'ALREADY_FINALIZED' ? null : result.outboxEntryId,
+      });
+      if (result.status === 'ALREADY_FINALIZED') drain.add(row.tenantId);
       this.log.info(
         { reservationId: row.reservationId, status: result.status },
         'unsettled spend row settled',
       );
       settled += 1;
     }
-    // Their outbox entries (this settlement's, or the timed-out finalize's) leave the outbox.
-    for (const tenantId of touched) this.tenants.add(tenantId);
-    if (touched.size > 0)
+    if (settled > 0) {
       await this.flush().catch((error) => this.log.warn({ err: error }, 'spend flush failed'));
+      // The timed-out finalize's entry, whose id only the store knows, leaves the outbox too.
+      if (drain.size > 0)
+        await drainOutbox(this.db, this.store, drain).catch((error) =>
+          this.log.warn({ err: error }, 'outbox drain failed'),
+        );
+    }
     return settled;
   }
 }

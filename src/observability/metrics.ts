@@ -16,6 +16,8 @@ export interface Metrics {
   readonly storeUnavailable: Counter<'engine'>;
   /** Unsettled spend rows the store refused to settle, parked for an operator; should stay 0. */
   readonly spendParked: Counter;
+  /** Charges for reservations the store had lost (with its data), billed all the same (RECOVERED). */
+  readonly reservationsRecovered: Counter;
   /** Age of the active signing key; alert well before SIGNING_KEY_MAX_AGE_DAYS. */
   readonly signingKeyAgeSeconds: Gauge;
   /** Conservation checks of one tenant, by result (ok, drift, repaired, absent, inconclusive). */
@@ -74,6 +76,11 @@ export function createMetrics(): Metrics {
     spendParked: new Counter({
       name: 'spicegate_spend_parked_total',
       help: 'Unsettled spend rows the store refused to settle (parked with their reason, not retried); should stay 0',
+      registers: [registry],
+    }),
+    reservationsRecovered: new Counter({
+      name: 'spicegate_reservations_recovered_total',
+      help: 'Settlements of reservations the store had lost with its data, charged all the same (RECOVERED)',
       registers: [registry],
     }),
     signingKeyAgeSeconds: new Gauge({

@@ -91,6 +91,12 @@ export interface FinalizeInput {
   nowMs: number;
   /** What the spend row needs beyond the reservation: appended to the tenant's outbox with the settlement. */
   spend: SpendUsage;
+  /**
+   * Recovery mode (the request path and the settlement job only): a charge above 0 for a
+   * reservation the store no longer knows (lost with its data) is still billed — RECOVERED, after
+   * HYDRATE while the tenant's balance is absent. The pool is the one the request was admitted to.
+   */
+  recover?: { pool: string };
 }
 
 /** A settled request's spend-row figures that the reservation does not hold. */
@@ -103,9 +109,32 @@ export interface SpendUsage {
   free: boolean;
 }
 
+/**
+ * `outboxEntryId`: the tenant's outbox entry this settlement appended (null for a cancel, which
+ * appends none), for the process that settled to acknowledge once it wrote the row itself.
+ */
 export type FinalizeResult =
-  | { status: 'FINALIZED'; chargedMicro: bigint; releasedMicro: bigint; driftMicro: bigint }
-  | { status: 'LATE_FINALIZE'; chargedMicro: bigint; overspend: boolean; driftMicro: bigint }
+  | {
+      status: 'FINALIZED';
+      chargedMicro: bigint;
+      releasedMicro: bigint;
+      driftMicro: bigint;
+      outboxEntryId: string | null;
+    }
+  | {
+      status: 'LATE_FINALIZE';
+      chargedMicro: bigint;
+      overspend: boolean;
+      driftMicro: bigint;
+      outboxEntryId: string | null;
+    }
+  /**
+   * Recovery mode: the reservation was unknown (lost with the store's data) and the charge was
+   * committed all the same, once (a repeat answers ALREADY_FINALIZED).
+   */
+  | { status: 'RECOVERED'; chargedMicro: bigint; overspend: boolean; outboxEntryId: string | null }
+  /** Recovery mode: the reservation is unknown and the tenant's balance absent: hydrate, then again. */
+  | { status: 'HYDRATE' }
   | { status: 'ALREADY_FINALIZED'; chargedMicro: bigint }
   | { status: 'INVALID_INPUT'; field: string };
 
@@ -138,7 +167,7 @@ export type OutboxAckResult =
   { status: 'ACKED'; deleted: number; releasedMicro: bigint } | { status: 'INVALID_INPUT'; field: string };
 
 export type CancelResult =
-  | FinalizeResult
+  | Exclude<FinalizeResult, { status: 'RECOVERED' | 'HYDRATE' }>
   /** An id not admitted (yet): its tombstone makes a later admit of it answer CANCELLED. */
   | { status: 'CANCELLED_BEFORE_ADMIT' };
 

@@ -54,8 +54,9 @@ export interface Store {
   /** Limits and budget reservation in one atomic call; a denial changes nothing. */
   admit(input: AdmitInput): Promise<AdmitResult>;
   /**
-   * Settles a reservation exactly once. A settlement (FINALIZED or LATE_FINALIZE) is appended to
-   * the tenant's outbox in the same atomic call, for the drain to write to PostgreSQL.
+   * Settles a reservation exactly once. A settlement (FINALIZED, LATE_FINALIZE or RECOVERED) is
+   * appended to the tenant's outbox in the same atomic call (its entry id is in the answer), for
+   * PostgreSQL. With `recover`, a charge for a reservation the store lost is still billed.
    */
   finalize(input: FinalizeInput): Promise<FinalizeResult>;
   /**
@@ -64,8 +65,11 @@ export interface Store {
    */
   cancel(input: { tenantId: string; reservationId: string; nowMs: number }): Promise<CancelResult>;
   reap(input: { tenantId: string; nowMs: number; maxCount?: number }): Promise<ReapResult>;
-  /** The oldest settlements waiting in a tenant's outbox, at most `count` (1 .. 1000). */
-  outboxRead(input: { tenantId: string; count: number }): Promise<OutboxReadResult>;
+  /**
+   * The oldest settlements waiting in a tenant's outbox, at most `count` (1 .. 1000); with
+   * `olderThanMs`, only those appended before that time (the store's clock).
+   */
+  outboxRead(input: { tenantId: string; count: number; olderThanMs?: number }): Promise<OutboxReadResult>;
   /**
    * Deletes written settlements from a tenant's outbox; each entry's charge leaves the balance's
    * `outbox` figure once, however many drainers acknowledge it.
@@ -155,9 +159,9 @@ export function createStore(scriptRunner: ScriptRunner, options: StoreOptions): 
   /** A finalize, or a cancel (no spend usage: nothing appended to the outbox). */
   const settle = async (
     input: Omit<FinalizeInput, 'spend'> & { spend: SpendUsage | null },
-  ): Promise<CancelResult> => {
+  ): Promise<FinalizeResult | CancelResult> => {
     if (!ID.test(input.tenantId)) return { status: 'INVALID_INPUT', field: 'tenantId' };
-    const { spend } = input;
+    const { spend, recover } = input;
     const reply = await runner.run(
       'budget_finalize',
       [tenantKey(input.tenantId)],
@@ -170,13 +174,27 @@ export function createStore(scriptRunner: ScriptRunner, options: StoreOptions): 
         String(spend?.promptTokens ?? 0),
         String(spend?.completionTokens ?? 0),
         spend?.free ? '1' : '0',
+        ...(recover === undefined ? [] : [recover.pool, periodOf(input.nowMs)]),
       ],
     );
     const result = decodeFinalize(reply);
     if (result.status === 'FINALIZED' || result.status === 'LATE_FINALIZE') {
       reportDrift(input.tenantId, result.driftMicro, 'finalize');
     }
-    if (result.status === 'LATE_FINALIZE' && result.overspend) {
+    if (result.status === 'RECOVERED') {
+      // A reservation lost with the store's data, billed all the same: should be rare.
+      log.warn(
+        {
+          event: 'RESERVATION_RECOVERED',
+          tenantId: input.tenantId,
+          reservationId: input.reservationId,
+          chargedMicro: result.chargedMicro.toString(),
+        },
+        'RESERVATION_RECOVERED',
+      );
+      metrics?.reservationsRecovered.inc();
+    }
+    if ((result.status === 'LATE_FINALIZE' || result.status === 'RECOVERED') && result.overspend) {
       log.error(
         { event: 'OVERSPEND', tenantId: input.tenantId, reservationId: input.reservationId },
         'OVERSPEND',
@@ -233,7 +251,13 @@ export function createStore(scriptRunner: ScriptRunner, options: StoreOptions): 
         ? { status: 'INVALID_INPUT', field: 'reservationId' }
         : result;
     },
-    cancel: (input) => settle({ ...input, actualCostMicro: 0n, spend: null }),
+    cancel: async (input) => {
+      const result = await settle({ ...input, actualCostMicro: 0n, spend: null });
+      // Without `recover`, the script never answers these to a cancel.
+      if (result.status === 'RECOVERED' || result.status === 'HYDRATE')
+        throw new Error(`unexpected cancel reply: ${result.status}`);
+      return result;
+    },
 
     reap: async (input) => {
       if (!ID.test(input.tenantId)) return { status: 'INVALID_INPUT', field: 'tenantId' };
@@ -255,7 +279,11 @@ export function createStore(scriptRunner: ScriptRunner, options: StoreOptions): 
 
     outboxRead: async (input) => {
       if (!ID.test(input.tenantId)) return { status: 'INVALID_INPUT', field: 'tenantId' };
-      const reply = await runner.run('outbox_read', [tenantKey(input.tenantId)], [String(input.count)]);
+      const reply = await runner.run(
+        'outbox_read',
+        [tenantKey(input.tenantId)],
+        [String(input.count), ...(input.olderThanMs === undefined ? [] : [String(input.olderThanMs)])],
+      );
       if (reply[0] !== 'OUTBOX') return invalid(reply);
       const entries: OutboxEntry[] = [];
       for (let at = 1; at + 9 < reply.length; at += 10) {
@@ -583,17 +611,31 @@ export function decodeAdmit(reply: Reply): AdmitResult {
   }
 }
 
-/** What both settling replies carry: the charge (reply[1]) and any drift clamped (reply[3]). */
-function settled(reply: Reply): { chargedMicro: bigint; driftMicro: bigint } {
-  return { chargedMicro: big(reply[1]), driftMicro: big(reply[3]) };
+/**
+ * What the settling replies carry: the charge (reply[1]), any drift clamped (reply[3]) and the
+ * outbox entry appended (reply[4], "" for none).
+ */
+function settled(reply: Reply): { chargedMicro: bigint; driftMicro: bigint; outboxEntryId: string | null } {
+  const entryId = String(reply[4] ?? '');
+  return {
+    chargedMicro: big(reply[1]),
+    driftMicro: big(reply[3]),
+    outboxEntryId: entryId === '' ? null : entryId,
+  };
 }
 
-function decodeFinalize(reply: Reply): CancelResult {
+function decodeFinalize(reply: Reply): FinalizeResult | CancelResult {
   switch (reply[0]) {
     case 'FINALIZED':
       return { status: 'FINALIZED', ...settled(reply), releasedMicro: big(reply[2]) };
     case 'LATE_FINALIZE':
       return { status: 'LATE_FINALIZE', ...settled(reply), overspend: reply[2] === 1 };
+    case 'RECOVERED': {
+      const { chargedMicro, outboxEntryId } = settled(reply);
+      return { status: 'RECOVERED', chargedMicro, overspend: reply[2] === 1, outboxEntryId };
+    }
+    case 'HYDRATE':
+      return { status: 'HYDRATE' };
     case 'ALREADY_FINALIZED':
       return { status: 'ALREADY_FINALIZED', chargedMicro: big(reply[1]) };
     case 'CANCELLED_BEFORE_ADMIT':

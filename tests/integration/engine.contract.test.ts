@@ -5,9 +5,10 @@ import { createMetrics } from '../../src/observability/metrics.js';
 import type { AdmitInput, AdmitLimits, AdmitResult } from '../../src/store/contracts.js';
 import { FencingOverflow } from '../../src/store/errors.js';
 import { redisRunner } from '../../src/store/redis.js';
-import { createStore, tenantKey } from '../../src/store/typed-store.js';
+import { createStore, periodOf, tenantKey } from '../../src/store/typed-store.js';
 import {
   admitInput,
+  ENTRY_ID,
   type EngineUnderTest,
   filePrefix,
   makeEngine,
@@ -347,6 +348,7 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
         chargedMicro: 60n,
         releasedMicro: 40n,
         driftMicro: 0n,
+        outboxEntryId: ENTRY_ID,
       });
       expect(await finalize(b.reservationId, 150n)).toMatchObject({
         status: 'FINALIZED',
@@ -476,7 +478,13 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
           spend: spendUsage(3),
           nowMs: NOW + 2_000,
         }),
-      ).toEqual({ status: 'LATE_FINALIZE', chargedMicro: 100n, overspend: false, driftMicro: 0n });
+      ).toEqual({
+        status: 'LATE_FINALIZE',
+        chargedMicro: 100n,
+        overspend: false,
+        driftMicro: 0n,
+        outboxEntryId: ENTRY_ID,
+      });
       expect(await store().snapshot(tenantId)).toMatchObject({ committedMicro: 100n, reservedMicro: 100n });
       expect(await store().reap({ tenantId, nowMs: NOW + 5_000 })).toMatchObject({ count: 0 });
     });
@@ -503,7 +511,13 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
             spend: spendUsage(1),
             nowMs: NOW,
           }),
-        ).toEqual({ status: 'FINALIZED', chargedMicro: 40n, releasedMicro: 60n, driftMicro: 70n });
+        ).toEqual({
+          status: 'FINALIZED',
+          chargedMicro: 40n,
+          releasedMicro: 60n,
+          driftMicro: 70n,
+          outboxEntryId: ENTRY_ID,
+        });
         expect((await watched.store.snapshot(tenantId)).reservedMicro).toBe(0n);
         const logged = lines.map((line) => JSON.parse(line) as Record<string, unknown>);
         expect(logged).toContainEqual(
@@ -613,7 +627,13 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
           spend: spendUsage(7),
           nowMs: NOW,
         }),
-      ).toEqual({ status: 'FINALIZED', chargedMicro: 0n, releasedMicro: 0n, driftMicro: 0n });
+      ).toEqual({
+        status: 'FINALIZED',
+        chargedMicro: 0n,
+        releasedMicro: 0n,
+        driftMicro: 0n,
+        outboxEntryId: ENTRY_ID,
+      });
       expect(await store().snapshot(tenantId)).toEqual({
         creditedMicro: 0n,
         committedMicro: 0n,
@@ -705,7 +725,13 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
           spend: spendUsage(3),
           nowMs: NOW + 2_000,
         }),
-      ).toEqual({ status: 'LATE_FINALIZE', chargedMicro: 0n, overspend: false, driftMicro: 0n });
+      ).toEqual({
+        status: 'LATE_FINALIZE',
+        chargedMicro: 0n,
+        overspend: false,
+        driftMicro: 0n,
+        outboxEntryId: ENTRY_ID,
+      });
       expect(await store().snapshot(tenantId)).toMatchObject({ committedMicro: 0n, reservedMicro: 0n });
     });
   });
@@ -939,6 +965,42 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
       expect(await store().admit(admitInput(tenantId))).toEqual({ status: 'HYDRATE' });
     });
 
+    it('a read with olderThanMs returns only the entries appended before that time', async () => {
+      const tenantId = await fundedTenant();
+      for (let i = 0; i < 3; i += 1) {
+        const { reservationId } = await admitted(admitInput(tenantId, { costMicro: 100n }));
+        await store().finalize({
+          tenantId,
+          reservationId,
+          actualCostMicro: 5n,
+          nowMs: NOW,
+          spend: spendUsage(1),
+        });
+        // Entries a few ms apart, so a bound can fall between them.
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      const all = await outbox(tenantId);
+      const msOf = (id: string) => Number(id.split('-')[0]);
+      const read = async (olderThanMs: number) => {
+        const result = await store().outboxRead({ tenantId, count: 1000, olderThanMs });
+        if (result.status !== 'OUTBOX') throw new Error(result.field);
+        return result.entries.map((entry) => entry.id);
+      };
+      const first = msOf(all[0]?.id ?? '');
+      const last = msOf(all[2]?.id ?? '');
+      expect(last).toBeGreaterThan(first);
+      expect(await read(first)).toEqual([]);
+      expect(await read(first + 1)).toEqual(all.filter((entry) => msOf(entry.id) <= first).map((e) => e.id));
+      expect(await read(last)).toEqual(all.filter((entry) => msOf(entry.id) < last).map((e) => e.id));
+      expect(await read(last + 1)).toEqual(all.map((entry) => entry.id));
+      for (const bound of ['0', '01', 'x', '140737488355329', '-5']) {
+        expect(await engine.runner.run('outbox_read', [tenantKey(tenantId)], ['10', bound])).toEqual([
+          'INVALID_INPUT',
+          'olderThanMs',
+        ]);
+      }
+    });
+
     it('read and ack refuse bad arguments; an empty ack is answered without a store call', async () => {
       const tenantId = await fundedTenant();
       for (const count of ['0', '1001', '01', '-1', '']) {
@@ -974,6 +1036,209 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
         status: 'INVALID_INPUT',
         field: 'tenantId',
       });
+    });
+  });
+
+  describe('recovery: budget_finalize v4 bills a reservation the store lost', () => {
+    const recover = { pool: 'standard' };
+    const lost = (tenantId: string, reservationId: string, actualCostMicro: bigint, free = false) =>
+      store().finalize({
+        tenantId,
+        reservationId,
+        actualCostMicro,
+        nowMs: NOW,
+        spend: spendUsage(4, { keyId: 'key_lost', promptTokens: 2, free }),
+        recover,
+      });
+    const counters = async (tenantId: string) => ({
+      month: await engine.getHashRaw(`${tenantKey(tenantId)}:m:${periodOf(NOW)}`, 'committed'),
+      keyMonth: await engine.getHashRaw(`${tenantKey(tenantId)}:km:key_lost:${periodOf(NOW)}`, 'committed'),
+      outbox: await engine.getHashRaw(`${tenantKey(tenantId)}:bal`, 'outbox'),
+    });
+    async function outbox(tenantId: string) {
+      const read = await store().outboxRead({ tenantId, count: 1000 });
+      if (read.status !== 'OUTBOX') throw new Error(`outbox_read refused ${read.field}`);
+      return read.entries;
+    }
+
+    it('an unknown id with a charge: committed to the balance and this month’s counters, appended to the outbox, exactly once', async () => {
+      const tenantId = await fundedTenant(1_000n);
+      const result = await lost(tenantId, 'res_lost', 300n);
+      expect(result).toEqual({
+        status: 'RECOVERED',
+        chargedMicro: 300n,
+        overspend: false,
+        outboxEntryId: ENTRY_ID,
+      });
+      expect(await store().snapshot(tenantId)).toEqual({
+        creditedMicro: 1_000n,
+        committedMicro: 300n,
+        reservedMicro: 0n,
+        availableMicro: 700n,
+      });
+      expect(await counters(tenantId)).toEqual({ month: '300', keyMonth: '300', outbox: '300' });
+      const entries = await outbox(tenantId);
+      expect(entries).toEqual([
+        {
+          id: result.status === 'RECOVERED' ? result.outboxEntryId : '',
+          reservationId: 'res_lost',
+          keyId: 'key_lost',
+          pool: 'standard',
+          promptTokens: 2,
+          completionTokens: 4,
+          costMicro: 300n,
+          chargedMicro: 300n,
+          free: false,
+          settledAtMs: NOW,
+        },
+      ]);
+      // A retry (the request path's, or the settlement job's) changes nothing.
+      expect(await lost(tenantId, 'res_lost', 300n)).toEqual({
+        status: 'ALREADY_FINALIZED',
+        chargedMicro: 300n,
+      });
+      expect((await store().snapshot(tenantId)).committedMicro).toBe(300n);
+      expect(await outbox(tenantId)).toHaveLength(1);
+      // The recovered reservation names its period and key: its budget thresholds can be checked.
+      expect(
+        await store().budgetEvent({
+          tenantId,
+          reservationId: 'res_lost',
+          tenantMonthlyCapMicro: 300n,
+          keyMonthlyCapMicro: null,
+        }),
+      ).toMatchObject({
+        status: 'THRESHOLDS',
+        reached: expect.arrayContaining([
+          expect.objectContaining({ scope: 'tenant_monthly', thresholdPercent: 100 }),
+        ]),
+      });
+    });
+
+    it('answers HYDRATE and writes nothing while the balance is absent; recovers once it is rebuilt', async () => {
+      const tenantId = uniqueTenant();
+      expect(await lost(tenantId, 'res_lost', 250n)).toEqual({ status: 'HYDRATE' });
+      expect(await outbox(tenantId)).toEqual([]);
+      expect(await counters(tenantId)).toEqual({ month: null, keyMonth: null, outbox: null });
+      expect(await store().admit(admitInput(tenantId))).toEqual({ status: 'HYDRATE' });
+      await store().hydrate({ tenantId, creditedMicro: 5_000n, committedMicro: 1_000n, grants: [] });
+      expect(await lost(tenantId, 'res_lost', 250n)).toMatchObject({
+        status: 'RECOVERED',
+        chargedMicro: 250n,
+      });
+      expect(await store().snapshot(tenantId)).toMatchObject({
+        committedMicro: 1_250n,
+        availableMicro: 3_750n,
+      });
+    });
+
+    it('a free request is recorded at its notional cost and charged nothing', async () => {
+      const tenantId = await fundedTenant(1_000n);
+      expect(await lost(tenantId, 'res_free', 80n, true)).toEqual({
+        status: 'RECOVERED',
+        chargedMicro: 0n,
+        overspend: false,
+        outboxEntryId: ENTRY_ID,
+      });
+      expect(await outbox(tenantId)).toEqual([
+        expect.objectContaining({ reservationId: 'res_free', costMicro: 80n, chargedMicro: 0n, free: true }),
+      ]);
+      expect((await store().snapshot(tenantId)).committedMicro).toBe(0n);
+      expect(await counters(tenantId)).toEqual({ month: null, keyMonth: null, outbox: null });
+    });
+
+    it('a tombstone stays refused, a charge of 0 is no recovery, and without recover an unknown id is refused', async () => {
+      const tenantId = await fundedTenant(1_000n);
+      await store().cancel({ tenantId, reservationId: 'res_cancelled', nowMs: NOW });
+      expect(await lost(tenantId, 'res_cancelled', 100n)).toEqual({
+        status: 'INVALID_INPUT',
+        field: 'reservationId',
+      });
+      expect(await lost(tenantId, 'res_nothing', 0n)).toEqual({
+        status: 'INVALID_INPUT',
+        field: 'reservationId',
+      });
+      expect(
+        await store().finalize({
+          tenantId,
+          reservationId: 'res_plain',
+          actualCostMicro: 100n,
+          nowMs: NOW,
+          spend: spendUsage(1),
+        }),
+      ).toEqual({ status: 'INVALID_INPUT', field: 'reservationId' });
+      expect(await store().snapshot(tenantId)).toMatchObject({ committedMicro: 0n });
+      expect(await outbox(tenantId)).toEqual([]);
+    });
+
+    it('a reservation the store still knows settles as usual in recovery mode', async () => {
+      const tenantId = await fundedTenant(1_000n);
+      const { reservationId } = await admitted(admitInput(tenantId, { costMicro: 100n }));
+      expect(await lost(tenantId, reservationId, 60n)).toMatchObject({
+        status: 'FINALIZED',
+        chargedMicro: 60n,
+        releasedMicro: 40n,
+      });
+    });
+
+    it('a recovery past the credit is an OVERSPEND; each recovery is logged and counted', async () => {
+      const lines: string[] = [];
+      const metrics = createMetrics();
+      const watched = makeEngine(engineName, {
+        log: createLogger({ level: 'warn', destination: { write: (line: string) => void lines.push(line) } }),
+        metrics,
+      });
+      try {
+        const tenantId = await newTenant(watched.store);
+        await watched.store.credit({ tenantId, grantId: 'g', amountMicro: 100n });
+        expect(
+          await watched.store.finalize({
+            tenantId,
+            reservationId: 'res_over',
+            actualCostMicro: 150n,
+            nowMs: NOW,
+            spend: spendUsage(1),
+            recover,
+          }),
+        ).toMatchObject({ status: 'RECOVERED', chargedMicro: 150n, overspend: true });
+        const logged = lines.map((line) => JSON.parse(line) as Record<string, unknown>);
+        expect(logged).toContainEqual(
+          expect.objectContaining({
+            msg: 'RESERVATION_RECOVERED',
+            tenantId,
+            reservationId: 'res_over',
+            chargedMicro: '150',
+          }),
+        );
+        expect(logged).toContainEqual(
+          expect.objectContaining({ msg: 'OVERSPEND', tenantId, reservationId: 'res_over' }),
+        );
+        expect(
+          await metrics.registry.getSingleMetricAsString('spicegate_reservations_recovered_total'),
+        ).toContain('spicegate_reservations_recovered_total 1');
+        expect(await metrics.registry.getSingleMetricAsString('spicegate_overspend_events_total')).toContain(
+          'spicegate_overspend_events_total 1',
+        );
+      } finally {
+        await watched.close();
+      }
+    });
+
+    it.each([
+      ['pool', ['bad:pool', '202611'], 'pool'],
+      ['period', ['standard', '2026-11'], 'period'],
+      ['missing period', ['standard', ''], 'period'],
+    ])('refuses a bad recovery %s before any write', async (_name, recoveryArgs, field) => {
+      const tenantId = await fundedTenant();
+      expect(
+        await engine.runner.run(
+          'budget_finalize',
+          [tenantKey(tenantId)],
+          ['res_bad', '50', '1', String(NOW), 'key_a', '0', '1', '0', ...recoveryArgs],
+        ),
+      ).toEqual(['INVALID_INPUT', field]);
+      expect(await store().snapshot(tenantId)).toMatchObject({ committedMicro: 0n });
+      expect(await outbox(tenantId)).toEqual([]);
     });
   });
 

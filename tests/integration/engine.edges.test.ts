@@ -73,7 +73,7 @@ describe.each(['redis', 'memory'] as const)('%s engine edges', (engineName) => {
         );
       expect(await finalize('-0')).toEqual(['INVALID_INPUT', 'actualCostMicro']);
       expect(await engine.store.snapshot(tenantId)).toMatchObject({ reservedMicro: 100n });
-      expect(await finalize('50')).toEqual(['FINALIZED', 50, 50, 0]);
+      expect(await finalize('50')).toEqual(['FINALIZED', 50, 50, 0, expect.stringMatching(/^\d+-\d+$/)]);
     });
   });
 

@@ -7,7 +7,7 @@ import { estimate } from '../../src/inference/estimate.js';
 import { createKey } from '../../src/keys/keys.js';
 import { costMicro } from '../../src/pricing/pricing.js';
 import { createTenant } from '../../src/tenants/tenants.js';
-import { settleOne } from '../support/engines.js';
+import { settleOneHeld } from '../support/engines.js';
 import { createHarness, createHarnessOnOwnRedis, type Harness } from '../support/harness.js';
 import type { RedisServer } from '../support/redis-server.js';
 import { serve } from '../support/serve.js';
@@ -306,12 +306,14 @@ describe('spend rows', () => {
     });
   });
 
-  it('a full batch of settlements is drained at once, without waiting for the timer', async () => {
+  it('a full batch of settlements is written at once, without waiting for the timer', async () => {
     // The harness starts no timers: only the batch size can have written these.
     const { tenantId } = await setup(harness, { tier: 4, creditMicro: 1_000_000n });
     for (let i = 0; i < 64; i += 1) {
-      await settleOne(harness.services.store, tenantId, { actualCostMicro: 2n });
-      harness.services.spend.settled(tenantId);
+      const { row, outboxEntryId } = await settleOneHeld(harness.services.store, tenantId, {
+        actualCostMicro: 2n,
+      });
+      harness.services.spend.settled(row, outboxEntryId);
     }
     await expect
       .poll(

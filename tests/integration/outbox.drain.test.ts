@@ -2,6 +2,7 @@ import { and, eq } from 'drizzle-orm';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { journalEntries, spend } from '../../db/schema/index.js';
+import { grantCredits } from '../../src/billing/credits.js';
 import { accountBalance, accounts } from '../../src/ledger/journal.js';
 import { drainOutbox, writeSettledSpend } from '../../src/ledger/outbox.js';
 import { silentLogger } from '../../src/observability/logger.js';
@@ -10,6 +11,7 @@ import { tenantKey } from '../../src/store/typed-store.js';
 import { createTenant } from '../../src/tenants/tenants.js';
 import { settleOne } from '../support/engines.js';
 import { createHarness, type Harness } from '../support/harness.js';
+import { deleteKeysWithPrefix } from '../support/redis-cleanup.js';
 
 /**
  * The outbox drain (src/ledger/outbox.ts) on real Redis and PostgreSQL: settlements the store
@@ -141,6 +143,29 @@ describe('drainOutbox', () => {
     expect(after).toMatchObject({ entries: 50, spentMicro: charged, waiting: 0, outboxMicro: '0' });
   });
 
+  it('with olderThanMs, leaves younger entries to the live process that settled them', async () => {
+    const tenantId = await fundedTenant();
+    const { db, store } = harness.services;
+    await settleOne(store, tenantId, { actualCostMicro: 15n });
+    await settleOne(store, tenantId, { actualCostMicro: 25n });
+    // Both were appended within the last minute (the store's clock is this machine's).
+    expect(await drainOutbox(db, store, [tenantId], { olderThanMs: Date.now() - 60_000 })).toEqual({
+      entries: 0,
+      rowsSettled: 0,
+    });
+    expect(await state(tenantId)).toMatchObject({ rows: [], waiting: 2, outboxMicro: '40' });
+    expect(await drainOutbox(db, store, [tenantId], { olderThanMs: Date.now() + 60_000 })).toEqual({
+      entries: 2,
+      rowsSettled: 2,
+    });
+    expect(await state(tenantId)).toMatchObject({
+      entries: 2,
+      spentMicro: 40n,
+      waiting: 0,
+      outboxMicro: '0',
+    });
+  });
+
   it('a beforeWrite that throws (a lost lease) aborts the drain: nothing written, nothing acknowledged', async () => {
     const tenantId = await fundedTenant();
     const { db, store } = harness.services;
@@ -257,6 +282,60 @@ describe('an unsettled spend row (the store failed at finalize) and the outbox',
       expect.objectContaining({ reservationId: entry.reservationId, settled: true, costMicro: 45n }),
     ]);
     expect(after).toMatchObject({ entries: 1, spentMicro: 45n, waiting: 0, outboxMicro: '0' });
+  });
+
+  it('the store lost the reservation with its data: the settlement job recovers the charge once (RECOVERED)', async () => {
+    const tenantId = await fundedTenant();
+    const { entry } = await unsettledRow(tenantId, 45n);
+    // Only the reservation is gone (its balance survived, or was rebuilt by another request).
+    await redis.del(`${tenantKey(tenantId)}:res:${entry.reservationId}`);
+    const before = await harness.services.store.snapshot(tenantId);
+    expect(await harness.services.spend.settleUnsettled()).toBe(1);
+    const after = await state(tenantId);
+    expect(after.rows).toEqual([
+      expect.objectContaining({
+        reservationId: entry.reservationId,
+        settled: true,
+        costMicro: 45n,
+        parkedReason: null,
+      }),
+    ]);
+    expect(after).toMatchObject({ entries: 1, spentMicro: 45n, waiting: 0, outboxMicro: '0' });
+    expect((await harness.services.store.snapshot(tenantId)).committedMicro).toBe(
+      before.committedMicro + 45n,
+    );
+    // Run again: nothing left to settle, nothing charged twice.
+    expect(await harness.services.spend.settleUnsettled()).toBe(0);
+    expect((await harness.services.store.snapshot(tenantId)).committedMicro).toBe(
+      before.committedMicro + 45n,
+    );
+  });
+
+  it('the store lost everything of the tenant: the balance is rebuilt from the book, then the charge recovered', async () => {
+    const { id: tenantId } = await createTenant(harness.services, { name: 'Lost', tier: 4 });
+    await grantCredits(harness.services, {
+      tenantId,
+      amountMicro: 5_000n,
+      reason: 'test',
+      grantedBy: 'test',
+    });
+    const { entry } = await unsettledRow(tenantId, 120n);
+    await deleteKeysWithPrefix(inject('redisUrl'), `${harness.shared.keyPrefix}${tenantKey(tenantId)}`);
+    expect(await harness.services.spend.settleUnsettled()).toBe(1);
+    expect(await state(tenantId)).toMatchObject({
+      entries: 1,
+      spentMicro: 120n,
+      waiting: 0,
+      outboxMicro: '0',
+    });
+    expect(await harness.services.store.snapshot(tenantId)).toEqual({
+      creditedMicro: 5_000n,
+      committedMicro: 120n,
+      reservedMicro: 0n,
+      availableMicro: 4_880n,
+    });
+    expect(await accountBalance(harness.services.db, accounts.available(tenantId))).toBe(4_880n);
+    expect(entry.reservationId).toMatch(/^res_u_/);
   });
 
   it('a free row is settled at its notional cost with no entry', async () => {

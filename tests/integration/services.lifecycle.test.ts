@@ -10,7 +10,7 @@ import { localSigner } from '../../src/signing/signer.js';
 import { memoryStore, type Store } from '../../src/store/index.js';
 import type { Upstream } from '../../src/upstream/port.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
-import { settleOne, startBalance } from '../support/engines.js';
+import { settleOneHeld, startBalance } from '../support/engines.js';
 import { createHarness } from '../support/harness.js';
 
 /** services.start() and services.stop(): the one sequence the Node entry, Workers and tests run. */
@@ -56,10 +56,10 @@ async function servicesWith(lifecycle: Lifecycle, store?: Store) {
   return { services, events, logs, tenantId };
 }
 
-/** A request settled in the store (its row waits in the tenant's outbox), and the recorder told. */
+/** A request settled in the store (its row also in the tenant's outbox), held by the recorder. */
 async function settle(services: Services, tenantId: string): Promise<void> {
-  await settleOne(services.store, tenantId, { actualCostMicro: 7n });
-  services.spend.settled(tenantId);
+  const { row, outboxEntryId } = await settleOneHeld(services.store, tenantId, { actualCostMicro: 7n });
+  services.spend.settled(row, outboxEntryId);
 }
 
 /** The tenant's store balance, as tenant creation writes it, with credits to spend. */
@@ -145,7 +145,7 @@ describe('services.stop()', () => {
     await settle(services, tenantId);
     await services.stop();
     expect(events).toEqual([]);
-    // The row waiting in the outbox was still written: stop() always drains.
+    // The row held was still written: stop() always writes what is held.
     expect(await services.db.select().from(spend).where(eq(spend.tenantId, tenantId))).toHaveLength(1);
   });
 });

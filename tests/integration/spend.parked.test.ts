@@ -7,8 +7,9 @@ import { memoryStore } from '../../src/store/index.js';
 import { createHarness, type Harness } from '../support/harness.js';
 
 /**
- * An unsettled spend row the store refuses to settle (INVALID_INPUT: here, a reservation it does
- * not know) is parked with its reason and counted, not retried on every run of the job.
+ * An unsettled spend row the store refuses to settle (INVALID_INPUT: here, a reservation id that
+ * was cancelled before any admit, a tombstone — unlike an id the store lost with its data, which
+ * is recovered) is parked with its reason and counted, not retried on every run of the job.
  */
 let harness: Harness;
 let finalizeCalls = 0;
@@ -30,9 +31,11 @@ afterAll(() => harness.close());
 describe('an unsettled spend row the store refuses', () => {
   it('is parked with its reason and counted in spicegate_spend_parked_total, and not retried', async () => {
     const reservationId = newId('res');
+    const tenantId = newId('ten');
+    await harness.services.store.cancel({ tenantId, reservationId, nowMs: Date.now() });
     await harness.services.spend.unsettled({
       reservationId,
-      tenantId: newId('ten'),
+      tenantId,
       keyId: newId('key'),
       pool: 'standard',
       promptTokens: 3,

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { createLogger } from '../../src/observability/logger.js';
-import type { AdmitLimits } from '../../src/store/contracts.js';
+import type { AdmitLimits, CancelResult, FinalizeResult } from '../../src/store/contracts.js';
 import { memoryRunner } from '../../src/store/memory/index.js';
 import type { Reply, ScriptRunner } from '../../src/store/port.js';
 import { redisRunner } from '../../src/store/redis.js';
@@ -10,15 +10,16 @@ import { filePrefix, NO_LIMITS, startBalance } from '../support/engines.js';
 import { deleteKeysWithPrefix } from '../support/redis-cleanup.js';
 
 /**
- * Differential property: random sequences of admit (free ones, cost 0, included) / finalize /
+ * Differential property: random sequences of admit (free ones, cost 0, included) / finalize (in
+ * recovery mode too, and of ids never admitted, as after a loss of the store's data) /
  * cancel / reap / credit / budget threshold checks / clock advances / hydrate / outbox drains (read,
  * acknowledge, acknowledge again) / rebase (the conservation repair, against the figures just read
  * or stale ones) / the tenant index (mark, page, prune) / flushing the store (every key of the run
  * gone, as after FLUSHALL), run on the Lua scripts (real Redis) and on the memory engine, give
  * identical replies (outbox entry ids aside: each engine makes its own from its clock) and identical
  * snapshots after every step; committed + reserved never exceeds credited except by what late
- * finalizes (after a reap) reported charging; and each tenant's balance `outbox` field is the sum of
- * the charges waiting in its outbox.
+ * finalizes (after a reap) and recovered settlements (of ids the store no longer knows) reported
+ * charging; and each tenant's balance `outbox` field is the sum of the charges waiting in its outbox.
  *
  * Seeded: PROPERTY_SEED reproduces a run (fast-check prints the seed and path on failure);
  * PROPERTY_RUNS raises the number of sequences (default 200, each of 50–70 operations).
@@ -60,7 +61,18 @@ type Op =
       ttl: number;
       limits: number;
     }
-  | { kind: 'finalize'; ref: number; actual: number; tokens: number; prompt: number; free: boolean }
+  | {
+      kind: 'finalize';
+      ref: number;
+      actual: number;
+      tokens: number;
+      prompt: number;
+      free: boolean;
+      /** Recovery mode (the request path's): an unknown id with a charge is billed all the same. */
+      recover: boolean;
+      /** A reservation id never admitted (as one lost with the store's data), on tenant ref % TENANTS. */
+      lost: boolean;
+    }
   | { kind: 'cancel'; ref: number }
   | { kind: 'reap'; tenant: number }
   | { kind: 'credit'; tenant: number; grant: number; amount: number }
@@ -124,6 +136,11 @@ const op: fc.Arbitrary<Op> = fc.oneof(
       // Now and then a free settlement: refused for a paid reservation, recorded at cost for a free one.
       free: fc.oneof(
         { weight: 6, arbitrary: fc.constant(false) },
+        { weight: 1, arbitrary: fc.constant(true) },
+      ),
+      recover: fc.boolean(),
+      lost: fc.oneof(
+        { weight: 5, arbitrary: fc.constant(false) },
         { weight: 1, arbitrary: fc.constant(true) },
       ),
     }),
@@ -227,8 +244,9 @@ const op: fc.Arbitrary<Op> = fc.oneof(
 );
 
 /**
- * Records every reply, so raw replies (not only the decoded results) are compared; outbox_read's
- * entry ids (every 10th value) are left out, as each engine makes its own.
+ * Records every reply, so raw replies (not only the decoded results) are compared; outbox entry
+ * ids (every 10th value of outbox_read's, the 5th of a settlement's) are left out, as each engine
+ * makes its own.
  */
 function recording(runner: ScriptRunner): ScriptRunner & { replies: Reply[] } {
   const replies: Reply[] = [];
@@ -239,14 +257,22 @@ function recording(runner: ScriptRunner): ScriptRunner & { replies: Reply[] } {
     close: () => runner.close(),
     run: async (script, keys, args) => {
       const reply = await runner.run(script, keys, args);
-      replies.push(
+      const masked =
         script === 'outbox_read' && reply[0] === 'OUTBOX'
           ? reply.map((value, at) => (at % 10 === 1 ? '<id>' : value))
-          : reply,
-      );
+          : script === 'budget_finalize'
+            ? reply.map((value, at) => (at === 4 && value !== '' ? '<id>' : value))
+            : reply;
+      replies.push(masked);
       return reply;
     },
   };
+}
+
+/** A settlement's answer with its outbox entry id masked (each engine makes its own). */
+function withoutEntryId<T>(result: T): T {
+  if (typeof result !== 'object' || result === null || !('outboxEntryId' in result)) return result;
+  return { ...result, outboxEntryId: result.outboxEntryId === null ? null : '<id>' };
 }
 
 /** A tenant's outbox without its entry ids, and the balance's `outbox` field (0 when absent). */
@@ -272,6 +298,7 @@ describe('redis and memory engines', () => {
   let run = 0;
   let thresholdsReached = 0;
   let outboxAcked = 0;
+  let recovered = 0;
 
   it(`agree on every reply and snapshot (seed ${SEED}, ${RUNS} runs)`, async () => {
     await fc.assert(
@@ -295,7 +322,7 @@ describe('redis and memory engines', () => {
         for (const [step, o] of ops.entries()) {
           const both = async <T>(call: (store: Store) => Promise<T>): Promise<T> => {
             const [a, b] = await Promise.all([call(stores[0]), call(stores[1])]);
-            expect(b, `step ${step} ${JSON.stringify(o)}`).toEqual(a);
+            expect(withoutEntryId(b), `step ${step} ${JSON.stringify(o)}`).toEqual(withoutEntryId(a));
             return a;
           };
           switch (o.kind) {
@@ -321,12 +348,12 @@ describe('redis and memory engines', () => {
             }
             case 'finalize':
             case 'cancel': {
-              const target = reservations[o.ref % Math.max(1, reservations.length)] ?? {
-                tenant: 0,
-                id: 'res_none',
-              };
+              const target =
+                o.kind === 'finalize' && o.lost
+                  ? { tenant: o.ref % TENANTS, id: `lost${run}_${o.ref % 4}` }
+                  : (reservations[o.ref % Math.max(1, reservations.length)] ?? { tenant: 0, id: 'res_none' });
               const tenantId = tenants[target.tenant] as string;
-              const result = await both((s) =>
+              const result = await both<FinalizeResult | CancelResult>((s) =>
                 o.kind === 'cancel'
                   ? s.cancel({ tenantId, reservationId: target.id, nowMs: now })
                   : s.finalize({
@@ -340,9 +367,11 @@ describe('redis and memory engines', () => {
                         completionTokens: o.tokens,
                         free: o.free,
                       },
+                      ...(o.recover ? { recover: { pool: 'standard' } } : {}),
                     }),
               );
-              if (result.status === 'LATE_FINALIZE') {
+              if (result.status === 'RECOVERED') recovered += 1;
+              if (result.status === 'LATE_FINALIZE' || result.status === 'RECOVERED') {
                 lateCharged[target.tenant] = (lateCharged[target.tenant] ?? 0n) + result.chargedMicro;
               }
               break;
@@ -503,5 +532,7 @@ describe('redis and memory engines', () => {
     expect(thresholdsReached).toBeGreaterThan(RUNS / 4);
     // …and outbox entries were drained (and so compared) many times.
     expect(outboxAcked).toBeGreaterThan(RUNS / 8);
+    // …and lost reservations were recovered (and so compared) many times.
+    expect(recovered).toBeGreaterThan(RUNS / 8);
   }, 300_000);
 });

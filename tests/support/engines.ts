@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { inject } from 'vitest';
+import { expect, inject } from 'vitest';
+import type { SettledSpend } from '../../src/ledger/outbox.js';
 import { createLogger, type Logger } from '../../src/observability/logger.js';
 import type { Metrics } from '../../src/observability/metrics.js';
 import type { AdmitInput, AdmitLimits, SpendUsage } from '../../src/store/contracts.js';
@@ -106,6 +107,9 @@ export async function startBalance(store: Store, tenantId: string): Promise<void
   await store.hydrate({ tenantId, creditedMicro: 0n, committedMicro: 0n, grants: [] });
 }
 
+/** An outbox entry id as a settlement answers it: a stream id, `<ms>-<seq>`. */
+export const ENTRY_ID = expect.stringMatching(/^\d+-\d+$/);
+
 /** 2026-11-15T12:00:00.000Z: mid-month, mid-window. */
 export const NOW = Date.UTC(2026, 10, 15, 12, 0, 0);
 
@@ -135,23 +139,53 @@ export function spendUsage(tokens: number, overrides: Partial<SpendUsage> = {}):
  * row to the tenant's outbox): reserves `reservedMicro` (0 for a free request) and settles
  * `actualCostMicro`. Answers the reservation id.
  */
-export async function settleOne(
+export async function settleOne(store: Store, tenantId: string, options: SettleOptions): Promise<string> {
+  return (await settleOneHeld(store, tenantId, options)).row.reservationId;
+}
+
+interface SettleOptions {
+  reservedMicro?: bigint;
+  actualCostMicro: bigint;
+  spend?: Partial<SpendUsage>;
+  nowMs?: number;
+}
+
+/**
+ * settleOne, answering what the request path hands the spend recorder
+ * (`services.spend.settled(row, outboxEntryId)`): the settled row and its outbox entry.
+ */
+export async function settleOneHeld(
   store: Store,
   tenantId: string,
-  options: { reservedMicro?: bigint; actualCostMicro: bigint; spend?: Partial<SpendUsage>; nowMs?: number },
-): Promise<string> {
+  options: SettleOptions,
+): Promise<{ row: SettledSpend; outboxEntryId: string | null }> {
   const nowMs = options.nowMs ?? Date.now();
   const admitted = await store.admit(
     admitInput(tenantId, { costMicro: options.reservedMicro ?? 1_000n, nowMs }),
   );
   if (admitted.status !== 'ADMITTED') throw new Error(`expected ADMITTED, got ${admitted.status}`);
+  const usage = spendUsage(2, options.spend);
   const settled = await store.finalize({
     tenantId,
     reservationId: admitted.reservationId,
     actualCostMicro: options.actualCostMicro,
     nowMs,
-    spend: spendUsage(2, options.spend),
+    spend: usage,
   });
   if (settled.status !== 'FINALIZED') throw new Error(`expected FINALIZED, got ${settled.status}`);
-  return admitted.reservationId;
+  return {
+    row: {
+      reservationId: admitted.reservationId,
+      tenantId,
+      keyId: usage.keyId,
+      pool: 'standard',
+      promptTokens: usage.promptTokens,
+      completionTokens: usage.completionTokens,
+      costMicro: usage.free ? options.actualCostMicro : settled.chargedMicro,
+      chargedMicro: settled.chargedMicro,
+      free: usage.free,
+      settledAt: new Date(nowMs),
+    },
+    outboxEntryId: settled.outboxEntryId,
+  };
 }

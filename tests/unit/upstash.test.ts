@@ -5,12 +5,12 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/observability/logger.js';
 import type { AdmitInput } from '../../src/store/contracts.js';
 import { StoreUnavailable } from '../../src/store/errors.js';
-import { memoryRunner, memoryStore } from '../../src/store/memory/index.js';
+import { memoryRunner } from '../../src/store/memory/index.js';
 import { MemoryKv } from '../../src/store/memory/kv.js';
 import { MEMORY_SCRIPTS } from '../../src/store/memory/scripts/index.js';
 import type { Reply } from '../../src/store/port.js';
 import { SCRIPTS, type ScriptName } from '../../src/store/scripts.generated.js';
-import type { Store } from '../../src/store/typed-store.js';
+import { createStore, type Store } from '../../src/store/typed-store.js';
 import { upstashRunner, upstashStore } from '../../src/store/upstash.js';
 
 const API_URL = 'https://fake-upstash.test';
@@ -136,11 +136,13 @@ async function creditAdmitFinalizeSnapshot(store: Store) {
 
 describe('upstash engine over the REST API (msw fake backed by the memory scripts)', () => {
   it('gives the same typed results as the memory engine for credit → admit → finalize → snapshot', async () => {
-    const fake = fakeUpstash();
+    // One clock for both, so the outbox entry ids (made from it) compare equal.
+    const wallClockMs = () => NOW_MS;
+    const fake = fakeUpstash(wallClockMs);
     server.use(fake.handler);
 
     const viaUpstash = await creditAdmitFinalizeSnapshot(upstashStore({ url: API_URL, token: TOKEN, log }));
-    const viaMemory = await creditAdmitFinalizeSnapshot(memoryStore({ log }));
+    const viaMemory = await creditAdmitFinalizeSnapshot(createStore(memoryRunner({ wallClockMs }), { log }));
 
     expect(viaUpstash).toEqual(viaMemory);
     expect(viaUpstash.admit).toMatchObject({
@@ -153,6 +155,7 @@ describe('upstash engine over the REST API (msw fake backed by the memory script
       chargedMicro: 600n,
       releasedMicro: 400n,
       driftMicro: 0n,
+      outboxEntryId: `${NOW_MS}-0`,
     });
     expect(viaUpstash.snapshot).toEqual({
       creditedMicro: 1_000_000n,

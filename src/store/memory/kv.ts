@@ -146,10 +146,12 @@ export class MemoryKv {
     return id;
   }
 
-  /** XRANGE key - + COUNT count: the oldest entries. */
-  xrange(key: string, count: number): StreamEntry[] {
+  /** XRANGE key - <lastMs> COUNT count: the oldest entries, of those whose time is at most lastMs. */
+  xrange(key: string, count: number, lastMs = Number.POSITIVE_INFINITY): StreamEntry[] {
     this.expire(key);
-    const entries = [...(this.streams.get(key)?.entries ?? [])].slice(0, count);
+    const entries = [...(this.streams.get(key)?.entries ?? [])]
+      .filter(([id]) => Number(id.split('-')[0]) <= lastMs)
+      .slice(0, count);
     return entries.map(([id, fields]) => ({ id, fields }));
   }
 

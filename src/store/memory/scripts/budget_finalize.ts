@@ -5,7 +5,9 @@ import { arg, balanceOf, ident, ints, num, RETAIN_MS, release, type Script, tena
  * the rest; a cancel is a finalize with actual cost 0 and frees the idempotency key. A cancel of an
  * unknown id writes a tombstone (state `cancelled`) that admit refuses. A settlement that names the
  * spend row's key appends it to the tenant's outbox and adds its charge to the balance's `outbox`
- * field. The contract is lua/budget_finalize.v4.lua.
+ * field, and answers the entry's id. In recovery mode (a pool in args[8]) a charge for a reservation
+ * the store lost is committed (RECOVERED), after HYDRATE while the balance is absent. The contract
+ * is lua/budget_finalize.v4.lua.
  */
 export const budgetFinalize: Script = (kv, keys, args) => {
   const base = keys[0] ?? '';
@@ -20,6 +22,10 @@ export const budgetFinalize: Script = (kv, keys, args) => {
   if (typeof usage === 'string') return ['INVALID_INPUT', usage];
   const free = arg(args, 7);
   if (free !== '0' && free !== '1') return ['INVALID_INPUT', 'free'];
+  const recoverPool = arg(args, 8);
+  if (!ident(recoverPool, true)) return ['INVALID_INPUT', 'pool'];
+  const recoverPeriod = arg(args, 9);
+  if (recoverPool !== '' && !/^\d{6}$/.test(recoverPeriod)) return ['INVALID_INPUT', 'period'];
 
   const resKey = tenantKeys.reservation(base, resId);
   const [state, amountRaw, tokensRaw, period, keyId, day, charged, idem, pool] = kv.hmget(
@@ -34,6 +40,42 @@ export const budgetFinalize: Script = (kv, keys, args) => {
     'idem',
     'pool',
   );
+  if (!state && actual > 0 && recoverPool !== '') {
+    // Recovery: the reservation was lost with the store's data; the delivered tokens are billed.
+    const balance = tenantKeys.balance(base);
+    if (!kv.exists(balance)) return ['HYDRATE'];
+    const charge = free === '1' ? 0 : actual;
+    const entryId = kv.xadd(tenantKeys.outbox(base), [
+      ['reservationId', resId],
+      ['keyId', rowKeyId],
+      ['pool', recoverPool],
+      ['promptTokens', arg(args, 5)],
+      ['completionTokens', arg(args, 6)],
+      ['costMicro', String(actual)],
+      ['chargedMicro', String(charge)],
+      ['free', free],
+      ['settledAtMs', arg(args, 3)],
+    ]);
+    // A paid key is its own limit subject (only sandbox keys share one, and they are charged 0).
+    if (charge > 0) {
+      kv.hincrby(balance, 'outbox', charge);
+      for (const key of tenantKeys.scopes(base, rowKeyId, recoverPeriod))
+        kv.hincrby(key, 'committed', charge);
+    }
+    kv.hset(resKey, {
+      state: 'finalized',
+      charged: charge,
+      finalizedAt: now,
+      keyId: rowKeyId,
+      pool: recoverPool,
+      period: recoverPeriod,
+      recovered: 1,
+    });
+    kv.pexpire(resKey, RETAIN_MS);
+    const { credited, committed, reserved } = balanceOf(kv, base);
+    const overspend = charge > 0 && committed + reserved > credited ? 1 : 0;
+    return ['RECOVERED', charge, overspend, 0, entryId];
+  }
   if (!state || state === 'cancelled') {
     if (actual > 0) return ['INVALID_INPUT', 'reservationId'];
     if (!state) {
@@ -50,8 +92,9 @@ export const budgetFinalize: Script = (kv, keys, args) => {
   const charge = Math.min(actual, amount);
   const counters = tenantKeys.scopes(base, keyId, period);
 
+  let entryId = '';
   if (rowKeyId !== '') {
-    kv.xadd(tenantKeys.outbox(base), [
+    entryId = kv.xadd(tenantKeys.outbox(base), [
       ['reservationId', resId],
       ['keyId', rowKeyId],
       ['pool', pool ?? ''],
@@ -84,9 +127,9 @@ export const budgetFinalize: Script = (kv, keys, args) => {
     const idemKey = tenantKeys.idempotency(base, keyId, idem);
     if (kv.hget(idemKey, 'res') === resId) kv.del(idemKey);
   }
-  if (state === 'open') return ['FINALIZED', charge, amount - charge, drift];
+  if (state === 'open') return ['FINALIZED', charge, amount - charge, drift, entryId];
 
   const { credited, committed, reserved } = balanceOf(kv, base);
   const overspend = charge > 0 && committed + reserved > credited ? 1 : 0;
-  return ['LATE_FINALIZE', charge, overspend, drift];
+  return ['LATE_FINALIZE', charge, overspend, drift, entryId];
 };

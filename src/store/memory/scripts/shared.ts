@@ -37,6 +37,8 @@ const INT_ARGS = {
   promptTokens: [0, MAX_COUNT],
   completionTokens: [0, MAX_COUNT],
   nowMs: [1, MAX_NOW],
+  /** Only outbox entries appended before this time (outbox_read). */
+  olderThanMs: [1, MAX_NOW],
   /** A reservation's lifetime (admit). */
   ttlMs: [1000, DAY_MS],
   maxCount: [1, 1000],

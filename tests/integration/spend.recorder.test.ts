@@ -1,0 +1,139 @@
+import { eq } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import type { Db } from '../../db/index.js';
+import { spend } from '../../db/schema/index.js';
+import { systemClock } from '../../src/clock.js';
+import { accountBalance, accounts } from '../../src/ledger/journal.js';
+import { SpendRecorder } from '../../src/ledger/spend.js';
+import { silentLogger } from '../../src/observability/logger.js';
+import { tenantKey } from '../../src/store/typed-store.js';
+import { createTenant } from '../../src/tenants/tenants.js';
+import { settleOneHeld } from '../support/engines.js';
+import { createHarness, type Harness } from '../support/harness.js';
+import { deleteKeysWithPrefix } from '../support/redis-cleanup.js';
+
+/**
+ * The process that settles a request writes its spend row itself (SpendRecorder.settled → flush),
+ * then acknowledges exactly that row's outbox entry: the outbox matters only when that process
+ * dies, and a store that loses its data loses no row the process still holds.
+ */
+let harness: Harness;
+beforeAll(async () => {
+  harness = await createHarness();
+});
+afterAll(() => harness.close());
+
+/** The harness's database, with writes (db.execute) that fail while `down` is set. */
+function flakyDatabase(db: Db) {
+  const state = { down: false, writes: 0 };
+  const flaky = new Proxy(db, {
+    get(target, property, receiver) {
+      if (property !== 'execute') return Reflect.get(target, property, receiver);
+      return async (...args: Parameters<Db['execute']>) => {
+        state.writes += 1;
+        if (state.down) throw new Error('connection refused');
+        return target.execute(...args);
+      };
+    },
+  });
+  return { db: flaky, state };
+}
+
+function recorder(db: Db = harness.services.db): SpendRecorder {
+  return new SpendRecorder(db, harness.services.store, systemClock, silentLogger(), { inc: () => {} });
+}
+
+async function fundedTenant(): Promise<string> {
+  const { id } = await createTenant(harness.services, { name: 'Held', tier: 4 });
+  await harness.services.store.credit({ tenantId: id, grantId: 'g', amountMicro: 1_000_000n });
+  return id;
+}
+
+async function rows(tenantId: string) {
+  return harness.services.db.select().from(spend).where(eq(spend.tenantId, tenantId));
+}
+
+async function outboxIds(tenantId: string): Promise<string[]> {
+  const read = await harness.services.store.outboxRead({ tenantId, count: 1000 });
+  if (read.status !== 'OUTBOX') throw new Error(read.field);
+  return read.entries.map((entry) => entry.reservationId);
+}
+
+describe('SpendRecorder', () => {
+  it('writes the rows it holds and acknowledges exactly their entries; another process’s entries stay', async () => {
+    const tenantId = await fundedTenant();
+    const { store } = harness.services;
+    const mine = recorder();
+    const held = await settleOneHeld(store, tenantId, { actualCostMicro: 30n });
+    // Settled by another (live) process: its entry is that process's to write and acknowledge.
+    const others = await settleOneHeld(store, tenantId, { actualCostMicro: 50n });
+    mine.settled(held.row, held.outboxEntryId);
+    await mine.flush();
+
+    expect((await rows(tenantId)).map((row) => row.reservationId)).toEqual([held.row.reservationId]);
+    expect(await outboxIds(tenantId)).toEqual([others.row.reservationId]);
+    expect(await accountBalance(harness.services.db, accounts.spent(tenantId))).toBe(30n);
+  });
+
+  it('a row it holds reaches the book even when the store has lost its data meanwhile', async () => {
+    const tenantId = await fundedTenant();
+    const { store } = harness.services;
+    const mine = recorder();
+    for (const cost of [11n, 22n, 33n]) {
+      const { row, outboxEntryId } = await settleOneHeld(store, tenantId, { actualCostMicro: cost });
+      mine.settled(row, outboxEntryId);
+    }
+    // Every key of the tenant gone, the outbox with them (as FLUSHALL would).
+    await deleteKeysWithPrefix(inject('redisUrl'), `${harness.shared.keyPrefix}${tenantKey(tenantId)}`);
+    expect(await outboxIds(tenantId)).toEqual([]);
+
+    await mine.flush();
+    expect(await rows(tenantId)).toHaveLength(3);
+    expect(await accountBalance(harness.services.db, accounts.spent(tenantId))).toBe(66n);
+  });
+
+  it('rows whose write failed stay held and are written later; while failing, only the timer retries', async () => {
+    const tenantId = await fundedTenant();
+    const { store } = harness.services;
+    const { db, state } = flakyDatabase(harness.services.db);
+    const mine = recorder(db);
+    const first = await settleOneHeld(store, tenantId, { actualCostMicro: 7n });
+    mine.settled(first.row, first.outboxEntryId);
+
+    state.down = true;
+    await expect(mine.flush()).rejects.toThrow('connection refused');
+    expect(await rows(tenantId)).toEqual([]);
+    // Not acknowledged: the entry is still in the outbox for the drain, should this process die.
+    expect(await outboxIds(tenantId)).toEqual([first.row.reservationId]);
+
+    // A full batch would write at once, but not while the last write failed.
+    const writesBefore = state.writes;
+    for (let i = 0; i < 64; i += 1) {
+      const { row, outboxEntryId } = await settleOneHeld(store, tenantId, { actualCostMicro: 1n });
+      mine.settled(row, outboxEntryId);
+    }
+    await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(state.writes).toBe(writesBefore);
+
+    // The next flush (the timer's, here called directly) writes all of them, the failed one first.
+    state.down = false;
+    await mine.flush();
+    expect(await rows(tenantId)).toHaveLength(65);
+    expect(await outboxIds(tenantId)).toEqual([]);
+    expect(await accountBalance(harness.services.db, accounts.spent(tenantId))).toBe(71n);
+    expect(await harness.services.store.snapshot(tenantId)).toMatchObject({ committedMicro: 71n });
+  });
+
+  it('stop() writes every row it holds', async () => {
+    const tenantId = await fundedTenant();
+    const mine = recorder();
+    const { row, outboxEntryId } = await settleOneHeld(harness.services.store, tenantId, {
+      actualCostMicro: 9n,
+    });
+    mine.settled(row, outboxEntryId);
+    await mine.stop();
+    expect(await rows(tenantId)).toHaveLength(1);
+    expect(await outboxIds(tenantId)).toEqual([]);
+  });
+});
