@@ -69,9 +69,10 @@ export interface Services {
 export interface Lifecycle {
   /**
    * What start() runs in the background. `all` (a long-lived process): the upstream's contract
-   * check, the keys' change-counter poll and usage writer, the spend writer (the jobs, settlement retries among them, are the entry's: src/jobs). `checks`:
-   * the upstream's contract check only (tests call the writers' steps themselves). Default none:
-   * Services that live for one request (Workers) start no timer.
+   * check, the keys' change-counter poll and usage writer, the spend writer (the jobs, settlement
+   * retries among them, are the entry's: src/jobs). `checks`: the upstream's contract check only
+   * (tests call the writers' steps themselves). Default none: Services that live for one request
+   * (Workers) start no timer.
    */
   background?: 'all' | 'checks';
   /**
