@@ -14,13 +14,13 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { newId } from '../../src/ids.js';
 import { createLogger } from '../../src/observability/logger.js';
-import type { AdmitLimits } from '../../src/store/contracts.js';
 import { StoreUnavailable } from '../../src/store/errors.js';
 import { memoryRunner } from '../../src/store/memory/index.js';
 import type { ScriptRunner } from '../../src/store/port.js';
 import { redisOptions, redisRunner } from '../../src/store/redis.js';
 import { createStore, type Store } from '../../src/store/typed-store.js';
 import { startRedisServer } from '../support/redis-server.js';
+import { NO_LIMITS, positive } from './settings.js';
 
 const REDIS_URL = process.env.REDIS_URL || 'redis://127.0.0.1:6379';
 // Load goes to this machine only.
@@ -44,27 +44,8 @@ const COST_MICRO = 1_000n;
 const ACTUAL_COST_MICRO = 900n;
 const TOKENS = 10;
 const TTL_MS = 300_000;
-const NO_LIMITS: AdmitLimits = {
-  tenantRpm: null,
-  userRpm: null,
-  channelRpm: null,
-  keyRpm: null,
-  burstCapacity: null,
-  burstRefillPerMinute: 0,
-  keyTpd: null,
-  tenantMonthlyCapMicro: null,
-  keyMonthlyCapMicro: null,
-};
 // The largest bucket pool_gate accepts, refilled in full every minute: it never denies here.
 const POOL_CAPACITY = 1_000_000_000;
-
-function positive(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!(value > 0)) throw new Error(`${name} must be a positive number, got ${raw}`);
-  return value;
-}
 
 let lastNowMs = 0;
 /** A logical clock that never goes back, so no window or bucket ever sees time reverse. */

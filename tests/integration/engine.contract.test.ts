@@ -1075,6 +1075,8 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
         committedMicro: 300n,
         reservedMicro: 0n,
         availableMicro: 700n,
+        outboxMicro: 300n,
+        present: true,
       });
       expect(await counters(tenantId)).toEqual({ month: '300', keyMonth: '300', outbox: '300' });
       const entries = await outbox(tenantId);

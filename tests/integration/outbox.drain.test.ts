@@ -333,6 +333,8 @@ describe('an unsettled spend row (the store failed at finalize) and the outbox',
       committedMicro: 120n,
       reservedMicro: 0n,
       availableMicro: 4_880n,
+      outboxMicro: 0n,
+      present: true,
     });
     expect(await accountBalance(harness.services.db, accounts.available(tenantId))).toBe(4_880n);
     expect(entry.reservationId).toMatch(/^res_u_/);

@@ -142,6 +142,8 @@ describe('FLUSHALL between a request’s admit and its finalize', () => {
         committedMicro: costMicro,
         reservedMicro: 0n,
         availableMicro: 1_000_000n - costMicro,
+        outboxMicro: 0n,
+        present: true,
       });
 
       const [row] = await harness.services.db
@@ -289,6 +291,8 @@ describe('Redis stopped and restarted empty while 100 streams run', () => {
           committedMicro: charged,
           reservedMicro: 0n,
           availableMicro: bookAvailable,
+          outboxMicro: 0n,
+          present: true,
         }),
       { timeout: 15_000, interval: 200 },
     );
