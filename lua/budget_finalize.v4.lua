@@ -9,8 +9,8 @@
 -- settled charge lives only in a gateway's memory. A cancel (keyId "") appends nothing.
 -- Also new in v4, recovery (ARGV[9], the request path and the settlement job only): a charge for a
 -- reservation the store no longer knows (absent: lost with the store's data while its request
--- ran; a `cancelled` tombstone stays refused) is still billed. While the balance hash is absent it
--- answers HYDRATE (nothing written: the caller rebuilds the balance from the book and calls
+-- ran; a `cancelled` tombstone stays refused) is still billed, a charge of 0 recorded as such. While
+-- the balance hash is absent and there is a charge, it answers HYDRATE (nothing written: the caller rebuilds the balance from the book and calls
 -- again); then it commits the charge to the balance and this month's counters as a late finalize
 -- would, appends the outbox entry and records the reservation as finalized, so a retry answers
 -- ALREADY_FINALIZED: the charge is made exactly once.
@@ -51,7 +51,8 @@
 --   {"RECOVERED", chargedMicro, overspend (0|1), 0, outboxEntryId}
 --       recovery mode, an unknown id: charged actualCostMicro (the caller capped it by the
 --       reservation it made; 0 for a free request), overspend as for LATE_FINALIZE
---   {"HYDRATE"}   recovery mode, an unknown id, and the balance hash is absent: nothing written
+--   {"HYDRATE"}   recovery mode, an unknown id, a charge above 0, and the balance hash is absent:
+--       nothing written
 --   {"ALREADY_FINALIZED", chargedMicro}   (no change, no outbox entry; the first charge)
 --   {"CANCELLED_BEFORE_ADMIT"}   a cancel of an unknown id (tombstone written) or of a tombstone
 -- A cancel (actualCostMicro 0) frees the reservation's idempotency key.
@@ -108,12 +109,13 @@ end
 local resKey = base .. ':res:' .. resId
 local r = redis.call('HMGET', resKey, 'state', 'amount', 'tokens', 'period', 'keyId', 'day', 'charged', 'idem', 'pool')
 local state = r[1]
-if not state and actual > 0 and recoverPool ~= '' then
-  -- Recovery: the reservation was lost with the store's data; the delivered tokens are billed.
+if not state and recoverPool ~= '' and rowKeyId ~= '' then
+  -- Recovery: the reservation was lost with the store's data; the delivered tokens are billed (a
+  -- charge of 0, e.g. an upstream that never answered, is recorded as such, never tombstoned).
   local balKey = base .. ':bal'
-  if redis.call('EXISTS', balKey) == 0 then return {'HYDRATE'} end
   local charge = actual
   if free == '1' then charge = 0 end
+  if charge > 0 and redis.call('EXISTS', balKey) == 0 then return {'HYDRATE'} end
   local entryId = redis.call('XADD', base .. ':outbox', '*', 'reservationId', resId, 'keyId', rowKeyId,
     'pool', recoverPool, 'promptTokens', ARGV[6], 'completionTokens', ARGV[7],
     'costMicro', string.format('%.0f', actual), 'chargedMicro', string.format('%.0f', charge), 'free', free,

@@ -14,7 +14,6 @@ export const unsettledSpendJob: Job = {
   intervalMs: UNSETTLED_SPEND_INTERVAL_MS,
   singleton: true,
   run: async (ctx) => {
-    await ctx.fence();
-    await ctx.services.spend.settleUnsettled();
+    await ctx.services.spend.settleUnsettled({ beforeWrite: () => ctx.fence() });
   },
 };

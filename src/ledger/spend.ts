@@ -150,8 +150,12 @@ export class SpendRecorder {
     );
   }
 
-  /** Finalizes every unsettled row the store now accepts; returns how many were settled. */
-  async settleUnsettled(): Promise<number> {
+  /**
+   * Finalizes every unsettled row the store now accepts; returns how many were settled.
+   * `beforeWrite` runs before each row's store call and before the writes that follow (the job's
+   * fencing check): a throw stops the run there, and what was not written stays unsettled.
+   */
+  async settleUnsettled(options: { beforeWrite?: () => Promise<void> } = {}): Promise<number> {
     // Oldest first, so the charges nearest their reservation's expiry are settled first.
     const rows = await this.db
       .select()
@@ -164,6 +168,7 @@ export class SpendRecorder {
     const drain = new Set<string>();
     const services = { db: this.db, store: this.store, clock: this.clock, log: this.log, spend: this };
     for (const row of rows) {
+      await options.beforeWrite?.();
       const nowMs = this.clock.now();
       let result: Exclude<Awaited<ReturnType<Store['finalize']>>, { status: 'HYDRATE' }>;
       try {
@@ -188,7 +193,13 @@ export class SpendRecorder {
         );
       } catch (error) {
         if (error instanceof StoreUnavailable) break;
-        throw error;
+        // Another fault of this row (e.g. its balance could not be rebuilt): logged, and the rows
+        // behind it are still settled; it is tried again next run.
+        this.log.error(
+          { err: error, reservationId: row.reservationId, tenantId: row.tenantId },
+          'unsettled spend row could not be settled',
+        );
+        continue;
       }
       if (result.status === 'INVALID_INPUT') {
         // Retrying cannot help: parked with its reason and counted, for an operator to look at.
@@ -222,12 +233,13 @@ export class SpendRecorder {
       settled += 1;
     }
     if (settled > 0) {
+      await options.beforeWrite?.();
       await this.flush().catch((error) => this.log.warn({ err: error }, 'spend flush failed'));
       // The timed-out finalize's entry, whose id only the store knows, leaves the outbox too.
       if (drain.size > 0)
-        await drainOutbox(this.db, this.store, drain).catch((error) =>
-          this.log.warn({ err: error }, 'outbox drain failed'),
-        );
+        await drainOutbox(this.db, this.store, drain, {
+          ...(options.beforeWrite === undefined ? {} : { beforeWrite: options.beforeWrite }),
+        }).catch((error) => this.log.warn({ err: error }, 'outbox drain failed'));
     }
     return settled;
   }

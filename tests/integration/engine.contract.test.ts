@@ -1149,14 +1149,10 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
       expect(await counters(tenantId)).toEqual({ month: null, keyMonth: null, outbox: null });
     });
 
-    it('a tombstone stays refused, a charge of 0 is no recovery, and without recover an unknown id is refused', async () => {
+    it('a tombstone stays refused, and without recover an unknown id is refused', async () => {
       const tenantId = await fundedTenant(1_000n);
       await store().cancel({ tenantId, reservationId: 'res_cancelled', nowMs: NOW });
       expect(await lost(tenantId, 'res_cancelled', 100n)).toEqual({
-        status: 'INVALID_INPUT',
-        field: 'reservationId',
-      });
-      expect(await lost(tenantId, 'res_nothing', 0n)).toEqual({
         status: 'INVALID_INPUT',
         field: 'reservationId',
       });
@@ -1171,6 +1167,25 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
       ).toEqual({ status: 'INVALID_INPUT', field: 'reservationId' });
       expect(await store().snapshot(tenantId)).toMatchObject({ committedMicro: 0n });
       expect(await outbox(tenantId)).toEqual([]);
+    });
+
+    it('a charge of 0 for a lost reservation is recorded, not tombstoned, once (no HYDRATE: nothing to commit)', async () => {
+      const tenantId = uniqueTenant();
+      // No balance at all: a charge of 0 needs none.
+      expect(await lost(tenantId, 'res_nothing', 0n)).toEqual({
+        status: 'RECOVERED',
+        chargedMicro: 0n,
+        overspend: false,
+        outboxEntryId: ENTRY_ID,
+      });
+      expect(await lost(tenantId, 'res_nothing', 0n)).toEqual({
+        status: 'ALREADY_FINALIZED',
+        chargedMicro: 0n,
+      });
+      const entries = await outbox(tenantId);
+      expect(entries).toHaveLength(1);
+      expect(entries[0]).toMatchObject({ reservationId: 'res_nothing', chargedMicro: 0n });
+      expect((await store().snapshot(tenantId)).present).toBe(false);
     });
 
     it('a reservation the store still knows settles as usual in recovery mode', async () => {

@@ -9,7 +9,7 @@ import { jobsState, leaseResource, runDueJobs } from '../../src/jobs/runner.js';
 import { accountBalance, accounts } from '../../src/ledger/journal.js';
 import { tenantKey } from '../../src/store/typed-store.js';
 import { createTenant } from '../../src/tenants/tenants.js';
-import { settleOne } from '../support/engines.js';
+import { admitInput, settleOne } from '../support/engines.js';
 import { createHarness, type Harness } from '../support/harness.js';
 
 /**
@@ -125,4 +125,42 @@ describe('book-keeping jobs', () => {
       .where(eq(conservationChecks.outcome, 'repaired'));
     expect(Number(count?.n)).toBe(1);
   }, 20_000);
+
+  it('the unsettled-spend run stops at a fence that fails: that row stays unsettled and its reservation open', async () => {
+    const { services } = harness;
+    const tenantId = (await createTenant(services, { name: 'Fenced', tier: 4 })).id;
+    await grantCredits(services, { tenantId, amountMicro: 1_000_000n, reason: 'jobs', grantedBy: 'test' });
+    const admitted = await services.store.admit(
+      admitInput(tenantId, { costMicro: 1_000n, nowMs: Date.now() }),
+    );
+    expect(admitted.status).toBe('ADMITTED');
+    if (admitted.status !== 'ADMITTED') return;
+    // Its finalize failed (the store was down): the charge waits in an unsettled row.
+    await services.spend.unsettled({
+      reservationId: admitted.reservationId,
+      tenantId,
+      keyId: 'key_1',
+      pool: 'standard',
+      promptTokens: 2,
+      completionTokens: 3,
+      costMicro: 700n,
+      free: false,
+    });
+    const lost = new Error('lease lost');
+    await expect(services.spend.settleUnsettled({ beforeWrite: () => Promise.reject(lost) })).rejects.toBe(
+      lost,
+    );
+    expect(await rows(tenantId)).toHaveLength(0);
+    expect(await services.store.snapshot(tenantId)).toMatchObject({
+      reservedMicro: 1_000n,
+      committedMicro: 0n,
+    });
+
+    expect(await services.spend.settleUnsettled({ beforeWrite: async () => {} })).toBeGreaterThanOrEqual(1);
+    expect(await rows(tenantId)).toHaveLength(1);
+    expect(await services.store.snapshot(tenantId)).toMatchObject({
+      reservedMicro: 0n,
+      committedMicro: 700n,
+    });
+  });
 });

@@ -40,11 +40,12 @@ export const budgetFinalize: Script = (kv, keys, args) => {
     'idem',
     'pool',
   );
-  if (!state && actual > 0 && recoverPool !== '') {
-    // Recovery: the reservation was lost with the store's data; the delivered tokens are billed.
+  if (!state && recoverPool !== '' && rowKeyId !== '') {
+    // Recovery: the reservation was lost with the store's data; the delivered tokens are billed (a
+    // charge of 0, e.g. an upstream that never answered, is recorded as such, never tombstoned).
     const balance = tenantKeys.balance(base);
-    if (!kv.exists(balance)) return ['HYDRATE'];
     const charge = free === '1' ? 0 : actual;
+    if (charge > 0 && !kv.exists(balance)) return ['HYDRATE'];
     const entryId = kv.xadd(tenantKeys.outbox(base), [
       ['reservationId', resId],
       ['keyId', rowKeyId],
