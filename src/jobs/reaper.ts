@@ -57,14 +57,14 @@ export function pruneAfterMs(config: Pick<Config, 'reservationTtlMs' | 'reaperIn
 
 /**
  * Whether the reaper may drop a tenant from the index: not marked since the cutoff (so any
- * reservation it made is past its deadline and was reaped), nothing reserved now, and nothing
- * waiting in its outbox (the drain job finds outboxes through the index).
+ * reservation it made is past its deadline and was reaped), nothing reserved now, and no entry
+ * waiting in its outbox, charged or not (the drain job finds outboxes through the index).
  */
 export function mayPrune(
-  tenant: { lastActiveMs: number; reservedMicro: bigint; outboxMicro: bigint },
+  tenant: { lastActiveMs: number; reservedMicro: bigint; outboxEntries: number },
   cutoffMs: number,
 ): boolean {
-  return tenant.lastActiveMs <= cutoffMs && tenant.reservedMicro === 0n && tenant.outboxMicro === 0n;
+  return tenant.lastActiveMs <= cutoffMs && tenant.reservedMicro === 0n && tenant.outboxEntries === 0;
 }
 
 export async function reapCycle(ctx: JobContext, options: ReaperOptions): Promise<ReapCycle> {
@@ -148,8 +148,12 @@ async function reapTenant(
     if (reaped.count < REAP_BATCH || ctx.signal.aborted) break;
   }
   if (tenant.lastActiveMs > cutoffMs) return { released, releasedMicro, pruned: false };
-  const { reservedMicro, outboxMicro } = await store.snapshot(tenantId);
-  if (!mayPrune({ lastActiveMs: tenant.lastActiveMs, reservedMicro, outboxMicro }, cutoffMs)) {
+  const { reservedMicro } = await store.snapshot(tenantId);
+  // Entries of 0 (free or uncharged requests) are not in `bal.outbox`: the stream itself is read.
+  const waiting = await store.outboxRead({ tenantId, count: 1 });
+  if (waiting.status !== 'OUTBOX') throw new Error(`outbox_read refused ${waiting.field}`);
+  const outboxEntries = waiting.entries.length;
+  if (!mayPrune({ lastActiveMs: tenant.lastActiveMs, reservedMicro, outboxEntries }, cutoffMs)) {
     return { released, releasedMicro, pruned: false };
   }
   await ctx.fence();

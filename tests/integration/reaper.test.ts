@@ -3,7 +3,7 @@ import { type JobContext, LeaseLost } from '../../src/jobs/job.js';
 import { pruneAfterMs, reapCycle } from '../../src/jobs/reaper.js';
 import { StoreUnavailable } from '../../src/store/errors.js';
 import type { Store } from '../../src/store/typed-store.js';
-import { admitInput, type EngineUnderTest, makeEngine, newTenant } from '../support/engines.js';
+import { admitInput, type EngineUnderTest, makeEngine, newTenant, settleOne } from '../support/engines.js';
 import { createHarness, type Harness } from '../support/harness.js';
 
 /**
@@ -155,12 +155,17 @@ describe('a reaper cycle', () => {
     expect(calls.fence).toBe(calls.reap);
   });
 
-  it('drops a tenant idle past the prune window with nothing reserved; keeps the others', async () => {
+  it('drops a tenant idle past the prune window with nothing reserved or waiting in its outbox; keeps the others', async () => {
     const { config } = harness.services;
     const longAgo = Date.now() - pruneAfterMs(config) - 60_000;
     const idle = await tenantWith({ expired: 1, markedAtMs: longAgo });
     const idleHolding = await tenantWith({ expired: 0, live: 1, markedAtMs: longAgo });
     const recent = await tenantWith({ expired: 1 });
+    // Idle, nothing reserved, but a settlement of 0 (not counted in `bal.outbox`) still waits to be
+    // drained: the drain job finds it only through the index.
+    const idleWaiting = await tenantWith({ expired: 0, markedAtMs: longAgo });
+    await settleOne(engine.store, idleWaiting, { actualCostMicro: 0n });
+    expect((await engine.store.snapshot(idleWaiting)).outboxMicro).toBe(0n);
     // Judged idle, then a request marks it before the prune lands: the mark wins.
     const racing = await tenantWith({ expired: 0, markedAtMs: longAgo });
     faults.afterSnapshot.set(racing, () => engine.store.markTenant({ tenantId: racing, nowMs: Date.now() }));
@@ -168,13 +173,13 @@ describe('a reaper cycle', () => {
 
     const cycle = await reapCycle(context(), { intervalMs: 30_000 });
 
-    expect(cycle).toMatchObject({ tenants: 4, released: 2, pruned: 1, failed: 0 });
-    expect((await indexedTenants()).sort()).toEqual([idleHolding, recent, racing].sort());
+    expect(cycle).toMatchObject({ tenants: 5, released: 2, pruned: 1, failed: 0 });
+    expect((await indexedTenants()).sort()).toEqual([idleHolding, recent, idleWaiting, racing].sort());
     expect(await reserved(idle)).toBe(0n);
     expect(await reserved(idleHolding)).toBe(100n);
-    // Prunes were fenced too: 4 reaps and the 2 prune attempts (idle, racing).
+    // Prunes were fenced too: 5 reaps and the 2 prune attempts (idle, racing).
     expect(calls.prune).toBe(2);
-    expect(calls.fence).toBe(4 + 2);
+    expect(calls.fence).toBe(5 + 2);
     expect(await metric('spicegate_tenants_pruned_total')).toBe(prunedBefore + 1);
   });
 
