@@ -45,9 +45,9 @@ export interface ConservationOptions {
   confirmAfterMs?: number;
 }
 
-// 2 s: a settled charge reaches the book within 1 s (the SpendRecorder's flush interval; with the
-// outbox, the drain's write-then-acknowledge window is shorter), so a difference still there
-// after twice that is not a charge on its way.
+// 2 s: a settled charge is counted in the store's `outbox` until it is in the book; what is left
+// is a write-then-acknowledge window of milliseconds, or a grant between its commit and its credit,
+// so a difference still there after 2 s is not a charge or a grant on its way.
 export const CONFIRM_AFTER_MS = 2_000;
 // A read whose two snapshots differ (a settlement or grant landed in between) is tried again at
 // once, at most this many times in all: a busy tenant is left for the next run.
