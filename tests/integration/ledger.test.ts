@@ -2,7 +2,7 @@ import { and, eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { journalEntries, postings } from '../../db/schema/index.js';
 import { createKey } from '../../src/keys/keys.js';
-import { accountBalance, accounts, appendEntry } from '../../src/ledger/journal.js';
+import { accountBalance, accounts, appendEntry, spendPostings } from '../../src/ledger/journal.js';
 import { drainOutbox } from '../../src/ledger/outbox.js';
 import { StoreUnavailable } from '../../src/store/errors.js';
 import { createTenant } from '../../src/tenants/tenants.js';
@@ -229,10 +229,13 @@ describe('the ledger', () => {
     for (const [reservationId, costMicro] of paid) {
       const written = await entries(harness, 'spend', reservationId);
       expect(written).toHaveLength(1);
-      expect(await linesOf(harness, written[0]?.id ?? 0n)).toEqual([
+      const lines = await linesOf(harness, written[0]?.id ?? 0n);
+      expect(lines).toEqual([
         { account: accounts.available(tenantId), amountMicro: -costMicro },
         { account: accounts.spent(tenantId), amountMicro: costMicro },
       ]);
+      // The SQL statement and journal.ts's description of a charge stay in step.
+      expect(lines).toEqual(spendPostings(tenantId, costMicro));
     }
     expect(await entries(harness, 'spend', free)).toHaveLength(0);
     expect(await accountBalance(db, accounts.spent(tenantId))).toBe(42n);
