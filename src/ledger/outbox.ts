@@ -18,6 +18,12 @@ import type { Store } from '../store/typed-store.js';
 // (docs/performance.md).
 const READ_COUNT = 64;
 const ROWS_PER_WRITE = 64;
+/**
+ * Spend statements written at once (of the database pool's 10 connections), by the drain and by
+ * the SpendRecorder: each waits mostly on its commit's WAL flush, which PostgreSQL shares between
+ * concurrent commits (docs/performance.md, bench:ledger). Their rows never overlap.
+ */
+export const WRITE_CONCURRENCY = 4;
 // Tenants read at once in a round.
 const TENANTS_PER_ROUND = 16;
 
@@ -74,10 +80,25 @@ export async function drainOutbox(
     const rows = batches.flatMap(({ tenantId, entries }) =>
       entries.map((entry) => settledSpend(tenantId, entry)),
     );
-    for (let from = 0; from < rows.length; from += ROWS_PER_WRITE) {
-      await options.beforeWrite?.();
-      result.rowsSettled += await writeSettledSpend(db, rows.slice(from, from + ROWS_PER_WRITE));
-    }
+    const chunks: SettledSpend[][] = [];
+    for (let from = 0; from < rows.length; from += ROWS_PER_WRITE)
+      chunks.push(rows.slice(from, from + ROWS_PER_WRITE));
+    // The first failure stops the writers (nothing of this round is acknowledged) once the
+    // statements in flight have ended.
+    let failure: { error: unknown } | undefined;
+    let next = 0;
+    const writer = async () => {
+      for (let chunk = chunks[next++]; chunk !== undefined && failure === undefined; chunk = chunks[next++]) {
+        try {
+          await options.beforeWrite?.();
+          result.rowsSettled += await writeSettledSpend(db, chunk);
+        } catch (error) {
+          failure ??= { error };
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(WRITE_CONCURRENCY, chunks.length) }, writer));
+    if (failure !== undefined) throw failure.error;
     await Promise.all(
       batches
         .filter(({ entries }) => entries.length > 0)

@@ -6,7 +6,7 @@ import type { Logger } from '../observability/logger.js';
 import { StoreUnavailable } from '../store/errors.js';
 import type { Store } from '../store/typed-store.js';
 import { withHydration } from './hydrate.js';
-import { drainOutbox, type SettledSpend, writeSettledSpend } from './outbox.js';
+import { drainOutbox, type SettledSpend, WRITE_CONCURRENCY, writeSettledSpend } from './outbox.js';
 
 export type SpendEntry = Omit<SpendRow, 'createdAt' | 'settledAt' | 'settled' | 'parkedReason'>;
 
@@ -108,20 +108,34 @@ export class SpendRecorder {
   private async write(): Promise<void> {
     const taken = this.held;
     this.held = [];
-    for (let from = 0; from < taken.length; from += FLUSH_ROWS) {
-      const batch = taken.slice(from, from + FLUSH_ROWS);
-      try {
-        await writeSettledSpend(
-          this.db,
-          batch.map((held) => held.row),
-        );
-      } catch (error) {
-        // This batch and the ones after it stay held, before any settled meanwhile.
-        this.held = [...taken.slice(from), ...this.held];
-        this.failing = true;
-        throw error;
+    const batches: Held[][] = [];
+    for (let from = 0; from < taken.length; from += FLUSH_ROWS)
+      batches.push(taken.slice(from, from + FLUSH_ROWS));
+    // A few statements in flight (WRITE_CONCURRENCY, outbox.ts).
+    const failed: Held[][] = [];
+    let firstError: unknown;
+    let next = 0;
+    const writer = async () => {
+      for (let batch = batches[next++]; batch !== undefined; batch = batches[next++]) {
+        try {
+          await writeSettledSpend(
+            this.db,
+            batch.map((held) => held.row),
+          );
+        } catch (error) {
+          failed.push(batch);
+          firstError ??= error;
+          continue;
+        }
+        await this.acknowledge(batch);
       }
-      await this.acknowledge(batch);
+    };
+    await Promise.all(Array.from({ length: Math.min(WRITE_CONCURRENCY, batches.length) }, writer));
+    if (failed.length > 0) {
+      // The batches that failed stay held, before any settled meanwhile.
+      this.held = [...failed.flat(), ...this.held];
+      this.failing = true;
+      throw firstError;
     }
     this.failing = false;
   }
