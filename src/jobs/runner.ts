@@ -189,6 +189,10 @@ async function fence(services: Services, job: Job, state: JobsState, lease: Leas
       });
     await lease.renewing;
   }
-  const cas = await store.fencingCas({ resource: lease.resource, fencingToken: lease.fencingToken });
+  const cas = await store.fencingCas({
+    resource: lease.resource,
+    fencingToken: lease.fencingToken,
+    holder: state.holder,
+  });
   if (cas.status !== 'OK') throw new LeaseLost(job.name, cas.status);
 }

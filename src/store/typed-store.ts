@@ -108,7 +108,7 @@ export interface Store {
    * Accepts a write only from the live holder of the newest lease: its token is the one issued
    * last, the lease exists, and no newer token was accepted. The holder may write many times.
    */
-  fencingCas(input: { resource: string; fencingToken: number }): Promise<FencingResult>;
+  fencingCas(input: { resource: string; fencingToken: number; holder: string }): Promise<FencingResult>;
   /**
    * The tenant index (`{i:tenants}`), so jobs visit every tenant that may hold a reservation
    * without scanning the keyspace. `markTenant` records activity (its time never moves back).
@@ -469,7 +469,12 @@ export function createStore(scriptRunner: ScriptRunner, options: StoreOptions): 
 
     fencingCas: async (input) => {
       if (!ID.test(input.resource)) return { status: 'INVALID_INPUT', field: 'resource' };
-      const reply = await runner.run('fencing_cas', [leaseKey(input.resource)], [String(input.fencingToken)]);
+      if (!HOLDER.test(input.holder)) return { status: 'INVALID_INPUT', field: 'holder' };
+      const reply = await runner.run(
+        'fencing_cas',
+        [leaseKey(input.resource)],
+        [String(input.fencingToken), input.holder],
+      );
       if (reply[0] === 'OK') return { status: 'OK' };
       if (reply[0] === 'STALE') return { status: 'STALE', lastAccepted: int(reply[1]) };
       if (reply[0] === 'CORRUPT') return { status: 'CORRUPT' };

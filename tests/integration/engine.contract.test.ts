@@ -1862,21 +1862,25 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
         status: 'HELD',
         holder: 'worker-a',
       });
-      expect(await store().fencingCas({ resource, fencingToken: 1 })).toEqual({ status: 'OK' });
+      expect(await store().fencingCas({ resource, fencingToken: 1, holder: 'worker-a' })).toEqual({
+        status: 'OK',
+      });
     });
 
     it("CAS accepts the live holder's token for every write, and never an older one again", async () => {
       const resource = `job_${uniqueTenant()}`;
       await store().acquireLease({ resource, holder: 'worker-a', ttlMs: 10_000 });
       for (let write = 0; write < 3; write += 1) {
-        expect(await store().fencingCas({ resource, fencingToken: 1 })).toEqual({ status: 'OK' });
+        expect(await store().fencingCas({ resource, fencingToken: 1, holder: 'worker-a' })).toEqual({
+          status: 'OK',
+        });
       }
-      expect(await store().fencingCas({ resource, fencingToken: 0 })).toEqual({
+      expect(await store().fencingCas({ resource, fencingToken: 0, holder: 'worker-a' })).toEqual({
         status: 'STALE',
         lastAccepted: 1,
       });
       await store().releaseLease({ resource, holder: 'worker-a' });
-      expect(await store().fencingCas({ resource, fencingToken: 1 })).toEqual({
+      expect(await store().fencingCas({ resource, fencingToken: 1, holder: 'worker-a' })).toEqual({
         status: 'STALE',
         lastAccepted: 1,
       });
@@ -1884,8 +1888,10 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
         status: 'ACQUIRED',
         fencingToken: 2,
       });
-      expect(await store().fencingCas({ resource, fencingToken: 2 })).toEqual({ status: 'OK' });
-      expect(await store().fencingCas({ resource, fencingToken: 1 })).toEqual({
+      expect(await store().fencingCas({ resource, fencingToken: 2, holder: 'worker-b' })).toEqual({
+        status: 'OK',
+      });
+      expect(await store().fencingCas({ resource, fencingToken: 1, holder: 'worker-a' })).toEqual({
         status: 'STALE',
         lastAccepted: 2,
       });
@@ -1899,11 +1905,17 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
       if (a.status !== 'ACQUIRED' || b.status !== 'ACQUIRED') throw new Error('leases not acquired');
       expect(b.fencingToken).toBeGreaterThan(a.fencingToken);
       // The paused holder's write comes first: the token issued last decides, not the order.
-      expect(await store().fencingCas({ resource, fencingToken: a.fencingToken })).toMatchObject({
+      expect(
+        await store().fencingCas({ resource, fencingToken: a.fencingToken, holder: 'paused-a' }),
+      ).toMatchObject({
         status: 'STALE',
       });
-      expect(await store().fencingCas({ resource, fencingToken: b.fencingToken })).toEqual({ status: 'OK' });
-      expect(await store().fencingCas({ resource, fencingToken: a.fencingToken })).toMatchObject({
+      expect(
+        await store().fencingCas({ resource, fencingToken: b.fencingToken, holder: 'worker-b' }),
+      ).toEqual({ status: 'OK' });
+      expect(
+        await store().fencingCas({ resource, fencingToken: a.fencingToken, holder: 'paused-a' }),
+      ).toMatchObject({
         status: 'STALE',
       });
       expect(await store().acquireLease({ resource, holder: 'paused-a', ttlMs: 10_000 })).toMatchObject({
@@ -1912,19 +1924,47 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
       });
     });
 
+    it('after the lease keys are lost, a paused holder of a token issued again to another is refused', async () => {
+      const resource = `job_${uniqueTenant()}`;
+      expect(await store().acquireLease({ resource, holder: 'before-loss', ttlMs: 10_000 })).toEqual({
+        status: 'ACQUIRED',
+        fencingToken: 1,
+      });
+      // Redis lost its data: the token counter starts again, and another holder gets token 1.
+      for (const key of ['lease', 'token', 'fence']) await engine.deleteRaw(`{l:${resource}}:${key}`);
+      expect(await store().acquireLease({ resource, holder: 'after-loss', ttlMs: 10_000 })).toEqual({
+        status: 'ACQUIRED',
+        fencingToken: 1,
+      });
+      expect(await store().fencingCas({ resource, fencingToken: 1, holder: 'before-loss' })).toMatchObject({
+        status: 'STALE',
+      });
+      expect(await store().fencingCas({ resource, fencingToken: 1, holder: 'after-loss' })).toEqual({
+        status: 'OK',
+      });
+      expect(await store().fencingCas({ resource, fencingToken: 1, holder: 'bad holder' })).toEqual({
+        status: 'INVALID_INPUT',
+        field: 'holder',
+      });
+    });
+
     it('a holder whose lease expired with nobody taking over gets a new token, and its old one is refused', async () => {
       const resource = `job_${uniqueTenant()}`;
       const first = await store().acquireLease({ resource, holder: 'worker-a', ttlMs: 100 });
-      expect(await store().fencingCas({ resource, fencingToken: 1 })).toEqual({ status: 'OK' });
+      expect(await store().fencingCas({ resource, fencingToken: 1, holder: 'worker-a' })).toEqual({
+        status: 'OK',
+      });
       await new Promise((resolve) => setTimeout(resolve, 150));
       const again = await store().acquireLease({ resource, holder: 'worker-a', ttlMs: 10_000 });
       expect(first).toEqual({ status: 'ACQUIRED', fencingToken: 1 });
       expect(again).toEqual({ status: 'ACQUIRED', fencingToken: 2 });
-      expect(await store().fencingCas({ resource, fencingToken: 1 })).toEqual({
+      expect(await store().fencingCas({ resource, fencingToken: 1, holder: 'worker-a' })).toEqual({
         status: 'STALE',
         lastAccepted: 1,
       });
-      expect(await store().fencingCas({ resource, fencingToken: 2 })).toEqual({ status: 'OK' });
+      expect(await store().fencingCas({ resource, fencingToken: 2, holder: 'worker-a' })).toEqual({
+        status: 'OK',
+      });
     });
 
     it.each(['abc', '-1', '9007199254740993', '1.5'])(
@@ -1932,7 +1972,9 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
       async (stored) => {
         const resource = `job_${uniqueTenant()}`;
         await engine.setRaw(`{l:${resource}}:fence`, stored);
-        expect(await store().fencingCas({ resource, fencingToken: 5 })).toEqual({ status: 'CORRUPT' });
+        expect(await store().fencingCas({ resource, fencingToken: 5, holder: 'worker-a' })).toEqual({
+          status: 'CORRUPT',
+        });
       },
     );
 

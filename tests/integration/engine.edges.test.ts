@@ -210,7 +210,9 @@ describe.each(['redis', 'memory'] as const)('%s engine edges', (engineName) => {
       const lease = await engine.store.acquireLease({ resource, holder: 'paused', ttlMs: 100 });
       if (lease.status !== 'ACQUIRED') throw new Error(lease.status);
       await new Promise((resolve) => setTimeout(resolve, 150));
-      expect(await engine.store.fencingCas({ resource, fencingToken: lease.fencingToken })).toMatchObject({
+      expect(
+        await engine.store.fencingCas({ resource, fencingToken: lease.fencingToken, holder: 'paused' }),
+      ).toMatchObject({
         status: 'STALE',
       });
     });
@@ -218,10 +220,14 @@ describe.each(['redis', 'memory'] as const)('%s engine edges', (engineName) => {
     it('refuses a token that was never issued, however large', async () => {
       const resource = `job_${uniqueTenant()}`;
       await engine.store.acquireLease({ resource, holder: 'worker', ttlMs: 10_000 });
-      expect(await engine.store.fencingCas({ resource, fencingToken: 10 ** 15 })).toMatchObject({
+      expect(
+        await engine.store.fencingCas({ resource, fencingToken: 10 ** 15, holder: 'worker' }),
+      ).toMatchObject({
         status: 'STALE',
       });
-      expect(await engine.store.fencingCas({ resource, fencingToken: 1 })).toEqual({ status: 'OK' });
+      expect(await engine.store.fencingCas({ resource, fencingToken: 1, holder: 'worker' })).toEqual({
+        status: 'OK',
+      });
     });
 
     it.each(['0x1p10', ' 500', '500.0', '1e3'])('refuses the lease ttl %j', async (ttl) => {

@@ -2,7 +2,7 @@ import { arg, leaseKeys, type Script } from './shared.js';
 
 /**
  * fencing_cas: accept a singleton job's writes only from the live holder of the newest lease (the
- * token issued last, the lease still there), as often as it writes. The contract is
+ * token issued last, the lease still this holder's), as often as it writes. The contract is
  * lua/fencing_cas.v2.lua.
  */
 export const fencingCas: Script = (kv, keys, args) => {
@@ -11,6 +11,8 @@ export const fencingCas: Script = (kv, keys, args) => {
     return ['INVALID_INPUT', 'fencingToken'];
   }
   const token = Number(raw);
+  const holder = arg(args, 1);
+  if (!/^[A-Za-z0-9_.:-]{1,128}$/.test(holder)) return ['INVALID_INPUT', 'holder'];
   const { lease, token: issued, fence } = leaseKeys(keys[0]);
   const stored = kv.get(fence);
   if (stored !== null) {
@@ -19,7 +21,7 @@ export const fencingCas: Script = (kv, keys, args) => {
     }
     if (token < Number(stored)) return ['STALE', stored];
   }
-  if (kv.get(issued) !== raw || !kv.exists(lease)) return ['STALE', stored ?? ''];
+  if (kv.get(issued) !== raw || kv.get(lease) !== holder) return ['STALE', stored ?? ''];
   kv.set(fence, raw);
   return ['OK'];
 };
