@@ -103,7 +103,10 @@ export async function drainOutbox(
       batches
         .filter(({ entries }) => entries.length > 0)
         .map(async ({ tenantId, entries }) => {
-          const ack = await store.outboxAck({ tenantId, ids: entries.map((entry) => entry.id) });
+          const ack = await store.outboxAck({
+            tenantId,
+            entries: entries.map(({ id, reservationId }) => ({ id, reservationId })),
+          });
           if (ack.status !== 'ACKED') throw new Error(`outbox_ack refused ${ack.field} (${tenantId})`);
         }),
     );

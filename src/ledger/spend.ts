@@ -3,6 +3,7 @@ import type { Db } from '../../db/index.js';
 import { type SpendRow, spend } from '../../db/schema/index.js';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../observability/logger.js';
+import type { OutboxAckEntry } from '../store/contracts.js';
 import { StoreUnavailable } from '../store/errors.js';
 import type { Store } from '../store/typed-store.js';
 import { withHydration } from './hydrate.js';
@@ -145,17 +146,17 @@ export class SpendRecorder {
    * stay there and the outbox drain writes them again later, which adds nothing.
    */
   private async acknowledge(batch: Held[]): Promise<void> {
-    const byTenant = new Map<string, string[]>();
+    const byTenant = new Map<string, OutboxAckEntry[]>();
     for (const { row, outboxEntryId } of batch) {
       if (outboxEntryId === null) continue;
-      const ids = byTenant.get(row.tenantId) ?? [];
-      ids.push(outboxEntryId);
-      byTenant.set(row.tenantId, ids);
+      const entries = byTenant.get(row.tenantId) ?? [];
+      entries.push({ id: outboxEntryId, reservationId: row.reservationId });
+      byTenant.set(row.tenantId, entries);
     }
     await Promise.all(
-      [...byTenant].map(async ([tenantId, ids]) => {
+      [...byTenant].map(async ([tenantId, entries]) => {
         try {
-          const ack = await this.store.outboxAck({ tenantId, ids });
+          const ack = await this.store.outboxAck({ tenantId, entries });
           if (ack.status !== 'ACKED') throw new Error(`outbox_ack refused ${ack.field}`);
         } catch (error) {
           this.log.warn({ err: error, tenantId }, 'outbox entries not acknowledged: left to the drain');

@@ -162,6 +162,15 @@ export type OutboxReadResult =
   | { status: 'OUTBOX'; entries: OutboxEntry[] }
   | { status: 'INVALID_INPUT'; field: string };
 
+/**
+ * An outbox entry to acknowledge: its id and the reservation it settled. Both must match, so an id
+ * the stream issued again after a data loss never deletes another settlement.
+ */
+export interface OutboxAckEntry {
+  id: string;
+  reservationId: string;
+}
+
 export type OutboxAckResult =
   /** `deleted`: entries this call removed (another drainer may have removed the rest). */
   { status: 'ACKED'; deleted: number; releasedMicro: bigint } | { status: 'INVALID_INPUT'; field: string };

@@ -17,6 +17,7 @@ import type {
   HydrateResult,
   IndexedTenant,
   LeaseResult,
+  OutboxAckEntry,
   OutboxAckResult,
   OutboxEntry,
   OutboxReadResult,
@@ -71,10 +72,11 @@ export interface Store {
    */
   outboxRead(input: { tenantId: string; count: number; olderThanMs?: number }): Promise<OutboxReadResult>;
   /**
-   * Deletes written settlements from a tenant's outbox; each entry's charge leaves the balance's
-   * `outbox` figure once, however many drainers acknowledge it.
+   * Deletes written settlements from a tenant's outbox (each named by its id and reservation id);
+   * each entry's charge leaves the balance's `outbox` figure once, however many drainers
+   * acknowledge it.
    */
-  outboxAck(input: { tenantId: string; ids: string[] }): Promise<OutboxAckResult>;
+  outboxAck(input: { tenantId: string; entries: OutboxAckEntry[] }): Promise<OutboxAckResult>;
   /**
    * The 80 % / 100 % budget thresholds a settled reservation's scopes reached for the first time in
    * their period: each is reported to exactly one caller, across every instance sharing the store.
@@ -305,8 +307,12 @@ export function createStore(scriptRunner: ScriptRunner, options: StoreOptions): 
 
     outboxAck: async (input) => {
       if (!ID.test(input.tenantId)) return { status: 'INVALID_INPUT', field: 'tenantId' };
-      if (input.ids.length === 0) return { status: 'ACKED', deleted: 0, releasedMicro: 0n };
-      const reply = await runner.run('outbox_ack', [tenantKey(input.tenantId)], input.ids);
+      if (input.entries.length === 0) return { status: 'ACKED', deleted: 0, releasedMicro: 0n };
+      const reply = await runner.run(
+        'outbox_ack',
+        [tenantKey(input.tenantId)],
+        input.entries.flatMap((entry) => [entry.id, entry.reservationId]),
+      );
       if (reply[0] !== 'ACKED') return invalid(reply);
       return { status: 'ACKED', deleted: int(reply[1]), releasedMicro: big(reply[2]) };
     },

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { admitWithPoolGate } from '../../src/budget/admission.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { createMetrics } from '../../src/observability/metrics.js';
-import type { AdmitInput, AdmitLimits, AdmitResult } from '../../src/store/contracts.js';
+import type { AdmitInput, AdmitLimits, AdmitResult, OutboxAckEntry } from '../../src/store/contracts.js';
 import { FencingOverflow } from '../../src/store/errors.js';
 import { redisRunner } from '../../src/store/redis.js';
 import { createStore, periodOf, tenantKey } from '../../src/store/typed-store.js';
@@ -906,18 +906,24 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
           spend: spendUsage(1),
         });
       }
-      const [a, b, c] = (await outbox(tenantId)).map((entry) => entry.id) as [string, string, string];
+      const [a, b, c] = (await outbox(tenantId)).map(({ id, reservationId }) => ({ id, reservationId })) as [
+        OutboxAckEntry,
+        OutboxAckEntry,
+        OutboxAckEntry,
+      ];
       expect(await waitingMicro(tenantId)).toBe('70');
       // Two drainers acknowledging the same entries at once.
       const both = await Promise.all([
-        store().outboxAck({ tenantId, ids: [a, b] }),
-        store().outboxAck({ tenantId, ids: [a, b] }),
+        store().outboxAck({ tenantId, entries: [a, b] }),
+        store().outboxAck({ tenantId, entries: [a, b] }),
       ]);
       expect(both).toContainEqual({ status: 'ACKED', deleted: 2, releasedMicro: 30n });
       expect(both).toContainEqual({ status: 'ACKED', deleted: 0, releasedMicro: 0n });
       expect(await waitingMicro(tenantId)).toBe('40');
       // One id twice in a call, and an id that was never there.
-      expect(await store().outboxAck({ tenantId, ids: [c, c, '1-0'] })).toEqual({
+      expect(
+        await store().outboxAck({ tenantId, entries: [c, c, { id: '1-0', reservationId: 'res_never' }] }),
+      ).toEqual({
         status: 'ACKED',
         deleted: 1,
         releasedMicro: 40n,
@@ -934,8 +940,37 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
         spend: spendUsage(1),
       });
       const [next] = (await outbox(tenantId)).map((entry) => entry.id.split('-').map(BigInt));
-      const [cMs, cSeq] = c.split('-').map(BigInt) as [bigint, bigint];
+      const [cMs, cSeq] = c.id.split('-').map(BigInt) as [bigint, bigint];
       expect((next?.[0] ?? 0n) > cMs || (next?.[0] === cMs && (next?.[1] ?? 0n) > cSeq)).toBe(true);
+    });
+
+    it('an ack deletes an entry only when its reservation matches too (an id issued again after a data loss)', async () => {
+      const tenantId = await fundedTenant();
+      const { reservationId } = await admitted(admitInput(tenantId, { costMicro: 100n }));
+      await store().finalize({
+        tenantId,
+        reservationId,
+        actualCostMicro: 25n,
+        nowMs: NOW,
+        spend: spendUsage(1),
+      });
+      const [entry] = await outbox(tenantId);
+      if (entry === undefined) throw new Error('no outbox entry');
+      expect(
+        await store().outboxAck({ tenantId, entries: [{ id: entry.id, reservationId: 'res_before_loss' }] }),
+      ).toEqual({
+        status: 'ACKED',
+        deleted: 0,
+        releasedMicro: 0n,
+      });
+      expect(await outbox(tenantId)).toHaveLength(1);
+      expect(await waitingMicro(tenantId)).toBe('25');
+      expect(await store().outboxAck({ tenantId, entries: [{ id: entry.id, reservationId }] })).toEqual({
+        status: 'ACKED',
+        deleted: 1,
+        releasedMicro: 25n,
+      });
+      expect(await waitingMicro(tenantId)).toBe('0');
     });
 
     it('an ack clamps `outbox` at 0, and never writes a balance that is absent (that one is rebuilt by hydrate)', async () => {
@@ -950,15 +985,18 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
           spend: spendUsage(1),
         });
       }
-      const [first, second] = (await outbox(tenantId)).map((entry) => entry.id) as [string, string];
+      const [first, second] = (await outbox(tenantId)).map(({ id, reservationId }) => ({
+        id,
+        reservationId,
+      })) as [OutboxAckEntry, OutboxAckEntry];
       await engine.setHashRaw(balance(tenantId), 'outbox', '10');
-      expect(await store().outboxAck({ tenantId, ids: [first] })).toMatchObject({
+      expect(await store().outboxAck({ tenantId, entries: [first] })).toMatchObject({
         deleted: 1,
         releasedMicro: 60n,
       });
       expect(await waitingMicro(tenantId)).toBe('0');
       await engine.deleteRaw(balance(tenantId));
-      expect(await store().outboxAck({ tenantId, ids: [second] })).toMatchObject({
+      expect(await store().outboxAck({ tenantId, entries: [second] })).toMatchObject({
         deleted: 1,
         releasedMicro: 60n,
       });
@@ -1018,16 +1056,22 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
         '12345678901234567890-0',
         '0-12345678901234567890',
       ]) {
-        expect(await engine.runner.run('outbox_ack', [tenantKey(tenantId)], ['1-0', id])).toEqual([
-          'INVALID_INPUT',
-          'ids',
-        ]);
+        expect(
+          await engine.runner.run('outbox_ack', [tenantKey(tenantId)], ['1-0', 'res_a', id, 'res_a']),
+        ).toEqual(['INVALID_INPUT', 'ids']);
       }
       expect(await engine.runner.run('outbox_ack', [tenantKey(tenantId)], [])).toEqual([
         'INVALID_INPUT',
         'ids',
       ]);
-      expect(await store().outboxAck({ tenantId, ids: [] })).toEqual({
+      // An odd count (an id without its reservation), and a reservation id no script accepts.
+      for (const args of [['1-0'], ['1-0', 'res_a', '2-0'], ['1-0', 'res:a'], ['1-0', '']]) {
+        expect(await engine.runner.run('outbox_ack', [tenantKey(tenantId)], args)).toEqual([
+          'INVALID_INPUT',
+          'ids',
+        ]);
+      }
+      expect(await store().outboxAck({ tenantId, entries: [] })).toEqual({
         status: 'ACKED',
         deleted: 0,
         releasedMicro: 0n,

@@ -442,7 +442,9 @@ describe('redis and memory engines', () => {
                   return read.entries;
                 }),
               );
-              const ids = reads.map((entries) => entries.map((entry) => entry.id));
+              const ids = reads.map((entries) =>
+                entries.map(({ id, reservationId }) => ({ id, reservationId })),
+              );
               expect(
                 reads[1]?.map(({ id: _, ...entry }) => entry),
                 `step ${step} ${JSON.stringify(o)}`,
@@ -450,7 +452,7 @@ describe('redis and memory engines', () => {
               const taken = o.ack % ((ids[0]?.length ?? 0) + 1);
               for (const _ of o.again ? [1, 2] : [1]) {
                 const acks = await Promise.all(
-                  stores.map((s, i) => s.outboxAck({ tenantId, ids: (ids[i] ?? []).slice(0, taken) })),
+                  stores.map((s, i) => s.outboxAck({ tenantId, entries: (ids[i] ?? []).slice(0, taken) })),
                 );
                 expect(acks[1], `step ${step} ${JSON.stringify(o)}`).toEqual(acks[0]);
                 if (acks[0]?.status === 'ACKED') outboxAcked += acks[0].deleted;

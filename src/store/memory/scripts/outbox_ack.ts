@@ -5,23 +5,28 @@ const ENTRY_ID = /^(\d+)-(\d+)$/;
 /**
  * outbox_ack: deletes written settlements from a tenant's outbox and takes the charges of those it
  * deleted off the balance's `outbox` field (clamped at 0; not written while the balance is absent).
- * The contract is lua/outbox_ack.v1.lua.
+ * Entries are named by (id, reservation id) pairs and deleted only when both match. The contract is
+ * lua/outbox_ack.v1.lua.
  */
 export const outboxAck: Script = (kv, keys, args) => {
-  if (args.length < 1 || args.length > 1000) return ['INVALID_INPUT', 'ids'];
-  for (const id of args) {
-    const [, ms, seq] = ENTRY_ID.exec(id) ?? [];
+  if (args.length < 2 || args.length > 2000 || args.length % 2 !== 0) return ['INVALID_INPUT', 'ids'];
+  for (let i = 0; i < args.length; i += 2) {
+    const [, ms, seq] = ENTRY_ID.exec(args[i] ?? '') ?? [];
     if (ms === undefined || seq === undefined || ms.length > 19 || seq.length > 19)
       return ['INVALID_INPUT', 'ids'];
+    if (!/^[A-Za-z0-9_-]{1,64}$/.test(args[i + 1] ?? '')) return ['INVALID_INPUT', 'ids'];
   }
   const base = keys[0] ?? '';
   const stream = tenantKeys.outbox(base);
   let deleted = 0;
   let released = 0;
-  for (const id of args) {
+  for (let i = 0; i < args.length; i += 2) {
+    const id = args[i] ?? '';
     const entry = kv.xget(stream, id);
     if (entry === null) continue;
-    released += num(entry.fields.find(([field]) => field === 'chargedMicro')?.[1]);
+    const field = (name: string) => entry.fields.find(([key]) => key === name)?.[1];
+    if (field('reservationId') !== args[i + 1]) continue;
+    released += num(field('chargedMicro'));
     deleted += kv.xdel(stream, id);
   }
   const balance = tenantKeys.balance(base);
