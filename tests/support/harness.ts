@@ -19,7 +19,7 @@ import { nodeHttpClient } from '../../src/upstream/http-node.js';
 import type { UpstreamOverrides } from '../../src/upstream/index.js';
 import type { Upstream } from '../../src/upstream/port.js';
 import { createTestDatabase, type TestDatabase } from './database.js';
-import { tempKeyFile } from './key-file.js';
+import { tempKeyDir } from './key-file.js';
 import { deleteKeysWithPrefix } from './redis-cleanup.js';
 import { type RedisServer, startRedisServer } from './redis-server.js';
 
@@ -99,12 +99,14 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
   const lifted = 1_000_000;
 
   const http = nodeHttpClient();
+  // The default signer's private keys, in a directory of this instance's own, removed at close.
+  const keyDir = tempKeyDir();
 
   const services = assembleServices({
     config,
     database: database.handle,
     store,
-    signer: options.signer ?? (await localSigner({ file: tempKeyFile() })),
+    signer: options.signer ?? (await localSigner({ file: keyDir.file })),
     peppers: parsePeppers(pepperText) as Peppers,
     log,
     metrics,
@@ -147,6 +149,7 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
     shared: { database, keyPrefix, peppers: pepperText },
     close: async () => {
       await services.stop();
+      keyDir.remove();
       // The first instance owns the database and the prefix.
       if (shared !== undefined) return;
       await database.drop();
