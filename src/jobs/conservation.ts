@@ -13,8 +13,9 @@ export function conservationJob(options: { intervalMs: number }): Job {
     intervalMs: options.intervalMs,
     singleton: true,
     run: async (ctx) => {
-      for await (const tenantIds of indexedTenantPages(ctx.services.store)) {
+      for await (const tenants of indexedTenantPages(ctx.services.store)) {
         if (ctx.signal.aborted) return;
+        const tenantIds = tenants.map((tenant) => tenant.tenantId);
         await checkTenants(ctx.services, tenantIds, { repair: true, beforeWrite: () => ctx.fence() });
       }
     },

@@ -21,12 +21,17 @@ export const outboxDrainJob: Job = {
   singleton: true,
   run: async (ctx) => {
     const { db, store } = ctx.services;
-    for await (const tenantIds of indexedTenantPages(store)) {
+    for await (const tenants of indexedTenantPages(store)) {
       if (ctx.signal.aborted) return;
-      await drainOutbox(db, store, tenantIds, {
-        beforeWrite: () => ctx.fence(),
-        olderThanMs: ctx.startedAtMs - OUTBOX_DRAIN_GRACE_MS,
-      });
+      await drainOutbox(
+        db,
+        store,
+        tenants.map((tenant) => tenant.tenantId),
+        {
+          beforeWrite: () => ctx.fence(),
+          olderThanMs: ctx.startedAtMs - OUTBOX_DRAIN_GRACE_MS,
+        },
+      );
     }
   },
 };

@@ -1,6 +1,6 @@
 import type { Config } from '../config.js';
 import type { IndexedTenant } from '../store/contracts.js';
-import { TENANT_MARK_PERIOD_MS } from '../tenants/activity.js';
+import { indexedTenantPages, TENANT_MARK_PERIOD_MS } from '../tenants/activity.js';
 import { type Job, type JobContext, LeaseLost } from './job.js';
 
 // 100 tenants a page, 8 at a time: a page is one store call, and a cycle over 1,000 tenants stays
@@ -80,11 +80,9 @@ export async function reapCycle(ctx: JobContext, options: ReaperOptions): Promis
     pruned: 0,
     aborted: false,
   };
-  let after: string | undefined;
-  while (!ctx.signal.aborted) {
-    const page = await store.listTenants({ limit: pageSize, ...(after === undefined ? {} : { after }) });
-    if (page.status !== 'PAGE') throw new Error(`tenant index refused ${page.field}`);
-    await forEachLimited(page.tenants, CONCURRENCY, async (tenant) => {
+  for await (const page of indexedTenantPages(store, pageSize)) {
+    if (ctx.signal.aborted) break;
+    await forEachLimited(page, CONCURRENCY, async (tenant) => {
       if (ctx.signal.aborted) return;
       cycle.tenants += 1;
       try {
@@ -103,8 +101,6 @@ export async function reapCycle(ctx: JobContext, options: ReaperOptions): Promis
       cycle.aborted = true;
       break;
     }
-    if (page.next === null) break;
-    after = page.next;
   }
 
   metrics.reaperReleased.inc(cycle.released);

@@ -1,3 +1,4 @@
+import type { IndexedTenant } from '../store/contracts.js';
 import type { Store } from '../store/typed-store.js';
 
 // 1 min: one extra store call per tenant per minute per process, and a tenant's mark is never more
@@ -53,15 +54,15 @@ export class TenantActivity {
 
 /**
  * Every tenant in the store's tenant index, a page at a time, for the jobs that visit them all
- * (outbox drain, conservation). Pages follow tenant ids in byte order, so a tenant marked or pruned
- * meanwhile never makes the walk skip another.
+ * (reaper, outbox drain, conservation). Pages follow tenant ids in byte order, so a tenant marked
+ * or pruned meanwhile never makes the walk skip another.
  */
-export async function* indexedTenantPages(store: Store, pageSize = 100): AsyncGenerator<string[]> {
+export async function* indexedTenantPages(store: Store, pageSize = 100): AsyncGenerator<IndexedTenant[]> {
   let after: string | undefined;
   for (;;) {
     const page = await store.listTenants({ limit: pageSize, ...(after === undefined ? {} : { after }) });
     if (page.status !== 'PAGE') throw new Error(`tenant index refused ${page.field}`);
-    if (page.tenants.length > 0) yield page.tenants.map((tenant) => tenant.tenantId);
+    if (page.tenants.length > 0) yield page.tenants;
     if (page.next === null) return;
     after = page.next;
   }
