@@ -4,6 +4,7 @@ import { appRouter } from '../routers/index.js';
 import { createContext, responseMeta, trpcErrorResponse } from '../routers/trpc.js';
 import { AppError } from './errors.js';
 import { type AppEnv, errorResponse } from './http/context.js';
+import { cryptoWebhookRoute } from './http/crypto-webhook.js';
 import { healthRoute } from './http/health.js';
 import { inferenceRoute } from './http/inference.js';
 import { jwksRoute } from './http/jwks.js';
@@ -29,7 +30,7 @@ export function createApp(services: Services): Hono<AppEnv> {
 
   app.route('/', healthRoute(services.signing));
   app.route('/', readyRoute(services));
-  // Unauthenticated routes get per-IP limits (the webhook and CSP reports join when they exist).
+  // Unauthenticated routes get per-IP limits (JWKS, the payment webhook, tRPC before its bearer).
   app.use(
     '/.well-known/jwks.json',
     preAuthLimit(services.preAuth, {
@@ -41,6 +42,17 @@ export function createApp(services: Services): Hono<AppEnv> {
     }),
   );
   app.route('/', jwksRoute(services));
+  app.use(
+    '/api/crypto/webhook',
+    preAuthLimit(services.preAuth, {
+      trustProxyHops: services.config.trustProxyHops,
+      route: 'crypto-webhook',
+      ...(services.clientAddress === undefined
+        ? {}
+        : { address: (c: { req: { raw: Request } }) => services.clientAddress?.(c.req.raw) }),
+    }),
+  );
+  app.route('/', cryptoWebhookRoute(services));
   app.route('/', keyInfoRoute(services));
   app.route('/', inferenceRoute(services));
   app.route('/', openAiRoutes(services));

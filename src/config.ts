@@ -3,6 +3,7 @@ import { MAX_AMOUNT_MICRO } from './budget/bounds.js';
 import { largestEstimateTokens } from './inference/estimate.js';
 import { jsonSetting } from './json-setting.js';
 import { parsePeppers } from './keys/peppers.js';
+import { DEFAULT_PACKS, type Pack, parsePacks } from './payments/packs.js';
 import { costMicro, DEFAULT_PRICES, isPool, POOLS, type Pool, type Prices } from './pricing/pricing.js';
 import { DEFAULT_TIERS, TiersOverride, type TierTable } from './tenants/tiers.js';
 
@@ -69,6 +70,7 @@ const PoolLimits = v.pipe(
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export const UPSTREAMS = ['local', 'finn', 'openai'] as const;
 export const JOB_MODES = ['on', 'off'] as const;
+export const PAYMENT_MODES = ['on', 'off'] as const;
 
 const EnvSchema = v.object({
   PORT: v.optional(integer(0, 65535), '8787'),
@@ -128,9 +130,35 @@ const EnvSchema = v.object({
   API_KEYS_MAX_ACTIVE: v.optional(integer(1, 1_000), '10'),
   // 32 characters: a bootstrap admin secret must not be guessable.
   ADMIN_TOKEN: v.optional(secret(32)),
-  NOWPAYMENTS_IPN_SECRET: v.optional(secret(8)),
+  // One IPN secret, or two separated by a comma while the provider's secret is rotated (the first
+  // is the current one; both verify until the old one is removed).
+  NOWPAYMENTS_IPN_SECRET: v.optional(
+    v.pipe(
+      v.string(),
+      v.check(
+        (text) => /^[^,]{8,}(,[^,]{8,})?$/.test(text),
+        'must be one secret of at least 8 characters, or two separated by a comma',
+      ),
+    ),
+  ),
   NOWPAYMENTS_API_KEY: v.optional(v.string()),
   NOWPAYMENTS_API_URL: v.optional(urlWithScheme(['https:', 'http:']), 'https://api.nowpayments.io/v1'),
+  // Where the provider posts IPNs for invoices this gateway creates (its public URL of
+  // POST /api/crypto/webhook); unset, the provider uses the URL set in its dashboard.
+  NOWPAYMENTS_IPN_URL: v.optional(urlWithScheme(['https:', 'http:'])),
+  // Payments switched off: the webhook answers 503 (the provider retries later) and no invoice is created.
+  PAYMENTS: v.optional(v.picklist(PAYMENT_MODES, `must be one of ${PAYMENT_MODES.join(', ')}`), 'on'),
+  // Credit packs (DESIGN.md §4): `name=price:micro-credits`, the price in US dollars.
+  PAYMENT_PACKS: v.optional(
+    v.pipe(
+      v.string(),
+      v.regex(
+        /^[a-z][a-z0-9_-]{0,31}=\d{1,6}(\.\d{1,2})?:[1-9]\d{0,14}(,[a-z][a-z0-9_-]{0,31}=\d{1,6}(\.\d{1,2})?:[1-9]\d{0,14})*$/,
+        'must be name=price-in-usd:micro-credits pairs separated by commas',
+      ),
+      v.transform(parsePacks),
+    ),
+  ),
   LOG_LEVEL: v.optional(v.picklist(LOG_LEVELS, `must be one of ${LOG_LEVELS.join(', ')}`), 'info'),
   OTEL_ENABLED: v.optional(boolean, 'false'),
   NATS_URL: v.optional(urlWithScheme(['nats:', 'tls:'])),
@@ -170,15 +198,9 @@ const EnvSchema = v.object({
   JOBS: v.optional(v.picklist(JOB_MODES, `must be one of ${JOB_MODES.join(', ')}`), 'on'),
 });
 
-// Parsed and checked, but their features have not landed yet (payments, tracing, usage events):
+// Parsed and checked, but their features have not landed yet (tracing, usage events):
 // a start with one of them set warns once per variable rather than pretending they work.
-const NOT_YET_IN_EFFECT = [
-  'NOWPAYMENTS_IPN_SECRET',
-  'NOWPAYMENTS_API_KEY',
-  'NOWPAYMENTS_API_URL',
-  'OTEL_ENABLED',
-  'NATS_URL',
-] as const;
+const NOT_YET_IN_EFFECT = ['OTEL_ENABLED', 'NATS_URL'] as const;
 
 export type Env = Record<string, string | undefined>;
 /** Which upstream adapter serves (`UPSTREAM`); the adapter itself is `Upstream` in src/upstream/port.ts. */
@@ -224,9 +246,16 @@ export interface Config {
   trpcMaxBatch: number;
   apiKeyPeppers?: string;
   adminToken?: string;
-  nowpaymentsIpnSecret?: string;
+  /** The IPN secrets that verify a webhook: the current one first, then the old one during a rotation. */
+  nowpaymentsIpnSecrets: string[];
   nowpaymentsApiKey?: string;
   nowpaymentsApiUrl: string;
+  /** The IPN callback URL sent with each invoice (`NOWPAYMENTS_IPN_URL`). */
+  nowpaymentsIpnUrl?: string;
+  /** `PAYMENTS`: off → the webhook answers 503 and no invoice is created. */
+  payments: (typeof PAYMENT_MODES)[number];
+  /** Credit packs by name (`PAYMENT_PACKS` replaces the defaults). */
+  packs: Record<string, Pack>;
   logLevel: LogLevel;
   otelEnabled: boolean;
   natsUrl?: string;
@@ -372,6 +401,9 @@ export function parseConfig(env: Env): ConfigResult {
     trustProxyHops: e.TRUST_PROXY_HOPS,
     trpcMaxBatch: e.TRPC_MAX_BATCH,
     nowpaymentsApiUrl: e.NOWPAYMENTS_API_URL,
+    nowpaymentsIpnSecrets: e.NOWPAYMENTS_IPN_SECRET?.split(',') ?? [],
+    payments: e.PAYMENTS,
+    packs: e.PAYMENT_PACKS ?? DEFAULT_PACKS,
     logLevel: e.LOG_LEVEL,
     otelEnabled: e.OTEL_ENABLED,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
@@ -405,8 +437,8 @@ export function parseConfig(env: Env): ConfigResult {
       upstreamApiKey: e.UPSTREAM_API_KEY,
       apiKeyPeppers: e.API_KEY_PEPPERS,
       adminToken: e.ADMIN_TOKEN,
-      nowpaymentsIpnSecret: e.NOWPAYMENTS_IPN_SECRET,
       nowpaymentsApiKey: e.NOWPAYMENTS_API_KEY,
+      nowpaymentsIpnUrl: e.NOWPAYMENTS_IPN_URL,
       natsUrl: e.NATS_URL,
       signingPrivateJwks: e.SIGNING_PRIVATE_JWKS,
       signingRotateDays: e.SIGNING_ROTATE_DAYS,

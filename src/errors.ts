@@ -27,6 +27,10 @@ const ERRORS = {
   not_ready: { status: 503, trpc: 'SERVICE_UNAVAILABLE' },
   store_unavailable: { status: 503, trpc: 'SERVICE_UNAVAILABLE' },
   upstream_unavailable: { status: 503, trpc: 'SERVICE_UNAVAILABLE' },
+  /** A feature switched off (`PAYMENTS=off`) or not configured (no NOWPayments secret or key). */
+  feature_disabled: { status: 503, trpc: 'SERVICE_UNAVAILABLE' },
+  /** The payment provider's API failed or timed out (createInvoice, reconciliation). */
+  provider_unavailable: { status: 503, trpc: 'SERVICE_UNAVAILABLE' },
 } as const satisfies Record<string, { status: number; trpc: TRPC_ERROR_CODE_KEY }>;
 
 export type ErrorCode = keyof typeof ERRORS;

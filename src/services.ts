@@ -9,7 +9,7 @@ import type { Peppers } from './keys/peppers.js';
 import { KeyVerifier } from './keys/verifier.js';
 import { SpendRecorder } from './ledger/spend.js';
 import { type AuthFailureLimiter, createAuthFailureLimiter } from './limits/auth-failures.js';
-import { createPreAuthLimiter, type PreAuthLimiter } from './limits/preauth.js';
+import { createPaymentThrottle, createPreAuthLimiter, type PreAuthLimiter } from './limits/preauth.js';
 import type { Logger } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
 import { type KeyCache, SigningKeys } from './signing/keys.js';
@@ -39,6 +39,8 @@ export interface Services {
   preAuth: PreAuthLimiter;
   /** Failed authentications per IP (bad API keys, bad tRPC bearers); past the budget, 429. */
   authFailures: AuthFailureLimiter;
+  /** IPNs per payment per hour (POST /api/crypto/webhook), counted before any HMAC work. */
+  paymentThrottle: PreAuthLimiter;
   /** The model service requests are relayed to (UPSTREAM). */
   upstream: Upstream;
   /** Spend rows in PostgreSQL, and the settlement of those the store could not finalize. */
@@ -103,6 +105,7 @@ export function assembleServices(parts: {
   peppers: Peppers;
   preAuth?: PreAuthLimiter;
   authFailures?: AuthFailureLimiter;
+  paymentThrottle?: PreAuthLimiter;
   upstream?: Upstream;
   /** How the upstream UPSTREAM names is reached (the Node entry passes node:http). */
   upstreamOverrides?: UpstreamOverrides;
@@ -189,6 +192,7 @@ export function assembleServices(parts: {
     keys,
     preAuth: parts.preAuth ?? createPreAuthLimiter({ log: parts.log }),
     authFailures: parts.authFailures ?? createAuthFailureLimiter({ log: parts.log }),
+    paymentThrottle: parts.paymentThrottle ?? createPaymentThrottle({ log: parts.log }),
     spend,
     budgetThresholds,
     cancelsAfterTimeout,

@@ -62,6 +62,10 @@ export async function grantCredits(services: Services, input: GrantInput): Promi
   if (!GRANT_ID.test(grantId)) {
     throw new AppError('invalid_request', 'grantId must be 1-64 letters, digits, "_" or "-"');
   }
+  // A minted payment's grant id is its payment id (src/payments): an admin grant cannot take one.
+  if (grantId.startsWith('pay_')) {
+    throw new AppError('invalid_request', 'grantId must not start with "pay_" (payment ids are reserved)');
+  }
   await getTenant(services, tenantId);
 
   const createdAt = new Date(services.clock.now());

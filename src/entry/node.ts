@@ -14,7 +14,7 @@ import { serveJobs } from '../jobs/index.js';
 import { JobRunner } from '../jobs/node-runner.js';
 import { type Peppers, parsePeppers } from '../keys/peppers.js';
 import { createAuthFailureLimiter } from '../limits/auth-failures.js';
-import { createPreAuthLimiter } from '../limits/preauth.js';
+import { createPaymentThrottle, createPreAuthLimiter } from '../limits/preauth.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { createMetrics, type Metrics } from '../observability/metrics.js';
 import { assembleServices, type Services } from '../services.js';
@@ -91,6 +91,10 @@ export async function buildNodeServices(
     peppers,
     preAuth,
     authFailures,
+    paymentThrottle: createPaymentThrottle({
+      log,
+      ...(preAuthRedis === undefined ? {} : { redis: preAuthRedis }),
+    }),
     log,
     metrics,
     adminToken,

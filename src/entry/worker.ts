@@ -8,7 +8,7 @@ import { type Config, type Env, parseConfig, warnNotYetInEffect } from '../confi
 import type { AppEnv } from '../http/context.js';
 import { type Peppers, parsePeppers } from '../keys/peppers.js';
 import { type AuthFailureLimiter, createAuthFailureLimiter } from '../limits/auth-failures.js';
-import { createPreAuthLimiter, type PreAuthLimiter } from '../limits/preauth.js';
+import { createPaymentThrottle, createPreAuthLimiter, type PreAuthLimiter } from '../limits/preauth.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { createMetrics, type Metrics } from '../observability/metrics.js';
 import { assembleServices, type Services } from '../services.js';
@@ -55,6 +55,7 @@ type IsolateState =
       peppers: Peppers;
       preAuth: PreAuthLimiter;
       authFailures: AuthFailureLimiter;
+      paymentThrottle: PreAuthLimiter;
       /** Per isolate: a tenant is marked in the tenant index once a minute, not once a request. */
       tenantActivity: TenantActivity;
       externalIssuerKeys?: JWTVerifyGetKey;
@@ -85,6 +86,7 @@ export default {
         // now; the Upstash-backed limiter (shared by isolates) is still to come.
         preAuth: isolate.preAuth,
         authFailures: isolate.authFailures,
+        paymentThrottle: isolate.paymentThrottle,
         tenantActivity: isolate.tenantActivity,
         // Cloudflare's edge sets it; a client cannot forge it past the edge.
         clientAddress: (req) => req.headers.get('cf-connecting-ip') ?? undefined,
@@ -159,6 +161,7 @@ function initIsolate(env: WorkerEnv): IsolateState {
     peppers,
     preAuth: createPreAuthLimiter({ log }),
     authFailures: createAuthFailureLimiter({ log }),
+    paymentThrottle: createPaymentThrottle({ log }),
     tenantActivity: new TenantActivity(store),
     ...(config.externalAuth === undefined
       ? {}

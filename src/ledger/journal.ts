@@ -11,6 +11,8 @@ export const accounts = {
   available: (tenantId: string) => `tenant:${tenantId}:available`,
   spent: (tenantId: string) => `tenant:${tenantId}:spent`,
   grantsIssued: 'platform:grants_issued',
+  /** The negative of every credit minted by a payment, less what refunds took back. */
+  paymentsReceived: 'platform:payments_received',
 } as const;
 
 export interface Posting {

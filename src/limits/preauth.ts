@@ -61,8 +61,10 @@ export interface PreAuthLimiter {
 export interface PreAuthLimiterOptions {
   /** Shared counters across instances; without it, the in-process limiter only. */
   redis?: Redis;
-  /** Per client bucket and route (DESIGN.md §6: 100). */
+  /** Per client bucket and route (DESIGN.md §6: 100), per window (a minute unless `windowMs`). */
   limitPerMinute?: number;
+  /** The window the limit counts over; default a minute (the per-payment IPN throttle: an hour). */
+  windowMs?: number;
   /**
    * All `noaddr:` buckets of a route together (see client-ip.ts): what a caller that varies its
    * headers can get at most. Default 10 × limitPerMinute, so a few honest address-less callers
@@ -97,7 +99,8 @@ export function createPreAuthLimiter(options: PreAuthLimiterOptions): PreAuthLim
   const noAddressLimit = options.noAddressLimitPerMinute ?? limitPerMinute * 10;
   const maxLocalBuckets = options.maxLocalBuckets ?? DEFAULT_MAX_LOCAL_BUCKETS;
   const prefix = options.prefix ?? 'preauth';
-  const local = new LocalSlidingWindow(WINDOW_MS, maxLocalBuckets);
+  const windowMs = options.windowMs ?? WINDOW_MS;
+  const local = new LocalSlidingWindow(windowMs, maxLocalBuckets);
   const redis = options.redis;
 
   const limiters = new Map<number, Ratelimit>();
@@ -108,7 +111,7 @@ export function createPreAuthLimiter(options: PreAuthLimiterOptions): PreAuthLim
         limit,
         new Ratelimit({
           redis: adapter.asRatelimitRedis(),
-          limiter: Ratelimit.slidingWindow(limit, '1 m'),
+          limiter: Ratelimit.slidingWindow(limit, `${windowMs} ms`),
           // The limit is in the key, so two limits never share counters.
           prefix: `${prefix}:${limit}`,
           ephemeralCache: new BoundedMap<string, number>(maxLocalBuckets),
@@ -301,4 +304,26 @@ export class BoundedMap<K, V> extends Map<K, V> {
     }
     return super.set(key, value);
   }
+}
+
+/**
+ * The per-payment IPN throttle (DESIGN.md §6: 10 an hour per payment), counted before any HMAC work
+ * under the payment the unverified body names, so a flood of forged IPNs for one payment costs one
+ * counter and no verification. The same limiter as the per-IP one (shared over Redis when given,
+ * in-process otherwise), over an hour; counted per subject across routes (`check`'s route is part
+ * of the key).
+ */
+export function createPaymentThrottle(options: {
+  log: Logger;
+  redis?: Redis;
+  /** Per payment per hour; default 10. */
+  limitPerHour?: number;
+}): PreAuthLimiter {
+  return createPreAuthLimiter({
+    log: options.log,
+    limitPerMinute: options.limitPerHour ?? 10,
+    windowMs: 3_600_000,
+    prefix: 'ipnpay',
+    ...(options.redis === undefined ? {} : { redis: options.redis }),
+  });
 }

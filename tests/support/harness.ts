@@ -8,7 +8,11 @@ import { type Config, parseConfig } from '../../src/config.js';
 import type { AppEnv } from '../../src/http/context.js';
 import { type Peppers, parsePeppers } from '../../src/keys/peppers.js';
 import { createAuthFailureLimiter } from '../../src/limits/auth-failures.js';
-import { createPreAuthLimiter, type PreAuthLimiter } from '../../src/limits/preauth.js';
+import {
+  createPaymentThrottle,
+  createPreAuthLimiter,
+  type PreAuthLimiter,
+} from '../../src/limits/preauth.js';
 import { createLogger, silentLogger } from '../../src/observability/logger.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import { assembleServices, type Services } from '../../src/services.js';
@@ -120,6 +124,10 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
       limitsRedis === undefined
         ? createAuthFailureLimiter({ log, limitPerMinute: lifted })
         : createAuthFailureLimiter({ log, redis: limitsRedis }),
+    paymentThrottle:
+      limitsRedis === undefined
+        ? createPaymentThrottle({ log, limitPerHour: lifted })
+        : createPaymentThrottle({ log, redis: limitsRedis }),
     ...(options.upstream === undefined ? {} : { upstream: options.upstream }),
     upstreamOverrides: { http, ...options.upstreamOverrides },
     ...(options.clock === undefined ? {} : { clock: options.clock }),

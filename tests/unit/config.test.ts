@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ENV_NAMES, parseConfig } from '../../src/config.js';
+import { DEFAULT_PACKS } from '../../src/payments/packs.js';
 import { DEFAULT_PRICES } from '../../src/pricing/pricing.js';
 import { DEFAULT_TIERS } from '../../src/tenants/tiers.js';
 
@@ -32,6 +33,9 @@ describe('parseConfig', () => {
         trustProxyHops: 0,
         trpcMaxBatch: 20,
         nowpaymentsApiUrl: 'https://api.nowpayments.io/v1',
+        nowpaymentsIpnSecrets: [],
+        payments: 'on',
+        packs: DEFAULT_PACKS,
         logLevel: 'info',
         otelEnabled: false,
         shutdownTimeoutMs: 25_000,
@@ -54,7 +58,7 @@ describe('parseConfig', () => {
 
   it('names each set variable whose feature has not landed, and OTEL_ENABLED only when true', () => {
     const set = parse({ NATS_URL: 'nats://127.0.0.1:4222', OTEL_ENABLED: 'true', NOWPAYMENTS_API_KEY: 'np' });
-    expect(set.ok && set.config.notYetInEffect).toEqual(['NOWPAYMENTS_API_KEY', 'OTEL_ENABLED', 'NATS_URL']);
+    expect(set.ok && set.config.notYetInEffect).toEqual(['OTEL_ENABLED', 'NATS_URL']);
     const off = parse({ OTEL_ENABLED: 'false' });
     expect(off.ok && off.config.notYetInEffect).toEqual([]);
   });
@@ -93,9 +97,12 @@ describe('parseConfig', () => {
       API_KEY_PEPPERS: `2:${'b'.repeat(32)},1:${'a'.repeat(32)}`,
       API_KEYS_MAX_ACTIVE: '5',
       ADMIN_TOKEN: 'a'.repeat(32),
-      NOWPAYMENTS_IPN_SECRET: 'ipnsecret',
+      NOWPAYMENTS_IPN_SECRET: 'ipnsecret,oldsecret',
       NOWPAYMENTS_API_KEY: 'np',
       NOWPAYMENTS_API_URL: 'https://sandbox.example/v1',
+      NOWPAYMENTS_IPN_URL: 'https://gw.example/api/crypto/webhook',
+      PAYMENTS: 'off',
+      PAYMENT_PACKS: 'small=1.50:1000000,big=100:120000000',
       LOG_LEVEL: 'debug',
       OTEL_ENABLED: '1',
       NATS_URL: 'nats://127.0.0.1:4222',
@@ -147,9 +154,15 @@ describe('parseConfig', () => {
         trpcMaxBatch: 50,
         apiKeyPeppers: `2:${'b'.repeat(32)},1:${'a'.repeat(32)}`,
         adminToken: 'a'.repeat(32),
-        nowpaymentsIpnSecret: 'ipnsecret',
+        nowpaymentsIpnSecrets: ['ipnsecret', 'oldsecret'],
         nowpaymentsApiKey: 'np',
         nowpaymentsApiUrl: 'https://sandbox.example/v1',
+        nowpaymentsIpnUrl: 'https://gw.example/api/crypto/webhook',
+        payments: 'off',
+        packs: {
+          small: { name: 'small', priceAmount: '1.50', priceCurrency: 'usd', creditsMicro: 1_000_000n },
+          big: { name: 'big', priceAmount: '100', priceCurrency: 'usd', creditsMicro: 120_000_000n },
+        },
         logLevel: 'debug',
         otelEnabled: true,
         natsUrl: 'nats://127.0.0.1:4222',
@@ -174,9 +187,6 @@ describe('parseConfig', () => {
           audience: 'spicegate',
         },
         notYetInEffect: [
-          'NOWPAYMENTS_IPN_SECRET',
-          'NOWPAYMENTS_API_KEY',
-          'NOWPAYMENTS_API_URL',
           'OTEL_ENABLED',
           'NATS_URL',
         ],
@@ -207,6 +217,15 @@ describe('parseConfig', () => {
     ['RESERVATION_TTL_MS', '999'],
     ['REAPER_INTERVAL_MS', '99'],
     ['JOBS', 'maybe'],
+    ['PAYMENTS', 'maybe'],
+    ['NOWPAYMENTS_IPN_SECRET', 'short'],
+    ['NOWPAYMENTS_IPN_SECRET', 'longenough,short'],
+    ['NOWPAYMENTS_IPN_SECRET', 'one-secret,two-secret,three-secret'],
+    ['NOWPAYMENTS_IPN_URL', 'ftp://gw'],
+    ['PAYMENT_PACKS', 'starter=5'],
+    ['PAYMENT_PACKS', 'starter=5:0'],
+    ['PAYMENT_PACKS', 'starter=5:1.5'],
+    ['PAYMENT_PACKS', 'Starter=5:100'],
     ['UPSTREAM_CONNECT_TIMEOUT_MS', 'soon'],
     ['MODEL_ALIASES', 'gpt-4o'],
     ['MODEL_ALIASES', 'gpt-4o=platinum'],

@@ -1,0 +1,42 @@
+import { eq } from 'drizzle-orm';
+import { cryptoPayments } from '../../db/schema/index.js';
+import { withHydration } from '../ledger/hydrate.js';
+import type { Services } from '../services.js';
+
+/**
+ * Brings the engine's live balance in line with a payment the book has already recorded: raises
+ * it by a mint (`credit.v2`, grant id = payment id, so it applies once however often this runs)
+ * and marks the row. Runs after the commit of a report, and from the payment-credits job for rows
+ * a store outage left unmarked. A balance the store lost is rebuilt from the book, which already
+ * holds the mint (the grant then answers ALREADY_APPLIED). Never throws for a store fault: the
+ * book has the money; the engine learns it on the next try.
+ */
+export async function applyEngineChanges(services: Services, paymentId: string): Promise<void> {
+  const [payment] = await services.db.select().from(cryptoPayments).where(eq(cryptoPayments.id, paymentId));
+  if (payment === undefined) return;
+  const { tenantId } = payment;
+  try {
+    if (payment.mintedAt !== null && payment.engineCreditedAt === null) {
+      const result = await withHydration(services, tenantId, () =>
+        services.store.credit({ tenantId, grantId: payment.id, amountMicro: payment.creditsMicro }),
+      );
+      if (result.status === 'INVALID_INPUT') {
+        services.log.error(
+          { paymentId, tenantId, field: result.field },
+          'the store refused a minted payment: the conservation job will bring the book to it',
+        );
+        return;
+      }
+      await services.db
+        .update(cryptoPayments)
+        .set({ engineCreditedAt: new Date(services.clock.now()) })
+        .where(eq(cryptoPayments.id, paymentId));
+      services.log.info(
+        { paymentId, tenantId, creditsMicro: payment.creditsMicro.toString(), status: result.status },
+        'payment credited',
+      );
+    }
+  } catch (error) {
+    services.log.warn({ err: error, paymentId, tenantId }, 'payment in the book, not yet in the engine');
+  }
+}
