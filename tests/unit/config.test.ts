@@ -186,10 +186,7 @@ describe('parseConfig', () => {
           issuer: 'https://idp.example',
           audience: 'spicegate',
         },
-        notYetInEffect: [
-          'OTEL_ENABLED',
-          'NATS_URL',
-        ],
+        notYetInEffect: ['OTEL_ENABLED', 'NATS_URL'],
       },
     });
   });
