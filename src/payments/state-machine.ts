@@ -153,7 +153,7 @@ export async function applyStatusReport(
       .set({
         status: next,
         statusRank: statusRank(next),
-        lastIpnUpdatedAt: report.updatedAtMs,
+        lastIpnUpdatedAt: Math.max(report.updatedAtMs, payment.lastIpnUpdatedAt ?? 0),
         updatedAt: receivedAt,
         ...(report.providerPaymentId === undefined ? {} : { providerPaymentId: report.providerPaymentId }),
         ...(report.invoiceId === undefined || payment.providerInvoiceId !== null

@@ -46,7 +46,8 @@ export type Refusal = 'after_terminal' | 'after_finished' | 'backward' | 'stale'
  * - failed and expired end any payment not yet finished; refunded any payment at all;
  * - otherwise the rank must not go down; the same rank (the same status again, or confirming ↔
  *   partially_paid) is applied when its report is newer, and mints nothing twice;
- * - a report whose `updated_at` is not newer than the last one applied is stale.
+ * - a report whose `updated_at` is not newer than the last one applied is stale (one without an
+ *   `updated_at` is ordered by rank alone).
  */
 export function transition(
   current: PaymentStatus,
@@ -56,7 +57,8 @@ export function transition(
 ): { apply: true } | { apply: false; reason: Refusal } {
   if (isTerminal(current)) return { apply: false, reason: 'after_terminal' };
   if (current === 'finished' && next !== 'refunded') return { apply: false, reason: 'after_finished' };
-  if (lastUpdatedAtMs !== null && nextUpdatedAtMs <= lastUpdatedAtMs)
+  // 0: a report without `updated_at`, which cannot be ordered by it (the rank still applies).
+  if (lastUpdatedAtMs !== null && nextUpdatedAtMs > 0 && nextUpdatedAtMs <= lastUpdatedAtMs)
     return { apply: false, reason: 'stale' };
   if (isTerminal(next)) return { apply: true };
   if (statusRank(next) < statusRank(current)) return { apply: false, reason: 'backward' };
