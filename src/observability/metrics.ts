@@ -39,6 +39,10 @@ export interface Metrics {
   readonly reaperCyclesAborted: Counter;
   /** Idle tenants the reaper dropped from the tenant index. */
   readonly tenantsPruned: Counter;
+  /** Payment status reports (IPN, reconciliation, admin) by outcome: processed, duplicate, ignored. */
+  readonly paymentReports: Counter<'outcome'>;
+  /** Refunds that found the credits already spent; their shortfall in micro-credits. */
+  readonly refundShortfallMicro: Counter;
 }
 
 export function createMetrics(): Metrics {
@@ -141,6 +145,17 @@ export function createMetrics(): Metrics {
     tenantsPruned: new Counter({
       name: 'spicegate_tenants_pruned_total',
       help: 'Idle tenants removed from the tenant index by the reaper',
+      registers: [registry],
+    }),
+    paymentReports: new Counter({
+      name: 'spicegate_payment_reports_total',
+      help: 'Payment status reports applied to the state machine, by outcome',
+      labelNames: ['outcome'],
+      registers: [registry],
+    }),
+    refundShortfallMicro: new Counter({
+      name: 'spicegate_refund_shortfall_micro_total',
+      help: 'Micro-credits a refund could not take back because the tenant had spent them',
       registers: [registry],
     }),
   };

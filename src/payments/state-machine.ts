@@ -165,12 +165,13 @@ export async function applyStatusReport(
       .where(eq(cryptoPayments.id, payment.id));
 
     let minted = false;
+    let shortfall = 0n;
     if (next === 'finished' && payment.mintedAt === null) {
       await mint(tx, payment, receivedAt);
       minted = true;
     }
     if (next === 'refunded' && payment.mintedAt !== null && payment.refundedAt === null) {
-      await refund(services, tx, payment, receivedAt);
+      shortfall = await refund(services, tx, payment, receivedAt);
     }
     if (next === 'partially_paid') {
       services.log.warn(
@@ -179,13 +180,15 @@ export async function applyStatusReport(
       );
     }
     await options.beforeCommit?.(tx);
-    return { ...base, status: 'processed', paymentStatus: next, minted } as const;
+    return { ...base, status: 'processed', paymentStatus: next, minted, shortfall } as const;
   });
 
-  if (result.status === 'processed' && result.paymentId !== undefined) {
-    await applyEngineChanges(services, result.paymentId);
-  }
-  return result;
+  services.metrics.paymentReports.inc({ outcome: result.status });
+  if (result.status !== 'processed') return result;
+  const { shortfall, ...outcome } = result;
+  if (shortfall > 0n) services.metrics.refundShortfallMicro.inc(Number(shortfall));
+  await applyEngineChanges(services, outcome.paymentId);
+  return outcome;
 }
 
 /** The payment a report names, locked for this transaction: by order id, then by invoice id. */
@@ -245,7 +248,7 @@ async function mint(tx: Db, payment: CryptoPaymentRow, at: Date): Promise<void> 
  * balance below zero; what was already spent is recorded as the shortfall and logged for the
  * operator. The engine's balance is lowered by what the book took back.
  */
-async function refund(services: Services, tx: Db, payment: CryptoPaymentRow, at: Date): Promise<void> {
+async function refund(services: Services, tx: Db, payment: CryptoPaymentRow, at: Date): Promise<bigint> {
   const { id, tenantId, creditsMicro } = payment;
   const [row] = await tx
     .select({ available: sql<string>`coalesce(sum(${postings.amountMicro}), 0)::text` })
@@ -279,7 +282,8 @@ async function refund(services: Services, tx: Db, payment: CryptoPaymentRow, at:
     refundedMicro: takenBack.toString(),
     shortfallMicro: shortfall.toString(),
   };
-  if (shortfall > 0n)
+  if (shortfall > 0n) {
     services.log.warn(fields, 'payment refunded after its credits were spent: shortfall recorded');
-  else services.log.info(fields, 'payment refunded');
+  } else services.log.info(fields, 'payment refunded');
+  return shortfall;
 }
