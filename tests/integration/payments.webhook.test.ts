@@ -272,6 +272,8 @@ describe('the payment state machine', () => {
     expect(harness.logs.some((line) => line.msg?.includes('shortfall') && line.paymentId === spent.id)).toBe(
       true,
     );
+    const metric = await harness.services.metrics.refundShortfallMicro.get();
+    expect(metric.values[0]?.value).toBe(3_000_000);
   });
 
   it('matches a report by invoice id when it carries no order id, and ignores a payment it does not know', async () => {
