@@ -66,6 +66,10 @@ export async function grantCredits(services: Services, input: GrantInput): Promi
   if (grantId.startsWith('pay_')) {
     throw new AppError('invalid_request', 'grantId must not start with "pay_" (payment ids are reserved)');
   }
+  // A refund's debit id (`refund-<payment id>`) shares the store's record of applied ids.
+  if (grantId.startsWith('refund-')) {
+    throw new AppError('invalid_request', 'grantId must not start with "refund-" (refund ids are reserved)');
+  }
   await getTenant(services, tenantId);
 
   const createdAt = new Date(services.clock.now());

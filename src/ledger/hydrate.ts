@@ -1,5 +1,5 @@
 import { eq, sql } from 'drizzle-orm';
-import { creditGrants, postings, spend, tenants } from '../../db/schema/index.js';
+import { creditGrants, cryptoPayments, postings, spend, tenants } from '../../db/schema/index.js';
 import type { Services } from '../services.js';
 import type { HydrateInput, HydrateResult } from '../store/contracts.js';
 import { StoreUnavailable } from '../store/errors.js';
@@ -7,10 +7,11 @@ import { accounts } from './journal.js';
 
 /**
  * A tenant's balance as the book holds it (docs/ledger.md "Rebuilding the store"): credited is
- * every grant (available + spent), committed every settled charge (spent), and the grants counted,
- * so the store knows them as applied; and this month's settled charges, per tenant and per key, for
- * the monthly caps. One statement, so every figure is read from the same snapshot: a grant or a
- * drained spend batch committing meanwhile is in all of them or in none.
+ * every grant less every refund (available + spent), committed every settled charge (spent), and
+ * the grants and refund debits counted, so the store knows them as applied; and this month's
+ * settled charges, per tenant and per key, for the monthly caps. One statement, so every figure is
+ * read from the same snapshot: a grant, a refund or a drained spend batch committing meanwhile is
+ * in all of them or in none.
  * Undefined when the tenant does not exist.
  */
 export async function bookFigures(
@@ -27,8 +28,11 @@ export async function bookFigures(
     .select({
       available: sum(accounts.available(tenantId)),
       spent: sum(accounts.spent(tenantId)),
-      // Grant and key ids are [A-Za-z0-9_-], so ':' and ',' separate them safely.
-      grants: sql<string>`coalesce((select string_agg(${creditGrants.id} || ':' || ${creditGrants.amountMicro}::text, ',') from ${creditGrants} where ${creditGrants.tenantId} = ${tenantId}), '')`,
+      // Grant and key ids are [A-Za-z0-9_-], so ':' and ',' separate them safely. The applied ids
+      // are the grants and each refund's debit with what the book took back (already netted in
+      // available). The debit id is `refundDebitId` of src/payments/state-machine.ts, spelled out
+      // here because that module imports this one (through engine.ts).
+      grants: sql<string>`coalesce((select string_agg(a.id || ':' || a.amount::text, ',') from (select ${creditGrants.id} as id, ${creditGrants.amountMicro} as amount from ${creditGrants} where ${creditGrants.tenantId} = ${tenantId} union all select 'refund-' || ${cryptoPayments.id}, ${cryptoPayments.refundedMicro} from ${cryptoPayments} where ${cryptoPayments.tenantId} = ${tenantId} and ${cryptoPayments.refundedMicro} > 0) a), '')`,
       // Settled charges only (an unsettled or parked row has no entry in the book), by the month
       // they were settled in.
       keyMonths: sql<string>`coalesce((select string_agg(k.key_id || ':' || k.total::text, ',') from (select ${spend.keyId} as key_id, sum(${spend.costMicro}) as total from ${spend} where ${spend.tenantId} = ${tenantId} and ${spend.settled} and not ${spend.free} and ${spend.costMicro} > 0 and ${spend.createdAt} >= ${monthStart.toISOString()}::timestamptz and ${spend.createdAt} < ${monthEnd.toISOString()}::timestamptz group by ${spend.keyId}) k), '')`,

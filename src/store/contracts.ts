@@ -212,12 +212,26 @@ export type CreditResult =
   | { status: 'HYDRATE' }
   | { status: 'INVALID_INPUT'; field: string };
 
+/**
+ * lua/debit.v1.lua. availableMicro may be negative: the debit stands over open reservations and
+ * settled charges, and a negative available only stops new admits.
+ */
+export type DebitResult =
+  | { status: 'DEBITED' | 'ALREADY_APPLIED'; creditedMicro: bigint; availableMicro: bigint }
+  /** The tenant's balance is absent from the store: hydrate it from the book, then debit again. */
+  | { status: 'HYDRATE' }
+  /** `amountMicro` also when credited would go below 0; `debitId` when applied with another amount. */
+  | { status: 'INVALID_INPUT'; field: string };
+
 /** A tenant's figures in the book (PostgreSQL), written to the store by hydrate. */
 export interface HydrateInput {
   tenantId: string;
   creditedMicro: bigint;
   committedMicro: bigint;
-  /** The grants counted in creditedMicro: the store records them as applied. */
+  /**
+   * The grants counted in creditedMicro, and the debits (refunds) taken off it: the store records
+   * them all as applied.
+   */
   grants: { grantId: string; amountMicro: bigint }[];
   /** The monthly cap counters of one month, written where absent; none without it. */
   month?: {

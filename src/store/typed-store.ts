@@ -9,6 +9,7 @@ import type {
   BudgetScope,
   CancelResult,
   CreditResult,
+  DebitResult,
   Dimension,
   FencingResult,
   FinalizeInput,
@@ -83,6 +84,12 @@ export interface Store {
    */
   budgetEvent(input: BudgetEventInput): Promise<BudgetEventResult>;
   credit(input: { tenantId: string; grantId: string; amountMicro: bigint }): Promise<CreditResult>;
+  /**
+   * Lowers a tenant's credited balance once per debit id (a refund: what the book took back),
+   * never below 0. The id is recorded among the applied grants, which hydrate and rebase rebuild
+   * from the book, so a debit the book already holds answers ALREADY_APPLIED after a data loss.
+   */
+  debit(input: { tenantId: string; debitId: string; amountMicro: bigint }): Promise<DebitResult>;
   /**
    * Writes a tenant's balance rebuilt from the book, only while it is absent from the store (after
    * admit or credit answered HYDRATE): concurrent callers write it once.
@@ -348,6 +355,19 @@ export function createStore(scriptRunner: ScriptRunner, options: StoreOptions): 
       const status = reply[0];
       if (status === 'HYDRATE') return { status };
       if (status !== 'CREDITED' && status !== 'ALREADY_APPLIED') return invalid(reply);
+      return { status, creditedMicro: big(reply[1]), availableMicro: big(reply[2]) };
+    },
+
+    debit: async (input) => {
+      if (!ID.test(input.tenantId)) return { status: 'INVALID_INPUT', field: 'tenantId' };
+      const reply = await runner.run(
+        'debit',
+        [tenantKey(input.tenantId)],
+        [input.debitId, String(input.amountMicro)],
+      );
+      const status = reply[0];
+      if (status === 'HYDRATE') return { status };
+      if (status !== 'DEBITED' && status !== 'ALREADY_APPLIED') return invalid(reply);
       return { status, creditedMicro: big(reply[1]), availableMicro: big(reply[2]) };
     },
 

@@ -1495,6 +1495,156 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
     });
   });
 
+  describe('debit v1 (a refund lowering the balance)', () => {
+    it('lowers credited once per debit id; a replay answers ALREADY_APPLIED and changes nothing', async () => {
+      const tenantId = await fundedTenant(1_000n);
+      const debit = { tenantId, debitId: 'refund-pay_1', amountMicro: 400n };
+      expect(await store().debit(debit)).toEqual({
+        status: 'DEBITED',
+        creditedMicro: 600n,
+        availableMicro: 600n,
+      });
+      expect(await store().debit(debit)).toEqual({
+        status: 'ALREADY_APPLIED',
+        creditedMicro: 600n,
+        availableMicro: 600n,
+      });
+      expect((await store().snapshot(tenantId)).creditedMicro).toBe(600n);
+    });
+
+    it('refuses a debit id applied before with another amount (INVALID_INPUT debitId) and writes nothing', async () => {
+      const tenantId = await fundedTenant(1_000n);
+      await store().debit({ tenantId, debitId: 'refund-pay_2', amountMicro: 300n });
+      expect(await store().debit({ tenantId, debitId: 'refund-pay_2', amountMicro: 301n })).toEqual({
+        status: 'INVALID_INPUT',
+        field: 'debitId',
+      });
+      expect((await store().snapshot(tenantId)).creditedMicro).toBe(700n);
+      // The applied ids are one record with the grants: a grant id is not debited under its name.
+      expect(await store().debit({ tenantId, debitId: 'grant_initial', amountMicro: 5n })).toEqual({
+        status: 'INVALID_INPUT',
+        field: 'debitId',
+      });
+    });
+
+    it('refuses to take credited below 0 (INVALID_INPUT amountMicro), records nothing, and takes it to 0 exactly', async () => {
+      const tenantId = await fundedTenant(1_000n);
+      const before = await store().snapshot(tenantId);
+      expect(await store().debit({ tenantId, debitId: 'refund-pay_3', amountMicro: 1_001n })).toEqual({
+        status: 'INVALID_INPUT',
+        field: 'amountMicro',
+      });
+      expect(await store().snapshot(tenantId)).toEqual(before);
+      // The refused id was not recorded: the same id with an amount that fits is applied.
+      expect(await store().debit({ tenantId, debitId: 'refund-pay_3', amountMicro: 1_000n })).toEqual({
+        status: 'DEBITED',
+        creditedMicro: 0n,
+        availableMicro: 0n,
+      });
+    });
+
+    it('takes credited below committed + reserved (available negative): open reservations stand, new admits stop', async () => {
+      const tenantId = await fundedTenant(1_000n);
+      const open = await admitted(admitInput(tenantId, { costMicro: 800n }));
+      expect(await store().debit({ tenantId, debitId: 'refund-pay_4', amountMicro: 500n })).toEqual({
+        status: 'DEBITED',
+        creditedMicro: 500n,
+        availableMicro: -300n,
+      });
+      expect(await store().admit(admitInput(tenantId, { costMicro: 1n }))).toMatchObject({
+        status: 'BUDGET_EXCEEDED',
+        scope: 'balance',
+      });
+      expect(
+        await store().finalize({
+          tenantId,
+          reservationId: open.reservationId,
+          actualCostMicro: 200n,
+          nowMs: NOW,
+          spend: spendUsage(2),
+        }),
+      ).toMatchObject({ status: 'FINALIZED', chargedMicro: 200n });
+      expect(await store().snapshot(tenantId)).toMatchObject({ creditedMicro: 500n, availableMicro: 300n });
+    });
+
+    it('answers HYDRATE and writes nothing while the balance is absent; a debit the book holds is applied by hydrate', async () => {
+      const tenantId = uniqueTenant();
+      expect(await store().debit({ tenantId, debitId: 'refund-pay_5', amountMicro: 400n })).toEqual({
+        status: 'HYDRATE',
+      });
+      expect((await store().snapshot(tenantId)).present).toBe(false);
+      expect(
+        await store().hydrate({
+          tenantId,
+          creditedMicro: 600n,
+          committedMicro: 0n,
+          grants: [
+            { grantId: 'pay_5', amountMicro: 1_000n },
+            { grantId: 'refund-pay_5', amountMicro: 400n },
+          ],
+        }),
+      ).toEqual({ status: 'HYDRATED' });
+      expect(await store().debit({ tenantId, debitId: 'refund-pay_5', amountMicro: 400n })).toEqual({
+        status: 'ALREADY_APPLIED',
+        creditedMicro: 600n,
+        availableMicro: 600n,
+      });
+    });
+
+    it("a rebase listing the debit among the book's applied ids keeps it applied", async () => {
+      const tenantId = await fundedTenant(1_000n);
+      expect(
+        await store().rebase({
+          tenantId,
+          expected: { creditedMicro: 1_000n, committedMicro: 0n, outboxMicro: 0n },
+          book: {
+            creditedMicro: 600n,
+            spentMicro: 0n,
+            grants: [
+              { grantId: 'grant_initial', amountMicro: 1_000n },
+              { grantId: 'refund-pay_6', amountMicro: 400n },
+            ],
+          },
+        }),
+      ).toMatchObject({ status: 'REBASED', creditedMicro: 600n });
+      expect(await store().debit({ tenantId, debitId: 'refund-pay_6', amountMicro: 400n })).toMatchObject({
+        status: 'ALREADY_APPLIED',
+        creditedMicro: 600n,
+      });
+    });
+
+    it.each([
+      [{ amountMicro: 0n }, 'amountMicro'],
+      [{ amountMicro: -1n }, 'amountMicro'],
+      [{ amountMicro: 10n ** 15n + 1n }, 'amountMicro'],
+      [{ debitId: '' }, 'debitId'],
+      [{ debitId: 'a:b' }, 'debitId'],
+      [{ debitId: 'x'.repeat(65) }, 'debitId'],
+      [{ tenantId: 'a}b' }, 'tenantId'],
+    ])('refuses %o (INVALID_INPUT %s) and writes nothing', async (override, field) => {
+      const tenantId = await fundedTenant(1_000n);
+      const input = { tenantId, debitId: 'refund-pay_7', amountMicro: 10n, ...override };
+      expect(await store().debit(input)).toEqual({ status: 'INVALID_INPUT', field });
+      expect((await store().snapshot(tenantId)).creditedMicro).toBe(1_000n);
+    });
+
+    it.each([
+      [['refund-pay_8', '1e3'], 'amountMicro'],
+      [['refund-pay_8', '0100'], 'amountMicro'],
+      [['refund-pay_8', '100.0'], 'amountMicro'],
+      [['refund-pay_8', '-100'], 'amountMicro'],
+      [['refund-pay_8'], 'amountMicro'],
+      [['refund pay', '100'], 'debitId'],
+    ] as const)('the script refuses %j (INVALID_INPUT %s) and writes nothing', async (args, field) => {
+      const tenantId = await fundedTenant(1_000n);
+      expect(await engine.runner.run('debit', [tenantKey(tenantId)], [...args])).toEqual([
+        'INVALID_INPUT',
+        field,
+      ]);
+      expect((await store().snapshot(tenantId)).creditedMicro).toBe(1_000n);
+    });
+  });
+
   describe('an absent balance (an emptied store): admit v3, credit v2, hydrate v1', () => {
     // What snapshot answers for a tenant the store holds no balance for.
     const absent = {

@@ -12,14 +12,15 @@ import { deleteKeysWithPrefix } from '../support/redis-cleanup.js';
 /**
  * Differential property: random sequences of admit (free ones, cost 0, included) / finalize (in
  * recovery mode too, and of ids never admitted, as after a loss of the store's data) /
- * cancel / reap / credit / budget threshold checks / clock advances / hydrate / outbox drains (read,
- * acknowledge, acknowledge again) / rebase (the conservation repair, against the figures just read
- * or stale ones) / the tenant index (mark, page, prune) / flushing the store (every key of the run
- * gone, as after FLUSHALL), run on the Lua scripts (real Redis) and on the memory engine, give
- * identical replies (outbox entry ids aside: each engine makes its own from its clock) and identical
- * snapshots after every step; committed + reserved never exceeds credited except by what late
- * finalizes (after a reap) and recovered settlements (of ids the store no longer knows) reported
- * charging; and each tenant's balance `outbox` field is the sum of the charges waiting in its outbox.
+ * cancel / reap / credit / debit (a refund's, which may take available below 0) / budget threshold
+ * checks / clock advances / hydrate / outbox drains (read, acknowledge, acknowledge again) / rebase
+ * (the conservation repair, against the figures just read or stale ones) / the tenant index (mark,
+ * page, prune) / flushing the store (every key of the run gone, as after FLUSHALL), run on the Lua
+ * scripts (real Redis) and on the memory engine, give identical replies (outbox entry ids aside:
+ * each engine makes its own from its clock) and identical snapshots after every step; committed +
+ * reserved never exceeds credited except by what late finalizes (after a reap) and recovered
+ * settlements (of ids the store no longer knows) reported charging and what debits took; and each
+ * tenant's balance `outbox` field is the sum of the charges waiting in its outbox.
  *
  * Seeded: PROPERTY_SEED reproduces a run (fast-check prints the seed and path on failure);
  * PROPERTY_RUNS raises the number of sequences (default 200, each of 50–70 operations).
@@ -76,6 +77,8 @@ type Op =
   | { kind: 'cancel'; ref: number }
   | { kind: 'reap'; tenant: number }
   | { kind: 'credit'; tenant: number; grant: number; amount: number }
+  /** A refund's debit: ids refund-0, refund-1, which hydrate and rebase may list as applied too. */
+  | { kind: 'debit'; tenant: number; debit: number; amount: number }
   | { kind: 'thresholds'; ref: number; tenantCap: number; keyCap: number }
   | { kind: 'advance'; ms: number }
   | {
@@ -106,6 +109,8 @@ type Op =
   | { kind: 'prune'; tenant: number; back: number };
 
 const tenant = fc.integer({ min: 0, max: TENANTS - 1 });
+/** An applied id hydrate and rebase list: grants g0..g3 (as credit names them), then refund-0, refund-1 (debit's). */
+const appliedId = (n: number) => (n < 4 ? `g${n}` : `refund-${n - 4}`);
 const op: fc.Arbitrary<Op> = fc.oneof(
   {
     weight: 5,
@@ -159,6 +164,19 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   {
     weight: 2,
     arbitrary: fc.record({
+      kind: fc.constant('debit' as const),
+      tenant,
+      debit: fc.integer({ min: 0, max: 1 }),
+      // Mostly one amount (so a debit is replayed as it was), now and then another, up to past the balance.
+      amount: fc.oneof(
+        { weight: 3, arbitrary: fc.constant(700) },
+        { weight: 1, arbitrary: fc.integer({ min: 1, max: 20_000 }) },
+      ),
+    }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({
       kind: fc.constant('thresholds' as const),
       ref: fc.nat(),
       // Caps small enough that sequences reach 80 % and 100 % of them often (-1: no cap).
@@ -175,7 +193,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
       // committed = credited × share / 100: never past credited, as in the book.
       committedShare: fc.integer({ min: 0, max: 100 }),
       grants: fc.array(
-        fc.record({ grant: fc.integer({ min: 0, max: 3 }), amount: fc.integer({ min: 1, max: 5_000 }) }),
+        fc.record({ grant: fc.integer({ min: 0, max: 5 }), amount: fc.integer({ min: 1, max: 5_000 }) }),
         { maxLength: 2 },
       ),
       month: fc.integer({ min: -1, max: 3_000 }),
@@ -200,7 +218,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
       credited: fc.integer({ min: 0, max: 10_000 }),
       spentShare: fc.integer({ min: 0, max: 100 }),
       grants: fc.array(
-        fc.record({ grant: fc.integer({ min: 0, max: 3 }), amount: fc.integer({ min: 1, max: 5_000 }) }),
+        fc.record({ grant: fc.integer({ min: 0, max: 5 }), amount: fc.integer({ min: 1, max: 5_000 }) }),
         { maxLength: 2 },
       ),
       stale: fc.boolean(),
@@ -299,6 +317,7 @@ describe('redis and memory engines', () => {
   let thresholdsReached = 0;
   let outboxAcked = 0;
   let recovered = 0;
+  let debits = 0;
 
   it(`agree on every reply and snapshot (seed ${SEED}, ${RUNS} runs)`, async () => {
     await fc.assert(
@@ -310,6 +329,8 @@ describe('redis and memory engines', () => {
         const stores: [Store, Store] = [createStore(left, { log }), createStore(right, { log })];
         const tenants = Array.from({ length: TENANTS }, (_, i) => `p${SEED}_${run}_${i}`);
         const lateCharged = tenants.map(() => 0n);
+        // What debits took from credited under open reservations and settled charges.
+        const debited = tenants.map(() => 0n);
         const reservations: { tenant: number; id: string }[] = [];
         let now = START;
         // The tenant index is one key for the whole file: each run starts without it, as memory does.
@@ -405,6 +426,20 @@ describe('redis and memory engines', () => {
                 }),
               );
               break;
+            case 'debit': {
+              const result = await both((s) =>
+                s.debit({
+                  tenantId: tenants[o.tenant] as string,
+                  debitId: `refund-${o.debit}`,
+                  amountMicro: BigInt(o.amount),
+                }),
+              );
+              if (result.status === 'DEBITED') {
+                debits += 1;
+                debited[o.tenant] = (debited[o.tenant] ?? 0n) + BigInt(o.amount);
+              }
+              break;
+            }
             case 'advance':
               now += o.ms;
               break;
@@ -415,7 +450,10 @@ describe('redis and memory engines', () => {
                   tenantId: tenants[o.tenant] as string,
                   creditedMicro: credited,
                   committedMicro: (credited * BigInt(o.committedShare)) / 100n,
-                  grants: o.grants.map((g) => ({ grantId: `g${g.grant}`, amountMicro: BigInt(g.amount) })),
+                  grants: o.grants.map((g) => ({
+                    grantId: appliedId(g.grant),
+                    amountMicro: BigInt(g.amount),
+                  })),
                   ...(o.month < 0
                     ? {}
                     : {
@@ -475,7 +513,10 @@ describe('redis and memory engines', () => {
                   book: {
                     creditedMicro: base + read.reservedMicro + read.outboxMicro,
                     spentMicro: (base * BigInt(o.spentShare)) / 100n,
-                    grants: o.grants.map((g) => ({ grantId: `g${g.grant}`, amountMicro: BigInt(g.amount) })),
+                    grants: o.grants.map((g) => ({
+                      grantId: appliedId(g.grant),
+                      amountMicro: BigInt(g.amount),
+                    })),
                   },
                 }),
               );
@@ -503,6 +544,7 @@ describe('redis and memory engines', () => {
               await deleteKeysWithPrefix(redisUrl, `${keyPrefix}{i:tenants}`);
               right.kv.flushAll();
               lateCharged.fill(0n);
+              debited.fill(0n);
               break;
           }
           expect(right.replies, `raw replies at step ${step}`).toEqual(left.replies);
@@ -522,7 +564,7 @@ describe('redis and memory engines', () => {
             const snapshot = await both((s) => s.snapshot(tenantId));
             expect(
               snapshot.committedMicro + snapshot.reservedMicro <=
-                snapshot.creditedMicro + (lateCharged[i] as bigint),
+                snapshot.creditedMicro + (lateCharged[i] as bigint) + (debited[i] as bigint),
               `invariant for ${tenantId} at step ${step}: ${JSON.stringify(snapshot, (_, v) => (typeof v === 'bigint' ? String(v) : v))}`,
             ).toBe(true);
           }
@@ -536,5 +578,7 @@ describe('redis and memory engines', () => {
     expect(outboxAcked).toBeGreaterThan(RUNS / 8);
     // …and lost reservations were recovered (and so compared) many times.
     expect(recovered).toBeGreaterThan(RUNS / 8);
+    // …and debits lowered balances (and so were compared) many times.
+    expect(debits).toBeGreaterThan(RUNS / 4);
   }, 300_000);
 });

@@ -28,6 +28,7 @@ describe('the engine bounds in src/budget/bounds.ts', () => {
     expect(luaConstant('budget_finalize', 'MAX_COUNT')).toBe(BigInt(MAX_COUNT));
     expect(luaConstant('credit', 'MAX_AMOUNT')).toBe(MAX_AMOUNT_MICRO);
     expect(luaConstant('credit', 'MAX_BALANCE')).toBe(MAX_BALANCE_MICRO);
+    expect(luaConstant('debit', 'MAX_AMOUNT')).toBe(MAX_AMOUNT_MICRO);
     expect(luaConstant('hydrate', 'MAX_AMOUNT')).toBe(MAX_AMOUNT_MICRO);
     expect(luaConstant('hydrate', 'MAX_BALANCE')).toBe(MAX_BALANCE_MICRO);
     expect(luaConstant('rebase', 'MAX_AMOUNT')).toBe(MAX_AMOUNT_MICRO);

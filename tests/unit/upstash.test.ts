@@ -178,6 +178,7 @@ describe('upstash engine over the REST API (msw fake backed by the memory script
       ['credit', ['{t:ten_1}'], ['grant_1', '1000000']],
       ['lease_acquire', ['{l:reaper}'], ['123', '1000']],
       ['lease_acquire', ['{l:reaper}'], ['456', '1000']],
+      ['debit', ['{t:ten_1}'], ['refund-grant_1', '400000']],
     ];
 
     expect(await upstash.run('hydrate', ['{t:ten_1}'], ['0', '0', '', '0', '0'])).toStrictEqual(['HYDRATED']);
@@ -192,6 +193,7 @@ describe('upstash engine over the REST API (msw fake backed by the memory script
     expect(replies[1]).toStrictEqual(['ACQUIRED', '1']);
     expect(replies[2]?.slice(0, 2)).toStrictEqual(['HELD', '123']);
     expect(typeof replies[2]?.[2]).toBe('number');
+    expect(replies[3]).toStrictEqual(['DEBITED', 600_000, 600_000]);
   });
 
   it('recovers from NOSCRIPT with one EVAL, then uses EVALSHA only', async () => {

@@ -4,6 +4,7 @@ import { budgetEvent } from './budget_event.js';
 import { budgetFinalize } from './budget_finalize.js';
 import { budgetReap } from './budget_reap.js';
 import { credit } from './credit.js';
+import { debit } from './debit.js';
 import { epoch } from './epoch.js';
 import { fencingCas } from './fencing_cas.js';
 import { hydrate } from './hydrate.js';
@@ -34,6 +35,7 @@ export const MEMORY_SCRIPTS: Record<ScriptName, Script> = {
   budget_reap: budgetReap,
   budget_event: budgetEvent,
   credit,
+  debit,
   hydrate,
   snapshot,
   rebase,
