@@ -30,7 +30,7 @@ export async function bookFigures(
       spent: sum(accounts.spent(tenantId)),
       // Grant and key ids are [A-Za-z0-9_-], so ':' and ',' separate them safely. The applied ids
       // are the grants and each refund's debit with what the book took back (already netted in
-      // available). The debit id is `refundDebitId` of src/payments/state-machine.ts, spelled out
+      // available). The debit id is `refundDebitId` of src/payments/engine.ts, spelled out
       // here because that module imports this one (through engine.ts).
       grants: sql<string>`coalesce((select string_agg(a.id || ':' || a.amount::text, ',') from (select ${creditGrants.id} as id, ${creditGrants.amountMicro} as amount from ${creditGrants} where ${creditGrants.tenantId} = ${tenantId} union all select 'refund-' || ${cryptoPayments.id}, ${cryptoPayments.refundedMicro} from ${cryptoPayments} where ${cryptoPayments.tenantId} = ${tenantId} and ${cryptoPayments.refundedMicro} > 0) a), '')`,
       // Settled charges only (an unsettled or parked row has no entry in the book), by the month

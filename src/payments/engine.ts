@@ -2,7 +2,6 @@ import { eq } from 'drizzle-orm';
 import { cryptoPayments } from '../../db/schema/index.js';
 import { withHydration } from '../ledger/hydrate.js';
 import type { Services } from '../services.js';
-import { refundDebitId } from './state-machine.js';
 
 /**
  * Brings the engine's live balance in line with a payment the book has already recorded: raises
@@ -62,4 +61,12 @@ export async function applyEngineChanges(services: Services, paymentId: string):
   } catch (error) {
     services.log.warn({ err: error, paymentId, tenantId }, 'payment in the book, not yet in the engine');
   }
+}
+
+/**
+ * The store's id for a refund's debit (recorded among the applied grants, as a mint's payment id
+ * is); src/ledger/hydrate.ts spells it in SQL: keep them in step.
+ */
+export function refundDebitId(paymentId: string): string {
+  return `refund-${paymentId}`;
 }

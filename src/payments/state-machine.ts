@@ -62,11 +62,6 @@ export function paymentPostings(tenantId: string, amountMicro: bigint): Posting[
   ];
 }
 
-/** The store's id for a refund's debit (recorded among the applied grants, as a mint's is). */
-export function refundDebitId(paymentId: string): string {
-  return `refund-${paymentId}`;
-}
-
 /**
  * Applies one provider report to our payment (DESIGN.md §4), in one transaction under
  * `SELECT … FOR UPDATE` on the payment row, so reports of one payment apply one at a time:
