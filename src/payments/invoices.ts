@@ -29,9 +29,9 @@ export function listPacks(services: Services): PackView[] {
 /**
  * Opens an invoice for a pack. Our row is written first (`waiting`), so every IPN names an order
  * we know; then the provider creates the invoice with our payment id as its `order_id`. A refusal
- * (4xx) or a 429 created nothing at the provider: the row goes. A timeout, lost connection or 5xx
- * may have created it: the row stays (reconciliation and admin.payments.stuck see it). All three
- * answer 503 `provider_unavailable`.
+ * (4xx) or a 429 created nothing at the provider: the row goes. A timeout, lost connection, 5xx
+ * or unreadable answer may follow a created invoice: the row stays (reconciliation and
+ * admin.payments.stuck see it) and its id is in the error. Each answers 503 `provider_unavailable`.
  */
 export async function createInvoice(
   services: Services,
@@ -73,28 +73,33 @@ export async function createInvoice(
   } catch (error) {
     if (!(error instanceof ProviderError)) throw error;
     const logged = { ...context, kind: error.kind, providerStatus: error.status, reason: error.message };
-    if (error.kind === 'unavailable') {
-      services.log.warn(logged, 'invoice not created: the payment provider did not answer (the row is kept)');
-      throw new AppError('provider_unavailable', 'The payment provider is unavailable; try again later', {
-        paymentId,
-      });
-    }
-    // A refusal or a 429 was answered before anything was created: the row would name nothing.
-    await services.db.delete(cryptoPayments).where(eq(cryptoPayments.id, paymentId));
+    // A 4xx (429 included) was answered before anything was created: the row would name nothing.
+    // A 5xx, a timeout or an answer we cannot read may follow a created invoice: the row stays.
+    const createdNothing = error.status !== undefined && error.status >= 400 && error.status < 500;
+    if (createdNothing) await services.db.delete(cryptoPayments).where(eq(cryptoPayments.id, paymentId));
+    const kept = createdNothing ? {} : { paymentId };
     if (error.kind === 'rate_limited') {
       services.log.warn(logged, 'invoice not created: the payment provider is rate limiting us');
       throw new AppError('provider_unavailable', 'The payment provider is busy; try again later', {
+        ...kept,
         ...(error.retryAfterMs === undefined ? {} : { retryAfterMs: error.retryAfterMs }),
       });
     }
-    services.log.error(
-      logged,
-      'the payment provider refused the invoice: check NOWPAYMENTS_API_KEY and NOWPAYMENTS_API_URL',
-    );
-    throw new AppError(
-      'provider_unavailable',
-      'The payment provider refused to create the invoice; no payment was opened. Try again later',
-    );
+    if (error.kind === 'refused') {
+      services.log.error(
+        logged,
+        'the payment provider refused the invoice: check NOWPAYMENTS_API_KEY and NOWPAYMENTS_API_URL',
+      );
+      throw new AppError(
+        'provider_unavailable',
+        createdNothing
+          ? 'The payment provider refused to create the invoice; no payment was opened. Try again later'
+          : 'The payment provider gave an answer the gateway cannot read; try again later',
+        kept,
+      );
+    }
+    services.log.warn(logged, 'invoice not created: the payment provider did not answer (the row is kept)');
+    throw new AppError('provider_unavailable', 'The payment provider is unavailable; try again later', kept);
   }
 
   // Only the provider's references: an IPN racing this update may already have moved the status.

@@ -142,6 +142,7 @@ describe('billing.createInvoice', () => {
   it.each([
     ['a 500', () => new HttpResponse('boom', { status: 500 })],
     ['no connection', () => HttpResponse.error()],
+    ['a 200 without an invoice', () => HttpResponse.json({ status: 'ok' })],
   ])(
     'answers 503 provider_unavailable on %s and keeps the waiting row (the provider may have it)',
     async (_, answer) => {
