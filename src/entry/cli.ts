@@ -28,6 +28,11 @@ const USAGE = `usage: spicegate <command> [options]
   key rotate --id KEY_ID [--grace SECONDS]
                                           a new key with the same settings; the old one is
                                           revoked now or after the grace period
+  pack list                               the credit packs on sale (price, micro-credits)
+  invoice create [--tenant ID] --pack NAME
+                                          open a crypto invoice for a pack; prints the
+                                          payment id and the invoice URL to pay at
+  payments [--tenant ID]                  a tenant's payments, newest first
   token --role admin|operator|member [--tenant ID] [--ttl SECONDS]
                                           issue a tRPC bearer token (prints it)
   signing-key rotate                      start a signing key rotation
@@ -58,6 +63,7 @@ async function run(argv: string[]): Promise<number> {
       sandbox: { type: 'boolean' },
       id: { type: 'string' },
       grace: { type: 'string' },
+      pack: { type: 'string' },
       field: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -157,6 +163,33 @@ async function run(argv: string[]): Promise<number> {
         return 0;
       }
       throw new UsageError(`unknown key command: ${subcommand ?? '(none)'}`);
+    }
+    case 'pack': {
+      if (subcommand !== 'list') throw new UsageError(`unknown pack command: ${subcommand ?? '(none)'}`);
+      const client = await clientFor(config, values);
+      print(await client.billing.packs.query());
+      return 0;
+    }
+    case 'invoice': {
+      if (subcommand !== 'create') throw new UsageError(`unknown invoice command: ${subcommand ?? '(none)'}`);
+      if (values.pack === undefined)
+        throw new UsageError('invoice create needs --pack (and --tenant for an admin)');
+      const client = await clientFor(config, values);
+      print(
+        await client.billing.createInvoice.mutate({
+          pack: values.pack,
+          ...(values.tenant === undefined ? {} : { tenantId: values.tenant }),
+        }),
+      );
+      return 0;
+    }
+    case 'payments': {
+      if (subcommand !== undefined) throw new UsageError(`payments takes no subcommand: ${subcommand}`);
+      const client = await clientFor(config, values);
+      print(
+        await client.billing.payments.query(values.tenant === undefined ? {} : { tenantId: values.tenant }),
+      );
+      return 0;
     }
     case 'token': {
       const role = values.role;

@@ -56,6 +56,14 @@ const PaymentResponse = v.looseObject({
   updated_at: v.nullish(v.union([v.number(), v.string()])),
 });
 
+/**
+ * Frees an error answer's connection without waiting for it: nothing depends on the cancel
+ * settling, and a cancel can stay pending forever (msw's mocked bodies do, mswjs/interceptors#799).
+ */
+function discard(response: Response): void {
+  response.body?.cancel().catch(() => {});
+}
+
 export function nowPaymentsClient(options: { apiUrl: string; apiKey: string }): NowPaymentsClient {
   const base = options.apiUrl.replace(/\/+$/, '');
   const call = async (method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> => {
@@ -75,7 +83,7 @@ export function nowPaymentsClient(options: { apiUrl: string; apiKey: string }): 
     }
     if (response.status === 429) {
       const seconds = Number(response.headers.get('retry-after'));
-      await response.body?.cancel();
+      discard(response);
       throw new ProviderError(
         'rate_limited',
         'NOWPayments rate limit',
@@ -84,11 +92,11 @@ export function nowPaymentsClient(options: { apiUrl: string; apiKey: string }): 
       );
     }
     if (response.status >= 500) {
-      await response.body?.cancel();
+      discard(response);
       throw new ProviderError('unavailable', `NOWPayments answered ${response.status}`, response.status);
     }
     if (!response.ok) {
-      await response.body?.cancel();
+      discard(response);
       throw new ProviderError(
         'refused',
         `NOWPayments refused the request (${response.status})`,

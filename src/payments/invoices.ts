@@ -1,0 +1,257 @@
+import { and, desc, eq, gte, lt, sql } from 'drizzle-orm';
+import { type CryptoPaymentRow, cryptoPayments, spend } from '../../db/schema/index.js';
+import { AppError } from '../errors.js';
+import { newId } from '../ids.js';
+import type { Services } from '../services.js';
+import { getTenant } from '../tenants/tenants.js';
+import { ProviderError, paymentProvider } from './nowpayments.js';
+import { findPack } from './packs.js';
+import { PROVIDER } from './state-machine.js';
+import { statusRank } from './status.js';
+
+/** A pack as `billing.packs` lists it: money as decimal strings. */
+export interface PackView {
+  name: string;
+  priceAmount: string;
+  priceCurrency: string;
+  creditsMicro: string;
+}
+
+export function listPacks(services: Services): PackView[] {
+  return Object.values(services.config.packs).map((pack) => ({
+    name: pack.name,
+    priceAmount: pack.priceAmount,
+    priceCurrency: pack.priceCurrency,
+    creditsMicro: pack.creditsMicro.toString(),
+  }));
+}
+
+/**
+ * Opens an invoice for a pack. Our row is written first (`waiting`), so every IPN names an order
+ * we know; then the provider creates the invoice with our payment id as its `order_id`. A refusal
+ * (4xx) or a 429 created nothing at the provider: the row goes. A timeout, lost connection, 5xx
+ * or unreadable answer may follow a created invoice: the row stays (reconciliation and
+ * admin.payments.stuck see it) and its id is in the error. Each answers 503 `provider_unavailable`.
+ */
+export async function createInvoice(
+  services: Services,
+  input: { tenantId: string; pack: string; requestedBy: string },
+): Promise<{ paymentId: string; invoiceUrl: string }> {
+  const { config } = services;
+  // feature_disabled before anything is written or looked up.
+  const provider = paymentProvider(config);
+  const pack = findPack(config.packs, input.pack);
+  const { tenantId } = input;
+  await getTenant(services, tenantId);
+
+  const paymentId = newId('pay');
+  const now = new Date(services.clock.now());
+  await services.db.insert(cryptoPayments).values({
+    id: paymentId,
+    tenantId,
+    provider: PROVIDER,
+    pack: pack.name,
+    priceAmount: pack.priceAmount,
+    priceCurrency: pack.priceCurrency,
+    creditsMicro: pack.creditsMicro,
+    status: 'waiting',
+    statusRank: statusRank('waiting'),
+    createdAt: now,
+    updatedAt: now,
+  });
+  const context = { paymentId, tenantId, pack: pack.name, requestedBy: input.requestedBy };
+
+  let invoice: { invoiceId: string; invoiceUrl: string };
+  try {
+    invoice = await provider.createInvoice({
+      orderId: paymentId,
+      priceAmount: pack.priceAmount,
+      priceCurrency: pack.priceCurrency,
+      description: `spicegate ${pack.name} pack: ${pack.creditsMicro} micro-credits`,
+      ipnCallbackUrl: config.nowpaymentsIpnUrl,
+    });
+  } catch (error) {
+    if (!(error instanceof ProviderError)) throw error;
+    const logged = { ...context, kind: error.kind, providerStatus: error.status, reason: error.message };
+    // A 4xx (429 included) was answered before anything was created: the row would name nothing.
+    // A 5xx, a timeout or an answer we cannot read may follow a created invoice: the row stays.
+    const createdNothing = error.status !== undefined && error.status >= 400 && error.status < 500;
+    if (createdNothing) await services.db.delete(cryptoPayments).where(eq(cryptoPayments.id, paymentId));
+    const kept = createdNothing ? {} : { paymentId };
+    if (error.kind === 'rate_limited') {
+      services.log.warn(logged, 'invoice not created: the payment provider is rate limiting us');
+      throw new AppError('provider_unavailable', 'The payment provider is busy; try again later', {
+        ...kept,
+        ...(error.retryAfterMs === undefined ? {} : { retryAfterMs: error.retryAfterMs }),
+      });
+    }
+    if (error.kind === 'refused') {
+      services.log.error(
+        logged,
+        'the payment provider refused the invoice: check NOWPAYMENTS_API_KEY and NOWPAYMENTS_API_URL',
+      );
+      throw new AppError(
+        'provider_unavailable',
+        createdNothing
+          ? 'The payment provider refused to create the invoice; no payment was opened. Try again later'
+          : 'The payment provider gave an answer the gateway cannot read; try again later',
+        kept,
+      );
+    }
+    services.log.warn(logged, 'invoice not created: the payment provider did not answer (the row is kept)');
+    throw new AppError('provider_unavailable', 'The payment provider is unavailable; try again later', kept);
+  }
+
+  // Only the provider's references: an IPN racing this update may already have moved the status.
+  await services.db
+    .update(cryptoPayments)
+    .set({ providerInvoiceId: invoice.invoiceId, invoiceUrl: invoice.invoiceUrl })
+    .where(eq(cryptoPayments.id, paymentId));
+  services.log.info({ ...context, providerInvoiceId: invoice.invoiceId }, 'invoice created');
+  return { paymentId, invoiceUrl: invoice.invoiceUrl };
+}
+
+/** A payment as `billing.payments` lists it: money as decimal strings, times as ISO 8601. */
+export interface PaymentView {
+  paymentId: string;
+  pack: string;
+  priceAmount: string;
+  priceCurrency: string;
+  creditsMicro: string;
+  status: string;
+  actuallyPaid: string | null;
+  payCurrency: string | null;
+  invoiceUrl: string | null;
+  createdAt: string;
+  updatedAt: string;
+  mintedAt: string | null;
+  refundedMicro: string | null;
+  refundShortfallMicro: string | null;
+}
+
+/** 100: a tenant buys a pack now and then; a page of the newest covers any real history. */
+export const PAYMENTS_LISTED = 100;
+
+/** The tenant's newest payments first (at most `PAYMENTS_LISTED`). */
+export async function listPayments(services: Services, tenantId: string): Promise<PaymentView[]> {
+  await getTenant(services, tenantId);
+  const rows = await services.db
+    .select()
+    .from(cryptoPayments)
+    .where(eq(cryptoPayments.tenantId, tenantId))
+    .orderBy(desc(cryptoPayments.createdAt), desc(cryptoPayments.id))
+    .limit(PAYMENTS_LISTED);
+  return rows.map(toPaymentView);
+}
+
+function toPaymentView(row: CryptoPaymentRow): PaymentView {
+  return {
+    paymentId: row.id,
+    pack: row.pack,
+    priceAmount: row.priceAmount,
+    priceCurrency: row.priceCurrency,
+    creditsMicro: row.creditsMicro.toString(),
+    status: row.status,
+    actuallyPaid: row.actuallyPaid,
+    payCurrency: row.payCurrency,
+    invoiceUrl: row.invoiceUrl,
+    createdAt: row.createdAt.toISOString(),
+    updatedAt: row.updatedAt.toISOString(),
+    mintedAt: row.mintedAt?.toISOString() ?? null,
+    refundedMicro: row.refundedMicro?.toString() ?? null,
+    refundShortfallMicro: row.refundShortfallMicro?.toString() ?? null,
+  };
+}
+
+const DAY_MS = 86_400_000;
+/** The default window: the last 30 UTC days, today included. */
+export const USAGE_DEFAULT_DAYS = 30;
+/** The widest window one call may ask for (a leap year). */
+export const USAGE_MAX_DAYS = 366;
+
+/** What a tenant was charged, per pool per UTC day; money as decimal strings. */
+export interface Usage {
+  tenantId: string;
+  /** The window: `from` inclusive, `to` exclusive (ISO 8601). */
+  from: string;
+  to: string;
+  /** One row per (day, pool) with charged requests, by day then pool. */
+  days: { date: string; pool: string; requests: number; costMicro: string }[];
+  /** Per pool over the whole window, by pool. */
+  pools: { pool: string; requests: number; costMicro: string }[];
+  requests: number;
+  totalMicro: string;
+}
+
+/**
+ * Charged spend from the `spend` table: settled, not free (sandbox requests are metered but cost
+ * nothing), summed by pool and UTC day of the request. Unsettled rows are not charged yet.
+ */
+export async function usage(
+  services: Services,
+  tenantId: string,
+  window: { from?: Date | undefined; to?: Date | undefined } = {},
+): Promise<Usage> {
+  const tomorrow = Math.floor(services.clock.now() / DAY_MS) * DAY_MS + DAY_MS;
+  const to = window.to ?? new Date(tomorrow);
+  const from = window.from ?? new Date(to.getTime() - USAGE_DEFAULT_DAYS * DAY_MS);
+  if (from.getTime() >= to.getTime()) {
+    throw new AppError('invalid_request', 'from must be before to', { field: 'from' });
+  }
+  if (to.getTime() - from.getTime() > USAGE_MAX_DAYS * DAY_MS) {
+    throw new AppError('invalid_request', `The window may span at most ${USAGE_MAX_DAYS} days`, {
+      field: 'to',
+    });
+  }
+  await getTenant(services, tenantId);
+
+  const date = sql<string>`to_char(${spend.createdAt} at time zone 'UTC', 'YYYY-MM-DD')`;
+  const rows = await services.db
+    .select({
+      date,
+      pool: spend.pool,
+      requests: sql<number>`count(*)::int`,
+      costMicro: sql<string>`sum(${spend.costMicro})::text`,
+    })
+    .from(spend)
+    .where(
+      and(
+        eq(spend.tenantId, tenantId),
+        eq(spend.settled, true),
+        eq(spend.free, false),
+        gte(spend.createdAt, from),
+        lt(spend.createdAt, to),
+      ),
+    )
+    .groupBy(date, spend.pool)
+    .orderBy(date, spend.pool);
+
+  const pools = new Map<string, { requests: number; costMicro: bigint }>();
+  let requests = 0;
+  let totalMicro = 0n;
+  for (const row of rows) {
+    const cost = BigInt(row.costMicro);
+    const pool = pools.get(row.pool) ?? { requests: 0, costMicro: 0n };
+    pool.requests += row.requests;
+    pool.costMicro += cost;
+    pools.set(row.pool, pool);
+    requests += row.requests;
+    totalMicro += cost;
+  }
+  return {
+    tenantId,
+    from: from.toISOString(),
+    to: to.toISOString(),
+    days: rows.map((row) => ({
+      date: row.date,
+      pool: row.pool,
+      requests: row.requests,
+      costMicro: row.costMicro,
+    })),
+    pools: [...pools.entries()]
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([pool, sum]) => ({ pool, requests: sum.requests, costMicro: sum.costMicro.toString() })),
+    requests,
+    totalMicro: totalMicro.toString(),
+  };
+}
