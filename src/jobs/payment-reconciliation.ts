@@ -141,9 +141,14 @@ export function paymentReconciliationJob(options: {
             return;
           }
           log.warn(reason, 'payment not reconciled: the provider did not answer (left as it is)');
-          cursor = { createdAt: payment.createdAt, id: payment.id };
-          unavailableInARow = error.kind === 'unavailable' ? unavailableInARow + 1 : 0;
-          if (unavailableInARow >= MAX_UNAVAILABLE_IN_A_ROW) return;
+          if (error.kind === 'unavailable') {
+            // The cursor stays: a run that stops here starts the next one with these payments.
+            unavailableInARow += 1;
+            if (unavailableInARow >= MAX_UNAVAILABLE_IN_A_ROW) return;
+          } else {
+            unavailableInARow = 0;
+            cursor = { createdAt: payment.createdAt, id: payment.id };
+          }
           continue;
         }
         backoff.failures = 0;
