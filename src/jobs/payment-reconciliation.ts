@@ -163,8 +163,10 @@ export function paymentReconciliationJob(options: {
           );
           continue;
         }
+        // News: another status, or the same one updated later (actually_paid may have grown).
         const moves =
           isPaymentStatus(report.status) &&
+          (report.status !== payment.status || report.updatedAtMs > (payment.lastIpnUpdatedAt ?? 0)) &&
           transition(payment.status, payment.lastIpnUpdatedAt, report.status, report.updatedAtMs).apply;
         if (!moves) {
           log.debug(

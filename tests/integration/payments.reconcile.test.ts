@@ -33,6 +33,7 @@ import { redisStore, type Store } from '../../src/store/index.js';
 import { createTenant } from '../../src/tenants/tenants.js';
 import { createHarness, type Harness } from '../support/harness.js';
 import { mockNetwork } from '../support/msw.js';
+import { insertPayment } from '../support/payments.js';
 import { deleteKeysWithPrefix } from '../support/redis-cleanup.js';
 import { data, trpc } from '../support/trpc.js';
 
@@ -176,31 +177,21 @@ async function payment(
   options: { ageMs: number; status?: PaymentStatus; providerPaymentId?: null },
 ): Promise<CryptoPaymentRow & { providerPaymentId: string }> {
   sequence += 1;
-  const status = options.status ?? 'waiting';
-  const createdAt = new Date(clock.now() - options.ageMs);
-  const ipnAt = new Date(createdAt.getTime() + MINUTE);
-  const providerPaymentId = options.providerPaymentId === null ? null : String(4_400_000_000 + sequence);
+  const opened = await insertPayment(harness.services, {
+    tenantId,
+    pack: 'starter',
+    status: options.status ?? 'waiting',
+    createdAt: new Date(clock.now() - options.ageMs),
+    ...(options.providerPaymentId === null ? {} : { providerPaymentId: String(4_400_000_000 + sequence) }),
+  });
+  if (opened.providerPaymentId === null) return opened as CryptoPaymentRow & { providerPaymentId: string };
+  const ipnAt = new Date(opened.createdAt.getTime() + MINUTE);
   const [row] = await harness.services.db
-    .insert(cryptoPayments)
-    .values({
-      id: newId('pay'),
-      tenantId,
-      provider: 'nowpayments',
-      providerInvoiceId: String(5_500_000_000 + sequence),
-      providerPaymentId,
-      invoiceUrl: `https://nowpayments.io/payment/?iid=${5_500_000_000 + sequence}`,
-      pack: 'starter',
-      priceAmount: '5',
-      priceCurrency: 'usd',
-      creditsMicro: 5_000_000n,
-      status,
-      statusRank: statusRank(status),
-      lastIpnUpdatedAt: providerPaymentId === null ? null : ipnAt.getTime(),
-      createdAt,
-      updatedAt: providerPaymentId === null ? createdAt : ipnAt,
-    })
+    .update(cryptoPayments)
+    .set({ lastIpnUpdatedAt: ipnAt.getTime(), updatedAt: ipnAt })
+    .where(eq(cryptoPayments.id, opened.id))
     .returning();
-  if (row === undefined) throw new Error('payment not inserted');
+  if (row === undefined) throw new Error('payment not updated');
   return row as CryptoPaymentRow & { providerPaymentId: string };
 }
 
@@ -351,9 +342,21 @@ describe('the payment-reconciliation job', () => {
     // The status and updated_at of the IPN that was applied.
     answers.set(quiet.providerPaymentId, providerSays(quiet, 'waiting', quiet.lastIpnUpdatedAt ?? 0));
 
-    await run([reconciliation()]);
+    const job = reconciliation();
+    await run([job]);
 
     expect(calls).toEqual([quiet.providerPaymentId]);
+    expect(await row(quiet.id)).toEqual(quiet);
+    expect(await events(quiet.id)).toEqual([]);
+
+    // The same status without updated_at (which the machine orders by rank alone): still no news.
+    const { updated_at: _, ...undated } = (
+      providerSays(quiet, 'waiting') as { json: Record<string, unknown> }
+    ).json;
+    answers.set(quiet.providerPaymentId, { json: undated });
+    clock.advance(5 * MINUTE);
+    await run([job]);
+    expect(calls).toEqual([quiet.providerPaymentId, quiet.providerPaymentId]);
     expect(await row(quiet.id)).toEqual(quiet);
     expect(await events(quiet.id)).toEqual([]);
   });
