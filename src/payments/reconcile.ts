@@ -46,7 +46,9 @@ export interface AdminPaymentView {
   status: PaymentStatus;
   actuallyPaid: string | null;
   payCurrency: string | null;
+  /** Null when invoice creation failed after our row was written (the provider may have it). */
   providerInvoiceId: string | null;
+  invoiceUrl: string | null;
   /** Null until the first IPN: such a payment cannot be reconciled (see above). */
   providerPaymentId: string | null;
   createdAt: string;
@@ -83,6 +85,7 @@ export function adminPaymentView(row: CryptoPaymentRow): AdminPaymentView {
     actuallyPaid: row.actuallyPaid,
     payCurrency: row.payCurrency,
     providerInvoiceId: row.providerInvoiceId,
+    invoiceUrl: row.invoiceUrl,
     providerPaymentId: row.providerPaymentId,
     createdAt: row.createdAt.toISOString(),
     updatedAt: row.updatedAt.toISOString(),

@@ -637,6 +637,7 @@ describe('admin.payments.stuck', () => {
       actuallyPaid: null,
       payCurrency: null,
       providerInvoiceId: old.providerInvoiceId,
+      invoiceUrl: null,
       providerPaymentId: old.providerPaymentId,
       createdAt: old.createdAt.toISOString(),
       updatedAt: old.updatedAt.toISOString(),
