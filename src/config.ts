@@ -189,6 +189,9 @@ const EnvSchema = v.object({
   // 5 min: how often the conservation job checks each tenant's store balance against the book; a
   // drift it repairs has been live at most this long (plus the check's confirmation wait).
   CONSERVATION_INTERVAL_MS: v.optional(integer(10_000, 86_400_000), '300000'),
+  // 5 min: how often the payment-reconciliation job asks the provider about payments no IPN has
+  // moved for 15 min; a lost IPN is made good at most this long after that.
+  PAYMENT_RECONCILE_INTERVAL_MS: v.optional(integer(10_000, 86_400_000), '300000'),
   // 5 min (DESIGN.md §1): far longer than the longest stream, so only a fault lets the reaper
   // release a reservation before its settlement. 1 s .. 1 day: the admit script's bounds.
   RESERVATION_TTL_MS: v.optional(integer(1_000, 86_400_000), '300000'),
@@ -262,6 +265,8 @@ export interface Config {
   shutdownTimeoutMs: number;
   /** How often the conservation job runs (`CONSERVATION_INTERVAL_MS`). */
   conservationIntervalMs: number;
+  /** How often the payment-reconciliation job runs (`PAYMENT_RECONCILE_INTERVAL_MS`). */
+  paymentReconcileIntervalMs: number;
   /** How long a reservation lives before the reaper may release it (`RESERVATION_TTL_MS`). */
   reservationTtlMs: number;
   /** How often the reaper job runs (`REAPER_INTERVAL_MS`). */
@@ -408,6 +413,7 @@ export function parseConfig(env: Env): ConfigResult {
     otelEnabled: e.OTEL_ENABLED,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     conservationIntervalMs: e.CONSERVATION_INTERVAL_MS,
+    paymentReconcileIntervalMs: e.PAYMENT_RECONCILE_INTERVAL_MS,
     reservationTtlMs: e.RESERVATION_TTL_MS,
     reaperIntervalMs: e.REAPER_INTERVAL_MS,
     jobs: e.JOBS,

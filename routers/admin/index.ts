@@ -1,6 +1,7 @@
 import * as v from 'valibot';
 import { grantCredits } from '../../src/billing/credits.js';
 import { conservationStatus } from '../../src/ledger/conservation.js';
+import { reconcilePayment, stuckPayments } from '../../src/payments/reconcile.js';
 import { issueToken } from '../../src/signing/caller-tokens.js';
 import { systemInfo } from '../../src/system/info.js';
 import { createTenant, getTenant, listTenants, updateTenant } from '../../src/tenants/tenants.js';
@@ -18,6 +19,9 @@ const GrantCreditsInput = v.object({
   reason: Text(500),
   grantId: v.optional(GrantId),
 });
+
+// Our payment ids (`pay_…`, src/ids.ts); anything else cannot name one.
+const PaymentId = v.pipe(v.string(), v.regex(/^pay_[0-9a-f]{32}$/, 'must be a payment id (pay_…)'));
 
 const IssueTokenInput = v.object({
   role: v.picklist(['admin', 'operator', 'member']),
@@ -58,6 +62,17 @@ export const adminRouter = router({
   conservation: adminProcedure
     .input(v.object({ tenantId: TenantId }))
     .query(({ ctx, input }) => conservationStatus(ctx.services, input.tenantId)),
+  payments: router({
+    // Open payments older than 30 min and every partially_paid one, oldest first.
+    stuck: operatorProcedure.query(({ ctx }) => stuckPayments(ctx.services)),
+    // Reads the payment from the provider and applies it; its webhook event names the admin.
+    reconcile: adminProcedure.input(v.object({ paymentId: PaymentId })).mutation(({ ctx, input }) =>
+      reconcilePayment(ctx.services, {
+        paymentId: input.paymentId,
+        requestId: `admin:${ctx.caller.subject}:${ctx.requestId}`,
+      }),
+    ),
+  }),
   signingKeys: router({
     list: operatorProcedure.query(({ ctx }) => ctx.services.signing.list()),
     rotate: adminProcedure.mutation(({ ctx }) => ctx.services.signing.rotate()),

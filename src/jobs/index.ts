@@ -2,6 +2,8 @@ import type { Config } from '../config.js';
 import { conservationJob } from './conservation.js';
 import type { Job } from './job.js';
 import { outboxDrainJob } from './outbox-drain.js';
+import { paymentCreditsJob } from './payment-credits.js';
+import { paymentReconciliationJob } from './payment-reconciliation.js';
 import { reaperJob } from './reaper.js';
 import { signingMaintenanceJob } from './signing-maintenance.js';
 import { unsettledSpendJob } from './unsettled-spend.js';
@@ -19,6 +21,8 @@ export function gatewayJobs(config: Config): Job[] {
     outboxDrainJob,
     unsettledSpendJob,
     conservationJob({ intervalMs: config.conservationIntervalMs }),
+    paymentCreditsJob,
+    paymentReconciliationJob({ intervalMs: config.paymentReconcileIntervalMs }),
     signingMaintenanceJob,
   ];
 }

@@ -224,6 +224,8 @@ describe('spicegate worker', () => {
       'outbox-drain',
       'unsettled-spend',
       'conservation',
+      'payment-credits',
+      'payment-reconciliation',
       'signing-maintenance',
     ]);
     await waitForLine(gateway, reaper('job run'), 'serve: a reaper cycle');
@@ -237,6 +239,7 @@ describe('spicegate worker', () => {
         '{l:job-outbox-drain}:lease',
         '{l:job-unsettled-spend}:lease',
         '{l:job-conservation}:lease',
+        '{l:job-payment-credits}:lease',
       ),
     ).toBe(0);
     client.disconnect();
