@@ -5,6 +5,7 @@ import {
   creditGrants,
   cryptoPayments,
   postings,
+  tenants,
   type WebhookOutcome,
   webhookEvents,
 } from '../../db/schema/index.js';
@@ -97,6 +98,7 @@ export async function applyStatusReport(
     receivedAt,
   });
 
+  const liveCeilingMicro = report.status === 'refunded' ? await liveCeiling(services, report) : undefined;
   const result = await services.db.transaction(async (tx) => {
     const payment = await lockPayment(tx, report);
     // The first copy of this report takes the dedup key; a copy whose twin committed first (or is
@@ -166,7 +168,7 @@ export async function applyStatusReport(
       minted = true;
     }
     if (next === 'refunded' && payment.mintedAt !== null && payment.refundedAt === null) {
-      shortfall = await refund(services, tx, payment, receivedAt);
+      shortfall = await refund(services, tx, payment, receivedAt, liveCeilingMicro);
     }
     if (next === 'partially_paid') {
       services.log.warn(
@@ -184,6 +186,33 @@ export async function applyStatusReport(
   if (shortfall > 0n) services.metrics.refundShortfallMicro.inc(Number(shortfall));
   await applyEngineChanges(services, outcome.paymentId);
   return outcome;
+}
+
+/**
+ * Before a refund: what the tenant has not spent as the engine knows it — credited − committed,
+ * charges settled but not yet in the book included (this process's held rows are written first).
+ * Undefined when the store cannot say (down, or the balance absent): the book alone decides.
+ */
+async function liveCeiling(services: Services, report: StatusReport): Promise<bigint | undefined> {
+  await services.spend
+    .flush()
+    .catch((error: unknown) => services.log.warn({ err: error }, 'spend rows not written before a refund'));
+  try {
+    const [payment] = await services.db
+      .select({ tenantId: cryptoPayments.tenantId })
+      .from(cryptoPayments)
+      .where(
+        report.orderId !== undefined
+          ? eq(cryptoPayments.id, report.orderId)
+          : eq(cryptoPayments.providerInvoiceId, report.invoiceId ?? ''),
+      );
+    if (payment === undefined) return undefined;
+    const snapshot = await services.store.snapshot(payment.tenantId);
+    return snapshot.present ? snapshot.creditedMicro - snapshot.committedMicro : undefined;
+  } catch (error) {
+    services.log.warn({ err: error }, 'store not read before a refund: the book alone decides');
+    return undefined;
+  }
 }
 
 /** The payment a report names, locked for this transaction: by order id, then by invoice id. */
@@ -238,18 +267,28 @@ async function mint(tx: Db, payment: CryptoPaymentRow, at: Date): Promise<void> 
 }
 
 /**
- * A refund after the mint (docs/ledger.md "Payments"): the book takes back the minted credits, but
- * never more than the tenant's available balance in the book holds, so a refund never takes a
- * balance below zero; what was already spent is recorded as the shortfall and logged for the
- * operator. The engine's balance is lowered by what the book took back.
+ * A refund after the mint (docs/payments.md "Refunds"): the book takes back the minted credits, but
+ * never more than the tenant has not spent — the book's available balance, and the engine's
+ * credited − committed when it answers (settlements on their way to the book) — so a refund never
+ * takes a balance below zero; what was already spent is recorded as the shortfall and logged for
+ * the operator. The engine's balance is lowered by what the book took back.
  */
-async function refund(services: Services, tx: Db, payment: CryptoPaymentRow, at: Date): Promise<bigint> {
+async function refund(
+  services: Services,
+  tx: Db,
+  payment: CryptoPaymentRow,
+  at: Date,
+  liveCeilingMicro: bigint | undefined,
+): Promise<bigint> {
   const { id, tenantId, creditsMicro } = payment;
+  // Refunds of one tenant's payments take from one balance: one at a time.
+  await tx.select({ id: tenants.id }).from(tenants).where(eq(tenants.id, tenantId)).for('update');
   const [row] = await tx
     .select({ available: sql<string>`coalesce(sum(${postings.amountMicro}), 0)::text` })
     .from(postings)
     .where(eq(postings.account, accounts.available(tenantId)));
-  const available = BigInt(row?.available ?? '0');
+  const book = BigInt(row?.available ?? '0');
+  const available = liveCeilingMicro !== undefined && liveCeilingMicro < book ? liveCeilingMicro : book;
   const takenBack = available <= 0n ? 0n : available < creditsMicro ? available : creditsMicro;
   const shortfall = creditsMicro - takenBack;
   if (takenBack > 0n) {

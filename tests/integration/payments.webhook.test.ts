@@ -9,11 +9,13 @@ import {
   postings,
   webhookEvents,
 } from '../../db/schema/index.js';
+import { createKey } from '../../src/keys/keys.js';
 import { accountBalance, accounts } from '../../src/ledger/journal.js';
 import { canonicalJson } from '../../src/payments/signature.js';
 import { createTenant } from '../../src/tenants/tenants.js';
 import { createHarness, type Harness } from '../support/harness.js';
 import { insertPayment, ipnBody, postIpn, signBody } from '../support/payments.js';
+import { infer, events as sseEvents } from '../support/sse.js';
 import { data, trpc } from '../support/trpc.js';
 
 /**
@@ -274,6 +276,49 @@ describe('the payment state machine', () => {
     );
     const metric = await harness.services.metrics.refundShortfallMicro.get();
     expect(metric.values[0]?.value).toBe(3_000_000);
+  });
+
+  it('two refunds of one tenant at once take back together no more than it has not spent', async () => {
+    const tenantId = await tenant();
+    const first = await insertPayment(harness.services, { tenantId, pack: 'starter' });
+    const second = await insertPayment(harness.services, { tenantId, pack: 'starter' });
+    await send(first, 'finished', 1_000);
+    await send(second, 'finished', 1_000);
+    // 6,000,000 of the 10,000,000 minted spent (written to the book as a spend would be).
+    await harness.services.db.transaction(async (tx) => {
+      const [entry] = await tx
+        .insert(journalEntries)
+        .values({ tenantId, kind: 'adjustment', reference: `test-spend-${tenantId}` })
+        .returning({ id: journalEntries.id });
+      await tx.insert(postings).values([
+        { entryId: entry?.id ?? -1n, account: accounts.available(tenantId), amountMicro: -6_000_000n },
+        { entryId: entry?.id ?? -1n, account: accounts.spent(tenantId), amountMicro: 6_000_000n },
+      ]);
+    });
+    const answers = await Promise.all([send(first, 'refunded', 2_000), send(second, 'refunded', 2_000)]);
+    expect(answers.map((answer) => answer.body)).toEqual([{ status: 'processed' }, { status: 'processed' }]);
+    const rows = [await reload(first.id), await reload(second.id)];
+    const taken = rows.reduce((total, row) => total + (row.refundedMicro ?? 0n), 0n);
+    const short = rows.reduce((total, row) => total + (row.refundShortfallMicro ?? 0n), 0n);
+    expect([taken, short]).toEqual([4_000_000n, 6_000_000n]);
+    expect(await accountBalance(harness.services.db, accounts.available(tenantId))).toBe(0n);
+  });
+
+  it('a refund right after inferences counts their charges before PostgreSQL has them', async () => {
+    const row = await payment({ pack: 'starter' });
+    await send(row, 'finished', 1_000);
+    const { key } = await createKey(harness.services, row.tenantId, { name: 'refund-lag' });
+    let spent = 0n;
+    for (let i = 0; i < 3; i += 1) {
+      const response = await infer(harness, key, { prompt: 'spend a little', max_tokens: 8 });
+      spent += BigInt(sseEvents(await response.text()).at(-1)?.cost_micro ?? '0');
+    }
+    expect(spent).toBeGreaterThan(0n);
+    // The settled rows are still held by this process (written within 1 s): refund at once.
+    await send(row, 'refunded', 2_000);
+    const after = await reload(row.id);
+    expect([after.refundedMicro, after.refundShortfallMicro]).toEqual([5_000_000n - spent, spent]);
+    expect(await available(row.tenantId)).toBe(0n);
   });
 
   it('matches a report by invoice id when it carries no order id, and ignores a payment it does not know', async () => {
