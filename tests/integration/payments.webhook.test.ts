@@ -11,7 +11,9 @@ import {
 } from '../../db/schema/index.js';
 import { createKey } from '../../src/keys/keys.js';
 import { accountBalance, accounts } from '../../src/ledger/journal.js';
+import { ipnReport } from '../../src/payments/ipn.js';
 import { canonicalJson } from '../../src/payments/signature.js';
+import { applyStatusReport } from '../../src/payments/state-machine.js';
 import { createTenant } from '../../src/tenants/tenants.js';
 import { createHarness, type Harness } from '../support/harness.js';
 import { insertPayment, ipnBody, postIpn, signBody } from '../support/payments.js';
@@ -295,8 +297,26 @@ describe('the payment state machine', () => {
         { entryId: entry?.id ?? -1n, account: accounts.spent(tenantId), amountMicro: 6_000_000n },
       ]);
     });
-    const answers = await Promise.all([send(first, 'refunded', 2_000), send(second, 'refunded', 2_000)]);
-    expect(answers.map((answer) => answer.body)).toEqual([{ status: 'processed' }, { status: 'processed' }]);
+    // Both refunds inside their transactions at once: each waits (up to 1 s) for the other to reach
+    // its commit too, so two that read the balance side by side commit side by side.
+    let arrived = 0;
+    let releaseAll: () => void = () => {};
+    const together = new Promise<void>((resolve) => {
+      releaseAll = resolve;
+    });
+    const refund = (row: CryptoPaymentRow) => {
+      const parsed = ipnReport(ipnBody(row, 'refunded', 2_000));
+      if ('error' in parsed) throw new Error(parsed.error);
+      return applyStatusReport(harness.services, parsed.report, {
+        beforeCommit: async () => {
+          arrived += 1;
+          if (arrived === 2) releaseAll();
+          await Promise.race([together, new Promise((resolve) => setTimeout(resolve, 1_000))]);
+        },
+      });
+    };
+    const answers = await Promise.all([refund(first), refund(second)]);
+    expect(answers.map((answer) => answer.status)).toEqual(['processed', 'processed']);
     const rows = [await reload(first.id), await reload(second.id)];
     const taken = rows.reduce((total, row) => total + (row.refundedMicro ?? 0n), 0n);
     const short = rows.reduce((total, row) => total + (row.refundShortfallMicro ?? 0n), 0n);
