@@ -1,7 +1,7 @@
 import { Hono } from 'hono';
 import { AppError } from '../errors.js';
 import { decisionHeaders } from '../limits/preauth.js';
-import { ipnReport, throttleSubject } from '../payments/ipn.js';
+import { ipnReport, shallowEnough, throttleSubject } from '../payments/ipn.js';
 import { verifyIpnSignature } from '../payments/signature.js';
 import { applyStatusReport } from '../payments/state-machine.js';
 import type { Services } from '../services.js';
@@ -29,6 +29,7 @@ export function cryptoWebhookRoute(services: Services): Hono<AppEnv> {
     } catch {
       throw new AppError('invalid_request', 'Invalid request: invalid JSON');
     }
+    if (!shallowEnough(body)) throw new AppError('invalid_request', 'Invalid IPN: nested too deeply');
     const subject = throttleSubject(body);
     if (subject === undefined) {
       throw new AppError(

@@ -1,5 +1,6 @@
 import * as v from 'valibot';
 import { AppError } from '../errors.js';
+import { ipnReport, ProviderId } from './ipn.js';
 import type { StatusReport } from './state-machine.js';
 
 /**
@@ -43,17 +44,9 @@ export class ProviderError extends Error {
 // 10 s: the provider answers in well under a second; a caller (createInvoice, a job) must not hang.
 const TIMEOUT_MS = 10_000;
 
-const Id = v.union([v.pipe(v.number(), v.transform(String)), v.pipe(v.string(), v.minLength(1))]);
-const InvoiceResponse = v.looseObject({ id: Id, invoice_url: v.pipe(v.string(), v.url()) });
-const PaymentResponse = v.looseObject({
-  payment_id: Id,
-  payment_status: v.string(),
-  order_id: v.nullish(Id),
-  invoice_id: v.nullish(Id),
-  actually_paid: v.nullish(v.union([v.number(), v.string()])),
-  pay_currency: v.nullish(v.string()),
-  // An ISO date in the API's answers (the IPN carries milliseconds).
-  updated_at: v.nullish(v.union([v.number(), v.string()])),
+const InvoiceResponse = v.looseObject({
+  id: v.pipe(ProviderId, v.minLength(1)),
+  invoice_url: v.pipe(v.string(), v.url()),
 });
 
 /**
@@ -127,26 +120,11 @@ export function nowPaymentsClient(options: { apiUrl: string; apiKey: string }): 
       return { invoiceId: answer.output.id, invoiceUrl: answer.output.invoice_url };
     },
     async getPayment(providerPaymentId) {
-      const answer = v.safeParse(
-        PaymentResponse,
-        await call('GET', `/payment/${encodeURIComponent(providerPaymentId)}`),
-      );
-      if (!answer.success)
-        throw new ProviderError('refused', 'NOWPayments payment answer without its status');
-      const payment = answer.output;
-      const updated = payment.updated_at;
-      const updatedAtMs = typeof updated === 'number' ? updated : updated ? Date.parse(updated) : 0;
-      return {
-        providerPaymentId: payment.payment_id,
-        status: payment.payment_status,
-        updatedAtMs: Number.isFinite(updatedAtMs) ? updatedAtMs : 0,
-        ...(payment.order_id ? { orderId: payment.order_id } : {}),
-        ...(payment.invoice_id ? { invoiceId: payment.invoice_id } : {}),
-        ...(payment.actually_paid === null || payment.actually_paid === undefined
-          ? {}
-          : { actuallyPaid: String(payment.actually_paid) }),
-        ...(payment.pay_currency ? { payCurrency: payment.pay_currency } : {}),
-      };
+      // The API answers with the IPN's members (updated_at as an ISO date): one parser for both.
+      const parsed = ipnReport(await call('GET', `/payment/${encodeURIComponent(providerPaymentId)}`));
+      if ('error' in parsed)
+        throw new ProviderError('refused', `NOWPayments payment answer: ${parsed.error}`);
+      return parsed.report;
     },
   };
 }

@@ -396,6 +396,43 @@ describe('refusals', () => {
     expect(await allEventCount()).toBe(before);
   });
 
+  it('answers 400 before any signature work for a body nested too deeply (not a 500)', async () => {
+    const before = await allEventCount();
+    const deep = `{"order_id":"pay_deep","payment_status":"finished","a":${'['.repeat(50_000)}${']'.repeat(50_000)}}`;
+    const response = await postIpn(harness, deep, 'a'.repeat(128));
+    expect(response.status).toBe(400);
+    expect(((await response.json()) as { error: { code: string } }).error.code).toBe('invalid_request');
+    expect(await allEventCount()).toBe(before);
+  });
+
+  it('reads updated_at as milliseconds, their digits, or an ISO date, and orders reports by it', async () => {
+    const row = await payment();
+    const at = (iso: string) => ({ updated_at: iso });
+    const sendWith = async (status: string, extra: Record<string, unknown>) => {
+      const body = { ...ipnBody(row, status, 0), ...extra };
+      return (await postIpn(harness, body, signBody(SECRET, body))).json();
+    };
+    expect(await sendWith('waiting', at('2026-12-01T10:00:00.000Z'))).toEqual({ status: 'processed' });
+    expect((await reload(row.id)).lastIpnUpdatedAt).toBe(Date.parse('2026-12-01T10:00:00.000Z'));
+    expect(
+      await sendWith('confirming', { updated_at: String(Date.parse('2026-12-01T09:00:00.000Z')) }),
+    ).toEqual({
+      status: 'ignored',
+    });
+    expect(await sendWith('confirming', { updated_at: Date.parse('2026-12-01T11:00:00.000Z') })).toEqual({
+      status: 'processed',
+    });
+    const bad = await postIpn(
+      harness,
+      { ...ipnBody(row, 'confirmed', 0), updated_at: 'yesterday' },
+      undefined,
+    );
+    expect(bad.status).toBe(401);
+    const unsignedBad = { ...ipnBody(row, 'confirmed', 0), updated_at: '99999999999999999' };
+    const refused = await postIpn(harness, unsignedBad, signBody(SECRET, unsignedBad));
+    expect(refused.status).toBe(400);
+  });
+
   it('answers 503 feature_disabled with Retry-After while PAYMENTS=off, and when no IPN secret is set', async () => {
     const row = await payment();
     const body = ipnBody(row, 'finished', 1_000);
