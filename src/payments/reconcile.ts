@@ -1,5 +1,5 @@
-import { and, asc, eq, lt, or, sql } from 'drizzle-orm';
-import { type CryptoPaymentRow, cryptoPayments } from '../../db/schema/index.js';
+import { and, asc, eq, inArray, lt, or, sql } from 'drizzle-orm';
+import { type CryptoPaymentRow, cryptoPayments, webhookEvents } from '../../db/schema/index.js';
 import { AppError } from '../errors.js';
 import type { Services } from '../services.js';
 import { ProviderError, paymentProvider } from './nowpayments.js';
@@ -57,18 +57,34 @@ export interface AdminPaymentView {
 
 /**
  * Payments without an end (not finished, failed, expired or refunded) opened more than
- * STUCK_AFTER_MS ago, and every `partially_paid` one whatever its age (the payer sent too little:
- * nothing is minted until an admin settles it with the payer); oldest first, at most STUCK_LISTED.
+ * STUCK_AFTER_MS ago, every `partially_paid` one whatever its age (the payer sent too little:
+ * nothing is minted until an admin settles it with the payer), and every failed or expired one the
+ * provider later reported `finished` (paid, not minted); those the provider reported on first,
+ * then oldest first, at most STUCK_LISTED.
  */
 export async function stuckPayments(services: Services): Promise<AdminPaymentView[]> {
   const before = new Date(services.clock.now() - STUCK_AFTER_MS);
+  // A `finished` report that came after the payment had failed or expired: paid, never minted.
+  const finishedTooLate = sql`exists (select 1 from ${webhookEvents} where ${webhookEvents.paymentId} = ${cryptoPayments.id} and ${webhookEvents.status} = 'finished' and ${webhookEvents.reason} = 'after_terminal')`;
   const rows = await services.db
     .select()
     .from(cryptoPayments)
     .where(
-      and(openPayment, or(lt(cryptoPayments.createdAt, before), eq(cryptoPayments.status, 'partially_paid'))),
+      or(
+        and(
+          openPayment,
+          or(lt(cryptoPayments.createdAt, before), eq(cryptoPayments.status, 'partially_paid')),
+        ),
+        and(inArray(cryptoPayments.status, ['failed', 'expired']), finishedTooLate),
+      ),
     )
-    .orderBy(asc(cryptoPayments.createdAt), asc(cryptoPayments.id))
+    // Payments the provider has reported on first: an invoice nobody paid (no IPN ever) sorts
+    // last, so abandoned invoices never hide the ones that need a look.
+    .orderBy(
+      sql`${cryptoPayments.providerPaymentId} is null`,
+      asc(cryptoPayments.createdAt),
+      asc(cryptoPayments.id),
+    )
     .limit(STUCK_LISTED);
   return rows.map(adminPaymentView);
 }
@@ -131,6 +147,11 @@ export async function reconcilePayment(
     answer = await provider.getPayment(payment.providerPaymentId);
   } catch (error) {
     if (!(error instanceof ProviderError)) throw error;
+    if (error.kind === 'refused' && error.status === 404) {
+      throw new AppError('not_found', `NOWPayments does not know payment ${payment.providerPaymentId}`, {
+        paymentId: payment.id,
+      });
+    }
     services.log.warn(
       { paymentId: payment.id, kind: error.kind, providerStatus: error.status, reason: error.message },
       'payment not reconciled: the provider did not answer',

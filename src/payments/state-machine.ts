@@ -139,6 +139,14 @@ export async function applyStatusReport(
       if (!(await recordFirst('ignored', decision.reason))) {
         return { ...base, status: 'duplicate', paymentStatus: payment.status } as const;
       }
+      if (next === 'finished' && (payment.status === 'failed' || payment.status === 'expired')) {
+        // The payer's money arrived for a payment we had closed: nothing mints by itself
+        // (admin.payments.stuck lists it); an operator settles it, e.g. with a grant.
+        services.log.error(
+          { paymentId: payment.id, tenantId: payment.tenantId, status: payment.status },
+          'payment finished after it had ended: not minted, settle it by hand',
+        );
+      }
       return { ...base, status: 'ignored', reason: decision.reason, paymentStatus: payment.status } as const;
     }
     if (!(await recordFirst('processed'))) {

@@ -620,12 +620,24 @@ describe('admin.payments.stuck', () => {
     await payment(tenantId, { ageMs: 10 * MINUTE });
     await payment(tenantId, { ageMs: 2 * 60 * MINUTE, status: 'finished' });
     await payment(tenantId, { ageMs: 2 * 60 * MINUTE, status: 'failed' });
+    // Paid after it had expired: the provider's `finished` is recorded and ignored, never minted.
+    const paidLate = await payment(tenantId, { ageMs: 3 * 60 * MINUTE, status: 'expired' });
+    const late = await applyStatusReport(harness.services, {
+      orderId: paidLate.id,
+      providerPaymentId: paidLate.providerPaymentId,
+      status: 'finished',
+      updatedAtMs: clock.now(),
+    });
+    expect(late).toMatchObject({ status: 'ignored', reason: 'after_terminal' });
 
     const response = await trpc(harness, tokens.operator, 'admin.payments.stuck');
 
     expect(response.status).toBe(200);
     const listed = data<Record<string, unknown>[]>(response);
-    expect(listed.map((each) => each.paymentId)).toEqual([old.id, noIpn.id, partial.id]);
+    // Reported on by the provider first (oldest first), then invoices no IPN ever reached.
+    expect(listed.map((each) => each.paymentId)).toEqual([paidLate.id, old.id, partial.id, noIpn.id]);
+    expect(harness.logs.some((line) => line.paymentId === paidLate.id && line.level === 'error')).toBe(true);
+    listed.shift();
     expect(listed[0]).toEqual({
       paymentId: old.id,
       tenantId,
@@ -642,8 +654,8 @@ describe('admin.payments.stuck', () => {
       createdAt: old.createdAt.toISOString(),
       updatedAt: old.updatedAt.toISOString(),
     });
-    expect(listed[1]).toMatchObject({ status: 'confirming', providerPaymentId: null });
-    expect(listed[2]).toMatchObject({ status: 'partially_paid' });
+    expect(listed[1]).toMatchObject({ status: 'partially_paid' });
+    expect(listed[2]).toMatchObject({ status: 'confirming', providerPaymentId: null });
   });
 
   it.each([
@@ -713,6 +725,18 @@ describe('admin.payments.reconcile', () => {
     expect((await reconcile(tokens.admin, { paymentId: 'pay_../../x' })).status).toBe(400);
     expect((await reconcile(tokens.admin, {})).status).toBe(400);
     expect(calls).toEqual([]);
+  });
+
+  it('answers 404 naming the provider when NOWPayments does not know the payment, and changes nothing', async () => {
+    const tenantId = await tenant();
+    const unknown = await payment(tenantId, { ageMs: 60 * MINUTE });
+    answers.delete(unknown.providerPaymentId);
+
+    const response = await reconcile(tokens.admin, { paymentId: unknown.id });
+
+    expect(response.status).toBe(404);
+    expect(response.body.error?.message).toContain('NOWPayments does not know');
+    expect(await row(unknown.id)).toEqual(unknown);
   });
 
   it('answers 409 for a payment without a provider payment id, saying why', async () => {
