@@ -61,11 +61,14 @@ async function minted(paymentId: string) {
 describe('payments when parts fail', () => {
   it('Redis stopped during a mint: committed in PostgreSQL, the live balance right once Redis is back, credited once', async () => {
     const payment = await newPayment();
-    await redis.stop();
     const body = ipnBody(payment, 'finished', 10_000);
-    const response = await postIpn(harness, body, signBody(SECRET, body));
-    expect(response.status).toBe(200);
-    expect(await response.json()).toEqual({ status: 'processed' });
+    const parsed = ipnReport(body);
+    if ('error' in parsed) throw new Error(parsed.error);
+    // Redis stops inside the mint's transaction, after the grant and the entry, before the commit.
+    const outcome = await applyStatusReport(harness.services, parsed.report, {
+      beforeCommit: () => redis.stop(),
+    });
+    expect(outcome).toMatchObject({ status: 'processed', minted: true });
     const during = await minted(payment.id);
     expect([during.entries, during.grants, during.row?.status]).toEqual([1, 1, 'finished']);
     expect(during.row?.engineCreditedAt).toBeNull();
@@ -97,19 +100,23 @@ describe('payments when parts fail', () => {
 
     const killer = postgres(url, { max: 1, onnotice: () => {} });
     try {
-      let killed = 0;
+      let kill: Promise<boolean> | undefined;
       const attempt = applyStatusReport(harness.services, parsed.report, {
-        // Inside the transaction, after the status change, the grant and the payment entry.
+        // Inside the transaction, after the status change, the grant and the payment entry. The
+        // transaction may fail as soon as its connection closes, before this hook returns: the
+        // kill's own answer is awaited below.
         beforeCommit: async (tx) => {
           const [row] = (await tx.execute(sql`select pg_backend_pid() as pid`)) as unknown as {
             pid: number;
           }[];
-          const [result] = await killer`select pg_terminate_backend(${row?.pid ?? 0}) as done`;
-          if (result?.done === true) killed += 1;
+          kill = killer`select pg_terminate_backend(${row?.pid ?? 0}) as done`.then(
+            ([result]) => result?.done === true,
+          );
+          await kill;
         },
       });
       await expect(attempt).rejects.toThrow();
-      expect(killed).toBe(1);
+      expect(await kill).toBe(true);
     } finally {
       await killer.end();
     }
@@ -132,6 +139,52 @@ describe('payments when parts fail', () => {
     const done = await minted(payment.id);
     expect([done.entries, done.grants, done.row?.status]).toEqual([1, 1, 'finished']);
     expect(await balance(payment.tenantId)).toMatchObject({ creditedMicro: '5000000' });
+  });
+});
+
+describe('the webhook when the database fails', () => {
+  it('answers 5xx when its connection is killed inside the transaction, records nothing, and the retry mints once', async () => {
+    const url = harness.shared.database.url;
+    if (url === undefined) throw new Error('this test needs the PostgreSQL server (DATABASE_URL)');
+    const payment = await newPayment('starter');
+    const body = ipnBody(payment, 'finished', 40_000);
+    const holder = postgres(url, { max: 1, onnotice: () => {} });
+    const killer = postgres(url, { max: 1, onnotice: () => {} });
+    try {
+      // The test holds the payment's row, so the webhook's transaction waits on it inside PostgreSQL.
+      const held = await holder.reserve();
+      await held`begin`;
+      await held`select id from crypto_payments where id = ${payment.id} for update`;
+      const answer = postIpn(harness, body, signBody(SECRET, body));
+      let waiting: { pid: number }[] = [];
+      for (let tries = 0; waiting.length === 0 && tries < 200; tries += 1) {
+        await new Promise((resolve) => setTimeout(resolve, 25));
+        waiting =
+          await killer`select pid from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and pid <> pg_backend_pid()`;
+      }
+      expect(waiting).toHaveLength(1);
+      await killer`select pg_terminate_backend(${waiting[0]?.pid ?? 0})`;
+      const response = await answer;
+      expect(response.status).toBeGreaterThanOrEqual(500);
+      expect(((await response.json()) as { error: { code: string } }).error.code).toBe('internal_error');
+      await held`rollback`;
+      held.release();
+    } finally {
+      await holder.end();
+      await killer.end();
+    }
+    const after = await minted(payment.id);
+    expect([after.entries, after.grants, after.row?.status]).toEqual([0, 0, 'waiting']);
+    const recorded = await harness.services.db
+      .select()
+      .from(webhookEvents)
+      .where(eq(webhookEvents.paymentId, payment.id));
+    expect(recorded).toEqual([]);
+
+    const retry = await postIpn(harness, body, signBody(SECRET, body));
+    expect(await retry.json()).toEqual({ status: 'processed' });
+    const done = await minted(payment.id);
+    expect([done.entries, done.grants, done.row?.status]).toEqual([1, 1, 'finished']);
   });
 });
 

@@ -3,8 +3,6 @@ import { PAYMENT_STATUSES, type PaymentStatus, statusRank, transition } from '..
 
 /** The transition rules of DESIGN.md §4, over every pair of statuses. */
 describe('payment status transitions', () => {
-  const terminal: PaymentStatus[] = ['failed', 'expired', 'refunded'];
-
   it('ranks waiting 0 < confirming 1 = partially_paid 1 < confirmed 2 < sending 3 < finished 4', () => {
     expect(
       ['waiting', 'confirming', 'partially_paid', 'confirmed', 'sending', 'finished'].map((s) =>
@@ -13,18 +11,66 @@ describe('payment status transitions', () => {
     ).toEqual([0, 1, 1, 2, 3, 4]);
   });
 
-  it('decides every pair: nothing after an end, only refunded after finished, never backward', () => {
+  // Written out by hand from DESIGN.md §4: for each current status, the reported statuses that move
+  // it (a newer report); every other one is refused for the reason given.
+  const moves: Record<PaymentStatus, PaymentStatus[]> = {
+    waiting: [
+      'waiting',
+      'confirming',
+      'partially_paid',
+      'confirmed',
+      'sending',
+      'finished',
+      'failed',
+      'expired',
+      'refunded',
+    ],
+    confirming: [
+      'confirming',
+      'partially_paid',
+      'confirmed',
+      'sending',
+      'finished',
+      'failed',
+      'expired',
+      'refunded',
+    ],
+    partially_paid: [
+      'confirming',
+      'partially_paid',
+      'confirmed',
+      'sending',
+      'finished',
+      'failed',
+      'expired',
+      'refunded',
+    ],
+    confirmed: ['confirmed', 'sending', 'finished', 'failed', 'expired', 'refunded'],
+    sending: ['sending', 'finished', 'failed', 'expired', 'refunded'],
+    finished: ['refunded'],
+    failed: [],
+    expired: [],
+    refunded: [],
+  };
+  const refusal: Record<PaymentStatus, string> = {
+    waiting: 'backward',
+    confirming: 'backward',
+    partially_paid: 'backward',
+    confirmed: 'backward',
+    sending: 'backward',
+    finished: 'after_finished',
+    failed: 'after_terminal',
+    expired: 'after_terminal',
+    refunded: 'after_terminal',
+  };
+
+  it('decides every pair as the table says: nothing after an end, only refunded after finished, never backward', () => {
     for (const current of PAYMENT_STATUSES) {
       for (const next of PAYMENT_STATUSES) {
-        const decision = transition(current, 1_000, next, 2_000);
-        let expected: ReturnType<typeof transition>;
-        if (terminal.includes(current)) expected = { apply: false, reason: 'after_terminal' };
-        else if (current === 'finished')
-          expected = next === 'refunded' ? { apply: true } : { apply: false, reason: 'after_finished' };
-        else if (terminal.includes(next)) expected = { apply: true };
-        else if (statusRank(next) < statusRank(current)) expected = { apply: false, reason: 'backward' };
-        else expected = { apply: true };
-        expect([current, next, decision]).toEqual([current, next, expected]);
+        const expected = moves[current].includes(next)
+          ? { apply: true }
+          : { apply: false, reason: refusal[current] };
+        expect([current, next, transition(current, 1_000, next, 2_000)]).toEqual([current, next, expected]);
       }
     }
   });
