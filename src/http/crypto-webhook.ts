@@ -1,6 +1,6 @@
 import { Hono } from 'hono';
 import { AppError } from '../errors.js';
-import { decisionHeaders } from '../limits/preauth.js';
+import { decisionHeaders, rateLimitedError } from '../limits/preauth.js';
 import { ipnReport, shallowEnough, throttleSubject } from '../payments/ipn.js';
 import { verifyIpnSignature } from '../payments/signature.js';
 import { applyStatusReport } from '../payments/state-machine.js';
@@ -42,12 +42,7 @@ export function cryptoWebhookRoute(services: Services): Hono<AppEnv> {
       for (const [name, value] of Object.entries(decisionHeaders(decision))) c.header(name, value);
       return errorResponse(
         c,
-        new AppError('rate_limited', 'Too many notifications for this payment', {
-          dimension: 'payment',
-          limit: decision.limit,
-          remaining: 0,
-          retryAfterMs: Math.max(1, decision.resetAtMs - Date.now()),
-        }),
+        rateLimitedError(decision, 'Too many notifications for this payment', 'payment'),
       );
     }
     if (!verifyIpnSignature(config.nowpaymentsIpnSecrets, body, c.req.header('x-nowpayments-sig'))) {

@@ -37,6 +37,14 @@ export function grantPostings(tenantId: string, amountMicro: bigint): Posting[] 
   ];
 }
 
+/** A payment's mint (a refund: negative): the pack's credits from the platform's payments account to the tenant's available. */
+export function paymentPostings(tenantId: string, amountMicro: bigint): Posting[] {
+  return [
+    { account: accounts.available(tenantId), amountMicro },
+    { account: accounts.paymentsReceived, amountMicro: -amountMicro },
+  ];
+}
+
 /**
  * A settled charge of `costMicro` (> 0): from available to spent. The spend statement in
  * outbox.ts (`writeSettledSpend`) writes the same two postings in SQL; keep them in step.

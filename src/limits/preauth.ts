@@ -213,9 +213,9 @@ export function preAuthLimit(
 }
 
 /** 429 `rate_limited` for a denied decision (dimension `ip`, DESIGN.md §4 details). */
-export function rateLimitedError(decision: PreAuthDecision, message: string): AppError {
+export function rateLimitedError(decision: PreAuthDecision, message: string, dimension = 'ip'): AppError {
   return new AppError('rate_limited', message, {
-    dimension: 'ip',
+    dimension,
     limit: decision.limit,
     remaining: 0,
     retryAfterMs: retryAfterMs(decision),

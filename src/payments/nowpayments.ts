@@ -42,7 +42,7 @@ export class ProviderError extends Error {
 }
 
 // 10 s: the provider answers in well under a second; a caller (createInvoice, a job) must not hang.
-const TIMEOUT_MS = 10_000;
+export const PROVIDER_TIMEOUT_MS = 10_000;
 
 const InvoiceResponse = v.looseObject({
   id: v.pipe(ProviderId, v.minLength(1)),
@@ -57,7 +57,12 @@ function discard(response: Response): void {
   response.body?.cancel().catch(() => {});
 }
 
-export function nowPaymentsClient(options: { apiUrl: string; apiKey: string }): NowPaymentsClient {
+export function nowPaymentsClient(options: {
+  apiUrl: string;
+  apiKey: string;
+  /** How long one call may take (default PROVIDER_TIMEOUT_MS). */
+  timeoutMs?: number;
+}): NowPaymentsClient {
   const base = options.apiUrl.replace(/\/+$/, '');
   const call = async (method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> => {
     let response: Response;
@@ -69,7 +74,7 @@ export function nowPaymentsClient(options: { apiUrl: string; apiKey: string }): 
           ...(body === undefined ? {} : { 'content-type': 'application/json' }),
         },
         ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-        signal: AbortSignal.timeout(TIMEOUT_MS),
+        signal: AbortSignal.timeout(options.timeoutMs ?? PROVIDER_TIMEOUT_MS),
       });
     } catch (error) {
       throw new ProviderError('unavailable', `NOWPayments unreachable: ${(error as Error).name}`);
@@ -134,10 +139,15 @@ export function paymentProvider(config: {
   payments: 'on' | 'off';
   nowpaymentsApiKey?: string;
   nowpaymentsApiUrl: string;
+  nowpaymentsTimeoutMs?: number;
 }): NowPaymentsClient {
   if (config.payments === 'off') throw new AppError('feature_disabled', 'Payments are switched off');
   if (config.nowpaymentsApiKey === undefined) {
     throw new AppError('feature_disabled', 'Payments are not configured (NOWPAYMENTS_API_KEY)');
   }
-  return nowPaymentsClient({ apiUrl: config.nowpaymentsApiUrl, apiKey: config.nowpaymentsApiKey });
+  return nowPaymentsClient({
+    apiUrl: config.nowpaymentsApiUrl,
+    apiKey: config.nowpaymentsApiKey,
+    ...(config.nowpaymentsTimeoutMs === undefined ? {} : { timeoutMs: config.nowpaymentsTimeoutMs }),
+  });
 }

@@ -9,7 +9,7 @@ import {
   type WebhookOutcome,
   webhookEvents,
 } from '../../db/schema/index.js';
-import { accounts, appendEntry, type Posting } from '../ledger/journal.js';
+import { accounts, appendEntry, paymentPostings } from '../ledger/journal.js';
 import type { Services } from '../services.js';
 import { applyEngineChanges } from './engine.js';
 import { isPaymentStatus, type PaymentStatus, statusRank, transition } from './status.js';
@@ -54,14 +54,6 @@ export type ApplyOutcome = {
   /** True when this report minted the pack's credits (once per payment). */
   minted?: boolean;
 };
-
-/** A mint: the pack's credits from the platform's payments account to the tenant's available. */
-export function paymentPostings(tenantId: string, amountMicro: bigint): Posting[] {
-  return [
-    { account: accounts.available(tenantId), amountMicro },
-    { account: accounts.paymentsReceived, amountMicro: -amountMicro },
-  ];
-}
 
 /**
  * Applies one provider report to our payment (DESIGN.md §4), in one transaction under

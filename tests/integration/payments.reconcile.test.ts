@@ -114,7 +114,8 @@ beforeAll(async () => {
   harness = await createHarness({
     clock,
     store: storeWithFailingCredit(),
-    config: { nowpaymentsApiKey: API_KEY, nowpaymentsApiUrl: API },
+    // A provider that hangs is given up on after 300 ms here (10 s in production).
+    config: { nowpaymentsApiKey: API_KEY, nowpaymentsApiUrl: API, nowpaymentsTimeoutMs: 300 },
   });
   const issue = async (role: Role, subject: string, tenantId?: string) =>
     (
@@ -478,7 +479,7 @@ describe('the payment-reconciliation job', () => {
     answers.set(slow.providerPaymentId, { hang: true });
     const job = reconciliation();
 
-    // The client gives up after its 10 s timeout.
+    // The client gives up after its timeout (300 ms in this file).
     await run([job]);
 
     expect(calls).toEqual([slow.providerPaymentId]);

@@ -222,6 +222,7 @@ describe('parseConfig', () => {
     ['NOWPAYMENTS_IPN_SECRET', 'short'],
     ['NOWPAYMENTS_IPN_SECRET', 'longenough,short'],
     ['NOWPAYMENTS_IPN_SECRET', 'one-secret,two-secret,three-secret'],
+    ['NOWPAYMENTS_IPN_SECRET', 'longenough, short  '],
     ['NOWPAYMENTS_IPN_URL', 'ftp://gw'],
     ['PAYMENT_PACKS', 'starter=5'],
     ['PAYMENT_PACKS', 'starter=5:0'],
@@ -255,6 +256,11 @@ describe('parseConfig', () => {
     expect(result.variable).toBe(name);
     expect(result.message.startsWith(`${name} `)).toBe(true);
     expect(result.message).not.toContain('\n');
+  });
+
+  it('reads two IPN secrets around their comma, spaces trimmed', () => {
+    const parsed = parse({ NOWPAYMENTS_IPN_SECRET: ' current-secret , previous-secret ' });
+    expect(parsed.ok && parsed.config.nowpaymentsIpnSecrets).toEqual(['current-secret', 'previous-secret']);
   });
 
   it('never repeats a rejected value, which may be a secret', () => {
