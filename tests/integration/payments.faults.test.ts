@@ -237,7 +237,8 @@ describe('webhook floods', () => {
       }
     }
     expect(statuses).toEqual([...Array(10).fill(401), 429, 429]);
-    // Even the genuine IPN waits now: the provider retries it later (and reconciliation reads it).
+    // Even the genuine IPN waits now: the provider retries it later (and reconciliation reads a
+    // payment an earlier IPN named; one no IPN ever reached waits for the provider's retry).
     const genuine = await limited.requestFrom('192.0.2.99', '/api/crypto/webhook', {
       method: 'POST',
       headers: { 'content-type': 'application/json', 'x-nowpayments-sig': signBody(SECRET, forged) },
