@@ -90,7 +90,8 @@ export async function applyStatusReport(
     receivedAt,
   });
 
-  const liveCeilingMicro = report.status === 'refunded' ? await liveCeiling(services, report) : undefined;
+  const engineCommittedMicro =
+    report.status === 'refunded' ? await engineCommitted(services, report) : undefined;
   const result = await services.db.transaction(async (tx) => {
     const payment = await lockPayment(tx, report);
     // The first copy of this report takes the dedup key; a copy whose twin committed first (or is
@@ -168,7 +169,7 @@ export async function applyStatusReport(
       minted = true;
     }
     if (next === 'refunded' && payment.mintedAt !== null && payment.refundedAt === null) {
-      shortfall = await refund(services, tx, payment, receivedAt, liveCeilingMicro);
+      shortfall = await refund(services, tx, payment, receivedAt, engineCommittedMicro);
     }
     if (next === 'partially_paid') {
       services.log.warn(
@@ -189,11 +190,12 @@ export async function applyStatusReport(
 }
 
 /**
- * Before a refund: what the tenant has not spent as the engine knows it — credited − committed,
- * charges settled but not yet in the book included (this process's held rows are written first).
- * Undefined when the store cannot say (down, or the balance absent): the book alone decides.
+ * Before a refund: every charge the engine has settled for the tenant (committed), those still on
+ * their way to the book included (this process's held rows are written first). Only charges are
+ * taken from the engine; what was credited is the book's. Undefined when the store cannot say
+ * (down, or the balance absent): the book alone decides.
  */
-async function liveCeiling(services: Services, report: StatusReport): Promise<bigint | undefined> {
+async function engineCommitted(services: Services, report: StatusReport): Promise<bigint | undefined> {
   await services.spend
     .flush()
     .catch((error: unknown) => services.log.warn({ err: error }, 'spend rows not written before a refund'));
@@ -208,7 +210,7 @@ async function liveCeiling(services: Services, report: StatusReport): Promise<bi
       );
     if (payment === undefined) return undefined;
     const snapshot = await services.store.snapshot(payment.tenantId);
-    return snapshot.present ? snapshot.creditedMicro - snapshot.committedMicro : undefined;
+    return snapshot.present ? snapshot.committedMicro : undefined;
   } catch (error) {
     services.log.warn({ err: error }, 'store not read before a refund: the book alone decides');
     return undefined;
@@ -268,8 +270,8 @@ async function mint(tx: Db, payment: CryptoPaymentRow, at: Date): Promise<void> 
 
 /**
  * A refund after the mint (docs/payments.md "Refunds"): the book takes back the minted credits, but
- * never more than the tenant has not spent — the book's available balance, and the engine's
- * credited − committed when it answers (settlements on their way to the book) — so a refund never
+ * never more than the tenant has not spent — the book's available balance, less the charges the
+ * engine settled that are still on their way to the book — so a refund never
  * takes a balance below zero; what was already spent is recorded as the shortfall and logged for
  * the operator. The engine's balance is lowered by what the book took back.
  */
@@ -278,17 +280,24 @@ async function refund(
   tx: Db,
   payment: CryptoPaymentRow,
   at: Date,
-  liveCeilingMicro: bigint | undefined,
+  engineCommittedMicro: bigint | undefined,
 ): Promise<bigint> {
   const { id, tenantId, creditsMicro } = payment;
   // Refunds of one tenant's payments take from one balance: one at a time.
   await tx.select({ id: tenants.id }).from(tenants).where(eq(tenants.id, tenantId)).for('update');
+  const sum = (account: string) =>
+    sql<string>`(select coalesce(sum(${postings.amountMicro}), 0) from ${postings} where ${postings.account} = ${account})::text`;
   const [row] = await tx
-    .select({ available: sql<string>`coalesce(sum(${postings.amountMicro}), 0)::text` })
-    .from(postings)
-    .where(eq(postings.account, accounts.available(tenantId)));
-  const book = BigInt(row?.available ?? '0');
-  const available = liveCeilingMicro !== undefined && liveCeilingMicro < book ? liveCeilingMicro : book;
+    .select({ available: sum(accounts.available(tenantId)), spent: sum(accounts.spent(tenantId)) })
+    .from(tenants)
+    .where(eq(tenants.id, tenantId));
+  const bookSpent = BigInt(row?.spent ?? '0');
+  // Charges the engine settled that the book does not hold yet (another gateway's outbox).
+  const unbooked =
+    engineCommittedMicro !== undefined && engineCommittedMicro > bookSpent
+      ? engineCommittedMicro - bookSpent
+      : 0n;
+  const available = BigInt(row?.available ?? '0') - unbooked;
   const takenBack = available <= 0n ? 0n : available < creditsMicro ? available : creditsMicro;
   const shortfall = creditsMicro - takenBack;
   if (takenBack > 0n) {

@@ -324,22 +324,33 @@ describe('the payment state machine', () => {
     expect(await accountBalance(harness.services.db, accounts.available(tenantId))).toBe(0n);
   });
 
-  it('a refund right after inferences counts their charges before PostgreSQL has them', async () => {
-    const row = await payment({ pack: 'starter' });
-    await send(row, 'finished', 1_000);
-    const { key } = await createKey(harness.services, row.tenantId, { name: 'refund-lag' });
-    let spent = 0n;
-    for (let i = 0; i < 3; i += 1) {
-      const response = await infer(harness, key, { prompt: 'spend a little', max_tokens: 8 });
-      spent += BigInt(sseEvents(await response.text()).at(-1)?.cost_micro ?? '0');
-    }
-    expect(spent).toBeGreaterThan(0n);
-    // The settled rows are still held by this process (written within 1 s): refund at once.
-    await send(row, 'refunded', 2_000);
-    const after = await reload(row.id);
-    expect([after.refundedMicro, after.refundShortfallMicro]).toEqual([5_000_000n - spent, spent]);
-    expect(await available(row.tenantId)).toBe(0n);
-  });
+  it.each([
+    ['this instance', false],
+    ['another instance', true],
+  ])(
+    'a refund right after inferences on %s counts their charges before PostgreSQL has them',
+    async (_, elsewhere) => {
+      const row = await payment({ pack: 'starter' });
+      await send(row, 'finished', 1_000);
+      const { key } = await createKey(harness.services, row.tenantId, { name: 'refund-lag' });
+      // Another gateway's settled rows are in its memory and the store's outbox, not in the book.
+      const other = elsewhere
+        ? await createHarness({ shareWith: harness, config: harness.services.config })
+        : harness;
+      let spent = 0n;
+      for (let i = 0; i < 3; i += 1) {
+        const response = await infer(other, key, { prompt: 'spend a little', max_tokens: 8 });
+        spent += BigInt(sseEvents(await response.text()).at(-1)?.cost_micro ?? '0');
+      }
+      expect(spent).toBeGreaterThan(0n);
+      // The settled rows are still held (written within 1 s): refund at once.
+      await send(row, 'refunded', 2_000);
+      if (elsewhere) await other.close();
+      const after = await reload(row.id);
+      expect([after.refundedMicro, after.refundShortfallMicro]).toEqual([5_000_000n - spent, spent]);
+      expect(await available(row.tenantId)).toBe(0n);
+    },
+  );
 
   it('matches a report by invoice id when it carries no order id, and ignores a payment it does not know', async () => {
     const row = await payment();
