@@ -13,7 +13,7 @@ import { metricsRoute } from './http/metrics.js';
 import { applyCommonMiddleware } from './http/middleware.js';
 import { openAiError, openAiRoutes } from './http/openai.js';
 import { readyRoute } from './http/ready.js';
-import { preAuthLimit } from './limits/preauth.js';
+import { type PreAuthLimitOptions, type PreAuthRoute, preAuthLimit } from './limits/preauth.js';
 import type { Logger } from './observability/logger.js';
 import type { Services } from './services.js';
 
@@ -28,30 +28,23 @@ export function createApp(services: Services): Hono<AppEnv> {
       c.req.path.startsWith('/v1/') ? openAiError(c, error) : errorResponse(c, error),
   });
 
+  // The per-IP pre-auth limit of one unauthenticated route (src/limits/preauth.ts).
+  const limitPerIp = (route: PreAuthRoute, render?: PreAuthLimitOptions['render']) =>
+    preAuthLimit(services.preAuth, {
+      trustProxyHops: services.config.trustProxyHops,
+      route,
+      ...(render === undefined ? {} : { render }),
+      ...(services.clientAddress === undefined
+        ? {}
+        : { address: (c: { req: { raw: Request } }) => services.clientAddress?.(c.req.raw) }),
+    });
+
   app.route('/', healthRoute(services.signing));
   app.route('/', readyRoute(services));
   // Unauthenticated routes get per-IP limits (JWKS, the payment webhook, tRPC before its bearer).
-  app.use(
-    '/.well-known/jwks.json',
-    preAuthLimit(services.preAuth, {
-      trustProxyHops: services.config.trustProxyHops,
-      route: 'jwks',
-      ...(services.clientAddress === undefined
-        ? {}
-        : { address: (c: { req: { raw: Request } }) => services.clientAddress?.(c.req.raw) }),
-    }),
-  );
+  app.use('/.well-known/jwks.json', limitPerIp('jwks'));
   app.route('/', jwksRoute(services));
-  app.use(
-    '/api/crypto/webhook',
-    preAuthLimit(services.preAuth, {
-      trustProxyHops: services.config.trustProxyHops,
-      route: 'crypto-webhook',
-      ...(services.clientAddress === undefined
-        ? {}
-        : { address: (c: { req: { raw: Request } }) => services.clientAddress?.(c.req.raw) }),
-    }),
-  );
+  app.use('/api/crypto/webhook', limitPerIp('crypto-webhook'));
   app.route('/', cryptoWebhookRoute(services));
   app.route('/', keyInfoRoute(services));
   app.route('/', inferenceRoute(services));
@@ -60,17 +53,7 @@ export function createApp(services: Services): Hono<AppEnv> {
 
   // Every tRPC request counts against the per-IP pre-auth limit before tRPC parses it; a batch of
   // more than TRPC_MAX_BATCH calls is then refused (400) before the context (and so any auth) is built.
-  app.use(
-    '/trpc/*',
-    preAuthLimit(services.preAuth, {
-      trustProxyHops: services.config.trustProxyHops,
-      route: 'trpc',
-      render: trpcErrorResponse(services),
-      ...(services.clientAddress === undefined
-        ? {}
-        : { address: (c: { req: { raw: Request } }) => services.clientAddress?.(c.req.raw) }),
-    }),
-  );
+  app.use('/trpc/*', limitPerIp('trpc', trpcErrorResponse(services)));
   // GET and POST only: any other method gets the common 405 in the one error shape.
   app.on(
     ['GET', 'POST'],

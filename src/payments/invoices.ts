@@ -7,6 +7,7 @@ import { getTenant } from '../tenants/tenants.js';
 import { ProviderError, paymentProvider } from './nowpayments.js';
 import { findPack } from './packs.js';
 import { PROVIDER } from './state-machine.js';
+import type { PaymentStatus } from './status.js';
 import { statusRank } from './status.js';
 
 /** A pack as `billing.packs` lists it: money as decimal strings. */
@@ -118,7 +119,7 @@ export interface PaymentView {
   priceAmount: string;
   priceCurrency: string;
   creditsMicro: string;
-  status: string;
+  status: PaymentStatus;
   actuallyPaid: string | null;
   payCurrency: string | null;
   invoiceUrl: string | null;
@@ -141,10 +142,11 @@ export async function listPayments(services: Services, tenantId: string): Promis
     .where(eq(cryptoPayments.tenantId, tenantId))
     .orderBy(desc(cryptoPayments.createdAt), desc(cryptoPayments.id))
     .limit(PAYMENTS_LISTED);
-  return rows.map(toPaymentView);
+  return rows.map(paymentView);
 }
 
-function toPaymentView(row: CryptoPaymentRow): PaymentView {
+/** A payment as its tenant sees it: money as decimal strings, times as ISO 8601. */
+export function paymentView(row: CryptoPaymentRow): PaymentView {
   return {
     paymentId: row.id,
     pack: row.pack,

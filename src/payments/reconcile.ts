@@ -2,6 +2,7 @@ import { and, asc, eq, inArray, lt, or, sql } from 'drizzle-orm';
 import { type CryptoPaymentRow, cryptoPayments, webhookEvents } from '../../db/schema/index.js';
 import { AppError } from '../errors.js';
 import type { Services } from '../services.js';
+import { type PaymentView, paymentView } from './invoices.js';
 import { ProviderError, paymentProvider } from './nowpayments.js';
 import { type ApplyOutcome, applyStatusReport, type StatusReport } from './state-machine.js';
 import type { PaymentStatus } from './status.js';
@@ -35,24 +36,13 @@ export const STUCK_AFTER_MS = 30 * 60_000;
 // 200: far more than any healthy gateway has open; a longer list is an incident, oldest first.
 export const STUCK_LISTED = 200;
 
-/** A payment as the admin procedures show it: money as decimal strings, times as ISO 8601. */
-export interface AdminPaymentView {
-  paymentId: string;
+/** A payment as the admin procedures show it: what its tenant sees, plus whose it is and the provider's ids. */
+export interface AdminPaymentView extends PaymentView {
   tenantId: string;
-  pack: string;
-  priceAmount: string;
-  priceCurrency: string;
-  creditsMicro: string;
-  status: PaymentStatus;
-  actuallyPaid: string | null;
-  payCurrency: string | null;
   /** Null when invoice creation failed after our row was written (the provider may have it). */
   providerInvoiceId: string | null;
-  invoiceUrl: string | null;
   /** Null until the first IPN: such a payment cannot be reconciled (see above). */
   providerPaymentId: string | null;
-  createdAt: string;
-  updatedAt: string;
 }
 
 /**
@@ -91,20 +81,10 @@ export async function stuckPayments(services: Services): Promise<AdminPaymentVie
 
 export function adminPaymentView(row: CryptoPaymentRow): AdminPaymentView {
   return {
-    paymentId: row.id,
+    ...paymentView(row),
     tenantId: row.tenantId,
-    pack: row.pack,
-    priceAmount: row.priceAmount,
-    priceCurrency: row.priceCurrency,
-    creditsMicro: row.creditsMicro.toString(),
-    status: row.status,
-    actuallyPaid: row.actuallyPaid,
-    payCurrency: row.payCurrency,
     providerInvoiceId: row.providerInvoiceId,
-    invoiceUrl: row.invoiceUrl,
     providerPaymentId: row.providerPaymentId,
-    createdAt: row.createdAt.toISOString(),
-    updatedAt: row.updatedAt.toISOString(),
   };
 }
 

@@ -58,6 +58,29 @@ async function minted(paymentId: string) {
   return { entries: entries.length, grants: grants.length, row };
 }
 
+/**
+ * After a transaction that died: no status change, grant, entry or event; then the provider's
+ * retry (the webhook answered 5xx) commits, once.
+ */
+async function expectNothingThenOneMintOnRetry(payment: { id: string }, body: Record<string, unknown>) {
+  const after = await minted(payment.id);
+  expect([after.entries, after.grants, after.row?.status, after.row?.mintedAt]).toEqual([
+    0,
+    0,
+    'waiting',
+    null,
+  ]);
+  const recorded = await harness.services.db
+    .select()
+    .from(webhookEvents)
+    .where(eq(webhookEvents.paymentId, payment.id));
+  expect(recorded).toEqual([]);
+  const retry = await postIpn(harness, body, signBody(SECRET, body));
+  expect(await retry.json()).toEqual({ status: 'processed' });
+  const done = await minted(payment.id);
+  expect([done.entries, done.grants, done.row?.status]).toEqual([1, 1, 'finished']);
+}
+
 describe('payments when parts fail', () => {
   it('Redis stopped during a mint: committed in PostgreSQL, the live balance right once Redis is back, credited once', async () => {
     const payment = await newPayment();
@@ -120,24 +143,7 @@ describe('payments when parts fail', () => {
     } finally {
       await killer.end();
     }
-    const after = await minted(payment.id);
-    expect([after.entries, after.grants, after.row?.status, after.row?.mintedAt]).toEqual([
-      0,
-      0,
-      'waiting',
-      null,
-    ]);
-    const recorded = await harness.services.db
-      .select()
-      .from(webhookEvents)
-      .where(eq(webhookEvents.paymentId, payment.id));
-    expect(recorded).toEqual([]);
-
-    // The provider retries (the webhook answered 5xx): this time it commits, once.
-    const retry = await postIpn(harness, body, signBody(SECRET, body));
-    expect(await retry.json()).toEqual({ status: 'processed' });
-    const done = await minted(payment.id);
-    expect([done.entries, done.grants, done.row?.status]).toEqual([1, 1, 'finished']);
+    await expectNothingThenOneMintOnRetry(payment, body);
     expect(await balance(payment.tenantId)).toMatchObject({ creditedMicro: '5000000' });
   });
 });
@@ -173,18 +179,7 @@ describe('the webhook when the database fails', () => {
       await holder.end();
       await killer.end();
     }
-    const after = await minted(payment.id);
-    expect([after.entries, after.grants, after.row?.status]).toEqual([0, 0, 'waiting']);
-    const recorded = await harness.services.db
-      .select()
-      .from(webhookEvents)
-      .where(eq(webhookEvents.paymentId, payment.id));
-    expect(recorded).toEqual([]);
-
-    const retry = await postIpn(harness, body, signBody(SECRET, body));
-    expect(await retry.json()).toEqual({ status: 'processed' });
-    const done = await minted(payment.id);
-    expect([done.entries, done.grants, done.row?.status]).toEqual([1, 1, 'finished']);
+    await expectNothingThenOneMintOnRetry(payment, body);
   });
 });
 

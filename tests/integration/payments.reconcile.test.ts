@@ -654,6 +654,9 @@ describe('admin.payments.stuck', () => {
       providerPaymentId: old.providerPaymentId,
       createdAt: old.createdAt.toISOString(),
       updatedAt: old.updatedAt.toISOString(),
+      mintedAt: null,
+      refundedMicro: null,
+      refundShortfallMicro: null,
     });
     expect(listed[1]).toMatchObject({ status: 'partially_paid' });
     expect(listed[2]).toMatchObject({ status: 'confirming', providerPaymentId: null });
