@@ -22,8 +22,10 @@ const ERROR_LOG_INTERVAL_MS = 10_000;
 // @upstash/redis appends this and the JSON of the command (script source, arguments) to the text
 // of a non-2xx reply.
 const COMMAND_SUFFIX = ', command was: ';
-// Redis error replies start with an upper-case code: ERR, NOSCRIPT, WRONGTYPE, BUSY, …
-const REDIS_ERROR_CODE = /^[A-Z][A-Z0-9_]*(?: |$)/;
+// Redis error replies start with an upper-case code: ERR, NOSCRIPT, WRONGTYPE, BUSY, … Some
+// Upstash-compatible servers put their own words first ("Failed to execute Redis command: NOSCRIPT
+// …"), so the code is found at the start of the text or after a colon.
+const REDIS_ERROR = /(?:^|: )([A-Z][A-Z0-9_]*(?: [\s\S]*)?)$/;
 
 /**
  * The REST engine (Upstash; Workers and other runtimes without TCP): the same Lua scripts as the
@@ -95,8 +97,9 @@ export function upstashStore(options: UpstashStoreOptions): Store {
 }
 
 /**
- * The text of a Redis error reply, or null when the error is not one: the REST API answers a
- * failed command with HTTP 400 `{"error":"ERR …"}`, which the client throws as an UpstashError.
+ * The text of a Redis error reply from its code on, or null when the error is not one: the REST
+ * API answers a failed command with HTTP 400 `{"error":"ERR …"}` (or `{"error":"<words>: ERR …"}`),
+ * which the client throws as an UpstashError.
  * Network failures, timeouts and gateway pages (5xx, HTML) are something else. The client does not
  * expose the HTTP status, so the reply is recognised by its Redis error code.
  */
@@ -104,7 +107,7 @@ function redisErrorText(error: unknown): string | null {
   if (!(error instanceof errors.UpstashError) || error instanceof errors.UpstashJSONParseError) return null;
   const end = error.message.indexOf(COMMAND_SUFFIX);
   const text = end === -1 ? error.message : error.message.slice(0, end);
-  return REDIS_ERROR_CODE.test(text) ? text : null;
+  return REDIS_ERROR.exec(text)?.[1] ?? null;
 }
 
 function isReply(value: unknown): value is Reply {

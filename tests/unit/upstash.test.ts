@@ -29,7 +29,7 @@ type Result = { result: unknown } | { error: string };
  * Scripts run on the memory engine's ports of the Lua scripts; like Redis, it knows a script's SHA-1
  * only once an EVAL of its source has been seen.
  */
-function fakeUpstash(wallClockMs: () => number = Date.now) {
+function fakeUpstash(wallClockMs: () => number = Date.now, errorPrefix = '') {
   const kv = new MemoryKv(wallClockMs);
   const loaded = new Set<string>();
   const requests: { command: unknown[]; headers: Headers }[] = [];
@@ -67,7 +67,8 @@ function fakeUpstash(wallClockMs: () => number = Date.now) {
       return HttpResponse.json({ error: 'Unauthorized' }, { status: 401 });
     }
     const answer = execute(command);
-    if ('error' in answer) return HttpResponse.json(answer, { status: 400 });
+    if ('error' in answer)
+      return HttpResponse.json({ error: `${errorPrefix}${answer.error}` }, { status: 400 });
     const base64 = request.headers.get('upstash-encoding') === 'base64';
     return HttpResponse.json(base64 ? { result: encode(answer.result) } : answer);
   });
@@ -215,6 +216,19 @@ describe('upstash engine over the REST API (msw fake backed by the memory script
     expect(fake.requests[2]?.command.slice(0, 4)).toEqual(['evalsha', SCRIPTS.credit.sha1, 1, '{t:ten_1}']);
   });
 
+  it('finds NOSCRIPT after the words a compatible server puts first, and recovers with one EVAL', async () => {
+    // @humanwhocodes/upstash-redis-server answers `Failed to execute Redis command: NOSCRIPT …`.
+    const fake = fakeUpstash(Date.now, 'Failed to execute Redis command: ');
+    server.use(fake.handler);
+    const store = upstashStore({ url: API_URL, token: TOKEN, log });
+    await store.hydrate({ tenantId: 'ten_1', creditedMicro: 0n, committedMicro: 0n, grants: [] });
+    fake.requests.splice(0);
+
+    const credited = await store.credit({ tenantId: 'ten_1', grantId: 'grant_1', amountMicro: 5_000n });
+    expect(credited).toEqual({ status: 'CREDITED', creditedMicro: 5_000n, availableMicro: 5_000n });
+    expect(fake.commandNames()).toEqual(['evalsha', 'eval']);
+  });
+
   it('pings through the API; close is a no-op that can be repeated', async () => {
     const fake = fakeUpstash();
     server.use(fake.handler);
@@ -319,24 +333,30 @@ describe('upstash engine over the REST API (msw fake backed by the memory script
     });
   });
 
-  it('rethrows an error reply from Redis as is, not as StoreUnavailable', async () => {
-    server.use(
-      http.post(`${API_URL}/`, () => HttpResponse.json({ error: 'ERR something' }, { status: 400 })),
-    );
-    const store = upstashStore({ url: API_URL, token: TOKEN, log });
+  it.each(['', 'Failed to execute Redis command: '])(
+    'rethrows an error reply from Redis as is, not as StoreUnavailable (prefix %j)',
+    async (prefix) => {
+      server.use(
+        http.post(`${API_URL}/`, () =>
+          HttpResponse.json({ error: `${prefix}ERR something` }, { status: 400 }),
+        ),
+      );
+      const store = upstashStore({ url: API_URL, token: TOKEN, log });
 
-    const error = await store.snapshot('ten_1').catch((thrown: unknown) => thrown);
+      const error = await store.snapshot('ten_1').catch((thrown: unknown) => thrown);
 
-    expect(error).toBeInstanceOf(Error);
-    expect(error).not.toBeInstanceOf(StoreUnavailable);
-    expect((error as Error).message).toContain('ERR something');
-  });
+      expect(error).toBeInstanceOf(Error);
+      expect(error).not.toBeInstanceOf(StoreUnavailable);
+      expect((error as Error).message).toContain('ERR something');
+    },
+  );
 
   it.each([
     'LOADING Redis is loading the dataset in memory',
     'BUSY Redis is busy running a script',
     "READONLY You can't write against a read only replica.",
     'ERR max requests limit exceeded. Limit: 10000, Usage: 10000',
+    'Failed to execute Redis command: BUSY Redis is busy running a script',
   ])('treats the outage reply %j as StoreUnavailable', async (reply) => {
     server.use(http.post(`${API_URL}/`, () => HttpResponse.json({ error: reply }, { status: 400 })));
     const store = upstashStore({ url: API_URL, token: TOKEN, log });
