@@ -80,7 +80,7 @@ const charged = (tenantId: string) =>
 export async function usage(
   services: Services,
   tenantId: string,
-  window: { from?: Date | undefined; to?: Date | undefined } = {},
+  window: { from?: Date | undefined; to?: Date | undefined },
   groups: readonly UsageGroup[],
 ): Promise<Usage> {
   const { from, to } = usageWindow(services, window);
