@@ -160,8 +160,8 @@ function settledSpend(tenantId: string, entry: OutboxEntry): SettledSpend {
  * how many rows it inserted or settled. A reservation's row is inserted settled, or — when it
  * waits unsettled (the store failed at finalize, the row was kept) — settled with the store's
  * figures and any park reason cleared (its user and channel kept: an outbox entry has none); a
- * settled row is left untouched. The entry (postings of
- * `spendPostings`, journal.ts: keep them in step) is written only for a row this statement
+ * settled row is left untouched. The entry (postings of `spendPostings`, journal.ts: keep them in
+ * step) is written only for a row this statement
  * inserted or settled that was charged more than 0, and `(spend, reservation id)` is unique: so a
  * settlement written twice, or by two drainers at once, adds nothing.
  *
