@@ -161,9 +161,9 @@ function settledSpend(tenantId: string, entry: OutboxEntry): SettledSpend {
  * waits unsettled (the store failed at finalize, the row was kept) — settled with the store's
  * figures and any park reason cleared (its user and channel kept: an outbox entry has none); a
  * settled row is left untouched. The entry (postings of `spendPostings`, journal.ts: keep them in
- * step) is written only for a row this statement
- * inserted or settled that was charged more than 0, and `(spend, reservation id)` is unique: so a
- * settlement written twice, or by two drainers at once, adds nothing.
+ * step) is written only for a row this statement inserted or settled that was charged more than
+ * 0, and `(spend, reservation id)` is unique: so a settlement written twice, or by two drainers at
+ * once, adds nothing.
  *
  * One parameter for the whole batch, the rows as JSON expanded by `jsonb_to_recordset` (one
  * JSON.stringify, where drizzle's builder would bind every value of every row:
