@@ -12,6 +12,9 @@ export const spend = pgTable(
     reservationId: text('reservation_id').primaryKey(),
     tenantId: text('tenant_id').notNull(),
     keyId: text('key_id').notNull(),
+    /** The request's `user` and `channel` (null when it named none), so usage can be cut by them. */
+    userId: text('user_id'),
+    channelId: text('channel_id'),
     pool: text('pool').notNull(),
     promptTokens: integer('prompt_tokens').notNull(),
     completionTokens: integer('completion_tokens').notNull(),

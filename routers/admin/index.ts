@@ -1,11 +1,14 @@
 import * as v from 'valibot';
 import { grantCredits } from '../../src/billing/credits.js';
+import { adminUsage, USAGE_GROUPS } from '../../src/billing/usage.js';
 import { conservationStatus } from '../../src/ledger/conservation.js';
+import { poolDecisionReport } from '../../src/ledger/pool-decisions.js';
 import { reconcilePayment, stuckPayments } from '../../src/payments/reconcile.js';
+import { POOLS } from '../../src/pricing/pricing.js';
 import { issueToken } from '../../src/signing/caller-tokens.js';
 import { systemInfo } from '../../src/system/info.js';
 import { createTenant, getTenant, listTenants, updateTenant } from '../../src/tenants/tenants.js';
-import { CapMicro, GrantId, Name, PositiveMicro, TenantId, Text } from '../inputs.js';
+import { CapMicro, GrantId, Instant, Name, PositiveMicro, TenantId, Text } from '../inputs.js';
 import { adminProcedure, operatorProcedure, router } from '../trpc.js';
 
 const CreateTenantInput = v.object({
@@ -73,6 +76,31 @@ export const adminRouter = router({
       }),
     ),
   }),
+  // Usage and pool decisions (reads, for admins and operators), from the spend and pool_decisions tables.
+  // groupBy: one cut of day | pool | key | user; absent, all four.
+  usage: operatorProcedure
+    .input(
+      v.object({
+        tenantId: TenantId,
+        from: v.optional(Instant),
+        to: v.optional(Instant),
+        groupBy: v.optional(v.picklist(USAGE_GROUPS)),
+      }),
+    )
+    .query(({ ctx, input }) => adminUsage(ctx.services, input)),
+  poolDecisions: operatorProcedure
+    .input(
+      v.optional(
+        v.object({
+          tenantId: v.optional(TenantId),
+          from: v.optional(Instant),
+          to: v.optional(Instant),
+          pool: v.optional(v.picklist(POOLS)),
+        }),
+        {},
+      ),
+    )
+    .query(({ ctx, input }) => poolDecisionReport(ctx.services, input)),
   signingKeys: router({
     list: operatorProcedure.query(({ ctx }) => ctx.services.signing.list()),
     rotate: adminProcedure.mutation(({ ctx }) => ctx.services.signing.rotate()),

@@ -33,6 +33,10 @@ const USAGE = `usage: spicegate <command> [options]
                                           open a crypto invoice for a pack; prints the
                                           payment id and the invoice URL to pay at
   payments [--tenant ID]                  a tenant's payments, newest first
+  usage --tenant ID [--from DATE] [--to DATE]
+                                          spend and requests per day, pool, key and user,
+                                          and the projected depletion (dates ISO 8601;
+                                          default the last 30 UTC days)
   token --role admin|operator|member [--tenant ID] [--ttl SECONDS]
                                           issue a tRPC bearer token (prints it)
   signing-key rotate                      start a signing key rotation
@@ -64,6 +68,8 @@ async function run(argv: string[]): Promise<number> {
       id: { type: 'string' },
       grace: { type: 'string' },
       pack: { type: 'string' },
+      from: { type: 'string' },
+      to: { type: 'string' },
       field: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -188,6 +194,19 @@ async function run(argv: string[]): Promise<number> {
       const client = await clientFor(config, values);
       print(
         await client.billing.payments.query(values.tenant === undefined ? {} : { tenantId: values.tenant }),
+      );
+      return 0;
+    }
+    case 'usage': {
+      if (subcommand !== undefined) throw new UsageError(`usage takes no subcommand: ${subcommand}`);
+      if (values.tenant === undefined) throw new UsageError('usage needs --tenant');
+      const client = await clientFor(config, values);
+      print(
+        await client.admin.usage.query({
+          tenantId: values.tenant,
+          ...(values.from === undefined ? {} : { from: values.from }),
+          ...(values.to === undefined ? {} : { to: values.to }),
+        }),
       );
       return 0;
     }

@@ -27,6 +27,9 @@ export type Admission =
       admittedAtMs: number;
       /** Admission took a budget scope to 80 % or more: only then does settling check the thresholds. */
       nearThreshold: boolean;
+      /** The request's `user` and `channel` (null: none named), for its spend row. */
+      userId: string | null;
+      channelId: string | null;
       headers: Record<string, string>;
     }
   | { ok: false; error: AppError; headers: Record<string, string> };
@@ -102,7 +105,7 @@ export async function admit(
   const result = await withHydration(services, key.tenantId, () =>
     admitWithPoolGate(services.store, input, gate, services.cancelsAfterTimeout),
   );
-  const admission = toAdmission(result, nowMs, estimated);
+  const admission = toAdmission(result, nowMs, estimated, request);
   if (admission.ok && decision.reason !== 'as_requested' && decision.reason !== 'default') {
     recordPoolDecision(services, key, admission);
   }
@@ -113,6 +116,7 @@ function toAdmission(
   result: Exclude<AdmitResult, { status: 'HYDRATE' }>,
   nowMs: number,
   { decision, estimate }: Extract<Estimated, { ok: true }>,
+  request: InferenceInput,
 ): Admission {
   switch (result.status) {
     case 'ADMITTED': {
@@ -136,6 +140,8 @@ function toAdmission(
         reservationId: result.reservationId,
         admittedAtMs: nowMs,
         nearThreshold: result.warning !== null,
+        userId: request.userId ?? null,
+        channelId: request.channelId ?? null,
         headers,
       };
     }

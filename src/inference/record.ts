@@ -64,6 +64,8 @@ export function spendEntry(
     reservationId: admitted.reservationId,
     tenantId: key.tenantId,
     keyId: key.id,
+    userId: admitted.userId,
+    channelId: admitted.channelId,
     pool: admitted.decision.pool,
     promptTokens: usage.promptTokens,
     completionTokens: usage.completionTokens,

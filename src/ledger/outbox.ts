@@ -122,6 +122,13 @@ export interface SettledSpend {
   reservationId: string;
   tenantId: string;
   keyId: string;
+  /**
+   * The request's `user` and `channel`; absent or null: none named, or a row written from the
+   * outbox (budget_finalize v4's entry does not carry them, so a drained row keeps them null
+   * unless its unsettled row, which has them, was written first).
+   */
+  userId?: string | null;
+  channelId?: string | null;
   pool: string;
   promptTokens: number;
   completionTokens: number;
@@ -152,10 +159,11 @@ function settledSpend(tenantId: string, entry: OutboxEntry): SettledSpend {
  * Writes settlements as settled spend rows and their `spend` entries in ONE statement; answers
  * how many rows it inserted or settled. A reservation's row is inserted settled, or — when it
  * waits unsettled (the store failed at finalize, the row was kept) — settled with the store's
- * figures and any park reason cleared; a settled row is left untouched. The entry (postings of
- * `spendPostings`, journal.ts: keep them in step) is written only for a row this statement
- * inserted or settled that was charged more than 0, and `(spend, reservation id)` is unique: so a
- * settlement written twice, or by two drainers at once, adds nothing.
+ * figures and any park reason cleared (its user and channel kept: an outbox entry has none); a
+ * settled row is left untouched. The entry (postings of `spendPostings`, journal.ts: keep them in
+ * step) is written only for a row this statement inserted or settled that was charged more than
+ * 0, and `(spend, reservation id)` is unique: so a settlement written twice, or by two drainers at
+ * once, adds nothing.
  *
  * One parameter for the whole batch, the rows as JSON expanded by `jsonb_to_recordset` (one
  * JSON.stringify, where drizzle's builder would bind every value of every row:
@@ -174,6 +182,8 @@ export async function writeSettledSpend(db: Db, rows: SettledSpend[]): Promise<n
       reservation_id: row.reservationId,
       tenant_id: row.tenantId,
       key_id: row.keyId,
+      user_id: row.userId ?? null,
+      channel_id: row.channelId ?? null,
       pool: row.pool,
       prompt_tokens: row.promptTokens,
       completion_tokens: row.completionTokens,
@@ -185,13 +195,14 @@ export async function writeSettledSpend(db: Db, rows: SettledSpend[]): Promise<n
   );
   const result = await db.execute(sql`with batch as (
       select * from jsonb_to_recordset(${json}::jsonb) as row(reservation_id text, tenant_id text,
-        key_id text, pool text, prompt_tokens integer, completion_tokens integer, cost_micro bigint,
-        charged_micro bigint, free boolean, settled_at timestamptz)
+        key_id text, user_id text, channel_id text, pool text, prompt_tokens integer,
+        completion_tokens integer, cost_micro bigint, charged_micro bigint, free boolean,
+        settled_at timestamptz)
     ), written as (
-      insert into spend as existing (reservation_id, tenant_id, key_id, pool, prompt_tokens,
-        completion_tokens, cost_micro, free, settled, created_at, settled_at)
-      select reservation_id, tenant_id, key_id, pool, prompt_tokens, completion_tokens, cost_micro,
-        free, true, settled_at, settled_at
+      insert into spend as existing (reservation_id, tenant_id, key_id, user_id, channel_id, pool,
+        prompt_tokens, completion_tokens, cost_micro, free, settled, created_at, settled_at)
+      select reservation_id, tenant_id, key_id, user_id, channel_id, pool, prompt_tokens,
+        completion_tokens, cost_micro, free, true, settled_at, settled_at
       from batch
       on conflict (reservation_id) do update
         set cost_micro = excluded.cost_micro, settled = true, settled_at = excluded.settled_at,

@@ -9,7 +9,12 @@ import type { Store } from '../store/typed-store.js';
 import { withHydration } from './hydrate.js';
 import { drainOutbox, type SettledSpend, WRITE_CONCURRENCY, writeSettledSpend } from './outbox.js';
 
-export type SpendEntry = Omit<SpendRow, 'createdAt' | 'settledAt' | 'settled' | 'parkedReason'>;
+/** An unsettled row as a request leaves it; `userId` / `channelId` absent: the request named none. */
+export type SpendEntry = Omit<
+  SpendRow,
+  'createdAt' | 'settledAt' | 'settled' | 'parkedReason' | 'userId' | 'channelId'
+> &
+  Partial<Pick<SpendRow, 'userId' | 'channelId'>>;
 
 // This process's settled rows are written within 1 s, which keeps the table close to live.
 const FLUSH_MS = 1_000;

@@ -1,5 +1,5 @@
-import { and, desc, eq, gte, lt, sql } from 'drizzle-orm';
-import { type CryptoPaymentRow, cryptoPayments, spend } from '../../db/schema/index.js';
+import { desc, eq } from 'drizzle-orm';
+import { type CryptoPaymentRow, cryptoPayments } from '../../db/schema/index.js';
 import { AppError } from '../errors.js';
 import { newId } from '../ids.js';
 import type { Services } from '../services.js';
@@ -162,98 +162,5 @@ export function paymentView(row: CryptoPaymentRow): PaymentView {
     mintedAt: row.mintedAt?.toISOString() ?? null,
     refundedMicro: row.refundedMicro?.toString() ?? null,
     refundShortfallMicro: row.refundShortfallMicro?.toString() ?? null,
-  };
-}
-
-const DAY_MS = 86_400_000;
-/** The default window: the last 30 UTC days, today included. */
-export const USAGE_DEFAULT_DAYS = 30;
-/** The widest window one call may ask for (a leap year). */
-export const USAGE_MAX_DAYS = 366;
-
-/** What a tenant was charged, per pool per UTC day; money as decimal strings. */
-export interface Usage {
-  tenantId: string;
-  /** The window: `from` inclusive, `to` exclusive (ISO 8601). */
-  from: string;
-  to: string;
-  /** One row per (day, pool) with charged requests, by day then pool. */
-  days: { date: string; pool: string; requests: number; costMicro: string }[];
-  /** Per pool over the whole window, by pool. */
-  pools: { pool: string; requests: number; costMicro: string }[];
-  requests: number;
-  totalMicro: string;
-}
-
-/**
- * Charged spend from the `spend` table: settled, not free (sandbox requests are metered but cost
- * nothing), summed by pool and UTC day of the request. Unsettled rows are not charged yet.
- */
-export async function usage(
-  services: Services,
-  tenantId: string,
-  window: { from?: Date | undefined; to?: Date | undefined } = {},
-): Promise<Usage> {
-  const tomorrow = Math.floor(services.clock.now() / DAY_MS) * DAY_MS + DAY_MS;
-  const to = window.to ?? new Date(tomorrow);
-  const from = window.from ?? new Date(to.getTime() - USAGE_DEFAULT_DAYS * DAY_MS);
-  if (from.getTime() >= to.getTime()) {
-    throw new AppError('invalid_request', 'from must be before to', { field: 'from' });
-  }
-  if (to.getTime() - from.getTime() > USAGE_MAX_DAYS * DAY_MS) {
-    throw new AppError('invalid_request', `The window may span at most ${USAGE_MAX_DAYS} days`, {
-      field: 'to',
-    });
-  }
-  await getTenant(services, tenantId);
-
-  const date = sql<string>`to_char(${spend.createdAt} at time zone 'UTC', 'YYYY-MM-DD')`;
-  const rows = await services.db
-    .select({
-      date,
-      pool: spend.pool,
-      requests: sql<number>`count(*)::int`,
-      costMicro: sql<string>`sum(${spend.costMicro})::text`,
-    })
-    .from(spend)
-    .where(
-      and(
-        eq(spend.tenantId, tenantId),
-        eq(spend.settled, true),
-        eq(spend.free, false),
-        gte(spend.createdAt, from),
-        lt(spend.createdAt, to),
-      ),
-    )
-    .groupBy(date, spend.pool)
-    .orderBy(date, spend.pool);
-
-  const pools = new Map<string, { requests: number; costMicro: bigint }>();
-  let requests = 0;
-  let totalMicro = 0n;
-  for (const row of rows) {
-    const cost = BigInt(row.costMicro);
-    const pool = pools.get(row.pool) ?? { requests: 0, costMicro: 0n };
-    pool.requests += row.requests;
-    pool.costMicro += cost;
-    pools.set(row.pool, pool);
-    requests += row.requests;
-    totalMicro += cost;
-  }
-  return {
-    tenantId,
-    from: from.toISOString(),
-    to: to.toISOString(),
-    days: rows.map((row) => ({
-      date: row.date,
-      pool: row.pool,
-      requests: row.requests,
-      costMicro: row.costMicro,
-    })),
-    pools: [...pools.entries()]
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-      .map(([pool, sum]) => ({ pool, requests: sum.requests, costMicro: sum.costMicro.toString() })),
-    requests,
-    totalMicro: totalMicro.toString(),
   };
 }
