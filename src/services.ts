@@ -5,6 +5,7 @@ import { CancelAfterTimeout } from './budget/cancel-after-timeout.js';
 import { BudgetThresholds } from './budget/thresholds.js';
 import { type Clock, systemClock } from './clock.js';
 import type { Config } from './config.js';
+import { FeatureFlags, type FlagTables } from './flags/feature-flags.js';
 import type { Peppers } from './keys/peppers.js';
 import { KeyVerifier } from './keys/verifier.js';
 import { SpendRecorder } from './ledger/spend.js';
@@ -12,6 +13,8 @@ import { type AuthFailureLimiter, createAuthFailureLimiter } from './limits/auth
 import { createPaymentThrottle, createPreAuthLimiter, type PreAuthLimiter } from './limits/preauth.js';
 import type { Logger } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
+import { PriceBook, type PriceTables } from './pricing/price-book.js';
+import { type CopyState, SETTINGS_POLL_MS } from './settings/watched-copy.js';
 import { type KeyCache, SigningKeys } from './signing/keys.js';
 import type { Signer } from './signing/signer.js';
 import type { Store } from './store/index.js';
@@ -35,6 +38,10 @@ export interface Services {
   signing: SigningKeys;
   /** API key verification with its caches (and the pepper that hashes new keys). */
   keys: KeyVerifier;
+  /** Pool prices per tenant (admin.pricing), in memory, refreshed by a change counter. */
+  prices: PriceBook;
+  /** Feature flags (admin.flags), in memory, refreshed by a change counter. */
+  flags: FeatureFlags;
   /** Per-IP limits for unauthenticated routes (DESIGN.md §3). */
   preAuth: PreAuthLimiter;
   /** Failed authentications per IP (bad API keys, bad tRPC bearers); past the budget, 429. */
@@ -71,7 +78,7 @@ export interface Services {
 export interface Lifecycle {
   /**
    * What start() runs in the background. `all` (a long-lived process): the upstream's contract
-   * check, the keys' change-counter poll and usage writer, the spend writer (the jobs, settlement
+   * check, the change-counter polls (keys, prices, flags), the key usage writer, the spend writer (the jobs, settlement
    * retries among them, are the entry's: src/jobs). `checks`: the upstream's contract check only
    * (tests call the writers' steps themselves). Default none: Services that live for one request
    * (Workers) start no timer.
@@ -120,6 +127,8 @@ export function assembleServices(parts: {
   externalIssuerKeys?: JWTVerifyGetKey;
   /** The tenants this process marked active, when that must outlive these Services (Workers). */
   tenantActivity?: TenantActivity;
+  /** The prices' and flags' copies, when they must outlive these Services (Workers: one per isolate). */
+  settingsCopies?: { prices: CopyState<PriceTables>; flags: CopyState<FlagTables> };
   lifecycle?: Lifecycle;
 }): Services {
   const clock = parts.clock ?? systemClock;
@@ -133,6 +142,17 @@ export function assembleServices(parts: {
   );
   const keys = new KeyVerifier(parts.database.db, parts.store, parts.peppers, clock, parts.log);
   const metrics = parts.metrics ?? createMetrics();
+  const watched = { store: parts.store, clock, log: parts.log };
+  const prices = new PriceBook(
+    parts.database.db,
+    { ...watched, state: parts.settingsCopies?.prices },
+    parts.config.prices,
+  );
+  const flags = new FeatureFlags(
+    parts.database.db,
+    { ...watched, state: parts.settingsCopies?.flags },
+    parts.config,
+  );
   const spend = new SpendRecorder(parts.database.db, parts.store, clock, parts.log, metrics.spendParked);
   const budgetThresholds = new BudgetThresholds(parts.store, parts.log);
   // Past the reservation TTL the reaper releases what a late admit reserved.
@@ -148,18 +168,28 @@ export function assembleServices(parts: {
   const lifecycle = parts.lifecycle ?? {};
 
   const start = async () => {
-    if (lifecycle.signingKeysMaxAgeMs === undefined) await signing.start();
-    else await signing.ensureFresh(lifecycle.signingKeysMaxAgeMs);
+    if (lifecycle.signingKeysMaxAgeMs === undefined) {
+      await signing.start();
+      await Promise.all([prices.refresh(), flags.refresh()]);
+    } else {
+      await signing.ensureFresh(lifecycle.signingKeysMaxAgeMs);
+      // Services per request share copies: at most one counter read per second per isolate.
+      await Promise.all([prices.ensureFresh(SETTINGS_POLL_MS), flags.ensureFresh(SETTINGS_POLL_MS)]);
+    }
     if (lifecycle.background === undefined) return;
     upstream.start?.();
     if (lifecycle.background !== 'all') return;
     keys.start();
+    prices.start();
+    flags.start();
     spend.start();
   };
   let stopping: Promise<void> | undefined;
   const stop = async () => {
     upstream.stop?.();
     cancelsAfterTimeout.stop();
+    prices.stop();
+    flags.stop();
     await budgetThresholds.idle();
     await keys.stop();
     // Spend rows are written before the database closes; a failed write is logged, not retried.
@@ -190,6 +220,8 @@ export function assembleServices(parts: {
     clock,
     signing,
     keys,
+    prices,
+    flags,
     preAuth: parts.preAuth ?? createPreAuthLimiter({ log: parts.log }),
     authFailures: parts.authFailures ?? createAuthFailureLimiter({ log: parts.log }),
     paymentThrottle: parts.paymentThrottle ?? createPaymentThrottle({ log: parts.log }),

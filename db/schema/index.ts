@@ -4,6 +4,7 @@ export * from './credit-grants.js';
 export * from './ledger.js';
 export * from './payments.js';
 export * from './pool-decisions.js';
+export * from './runtime-settings.js';
 export * from './signing-keys.js';
 export * from './spend.js';
 export * from './tenants.js';

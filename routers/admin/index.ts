@@ -1,9 +1,12 @@
 import * as v from 'valibot';
 import { grantCredits } from '../../src/billing/credits.js';
 import { adminUsage, USAGE_GROUPS } from '../../src/billing/usage.js';
+import { getFlags, setFlag } from '../../src/flags/admin-flags.js';
+import { FLAGS } from '../../src/flags/feature-flags.js';
 import { conservationStatus } from '../../src/ledger/conservation.js';
 import { poolDecisionReport } from '../../src/ledger/pool-decisions.js';
 import { reconcilePayment, stuckPayments } from '../../src/payments/reconcile.js';
+import { getPricing, setPrice } from '../../src/pricing/admin-pricing.js';
 import { POOLS } from '../../src/pricing/pricing.js';
 import { issueToken } from '../../src/signing/caller-tokens.js';
 import { systemInfo } from '../../src/system/info.js';
@@ -104,6 +107,32 @@ export const adminRouter = router({
   signingKeys: router({
     list: operatorProcedure.query(({ ctx }) => ctx.services.signing.list()),
     rotate: adminProcedure.mutation(({ ctx }) => ctx.services.signing.rotate()),
+  }),
+  // Runtime pricing and feature flags (docs: "Runtime pricing and flags"): every instance applies
+  // a change within a second or two; `null` removes a price or a flag (back to the fallback).
+  pricing: router({
+    get: operatorProcedure.query(({ ctx }) => getPricing(ctx.services)),
+    set: adminProcedure
+      .input(
+        v.object({
+          pool: v.picklist(POOLS, `must be one of ${POOLS.join(', ')}`),
+          microPer1kTokens: v.nullable(PositiveMicro),
+          tenantId: v.optional(TenantId),
+        }),
+      )
+      .mutation(({ ctx, input }) => setPrice(ctx.services, input)),
+  }),
+  flags: router({
+    get: operatorProcedure.query(({ ctx }) => getFlags(ctx.services)),
+    set: adminProcedure
+      .input(
+        v.object({
+          flag: v.picklist(FLAGS, `must be one of ${FLAGS.join(', ')}`),
+          enabled: v.nullable(v.boolean()),
+          tenantId: v.optional(TenantId),
+        }),
+      )
+      .mutation(({ ctx, input }) => setFlag(ctx.services, input)),
   }),
   tokens: router({
     issue: adminProcedure

@@ -21,11 +21,15 @@ const ById = v.object({ tenantId: v.optional(TenantId), id: KeyId });
 /**
  * API keys of one tenant: members act on their own, admins name the tenant. Key ids are global, so
  * an admin or operator may name a key alone; a tenantId that does not own the key is NOT_FOUND.
+ * The `keys` flag off (globally or for the tenant) stops creating and rotating keys — 503
+ * `feature_disabled`, for admins too; revoking and updating stay possible.
  */
 export const keysRouter = router({
-  create: tenantWriteProcedure
-    .input(CreateKeyInput)
-    .mutation(({ ctx, input }) => createKey(ctx.services, ctx.tenantFor(input.tenantId), input)),
+  create: tenantWriteProcedure.input(CreateKeyInput).mutation(({ ctx, input }) => {
+    const tenantId = ctx.tenantFor(input.tenantId);
+    ctx.services.flags.require('keys', tenantId);
+    return createKey(ctx.services, tenantId, input);
+  }),
   list: tenantReadProcedure
     .input(v.optional(v.object({ tenantId: v.optional(TenantId) }), {}))
     .query(({ ctx, input }) => listKeys(ctx.services, ctx.tenantFor(input.tenantId))),
@@ -42,7 +46,13 @@ export const keysRouter = router({
         graceSeconds: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(7 * 86_400))),
       }),
     )
-    .mutation(({ ctx, input }) => rotateKey(ctx.services, ctx.scopeFor(input.tenantId), input)),
+    .mutation(async ({ ctx, input }) => {
+      const scope = ctx.scopeFor(input.tenantId);
+      // An admin may name the key alone: the flag is its tenant's (one read, off the hot path).
+      const tenantId = scope ?? (await getKey(ctx.services, undefined, input.id)).tenantId;
+      ctx.services.flags.require('keys', tenantId);
+      return rotateKey(ctx.services, scope, input);
+    }),
   update: tenantWriteProcedure
     .input(
       v.object({

@@ -4,6 +4,8 @@ import { TRPCClientError } from '@trpc/client';
 import { createDb } from '../../db/index.js';
 import { createClient } from '../client.js';
 import { type Config, isEmbedded } from '../config.js';
+import { FLAGS, isFlag } from '../flags/feature-flags.js';
+import { isPool, POOLS } from '../pricing/pricing.js';
 import { loadConfigOrExit } from './env.js';
 import { main as serve } from './node.js';
 import { main as worker } from './node-worker.js';
@@ -41,6 +43,14 @@ const USAGE = `usage: spicegate <command> [options]
                                           issue a tRPC bearer token (prints it)
   signing-key rotate                      start a signing key rotation
   signing-key list                        list signing keys and their states
+  pricing get                             prices per pool (micro-credits per 1000 tokens),
+                                          their defaults, and per-tenant overrides
+  pricing set --pool POOL (--price MICRO | --clear) [--tenant ID]
+                                          set a pool's price, globally or for one tenant;
+                                          --clear falls back (tenant → global → default)
+  flags get                               the feature flags, globally and per tenant
+  flags set --flag payments|inference|keys (--enabled true|false | --clear) [--tenant ID]
+                                          switch a feature, globally or for one tenant
 
 Commands that change data call a running gateway through the typed client:
   --url URL      the gateway (default http://HOST:PORT from the environment)
@@ -70,6 +80,11 @@ async function run(argv: string[]): Promise<number> {
       pack: { type: 'string' },
       from: { type: 'string' },
       to: { type: 'string' },
+      pool: { type: 'string' },
+      price: { type: 'string' },
+      flag: { type: 'string' },
+      enabled: { type: 'string' },
+      clear: { type: 'boolean' },
       field: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -238,6 +253,50 @@ async function run(argv: string[]): Promise<number> {
         return 0;
       }
       throw new UsageError(`unknown signing-key command: ${subcommand ?? '(none)'}`);
+    }
+    case 'pricing': {
+      const client = await clientFor(config, values);
+      if (subcommand === 'get') {
+        print(await client.admin.pricing.get.query());
+        return 0;
+      }
+      if (subcommand !== 'set') throw new UsageError(`unknown pricing command: ${subcommand ?? '(none)'}`);
+      const { pool } = values;
+      if (pool === undefined || (values.price === undefined) === (values.clear !== true))
+        throw new UsageError('pricing set needs --pool and one of --price MICRO or --clear');
+      if (!isPool(pool)) throw new UsageError(`--pool must be one of ${POOLS.join(', ')}`);
+      print(
+        await client.admin.pricing.set.mutate({
+          pool,
+          microPer1kTokens: values.clear === true ? null : (values.price as string),
+          ...(values.tenant === undefined ? {} : { tenantId: values.tenant }),
+        }),
+      );
+      return 0;
+    }
+    case 'flags': {
+      const client = await clientFor(config, values);
+      if (subcommand === 'get') {
+        print(await client.admin.flags.get.query());
+        return 0;
+      }
+      if (subcommand !== 'set') throw new UsageError(`unknown flags command: ${subcommand ?? '(none)'}`);
+      const { flag, enabled } = values;
+      if (
+        flag === undefined ||
+        (enabled === undefined) === (values.clear !== true) ||
+        (enabled !== undefined && enabled !== 'true' && enabled !== 'false')
+      )
+        throw new UsageError('flags set needs --flag and one of --enabled true|false or --clear');
+      if (!isFlag(flag)) throw new UsageError(`--flag must be one of ${FLAGS.join(', ')}`);
+      print(
+        await client.admin.flags.set.mutate({
+          flag,
+          enabled: values.clear === true ? null : enabled === 'true',
+          ...(values.tenant === undefined ? {} : { tenantId: values.tenant }),
+        }),
+      );
+      return 0;
     }
     default:
       throw new UsageError(`unknown command: ${command}`);

@@ -12,6 +12,7 @@ import { createPaymentThrottle, createPreAuthLimiter, type PreAuthLimiter } from
 import { createLogger, type Logger } from '../observability/logger.js';
 import { createMetrics, type Metrics } from '../observability/metrics.js';
 import { assembleServices, type Services } from '../services.js';
+import { emptyCopy } from '../settings/watched-copy.js';
 import type { KeyCache } from '../signing/keys.js';
 import { localSigner, parsePrivateJwks, type Signer } from '../signing/signer.js';
 // memory.ts directly, not store/index.ts, which would bundle ioredis.
@@ -58,6 +59,8 @@ type IsolateState =
       paymentThrottle: PreAuthLimiter;
       /** Per isolate: a tenant is marked in the tenant index once a minute, not once a request. */
       tenantActivity: TenantActivity;
+      /** Per isolate: prices and flags are re-read when their change counters move, not per request. */
+      settingsCopies: NonNullable<Parameters<typeof assembleServices>[0]['settingsCopies']>;
       externalIssuerKeys?: JWTVerifyGetKey;
     }
   | { ready: false; app: Hono<AppEnv> };
@@ -88,6 +91,7 @@ export default {
         authFailures: isolate.authFailures,
         paymentThrottle: isolate.paymentThrottle,
         tenantActivity: isolate.tenantActivity,
+        settingsCopies: isolate.settingsCopies,
         // Cloudflare's edge sets it; a client cannot forge it past the edge.
         clientAddress: (req) => req.headers.get('cf-connecting-ip') ?? undefined,
         config,
@@ -163,6 +167,7 @@ function initIsolate(env: WorkerEnv): IsolateState {
     authFailures: createAuthFailureLimiter({ log }),
     paymentThrottle: createPaymentThrottle({ log }),
     tenantActivity: new TenantActivity(store),
+    settingsCopies: { prices: emptyCopy(), flags: emptyCopy() },
     ...(config.externalAuth === undefined
       ? {}
       : { externalIssuerKeys: remoteIssuerKeys(config.externalAuth) }),

@@ -9,8 +9,8 @@ import { type AppEnv, errorResponse } from './context.js';
 
 /**
  * POST /api/crypto/webhook — NOWPayments IPNs (DESIGN.md §4). In order, each step before any work
- * of the next: the per-IP pre-auth limit (app.ts); PAYMENTS=off → 503 (the provider retries
- * later); the body parsed from its raw text; the per-payment throttle (10/hour, before any HMAC);
+ * of the next: the per-IP pre-auth limit (app.ts); payments switched off (PAYMENTS=off or the
+ * global `payments` flag) → 503 (the provider retries later); the body parsed from its raw text; the per-payment throttle (10/hour, before any HMAC);
  * the signature (401 when missing or wrong — no database work); then the state machine in one
  * transaction. 200 `{ status: processed | duplicate | ignored }`; a fault is a 5xx, so the
  * provider sends the IPN again.
@@ -18,7 +18,8 @@ import { type AppEnv, errorResponse } from './context.js';
 export function cryptoWebhookRoute(services: Services): Hono<AppEnv> {
   return new Hono<AppEnv>().post('/api/crypto/webhook', async (c) => {
     const { config } = services;
-    if (config.payments === 'off') throw new AppError('feature_disabled', 'Payments are switched off');
+    // The global flag only: a tenant's own flag stops its new invoices, not payments already made.
+    services.flags.require('payments');
     if (config.nowpaymentsIpnSecrets.length === 0) {
       throw new AppError('feature_disabled', 'Payments are not configured (NOWPAYMENTS_IPN_SECRET)');
     }

@@ -46,7 +46,12 @@ export async function runInference<R>(
   shape: AnswerShape<R>,
   request: R,
 ): Promise<Response> {
-  const estimated = estimateRequest(services.config, key, input);
+  // Both routes' feature switch, before anything is reserved or counted.
+  const disabled = services.flags.refusal('inference', key.tenantId);
+  if (disabled !== undefined) return shape.error(c, disabled, request);
+  const { tiers, modelAliases } = services.config;
+  const prices = services.prices.pricesFor(key.tenantId);
+  const estimated = estimateRequest({ tiers, modelAliases, prices }, key, input);
   if (!estimated.ok) return shape.error(c, estimated.error, request);
   const admission = await admit(services, key, input, estimated);
   for (const [name, value] of Object.entries(admission.headers)) c.header(name, value);

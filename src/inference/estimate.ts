@@ -42,6 +42,11 @@ export interface Estimate {
   maxTokens: number;
   /** The reservation: maxPromptTokens + max_tokens, priced, rounded up. */
   costMicro: bigint;
+  /**
+   * The pool's price for this tenant when the request was estimated (micro-credits per 1,000
+   * tokens): settlement charges at it, so a price changed mid-request reaches only later requests.
+   */
+  microPer1kTokens: bigint;
 }
 
 /**
@@ -67,6 +72,7 @@ export function estimate(
     maxPromptTokens,
     maxTokens: completion,
     costMicro: costMicro(pool, maxPromptTokens + completion, prices),
+    microPer1kTokens: prices[pool],
   };
 }
 
@@ -102,7 +108,7 @@ export type Estimated =
 /**
  * Stage 1: the pool that serves the request, and the most it can cost there (the reservation). A
  * name that is no pool is refused here, before admission: nothing is reserved and no rate limit
- * counts it.
+ * counts it. `config.prices`: the key's tenant's prices now (`services.prices.pricesFor`).
  */
 export function estimateRequest(
   config: Pick<Config, 'tiers' | 'modelAliases' | 'prices'>,

@@ -1,6 +1,6 @@
 import type { VerifiedKey } from '../keys/verifier.js';
 import { withHydration } from '../ledger/hydrate.js';
-import { costMicro } from '../pricing/pricing.js';
+import { costAt } from '../pricing/pricing.js';
 import type { Services } from '../services.js';
 import type { FinalizeResult } from '../store/contracts.js';
 import { StoreUnavailable } from '../store/errors.js';
@@ -60,7 +60,7 @@ export async function settle(
   // The reservation covers any byte-level tokenizer's count; a report beyond it is charged the
   // reservation and counted, judged on the report as given.
   const reserved = estimate.costMicro;
-  const actual = costMicro(admitted.decision.pool, promptTokens + completionTokens, services.config.prices);
+  const actual = costAt(estimate.microPer1kTokens, promptTokens + completionTokens);
   const charge = actual > reserved ? reserved : actual;
   const usage: Usage = {
     promptTokens: Math.min(promptTokens, Math.max(MAX_PROMPT_TOKENS, estimate.maxPromptTokens)),

@@ -80,7 +80,10 @@ export function paymentReconciliationJob(options: {
     run: async (ctx) => {
       const { services, startedAtMs } = ctx;
       const { config, db, log } = services;
-      if (config.payments === 'off' || config.nowpaymentsApiKey === undefined) return;
+      // Switched off as the webhook is: PAYMENTS=off or the global `payments` flag (re-read here:
+      // `spicegate worker` runs no flag poll).
+      await services.flags.refresh();
+      if (!services.flags.enabled('payments') || config.nowpaymentsApiKey === undefined) return;
       if (startedAtMs < backoff.untilMs) {
         log.debug({ untilMs: backoff.untilMs }, 'payment reconciliation backing off after a 429');
         return;

@@ -33,6 +33,8 @@ export function listPacks(services: Services): PackView[] {
  * (4xx) or a 429 created nothing at the provider: the row goes. A timeout, lost connection, 5xx
  * or unreadable answer may follow a created invoice: the row stays (reconciliation and
  * admin.payments.stuck see it) and its id is in the error. Each answers 503 `provider_unavailable`.
+ * Payments switched off (PAYMENTS=off, the `payments` flag, globally or for this tenant): 503
+ * `feature_disabled`.
  */
 export async function createInvoice(
   services: Services,
@@ -40,6 +42,7 @@ export async function createInvoice(
 ): Promise<{ paymentId: string; invoiceUrl: string }> {
   const { config } = services;
   // feature_disabled before anything is written or looked up.
+  services.flags.require('payments', input.tenantId);
   const provider = paymentProvider(config);
   const pack = findPack(config.packs, input.pack);
   const { tenantId } = input;

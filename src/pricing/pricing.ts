@@ -1,7 +1,7 @@
 /**
  * Pools and prices (DESIGN.md §4). Money is integer micro-credits; a request costs its prompt and
- * completion tokens at the pool's price, rounded up, at least 1 µ. Built-in defaults until
- * `admin.pricing.set` exists.
+ * completion tokens at the pool's price, rounded up, at least 1 µ. These are the built-in
+ * defaults; POOL_PRICES overrides them, and `admin.pricing.set` at runtime (./price-book.ts).
  */
 export const POOLS = ['cheap', 'standard', 'reasoning', 'architect', 'flagship'] as const;
 export type Pool = (typeof POOLS)[number];
@@ -19,8 +19,12 @@ export type Prices = Readonly<Record<Pool, bigint>>;
 
 /** Rounds up in bigint; never less than 1 µ for a request. `prices`: POOL_PRICES, else the defaults. */
 export function costMicro(pool: Pool, tokens: number, prices: Prices = DEFAULT_PRICES): bigint {
-  const price = prices[pool];
-  const cost = (BigInt(tokens) * price + 999n) / 1000n;
+  return costAt(prices[pool], tokens);
+}
+
+/** `tokens` at a price in micro-credits per 1,000 tokens: rounded up, at least 1 µ. */
+export function costAt(microPer1kTokens: bigint, tokens: number): bigint {
+  const cost = (BigInt(tokens) * microPer1kTokens + 999n) / 1000n;
   return cost < 1n ? 1n : cost;
 }
 
