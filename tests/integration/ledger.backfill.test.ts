@@ -5,7 +5,7 @@ import { and, eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { DbHandle } from '../../db/index.js';
 import { migrationsFolder } from '../../db/migrations-folder.js';
-import { creditGrants, journalEntries, spend, tenants } from '../../db/schema/index.js';
+import { creditGrants, journalEntries, tenants } from '../../db/schema/index.js';
 import { accountBalance, accounts, appendEntry, grantPostings } from '../../src/ledger/journal.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 
@@ -87,45 +87,23 @@ describe('the ledger backfill migration', () => {
         postings: grantPostings('ten_mixed', 700n),
       }),
     );
-    const row = {
-      keyId: 'key_1',
-      pool: 'standard',
-      promptTokens: 3,
-      completionTokens: 7,
-      createdAt: at,
-      settledAt: at,
-    };
-    await db.insert(spend).values([
-      {
-        ...row,
-        reservationId: 'res_paid_1',
-        tenantId: 'ten_old',
-        costMicro: 120n,
-        free: false,
-        settled: true,
-      },
-      {
-        ...row,
-        reservationId: 'res_paid_2',
-        tenantId: 'ten_old',
-        costMicro: 80n,
-        free: false,
-        settled: true,
-      },
-      // Metered, not charged: no entry.
-      { ...row, reservationId: 'res_free', tenantId: 'ten_old', costMicro: 50n, free: true, settled: true },
-      { ...row, reservationId: 'res_zero', tenantId: 'ten_old', costMicro: 0n, free: false, settled: true },
-      // Not settled: its charge is not applied yet, so the book must not hold it.
-      {
-        ...row,
-        reservationId: 'res_unsettled',
-        tenantId: 'ten_old',
-        costMicro: 30n,
-        free: false,
-        settled: false,
-        settledAt: null,
-      },
-    ]);
+    // The spend table as it stood at 0006 (later migrations add columns the schema now names).
+    const spendRow = (reservationId: string, costMicro: bigint, free: boolean, settled: boolean) =>
+      sql`(${reservationId}, 'ten_old', 'key_1', 'standard', 3, 7, ${costMicro}, ${free}, ${settled}, ${at.toISOString()}::timestamptz, ${settled ? at.toISOString() : null}::timestamptz)`;
+    await db.execute(
+      sql`insert into spend (reservation_id, tenant_id, key_id, pool, prompt_tokens, completion_tokens, cost_micro, free, settled, created_at, settled_at) values ${sql.join(
+        [
+          spendRow('res_paid_1', 120n, false, true),
+          spendRow('res_paid_2', 80n, false, true),
+          // Metered, not charged: no entry.
+          spendRow('res_free', 50n, true, true),
+          spendRow('res_zero', 0n, false, true),
+          // Not settled: its charge is not applied yet, so the book must not hold it.
+          spendRow('res_unsettled', 30n, false, false),
+        ],
+        sql`, `,
+      )}`,
+    );
     await database.handle.migrate();
   });
   afterAll(() => database.drop());
