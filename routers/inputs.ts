@@ -79,3 +79,21 @@ export const Name = (maxLength: number) => plainText(maxLength, false, 'must not
  */
 export const Text = (maxLength: number) =>
   plainText(maxLength, true, 'must not contain control characters other than tab and line breaks');
+
+/**
+ * An instant as ISO 8601: a UTC date (`2026-03-01`, its midnight) or a date-time with its zone
+ * (`2026-03-01T12:00:00Z`). A date past its month's end (`2026-02-30`) is refused, not rolled over.
+ */
+export const Instant = v.pipe(
+  v.string(),
+  v.regex(
+    /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2}))?$/,
+    'must be an ISO 8601 date (2026-03-01) or date-time with a zone (2026-03-01T00:00:00Z)',
+  ),
+  v.check((text) => {
+    const day = new Date(`${text.slice(0, 10)}T00:00:00Z`);
+    return !Number.isNaN(day.getTime()) && day.toISOString().startsWith(text.slice(0, 10));
+  }, 'must be a real calendar date'),
+  v.transform((text) => new Date(text)),
+  v.check((date) => !Number.isNaN(date.getTime()), 'must be a real time of day'),
+);

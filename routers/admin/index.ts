@@ -1,4 +1,6 @@
 import * as v from 'valibot';
+import { auditActor, PLATFORM_CHAIN } from '../../src/audit/audit.js';
+import { verifyAudit } from '../../src/audit/verify.js';
 import { grantCredits } from '../../src/billing/credits.js';
 import { conservationStatus } from '../../src/ledger/conservation.js';
 import { reconcilePayment, stuckPayments } from '../../src/payments/reconcile.js';
@@ -37,7 +39,7 @@ export const adminRouter = router({
   tenants: router({
     create: adminProcedure
       .input(CreateTenantInput)
-      .mutation(({ ctx, input }) => createTenant(ctx.services, input)),
+      .mutation(({ ctx, input }) => createTenant(ctx.services, input, auditActor(ctx.caller, ctx.requestId))),
     list: operatorProcedure.query(({ ctx }) => listTenants(ctx.services)),
     get: operatorProcedure
       .input(v.object({ id: TenantId }))
@@ -51,12 +53,16 @@ export const adminRouter = router({
           frozen: v.optional(v.boolean()),
         }),
       )
-      .mutation(({ ctx, input }) => updateTenant(ctx.services, input)),
+      .mutation(({ ctx, input }) => updateTenant(ctx.services, input, auditActor(ctx.caller, ctx.requestId))),
   }),
   credits: router({
-    grant: adminProcedure
-      .input(GrantCreditsInput)
-      .mutation(({ ctx, input }) => grantCredits(ctx.services, { ...input, grantedBy: ctx.caller.subject })),
+    grant: adminProcedure.input(GrantCreditsInput).mutation(({ ctx, input }) =>
+      grantCredits(ctx.services, {
+        ...input,
+        grantedBy: ctx.caller.subject,
+        by: auditActor(ctx.caller, ctx.requestId),
+      }),
+    ),
   }),
   // A live check of the tenant's store balance against the book; repairs nothing (the job does).
   conservation: adminProcedure
@@ -66,16 +72,27 @@ export const adminRouter = router({
     // Open payments older than 30 min and every partially_paid one, oldest first.
     stuck: operatorProcedure.query(({ ctx }) => stuckPayments(ctx.services)),
     // Reads the payment from the provider and applies it; its webhook event names the admin.
-    reconcile: adminProcedure.input(v.object({ paymentId: PaymentId })).mutation(({ ctx, input }) =>
-      reconcilePayment(ctx.services, {
-        paymentId: input.paymentId,
-        requestId: `admin:${ctx.caller.subject}:${ctx.requestId}`,
-      }),
-    ),
+    reconcile: adminProcedure
+      .input(v.object({ paymentId: PaymentId }))
+      .mutation(({ ctx, input }) =>
+        reconcilePayment(
+          ctx.services,
+          { paymentId: input.paymentId, requestId: `admin:${ctx.caller.subject}:${ctx.requestId}` },
+          auditActor(ctx.caller, ctx.requestId),
+        ),
+      ),
   }),
   signingKeys: router({
     list: operatorProcedure.query(({ ctx }) => ctx.services.signing.list()),
-    rotate: adminProcedure.mutation(({ ctx }) => ctx.services.signing.rotate()),
+    rotate: adminProcedure.mutation(({ ctx }) =>
+      ctx.services.signing.rotate(auditActor(ctx.caller, ctx.requestId)),
+    ),
+  }),
+  audit: router({
+    // Walks a tenant's chain (or 'platform', signing-key rotations) and names the first row edited or removed.
+    verify: operatorProcedure
+      .input(v.object({ tenantId: v.union([TenantId, v.literal(PLATFORM_CHAIN)]) }))
+      .query(({ ctx, input }) => verifyAudit(ctx.services, input.tenantId)),
   }),
   tokens: router({
     issue: adminProcedure

@@ -1,4 +1,5 @@
 import * as v from 'valibot';
+import { auditActor } from '../../src/audit/audit.js';
 import { createKey, getKey, listKeys, revokeKey, rotateKey, updateKey } from '../../src/keys/keys.js';
 import { CapMicro, Name, RateLimit, TenantId } from '../inputs.js';
 import { router, tenantReadProcedure, tenantWriteProcedure } from '../trpc.js';
@@ -25,7 +26,9 @@ const ById = v.object({ tenantId: v.optional(TenantId), id: KeyId });
 export const keysRouter = router({
   create: tenantWriteProcedure
     .input(CreateKeyInput)
-    .mutation(({ ctx, input }) => createKey(ctx.services, ctx.tenantFor(input.tenantId), input)),
+    .mutation(({ ctx, input }) =>
+      createKey(ctx.services, ctx.tenantFor(input.tenantId), input, auditActor(ctx.caller, ctx.requestId)),
+    ),
   list: tenantReadProcedure
     .input(v.optional(v.object({ tenantId: v.optional(TenantId) }), {}))
     .query(({ ctx, input }) => listKeys(ctx.services, ctx.tenantFor(input.tenantId))),
@@ -34,7 +37,9 @@ export const keysRouter = router({
     .query(({ ctx, input }) => getKey(ctx.services, ctx.scopeFor(input.tenantId), input.id)),
   revoke: tenantWriteProcedure
     .input(ById)
-    .mutation(({ ctx, input }) => revokeKey(ctx.services, ctx.scopeFor(input.tenantId), input.id)),
+    .mutation(({ ctx, input }) =>
+      revokeKey(ctx.services, ctx.scopeFor(input.tenantId), input.id, auditActor(ctx.caller, ctx.requestId)),
+    ),
   rotate: tenantWriteProcedure
     .input(
       v.object({
@@ -42,7 +47,9 @@ export const keysRouter = router({
         graceSeconds: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(7 * 86_400))),
       }),
     )
-    .mutation(({ ctx, input }) => rotateKey(ctx.services, ctx.scopeFor(input.tenantId), input)),
+    .mutation(({ ctx, input }) =>
+      rotateKey(ctx.services, ctx.scopeFor(input.tenantId), input, auditActor(ctx.caller, ctx.requestId)),
+    ),
   update: tenantWriteProcedure
     .input(
       v.object({
@@ -52,5 +59,7 @@ export const keysRouter = router({
         monthlyCapMicro: v.optional(v.nullable(CapMicro)),
       }),
     )
-    .mutation(({ ctx, input }) => updateKey(ctx.services, ctx.scopeFor(input.tenantId), input)),
+    .mutation(({ ctx, input }) =>
+      updateKey(ctx.services, ctx.scopeFor(input.tenantId), input, auditActor(ctx.caller, ctx.requestId)),
+    ),
 });
