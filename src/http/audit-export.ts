@@ -44,10 +44,14 @@ export function auditExportRoute(services: Services): Hono<AppEnv> {
     if (caller.kind === 'member') {
       return errorResponse(c, new AppError('forbidden', 'An operator or admin token is required'));
     }
-    const parsed = v.safeParse(ExportQuery, {
-      id: c.req.param('id'),
-      ...withoutEmpty({ from: c.req.query('from'), to: c.req.query('to') }),
-    });
+    const parsed = v.safeParse(
+      ExportQuery,
+      {
+        id: c.req.param('id'),
+        ...withoutEmpty({ from: c.req.query('from'), to: c.req.query('to') }),
+      },
+      { abortPipeEarly: true },
+    );
     if (!parsed.success) {
       const issues = parsed.issues.map((issue) => ({
         path: v.getDotPath(issue) ?? '',
