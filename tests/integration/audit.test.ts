@@ -1,4 +1,6 @@
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { promisify } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { and, asc, eq, type SQL, sql } from 'drizzle-orm';
@@ -917,3 +919,63 @@ function providerAnswer(orderId: string, providerPaymentId: number, status: stri
     updated_at: new Date().toISOString(),
   };
 }
+
+// 60 s: each CLI run builds the bundle (cached) and starts a Node process, seconds on a busy machine.
+describe('spicegate audit export / verify', { timeout: 60_000 }, () => {
+  /** `spicegate …` (the real bin) against this file's gateway on a real socket, as its admin. */
+  async function spicegate(
+    url: string,
+    args: string[],
+  ): Promise<{ code: number; stdout: string; stderr: string }> {
+    try {
+      const { stdout, stderr } = await promisify(execFile)(
+        process.execPath,
+        ['bin/spicegate.js', ...args, '--url', url, '--token', harness.adminToken],
+        { env: { ...process.env, ADMIN_TOKEN: '', NODE_ENV: 'production' }, maxBuffer: 64 * 1024 * 1024 },
+      );
+      return { code: 0, stdout, stderr };
+    } catch (error) {
+      const failed = error as { code: number; stdout: string; stderr: string };
+      return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
+    }
+  }
+
+  it('export writes the chain as JSON lines; verify says ok, then names a row deleted by hand (exit 1)', async () => {
+    const tenantId = await newTenant();
+    await call(tokens.admin, 'admin.credits.grant', { tenantId, amountMicro: '3', reason: 'r' });
+    await call(tokens.admin, 'admin.credits.grant', { tenantId, amountMicro: '4', reason: 'r' });
+    const server = await serve(harness.app);
+    try {
+      const exported = await spicegate(server.url, ['audit', 'export', '--tenant', tenantId]);
+      expect(exported.code).toBe(0);
+      const lines = exported.stdout
+        .trimEnd()
+        .split('\n')
+        .map((line) => JSON.parse(line) as ExportLine);
+      expect(lines.map((line) => [line.seq, line.action, line.amount_micro])).toEqual([
+        [1, 'tenant.create', null],
+        [2, 'credits.grant', '3'],
+        [3, 'credits.grant', '4'],
+      ]);
+
+      const verified = await spicegate(server.url, ['audit', 'verify', '--tenant', tenantId]);
+      expect(verified.code).toBe(0);
+      expect(JSON.parse(verified.stdout)).toEqual({ ok: true, rows: 3 });
+
+      await harness.services.db.transaction(async (tx) => {
+        await tx.execute(sql`set local session_replication_role = replica`);
+        await tx.execute(sql`delete from audit_events where chain = ${tenantId} and seq = 2`);
+      });
+      const broken = await spicegate(server.url, ['audit', 'verify', '--tenant', tenantId]);
+      expect(broken.code).toBe(1);
+      expect(JSON.parse(broken.stdout)).toEqual({ ok: false, seq: 2, reason: 'missing' });
+
+      const unknown = await spicegate(server.url, ['audit', 'export', '--tenant', `ten_${'0'.repeat(32)}`]);
+      expect(unknown.code).toBe(1);
+      expect(unknown.stdout).toBe('');
+      expect(unknown.stderr).toMatch(/audit export failed \(404\)/);
+    } finally {
+      await server.close();
+    }
+  });
+});
