@@ -3,6 +3,7 @@ import { Hono, type Context as HonoContext } from 'hono';
 import { appRouter } from '../routers/index.js';
 import { createContext, responseMeta, trpcErrorResponse } from '../routers/trpc.js';
 import { AppError } from './errors.js';
+import { auditExportRoute } from './http/audit-export.js';
 import { type AppEnv, errorResponse } from './http/context.js';
 import { cryptoWebhookRoute } from './http/crypto-webhook.js';
 import { healthRoute } from './http/health.js';
@@ -50,6 +51,9 @@ export function createApp(services: Services): Hono<AppEnv> {
   app.route('/', inferenceRoute(services));
   app.route('/', openAiRoutes(services));
   app.route('/', metricsRoute(services));
+  // Admin routes outside tRPC take tRPC's bearers, so they count against its per-IP limit.
+  app.use('/api/v1/admin/*', limitPerIp('trpc'));
+  app.route('/', auditExportRoute(services));
 
   // Every tRPC request counts against the per-IP pre-auth limit before tRPC parses it; a batch of
   // more than TRPC_MAX_BATCH calls is then refused (400) before the context (and so any auth) is built.

@@ -1,4 +1,5 @@
 export * from './api-keys.js';
+export * from './audit.js';
 export * from './conservation.js';
 export * from './credit-grants.js';
 export * from './ledger.js';

@@ -1,4 +1,6 @@
 import * as v from 'valibot';
+import { auditActor, PLATFORM_CHAIN } from '../../src/audit/audit.js';
+import { verifyAudit } from '../../src/audit/verify.js';
 import { grantCredits } from '../../src/billing/credits.js';
 import { adminUsage, USAGE_GROUPS } from '../../src/billing/usage.js';
 import { getFlags, setFlag } from '../../src/flags/admin-flags.js';
@@ -43,7 +45,7 @@ export const adminRouter = router({
   tenants: router({
     create: adminProcedure
       .input(CreateTenantInput)
-      .mutation(({ ctx, input }) => createTenant(ctx.services, input)),
+      .mutation(({ ctx, input }) => createTenant(ctx.services, input, auditActor(ctx.caller, ctx.requestId))),
     list: operatorProcedure.query(({ ctx }) => listTenants(ctx.services)),
     get: operatorProcedure
       .input(v.object({ id: TenantId }))
@@ -57,12 +59,16 @@ export const adminRouter = router({
           frozen: v.optional(v.boolean()),
         }),
       )
-      .mutation(({ ctx, input }) => updateTenant(ctx.services, input)),
+      .mutation(({ ctx, input }) => updateTenant(ctx.services, input, auditActor(ctx.caller, ctx.requestId))),
   }),
   credits: router({
-    grant: adminProcedure
-      .input(GrantCreditsInput)
-      .mutation(({ ctx, input }) => grantCredits(ctx.services, { ...input, grantedBy: ctx.caller.subject })),
+    grant: adminProcedure.input(GrantCreditsInput).mutation(({ ctx, input }) =>
+      grantCredits(ctx.services, {
+        ...input,
+        grantedBy: ctx.caller.subject,
+        by: auditActor(ctx.caller, ctx.requestId),
+      }),
+    ),
   }),
   // A live check of the tenant's store balance against the book; repairs nothing (the job does).
   conservation: adminProcedure
@@ -72,12 +78,15 @@ export const adminRouter = router({
     // Open payments older than 30 min and every partially_paid one, oldest first.
     stuck: operatorProcedure.query(({ ctx }) => stuckPayments(ctx.services)),
     // Reads the payment from the provider and applies it; its webhook event names the admin.
-    reconcile: adminProcedure.input(v.object({ paymentId: PaymentId })).mutation(({ ctx, input }) =>
-      reconcilePayment(ctx.services, {
-        paymentId: input.paymentId,
-        requestId: `admin:${ctx.caller.subject}:${ctx.requestId}`,
-      }),
-    ),
+    reconcile: adminProcedure
+      .input(v.object({ paymentId: PaymentId }))
+      .mutation(({ ctx, input }) =>
+        reconcilePayment(
+          ctx.services,
+          { paymentId: input.paymentId, requestId: `admin:${ctx.caller.subject}:${ctx.requestId}` },
+          auditActor(ctx.caller, ctx.requestId),
+        ),
+      ),
   }),
   // Usage and pool decisions (reads, for admins and operators), from the spend and pool_decisions tables.
   // groupBy: one cut of day | pool | key | user; absent, all four.
@@ -106,7 +115,15 @@ export const adminRouter = router({
     .query(({ ctx, input }) => poolDecisionReport(ctx.services, input)),
   signingKeys: router({
     list: operatorProcedure.query(({ ctx }) => ctx.services.signing.list()),
-    rotate: adminProcedure.mutation(({ ctx }) => ctx.services.signing.rotate()),
+    rotate: adminProcedure.mutation(({ ctx }) =>
+      ctx.services.signing.rotate(auditActor(ctx.caller, ctx.requestId)),
+    ),
+  }),
+  audit: router({
+    // Walks a tenant's chain (or 'platform', signing-key rotations) and names the first row edited or removed.
+    verify: operatorProcedure
+      .input(v.object({ tenantId: v.union([TenantId, v.literal(PLATFORM_CHAIN)]) }))
+      .query(({ ctx, input }) => verifyAudit(ctx.services, input.tenantId)),
   }),
   // Runtime pricing and feature flags (docs: "Runtime pricing and flags"): every instance applies
   // a change within a second or two; `null` removes a price or a flag (back to the fallback).

@@ -1,4 +1,5 @@
 import * as v from 'valibot';
+import { auditActor } from '../../src/audit/audit.js';
 import { getBalance } from '../../src/billing/balance.js';
 import { usage } from '../../src/billing/usage.js';
 import { createInvoice, listPacks, listPayments } from '../../src/payments/invoices.js';
@@ -22,11 +23,11 @@ export const billingRouter = router({
   createInvoice: tenantWriteProcedure
     .input(v.object({ tenantId: v.optional(TenantId), pack: PackName }))
     .mutation(({ ctx, input }) =>
-      createInvoice(ctx.services, {
-        tenantId: ctx.tenantFor(input.tenantId),
-        pack: input.pack,
-        requestedBy: ctx.caller.subject,
-      }),
+      createInvoice(
+        ctx.services,
+        { tenantId: ctx.tenantFor(input.tenantId), pack: input.pack, requestedBy: ctx.caller.subject },
+        auditActor(ctx.caller, ctx.requestId),
+      ),
     ),
   payments: tenantReadProcedure
     .input(ForTenant)

@@ -1,4 +1,5 @@
 import * as v from 'valibot';
+import { auditActor } from '../../src/audit/audit.js';
 import { createKey, getKey, listKeys, revokeKey, rotateKey, updateKey } from '../../src/keys/keys.js';
 import { CapMicro, Name, RateLimit, TenantId } from '../inputs.js';
 import { router, tenantReadProcedure, tenantWriteProcedure } from '../trpc.js';
@@ -28,7 +29,7 @@ export const keysRouter = router({
   create: tenantWriteProcedure.input(CreateKeyInput).mutation(({ ctx, input }) => {
     const tenantId = ctx.tenantFor(input.tenantId);
     ctx.services.flags.require('keys', tenantId);
-    return createKey(ctx.services, tenantId, input);
+    return createKey(ctx.services, tenantId, input, auditActor(ctx.caller, ctx.requestId));
   }),
   list: tenantReadProcedure
     .input(v.optional(v.object({ tenantId: v.optional(TenantId) }), {}))
@@ -38,7 +39,9 @@ export const keysRouter = router({
     .query(({ ctx, input }) => getKey(ctx.services, ctx.scopeFor(input.tenantId), input.id)),
   revoke: tenantWriteProcedure
     .input(ById)
-    .mutation(({ ctx, input }) => revokeKey(ctx.services, ctx.scopeFor(input.tenantId), input.id)),
+    .mutation(({ ctx, input }) =>
+      revokeKey(ctx.services, ctx.scopeFor(input.tenantId), input.id, auditActor(ctx.caller, ctx.requestId)),
+    ),
   rotate: tenantWriteProcedure
     .input(
       v.object({
@@ -51,7 +54,7 @@ export const keysRouter = router({
       // An admin may name the key alone: the flag is its tenant's (one read, off the hot path).
       const tenantId = scope ?? (await getKey(ctx.services, undefined, input.id)).tenantId;
       ctx.services.flags.require('keys', tenantId);
-      return rotateKey(ctx.services, scope, input);
+      return rotateKey(ctx.services, scope, input, auditActor(ctx.caller, ctx.requestId));
     }),
   update: tenantWriteProcedure
     .input(
@@ -62,5 +65,7 @@ export const keysRouter = router({
         monthlyCapMicro: v.optional(v.nullable(CapMicro)),
       }),
     )
-    .mutation(({ ctx, input }) => updateKey(ctx.services, ctx.scopeFor(input.tenantId), input)),
+    .mutation(({ ctx, input }) =>
+      updateKey(ctx.services, ctx.scopeFor(input.tenantId), input, auditActor(ctx.caller, ctx.requestId)),
+    ),
 });

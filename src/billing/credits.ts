@@ -1,5 +1,6 @@
 import { and, eq } from 'drizzle-orm';
 import { creditGrants } from '../../db/schema/index.js';
+import { type AuditActor, appendAudit, SYSTEM_ACTOR } from '../audit/audit.js';
 import { MAX_AMOUNT_MICRO } from '../budget/bounds.js';
 import { AppError } from '../errors.js';
 import { newId } from '../ids.js';
@@ -22,6 +23,8 @@ export interface GrantInput {
   grantId?: string | undefined;
   /** Who grants: the caller's subject, kept on the row. */
   grantedBy: string;
+  /** Who grants, as the audit trail names them (pseudonymous). */
+  by?: AuditActor | undefined;
 }
 
 /** What a grant answers; money as decimal strings. */
@@ -50,9 +53,13 @@ export interface Grant {
  * credit, which the store applies once however many attempts reached it. A second call with the
  * same id but another tenant or amount is a different grant under a reused id: 409, nothing
  * changed. The first call's reason is kept.
+ *
+ * The audit trail gets `credits.grant` with the row, and `credits.reverse` when the row is taken
+ * back (the trail is append-only: a refused grant leaves both); a replay or a conflict adds none.
  */
 export async function grantCredits(services: Services, input: GrantInput): Promise<Grant> {
   const { tenantId, amountMicro, grantedBy } = input;
+  const by = input.by ?? SYSTEM_ACTOR;
   if (amountMicro < 1n || amountMicro > MAX_GRANT_MICRO) {
     throw new AppError('invalid_request', `amountMicro must be between 1 and ${MAX_GRANT_MICRO}`);
   }
@@ -94,6 +101,16 @@ export async function grantCredits(services: Services, input: GrantInput): Promi
         createdAt,
       });
     }
+    // The reason is free text: it stays out of the trail.
+    await appendAudit(tx, {
+      by,
+      tenantId,
+      action: 'credits.grant',
+      target: grantId,
+      summary: { grantId },
+      amountMicro,
+      at: createdAt,
+    });
     return row;
   });
   if (inserted === undefined) {
@@ -125,12 +142,23 @@ export async function grantCredits(services: Services, input: GrantInput): Promi
           .where(and(eq(creditGrants.id, grantId), eq(creditGrants.tenantId, tenantId)))
           .returning({ id: creditGrants.id });
         if (deleted.length === 0) return;
+        const at = new Date(services.clock.now());
         await appendEntry(tx, {
           tenantId,
           kind: 'adjustment',
           reference: adjustment(grantId),
           postings: grantPostings(tenantId, -amountMicro),
-          createdAt: new Date(services.clock.now()),
+          createdAt: at,
+        });
+        await appendAudit(tx, {
+          by,
+          tenantId,
+          action: 'credits.reverse',
+          target: grantId,
+          // The field the store refused: the amount (the balance's ceiling) or the grant id.
+          summary: { grantId, refusedField: result.field },
+          amountMicro: -amountMicro,
+          at,
         });
       });
     }

@@ -1,4 +1,7 @@
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import { parseArgs } from 'node:util';
 import { TRPCClientError } from '@trpc/client';
 import { createDb } from '../../db/index.js';
@@ -51,6 +54,10 @@ const USAGE = `usage: spicegate <command> [options]
   flags get                               the feature flags, globally and per tenant
   flags set --flag payments|inference|keys (--enabled true|false | --clear) [--tenant ID]
                                           switch a feature, globally or for one tenant
+  audit export --tenant ID [--from T] [--to T]
+                                          a tenant's audit trail as JSON lines on stdout
+                                          (--tenant platform: signing-key rotations)
+  audit verify --tenant ID                check a tenant's audit chain; exit 1 when broken
 
 Commands that change data call a running gateway through the typed client:
   --url URL      the gateway (default http://HOST:PORT from the environment)
@@ -298,6 +305,20 @@ async function run(argv: string[]): Promise<number> {
       );
       return 0;
     }
+    case 'audit': {
+      if (values.tenant === undefined) throw new UsageError(`audit ${subcommand ?? ''} needs --tenant`);
+      if (subcommand === 'export') {
+        await exportAudit(await gatewayFor(config, values), values.tenant, values);
+        return 0;
+      }
+      if (subcommand === 'verify') {
+        const client = await clientFor(config, values);
+        const verdict = await client.admin.audit.verify.query({ tenantId: values.tenant });
+        print(verdict);
+        return verdict.ok ? 0 : 1;
+      }
+      throw new UsageError(`unknown audit command: ${subcommand ?? '(none)'}`);
+    }
     default:
       throw new UsageError(`unknown command: ${command}`);
   }
@@ -319,12 +340,41 @@ async function migrate(config: Config): Promise<number> {
   }
 }
 
-async function clientFor(config: Config, values: { url?: string | undefined; token?: string | undefined }) {
+type GatewayOptions = { url?: string | undefined; token?: string | undefined };
+
+async function gatewayFor(config: Config, values: GatewayOptions): Promise<{ url: string; token?: string }> {
   const url = values.url ?? `http://${config.host}:${config.port}`;
   await startedUp(url);
   // Read after start-up: on a first start the gateway generates the admin token file as it boots.
   const token = values.token ?? config.adminToken ?? (await readSecret(adminTokenPath(config.dataDir)));
-  return createClient(token === undefined ? { url } : { url, token });
+  return token === undefined ? { url } : { url, token };
+}
+
+async function clientFor(config: Config, values: GatewayOptions) {
+  return createClient(await gatewayFor(config, values));
+}
+
+/** Copies the export to stdout as it arrives (it may be larger than memory); an error body goes to stderr. */
+async function exportAudit(
+  gateway: { url: string; token?: string },
+  tenantId: string,
+  range: { from?: string | undefined; to?: string | undefined },
+): Promise<void> {
+  const url = new URL(`/api/v1/admin/tenants/${encodeURIComponent(tenantId)}/audit.jsonl`, gateway.url);
+  if (range.from !== undefined) url.searchParams.set('from', range.from);
+  if (range.to !== undefined) url.searchParams.set('to', range.to);
+  const response = await fetch(url, {
+    headers: gateway.token === undefined ? {} : { authorization: `Bearer ${gateway.token}` },
+  });
+  if (!response.ok || response.body === null) {
+    const body = (await response.json().catch(() => undefined)) as
+      | { error?: { message?: string } }
+      | undefined;
+    throw new Error(
+      `audit export failed (${response.status}): ${body?.error?.message ?? response.statusText}`,
+    );
+  }
+  await pipeline(Readable.fromWeb(response.body as NodeReadableStream<Uint8Array>), process.stdout);
 }
 
 /**

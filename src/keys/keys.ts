@@ -1,5 +1,7 @@
 import { and, asc, count, eq, gt, isNull, ne, or } from 'drizzle-orm';
+import type { Db } from '../../db/index.js';
 import { type ApiKeyRow, apiKeys, tenants } from '../../db/schema/index.js';
+import { type AuditActor, appendAudit, SYSTEM_ACTOR } from '../audit/audit.js';
 import { AppError } from '../errors.js';
 import { newId } from '../ids.js';
 import type { Services } from '../services.js';
@@ -40,8 +42,20 @@ export async function createKey(
   services: Services,
   tenantId: string,
   input: CreateKeyInput,
+  by: AuditActor = SYSTEM_ACTOR,
 ): Promise<{ id: string; key: string; prefix: string }> {
-  const created = await services.db.transaction((tx) => insertKey(tx, services, tenantId, input, undefined));
+  const created = await services.db.transaction(async (tx) => {
+    const inserted = await insertKey(tx, services, tenantId, input, undefined);
+    await appendAudit(tx, {
+      by,
+      tenantId,
+      action: 'key.create',
+      target: inserted.id,
+      summary: { prefix: inserted.prefix, sandbox: input.sandbox ?? false },
+      at: new Date(services.clock.now()),
+    });
+    return inserted;
+  });
   await announce(services);
   services.log.info(
     { keyId: created.id, tenantId, prefix: created.prefix, sandbox: input.sandbox ?? false },
@@ -151,21 +165,36 @@ export async function getKey(
   tenantId: string | undefined,
   id: string,
 ): Promise<ApiKeyView> {
-  return toView(await findKey(services, tenantId, id));
+  return toView(await findKey(services.db, tenantId, id));
 }
 
 export async function revokeKey(
   services: Services,
   tenantId: string | undefined,
   id: string,
+  by: AuditActor = SYSTEM_ACTOR,
 ): Promise<ApiKeyView> {
-  const row = await findKey(services, tenantId, id);
   const now = new Date(services.clock.now());
-  const [updated] = await services.db
-    .update(apiKeys)
-    .set({ revokedAt: now })
-    .where(and(eq(apiKeys.id, row.id), or(isNull(apiKeys.revokedAt), gt(apiKeys.revokedAt, now))))
-    .returning();
+  const { row, updated } = await services.db.transaction(async (tx) => {
+    const row = await findKey(tx, tenantId, id, 'for update');
+    const [updated] = await tx
+      .update(apiKeys)
+      .set({ revokedAt: now })
+      .where(and(eq(apiKeys.id, row.id), or(isNull(apiKeys.revokedAt), gt(apiKeys.revokedAt, now))))
+      .returning();
+    // A key already revoked is left as it was: nothing to record.
+    if (updated !== undefined) {
+      await appendAudit(tx, {
+        by,
+        tenantId: row.tenantId,
+        action: 'key.revoke',
+        target: row.id,
+        summary: { revokedAt: { before: row.revokedAt?.toISOString() ?? null, after: now.toISOString() } },
+        at: now,
+      });
+    }
+    return { row, updated };
+  });
   await announce(services);
   services.log.info({ keyId: id, tenantId: row.tenantId }, 'API key revoked');
   return toView(updated ?? row);
@@ -179,6 +208,7 @@ export async function rotateKey(
   services: Services,
   tenantId: string | undefined,
   input: { id: string; graceSeconds?: number | undefined },
+  by: AuditActor = SYSTEM_ACTOR,
 ): Promise<{ id: string; key: string; prefix: string; tenantId: string; oldKeyRevokedAt: string }> {
   const now = services.clock.now();
   const result = await services.db.transaction(async (tx) => {
@@ -205,6 +235,14 @@ export async function rotateKey(
       },
       old.id,
     );
+    await appendAudit(tx, {
+      by,
+      tenantId: old.tenantId,
+      action: 'key.rotate',
+      target: old.id,
+      summary: { newKeyId: created.id, prefix: created.prefix, oldKeyRevokedAt: revokeAt.toISOString() },
+      at: new Date(now),
+    });
     return { ...created, tenantId: old.tenantId, oldKeyRevokedAt: revokeAt.toISOString() };
   });
   await announce(services);
@@ -224,8 +262,39 @@ export async function updateKey(
     tpdLimit?: number | null | undefined;
     monthlyCapMicro?: string | null | undefined;
   },
+  by: AuditActor = SYSTEM_ACTOR,
 ): Promise<ApiKeyView> {
-  const row = await findKey(services, tenantId, input.id);
+  const { row, updated } = await services.db.transaction(async (tx) => {
+    const row = await findKey(tx, tenantId, input.id, 'for update');
+    const [updated] = await tx
+      .update(apiKeys)
+      .set(keyChanges(row, input))
+      .where(eq(apiKeys.id, row.id))
+      .returning();
+    if (updated === undefined) throw new Error(`key ${row.id} vanished under its lock`);
+    await appendAudit(tx, {
+      by,
+      tenantId: row.tenantId,
+      action: 'key.update',
+      target: row.id,
+      summary: { before: limits(row), after: limits(updated) },
+      at: new Date(services.clock.now()),
+    });
+    return { row, updated };
+  });
+  await announce(services);
+  return toView(updated ?? row);
+}
+
+/** The limits key.update may change, within a sandbox key's ceilings. */
+function keyChanges(
+  row: ApiKeyRow,
+  input: {
+    rpmLimit?: number | null | undefined;
+    tpdLimit?: number | null | undefined;
+    monthlyCapMicro?: string | null | undefined;
+  },
+): Partial<ApiKeyRow> {
   const changes: Partial<ApiKeyRow> = {};
   if (input.rpmLimit !== undefined)
     changes.rpmLimit = row.sandbox
@@ -238,13 +307,26 @@ export async function updateKey(
   if (input.monthlyCapMicro !== undefined && !row.sandbox) {
     changes.monthlyCapMicro = input.monthlyCapMicro === null ? null : BigInt(input.monthlyCapMicro);
   }
-  const [updated] = await services.db.update(apiKeys).set(changes).where(eq(apiKeys.id, row.id)).returning();
-  await announce(services);
-  return toView(updated ?? row);
+  return changes;
 }
 
-async function findKey(services: Services, tenantId: string | undefined, id: string): Promise<ApiKeyRow> {
-  const [row] = await services.db.select().from(apiKeys).where(ofTenant(tenantId, id)).limit(1);
+function limits(row: ApiKeyRow) {
+  return {
+    rpmLimit: row.rpmLimit,
+    tpdLimit: row.tpdLimit,
+    monthlyCapMicro: row.monthlyCapMicro === null ? null : row.monthlyCapMicro.toString(),
+  };
+}
+
+/** The key; `lock` (in a transaction) holds it for the change that follows. */
+async function findKey(
+  db: Db,
+  tenantId: string | undefined,
+  id: string,
+  lock: 'for update' | 'no lock' = 'no lock',
+): Promise<ApiKeyRow> {
+  const query = db.select().from(apiKeys).where(ofTenant(tenantId, id)).limit(1);
+  const [row] = await (lock === 'for update' ? query.for('update') : query);
   // Another tenant's key is "not found", exactly like a key that does not exist.
   if (row === undefined) throw new AppError('not_found', `No key ${id}`);
   return row;

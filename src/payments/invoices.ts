@@ -1,5 +1,6 @@
 import { desc, eq } from 'drizzle-orm';
 import { type CryptoPaymentRow, cryptoPayments } from '../../db/schema/index.js';
+import { type AuditActor, appendAudit, SYSTEM_ACTOR } from '../audit/audit.js';
 import { AppError } from '../errors.js';
 import { newId } from '../ids.js';
 import type { Services } from '../services.js';
@@ -35,10 +36,12 @@ export function listPacks(services: Services): PackView[] {
  * admin.payments.stuck see it) and its id is in the error. Each answers 503 `provider_unavailable`.
  * Payments switched off (PAYMENTS=off, the `payments` flag, globally or for this tenant): 503
  * `feature_disabled`.
+ * The row is audited (`invoice.create`) as it is written, its removal as `invoice.discard`.
  */
 export async function createInvoice(
   services: Services,
   input: { tenantId: string; pack: string; requestedBy: string },
+  by: AuditActor = SYSTEM_ACTOR,
 ): Promise<{ paymentId: string; invoiceUrl: string }> {
   const { config } = services;
   // feature_disabled before anything is written or looked up.
@@ -50,18 +53,29 @@ export async function createInvoice(
 
   const paymentId = newId('pay');
   const now = new Date(services.clock.now());
-  await services.db.insert(cryptoPayments).values({
-    id: paymentId,
+  const audit = (action: 'invoice.create' | 'invoice.discard') => ({
+    by,
     tenantId,
-    provider: PROVIDER,
-    pack: pack.name,
-    priceAmount: pack.priceAmount,
-    priceCurrency: pack.priceCurrency,
-    creditsMicro: pack.creditsMicro,
-    status: 'waiting',
-    statusRank: statusRank('waiting'),
-    createdAt: now,
-    updatedAt: now,
+    action,
+    target: paymentId,
+    summary: { pack: pack.name, priceAmount: pack.priceAmount, priceCurrency: pack.priceCurrency },
+    at: new Date(services.clock.now()),
+  });
+  await services.db.transaction(async (tx) => {
+    await tx.insert(cryptoPayments).values({
+      id: paymentId,
+      tenantId,
+      provider: PROVIDER,
+      pack: pack.name,
+      priceAmount: pack.priceAmount,
+      priceCurrency: pack.priceCurrency,
+      creditsMicro: pack.creditsMicro,
+      status: 'waiting',
+      statusRank: statusRank('waiting'),
+      createdAt: now,
+      updatedAt: now,
+    });
+    await appendAudit(tx, audit('invoice.create'));
   });
   const context = { paymentId, tenantId, pack: pack.name, requestedBy: input.requestedBy };
 
@@ -80,7 +94,12 @@ export async function createInvoice(
     // A 4xx (429 included) was answered before anything was created: the row would name nothing.
     // A 5xx, a timeout or an answer we cannot read may follow a created invoice: the row stays.
     const createdNothing = error.status !== undefined && error.status >= 400 && error.status < 500;
-    if (createdNothing) await services.db.delete(cryptoPayments).where(eq(cryptoPayments.id, paymentId));
+    if (createdNothing) {
+      await services.db.transaction(async (tx) => {
+        await tx.delete(cryptoPayments).where(eq(cryptoPayments.id, paymentId));
+        await appendAudit(tx, audit('invoice.discard'));
+      });
+    }
     const kept = createdNothing ? {} : { paymentId };
     if (error.kind === 'rate_limited') {
       services.log.warn(logged, 'invoice not created: the payment provider is rate limiting us');

@@ -1,5 +1,6 @@
 import { and, asc, eq, inArray, lt, or, sql } from 'drizzle-orm';
 import { type CryptoPaymentRow, cryptoPayments, webhookEvents } from '../../db/schema/index.js';
+import { type AuditActor, appendAudit, SYSTEM_ACTOR } from '../audit/audit.js';
 import { AppError } from '../errors.js';
 import type { Services } from '../services.js';
 import { type PaymentView, paymentView } from './invoices.js';
@@ -102,11 +103,13 @@ export type ReconcileResult = ApplyOutcome & {
  * says (a duplicate or an ignored report is recorded too), with `requestId` on its webhook event
  * so the event names the admin. 404 for an unknown payment, 409 when it has no provider payment id
  * (or the provider's answer names another order), 503 `provider_unavailable` when the provider
- * limits, fails or refuses.
+ * limits, fails or refuses. A report applied (whatever its outcome) is audited as
+ * `payment.reconcile` in the state machine's transaction; a refusal above records nothing.
  */
 export async function reconcilePayment(
   services: Services,
   input: { paymentId: string; requestId: string },
+  by: AuditActor = SYSTEM_ACTOR,
 ): Promise<ReconcileResult> {
   const [payment] = await services.db
     .select()
@@ -157,7 +160,25 @@ export async function reconcilePayment(
       `The provider's payment ${payment.providerPaymentId} belongs to another order; nothing was applied`,
     );
   }
-  const outcome = await applyStatusReport(services, report, { requestId: input.requestId });
+  const outcome = await applyStatusReport(services, report, {
+    requestId: input.requestId,
+    onOutcome: (tx, applied) =>
+      appendAudit(tx, {
+        by,
+        tenantId: payment.tenantId,
+        action: 'payment.reconcile',
+        target: payment.id,
+        summary: {
+          providerStatus: report.status.slice(0, 64),
+          outcome: applied.status,
+          reason: applied.reason ?? null,
+          paymentStatus: { before: payment.status, after: applied.paymentStatus ?? payment.status },
+        },
+        // Money moved only when this report minted the pack.
+        amountMicro: applied.minted === true ? payment.creditsMicro : undefined,
+        at: new Date(services.clock.now()),
+      }).then(() => undefined),
+  });
   const [after] = await services.db
     .select({ status: cryptoPayments.status })
     .from(cryptoPayments)

@@ -41,6 +41,8 @@ export interface ApplyOptions {
   requestId?: string;
   /** Test seam: runs inside the transaction after the status change and any ledger entry. */
   beforeCommit?: (tx: Db) => Promise<void>;
+  /** Runs last inside the transaction whatever the outcome (an admin's reconcile records it there). */
+  onOutcome?: (tx: Db, outcome: ApplyOutcome) => Promise<void>;
 }
 
 export type ApplyOutcome = {
@@ -92,7 +94,7 @@ export async function applyStatusReport(
 
   const engineCommittedMicro =
     report.status === 'refunded' ? await engineCommitted(services, report) : undefined;
-  const result = await services.db.transaction(async (tx) => {
+  const applyReport = async (tx: Db) => {
     const payment = await lockPayment(tx, report);
     // The first copy of this report takes the dedup key; a copy whose twin committed first (or is
     // committing: the unique index waits for it) is a duplicate.
@@ -179,6 +181,11 @@ export async function applyStatusReport(
     }
     await options.beforeCommit?.(tx);
     return { ...base, status: 'processed', paymentStatus: next, minted, shortfall } as const;
+  };
+  const result = await services.db.transaction(async (tx) => {
+    const outcome = await applyReport(tx);
+    await options.onOutcome?.(tx, outcome);
+    return outcome;
   });
 
   services.metrics.paymentReports.inc({ outcome: result.status });

@@ -3,6 +3,7 @@ import { and, isNotNull, isNull, lte } from 'drizzle-orm';
 import type { JWK } from 'jose';
 import type { Db } from '../../db/index.js';
 import { type SigningKeyRow, signingKeys } from '../../db/schema/index.js';
+import { type AuditActor, appendAudit, SYSTEM_ACTOR } from '../audit/audit.js';
 import type { Clock } from '../clock.js';
 import type { Config } from '../config.js';
 import { AppError } from '../errors.js';
@@ -175,9 +176,10 @@ export class SigningKeys {
   /**
    * Starts a rotation: publishes a new key that activates after the JWKS cache lifetime and clock
    * skew, and schedules the end of publication of every older key. A rotation already pending is
-   * returned as it is, so two callers do not make two keys.
+   * returned as it is, so two callers do not make two keys. A new key is recorded in the
+   * platform's audit chain (a job's rotation by the system actor).
    */
-  async rotate(): Promise<SigningKey> {
+  async rotate(by: AuditActor = SYSTEM_ACTOR): Promise<SigningKey> {
     if (!this.signer.persistent) {
       throw new AppError(
         'conflict',
@@ -213,6 +215,17 @@ export class SigningKeys {
         publicJwk: publicJwk as Record<string, string>,
         createdAt: new Date(now),
         activatedAt: new Date(activatesAt),
+      });
+      await appendAudit(tx, {
+        by,
+        tenantId: null,
+        action: 'signing_key.rotate',
+        target: kid,
+        summary: {
+          activatesAt: new Date(activatesAt).toISOString(),
+          oldKeysExpireAt: new Date(oldExpireAt).toISOString(),
+        },
+        at: new Date(now),
       });
       return kid;
     });
