@@ -137,7 +137,7 @@ export const adminRouter = router({
           tenantId: v.optional(TenantId),
         }),
       )
-      .mutation(({ ctx, input }) => setPrice(ctx.services, input)),
+      .mutation(({ ctx, input }) => setPrice(ctx.services, input, auditActor(ctx.caller, ctx.requestId))),
   }),
   flags: router({
     get: operatorProcedure.query(({ ctx }) => getFlags(ctx.services)),
@@ -149,7 +149,7 @@ export const adminRouter = router({
           tenantId: v.optional(TenantId),
         }),
       )
-      .mutation(({ ctx, input }) => setFlag(ctx.services, input)),
+      .mutation(({ ctx, input }) => setFlag(ctx.services, input, auditActor(ctx.caller, ctx.requestId))),
   }),
   tokens: router({
     issue: adminProcedure

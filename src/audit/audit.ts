@@ -21,7 +21,9 @@ export type AuditAction =
   | 'signing_key.rotate'
   | 'payment.reconcile'
   | 'invoice.create'
-  | 'invoice.discard';
+  | 'invoice.discard'
+  | 'pricing.set'
+  | 'flags.set';
 
 /** Who acted, pseudonymously, and in which request. */
 export interface AuditActor {

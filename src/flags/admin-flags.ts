@@ -1,5 +1,6 @@
 import { and, asc, eq, isNull } from 'drizzle-orm';
 import { featureFlags } from '../../db/schema/index.js';
+import { type AuditActor, appendAudit, SYSTEM_ACTOR } from '../audit/audit.js';
 import type { Services } from '../services.js';
 import { getTenant } from '../tenants/tenants.js';
 import { FLAGS, type Flag, isFlag } from './feature-flags.js';
@@ -62,6 +63,7 @@ export interface FlagChange {
 export async function setFlag(
   services: Services,
   input: { flag: Flag; enabled: boolean | null; tenantId?: string | undefined },
+  by: AuditActor = SYSTEM_ACTOR,
 ): Promise<FlagChange> {
   const { flag, enabled } = input;
   const tenantId = input.tenantId ?? null;
@@ -73,10 +75,9 @@ export async function setFlag(
   );
   const previous = await services.db.transaction(async (tx) => {
     const [before] = await tx.select().from(featureFlags).where(scope).for('update');
-    // audit: flags.set — target (flag, tenantId), before/after enabled, in this transaction.
+    const now = new Date(services.clock.now());
     if (enabled === null) await tx.delete(featureFlags).where(scope);
     else {
-      const now = new Date(services.clock.now());
       await tx
         .insert(featureFlags)
         .values({ flag, tenantId, enabled, updatedAt: now })
@@ -85,6 +86,14 @@ export async function setFlag(
           set: { enabled, updatedAt: now },
         });
     }
+    await appendAudit(tx, {
+      by,
+      tenantId,
+      action: 'flags.set',
+      target: flag,
+      summary: { before: before?.enabled ?? null, after: enabled },
+      at: now,
+    });
     return before?.enabled ?? null;
   });
   await services.flags.changed();

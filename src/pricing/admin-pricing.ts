@@ -1,5 +1,6 @@
 import { and, asc, eq, isNull } from 'drizzle-orm';
 import { poolPrices } from '../../db/schema/index.js';
+import { type AuditActor, appendAudit, SYSTEM_ACTOR } from '../audit/audit.js';
 import { MAX_AMOUNT_MICRO } from '../budget/bounds.js';
 import { AppError } from '../errors.js';
 import { largestEstimateTokens } from '../inference/estimate.js';
@@ -73,6 +74,7 @@ export interface PriceChange {
 export async function setPrice(
   services: Services,
   input: { pool: Pool; microPer1kTokens: bigint | null; tenantId?: string | undefined },
+  by: AuditActor = SYSTEM_ACTOR,
 ): Promise<PriceChange> {
   const { pool, microPer1kTokens: price } = input;
   const tenantId = input.tenantId ?? null;
@@ -96,10 +98,9 @@ export async function setPrice(
   );
   const previous = await services.db.transaction(async (tx) => {
     const [before] = await tx.select().from(poolPrices).where(scope).for('update');
-    // audit: pricing.set — target (pool, tenantId), before/after microPer1kTokens, in this transaction.
+    const now = new Date(services.clock.now());
     if (price === null) await tx.delete(poolPrices).where(scope);
     else {
-      const now = new Date(services.clock.now());
       await tx
         .insert(poolPrices)
         .values({ pool, tenantId, microPer1kTokens: price, updatedAt: now })
@@ -108,6 +109,18 @@ export async function setPrice(
           set: { microPer1kTokens: price, updatedAt: now },
         });
     }
+    await appendAudit(tx, {
+      by,
+      tenantId,
+      action: 'pricing.set',
+      target: pool,
+      summary: {
+        before: before?.microPer1kTokens.toString() ?? null,
+        after: price?.toString() ?? null,
+      },
+      at: now,
+      pool,
+    });
     return before?.microPer1kTokens ?? null;
   });
   await services.prices.changed();

@@ -17,7 +17,7 @@ import {
   tenants,
   webhookEvents,
 } from '../../db/schema/index.js';
-import { pseudonym } from '../../src/audit/audit.js';
+import { PLATFORM_CHAIN, pseudonym } from '../../src/audit/audit.js';
 import { issueCallerToken, type Role } from '../../src/signing/tokens.js';
 import { createTenant } from '../../src/tenants/tenants.js';
 import { createHarness, type Harness } from '../support/harness.js';
@@ -404,6 +404,43 @@ describe('each change through the API leaves exactly one audit row', () => {
         },
       }),
     ]);
+  });
+
+  it('pricing.set and flags.set are one row each with before and after, on the tenant or the platform chain', async () => {
+    const tenantId = await newTenant();
+    const priced = await appendedBy(tenantId, async () => {
+      const answer = await call(tokens.admin, 'admin.pricing.set', {
+        pool: 'standard',
+        microPer1kTokens: '1500',
+        tenantId,
+      });
+      expect(answer.status).toBe(200);
+    });
+    expect(priced).toEqual([
+      expect.objectContaining({
+        action: 'pricing.set',
+        target: 'standard',
+        pool: 'standard',
+        summary: { before: null, after: '1500' },
+      }),
+    ]);
+    const flagged = await appendedBy(PLATFORM_CHAIN, async () => {
+      expect((await call(tokens.admin, 'admin.flags.set', { flag: 'keys', enabled: false })).status).toBe(
+        200,
+      );
+      expect((await call(tokens.admin, 'admin.flags.set', { flag: 'keys', enabled: null })).status).toBe(200);
+    });
+    expect(flagged.map((row) => [row.action, row.target, row.summary])).toEqual([
+      ['flags.set', 'keys', { before: null, after: false }],
+      ['flags.set', 'keys', { before: false, after: null }],
+    ]);
+    // A refused change (an operator) leaves none.
+    const refused = await appendedBy(PLATFORM_CHAIN, async () => {
+      expect((await call(tokens.operator, 'admin.flags.set', { flag: 'keys', enabled: false })).status).toBe(
+        403,
+      );
+    });
+    expect(refused).toEqual([]);
   });
 
   it('credits.grant is one row with the amount; a replay or a reused id (409) leaves none', async () => {
