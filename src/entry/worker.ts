@@ -150,13 +150,20 @@ function initIsolate(env: WorkerEnv): IsolateState {
   if (config.upstash === undefined) log.warn('no UPSTASH_REDIS_REST_URL: limits and budgets are per isolate');
   warnNotYetInEffect(config, log);
   log.info({ database: 'postgres', store: store.engine }, 'spicegate worker isolate ready');
-  // Workers have no DATA_DIR: private keys come from SIGNING_PRIVATE_JWKS. A key created here
-  // (first start without it) lives only as long as this isolate.
+  // Workers have no DATA_DIR: private keys come from SIGNING_PRIVATE_JWKS (required below).
   const signer = localSigner({ configured: parsePrivateJwks(config.signingPrivateJwks) });
   if (config.apiKeyPeppers === undefined) {
     return misconfigured(
       'API_KEY_PEPPERS',
       'API_KEY_PEPPERS is required on Workers (there is no DATA_DIR to keep one in)',
+    );
+  }
+  // Without configured keys every isolate would sign with a key of its own, lost with it: tokens it
+  // issued stop verifying and finn rejects the next isolate's.
+  if (parsePrivateJwks(config.signingPrivateJwks).length === 0) {
+    return misconfigured(
+      'SIGNING_PRIVATE_JWKS',
+      'SIGNING_PRIVATE_JWKS is required on Workers (there is no DATA_DIR to keep a signing key in)',
     );
   }
   const peppers = parsePeppers(config.apiKeyPeppers) as Peppers;

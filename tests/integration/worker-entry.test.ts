@@ -1,4 +1,4 @@
-import { SignJWT } from 'jose';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it, vi } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { startExternalIdp } from '../support/external-idp.js';
@@ -42,10 +42,38 @@ describe('Workers entry with a bad configuration', () => {
   });
 });
 
+/** A private ES256 JWK as SIGNING_PRIVATE_JWKS takes it. */
+async function signingJwks(): Promise<string> {
+  const { privateKey } = await generateKeyPair('ES256', { extractable: true });
+  return JSON.stringify([await exportJWK(privateKey)]);
+}
+
+describe('Workers entry without signing keys', () => {
+  it('requires SIGNING_PRIVATE_JWKS, naming it (an isolate-made key would die with the isolate)', async () => {
+    const worker = await freshWorker();
+    const env = {
+      DATABASE_URL: 'postgres://u@127.0.0.1:1/x',
+      LOG_LEVEL: 'silent',
+      API_KEY_PEPPERS: `1:${'p'.repeat(40)}`,
+    };
+    const response = await worker.fetch(new Request('http://gateway/health'), env, context);
+    expect(response.status).toBe(503);
+    expect(await errorOf(response)).toMatchObject({ code: 'not_ready', variable: 'SIGNING_PRIVATE_JWKS' });
+    const empty = await (await freshWorker()).fetch(
+      new Request('http://gateway/health'),
+      { ...env, SIGNING_PRIVATE_JWKS: '[]' },
+      context,
+    );
+    expect(await errorOf(empty)).toMatchObject({ variable: 'SIGNING_PRIVATE_JWKS' });
+  });
+});
+
 describe('Workers entry with a configuration', () => {
   let database: TestDatabase | undefined;
   let databaseUrl: string;
+  let jwks: string;
   beforeAll(async () => {
+    jwks = await signingJwks();
     const serverUrl = inject('databaseUrl');
     if (serverUrl === '') {
       // PGlite-only run: no PostgreSQL server to reach, so the Worker points at a closed port.
@@ -61,7 +89,12 @@ describe('Workers entry with a configuration', () => {
 
   it('serves /health and reports the database in /ready', async () => {
     const worker = await freshWorker();
-    const env = { DATABASE_URL: databaseUrl, LOG_LEVEL: 'silent', API_KEY_PEPPERS: `1:${'p'.repeat(40)}` };
+    const env = {
+      DATABASE_URL: databaseUrl,
+      LOG_LEVEL: 'silent',
+      API_KEY_PEPPERS: `1:${'p'.repeat(40)}`,
+      SIGNING_PRIVATE_JWKS: jwks,
+    };
     const health = await worker.fetch(new Request('http://gateway/health'), env, context);
     expect(health.status).toBe(200);
     const ready = await worker.fetch(new Request('http://gateway/ready'), env, context);
@@ -86,6 +119,7 @@ describe('Workers entry with a configuration', () => {
         DATABASE_URL: databaseUrl,
         LOG_LEVEL: 'silent',
         API_KEY_PEPPERS: `1:${'p'.repeat(40)}`,
+        SIGNING_PRIVATE_JWKS: jwks,
         AUTH_JWKS_URL: idp.url,
         AUTH_ISSUER: 'https://idp.example',
         AUTH_AUDIENCE: 'spicegate-api',
