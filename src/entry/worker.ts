@@ -150,22 +150,22 @@ function initIsolate(env: WorkerEnv): IsolateState {
   if (config.upstash === undefined) log.warn('no UPSTASH_REDIS_REST_URL: limits and budgets are per isolate');
   warnNotYetInEffect(config, log);
   log.info({ database: 'postgres', store: store.engine }, 'spicegate worker isolate ready');
-  // Workers have no DATA_DIR: private keys come from SIGNING_PRIVATE_JWKS (required below).
-  const signer = localSigner({ configured: parsePrivateJwks(config.signingPrivateJwks) });
   if (config.apiKeyPeppers === undefined) {
     return misconfigured(
       'API_KEY_PEPPERS',
       'API_KEY_PEPPERS is required on Workers (there is no DATA_DIR to keep one in)',
     );
   }
-  // Without configured keys every isolate would sign with a key of its own, lost with it: tokens it
-  // issued stop verifying and finn rejects the next isolate's.
-  if (parsePrivateJwks(config.signingPrivateJwks).length === 0) {
+  // Workers have no DATA_DIR: without configured keys every isolate would sign with a key of its
+  // own, lost with it — tokens it issued stop verifying and finn rejects the next isolate's.
+  const privateJwks = parsePrivateJwks(config.signingPrivateJwks);
+  if (privateJwks.length === 0) {
     return misconfigured(
       'SIGNING_PRIVATE_JWKS',
       'SIGNING_PRIVATE_JWKS is required on Workers (there is no DATA_DIR to keep a signing key in)',
     );
   }
+  const signer = localSigner({ configured: privateJwks });
   const peppers = parsePeppers(config.apiKeyPeppers) as Peppers;
   return {
     ready: true,
