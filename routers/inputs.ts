@@ -94,6 +94,8 @@ export const Instant = v.pipe(
     const day = new Date(`${text.slice(0, 10)}T00:00:00Z`);
     return !Number.isNaN(day.getTime()) && day.toISOString().startsWith(text.slice(0, 10));
   }, 'must be a real calendar date'),
+  // The year 0000 is a valid ISO date but not a PostgreSQL one.
+  v.check((text) => text.slice(0, 4) !== '0000', 'must be in the year 0001 or later'),
   v.transform((text) => new Date(text)),
   v.check((date) => !Number.isNaN(date.getTime()), 'must be a real time of day'),
 );

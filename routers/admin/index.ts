@@ -154,6 +154,6 @@ export const adminRouter = router({
   tokens: router({
     issue: adminProcedure
       .input(IssueTokenInput)
-      .mutation(({ ctx, input }) => issueToken(ctx.services, input)),
+      .mutation(({ ctx, input }) => issueToken(ctx.services, input, auditActor(ctx.caller, ctx.requestId))),
   }),
 });

@@ -23,7 +23,8 @@ export type AuditAction =
   | 'invoice.create'
   | 'invoice.discard'
   | 'pricing.set'
-  | 'flags.set';
+  | 'flags.set'
+  | 'token.issue';
 
 /** Who acted, pseudonymously, and in which request. */
 export interface AuditActor {

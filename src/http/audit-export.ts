@@ -66,11 +66,14 @@ export function auditExportRoute(services: Services): Hono<AppEnv> {
     const pages = auditPages(services.db, chain, { from, to });
     const encoder = new TextEncoder();
     const log = c.get('log');
-    // Pulled as the client reads: one page is fetched ahead, never the whole chain.
+    // The first page is read before the answer starts, so a database fault is a 5xx, not a 200
+    // whose body breaks; the rest is pulled as the client reads, one page ahead.
+    let first: IteratorResult<AuditEventRow[]> | undefined = await pages.next();
     const body = new ReadableStream<Uint8Array>({
       async pull(controller) {
         try {
-          const next = await pages.next();
+          const next = first ?? (await pages.next());
+          first = undefined;
           if (next.done === true) controller.close();
           else controller.enqueue(encoder.encode(next.value.map(exportLine).join('')));
         } catch (error) {

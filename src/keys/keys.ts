@@ -266,11 +266,10 @@ export async function updateKey(
 ): Promise<ApiKeyView> {
   const { row, updated } = await services.db.transaction(async (tx) => {
     const row = await findKey(tx, tenantId, input.id, 'for update');
-    const [updated] = await tx
-      .update(apiKeys)
-      .set(keyChanges(row, input))
-      .where(eq(apiKeys.id, row.id))
-      .returning();
+    const changes = keyChanges(row, input);
+    // Nothing to change (no field given, or only a cap a sandbox key cannot have): no write, no row.
+    if (Object.keys(changes).length === 0) return { row, updated: undefined };
+    const [updated] = await tx.update(apiKeys).set(changes).where(eq(apiKeys.id, row.id)).returning();
     if (updated === undefined) throw new Error(`key ${row.id} vanished under its lock`);
     await appendAudit(tx, {
       by,
@@ -282,7 +281,7 @@ export async function updateKey(
     });
     return { row, updated };
   });
-  await announce(services);
+  if (updated !== undefined) await announce(services);
   return toView(updated ?? row);
 }
 

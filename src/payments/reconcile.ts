@@ -123,7 +123,8 @@ export async function reconcilePayment(
       { paymentStatus: payment.status },
     );
   }
-  // feature_disabled (503) when payments are off or have no API key.
+  // feature_disabled (503) when payments are off (PAYMENTS or the runtime flag) or have no API key.
+  services.flags.require('payments');
   const provider = paymentProvider(services.config);
   let answer: StatusReport;
   try {

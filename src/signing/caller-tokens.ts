@@ -1,3 +1,4 @@
+import { type AuditActor, appendAudit, pseudonym, SYSTEM_ACTOR } from '../audit/audit.js';
 import { AppError } from '../errors.js';
 import type { Services } from '../services.js';
 import { getTenant } from '../tenants/tenants.js';
@@ -12,6 +13,7 @@ export async function issueToken(
     ttlSeconds?: number | undefined;
     subject?: string | undefined;
   },
+  by: AuditActor = SYSTEM_ACTOR,
 ): Promise<{ token: string; expiresAt: string }> {
   const ttlSeconds = input.ttlSeconds ?? Math.min(3_600, services.config.adminTokenMaxTtlSeconds);
   if (ttlSeconds > services.config.adminTokenMaxTtlSeconds) {
@@ -27,11 +29,25 @@ export async function issueToken(
   } else if (input.tenantId !== undefined) {
     throw new AppError('invalid_request', 'Only member tokens carry a tenantId');
   }
-  const issued = await issueCallerToken(services, {
-    role: input.role,
-    subject: input.subject ?? `cli-${input.role}`,
-    ttlSeconds,
-    ...(input.tenantId === undefined ? {} : { tenantId: input.tenantId }),
+  const subject = input.subject ?? `cli-${input.role}`;
+  // Recorded in the transaction the token is handed out from: a token whose row did not commit is
+  // never returned. The subject appears as its pseudonym only.
+  const issued = await services.db.transaction(async (tx) => {
+    const token = await issueCallerToken(services, {
+      role: input.role,
+      subject,
+      ttlSeconds,
+      ...(input.tenantId === undefined ? {} : { tenantId: input.tenantId }),
+    });
+    await appendAudit(tx, {
+      by,
+      tenantId: input.tenantId ?? null,
+      action: 'token.issue',
+      target: pseudonym(subject),
+      summary: { role: input.role, ttlSeconds, expiresAt: token.expiresAt },
+      at: new Date(services.clock.now()),
+    });
+    return token;
   });
   services.log.info(
     { role: input.role, tenantId: input.tenantId, expiresAt: issued.expiresAt },

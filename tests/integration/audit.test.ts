@@ -387,6 +387,42 @@ describe('each change through the API leaves exactly one audit row', () => {
     expect(refused).toEqual([]);
   });
 
+  it('keys.update with nothing to change answers the key as it is and leaves no row (was a 500)', async () => {
+    const tenantId = await newTenant();
+    const { id } = await newKey(tenantId);
+    const none = await appendedBy(tenantId, async () => {
+      const answer = await call(tokens.admin, 'keys.update', { id });
+      expect(answer.status).toBe(200);
+      expect(answer.data).toMatchObject({ id, rpmLimit: 60 });
+    });
+    expect(none).toEqual([]);
+  });
+
+  it('tokens.issue is token.issue naming the subject by its pseudonym, on the member tenant or the platform chain', async () => {
+    const tenantId = await newTenant();
+    const member = await appendedBy(tenantId, async () => {
+      const answer = await call(tokens.admin, 'admin.tokens.issue', {
+        role: 'member',
+        tenantId,
+        subject: 'someone@example.com',
+        ttlSeconds: 600,
+      });
+      expect(answer.status).toBe(200);
+    });
+    expect(member).toEqual([
+      expect.objectContaining({
+        action: 'token.issue',
+        target: pseudonym('someone@example.com'),
+        summary: expect.objectContaining({ role: 'member', ttlSeconds: 600 }),
+      }),
+    ]);
+    expect(asText(member)).not.toContain('@');
+    const operator = await appendedBy(PLATFORM_CHAIN, async () => {
+      expect((await call(tokens.admin, 'admin.tokens.issue', { role: 'operator' })).status).toBe(200);
+    });
+    expect(operator.map((row) => row.action)).toEqual(['token.issue']);
+  });
+
   it('keys.update is key.update with the limits before and after', async () => {
     const tenantId = await newTenant();
     const { id } = await newKey(tenantId);
@@ -797,16 +833,19 @@ describe('GET /api/v1/admin/tenants/:id/audit.jsonl', () => {
     });
   });
 
-  it('refuses a from that is not a date with 400 naming the parameter', async () => {
-    const response = await exportOf(
-      `/api/v1/admin/tenants/${memberTenant}/audit.jsonl?from=yesterday`,
-      tokens.admin,
-    );
-    expect(response.status).toBe(400);
-    const body = (await response.json()) as { error: { code: string; issues: { path: string }[] } };
-    expect(body.error.code).toBe('invalid_request');
-    expect(body.error.issues.map((issue) => issue.path)).toEqual(['from']);
-  });
+  it.each(['yesterday', '0000-01-01'])(
+    'refuses from=%s with 400 naming the parameter (before any row is streamed)',
+    async (from) => {
+      const response = await exportOf(
+        `/api/v1/admin/tenants/${memberTenant}/audit.jsonl?from=${from}`,
+        tokens.admin,
+      );
+      expect(response.status).toBe(400);
+      const body = (await response.json()) as { error: { code: string; issues: { path: string }[] } };
+      expect(body.error.code).toBe('invalid_request');
+      expect(body.error.issues.map((issue) => issue.path)).toEqual(['from']);
+    },
+  );
 
   it('streams 100,000 rows with bounded memory; the export chains and the chain verifies', {
     timeout: 120_000,

@@ -11,6 +11,7 @@ import {
 } from '../../db/schema/index.js';
 import { grantCredits } from '../../src/billing/credits.js';
 import type { Clock } from '../../src/clock.js';
+import { setFlag } from '../../src/flags/admin-flags.js';
 import { newId } from '../../src/ids.js';
 import type { Job } from '../../src/jobs/job.js';
 import { ENGINE_OWED_GRACE_MS, paymentCreditsJob } from '../../src/jobs/payment-credits.js';
@@ -729,6 +730,22 @@ describe('admin.payments.reconcile', () => {
     expect((await reconcile(tokens.admin, { paymentId: 'pay_../../x' })).status).toBe(400);
     expect((await reconcile(tokens.admin, {})).status).toBe(400);
     expect(calls).toEqual([]);
+  });
+
+  it('answers 503 feature_disabled while the payments flag is off, without calling the provider', async () => {
+    const tenantId = await tenant();
+    const open = await payment(tenantId, { ageMs: 60 * MINUTE });
+    answers.set(open.providerPaymentId, providerSays(open, 'finished'));
+    await setFlag(harness.services, { flag: 'payments', enabled: false });
+    try {
+      const response = await reconcile(tokens.admin, { paymentId: open.id });
+      expect(response.status).toBe(503);
+      expect(response.body.error?.data).toMatchObject({ appCode: 'feature_disabled' });
+      expect(calls).toEqual([]);
+      expect(await row(open.id)).toEqual(open);
+    } finally {
+      await setFlag(harness.services, { flag: 'payments', enabled: null });
+    }
   });
 
   it('answers 404 naming the provider when NOWPayments does not know the payment, and changes nothing', async () => {

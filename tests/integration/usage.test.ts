@@ -207,6 +207,7 @@ describe('admin.usage', () => {
     ['an unknown cut', { groupBy: 'channel' }],
     ['from after to', { from: '2026-05-03', to: '2026-05-01' }],
     ['a date without its zone', { from: '2026-05-01T10:00:00' }],
+    ['the year 0000 (not a PostgreSQL date)', { from: '0000-01-01', to: '0000-06-01' }],
   ])('refuses %s with 400', async (_, input) => {
     const result = await trpc(harness, await token('admin'), 'admin.usage', { tenantId, ...input });
     expect(result.status).toBe(400);
