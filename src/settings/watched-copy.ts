@@ -16,10 +16,21 @@ export interface CopyState<T> {
   seenChanges: number;
   loadedAt: number;
   checkedAt: number;
+  /** Polls of this copy run one at a time, whichever Services started them (an older load never overwrites a newer one). */
+  queue: Promise<void>;
+  /** The refresh `ensureFresh` started and others join (Workers: one per isolate, not one per request). */
+  inFlight: Promise<void> | undefined;
 }
 
 export function emptyCopy<T>(): CopyState<T> {
-  return { value: undefined, seenChanges: -1, loadedAt: 0, checkedAt: 0 };
+  return {
+    value: undefined,
+    seenChanges: -1,
+    loadedAt: 0,
+    checkedAt: 0,
+    queue: Promise.resolve(),
+    inFlight: undefined,
+  };
 }
 
 /**
@@ -29,8 +40,6 @@ export function emptyCopy<T>(): CopyState<T> {
  */
 export class WatchedCopy<T> {
   private timer: ReturnType<typeof setInterval> | undefined;
-  // Polls run one at a time, so an older load never overwrites a newer one.
-  private queue: Promise<void> = Promise.resolve();
   private readonly state: CopyState<T>;
 
   constructor(
@@ -58,15 +67,32 @@ export class WatchedCopy<T> {
    * store that does not answer does not stop a due reload; a database that does not answer throws.
    */
   refresh(): Promise<void> {
-    const run = this.queue.then(() => this.poll());
-    this.queue = run.catch(() => undefined);
+    const run = this.state.queue.then(() => this.poll());
+    this.state.queue = run.catch(() => undefined);
     return run;
   }
 
-  /** Refreshes only when the last check is older than `maxAgeMs` (Services built per request). */
+  /**
+   * For Services built per request (Workers): refreshes when the last check is older than
+   * `maxAgeMs`, one refresh at a time for all requests sharing the copy. Only the first load is
+   * waited for; later refreshes run while requests are served from the current copy, so a request
+   * never waits on the store for settings.
+   */
   async ensureFresh(maxAgeMs: number): Promise<void> {
-    if (this.state.value === undefined || this.parts.clock.now() - this.state.checkedAt > maxAgeMs)
-      await this.refresh();
+    const { state } = this;
+    if (state.value !== undefined && this.parts.clock.now() - state.checkedAt <= maxAgeMs) return;
+    if (state.inFlight === undefined) {
+      const running = this.refresh().finally(() => {
+        state.inFlight = undefined;
+      });
+      state.inFlight = running;
+    }
+    const running = state.inFlight;
+    if (state.value === undefined) await running;
+    else
+      void running.catch((error: unknown) =>
+        this.parts.log.warn({ err: error, counter: this.parts.counter }, 'settings copy not refreshed'),
+      );
   }
 
   /**
