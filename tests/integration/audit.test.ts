@@ -1,6 +1,4 @@
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { promisify } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { and, asc, eq, type SQL, sql } from 'drizzle-orm';
@@ -20,6 +18,7 @@ import {
 import { PLATFORM_CHAIN, pseudonym } from '../../src/audit/audit.js';
 import { issueCallerToken, type Role } from '../../src/signing/tokens.js';
 import { createTenant } from '../../src/tenants/tenants.js';
+import { spicegateCli } from '../support/cli.js';
 import { createHarness, type Harness } from '../support/harness.js';
 import { mockNetwork } from '../support/msw.js';
 import { insertPayment } from '../support/payments.js';
@@ -999,22 +998,7 @@ function providerAnswer(orderId: string, providerPaymentId: number, status: stri
 // 60 s: each CLI run builds the bundle (cached) and starts a Node process, seconds on a busy machine.
 describe('spicegate audit export / verify', { timeout: 60_000 }, () => {
   /** `spicegate …` (the real bin) against this file's gateway on a real socket, as its admin. */
-  async function spicegate(
-    url: string,
-    args: string[],
-  ): Promise<{ code: number; stdout: string; stderr: string }> {
-    try {
-      const { stdout, stderr } = await promisify(execFile)(
-        process.execPath,
-        ['bin/spicegate.js', ...args, '--url', url, '--token', harness.adminToken],
-        { env: { ...process.env, ADMIN_TOKEN: '', NODE_ENV: 'production' }, maxBuffer: 64 * 1024 * 1024 },
-      );
-      return { code: 0, stdout, stderr };
-    } catch (error) {
-      const failed = error as { code: number; stdout: string; stderr: string };
-      return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
-    }
-  }
+  const spicegate = (url: string, args: string[]) => spicegateCli(url, harness.adminToken, args);
 
   it('export writes the chain as JSON lines; verify says ok, then names a row deleted by hand (exit 1)', async () => {
     const tenantId = await newTenant();

@@ -1,13 +1,11 @@
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { HttpResponse, http } from 'msw';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTenant } from '../../src/tenants/tenants.js';
+import { spicegateCli } from '../support/cli.js';
 import { createHarness, type Harness } from '../support/harness.js';
 import { mockNetwork } from '../support/msw.js';
 import { serve } from '../support/serve.js';
 
-const run = promisify(execFile);
 const API = 'https://api.nowpayments.test/v1';
 
 /** The NOWPayments API as the in-process gateway calls it (the CLI talks to the gateway only). */
@@ -41,19 +39,7 @@ afterAll(async () => {
 });
 
 /** `spicegate …` (the real bin) against this file's gateway, as its admin. */
-async function spicegate(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(
-      process.execPath,
-      ['bin/spicegate.js', ...args, '--url', server.url, '--token', harness.adminToken],
-      { env: { ...process.env, ADMIN_TOKEN: '', NODE_ENV: 'production' } },
-    );
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const failed = error as { code: number; stdout: string; stderr: string };
-    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
-  }
-}
+const spicegate = (args: string[]) => spicegateCli(server.url, harness.adminToken, args);
 
 // 60 s a test: each CLI run builds the bundle (cached) and starts a Node process, seconds on a busy machine.
 describe('spicegate pack / invoice / payments', { timeout: 60_000 }, () => {

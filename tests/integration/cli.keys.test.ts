@@ -1,12 +1,9 @@
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKey } from '../../src/keys/keys.js';
 import { createTenant } from '../../src/tenants/tenants.js';
+import { spicegateCli } from '../support/cli.js';
 import { createHarness, type Harness } from '../support/harness.js';
 import { serve } from '../support/serve.js';
-
-const run = promisify(execFile);
 
 let harness: Harness;
 let server: { url: string; close(): Promise<void> };
@@ -22,20 +19,8 @@ afterAll(async () => {
   await harness.close();
 });
 
-/** `spicegate key …` (the real bin) against this file's gateway, as its admin. */
-async function spicegate(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(
-      process.execPath,
-      ['bin/spicegate.js', ...args, '--url', server.url, '--token', harness.adminToken],
-      { env: { ...process.env, ADMIN_TOKEN: '', NODE_ENV: 'production' } },
-    );
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const failed = error as { code: number; stdout: string; stderr: string };
-    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
-  }
-}
+/** `spicegate …` (the real bin) against this file's gateway, as its admin. */
+const spicegate = (args: string[]) => spicegateCli(server.url, harness.adminToken, args);
 
 const withKey = (key: string) =>
   harness.request('/api/v1/key', { headers: { authorization: `Bearer ${key}` } });

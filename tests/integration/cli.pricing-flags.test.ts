@@ -1,11 +1,8 @@
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTenant } from '../../src/tenants/tenants.js';
+import { spicegateCli } from '../support/cli.js';
 import { createHarness, type Harness } from '../support/harness.js';
 import { serve } from '../support/serve.js';
-
-const run = promisify(execFile);
 
 let harness: Harness;
 let server: { url: string; close(): Promise<void> };
@@ -22,19 +19,7 @@ afterAll(async () => {
 });
 
 /** `spicegate …` (the real bin) against this file's gateway, as its admin. */
-async function spicegate(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(
-      process.execPath,
-      ['bin/spicegate.js', ...args, '--url', server.url, '--token', harness.adminToken],
-      { env: { ...process.env, ADMIN_TOKEN: '', NODE_ENV: 'production' } },
-    );
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const failed = error as { code: number; stdout: string; stderr: string };
-    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
-  }
-}
+const spicegate = (args: string[]) => spicegateCli(server.url, harness.adminToken, args);
 
 // 60 s a test: each CLI run starts a Node process, seconds on a busy machine.
 describe('spicegate pricing and flags', { timeout: 60_000 }, () => {

@@ -1,5 +1,3 @@
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spend } from '../../db/schema/index.js';
@@ -8,6 +6,7 @@ import { createKey } from '../../src/keys/keys.js';
 import { writeSettledSpend } from '../../src/ledger/outbox.js';
 import { issueToken } from '../../src/signing/caller-tokens.js';
 import { createTenant } from '../../src/tenants/tenants.js';
+import { spicegateCli } from '../support/cli.js';
 import { createHarness, type Harness } from '../support/harness.js';
 import { serve } from '../support/serve.js';
 import { events, infer } from '../support/sse.js';
@@ -399,24 +398,11 @@ describe('admin.poolDecisions', () => {
   });
 });
 
-const run = promisify(execFile);
-
 // 60 s: the CLI run builds the bundle (cached) and starts a Node process, seconds on a busy machine.
 describe('spicegate usage', { timeout: 60_000 }, () => {
   it('prints the tenant’s usage from a served gateway; no --tenant is a usage error (2)', async () => {
     const server = await serve(harness.app);
-    const cli = async (args: string[]) => {
-      try {
-        const { stdout, stderr } = await run(
-          process.execPath,
-          ['bin/spicegate.js', ...args, '--url', server.url, '--token', harness.adminToken],
-          { env: { ...process.env, ADMIN_TOKEN: '', NODE_ENV: 'production' } },
-        );
-        return { code: 0, stdout, stderr };
-      } catch (error) {
-        return error as { code: number; stdout: string; stderr: string };
-      }
-    };
+    const cli = (args: string[]) => spicegateCli(server.url, harness.adminToken, args);
     try {
       const printed = await cli([
         'usage',
