@@ -1,7 +1,7 @@
 import * as v from 'valibot';
 import { auditActor } from '../../src/audit/audit.js';
 import { getBalance } from '../../src/billing/balance.js';
-import { usage } from '../../src/billing/usage.js';
+import { adminUsage, USAGE_GROUPS } from '../../src/billing/usage.js';
 import { createInvoice, listPacks, listPayments } from '../../src/payments/invoices.js';
 import { Instant, TenantId } from '../inputs.js';
 import { router, tenantReadProcedure, tenantWriteProcedure } from '../trpc.js';
@@ -35,12 +35,22 @@ export const billingRouter = router({
   usage: tenantReadProcedure
     .input(
       v.optional(
-        v.object({ tenantId: v.optional(TenantId), from: v.optional(Instant), to: v.optional(Instant) }),
+        v.object({
+          tenantId: v.optional(TenantId),
+          from: v.optional(Instant),
+          to: v.optional(Instant),
+          groupBy: v.optional(v.picklist(USAGE_GROUPS)),
+        }),
         {},
       ),
     )
-    // Per UTC day and pool, and per pool; admin.usage adds the key and user cuts and the projection.
+    // A member gets for its own tenant what admin.usage gives: every cut and the projection.
     .query(({ ctx, input }) =>
-      usage(ctx.services, ctx.tenantFor(input.tenantId), { from: input.from, to: input.to }, ['day', 'pool']),
+      adminUsage(ctx.services, {
+        tenantId: ctx.tenantFor(input.tenantId),
+        from: input.from,
+        to: input.to,
+        groupBy: input.groupBy,
+      }),
     ),
 });

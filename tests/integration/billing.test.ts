@@ -393,7 +393,8 @@ describe('billing.usage', () => {
       to: '2026-03-03',
     });
     expect(result.status).toBe(200);
-    expect(data(result)).toEqual({
+    const { tenantId, from, to, days, pools, requests, totalMicro } = data<Record<string, unknown>>(result);
+    expect({ tenantId, from, to, days, pools, requests, totalMicro }).toEqual({
       tenantId: spender,
       from: '2026-03-01T00:00:00.000Z',
       to: '2026-03-03T00:00:00.000Z',
