@@ -1,4 +1,4 @@
-import { and, asc, eq, isNull } from 'drizzle-orm';
+import { and, asc, eq, isNull, sql } from 'drizzle-orm';
 import { featureFlags } from '../../db/schema/index.js';
 import { type AuditActor, appendAudit, SYSTEM_ACTOR } from '../audit/audit.js';
 import type { Services } from '../services.js';
@@ -74,6 +74,8 @@ export async function setFlag(
     tenantId === null ? isNull(featureFlags.tenantId) : eq(featureFlags.tenantId, tenantId),
   );
   const previous = await services.db.transaction(async (tx) => {
+    // One setter of a flag at a time, also before its row exists: the audit's `before` is exact.
+    await tx.execute(sql`select pg_advisory_xact_lock(hashtext(${`flag:${flag}:${tenantId ?? ''}`}))`);
     const [before] = await tx.select().from(featureFlags).where(scope).for('update');
     const now = new Date(services.clock.now());
     if (enabled === null) await tx.delete(featureFlags).where(scope);

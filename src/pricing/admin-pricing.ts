@@ -1,4 +1,4 @@
-import { and, asc, eq, isNull } from 'drizzle-orm';
+import { and, asc, eq, isNull, sql } from 'drizzle-orm';
 import { poolPrices } from '../../db/schema/index.js';
 import { type AuditActor, appendAudit, SYSTEM_ACTOR } from '../audit/audit.js';
 import { MAX_AMOUNT_MICRO } from '../budget/bounds.js';
@@ -97,6 +97,8 @@ export async function setPrice(
     tenantId === null ? isNull(poolPrices.tenantId) : eq(poolPrices.tenantId, tenantId),
   );
   const previous = await services.db.transaction(async (tx) => {
+    // One setter of a price at a time, also before its row exists: the audit's `before` is exact.
+    await tx.execute(sql`select pg_advisory_xact_lock(hashtext(${`price:${pool}:${tenantId ?? ''}`}))`);
     const [before] = await tx.select().from(poolPrices).where(scope).for('update');
     const now = new Date(services.clock.now());
     if (price === null) await tx.delete(poolPrices).where(scope);

@@ -386,6 +386,23 @@ describe('each change through the API leaves exactly one audit row', () => {
     expect(refused).toEqual([]);
   });
 
+  it("two first settings of one flag at once: the second row's before is the first's after", async () => {
+    const tenantId = await newTenant();
+    const rows = await appendedBy(tenantId, async () => {
+      const answers = await Promise.all([
+        call(tokens.admin, 'admin.flags.set', { flag: 'inference', enabled: false, tenantId }),
+        call(tokens.admin, 'admin.flags.set', { flag: 'inference', enabled: true, tenantId }),
+      ]);
+      expect(answers.map((answer) => answer.status)).toEqual([200, 200]);
+    });
+    expect(rows).toHaveLength(2);
+    const [first, second] = rows.map(
+      (row) => row.summary as { before: boolean | null; after: boolean | null },
+    );
+    expect(first?.before).toBeNull();
+    expect(second?.before).toBe(first?.after);
+  });
+
   it('keys.update with nothing to change answers the key as it is and leaves no row (was a 500)', async () => {
     const tenantId = await newTenant();
     const { id } = await newKey(tenantId);
