@@ -209,6 +209,15 @@ export async function writeSettledSpend(db: Db, rows: SettledSpend[]): Promise<n
           parked_reason = null
         where not existing.settled
       returning existing.reservation_id
+    ), attributed as (
+      -- A row the drain wrote first (its outbox entry carries no user or channel) takes them from
+      -- the settling gateway's copy; nothing else of a settled row changes, no entry is written.
+      update spend set user_id = coalesce(spend.user_id, batch.user_id),
+        channel_id = coalesce(spend.channel_id, batch.channel_id)
+      from batch
+      where spend.reservation_id = batch.reservation_id and spend.settled
+        and ((spend.user_id is null and batch.user_id is not null)
+          or (spend.channel_id is null and batch.channel_id is not null))
     ), entries as (
       insert into journal_entries (tenant_id, kind, reference, created_at)
       select batch.tenant_id, 'spend', batch.reservation_id, batch.settled_at

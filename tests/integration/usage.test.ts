@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spend } from '../../db/schema/index.js';
 import { grantCredits } from '../../src/billing/credits.js';
 import { createKey } from '../../src/keys/keys.js';
+import { accountBalance, accounts } from '../../src/ledger/journal.js';
 import { writeSettledSpend } from '../../src/ledger/outbox.js';
 import { issueToken } from '../../src/signing/caller-tokens.js';
 import { createTenant } from '../../src/tenants/tenants.js';
@@ -323,6 +324,28 @@ describe('spend rows carry user and channel', () => {
       { reservationId: 'res_drained', userId: null, channelId: null, settled: true },
       { reservationId: 'res_kept_user', userId: 'kept-user', channelId: 'kept-channel', settled: true },
     ]);
+
+    // The settling gateway writes its own copy later (its write had failed meanwhile): the drained
+    // row takes its user and channel; its charge and the book are untouched.
+    const entriesBefore = await accountBalance(harness.services.db, accounts.spent(other));
+    await writeSettledSpend(harness.services.db, [
+      {
+        ...settled,
+        reservationId: 'res_drained',
+        userId: 'late-user',
+        channelId: 'late-channel',
+        costMicro: 999n,
+        chargedMicro: 999n,
+        free: false,
+        settledAt: new Date(QUERY_AT - 2 * DAY_MS),
+      },
+    ]);
+    const [late] = await harness.services.db
+      .select({ userId: spend.userId, channelId: spend.channelId, costMicro: spend.costMicro })
+      .from(spend)
+      .where(eq(spend.reservationId, 'res_drained'));
+    expect(late).toEqual({ userId: 'late-user', channelId: 'late-channel', costMicro: 1n });
+    expect(await accountBalance(harness.services.db, accounts.spent(other))).toBe(entriesBefore);
   });
 });
 
