@@ -6,6 +6,7 @@ import { createApp, createNotReadyApp } from '../app.js';
 import { remoteIssuerKeys } from '../auth/caller.js';
 import { type Config, type Env, parseConfig, warnNotYetInEffect } from '../config.js';
 import type { AppEnv } from '../http/context.js';
+import { gatewayJobs, type JobsState, jobsState, runDueJobs } from '../jobs/index.js';
 import { type Peppers, parsePeppers } from '../keys/peppers.js';
 import { type AuthFailureLimiter, createAuthFailureLimiter } from '../limits/auth-failures.js';
 import { createPaymentThrottle, createPreAuthLimiter, type PreAuthLimiter } from '../limits/preauth.js';
@@ -61,6 +62,8 @@ type IsolateState =
       tenantActivity: TenantActivity;
       /** Per isolate: prices and flags are re-read when their change counters move, not per request. */
       settingsCopies: NonNullable<Parameters<typeof assembleServices>[0]['settingsCopies']>;
+      /** When each background job last ran in this isolate (the scheduled handler). */
+      jobs: JobsState;
       externalIssuerKeys?: JWTVerifyGetKey;
     }
   | { ready: false; app: Hono<AppEnv> };
@@ -71,44 +74,52 @@ type IsolateState =
 // (postgres.js connects lazily, so that is cheap; Hyperdrive pools behind it).
 let isolate: IsolateState | undefined;
 
+type ReadyIsolate = Extract<IsolateState, { ready: true }>;
+
+/**
+ * Services for one request or one scheduled run, over the isolate's long-lived parts. The database
+ * client is the request's own: Workers forbid using a socket opened by one request from another.
+ */
+async function servicesFor(isolate: ReadyIsolate): Promise<Services> {
+  const { config, log, metrics, store, databaseUrl, keyCache } = isolate;
+  // No close(): the runtime drops the request's sockets once the response (a stream included)
+  // has ended. Closing in waitUntil would cut off writes made when a stream finishes.
+  const database = await openPostgres(databaseUrl, { maxConnections: MAX_DATABASE_CONNECTIONS });
+  const signer = await isolate.signer;
+  return assembleServices({
+    peppers: isolate.peppers,
+    // Per isolate, not per request: its counters must outlive a request. In-process only for
+    // now; the Upstash-backed limiter (shared by isolates) is still to come.
+    preAuth: isolate.preAuth,
+    authFailures: isolate.authFailures,
+    paymentThrottle: isolate.paymentThrottle,
+    tenantActivity: isolate.tenantActivity,
+    settingsCopies: isolate.settingsCopies,
+    // Cloudflare's edge sets it; a client cannot forge it past the edge.
+    clientAddress: (req) => req.headers.get('cf-connecting-ip') ?? undefined,
+    config,
+    database,
+    store,
+    signer,
+    log,
+    metrics,
+    keyCache,
+    ...(isolate.externalIssuerKeys === undefined ? {} : { externalIssuerKeys: isolate.externalIssuerKeys }),
+    adminToken: config.adminToken,
+    // These Services live for one request: no timers. The keys are re-read at most every 10 s
+    // per isolate.
+    lifecycle: { signingKeysMaxAgeMs: KEY_REFRESH_MS },
+  });
+}
+
 export default {
   async fetch(request: Request, env: WorkerEnv, _ctx: WorkerContext): Promise<Response> {
     isolate ??= initIsolate(env);
     if (!isolate.ready) return isolate.app.fetch(request);
-
-    const { config, log, metrics, store, databaseUrl, keyCache } = isolate;
+    const { config, log } = isolate;
     let services: Services;
     try {
-      // No close(): the runtime drops the request's sockets once the response (a stream included)
-      // has ended. Closing in waitUntil would cut off writes made when a stream finishes.
-      const database = await openPostgres(databaseUrl, { maxConnections: MAX_DATABASE_CONNECTIONS });
-      const signer = await isolate.signer;
-      services = assembleServices({
-        peppers: isolate.peppers,
-        // Per isolate, not per request: its counters must outlive a request. In-process only for
-        // now; the Upstash-backed limiter (shared by isolates) is still to come.
-        preAuth: isolate.preAuth,
-        authFailures: isolate.authFailures,
-        paymentThrottle: isolate.paymentThrottle,
-        tenantActivity: isolate.tenantActivity,
-        settingsCopies: isolate.settingsCopies,
-        // Cloudflare's edge sets it; a client cannot forge it past the edge.
-        clientAddress: (req) => req.headers.get('cf-connecting-ip') ?? undefined,
-        config,
-        database,
-        store,
-        signer,
-        log,
-        metrics,
-        keyCache,
-        ...(isolate.externalIssuerKeys === undefined
-          ? {}
-          : { externalIssuerKeys: isolate.externalIssuerKeys }),
-        adminToken: config.adminToken,
-        // These Services live for one request: no timers. The keys are re-read at most every 10 s
-        // per isolate.
-        lifecycle: { signingKeysMaxAgeMs: KEY_REFRESH_MS },
-      });
+      services = await servicesFor(isolate);
     } catch (error) {
       log.error({ err: error }, 'database client could not be created');
       return createNotReadyApp({
@@ -123,6 +134,24 @@ export default {
       .start()
       .catch((error: unknown) => log.warn({ err: error }, 'signing keys could not be refreshed'));
     return createApp(services).fetch(request);
+  },
+
+  /**
+   * The cron trigger (wrangler.toml `[triggers]`): the background jobs a Node instance runs
+   * (src/jobs: reaper, outbox drain, unsettled spend, conservation, payments…), those due at this
+   * tick, under the same leases and fencing; the isolate's job state remembers when each last ran.
+   */
+  async scheduled(_event: { scheduledTime?: number }, env: WorkerEnv, ctx: WorkerContext): Promise<void> {
+    isolate ??= initIsolate(env);
+    if (!isolate.ready) return;
+    const ready = isolate;
+    const run = (async () => {
+      const services = await servicesFor(ready);
+      await services.start();
+      await runDueJobs(services, gatewayJobs(ready.config), services.clock.now(), ready.jobs);
+    })().catch((error: unknown) => ready.log.error({ err: error }, 'scheduled jobs could not run'));
+    ctx.waitUntil(run);
+    await run;
   },
 };
 
@@ -175,6 +204,7 @@ function initIsolate(env: WorkerEnv): IsolateState {
     paymentThrottle: createPaymentThrottle({ log }),
     tenantActivity: new TenantActivity(store),
     settingsCopies: { prices: emptyCopy(), flags: emptyCopy() },
+    jobs: jobsState(`worker:${crypto.randomUUID()}`),
     ...(config.externalAuth === undefined
       ? {}
       : { externalIssuerKeys: remoteIssuerKeys(config.externalAuth) }),

@@ -111,6 +111,37 @@ describe('Workers entry with a configuration', () => {
     }
   });
 
+  it('the scheduled handler runs the jobs due under their leases, once per interval per isolate', async () => {
+    if (database === undefined) return expect(databaseUrl).toContain('/none');
+    const worker = await freshWorker();
+    const env = {
+      DATABASE_URL: databaseUrl,
+      LOG_LEVEL: 'silent',
+      API_KEY_PEPPERS: `1:${'p'.repeat(40)}`,
+      SIGNING_PRIVATE_JWKS: jwks,
+    };
+    const waited: Promise<unknown>[] = [];
+    const scheduledContext = { waitUntil: (promise: Promise<unknown>) => void waited.push(promise) };
+    const runs = async () => {
+      const text = await (await worker.fetch(new Request('http://gateway/metrics'), env, context)).text();
+      const ok = (job: string) =>
+        Number(
+          new RegExp(`spicegate_job_runs_total\\{job="${job}",outcome="ok"\\} (\\d+)`).exec(text)?.[1] ?? 0,
+        );
+      return { reaper: ok('reaper'), drain: ok('outbox-drain'), conservation: ok('conservation') };
+    };
+    expect(await runs()).toEqual({ reaper: 0, drain: 0, conservation: 0 });
+
+    await worker.scheduled({ scheduledTime: Date.now() }, env, scheduledContext);
+    await Promise.all(waited);
+    expect(waited).toHaveLength(1);
+    expect(await runs()).toEqual({ reaper: 1, drain: 1, conservation: 1 });
+    // The next tick within their intervals runs none of them again (the isolate remembers).
+    await worker.scheduled({ scheduledTime: Date.now() }, env, scheduledContext);
+    await Promise.all(waited);
+    expect(await runs()).toEqual({ reaper: 1, drain: 1, conservation: 1 });
+  });
+
   it("fetches an external issuer's JWKS once per isolate, not once per request", async () => {
     const idp = await startExternalIdp();
     try {
