@@ -1,4 +1,5 @@
 import * as v from 'valibot';
+import { USAGE_GROUPS } from '../src/billing/usage.js';
 import { MAX_AMOUNT_MICRO, MAX_COUNT } from '../src/budget/bounds.js';
 
 /** Input pieces shared by several routers. */
@@ -99,3 +100,10 @@ export const Instant = v.pipe(
   v.transform((text) => new Date(text)),
   v.check((date) => !Number.isNaN(date.getTime()), 'must be a real time of day'),
 );
+
+/** A usage report's window and cut (admin.usage, billing.usage): groupBy one of day | pool | key | user; absent, all four. */
+export const UsageQuery = {
+  from: v.optional(Instant),
+  to: v.optional(Instant),
+  groupBy: v.optional(v.picklist(USAGE_GROUPS)),
+};

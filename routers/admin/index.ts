@@ -2,7 +2,7 @@ import * as v from 'valibot';
 import { auditActor, PLATFORM_CHAIN } from '../../src/audit/audit.js';
 import { verifyAudit } from '../../src/audit/verify.js';
 import { grantCredits } from '../../src/billing/credits.js';
-import { adminUsage, USAGE_GROUPS } from '../../src/billing/usage.js';
+import { adminUsage } from '../../src/billing/usage.js';
 import { getFlags, setFlag } from '../../src/flags/admin-flags.js';
 import { FLAGS } from '../../src/flags/feature-flags.js';
 import { conservationStatus } from '../../src/ledger/conservation.js';
@@ -13,7 +13,7 @@ import { POOLS } from '../../src/pricing/pricing.js';
 import { issueToken } from '../../src/signing/caller-tokens.js';
 import { systemInfo } from '../../src/system/info.js';
 import { createTenant, getTenant, listTenants, updateTenant } from '../../src/tenants/tenants.js';
-import { CapMicro, GrantId, Instant, Name, PositiveMicro, TenantId, Text } from '../inputs.js';
+import { CapMicro, GrantId, Instant, Name, PositiveMicro, TenantId, Text, UsageQuery } from '../inputs.js';
 import { adminProcedure, operatorProcedure, router } from '../trpc.js';
 
 const CreateTenantInput = v.object({
@@ -91,14 +91,7 @@ export const adminRouter = router({
   // Usage and pool decisions (reads, for admins and operators), from the spend and pool_decisions tables.
   // groupBy: one cut of day | pool | key | user; absent, all four.
   usage: operatorProcedure
-    .input(
-      v.object({
-        tenantId: TenantId,
-        from: v.optional(Instant),
-        to: v.optional(Instant),
-        groupBy: v.optional(v.picklist(USAGE_GROUPS)),
-      }),
-    )
+    .input(v.object({ tenantId: TenantId, ...UsageQuery }))
     .query(({ ctx, input }) => adminUsage(ctx.services, input)),
   poolDecisions: operatorProcedure
     .input(

@@ -1,9 +1,9 @@
 import * as v from 'valibot';
 import { auditActor } from '../../src/audit/audit.js';
 import { getBalance } from '../../src/billing/balance.js';
-import { adminUsage, USAGE_GROUPS } from '../../src/billing/usage.js';
+import { adminUsage } from '../../src/billing/usage.js';
 import { createInvoice, listPacks, listPayments } from '../../src/payments/invoices.js';
-import { Instant, TenantId } from '../inputs.js';
+import { TenantId, UsageQuery } from '../inputs.js';
 import { router, tenantReadProcedure, tenantWriteProcedure } from '../trpc.js';
 
 /** A pack name as PAYMENT_PACKS spells them; an unknown one is a 400 naming the packs there are. */
@@ -33,17 +33,7 @@ export const billingRouter = router({
     .input(ForTenant)
     .query(({ ctx, input }) => listPayments(ctx.services, ctx.tenantFor(input.tenantId))),
   usage: tenantReadProcedure
-    .input(
-      v.optional(
-        v.object({
-          tenantId: v.optional(TenantId),
-          from: v.optional(Instant),
-          to: v.optional(Instant),
-          groupBy: v.optional(v.picklist(USAGE_GROUPS)),
-        }),
-        {},
-      ),
-    )
+    .input(v.optional(v.object({ tenantId: v.optional(TenantId), ...UsageQuery }), {}))
     // A member gets for its own tenant what admin.usage gives: every cut and the projection.
     .query(({ ctx, input }) =>
       adminUsage(ctx.services, {
