@@ -199,6 +199,8 @@ const EnvSchema = v.object({
   REAPER_INTERVAL_MS: v.optional(integer(100, 3_600_000), '30000'),
   // The background jobs inside `serve`; `off` when `spicegate worker` runs them elsewhere.
   JOBS: v.optional(v.picklist(JOB_MODES, `must be one of ${JOB_MODES.join(', ')}`), 'on'),
+  // bench:gateway's comparison only: tenant work skips its row-level-security transaction.
+  SPICEGATE_BENCH_RLS_BYPASS: v.optional(boolean, 'false'),
 });
 
 // Parsed and checked, but their features have not landed yet (tracing, usage events):
@@ -275,6 +277,8 @@ export interface Config {
   reaperIntervalMs: number;
   /** Whether `serve` runs the shared background jobs (`JOBS`); `spicegate worker` always does. */
   jobs: (typeof JOB_MODES)[number];
+  /** bench:gateway's "RLS bypassed" variant (`SPICEGATE_BENCH_RLS_BYPASS`): never in production. */
+  benchRlsBypass: boolean;
   jwtIssuer: string;
   s2sAudience: string;
   signingPrivateJwks?: string;
@@ -419,6 +423,7 @@ export function parseConfig(env: Env): ConfigResult {
     reservationTtlMs: e.RESERVATION_TTL_MS,
     reaperIntervalMs: e.REAPER_INTERVAL_MS,
     jobs: e.JOBS,
+    benchRlsBypass: e.SPICEGATE_BENCH_RLS_BYPASS,
     jwtIssuer: e.JWT_ISSUER,
     s2sAudience: e.S2S_AUDIENCE,
     signingKeyMaxAgeDays: e.SIGNING_KEY_MAX_AGE_DAYS,

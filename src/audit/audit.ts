@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { and, asc, desc, eq, gt, gte, lt, type SQL, sql } from 'drizzle-orm';
 import type { Db } from '../../db/index.js';
 import { type AuditEventRow, auditEvents, PLATFORM_CHAIN } from '../../db/schema/index.js';
+import { asScope } from '../../db/scope.js';
 import type { Caller } from '../auth/caller.js';
 
 export { PLATFORM_CHAIN };
@@ -172,12 +173,15 @@ export async function* auditPages(
     const conditions: SQL[] = [eq(auditEvents.chain, chain), gt(auditEvents.seq, after)];
     if (range.from !== undefined) conditions.push(gte(auditEvents.at, range.from));
     if (range.to !== undefined) conditions.push(lt(auditEvents.at, range.to));
-    const rows = await db
-      .select()
-      .from(auditEvents)
-      .where(and(...conditions))
-      .orderBy(asc(auditEvents.seq))
-      .limit(pageRows);
+    // Each page in its own short transaction, as the chain's tenant (the platform's: the admin).
+    const rows = await asScope(db, chain === PLATFORM_CHAIN ? undefined : chain, (tx) =>
+      tx
+        .select()
+        .from(auditEvents)
+        .where(and(...conditions))
+        .orderBy(asc(auditEvents.seq))
+        .limit(pageRows),
+    );
     if (rows.length > 0) yield rows;
     const last = rows.at(-1);
     if (last === undefined || rows.length < pageRows) return;

@@ -1,5 +1,6 @@
 import { and, eq } from 'drizzle-orm';
 import { creditGrants } from '../../db/schema/index.js';
+import { asAdmin, asTenant } from '../../db/scope.js';
 import { type AuditActor, appendAudit, SYSTEM_ACTOR } from '../audit/audit.js';
 import { MAX_AMOUNT_MICRO } from '../budget/bounds.js';
 import { AppError } from '../errors.js';
@@ -81,7 +82,7 @@ export async function grantCredits(services: Services, input: GrantInput): Promi
 
   const createdAt = new Date(services.clock.now());
   // The row and its ledger entry commit together: the book never lacks a grant the row records.
-  const inserted = await services.db.transaction(async (tx) => {
+  const inserted = await asTenant(services.db, tenantId, async (tx) => {
     const [row] = await tx
       .insert(creditGrants)
       .values({ id: grantId, tenantId, amountMicro, reason, grantedBy, createdAt })
@@ -114,11 +115,10 @@ export async function grantCredits(services: Services, input: GrantInput): Promi
     return row;
   });
   if (inserted === undefined) {
-    const [existing] = await services.db
-      .select()
-      .from(creditGrants)
-      .where(eq(creditGrants.id, grantId))
-      .limit(1);
+    // Grant ids are global: the row in the way may be another tenant's, which only the admin role sees.
+    const [existing] = await asAdmin(services.db, (tx) =>
+      tx.select().from(creditGrants).where(eq(creditGrants.id, grantId)).limit(1),
+    );
     if (existing === undefined) throw new Error(`credit grant ${grantId} vanished after a conflict`);
     if (existing.tenantId !== tenantId || existing.amountMicro !== amountMicro) {
       throw conflict(grantId);
@@ -136,7 +136,7 @@ export async function grantCredits(services: Services, input: GrantInput): Promi
     // back, so PostgreSQL never records a grant the balance does not hold.
     // The book is append-only: the entry is reversed by a compensating one.
     if (inserted !== undefined) {
-      await services.db.transaction(async (tx) => {
+      await asTenant(services.db, tenantId, async (tx) => {
         const deleted = await tx
           .delete(creditGrants)
           .where(and(eq(creditGrants.id, grantId), eq(creditGrants.tenantId, tenantId)))

@@ -1,5 +1,6 @@
 import { and, type Column, eq, gt, gte, lt, lte, type SQL, sql } from 'drizzle-orm';
 import { spend } from '../../db/schema/index.js';
+import { asTenant } from '../../db/scope.js';
 import { AppError } from '../errors.js';
 import type { Services } from '../services.js';
 import { getTenant } from '../tenants/tenants.js';
@@ -106,22 +107,24 @@ export async function usage(
     included ? sql<T>`${expression}` : sql<T>`null`;
   const grouped = (included: boolean, expression: SQL | Column) =>
     included ? sql<number>`grouping(${expression})::int` : sql<number>`1`;
-  const rows = await services.db
-    .select({
-      byDay: grouped(on.day, date),
-      byPool: grouped(on.pool, spend.pool),
-      byKey: grouped(on.key, spend.keyId),
-      byUser: grouped(on.user, spend.userId),
-      date: column<string>(on.day, date),
-      pool: column<string>(on.pool, spend.pool),
-      keyId: column<string>(on.key, spend.keyId),
-      userId: column<string | null>(on.user, spend.userId),
-      requests: sql<number>`count(*)::int`,
-      costMicro: sql<string | null>`sum(${spend.costMicro})::text`,
-    })
-    .from(spend)
-    .where(and(charged(tenantId), gte(spend.createdAt, from), lt(spend.createdAt, to)))
-    .groupBy(sql`grouping sets (${sql.join(sets, sql`, `)})`);
+  const rows = await asTenant(services.db, tenantId, (tx) =>
+    tx
+      .select({
+        byDay: grouped(on.day, date),
+        byPool: grouped(on.pool, spend.pool),
+        byKey: grouped(on.key, spend.keyId),
+        byUser: grouped(on.user, spend.userId),
+        date: column<string>(on.day, date),
+        pool: column<string>(on.pool, spend.pool),
+        keyId: column<string>(on.key, spend.keyId),
+        userId: column<string | null>(on.user, spend.userId),
+        requests: sql<number>`count(*)::int`,
+        costMicro: sql<string | null>`sum(${spend.costMicro})::text`,
+      })
+      .from(spend)
+      .where(and(charged(tenantId), gte(spend.createdAt, from), lt(spend.createdAt, to)))
+      .groupBy(sql`grouping sets (${sql.join(sets, sql`, `)})`),
+  );
 
   type Row = (typeof rows)[number];
   const line = (row: Row): UsageLine => ({ requests: row.requests, costMicro: row.costMicro ?? '0' });
@@ -178,16 +181,18 @@ export async function projectedDepletion(services: Services, tenantId: string): 
   const nowMs = services.clock.now();
   const [balance, [spent]] = await Promise.all([
     getBalance(services, tenantId),
-    services.db
-      .select({ costMicro: sql<string | null>`sum(${spend.costMicro})::text` })
-      .from(spend)
-      .where(
-        and(
-          charged(tenantId),
-          gt(spend.createdAt, new Date(nowMs - RATE_DAYS * DAY_MS)),
-          lte(spend.createdAt, new Date(nowMs)),
+    asTenant(services.db, tenantId, (tx) =>
+      tx
+        .select({ costMicro: sql<string | null>`sum(${spend.costMicro})::text` })
+        .from(spend)
+        .where(
+          and(
+            charged(tenantId),
+            gt(spend.createdAt, new Date(nowMs - RATE_DAYS * DAY_MS)),
+            lte(spend.createdAt, new Date(nowMs)),
+          ),
         ),
-      ),
+    ),
   ]);
   const available = BigInt(balance.availableMicro);
   const last7Days = BigInt(spent?.costMicro ?? '0');

@@ -6,6 +6,7 @@ import { createAdaptorServer } from '@hono/node-server';
 import type { Hono } from 'hono';
 import { Redis } from 'ioredis';
 import { createDb } from '../../db/index.js';
+import { bypassRowLevelSecurity } from '../../db/scope.js';
 import { createApp, createNotReadyApp } from '../app.js';
 import { type Config, isEmbedded, warnNotYetInEffect, warnShortReservationTtl } from '../config.js';
 import { answerClientErrors } from '../http/client-error.js';
@@ -52,6 +53,10 @@ export async function buildNodeServices(
   } catch (error) {
     await database.close();
     throw error;
+  }
+  if (config.benchRlsBypass) {
+    bypassRowLevelSecurity(database.db);
+    log.warn('SPICEGATE_BENCH_RLS_BYPASS: tenant isolation by row-level security is off (benchmarks only)');
   }
 
   const metrics = createMetrics();

@@ -1,5 +1,6 @@
 import type { Db } from '../../db/index.js';
 import { featureFlags } from '../../db/schema/index.js';
+import { asAdmin } from '../../db/scope.js';
 import type { Clock } from '../clock.js';
 import type { Config } from '../config.js';
 import { AppError } from '../errors.js';
@@ -63,7 +64,8 @@ export class FeatureFlags extends WatchedCopy<FlagTables> {
 }
 
 async function loadFlagTables(db: Db): Promise<FlagTables> {
-  const rows = await db.select().from(featureFlags);
+  // Every tenant's overrides: platform work.
+  const rows = await asAdmin(db, (tx) => tx.select().from(featureFlags));
   const global: Partial<Record<Flag, boolean>> = {};
   const tenants = new Map<string, Partial<Record<Flag, boolean>>>();
   for (const row of rows) {

@@ -1,5 +1,6 @@
 import { and, asc, eq, gt, isNotNull, isNull, lt, or } from 'drizzle-orm';
 import { cryptoPayments } from '../../db/schema/index.js';
+import { asAdmin } from '../../db/scope.js';
 import { applyEngineChanges } from '../payments/engine.js';
 import type { Job } from './job.js';
 
@@ -30,33 +31,35 @@ export const paymentCreditsJob: Job = {
     // rest back; the next run starts over from the oldest.
     let after: { mintedAt: Date; id: string } | undefined;
     for (let page = 0; page < MAX_PAGES; page += 1) {
-      const rows = await db
-        .select({ id: cryptoPayments.id, mintedAt: cryptoPayments.mintedAt })
-        .from(cryptoPayments)
-        .where(
-          and(
-            or(
-              and(
-                isNotNull(cryptoPayments.mintedAt),
-                isNull(cryptoPayments.engineCreditedAt),
-                lt(cryptoPayments.mintedAt, before),
-              ),
-              and(
-                isNotNull(cryptoPayments.refundedAt),
-                isNull(cryptoPayments.engineDebitedAt),
-                lt(cryptoPayments.refundedAt, before),
-              ),
-            ),
-            after === undefined
-              ? undefined
-              : or(
-                  gt(cryptoPayments.mintedAt, after.mintedAt),
-                  and(eq(cryptoPayments.mintedAt, after.mintedAt), gt(cryptoPayments.id, after.id)),
+      const rows = await asAdmin(db, (tx) =>
+        tx
+          .select({ id: cryptoPayments.id, mintedAt: cryptoPayments.mintedAt })
+          .from(cryptoPayments)
+          .where(
+            and(
+              or(
+                and(
+                  isNotNull(cryptoPayments.mintedAt),
+                  isNull(cryptoPayments.engineCreditedAt),
+                  lt(cryptoPayments.mintedAt, before),
                 ),
-          ),
-        )
-        .orderBy(asc(cryptoPayments.mintedAt), asc(cryptoPayments.id))
-        .limit(PAGE);
+                and(
+                  isNotNull(cryptoPayments.refundedAt),
+                  isNull(cryptoPayments.engineDebitedAt),
+                  lt(cryptoPayments.refundedAt, before),
+                ),
+              ),
+              after === undefined
+                ? undefined
+                : or(
+                    gt(cryptoPayments.mintedAt, after.mintedAt),
+                    and(eq(cryptoPayments.mintedAt, after.mintedAt), gt(cryptoPayments.id, after.id)),
+                  ),
+            ),
+          )
+          .orderBy(asc(cryptoPayments.mintedAt), asc(cryptoPayments.id))
+          .limit(PAGE),
+      );
       for (const row of rows) {
         if (ctx.signal.aborted) return;
         await ctx.fence();

@@ -1,5 +1,6 @@
 import { and, asc, eq, gt, isNotNull, lt, or } from 'drizzle-orm';
 import { cryptoPayments } from '../../db/schema/index.js';
+import { asAdmin } from '../../db/scope.js';
 import { ProviderError, paymentProvider } from '../payments/nowpayments.js';
 import { openPayment, reportFor } from '../payments/reconcile.js';
 import { applyStatusReport } from '../payments/state-machine.js';
@@ -91,30 +92,32 @@ export function paymentReconciliationJob(options: {
       const provider = paymentProvider(config);
       const requestId = `job:payment-reconciliation:${ctx.holder}`;
       const after = cursor;
-      const rows = await db
-        .select({
-          id: cryptoPayments.id,
-          providerPaymentId: cryptoPayments.providerPaymentId,
-          status: cryptoPayments.status,
-          lastIpnUpdatedAt: cryptoPayments.lastIpnUpdatedAt,
-          createdAt: cryptoPayments.createdAt,
-        })
-        .from(cryptoPayments)
-        .where(
-          and(
-            openPayment,
-            isNotNull(cryptoPayments.providerPaymentId),
-            lt(cryptoPayments.createdAt, new Date(startedAtMs - RECONCILE_AFTER_MS)),
-            after === undefined
-              ? undefined
-              : or(
-                  gt(cryptoPayments.createdAt, after.createdAt),
-                  and(eq(cryptoPayments.createdAt, after.createdAt), gt(cryptoPayments.id, after.id)),
-                ),
-          ),
-        )
-        .orderBy(asc(cryptoPayments.createdAt), asc(cryptoPayments.id))
-        .limit(RECONCILE_BATCH);
+      const rows = await asAdmin(db, (tx) =>
+        tx
+          .select({
+            id: cryptoPayments.id,
+            providerPaymentId: cryptoPayments.providerPaymentId,
+            status: cryptoPayments.status,
+            lastIpnUpdatedAt: cryptoPayments.lastIpnUpdatedAt,
+            createdAt: cryptoPayments.createdAt,
+          })
+          .from(cryptoPayments)
+          .where(
+            and(
+              openPayment,
+              isNotNull(cryptoPayments.providerPaymentId),
+              lt(cryptoPayments.createdAt, new Date(startedAtMs - RECONCILE_AFTER_MS)),
+              after === undefined
+                ? undefined
+                : or(
+                    gt(cryptoPayments.createdAt, after.createdAt),
+                    and(eq(cryptoPayments.createdAt, after.createdAt), gt(cryptoPayments.id, after.id)),
+                  ),
+            ),
+          )
+          .orderBy(asc(cryptoPayments.createdAt), asc(cryptoPayments.id))
+          .limit(RECONCILE_BATCH),
+      );
 
       let unavailableInARow = 0;
       for (const payment of rows) {

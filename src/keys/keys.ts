@@ -1,6 +1,7 @@
 import { and, asc, count, eq, gt, isNull, ne, or } from 'drizzle-orm';
 import type { Db } from '../../db/index.js';
 import { type ApiKeyRow, apiKeys, tenants } from '../../db/schema/index.js';
+import { asScope, asTenant } from '../../db/scope.js';
 import { type AuditActor, appendAudit, SYSTEM_ACTOR } from '../audit/audit.js';
 import { AppError } from '../errors.js';
 import { newId } from '../ids.js';
@@ -36,15 +37,13 @@ export interface CreateKeyInput {
   monthlyCapMicro?: string | undefined;
 }
 
-type Tx = Parameters<Parameters<Services['db']['transaction']>[0]>[0];
-
 export async function createKey(
   services: Services,
   tenantId: string,
   input: CreateKeyInput,
   by: AuditActor = SYSTEM_ACTOR,
 ): Promise<{ id: string; key: string; prefix: string }> {
-  const created = await services.db.transaction(async (tx) => {
+  const created = await asTenant(services.db, tenantId, async (tx) => {
     const inserted = await insertKey(tx, services, tenantId, input, undefined);
     await appendAudit(tx, {
       by,
@@ -69,7 +68,7 @@ export async function createKey(
  * creations cannot both pass the active-key limit. `replacing` (a rotation) is not counted.
  */
 async function insertKey(
-  tx: Tx,
+  tx: Db,
   services: Services,
   tenantId: string,
   input: CreateKeyInput,
@@ -148,11 +147,13 @@ export async function announce(services: Services): Promise<void> {
 }
 
 export async function listKeys(services: Services, tenantId: string): Promise<ApiKeyView[]> {
-  const rows = await services.db
-    .select()
-    .from(apiKeys)
-    .where(eq(apiKeys.tenantId, tenantId))
-    .orderBy(asc(apiKeys.createdAt), asc(apiKeys.id));
+  const rows = await asTenant(services.db, tenantId, (tx) =>
+    tx
+      .select()
+      .from(apiKeys)
+      .where(eq(apiKeys.tenantId, tenantId))
+      .orderBy(asc(apiKeys.createdAt), asc(apiKeys.id)),
+  );
   return rows.map(toView);
 }
 
@@ -165,7 +166,7 @@ export async function getKey(
   tenantId: string | undefined,
   id: string,
 ): Promise<ApiKeyView> {
-  return toView(await findKey(services.db, tenantId, id));
+  return toView(await asScope(services.db, tenantId, (tx) => findKey(tx, tenantId, id)));
 }
 
 export async function revokeKey(
@@ -175,7 +176,7 @@ export async function revokeKey(
   by: AuditActor = SYSTEM_ACTOR,
 ): Promise<ApiKeyView> {
   const now = new Date(services.clock.now());
-  const { row, updated } = await services.db.transaction(async (tx) => {
+  const { row, updated } = await asScope(services.db, tenantId, async (tx) => {
     const row = await findKey(tx, tenantId, id, 'for update');
     const [updated] = await tx
       .update(apiKeys)
@@ -211,7 +212,7 @@ export async function rotateKey(
   by: AuditActor = SYSTEM_ACTOR,
 ): Promise<{ id: string; key: string; prefix: string; tenantId: string; oldKeyRevokedAt: string }> {
   const now = services.clock.now();
-  const result = await services.db.transaction(async (tx) => {
+  const result = await asScope(services.db, tenantId, async (tx) => {
     const [old] = await tx.select().from(apiKeys).where(ofTenant(tenantId, input.id)).for('update');
     if (old === undefined) throw new AppError('not_found', `No key ${input.id}`);
     if (old.revokedAt !== null && old.revokedAt.getTime() <= now)
@@ -264,7 +265,7 @@ export async function updateKey(
   },
   by: AuditActor = SYSTEM_ACTOR,
 ): Promise<ApiKeyView> {
-  const { row, updated } = await services.db.transaction(async (tx) => {
+  const { row, updated } = await asScope(services.db, tenantId, async (tx) => {
     const row = await findKey(tx, tenantId, input.id, 'for update');
     const changes = keyChanges(row, input);
     // Nothing to change (no field given, or only a cap a sandbox key cannot have): no write, no row.
@@ -319,12 +320,12 @@ function limits(row: ApiKeyRow) {
 
 /** The key; `lock` (in a transaction) holds it for the change that follows. */
 async function findKey(
-  db: Db,
+  tx: Db,
   tenantId: string | undefined,
   id: string,
   lock: 'for update' | 'no lock' = 'no lock',
 ): Promise<ApiKeyRow> {
-  const query = db.select().from(apiKeys).where(ofTenant(tenantId, id)).limit(1);
+  const query = tx.select().from(apiKeys).where(ofTenant(tenantId, id)).limit(1);
   const [row] = await (lock === 'for update' ? query.for('update') : query);
   // Another tenant's key is "not found", exactly like a key that does not exist.
   if (row === undefined) throw new AppError('not_found', `No key ${id}`);

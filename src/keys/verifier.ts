@@ -2,6 +2,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { eq } from 'drizzle-orm';
 import type { Db } from '../../db/index.js';
 import { type ApiKeyRow, apiKeys, tenants } from '../../db/schema/index.js';
+import { asAdmin, asKeyLookup, asTenant } from '../../db/scope.js';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../observability/logger.js';
 import type { Store } from '../store/typed-store.js';
@@ -175,17 +176,19 @@ export class KeyVerifier {
     if (missedAt !== undefined && now - missedAt < NEGATIVE_TTL_MS) return undefined;
 
     const generation = this.generation;
-    const [found] = await this.db
-      .select({
-        row: apiKeys,
-        tenantTier: tenants.tier,
-        tenantMonthlyCapMicro: tenants.monthlyCapMicro,
-        tenantFrozen: tenants.frozen,
-      })
-      .from(apiKeys)
-      .innerJoin(tenants, eq(tenants.id, apiKeys.tenantId))
-      .where(eq(apiKeys.prefix, prefix))
-      .limit(1);
+    const [found] = await asKeyLookup(this.db, prefix, (tx) =>
+      tx
+        .select({
+          row: apiKeys,
+          tenantTier: tenants.tier,
+          tenantMonthlyCapMicro: tenants.monthlyCapMicro,
+          tenantFrozen: tenants.frozen,
+        })
+        .from(apiKeys)
+        .innerJoin(tenants, eq(tenants.id, apiKeys.tenantId))
+        .where(eq(apiKeys.prefix, prefix))
+        .limit(1),
+    );
     const entry = found === undefined ? undefined : { ...found, cachedAt: now };
     // A revocation that landed while the query ran must not be undone by caching its answer.
     if (generation !== this.generation) return entry;
@@ -204,14 +207,16 @@ export class KeyVerifier {
     try {
       const salt = newSalt();
       const { version, secret: pepper } = this.peppers.current;
-      await this.db
-        .update(apiKeys)
-        .set({
-          salt: salt.toString('base64'),
-          hash: hashSecret(pepper, salt, secret).toString('base64'),
-          pepperVersion: version,
-        })
-        .where(eq(apiKeys.id, row.id));
+      await asTenant(this.db, row.tenantId, (tx) =>
+        tx
+          .update(apiKeys)
+          .set({
+            salt: salt.toString('base64'),
+            hash: hashSecret(pepper, salt, secret).toString('base64'),
+            pepperVersion: version,
+          })
+          .where(eq(apiKeys.id, row.id)),
+      );
       this.positive.delete(row.prefix);
       this.log.info({ keyId: row.id, pepperVersion: version }, 'API key rehashed with the newest pepper');
     } catch (error) {
@@ -225,7 +230,8 @@ export class KeyVerifier {
     // Sorted, so two instances flushing at once take row locks in the same order (no deadlock).
     const batch = [...this.usage.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     this.usage.clear();
-    await this.db.transaction(async (tx) => {
+    // Keys of many tenants: platform work.
+    await asAdmin(this.db, async (tx) => {
       for (const [id, at] of batch)
         await tx
           .update(apiKeys)

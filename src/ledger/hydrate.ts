@@ -1,5 +1,6 @@
 import { eq, sql } from 'drizzle-orm';
 import { creditGrants, cryptoPayments, postings, spend, tenants } from '../../db/schema/index.js';
+import { asTenant } from '../../db/scope.js';
 import type { Services } from '../services.js';
 import type { HydrateInput, HydrateResult } from '../store/contracts.js';
 import { StoreUnavailable } from '../store/errors.js';
@@ -24,22 +25,24 @@ export async function bookFigures(
   const now = new Date(nowMs);
   const monthStart = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));
   const monthEnd = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1));
-  const [row] = await services.db
-    .select({
-      available: sum(accounts.available(tenantId)),
-      spent: sum(accounts.spent(tenantId)),
-      // Grant and key ids are [A-Za-z0-9_-], so ':' and ',' separate them safely. The applied ids
-      // are the grants and each refund's debit with what the book took back (already netted in
-      // available). The debit id is `refundDebitId` of src/payments/engine.ts, spelled out
-      // here because that module imports this one (through engine.ts).
-      grants: sql<string>`coalesce((select string_agg(a.id || ':' || a.amount::text, ',') from (select ${creditGrants.id} as id, ${creditGrants.amountMicro} as amount from ${creditGrants} where ${creditGrants.tenantId} = ${tenantId} union all select 'refund-' || ${cryptoPayments.id}, ${cryptoPayments.refundedMicro} from ${cryptoPayments} where ${cryptoPayments.tenantId} = ${tenantId} and ${cryptoPayments.refundedMicro} > 0) a), '')`,
-      // Settled charges only (an unsettled or parked row has no entry in the book), by the month
-      // they were settled in.
-      keyMonths: sql<string>`coalesce((select string_agg(k.key_id || ':' || k.total::text, ',') from (select ${spend.keyId} as key_id, sum(${spend.costMicro}) as total from ${spend} where ${spend.tenantId} = ${tenantId} and ${spend.settled} and not ${spend.free} and ${spend.costMicro} > 0 and ${spend.createdAt} >= ${monthStart.toISOString()}::timestamptz and ${spend.createdAt} < ${monthEnd.toISOString()}::timestamptz group by ${spend.keyId}) k), '')`,
-    })
-    .from(tenants)
-    .where(eq(tenants.id, tenantId))
-    .limit(1);
+  const [row] = await asTenant(services.db, tenantId, (tx) =>
+    tx
+      .select({
+        available: sum(accounts.available(tenantId)),
+        spent: sum(accounts.spent(tenantId)),
+        // Grant and key ids are [A-Za-z0-9_-], so ':' and ',' separate them safely. The applied ids
+        // are the grants and each refund's debit with what the book took back (already netted in
+        // available). The debit id is `refundDebitId` of src/payments/engine.ts, spelled out
+        // here because that module imports this one (through engine.ts).
+        grants: sql<string>`coalesce((select string_agg(a.id || ':' || a.amount::text, ',') from (select ${creditGrants.id} as id, ${creditGrants.amountMicro} as amount from ${creditGrants} where ${creditGrants.tenantId} = ${tenantId} union all select 'refund-' || ${cryptoPayments.id}, ${cryptoPayments.refundedMicro} from ${cryptoPayments} where ${cryptoPayments.tenantId} = ${tenantId} and ${cryptoPayments.refundedMicro} > 0) a), '')`,
+        // Settled charges only (an unsettled or parked row has no entry in the book), by the month
+        // they were settled in.
+        keyMonths: sql<string>`coalesce((select string_agg(k.key_id || ':' || k.total::text, ',') from (select ${spend.keyId} as key_id, sum(${spend.costMicro}) as total from ${spend} where ${spend.tenantId} = ${tenantId} and ${spend.settled} and not ${spend.free} and ${spend.costMicro} > 0 and ${spend.createdAt} >= ${monthStart.toISOString()}::timestamptz and ${spend.createdAt} < ${monthEnd.toISOString()}::timestamptz group by ${spend.keyId}) k), '')`,
+      })
+      .from(tenants)
+      .where(eq(tenants.id, tenantId))
+      .limit(1),
+  );
   if (row === undefined) return undefined;
   const spent = BigInt(row.spent);
   const keys = pairs(row.keyMonths).map(([keyId, committedMicro]) => ({ keyId, committedMicro }));

@@ -81,9 +81,9 @@ export async function appendEntry(
   return { created: true, entryId: inserted.id };
 }
 
-/** An account's balance in the book: the sum of its postings. */
-export async function accountBalance(db: Db, account: string): Promise<bigint> {
-  const [row] = await db
+/** An account's balance in the book: the sum of its postings (`tx`: a scope of db/scope.ts). */
+export async function accountBalance(tx: Db, account: string): Promise<bigint> {
+  const [row] = await tx
     .select({ total: sql<string>`coalesce(sum(${postings.amountMicro}), 0)::text` })
     .from(postings)
     .where(eq(postings.account, account));

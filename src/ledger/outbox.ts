@@ -1,5 +1,6 @@
 import { sql } from 'drizzle-orm';
 import type { Db } from '../../db/index.js';
+import { asTenant } from '../../db/scope.js';
 import type { OutboxEntry } from '../store/contracts.js';
 import type { Store } from '../store/typed-store.js';
 
@@ -173,10 +174,28 @@ function settledSpend(tenantId: string, entry: OutboxEntry): SettledSpend {
 export async function writeSettledSpend(db: Db, rows: SettledSpend[]): Promise<number> {
   // One row per reservation (ON CONFLICT DO UPDATE may touch a row once per statement), in one
   // order, so concurrent drainers lock rows in the same order and never deadlock.
-  const unique = [...new Map(rows.map((row) => [row.reservationId, row])).values()].sort((a, b) =>
-    a.reservationId < b.reservationId ? -1 : a.reservationId > b.reservationId ? 1 : 0,
+  const unique = [...new Map(rows.map((row) => [row.reservationId, row])).values()].sort(
+    (a, b) => compare(a.tenantId, b.tenantId) || compare(a.reservationId, b.reservationId),
   );
-  if (unique.length === 0) return 0;
+  // Each tenant's rows as that tenant (row-level security, db/scope.ts), one transaction each.
+  let written = 0;
+  for (let from = 0; from < unique.length; ) {
+    const tenantId = unique[from]?.tenantId;
+    let to = from;
+    while (to < unique.length && unique[to]?.tenantId === tenantId) to += 1;
+    const group = unique.slice(from, to);
+    written += await asTenant(db, group[0]?.tenantId ?? '', (tx) => writeTenantSpend(tx, group));
+    from = to;
+  }
+  return written;
+}
+
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** One tenant's rows, sorted and one per reservation, in one statement. */
+async function writeTenantSpend(tx: Db, unique: SettledSpend[]): Promise<number> {
   const json = JSON.stringify(
     unique.map((row) => ({
       reservation_id: row.reservationId,
@@ -193,7 +212,7 @@ export async function writeSettledSpend(db: Db, rows: SettledSpend[]): Promise<n
       settled_at: row.settledAt.toISOString(),
     })),
   );
-  const result = await db.execute(sql`with batch as (
+  const result = await tx.execute(sql`with batch as (
       select * from jsonb_to_recordset(${json}::jsonb) as row(reservation_id text, tenant_id text,
         key_id text, user_id text, channel_id text, pool text, prompt_tokens integer,
         completion_tokens integer, cost_micro bigint, charged_micro bigint, free boolean,

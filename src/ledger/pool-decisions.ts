@@ -1,6 +1,7 @@
 import { and, desc, eq, gte, lt, or, sql } from 'drizzle-orm';
 import type { Db } from '../../db/index.js';
 import { type PoolDecisionRow, poolDecisions, spend } from '../../db/schema/index.js';
+import { asScope, asTenant } from '../../db/scope.js';
 import { usageWindow } from '../billing/usage.js';
 import type { Logger } from '../observability/logger.js';
 import type { Pool } from '../pricing/pricing.js';
@@ -12,13 +13,10 @@ import { getTenant } from '../tenants/tenants.js';
  * request path: a failed insert is logged, never the caller's error.
  */
 export function insertPoolDecision(db: Db, log: Logger, row: PoolDecisionRow): void {
-  void db
-    .insert(poolDecisions)
-    .values(row)
-    .onConflictDoNothing()
-    .catch((error: unknown) =>
+  void asTenant(db, row.tenantId, (tx) => tx.insert(poolDecisions).values(row).onConflictDoNothing()).catch(
+    (error: unknown) =>
       log.warn({ err: error, reservationId: row.reservationId }, 'pool decision not recorded'),
-    );
+  );
 }
 
 /** Decision rows one admin.poolDecisions call lists at most, newest first. */
@@ -73,7 +71,6 @@ export async function poolDecisionReport(
 ): Promise<PoolDecisionReport> {
   const { from, to } = usageWindow(services, input);
   if (input.tenantId !== undefined) await getTenant(services, input.tenantId);
-  const { db } = services;
   const decided = and(
     input.tenantId === undefined ? undefined : eq(poolDecisions.tenantId, input.tenantId),
     input.pool === undefined
@@ -82,43 +79,46 @@ export async function poolDecisionReport(
     gte(poolDecisions.createdAt, from),
     lt(poolDecisions.createdAt, to),
   );
-  const [rows, routed, served] = await Promise.all([
-    db
-      .select()
-      .from(poolDecisions)
-      .where(decided)
-      .orderBy(desc(poolDecisions.createdAt), desc(poolDecisions.reservationId))
-      .limit(POOL_DECISIONS_LISTED + 1),
-    // Per pool routed into (grouping 1: the `actual` set) and away from (grouping 2: `requested`).
-    db
-      .select({
-        set: sql<number>`grouping(${poolDecisions.actual}, ${poolDecisions.requested})::int`,
-        actual: poolDecisions.actual,
-        requested: poolDecisions.requested,
-        count: sql<number>`count(*)::int`,
-      })
-      .from(poolDecisions)
-      .where(decided)
-      .groupBy(sql`grouping sets ((${poolDecisions.actual}), (${poolDecisions.requested}))`),
-    db
-      .select({
-        pool: spend.pool,
-        requests: sql<number>`count(*)::int`,
-        promptTokens: sql<string>`sum(${spend.promptTokens})::text`,
-        completionTokens: sql<string>`sum(${spend.completionTokens})::text`,
-        costMicro: sql<string | null>`sum(${spend.costMicro}) filter (where not ${spend.free})::text`,
-      })
-      .from(spend)
-      .where(
-        and(
-          input.tenantId === undefined ? undefined : eq(spend.tenantId, input.tenantId),
-          input.pool === undefined ? undefined : eq(spend.pool, input.pool),
-          gte(spend.createdAt, from),
-          lt(spend.createdAt, to),
-        ),
-      )
-      .groupBy(spend.pool),
-  ]);
+  // One tenant's, or (for an operator) every tenant's.
+  const [rows, routed, served] = await asScope(services.db, input.tenantId, (tx) =>
+    Promise.all([
+      tx
+        .select()
+        .from(poolDecisions)
+        .where(decided)
+        .orderBy(desc(poolDecisions.createdAt), desc(poolDecisions.reservationId))
+        .limit(POOL_DECISIONS_LISTED + 1),
+      // Per pool routed into (grouping 1: the `actual` set) and away from (grouping 2: `requested`).
+      tx
+        .select({
+          set: sql<number>`grouping(${poolDecisions.actual}, ${poolDecisions.requested})::int`,
+          actual: poolDecisions.actual,
+          requested: poolDecisions.requested,
+          count: sql<number>`count(*)::int`,
+        })
+        .from(poolDecisions)
+        .where(decided)
+        .groupBy(sql`grouping sets ((${poolDecisions.actual}), (${poolDecisions.requested}))`),
+      tx
+        .select({
+          pool: spend.pool,
+          requests: sql<number>`count(*)::int`,
+          promptTokens: sql<string>`sum(${spend.promptTokens})::text`,
+          completionTokens: sql<string>`sum(${spend.completionTokens})::text`,
+          costMicro: sql<string | null>`sum(${spend.costMicro}) filter (where not ${spend.free})::text`,
+        })
+        .from(spend)
+        .where(
+          and(
+            input.tenantId === undefined ? undefined : eq(spend.tenantId, input.tenantId),
+            input.pool === undefined ? undefined : eq(spend.pool, input.pool),
+            gte(spend.createdAt, from),
+            lt(spend.createdAt, to),
+          ),
+        )
+        .groupBy(spend.pool),
+    ]),
+  );
   const routedCount = (set: number, pool: string) =>
     routed.find((row) => row.set === set && (set === 1 ? row.actual : row.requested) === pool)?.count ?? 0;
   // A pool that only lost requests to decisions is listed too (with no requests served).

@@ -1,6 +1,7 @@
 import { and, asc, eq, isNull } from 'drizzle-orm';
 import type { Db } from '../../db/index.js';
 import { type SpendRow, spend } from '../../db/schema/index.js';
+import { asAdmin, asTenant } from '../../db/scope.js';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../observability/logger.js';
 import type { OutboxAckEntry } from '../store/contracts.js';
@@ -94,7 +95,7 @@ export class SpendRecorder {
   /** The store failed at finalize: written now, settled later. */
   async unsettled(entry: SpendEntry): Promise<void> {
     const row = { ...entry, settled: false, createdAt: new Date(this.clock.now()), settledAt: null };
-    await this.db.insert(spend).values(row).onConflictDoNothing();
+    await asTenant(this.db, entry.tenantId, (tx) => tx.insert(spend).values(row).onConflictDoNothing());
     this.log.error(
       { reservationId: entry.reservationId, tenantId: entry.tenantId },
       'finalize failed: spend row kept unsettled',
@@ -177,12 +178,15 @@ export class SpendRecorder {
    */
   async settleUnsettled(options: { beforeWrite?: () => Promise<void> } = {}): Promise<number> {
     // Oldest first, so the charges nearest their reservation's expiry are settled first.
-    const rows = await this.db
-      .select()
-      .from(spend)
-      .where(and(eq(spend.settled, false), isNull(spend.parkedReason)))
-      .orderBy(asc(spend.createdAt))
-      .limit(500);
+    // Every tenant's rows: the job's platform work.
+    const rows = await asAdmin(this.db, (tx) =>
+      tx
+        .select()
+        .from(spend)
+        .where(and(eq(spend.settled, false), isNull(spend.parkedReason)))
+        .orderBy(asc(spend.createdAt))
+        .limit(500),
+    );
     let settled = 0;
     /** Tenants whose timed-out finalize had run after all: its outbox entry's id is unknown here. */
     const drain = new Set<string>();
@@ -224,10 +228,9 @@ export class SpendRecorder {
       if (result.status === 'INVALID_INPUT') {
         // Retrying cannot help: parked with its reason and counted, for an operator to look at.
         const reason = `store refused ${result.field}`;
-        await this.db
-          .update(spend)
-          .set({ parkedReason: reason })
-          .where(eq(spend.reservationId, row.reservationId));
+        await asTenant(this.db, row.tenantId, (tx) =>
+          tx.update(spend).set({ parkedReason: reason }).where(eq(spend.reservationId, row.reservationId)),
+        );
         this.parked.inc();
         this.log.error({ reservationId: row.reservationId, reason }, 'unsettled spend row parked');
         continue;

@@ -1,5 +1,6 @@
 import { eq } from 'drizzle-orm';
 import { cryptoPayments } from '../../db/schema/index.js';
+import { asAdmin, asTenant } from '../../db/scope.js';
 import { withHydration } from '../ledger/hydrate.js';
 import type { Services } from '../services.js';
 
@@ -13,7 +14,10 @@ import type { Services } from '../services.js';
  * store fault: the book has the money; the engine learns it on the next try.
  */
 export async function applyEngineChanges(services: Services, paymentId: string): Promise<void> {
-  const [payment] = await services.db.select().from(cryptoPayments).where(eq(cryptoPayments.id, paymentId));
+  // Called by payment id (from a report or the job): the admin finds the row.
+  const [payment] = await asAdmin(services.db, (tx) =>
+    tx.select().from(cryptoPayments).where(eq(cryptoPayments.id, paymentId)),
+  );
   if (payment === undefined) return;
   const { tenantId } = payment;
   try {
@@ -28,10 +32,12 @@ export async function applyEngineChanges(services: Services, paymentId: string):
         );
         return;
       }
-      await services.db
-        .update(cryptoPayments)
-        .set({ engineCreditedAt: new Date(services.clock.now()) })
-        .where(eq(cryptoPayments.id, paymentId));
+      await asTenant(services.db, tenantId, (tx) =>
+        tx
+          .update(cryptoPayments)
+          .set({ engineCreditedAt: new Date(services.clock.now()) })
+          .where(eq(cryptoPayments.id, paymentId)),
+      );
       services.log.info(
         { paymentId, tenantId, creditsMicro: payment.creditsMicro.toString(), status: result.status },
         'payment credited',
@@ -49,10 +55,12 @@ export async function applyEngineChanges(services: Services, paymentId: string):
         );
         return;
       }
-      await services.db
-        .update(cryptoPayments)
-        .set({ engineDebitedAt: new Date(services.clock.now()) })
-        .where(eq(cryptoPayments.id, paymentId));
+      await asTenant(services.db, tenantId, (tx) =>
+        tx
+          .update(cryptoPayments)
+          .set({ engineDebitedAt: new Date(services.clock.now()) })
+          .where(eq(cryptoPayments.id, paymentId)),
+      );
       services.log.info(
         { paymentId, tenantId, refundedMicro: refundedMicro.toString(), status: result.status },
         'payment refund debited',

@@ -1,5 +1,6 @@
 import { desc, eq } from 'drizzle-orm';
 import { type CryptoPaymentRow, cryptoPayments } from '../../db/schema/index.js';
+import { asTenant } from '../../db/scope.js';
 import { type AuditActor, appendAudit, SYSTEM_ACTOR } from '../audit/audit.js';
 import { AppError } from '../errors.js';
 import { newId } from '../ids.js';
@@ -61,7 +62,7 @@ export async function createInvoice(
     summary: { pack: pack.name, priceAmount: pack.priceAmount, priceCurrency: pack.priceCurrency },
     at: new Date(services.clock.now()),
   });
-  await services.db.transaction(async (tx) => {
+  await asTenant(services.db, tenantId, async (tx) => {
     await tx.insert(cryptoPayments).values({
       id: paymentId,
       tenantId,
@@ -95,7 +96,7 @@ export async function createInvoice(
     // A 5xx, a timeout or an answer we cannot read may follow a created invoice: the row stays.
     const createdNothing = error.status !== undefined && error.status >= 400 && error.status < 500;
     if (createdNothing) {
-      await services.db.transaction(async (tx) => {
+      await asTenant(services.db, tenantId, async (tx) => {
         await tx.delete(cryptoPayments).where(eq(cryptoPayments.id, paymentId));
         await appendAudit(tx, audit('invoice.discard'));
       });
@@ -126,10 +127,12 @@ export async function createInvoice(
   }
 
   // Only the provider's references: an IPN racing this update may already have moved the status.
-  await services.db
-    .update(cryptoPayments)
-    .set({ providerInvoiceId: invoice.invoiceId, invoiceUrl: invoice.invoiceUrl })
-    .where(eq(cryptoPayments.id, paymentId));
+  await asTenant(services.db, tenantId, (tx) =>
+    tx
+      .update(cryptoPayments)
+      .set({ providerInvoiceId: invoice.invoiceId, invoiceUrl: invoice.invoiceUrl })
+      .where(eq(cryptoPayments.id, paymentId)),
+  );
   services.log.info({ ...context, providerInvoiceId: invoice.invoiceId }, 'invoice created');
   return { paymentId, invoiceUrl: invoice.invoiceUrl };
 }
@@ -158,12 +161,14 @@ export const PAYMENTS_LISTED = 100;
 /** The tenant's newest payments first (at most `PAYMENTS_LISTED`). */
 export async function listPayments(services: Services, tenantId: string): Promise<PaymentView[]> {
   await getTenant(services, tenantId);
-  const rows = await services.db
-    .select()
-    .from(cryptoPayments)
-    .where(eq(cryptoPayments.tenantId, tenantId))
-    .orderBy(desc(cryptoPayments.createdAt), desc(cryptoPayments.id))
-    .limit(PAYMENTS_LISTED);
+  const rows = await asTenant(services.db, tenantId, (tx) =>
+    tx
+      .select()
+      .from(cryptoPayments)
+      .where(eq(cryptoPayments.tenantId, tenantId))
+      .orderBy(desc(cryptoPayments.createdAt), desc(cryptoPayments.id))
+      .limit(PAYMENTS_LISTED),
+  );
   return rows.map(paymentView);
 }
 

@@ -1,5 +1,6 @@
 import { and, asc, eq, inArray, lt, or, sql } from 'drizzle-orm';
 import { type CryptoPaymentRow, cryptoPayments, webhookEvents } from '../../db/schema/index.js';
+import { asAdmin } from '../../db/scope.js';
 import { type AuditActor, appendAudit, SYSTEM_ACTOR } from '../audit/audit.js';
 import { AppError } from '../errors.js';
 import type { Services } from '../services.js';
@@ -57,26 +58,28 @@ export async function stuckPayments(services: Services): Promise<AdminPaymentVie
   const before = new Date(services.clock.now() - STUCK_AFTER_MS);
   // A `finished` report that came after the payment had failed or expired: paid, never minted.
   const finishedTooLate = sql`exists (select 1 from ${webhookEvents} where ${webhookEvents.paymentId} = ${cryptoPayments.id} and ${webhookEvents.status} = 'finished' and ${webhookEvents.reason} = 'after_terminal')`;
-  const rows = await services.db
-    .select()
-    .from(cryptoPayments)
-    .where(
-      or(
-        and(
-          openPayment,
-          or(lt(cryptoPayments.createdAt, before), eq(cryptoPayments.status, 'partially_paid')),
+  const rows = await asAdmin(services.db, (tx) =>
+    tx
+      .select()
+      .from(cryptoPayments)
+      .where(
+        or(
+          and(
+            openPayment,
+            or(lt(cryptoPayments.createdAt, before), eq(cryptoPayments.status, 'partially_paid')),
+          ),
+          and(inArray(cryptoPayments.status, ['failed', 'expired']), finishedTooLate),
         ),
-        and(inArray(cryptoPayments.status, ['failed', 'expired']), finishedTooLate),
-      ),
-    )
-    // Payments the provider has reported on first: an invoice nobody paid (no IPN ever) sorts
-    // last, so abandoned invoices never hide the ones that need a look.
-    .orderBy(
-      sql`${cryptoPayments.providerPaymentId} is null`,
-      asc(cryptoPayments.createdAt),
-      asc(cryptoPayments.id),
-    )
-    .limit(STUCK_LISTED);
+      )
+      // Payments the provider has reported on first: an invoice nobody paid (no IPN ever) sorts
+      // last, so abandoned invoices never hide the ones that need a look.
+      .orderBy(
+        sql`${cryptoPayments.providerPaymentId} is null`,
+        asc(cryptoPayments.createdAt),
+        asc(cryptoPayments.id),
+      )
+      .limit(STUCK_LISTED),
+  );
   return rows.map(adminPaymentView);
 }
 
@@ -111,10 +114,9 @@ export async function reconcilePayment(
   input: { paymentId: string; requestId: string },
   by: AuditActor = SYSTEM_ACTOR,
 ): Promise<ReconcileResult> {
-  const [payment] = await services.db
-    .select()
-    .from(cryptoPayments)
-    .where(eq(cryptoPayments.id, input.paymentId));
+  const [payment] = await asAdmin(services.db, (tx) =>
+    tx.select().from(cryptoPayments).where(eq(cryptoPayments.id, input.paymentId)),
+  );
   if (payment === undefined) throw new AppError('not_found', `No payment ${input.paymentId}`);
   if (payment.providerPaymentId === null) {
     throw new AppError(
@@ -180,10 +182,12 @@ export async function reconcilePayment(
         at: new Date(services.clock.now()),
       }).then(() => undefined),
   });
-  const [after] = await services.db
-    .select({ status: cryptoPayments.status })
-    .from(cryptoPayments)
-    .where(eq(cryptoPayments.id, payment.id));
+  const [after] = await asAdmin(services.db, (tx) =>
+    tx
+      .select({ status: cryptoPayments.status })
+      .from(cryptoPayments)
+      .where(eq(cryptoPayments.id, payment.id)),
+  );
   services.log.info(
     {
       paymentId: payment.id,

@@ -9,6 +9,7 @@ import {
   type WebhookOutcome,
   webhookEvents,
 } from '../../db/schema/index.js';
+import { asAdmin } from '../../db/scope.js';
 import { accounts, appendEntry, paymentPostings } from '../ledger/journal.js';
 import type { Services } from '../services.js';
 import { applyEngineChanges } from './engine.js';
@@ -182,7 +183,8 @@ export async function applyStatusReport(
     await options.beforeCommit?.(tx);
     return { ...base, status: 'processed', paymentStatus: next, minted, shortfall } as const;
   };
-  const result = await services.db.transaction(async (tx) => {
+  // A report names its payment, not its tenant: the provider's reports are platform work.
+  const result = await asAdmin(services.db, async (tx) => {
     const outcome = await applyReport(tx);
     await options.onOutcome?.(tx, outcome);
     return outcome;
@@ -207,14 +209,16 @@ async function engineCommitted(services: Services, report: StatusReport): Promis
     .flush()
     .catch((error: unknown) => services.log.warn({ err: error }, 'spend rows not written before a refund'));
   try {
-    const [payment] = await services.db
-      .select({ tenantId: cryptoPayments.tenantId })
-      .from(cryptoPayments)
-      .where(
-        report.orderId !== undefined
-          ? eq(cryptoPayments.id, report.orderId)
-          : eq(cryptoPayments.providerInvoiceId, report.invoiceId ?? ''),
-      );
+    const [payment] = await asAdmin(services.db, (tx) =>
+      tx
+        .select({ tenantId: cryptoPayments.tenantId })
+        .from(cryptoPayments)
+        .where(
+          report.orderId !== undefined
+            ? eq(cryptoPayments.id, report.orderId)
+            : eq(cryptoPayments.providerInvoiceId, report.invoiceId ?? ''),
+        ),
+    );
     if (payment === undefined) return undefined;
     const snapshot = await services.store.snapshot(payment.tenantId);
     return snapshot.present ? snapshot.committedMicro : undefined;

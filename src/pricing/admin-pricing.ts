@@ -1,5 +1,6 @@
 import { and, asc, eq, isNull, sql } from 'drizzle-orm';
 import { poolPrices } from '../../db/schema/index.js';
+import { asAdmin, asScope } from '../../db/scope.js';
 import { type AuditActor, appendAudit, SYSTEM_ACTOR } from '../audit/audit.js';
 import { MAX_AMOUNT_MICRO } from '../budget/bounds.js';
 import { AppError } from '../errors.js';
@@ -24,10 +25,9 @@ export interface PricingView {
 
 /** What is stored now (not this instance's copy, which may be up to a poll behind). */
 export async function getPricing(services: Services): Promise<PricingView> {
-  const rows = await services.db
-    .select()
-    .from(poolPrices)
-    .orderBy(asc(poolPrices.tenantId), asc(poolPrices.pool));
+  const rows = await asAdmin(services.db, (tx) =>
+    tx.select().from(poolPrices).orderBy(asc(poolPrices.tenantId), asc(poolPrices.pool)),
+  );
   const defaults = services.config.prices;
   const global = new Map(rows.filter((row) => row.tenantId === null).map((row) => [row.pool, row]));
   return {
@@ -96,7 +96,7 @@ export async function setPrice(
     eq(poolPrices.pool, pool),
     tenantId === null ? isNull(poolPrices.tenantId) : eq(poolPrices.tenantId, tenantId),
   );
-  const previous = await services.db.transaction(async (tx) => {
+  const previous = await asScope(services.db, tenantId ?? undefined, async (tx) => {
     // One setter of a price at a time, also before its row exists: the audit's `before` is exact.
     await tx.execute(sql`select pg_advisory_xact_lock(hashtext(${`price:${pool}:${tenantId ?? ''}`}))`);
     const [before] = await tx.select().from(poolPrices).where(scope).for('update');

@@ -1,5 +1,6 @@
 import type { Db } from '../../db/index.js';
 import { poolPrices } from '../../db/schema/index.js';
+import { asAdmin } from '../../db/scope.js';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../observability/logger.js';
 import type { CopyState } from '../settings/watched-copy.js';
@@ -41,7 +42,8 @@ export class PriceBook extends WatchedCopy<PriceTables> {
 }
 
 async function loadPriceTables(db: Db, defaults: Prices): Promise<PriceTables> {
-  const rows = await db.select().from(poolPrices);
+  // Every tenant's overrides: platform work.
+  const rows = await asAdmin(db, (tx) => tx.select().from(poolPrices));
   const set = (base: Prices, of: typeof rows): Prices => {
     const table: Record<Pool, bigint> = { ...base };
     for (const row of of) if (isPool(row.pool)) table[row.pool] = row.microPer1kTokens;

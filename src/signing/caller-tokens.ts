@@ -1,3 +1,4 @@
+import { asScope } from '../../db/scope.js';
 import { type AuditActor, appendAudit, pseudonym, SYSTEM_ACTOR } from '../audit/audit.js';
 import { AppError } from '../errors.js';
 import type { Services } from '../services.js';
@@ -32,7 +33,7 @@ export async function issueToken(
   const subject = input.subject ?? `cli-${input.role}`;
   // Recorded in the transaction the token is handed out from: a token whose row did not commit is
   // never returned. The subject appears as its pseudonym only.
-  const issued = await services.db.transaction(async (tx) => {
+  const issued = await asScope(services.db, input.tenantId, async (tx) => {
     const token = await issueCallerToken(services, {
       role: input.role,
       subject,

@@ -3,6 +3,7 @@ import { and, isNotNull, isNull, lte } from 'drizzle-orm';
 import type { JWK } from 'jose';
 import type { Db } from '../../db/index.js';
 import { type SigningKeyRow, signingKeys } from '../../db/schema/index.js';
+import { asAdmin } from '../../db/scope.js';
 import { type AuditActor, appendAudit, SYSTEM_ACTOR } from '../audit/audit.js';
 import type { Clock } from '../clock.js';
 import type { Config } from '../config.js';
@@ -82,16 +83,18 @@ export class SigningKeys {
     if (this.rows.length === 0) {
       const now = new Date(this.clock.now());
       const { kid, publicJwk } = this.signer.configuredKeys()[0] ?? (await this.signer.createKey());
-      await this.db
-        .insert(signingKeys)
-        .values({
-          kid,
-          alg: SIGNING_ALG,
-          publicJwk: publicJwk as Record<string, string>,
-          createdAt: now,
-          activatedAt: now,
-        })
-        .onConflictDoNothing();
+      await asAdmin(this.db, (tx) =>
+        tx
+          .insert(signingKeys)
+          .values({
+            kid,
+            alg: SIGNING_ALG,
+            publicJwk: publicJwk as Record<string, string>,
+            createdAt: now,
+            activatedAt: now,
+          })
+          .onConflictDoNothing(),
+      );
       this.log.info({ kid }, 'first signing key created and activated');
       await this.refresh();
     }
@@ -108,9 +111,11 @@ export class SigningKeys {
   async refresh(): Promise<void> {
     await this.signer.reload();
     const now = new Date(this.clock.now());
-    let rows = await this.db.select().from(signingKeys).orderBy(signingKeys.activatedAt);
-    if (rows.some((row) => row.retiredAt === null && row.expiresAt !== null && row.expiresAt <= now)) {
-      await this.db
+    const rows = await asAdmin(this.db, async (tx) => {
+      const read = await tx.select().from(signingKeys).orderBy(signingKeys.activatedAt);
+      if (!read.some((row) => row.retiredAt === null && row.expiresAt !== null && row.expiresAt <= now))
+        return read;
+      await tx
         .update(signingKeys)
         .set({ retiredAt: now })
         .where(
@@ -120,8 +125,8 @@ export class SigningKeys {
             lte(signingKeys.expiresAt, now),
           ),
         );
-      rows = await this.db.select().from(signingKeys).orderBy(signingKeys.activatedAt);
-    }
+      return tx.select().from(signingKeys).orderBy(signingKeys.activatedAt);
+    });
     this.cache.rows = rows;
     this.cache.loadedAt = this.clock.now();
   }
@@ -197,7 +202,7 @@ export class SigningKeys {
     const oldExpireAt =
       activatesAt + longestTokenMs + (this.config.jwksMaxAgeSeconds + this.config.jwtClockSkewSeconds) * 1000;
     const { kid, publicJwk } = await this.signer.createKey();
-    const chosen = await this.db.transaction(async (tx) => {
+    const chosen = await asAdmin(this.db, async (tx) => {
       // Locks every key row: two rotations at once are serialised, and the second finds the first —
       // read by a second statement: under READ COMMITTED the locking one keeps the snapshot it
       // started with, from before the rotation it waited for committed its new key.

@@ -1,5 +1,6 @@
 import { asc, eq } from 'drizzle-orm';
 import { type TenantRow, tenants } from '../../db/schema/index.js';
+import { asAdmin, asTenant } from '../../db/scope.js';
 import { type AuditActor, appendAudit, SYSTEM_ACTOR } from '../audit/audit.js';
 import { AppError } from '../errors.js';
 import { newId } from '../ids.js';
@@ -21,11 +22,9 @@ export async function createTenant(
   input: { name: string; tier: number },
   by: AuditActor = SYSTEM_ACTOR,
 ): Promise<Tenant> {
-  const row = await services.db.transaction(async (tx) => {
-    const [created] = await tx
-      .insert(tenants)
-      .values({ id: newId('ten'), name: input.name, tier: input.tier })
-      .returning();
+  const id = newId('ten');
+  const row = await asTenant(services.db, id, async (tx) => {
+    const [created] = await tx.insert(tenants).values({ id, name: input.name, tier: input.tier }).returning();
     if (created === undefined) throw new Error('insert into tenants returned no row');
     // The name is free text: it stays out of the trail.
     await appendAudit(tx, {
@@ -50,18 +49,18 @@ export async function createTenant(
 }
 
 export async function getTenant(services: Services, id: string): Promise<Tenant> {
-  const [row] = await services.db.select().from(tenants).where(eq(tenants.id, id)).limit(1);
+  const [row] = await asTenant(services.db, id, (tx) =>
+    tx.select().from(tenants).where(eq(tenants.id, id)).limit(1),
+  );
   if (row === undefined) throw new AppError('not_found', `No tenant ${id}`);
   return toTenant(row);
 }
 
 /** Whether the tenant is frozen; false for a tenant that does not exist. */
 export async function isTenantFrozen(services: Services, id: string): Promise<boolean> {
-  const [row] = await services.db
-    .select({ frozen: tenants.frozen })
-    .from(tenants)
-    .where(eq(tenants.id, id))
-    .limit(1);
+  const [row] = await asTenant(services.db, id, (tx) =>
+    tx.select({ frozen: tenants.frozen }).from(tenants).where(eq(tenants.id, id)).limit(1),
+  );
   return row?.frozen ?? false;
 }
 
@@ -83,7 +82,7 @@ export async function updateTenant(
     changes.monthlyCapMicro = input.monthlyCapMicro === null ? null : BigInt(input.monthlyCapMicro);
   }
   if (input.frozen !== undefined) changes.frozen = input.frozen;
-  const row = await services.db.transaction(async (tx) => {
+  const row = await asTenant(services.db, input.id, async (tx) => {
     const [before] = await tx.select().from(tenants).where(eq(tenants.id, input.id)).for('update');
     if (before === undefined) throw new AppError('not_found', `No tenant ${input.id}`);
     const [after] = await tx.update(tenants).set(changes).where(eq(tenants.id, input.id)).returning();
@@ -105,7 +104,9 @@ export async function updateTenant(
 }
 
 export async function listTenants(services: Services): Promise<Tenant[]> {
-  const rows = await services.db.select().from(tenants).orderBy(asc(tenants.createdAt), asc(tenants.id));
+  const rows = await asAdmin(services.db, (tx) =>
+    tx.select().from(tenants).orderBy(asc(tenants.createdAt), asc(tenants.id)),
+  );
   return rows.map(toTenant);
 }
 

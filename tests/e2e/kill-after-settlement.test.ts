@@ -88,7 +88,8 @@ describe('20 settled requests, then SIGKILL of the gateway', () => {
 
     const charged = responses.reduce((sum, response) => sum + response.costMicro, 0n);
     expect(charged).toBeGreaterThan(0n);
-    const { db, store } = other.services;
+    const { db } = other;
+    const { store } = other.services;
     const rows = () => db.select().from(spend).where(eq(spend.tenantId, tenantId));
 
     // Before anyone drains: every settlement is in PostgreSQL already or waits in the store's

@@ -125,7 +125,7 @@ async function call(
 }
 
 function chainRows(chain: string): Promise<AuditEventRow[]> {
-  return harness.services.db
+  return harness.db
     .select()
     .from(auditEvents)
     .where(eq(auditEvents.chain, chain))
@@ -140,7 +140,7 @@ function asText(rows: AuditEventRow[]): string {
 }
 
 async function allRowCount(): Promise<number> {
-  const [row] = await harness.services.db.select({ n: sql<number>`count(*)::int` }).from(auditEvents);
+  const [row] = await harness.db.select({ n: sql<number>`count(*)::int` }).from(auditEvents);
   return row?.n ?? 0;
 }
 
@@ -156,7 +156,7 @@ async function appendedBy(chain: string, act: () => Promise<unknown>): Promise<A
  * whatever `act` changes in the same transaction must be rolled back with it.
  */
 async function withAuditRefused<T>(act: () => Promise<T>): Promise<T> {
-  const db = harness.services.db;
+  const db = harness.db;
   await db.execute(sql`create function audit_test_refuse() returns trigger language plpgsql as $$
     begin raise exception 'audit refused by the test'; end; $$`);
   await db.execute(sql`create trigger audit_test_refuse before insert on audit_events
@@ -186,7 +186,7 @@ describe('a change whose audit row cannot be written is not made (one transactio
   it('tenants.create, tenants.update, keys.revoke, credits.grant: nothing of the change is kept', async () => {
     const tenantId = await newTenant();
     const { id: keyId } = await newKey(tenantId);
-    const db = harness.services.db;
+    const db = harness.db;
     const tenantCount = async () => (await db.select({ id: tenants.id }).from(tenants)).length;
     const countBefore = await tenantCount();
     const rowsBefore = await allRowCount();
@@ -225,7 +225,7 @@ describe('a change whose audit row cannot be written is not made (one transactio
       providerPaymentId: '81002',
     });
     paymentAnswers.set('81002', providerAnswer(payment.id, 81002, 'finished'));
-    const db = harness.services.db;
+    const db = harness.db;
     const keysBefore = await db.select().from(apiKeys).where(eq(apiKeys.tenantId, tenantId));
     const signingBefore = await db.select().from(signingKeys);
     const rowsBefore = await allRowCount();
@@ -645,7 +645,7 @@ describe('admin.audit.verify', () => {
 
   /** As the database owner, with the append-only trigger off for this transaction only. */
   function byHand(statement: SQL) {
-    return harness.services.db.transaction(async (tx) => {
+    return harness.db.transaction(async (tx) => {
       await tx.execute(sql`set local session_replication_role = replica`);
       await tx.execute(statement);
     });
@@ -693,7 +693,7 @@ describe('admin.audit.verify', () => {
 
   it('the database refuses UPDATE, DELETE and TRUNCATE through the app’s connection', async () => {
     const tenantId = await tenantWithRows(2);
-    const db = harness.services.db;
+    const db = harness.db;
     for (const attempt of [
       sql`update audit_events set target = 'x' where chain = ${tenantId}`,
       sql`delete from audit_events where chain = ${tenantId}`,
@@ -986,7 +986,7 @@ async function insertChain(tenantId: string, head: AuditEventRow, count: number)
       prev = line.hash;
       batch.push(line);
     }
-    await harness.services.db.execute(sql`
+    await harness.db.execute(sql`
       insert into audit_events (tenant_id, seq, at, actor, actor_role, action, target, summary,
         amount_micro, pool, request_id, prev_hash, hash)
       select tenant_id, seq, "timestamp", actor, actor_role, action, target, summary,
@@ -1039,7 +1039,7 @@ describe('spicegate audit export / verify', { timeout: 60_000 }, () => {
       expect(verified.code).toBe(0);
       expect(JSON.parse(verified.stdout)).toEqual({ ok: true, rows: 3 });
 
-      await harness.services.db.transaction(async (tx) => {
+      await harness.db.transaction(async (tx) => {
         await tx.execute(sql`set local session_replication_role = replica`);
         await tx.execute(sql`delete from audit_events where chain = ${tenantId} and seq = 2`);
       });

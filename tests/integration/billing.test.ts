@@ -41,7 +41,7 @@ const provider = {
 const network = mockNetwork(
   http.post(`${API}/invoice`, async ({ request }) => {
     const body = (await request.json()) as Record<string, unknown>;
-    const [rowAtCall] = await harness.services.db
+    const [rowAtCall] = await harness.db
       .select({ status: cryptoPayments.status })
       .from(cryptoPayments)
       .where(eq(cryptoPayments.id, String(body.order_id)));
@@ -80,7 +80,7 @@ type ErrorBody = { message: string; data: { httpStatus: number; code: string; ap
 const invoice = (token: string, input: unknown) =>
   trpc(harness, token, 'billing.createInvoice', input, 'POST');
 const rowsOf = (tenantId: string) =>
-  harness.services.db.select().from(cryptoPayments).where(eq(cryptoPayments.tenantId, tenantId));
+  harness.db.select().from(cryptoPayments).where(eq(cryptoPayments.tenantId, tenantId));
 const errorOf = (result: { body: { error?: unknown } }) => result.body.error as ErrorBody;
 
 describe('billing.packs', () => {
@@ -118,7 +118,7 @@ describe('billing.createInvoice', () => {
       order_description: expect.stringContaining('standard'),
     });
 
-    const [row] = await harness.services.db
+    const [row] = await harness.db
       .select()
       .from(cryptoPayments)
       .where(eq(cryptoPayments.id, answer.paymentId));
@@ -277,7 +277,7 @@ describe('PAYMENTS=off', () => {
       expect(result.status).toBe(503);
       expect(errorOf(result).data.appCode).toBe('feature_disabled');
       expect(provider.calls).toHaveLength(0);
-      expect(await off.services.db.select().from(cryptoPayments)).toEqual([]);
+      expect(await off.db.select().from(cryptoPayments)).toEqual([]);
     } finally {
       await off.close();
     }
@@ -293,7 +293,7 @@ describe('billing.payments', () => {
       await invoice(member, { pack: 'premium' }),
     );
     // Two rows with the same created_at would still list in a fixed order; make the order a fact.
-    await harness.services.db
+    await harness.db
       .update(cryptoPayments)
       .set({ createdAt: new Date(Date.now() - 60_000) })
       .where(eq(cryptoPayments.id, first.paymentId));
@@ -368,7 +368,7 @@ describe('billing.usage', () => {
 
   beforeAll(async () => {
     spender = (await tenantPromise()).id;
-    await harness.services.db.insert(spend).values([
+    await harness.db.insert(spend).values([
       // 2026-03-01: cheap 2 requests (100 + 250), standard 1 (1,000).
       row('2026-03-01T00:00:00.000Z', 'cheap', 100n),
       row('2026-03-01T23:59:59.999Z', 'cheap', 250n),
@@ -430,7 +430,7 @@ describe('billing.usage', () => {
     const tenantId = (await tenantPromise()).id;
     const member = (await issueToken(harness.services, { role: 'member', tenantId })).token;
     const now = Date.now();
-    await harness.services.db
+    await harness.db
       .insert(spend)
       .values([
         row(new Date(now - 60_000).toISOString(), 'cheap', 42n, { tenantId }),

@@ -53,16 +53,13 @@ async function busyTenant(harness: Harness, grantId: string): Promise<{ tenantId
 
 async function book(harness: Harness, tenantId: string): Promise<{ available: bigint; spent: bigint }> {
   return {
-    available: await accountBalance(harness.services.db, accounts.available(tenantId)),
-    spent: await accountBalance(harness.services.db, accounts.spent(tenantId)),
+    available: await accountBalance(harness.db, accounts.available(tenantId)),
+    spent: await accountBalance(harness.db, accounts.spent(tenantId)),
   };
 }
 
 function recorded(harness: Harness, tenantId: string) {
-  return harness.services.db
-    .select()
-    .from(conservationChecks)
-    .where(eq(conservationChecks.tenantId, tenantId));
+  return harness.db.select().from(conservationChecks).where(eq(conservationChecks.tenantId, tenantId));
 }
 
 async function metric(harness: Harness, name: string, label: string): Promise<number> {
@@ -215,7 +212,7 @@ describe.each(['redis', 'memory'] as const)('on the %s engine', (engine) => {
     const { tenantId } = await busyTenant(harness, `first-${engine}`);
     const grantId = `late-${engine}`;
     // What grantCredits writes before its store call (the call did not get through).
-    await harness.services.db.transaction(async (tx) => {
+    await harness.db.transaction(async (tx) => {
       await tx.insert(creditGrants).values({
         id: grantId,
         tenantId,

@@ -60,7 +60,7 @@ async function balance(tenantId: string) {
 }
 
 function rows(grantId: string) {
-  return harness.services.db.select().from(creditGrants).where(eq(creditGrants.id, grantId));
+  return harness.db.select().from(creditGrants).where(eq(creditGrants.id, grantId));
 }
 
 describe('admin.credits.grant', () => {

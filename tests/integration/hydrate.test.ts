@@ -51,7 +51,7 @@ async function request(harness: Harness, key: string): Promise<{ status: number;
 
 /** Every charge of the tenant so far, from its spend rows (written once the recorder flushed). */
 async function charged(harness: Harness, tenantId: string): Promise<bigint> {
-  const [row] = await harness.services.db
+  const [row] = await harness.db
     .select({
       total: sql<string>`coalesce(sum(${spend.costMicro}) filter (where not ${spend.free} and ${spend.settled}), 0)::text`,
     })
@@ -97,7 +97,7 @@ describe('on Redis', () => {
       outboxMicro: 0n,
       present: true,
     });
-    expect(await accountBalance(harness.services.db, accounts.available(tenantId))).toBe(1_000_000n - all);
+    expect(await accountBalance(harness.db, accounts.available(tenantId))).toBe(1_000_000n - all);
   });
 
   it('after FLUSHALL billing.balance shows the balance rebuilt from the book, not 0', async () => {
@@ -155,7 +155,7 @@ describe('on Redis', () => {
     });
     expect(data<Grant>(await grant(harness, tenantId, 'replay-g2', 2_000_000n)).alreadyApplied).toBe(true);
     expect((await harness.services.store.snapshot(tenantId)).creditedMicro).toBe(3_000_000n);
-    expect(await accountBalance(harness.services.db, accounts.available(tenantId))).toBe(3_000_000n);
+    expect(await accountBalance(harness.db, accounts.available(tenantId))).toBe(3_000_000n);
     // A new grant after the rebuild is applied on top of it.
     expect(data<Grant>(await grant(harness, tenantId, 'replay-g3', 500n))).toMatchObject({
       alreadyApplied: false,

@@ -295,7 +295,7 @@ describe('spend rows', () => {
     );
     await harness.services.spend.flush();
     await harness.services.spend.flush();
-    const rows = await harness.services.db.select().from(spend).where(eq(spend.tenantId, tenantId));
+    const rows = await harness.db.select().from(spend).where(eq(spend.tenantId, tenantId));
     expect(rows).toHaveLength(1);
     expect(rows[0]).toMatchObject({
       reservationId: done?.reservation_id,
@@ -316,10 +316,7 @@ describe('spend rows', () => {
       harness.services.spend.settled(row, outboxEntryId);
     }
     await expect
-      .poll(
-        async () =>
-          (await harness.services.db.select().from(spend).where(eq(spend.tenantId, tenantId))).length,
-      )
+      .poll(async () => (await harness.db.select().from(spend).where(eq(spend.tenantId, tenantId))).length)
       .toBe(64);
   });
 });
@@ -347,7 +344,7 @@ describe('the store failing at finalize', () => {
       reservation_id: expect.stringMatching(/^res_/),
       settlement: 'pending',
     });
-    const [row] = await harness.services.db.select().from(spend).where(eq(spend.tenantId, tenantId));
+    const [row] = await harness.db.select().from(spend).where(eq(spend.tenantId, tenantId));
     expect(row).toMatchObject({
       reservationId: done?.reservation_id,
       settled: false,
@@ -357,7 +354,7 @@ describe('the store failing at finalize', () => {
     });
 
     expect(await harness.services.spend.settleUnsettled()).toBe(1);
-    const [settled] = await harness.services.db.select().from(spend).where(eq(spend.tenantId, tenantId));
+    const [settled] = await harness.db.select().from(spend).where(eq(spend.tenantId, tenantId));
     expect(settled).toMatchObject({ settled: true, costMicro: 24n });
     expect(await harness.services.store.snapshot(tenantId)).toMatchObject({
       committedMicro: 24n,
@@ -431,7 +428,7 @@ describe('200 parallel streams for a tenant whose credits cover at most 50', () 
     expect(snapshot).toMatchObject({ committedMicro: charged, reservedMicro: 0n });
     expect(snapshot.committedMicro).toBeLessThanOrEqual(snapshot.creditedMicro);
     await harness.services.spend.flush();
-    const rows = await harness.services.db.select().from(spend).where(eq(spend.tenantId, tenantId));
+    const rows = await harness.db.select().from(spend).where(eq(spend.tenantId, tenantId));
     expect(rows).toHaveLength(admitted);
     expect(rows.reduce((sum, row) => sum + row.costMicro, 0n)).toBe(charged);
   });

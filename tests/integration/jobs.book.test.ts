@@ -43,7 +43,7 @@ describe('book-keeping jobs', () => {
   const later = () => Date.now() + OUTBOX_DRAIN_GRACE_MS + 1_000;
 
   const rows = (tenantId: string) =>
-    harness.services.db
+    harness.db
       .select()
       .from(spend)
       .where(and(eq(spend.tenantId, tenantId), eq(spend.settled, true)));
@@ -64,8 +64,8 @@ describe('book-keeping jobs', () => {
 
     expect(await rows(first)).toHaveLength(2);
     expect(await rows(second)).toHaveLength(1);
-    expect(await accountBalance(harness.services.db, accounts.spent(first))).toBe(200n);
-    expect(await accountBalance(harness.services.db, accounts.spent(second))).toBe(300n);
+    expect(await accountBalance(harness.db, accounts.spent(first))).toBe(200n);
+    expect(await accountBalance(harness.db, accounts.spent(second))).toBe(300n);
     for (const tenantId of [first, second]) {
       expect((await harness.services.store.snapshot(tenantId)).outboxMicro).toBe(0n);
     }
@@ -75,7 +75,7 @@ describe('book-keeping jobs', () => {
       holder: 'drainer-1',
     });
     await runDueJobs(harness.services, [outboxDrainJob], later(), jobsState('drainer-2'));
-    expect(await accountBalance(harness.services.db, accounts.spent(first))).toBe(200n);
+    expect(await accountBalance(harness.db, accounts.spent(first))).toBe(200n);
     await harness.services.store.releaseLease({
       resource: leaseResource(outboxDrainJob),
       holder: 'drainer-2',
@@ -102,7 +102,7 @@ describe('book-keeping jobs', () => {
   it('the conservation job repairs a stale balance of an indexed tenant and records it', async () => {
     const tenantId = await tenantWithUnwrittenCharges('Stale', [400n]);
     await runDueJobs(harness.services, [outboxDrainJob], later(), jobsState('drainer-4'));
-    expect(await accountBalance(harness.services.db, accounts.spent(tenantId))).toBe(400n);
+    expect(await accountBalance(harness.db, accounts.spent(tenantId))).toBe(400n);
     // As a restore from an old snapshot would: the charge forgotten by the store.
     await raw.hset(`${harness.shared.keyPrefix}${tenantKey(tenantId)}:bal`, 'committed', '0');
 
@@ -114,12 +114,12 @@ describe('book-keeping jobs', () => {
       committedMicro: 400n,
       availableMicro: 999_600n,
     });
-    const recorded = await harness.services.db
+    const recorded = await harness.db
       .select({ outcome: conservationChecks.outcome, drift: conservationChecks.driftMicro })
       .from(conservationChecks)
       .where(eq(conservationChecks.tenantId, tenantId));
     expect(recorded).toEqual([{ outcome: 'repaired', drift: 400n }]);
-    const [count] = await harness.services.db
+    const [count] = await harness.db
       .select({ n: sql<string>`count(*)::text` })
       .from(conservationChecks)
       .where(eq(conservationChecks.outcome, 'repaired'));

@@ -39,8 +39,8 @@ describe('GET /.well-known/jwks.json', () => {
   it('never contains a private member, even one that found its way into the table', async () => {
     await harness.services.signing.rotate();
     // A careless write stored a private member; publication must still strip it.
-    const [row] = await harness.services.db.select().from(signingKeys).limit(1);
-    await harness.services.db
+    const [row] = await harness.db.select().from(signingKeys).limit(1);
+    await harness.db
       .update(signingKeys)
       .set({ publicJwk: { ...(row?.publicJwk ?? {}), d: 'private-scalar' } })
       .where(eq(signingKeys.kid, row?.kid ?? ''));

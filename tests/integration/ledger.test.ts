@@ -19,14 +19,14 @@ async function tenant(harness: Harness): Promise<string> {
 }
 
 function entries(harness: Harness, kind: string, reference: string) {
-  return harness.services.db
+  return harness.db
     .select()
     .from(journalEntries)
     .where(and(eq(journalEntries.kind, kind as 'grant'), eq(journalEntries.reference, reference)));
 }
 
 async function linesOf(harness: Harness, entryId: bigint) {
-  const rows = await harness.services.db
+  const rows = await harness.db
     .select({ account: postings.account, amountMicro: postings.amountMicro })
     .from(postings)
     .where(eq(postings.entryId, entryId));
@@ -66,7 +66,7 @@ describe('the ledger', () => {
   it('refuses, at commit, an entry whose postings do not sum to zero', async () => {
     const tenantId = await tenant(harness);
     const refused = await refusal(
-      harness.services.db.transaction((tx) =>
+      harness.db.transaction((tx) =>
         appendEntry(tx, {
           tenantId,
           kind: 'adjustment',
@@ -80,12 +80,12 @@ describe('the ledger', () => {
     );
     expect(refused).toMatch(/does not balance: its postings sum to 1/);
     expect(await entries(harness, 'adjustment', 'unbalanced')).toHaveLength(0);
-    expect(await accountBalance(harness.services.db, accounts.available(tenantId))).toBe(0n);
+    expect(await accountBalance(harness.db, accounts.available(tenantId))).toBe(0n);
   });
 
   it('checks the sum at commit, not per statement: postings written one by one balance in the end', async () => {
     const tenantId = await tenant(harness);
-    await harness.services.db.transaction(async (tx) => {
+    await harness.db.transaction(async (tx) => {
       const [entry] = await tx
         .insert(journalEntries)
         .values({ tenantId, kind: 'adjustment', reference: 'one-by-one' })
@@ -98,13 +98,13 @@ describe('the ledger', () => {
         .insert(postings)
         .values({ entryId: entry.id, account: accounts.grantsIssued, amountMicro: -7n });
     });
-    expect(await accountBalance(harness.services.db, accounts.available(tenantId))).toBe(7n);
+    expect(await accountBalance(harness.db, accounts.available(tenantId))).toBe(7n);
   });
 
   it('refuses an entry without postings', async () => {
     const tenantId = await tenant(harness);
     const refused = await refusal(
-      harness.services.db.transaction(async (tx) => {
+      harness.db.transaction(async (tx) => {
         await tx.insert(journalEntries).values({ tenantId, kind: 'adjustment', reference: 'empty' });
       }),
     );
@@ -115,7 +115,7 @@ describe('the ledger', () => {
   it('refuses UPDATE and DELETE of postings and journal entries', async () => {
     const tenantId = await tenant(harness);
     const reference = 'immutable';
-    await harness.services.db.transaction((tx) =>
+    await harness.db.transaction((tx) =>
       appendEntry(tx, {
         tenantId,
         kind: 'adjustment',
@@ -128,7 +128,7 @@ describe('the ledger', () => {
     );
     const [entry] = await entries(harness, 'adjustment', reference);
     if (entry === undefined) throw new Error('no entry');
-    const db = harness.services.db;
+    const db = harness.db;
     const attempts = [
       sql`update postings set amount_micro = 300 where entry_id = ${entry.id}`,
       sql`delete from postings where entry_id = ${entry.id}`,
@@ -157,7 +157,7 @@ describe('the ledger', () => {
       { account: accounts.grantsIssued, amountMicro: -2_500_000n },
       { account: accounts.available(tenantId), amountMicro: 2_500_000n },
     ]);
-    expect(await accountBalance(harness.services.db, accounts.available(tenantId))).toBe(2_500_000n);
+    expect(await accountBalance(harness.db, accounts.available(tenantId))).toBe(2_500_000n);
   });
 
   it('a grant the store refuses is reversed in the book by a compensating entry, and again when retried', async () => {
@@ -175,7 +175,7 @@ describe('the ledger', () => {
     );
     expect(refused.status).toBe(400);
     expect(await entries(harness, 'grant', 'ceiling-over')).toHaveLength(1);
-    const [reversal] = await harness.services.db
+    const [reversal] = await harness.db
       .select()
       .from(journalEntries)
       .where(and(eq(journalEntries.kind, 'adjustment'), eq(journalEntries.tenantId, tenantId)));
@@ -184,7 +184,7 @@ describe('the ledger', () => {
       { account: accounts.grantsIssued, amountMicro: big },
       { account: accounts.available(tenantId), amountMicro: -big },
     ]);
-    expect(await accountBalance(harness.services.db, accounts.available(tenantId))).toBe(4n * big);
+    expect(await accountBalance(harness.db, accounts.available(tenantId))).toBe(4n * big);
 
     // Tried again: granted anew (the grant entry exists, so by an adjustment), refused, reversed.
     const again = await trpc(
@@ -195,12 +195,12 @@ describe('the ledger', () => {
       'POST',
     );
     expect(again.status).toBe(400);
-    const adjustments = await harness.services.db
+    const adjustments = await harness.db
       .select({ id: journalEntries.id })
       .from(journalEntries)
       .where(and(eq(journalEntries.kind, 'adjustment'), eq(journalEntries.tenantId, tenantId)));
     expect(adjustments).toHaveLength(3);
-    expect(await accountBalance(harness.services.db, accounts.available(tenantId))).toBe(4n * big);
+    expect(await accountBalance(harness.db, accounts.available(tenantId))).toBe(4n * big);
   });
 
   it('settlements drained twice (the first acknowledgement lost) add one entry per charged reservation, none for a free row', async () => {
@@ -258,7 +258,7 @@ describe('the ledger', () => {
     expect(charged).toBeGreaterThan(0n);
     await harness.services.spend.flush();
 
-    const db = harness.services.db;
+    const db = harness.db;
     expect(await accountBalance(db, accounts.spent(tenantId))).toBe(charged);
     expect(await accountBalance(db, accounts.available(tenantId))).toBe(granted - charged);
     // The store agrees with the book.
@@ -284,13 +284,13 @@ describe('the ledger when the store fails at finalize', () => {
     const reservationId = done?.reservation_id ?? '';
     await harness.services.spend.flush();
     expect(await entries(harness, 'spend', reservationId)).toHaveLength(0);
-    expect(await accountBalance(harness.services.db, accounts.spent(tenantId))).toBe(0n);
+    expect(await accountBalance(harness.db, accounts.spent(tenantId))).toBe(0n);
 
     expect(await harness.services.spend.settleUnsettled()).toBe(1);
     expect(await harness.services.spend.settleUnsettled()).toBe(0);
     expect(await entries(harness, 'spend', reservationId)).toHaveLength(1);
     const cost = BigInt(done?.cost_micro ?? '0');
-    expect(await accountBalance(harness.services.db, accounts.spent(tenantId))).toBe(cost);
-    expect(await accountBalance(harness.services.db, accounts.available(tenantId))).toBe(1_000_000n - cost);
+    expect(await accountBalance(harness.db, accounts.spent(tenantId))).toBe(cost);
+    expect(await accountBalance(harness.db, accounts.available(tenantId))).toBe(1_000_000n - cost);
   });
 });

@@ -55,7 +55,7 @@ describe('a failing database write in the logs', () => {
   it('a key insert the database refuses is logged with its cause, without the salt, hash or secret', async () => {
     // Break this file's own database: the insert of a key with this name violates a constraint,
     // whose message PostgreSQL completes with the whole failing row.
-    await harness.services.db.execute(
+    await harness.db.execute(
       sql.raw(`alter table api_keys add constraint test_refuses_name check (name <> 'refused')`),
     );
     try {
@@ -76,7 +76,7 @@ describe('a failing database write in the logs', () => {
       expect(err.cause.message).toContain('violates check constraint "test_refuses_name"');
       expect(err.cause.code).toBe('23514');
     } finally {
-      await harness.services.db.execute(sql.raw('alter table api_keys drop constraint test_refuses_name'));
+      await harness.db.execute(sql.raw('alter table api_keys drop constraint test_refuses_name'));
     }
   });
 

@@ -38,7 +38,8 @@ async function fundedTenant(): Promise<string> {
 
 /** What the book and the store say about a tenant's settlements. */
 async function state(tenantId: string) {
-  const { db, store } = harness.services;
+  const { db } = harness;
+  const { store } = harness.services;
   const rows = await db.select().from(spend).where(eq(spend.tenantId, tenantId));
   const spendEntries = await db
     .select()
@@ -63,7 +64,8 @@ function outboxField(tenantId: string): Promise<string | null> {
 describe('drainOutbox', () => {
   it('writes each settlement once: a row per request, an entry per charge, the outbox and its figure back to empty', async () => {
     const tenantId = await fundedTenant();
-    const { db, store } = harness.services;
+    const { db } = harness;
+    const { store } = harness.services;
     const paid = await settleOne(store, tenantId, { actualCostMicro: 300n, spend: { keyId: 'key_paid' } });
     const free = await settleOne(store, tenantId, {
       reservedMicro: 0n,
@@ -96,7 +98,8 @@ describe('drainOutbox', () => {
   });
 
   it('drains a tenant past one read (several batches) and many tenants in one call', async () => {
-    const { db, store } = harness.services;
+    const { db } = harness;
+    const { store } = harness.services;
     const tenants = [await fundedTenant(), await fundedTenant(), await fundedTenant()];
     for (const tenantId of tenants) {
       for (let i = 0; i < 7; i += 1) await settleOne(store, tenantId, { actualCostMicro: 10n });
@@ -114,7 +117,8 @@ describe('drainOutbox', () => {
 
   it('two drainers at once, on their own connections: one row and one entry per settlement', async () => {
     const tenantId = await fundedTenant();
-    const { db, store } = harness.services;
+    const { db } = harness;
+    const { store } = harness.services;
     let charged = 0n;
     for (let i = 0; i < 50; i += 1) {
       const cost = BigInt(1 + i);
@@ -145,7 +149,8 @@ describe('drainOutbox', () => {
 
   it('with olderThanMs, leaves younger entries to the live process that settled them', async () => {
     const tenantId = await fundedTenant();
-    const { db, store } = harness.services;
+    const { db } = harness;
+    const { store } = harness.services;
     await settleOne(store, tenantId, { actualCostMicro: 15n });
     await settleOne(store, tenantId, { actualCostMicro: 25n });
     // Both were appended within the last minute (the store's clock is this machine's).
@@ -168,7 +173,8 @@ describe('drainOutbox', () => {
 
   it('a beforeWrite that throws (a lost lease) aborts the drain: nothing written, nothing acknowledged', async () => {
     const tenantId = await fundedTenant();
-    const { db, store } = harness.services;
+    const { db } = harness;
+    const { store } = harness.services;
     await settleOne(store, tenantId, { actualCostMicro: 80n });
     await expect(
       drainOutbox(db, store, [tenantId], {
@@ -247,7 +253,7 @@ describe('an unsettled spend row (the store failed at finalize) and the outbox',
     const tenantId = await fundedTenant();
     const { entry, finalizeRan } = await unsettledRow(tenantId, 120n);
     await finalizeRan();
-    await drainOutbox(harness.services.db, harness.services.store, [tenantId]);
+    await drainOutbox(harness.db, harness.services.store, [tenantId]);
     const after = await state(tenantId);
     expect(after.rows).toEqual([
       expect.objectContaining({ reservationId: entry.reservationId, settled: true, costMicro: 120n }),
@@ -269,7 +275,7 @@ describe('an unsettled spend row (the store failed at finalize) and the outbox',
     ]);
     expect(after).toMatchObject({ entries: 1, spentMicro: 90n, waiting: 0, outboxMicro: '0' });
     // Its outbox entry drained again by another instance adds nothing.
-    await drainOutbox(harness.services.db, harness.services.store, [tenantId]);
+    await drainOutbox(harness.db, harness.services.store, [tenantId]);
     expect(await state(tenantId)).toMatchObject({ entries: 1, spentMicro: 90n });
   });
 
@@ -336,7 +342,7 @@ describe('an unsettled spend row (the store failed at finalize) and the outbox',
       outboxMicro: 0n,
       present: true,
     });
-    expect(await accountBalance(harness.services.db, accounts.available(tenantId))).toBe(4_880n);
+    expect(await accountBalance(harness.db, accounts.available(tenantId))).toBe(4_880n);
     expect(entry.reservationId).toMatch(/^res_u_/);
   });
 
@@ -351,7 +357,8 @@ describe('an unsettled spend row (the store failed at finalize) and the outbox',
 
   it('a settled row is never changed by a later settlement of the same reservation', async () => {
     const tenantId = await fundedTenant();
-    const { db, store } = harness.services;
+    const { db } = harness;
+    const { store } = harness.services;
     const reservationId = await settleOne(store, tenantId, { actualCostMicro: 70n });
     await drainOutbox(db, store, [tenantId]);
     const [row] = (await state(tenantId)).rows;

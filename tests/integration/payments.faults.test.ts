@@ -46,15 +46,12 @@ async function balance(tenantId: string) {
 }
 
 async function minted(paymentId: string) {
-  const entries = await harness.services.db
+  const entries = await harness.db
     .select()
     .from(journalEntries)
     .where(and(eq(journalEntries.kind, 'payment'), eq(journalEntries.reference, paymentId)));
-  const grants = await harness.services.db.select().from(creditGrants).where(eq(creditGrants.id, paymentId));
-  const [row] = await harness.services.db
-    .select()
-    .from(cryptoPayments)
-    .where(eq(cryptoPayments.id, paymentId));
+  const grants = await harness.db.select().from(creditGrants).where(eq(creditGrants.id, paymentId));
+  const [row] = await harness.db.select().from(cryptoPayments).where(eq(cryptoPayments.id, paymentId));
   return { entries: entries.length, grants: grants.length, row };
 }
 
@@ -70,7 +67,7 @@ async function expectNothingThenOneMintOnRetry(payment: { id: string }, body: Re
     'waiting',
     null,
   ]);
-  const recorded = await harness.services.db
+  const recorded = await harness.db
     .select()
     .from(webhookEvents)
     .where(eq(webhookEvents.paymentId, payment.id));

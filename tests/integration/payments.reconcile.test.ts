@@ -141,7 +141,7 @@ afterAll(async () => {
 
 afterEach(async () => {
   // Each test sees only its own open payments: the ones before are ended here.
-  await harness.services.db
+  await harness.db
     .update(cryptoPayments)
     .set({ status: 'expired', statusRank: statusRank('expired') })
     .where(openPayment);
@@ -188,7 +188,7 @@ async function payment(
   });
   if (opened.providerPaymentId === null) return opened as CryptoPaymentRow & { providerPaymentId: string };
   const ipnAt = new Date(opened.createdAt.getTime() + MINUTE);
-  const [row] = await harness.services.db
+  const [row] = await harness.db
     .update(cryptoPayments)
     .set({ lastIpnUpdatedAt: ipnAt.getTime(), updatedAt: ipnAt })
     .where(eq(cryptoPayments.id, opened.id))
@@ -222,13 +222,13 @@ function providerSays(
 }
 
 async function row(id: string): Promise<CryptoPaymentRow> {
-  const [found] = await harness.services.db.select().from(cryptoPayments).where(eq(cryptoPayments.id, id));
+  const [found] = await harness.db.select().from(cryptoPayments).where(eq(cryptoPayments.id, id));
   if (found === undefined) throw new Error(`no payment ${id}`);
   return found;
 }
 
 const events = (paymentId: string) =>
-  harness.services.db.select().from(webhookEvents).where(eq(webhookEvents.paymentId, paymentId));
+  harness.db.select().from(webhookEvents).where(eq(webhookEvents.paymentId, paymentId));
 
 async function balance(tenantId: string) {
   return data<{ creditedMicro: string; availableMicro: string }>(
@@ -269,9 +269,9 @@ describe('the payment-reconciliation job', () => {
     expect(after).toMatchObject({ status: 'finished', actuallyPaid: '0.0001', payCurrency: 'btc' });
     expect(after.mintedAt).not.toBeNull();
     expect(after.engineCreditedAt).not.toBeNull();
-    const grants = await harness.services.db.select().from(creditGrants).where(eq(creditGrants.id, stuck.id));
+    const grants = await harness.db.select().from(creditGrants).where(eq(creditGrants.id, stuck.id));
     expect(grants).toMatchObject([{ tenantId, amountMicro: 5_000_000n, grantedBy: 'nowpayments' }]);
-    const entries = await harness.services.db
+    const entries = await harness.db
       .select()
       .from(journalEntries)
       .where(and(eq(journalEntries.kind, 'payment'), eq(journalEntries.reference, stuck.id)));
@@ -285,9 +285,7 @@ describe('the payment-reconciliation job', () => {
     clock.advance(5 * MINUTE);
     await run([job]);
     expect(calls).toEqual([stuck.providerPaymentId]);
-    expect(
-      await harness.services.db.select().from(creditGrants).where(eq(creditGrants.id, stuck.id)),
-    ).toHaveLength(1);
+    expect(await harness.db.select().from(creditGrants).where(eq(creditGrants.id, stuck.id))).toHaveLength(1);
     expect(await balance(tenantId)).toMatchObject({ creditedMicro: '6000000' });
     expect(await events(stuck.id)).toHaveLength(1);
   });

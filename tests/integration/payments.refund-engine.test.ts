@@ -51,7 +51,7 @@ async function adminGrant(tenantId: string, amountMicro: bigint): Promise<void> 
 async function payment(tenantId: string): Promise<string> {
   const id = newId('pay');
   const now = new Date(harness.services.clock.now());
-  await harness.services.db.insert(cryptoPayments).values({
+  await harness.db.insert(cryptoPayments).values({
     id,
     tenantId,
     pack: 'starter',
@@ -75,14 +75,14 @@ async function report(id: string, status: 'finished' | 'refunded', services: Ser
 }
 
 async function row(id: string): Promise<CryptoPaymentRow> {
-  const [found] = await harness.services.db.select().from(cryptoPayments).where(eq(cryptoPayments.id, id));
+  const [found] = await harness.db.select().from(cryptoPayments).where(eq(cryptoPayments.id, id));
   if (found === undefined) throw new Error(`no payment ${id}`);
   return found;
 }
 
 /** The tenant's credited balance as the book holds it: available + spent. */
 async function bookCredited(tenantId: string): Promise<bigint> {
-  const { db } = harness.services;
+  const { db } = harness;
   return (
     (await accountBalance(db, accounts.available(tenantId))) +
     (await accountBalance(db, accounts.spent(tenantId)))
@@ -138,7 +138,7 @@ describe('a refund after the mint', () => {
       expect(events(await response.text()).at(-1)?.type).toBe('done');
     }
     await harness.services.spend.flush();
-    const spent = await accountBalance(harness.services.db, accounts.spent(tenantId));
+    const spent = await accountBalance(harness.db, accounts.spent(tenantId));
     expect(spent).toBeGreaterThan(0n);
 
     await report(id, 'refunded');

@@ -51,13 +51,13 @@ async function send(row: CryptoPaymentRow, status: string, updatedAtMs: number, 
 }
 
 async function reload(id: string): Promise<CryptoPaymentRow> {
-  const [row] = await harness.services.db.select().from(cryptoPayments).where(eq(cryptoPayments.id, id));
+  const [row] = await harness.db.select().from(cryptoPayments).where(eq(cryptoPayments.id, id));
   if (row === undefined) throw new Error(`payment ${id} vanished`);
   return row;
 }
 
 async function events(paymentId: string) {
-  return harness.services.db
+  return harness.db
     .select()
     .from(webhookEvents)
     .where(eq(webhookEvents.paymentId, paymentId))
@@ -65,7 +65,7 @@ async function events(paymentId: string) {
 }
 
 async function mintEntries(paymentId: string) {
-  return harness.services.db
+  return harness.db
     .select()
     .from(journalEntries)
     .where(and(eq(journalEntries.kind, 'payment'), eq(journalEntries.reference, paymentId)));
@@ -79,7 +79,7 @@ async function available(tenantId: string): Promise<bigint> {
 }
 
 async function allEventCount(): Promise<number> {
-  return (await harness.services.db.select({ id: webhookEvents.id }).from(webhookEvents)).length;
+  return (await harness.db.select({ id: webhookEvents.id }).from(webhookEvents)).length;
 }
 
 describe('the IPN signature', () => {
@@ -166,7 +166,7 @@ describe('the payment state machine', () => {
     expect(done.actuallyPaid).toBe('0.0042');
     const [entry] = await mintEntries(row.id);
     expect(done.mintEntryId).toBe(entry?.id);
-    const lines = await harness.services.db
+    const lines = await harness.db
       .select({ account: postings.account, amountMicro: postings.amountMicro })
       .from(postings)
       .where(eq(postings.entryId, entry?.id ?? -1n));
@@ -249,17 +249,17 @@ describe('the payment state machine', () => {
       5_000_000n,
       0n,
     ]);
-    const [refund] = await harness.services.db
+    const [refund] = await harness.db
       .select()
       .from(journalEntries)
       .where(and(eq(journalEntries.kind, 'refund'), eq(journalEntries.reference, row.id)));
     expect(refund).toBeDefined();
-    expect(await accountBalance(harness.services.db, accounts.available(row.tenantId))).toBe(0n);
+    expect(await accountBalance(harness.db, accounts.available(row.tenantId))).toBe(0n);
 
     // Credits already spent: the book takes back what is left and records the rest as the shortfall.
     const spent = await payment({ pack: 'starter' });
     await send(spent, 'finished', 1_000);
-    await harness.services.db.transaction(async (tx) => {
+    await harness.db.transaction(async (tx) => {
       const [entry] = await tx
         .insert(journalEntries)
         .values({ tenantId: spent.tenantId, kind: 'adjustment', reference: `test-spend-${spent.id}` })
@@ -272,7 +272,7 @@ describe('the payment state machine', () => {
     await send(spent, 'refunded', 2_000);
     const short = await reload(spent.id);
     expect([short.refundedMicro, short.refundShortfallMicro]).toEqual([2_000_000n, 3_000_000n]);
-    expect(await accountBalance(harness.services.db, accounts.available(spent.tenantId))).toBe(0n);
+    expect(await accountBalance(harness.db, accounts.available(spent.tenantId))).toBe(0n);
     expect(harness.logs.some((line) => line.msg?.includes('shortfall') && line.paymentId === spent.id)).toBe(
       true,
     );
@@ -287,7 +287,7 @@ describe('the payment state machine', () => {
     await send(first, 'finished', 1_000);
     await send(second, 'finished', 1_000);
     // 6,000,000 of the 10,000,000 minted spent (written to the book as a spend would be).
-    await harness.services.db.transaction(async (tx) => {
+    await harness.db.transaction(async (tx) => {
       const [entry] = await tx
         .insert(journalEntries)
         .values({ tenantId, kind: 'adjustment', reference: `test-spend-${tenantId}` })
@@ -321,7 +321,7 @@ describe('the payment state machine', () => {
     const taken = rows.reduce((total, row) => total + (row.refundedMicro ?? 0n), 0n);
     const short = rows.reduce((total, row) => total + (row.refundShortfallMicro ?? 0n), 0n);
     expect([taken, short]).toEqual([4_000_000n, 6_000_000n]);
-    expect(await accountBalance(harness.services.db, accounts.available(tenantId))).toBe(0n);
+    expect(await accountBalance(harness.db, accounts.available(tenantId))).toBe(0n);
   });
 
   it.each([
@@ -380,7 +380,7 @@ describe('the payment state machine', () => {
     }, {});
     expect(counts).toEqual({ processed: 1, duplicate: 99 });
     expect(await mintEntries(row.id)).toHaveLength(1);
-    const grants = await harness.services.db.select().from(creditGrants).where(eq(creditGrants.id, row.id));
+    const grants = await harness.db.select().from(creditGrants).where(eq(creditGrants.id, row.id));
     expect(grants.map((grant) => grant.amountMicro)).toEqual([27_500_000n]);
     const recorded = await events(row.id);
     expect(recorded.filter((event) => event.outcome === 'duplicate')).toHaveLength(99);

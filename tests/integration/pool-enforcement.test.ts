@@ -35,7 +35,7 @@ async function ask(key: string, pool: string) {
 }
 
 async function decisions(tenantId: string) {
-  return harness.services.db.select().from(poolDecisions).where(eq(poolDecisions.tenantId, tenantId));
+  return harness.db.select().from(poolDecisions).where(eq(poolDecisions.tenantId, tenantId));
 }
 
 describe('pool enforcement', () => {

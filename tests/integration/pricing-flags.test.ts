@@ -45,8 +45,8 @@ afterAll(async () => {
 });
 // Every test leaves no price or flag behind (they are global to the file's database).
 afterEach(async () => {
-  await a.services.db.delete(poolPrices);
-  await a.services.db.delete(featureFlags);
+  await a.db.delete(poolPrices);
+  await a.db.delete(featureFlags);
   await a.services.prices.changed();
   await a.services.flags.changed();
 });
@@ -212,7 +212,7 @@ describe('runtime pricing', () => {
       tenantId: `ten_${'0'.repeat(32)}`,
     });
     expect(missingTenant.status).toBe(404);
-    expect(await a.services.db.select().from(poolPrices)).toEqual([]);
+    expect(await a.db.select().from(poolPrices)).toEqual([]);
   });
 });
 
@@ -298,8 +298,7 @@ describe('feature flags', () => {
     const refused = await admin('billing.createInvoice', { tenantId, pack: 'starter' });
     expect(refused.status).toBe(503);
     expect(refused.body.error?.data).toMatchObject({ appCode: 'feature_disabled', flag: 'payments' });
-    const rows = () =>
-      a.services.db.select().from(cryptoPayments).where(eq(cryptoPayments.tenantId, tenantId));
+    const rows = () => a.db.select().from(cryptoPayments).where(eq(cryptoPayments.tenantId, tenantId));
     expect(await rows()).toEqual([]);
 
     // Cleared: the invoice gets as far as the provider (unreachable here).
@@ -345,7 +344,7 @@ describe('feature flags', () => {
       tenantId: `ten_${'0'.repeat(32)}`,
     });
     expect(missingTenant.status).toBe(404);
-    expect(await a.services.db.select().from(featureFlags)).toEqual([]);
+    expect(await a.db.select().from(featureFlags)).toEqual([]);
   });
 });
 
@@ -378,8 +377,8 @@ describe('roles', () => {
       expect(result.status, path).toBe(403);
       expect(result.body.error?.data).toMatchObject({ code: 'FORBIDDEN' });
     }
-    expect(await a.services.db.select().from(poolPrices)).toEqual([]);
-    expect(await a.services.db.select().from(featureFlags)).toEqual([]);
+    expect(await a.db.select().from(poolPrices)).toEqual([]);
+    expect(await a.db.select().from(featureFlags)).toEqual([]);
 
     expect(data(await admin('admin.pricing.set', price))).toMatchObject({
       pool: 'cheap',

@@ -71,7 +71,7 @@ async function fundedTenant(name: string, amountMicro: bigint): Promise<{ tenant
 
 /** The tenant's settled spend rows: count and Σ cost; and any row not settled (or parked). */
 async function spendRows(tenantId: string) {
-  const [row] = await harness.services.db
+  const [row] = await harness.db
     .select({
       settled: sql<string>`count(*) filter (where ${spend.settled})::text`,
       costMicro: sql<string>`coalesce(sum(${spend.costMicro}) filter (where ${spend.settled}), 0)::text`,
@@ -96,7 +96,7 @@ async function settleEverything(tenantId: string): Promise<void> {
     { timeout: 10_000, interval: 200 },
   );
   await harness.services.spend.flush();
-  await drainOutbox(harness.services.db, harness.services.store, [tenantId]);
+  await drainOutbox(harness.db, harness.services.store, [tenantId]);
 }
 
 describe('FLUSHALL between a request’s admit and its finalize', () => {
@@ -135,7 +135,7 @@ describe('FLUSHALL between a request’s admit and its finalize', () => {
 
       await harness.services.spend.flush();
       expect(await spendRows(tenantId)).toEqual({ settled: 1, costMicro, unsettled: 0 });
-      expect(await accountBalance(harness.services.db, accounts.spent(tenantId))).toBe(costMicro);
+      expect(await accountBalance(harness.db, accounts.spent(tenantId))).toBe(costMicro);
       // The balance rebuilt from the book, charged once.
       expect(await harness.services.store.snapshot(tenantId)).toEqual({
         creditedMicro: 1_000_000n,
@@ -146,10 +146,7 @@ describe('FLUSHALL between a request’s admit and its finalize', () => {
         present: true,
       });
 
-      const [row] = await harness.services.db
-        .select()
-        .from(spend)
-        .where(eq(spend.reservationId, reservationId));
+      const [row] = await harness.db.select().from(spend).where(eq(spend.reservationId, reservationId));
       if (row === undefined) throw new Error('no spend row');
       const replay = await harness.services.store.finalize({
         tenantId,
@@ -272,17 +269,17 @@ describe('Redis stopped and restarted empty while 100 streams run', () => {
     const charged = served.reduce((sum, r) => sum + BigInt(r.last?.cost_micro ?? '0'), 0n);
     expect(charged).toBeGreaterThan(0n);
     expect(await spendRows(tenantId)).toEqual({ settled: 80, costMicro: charged, unsettled: 0 });
-    const rows = await harness.services.db
+    const rows = await harness.db
       .select({ reservationId: spend.reservationId, costMicro: spend.costMicro })
       .from(spend)
       .where(and(eq(spend.tenantId, tenantId), eq(spend.settled, true)));
     const byId = new Map(rows.map((row) => [row.reservationId, row.costMicro]));
     for (const r of served)
       expect(byId.get(r.last?.reservation_id as string)).toBe(BigInt(r.last?.cost_micro ?? '-1'));
-    expect(await accountBalance(harness.services.db, accounts.spent(tenantId))).toBe(charged);
+    expect(await accountBalance(harness.db, accounts.spent(tenantId))).toBe(charged);
 
     // The store, rebuilt from the book, agrees with it once the cancels of the refused admits are done.
-    const bookAvailable = await accountBalance(harness.services.db, accounts.available(tenantId));
+    const bookAvailable = await accountBalance(harness.db, accounts.available(tenantId));
     expect(bookAvailable).toBe(granted - charged);
     await vi.waitFor(
       async () =>

@@ -40,7 +40,7 @@ async function used(harness: Harness, key: string, body: Record<string, unknown>
 
 async function spendRows(harness: Harness, tenantId: string) {
   await harness.services.spend.flush();
-  return harness.services.db.select().from(spend).where(eq(spend.tenantId, tenantId));
+  return harness.db.select().from(spend).where(eq(spend.tenantId, tenantId));
 }
 
 describe.each(['redis', 'memory'] as const)('sandbox keys are free (%s engine)', (engine) => {
@@ -274,11 +274,11 @@ describe('a sandbox request whose finalize meets a store outage', () => {
       notional_cost_micro: '5',
       settlement: 'pending',
     });
-    const [row] = await harness.services.db.select().from(spend).where(eq(spend.tenantId, tenantId));
+    const [row] = await harness.db.select().from(spend).where(eq(spend.tenantId, tenantId));
     expect(row).toMatchObject({ settled: false, free: true, costMicro: 5n });
 
     expect(await harness.services.spend.settleUnsettled()).toBe(1);
-    const [settled] = await harness.services.db.select().from(spend).where(eq(spend.tenantId, tenantId));
+    const [settled] = await harness.db.select().from(spend).where(eq(spend.tenantId, tenantId));
     expect(settled).toMatchObject({ settled: true, free: true, costMicro: 5n });
     expect(await harness.services.store.snapshot(tenantId)).toEqual({
       creditedMicro: 1_000_000n,

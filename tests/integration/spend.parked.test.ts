@@ -46,10 +46,7 @@ describe('an unsettled spend row the store refuses', () => {
 
     expect(await harness.services.spend.settleUnsettled()).toBe(0);
     expect(finalizeCalls).toBe(1);
-    const [row] = await harness.services.db
-      .select()
-      .from(spend)
-      .where(eq(spend.reservationId, reservationId));
+    const [row] = await harness.db.select().from(spend).where(eq(spend.reservationId, reservationId));
     expect(row).toMatchObject({ settled: false, parkedReason: 'store refused reservationId' });
     expect(harness.logs.filter((line) => line.msg === 'unsettled spend row parked')).toEqual([
       expect.objectContaining({ level: 'error', reservationId, reason: 'store refused reservationId' }),

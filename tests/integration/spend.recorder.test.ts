@@ -39,7 +39,7 @@ function flakyDatabase(db: Db) {
   return { db: flaky, state };
 }
 
-function recorder(db: Db = harness.services.db): SpendRecorder {
+function recorder(db: Db = harness.db): SpendRecorder {
   return new SpendRecorder(db, harness.services.store, systemClock, silentLogger(), { inc: () => {} });
 }
 
@@ -50,7 +50,7 @@ async function fundedTenant(): Promise<string> {
 }
 
 async function rows(tenantId: string) {
-  return harness.services.db.select().from(spend).where(eq(spend.tenantId, tenantId));
+  return harness.db.select().from(spend).where(eq(spend.tenantId, tenantId));
 }
 
 async function outboxIds(tenantId: string): Promise<string[]> {
@@ -72,7 +72,7 @@ describe('SpendRecorder', () => {
 
     expect((await rows(tenantId)).map((row) => row.reservationId)).toEqual([held.row.reservationId]);
     expect(await outboxIds(tenantId)).toEqual([others.row.reservationId]);
-    expect(await accountBalance(harness.services.db, accounts.spent(tenantId))).toBe(30n);
+    expect(await accountBalance(harness.db, accounts.spent(tenantId))).toBe(30n);
   });
 
   it('a row it holds reaches the book even when the store has lost its data meanwhile', async () => {
@@ -89,13 +89,13 @@ describe('SpendRecorder', () => {
 
     await mine.flush();
     expect(await rows(tenantId)).toHaveLength(3);
-    expect(await accountBalance(harness.services.db, accounts.spent(tenantId))).toBe(66n);
+    expect(await accountBalance(harness.db, accounts.spent(tenantId))).toBe(66n);
   });
 
   it('rows whose write failed stay held and are written later; while failing, only the timer retries', async () => {
     const tenantId = await fundedTenant();
     const { store } = harness.services;
-    const { db, state } = flakyDatabase(harness.services.db);
+    const { db, state } = flakyDatabase(harness.db);
     const mine = recorder(db);
     const first = await settleOneHeld(store, tenantId, { actualCostMicro: 7n });
     mine.settled(first.row, first.outboxEntryId);
@@ -121,7 +121,7 @@ describe('SpendRecorder', () => {
     await mine.flush();
     expect(await rows(tenantId)).toHaveLength(65);
     expect(await outboxIds(tenantId)).toEqual([]);
-    expect(await accountBalance(harness.services.db, accounts.spent(tenantId))).toBe(71n);
+    expect(await accountBalance(harness.db, accounts.spent(tenantId))).toBe(71n);
     expect(await harness.services.store.snapshot(tenantId)).toMatchObject({ committedMicro: 71n });
   });
 

@@ -173,10 +173,10 @@ describe('UPSTREAM=finn (S2S contract v1.0.0, msw)', () => {
     const after = await balance(tenantId);
     expect(after.reservedMicro).toBe(0n);
     expect(after.committedMicro).toBe(costMicro('standard', 2 + 2));
-    const rows = await harness.services.db.select().from(spend).where(eq(spend.tenantId, tenantId));
+    const rows = await harness.db.select().from(spend).where(eq(spend.tenantId, tenantId));
     await vi.waitFor(async () => {
       await harness.services.spend.flush();
-      const flushed = await harness.services.db.select().from(spend).where(eq(spend.tenantId, tenantId));
+      const flushed = await harness.db.select().from(spend).where(eq(spend.tenantId, tenantId));
       expect(flushed).toHaveLength(1);
       expect(flushed[0]?.completionTokens).toBe(2);
     });

@@ -333,9 +333,7 @@ describe('UPSTREAM=openai through the official client', () => {
     expect(completion.model).toBe('standard');
     const { eq } = await import('drizzle-orm');
     await expect
-      .poll(async () =>
-        harness.services.db.select().from(poolDecisions).where(eq(poolDecisions.tenantId, tenantId)),
-      )
+      .poll(async () => harness.db.select().from(poolDecisions).where(eq(poolDecisions.tenantId, tenantId)))
       .toMatchObject([{ requested: 'gpt-4o', actual: 'standard', reason: 'tier' }]);
   });
 });

@@ -261,7 +261,7 @@ describe('spend rows carry user and channel', () => {
     expect(openai.status).toBe(200);
     await openai.text();
     await harness.services.spend.flush();
-    const rows = await harness.services.db
+    const rows = await harness.db
       .select({ reservationId: spend.reservationId, userId: spend.userId, channelId: spend.channelId })
       .from(spend)
       .where(eq(spend.keyId, id));
@@ -293,7 +293,7 @@ describe('spend rows carry user and channel', () => {
     });
     // What the outbox drain writes: the entry carries no user or channel.
     const at = new Date(QUERY_AT - 3 * DAY_MS);
-    await writeSettledSpend(harness.services.db, [
+    await writeSettledSpend(harness.db, [
       {
         ...settled,
         reservationId: 'res_kept_user',
@@ -311,7 +311,7 @@ describe('spend rows carry user and channel', () => {
         settledAt: at,
       },
     ]);
-    const rows = await harness.services.db
+    const rows = await harness.db
       .select({
         reservationId: spend.reservationId,
         userId: spend.userId,
@@ -327,8 +327,8 @@ describe('spend rows carry user and channel', () => {
 
     // The settling gateway writes its own copy later (its write had failed meanwhile): the drained
     // row takes its user and channel; its charge and the book are untouched.
-    const entriesBefore = await accountBalance(harness.services.db, accounts.spent(other));
-    await writeSettledSpend(harness.services.db, [
+    const entriesBefore = await accountBalance(harness.db, accounts.spent(other));
+    await writeSettledSpend(harness.db, [
       {
         ...settled,
         reservationId: 'res_drained',
@@ -340,12 +340,12 @@ describe('spend rows carry user and channel', () => {
         settledAt: new Date(QUERY_AT - 2 * DAY_MS),
       },
     ]);
-    const [late] = await harness.services.db
+    const [late] = await harness.db
       .select({ userId: spend.userId, channelId: spend.channelId, costMicro: spend.costMicro })
       .from(spend)
       .where(eq(spend.reservationId, 'res_drained'));
     expect(late).toEqual({ userId: 'late-user', channelId: 'late-channel', costMicro: 1n });
-    expect(await accountBalance(harness.services.db, accounts.spent(other))).toBe(entriesBefore);
+    expect(await accountBalance(harness.db, accounts.spent(other))).toBe(entriesBefore);
   });
 });
 

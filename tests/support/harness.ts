@@ -1,7 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import type { Hono } from 'hono';
 import { Redis } from 'ioredis';
+import postgres from 'postgres';
 import { inject } from 'vitest';
+import type { Db, DbHandle } from '../../db/index.js';
+import { openPostgres } from '../../db/postgres.js';
+import { ADMIN_ROLE, TENANT_ROLE } from '../../db/scope.js';
 import { createApp } from '../../src/app.js';
 import type { Clock } from '../../src/clock.js';
 import { type Config, parseConfig } from '../../src/config.js';
@@ -41,6 +45,11 @@ export interface Harness {
   /** A request with the bootstrap admin bearer token. */
   adminRequest(path: string, init?: RequestInit): Promise<Response>;
   close(): Promise<void>;
+  /**
+   * The owner's connection, for the test's own setup and reads. The app's own (`services.db`) is
+   * a login that may only become the roles of db/scope.ts, on PostgreSQL (`appLogin`).
+   */
+  db: Db;
   /** What a second instance needs to share this one's state. */
   shared: { database: TestDatabase; keyPrefix: string; peppers: string };
 }
@@ -75,6 +84,13 @@ export interface HarnessOptions {
 }
 
 /**
+ * On PostgreSQL the app connects as this login — not a superuser, owning nothing, only a member of
+ * the two roles of db/scope.ts, as docs/deploy.md says to run it — so any query the app makes
+ * outside those roles fails the test that reaches it. Tests read and set up through `harness.db`.
+ */
+export const APP_LOGIN = 'spicegate_test_app';
+
+/**
  * One isolated gateway per test file, on real parts: its own PostgreSQL database (or PGlite),
  * its own Redis key prefix, an in-memory log. `harness.request` goes through the whole Hono app.
  */
@@ -106,9 +122,10 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
   // The default signer's private keys, in a directory of this instance's own, removed at close.
   const keyDir = tempKeyDir();
 
+  const appDatabase = database.url === undefined ? undefined : await openAsLogin(database, APP_LOGIN);
   const services = assembleServices({
     config,
-    database: database.handle,
+    database: appDatabase ?? database.handle,
     store,
     signer: options.signer ?? (await localSigner({ file: keyDir.file })),
     peppers: parsePeppers(pepperText) as Peppers,
@@ -154,9 +171,11 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
       headers.set('authorization', `Bearer ${adminToken}`);
       return request(path, { ...init, headers });
     },
+    db: database.handle.db,
     shared: { database, keyPrefix, peppers: pepperText },
     close: async () => {
       await services.stop();
+      await appDatabase?.close();
       keyDir.remove();
       // The first instance owns the database and the prefix.
       if (shared !== undefined) return;
@@ -186,4 +205,24 @@ export async function createHarnessOnOwnRedis(
       await redis.stop();
     },
   };
+}
+
+/** A connection to `database` as `login`: a login that may only become the two roles of db/scope.ts. */
+async function openAsLogin(database: TestDatabase, login: string): Promise<DbHandle> {
+  if (database.url === undefined) throw new Error('a login needs the PostgreSQL server (DATABASE_URL)');
+  const owner = postgres(database.url, { max: 1, onnotice: () => {} });
+  try {
+    // Roles are cluster-wide: another file may create the same login at the same moment.
+    await owner.unsafe(`do $$ begin
+      create role ${login} login nosuperuser nocreatedb nocreaterole nobypassrls;
+      exception when duplicate_object or unique_violation then null; end $$`);
+    await owner.unsafe(`grant ${TENANT_ROLE}, ${ADMIN_ROLE} to ${login}`).catch((error: unknown) => {
+      if (!String(error).includes('already')) throw error;
+    });
+  } finally {
+    await owner.end();
+  }
+  const url = new URL(database.url);
+  url.username = login;
+  return openPostgres(url.toString(), { maxConnections: 4 });
 }

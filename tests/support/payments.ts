@@ -1,5 +1,6 @@
 import { createHmac } from 'node:crypto';
 import { type CryptoPaymentRow, cryptoPayments, type PaymentStatus } from '../../db/schema/index.js';
+import { asAdmin } from '../../db/scope.js';
 import { newId } from '../../src/ids.js';
 import { DEFAULT_PACKS } from '../../src/payments/packs.js';
 import { statusRank } from '../../src/payments/status.js';
@@ -22,23 +23,25 @@ export async function insertPayment(
   if (pack === undefined) throw new Error(`no pack ${input.pack}`);
   const at = input.createdAt ?? new Date(services.clock.now());
   const status = input.status ?? 'waiting';
-  const [row] = await services.db
-    .insert(cryptoPayments)
-    .values({
-      id: newId('pay'),
-      tenantId: input.tenantId,
-      pack: pack.name,
-      priceAmount: pack.priceAmount,
-      priceCurrency: pack.priceCurrency,
-      creditsMicro: pack.creditsMicro,
-      status,
-      statusRank: statusRank(status),
-      providerInvoiceId: input.providerInvoiceId ?? String(Math.floor(Math.random() * 1e12)),
-      ...(input.providerPaymentId === undefined ? {} : { providerPaymentId: input.providerPaymentId }),
-      createdAt: at,
-      updatedAt: at,
-    })
-    .returning();
+  const [row] = await asAdmin(services.db, (tx) =>
+    tx
+      .insert(cryptoPayments)
+      .values({
+        id: newId('pay'),
+        tenantId: input.tenantId,
+        pack: pack.name,
+        priceAmount: pack.priceAmount,
+        priceCurrency: pack.priceCurrency,
+        creditsMicro: pack.creditsMicro,
+        status,
+        statusRank: statusRank(status),
+        providerInvoiceId: input.providerInvoiceId ?? String(Math.floor(Math.random() * 1e12)),
+        ...(input.providerPaymentId === undefined ? {} : { providerPaymentId: input.providerPaymentId }),
+        createdAt: at,
+        updatedAt: at,
+      })
+      .returning(),
+  );
   if (row === undefined) throw new Error('payment not inserted');
   return row;
 }

@@ -1,0 +1,76 @@
+-- Hand-written: tenant isolation by PostgreSQL row-level security (db/scope.ts, docs/ledger.md).
+-- Two roles the application becomes per transaction (SET LOCAL ROLE): neither logs in, owns a
+-- table, is a superuser or bypasses RLS. Roles are cluster-wide: other databases (and other
+-- migrations running at the same moment) may have created them already.
+DO $$
+BEGIN
+	BEGIN
+		CREATE ROLE "spicegate_app" NOLOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT;
+	EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+	END;
+	BEGIN
+		CREATE ROLE "spicegate_admin" NOLOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT;
+	EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+	END;
+	-- The login that migrates may become both (a superuser may already).
+	IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+		BEGIN
+			EXECUTE format('GRANT "spicegate_app", "spicegate_admin" TO %I', current_user);
+		EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+		END;
+	END IF;
+END;
+$$;
+--> statement-breakpoint
+GRANT USAGE ON SCHEMA public TO "spicegate_app", "spicegate_admin";
+--> statement-breakpoint
+-- The admin role works on every table; the tenant role on the tenant tables and the postings of
+-- their entries. Both only append to the audit trail and the ledger (their triggers refuse the
+-- rest for every role too).
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "spicegate_admin";
+--> statement-breakpoint
+GRANT SELECT, INSERT, UPDATE, DELETE ON "tenants", "api_keys", "spend", "credit_grants", "pool_decisions",
+	"conservation_checks", "crypto_payments", "pool_prices", "feature_flags" TO "spicegate_app";
+--> statement-breakpoint
+GRANT SELECT, INSERT ON "journal_entries", "postings", "audit_events" TO "spicegate_app";
+--> statement-breakpoint
+REVOKE UPDATE, DELETE, TRUNCATE ON "journal_entries", "postings", "audit_events" FROM "spicegate_admin";
+--> statement-breakpoint
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO "spicegate_app", "spicegate_admin";
+--> statement-breakpoint
+-- Tables later migrations create: the admin role only, until a migration grants the tenant role.
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO "spicegate_admin";
+--> statement-breakpoint
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO "spicegate_app", "spicegate_admin";
+--> statement-breakpoint
+-- Every table with a tenant column (and tenants itself, by id): RLS forced on the owner too; the
+-- tenant role sees the rows of app.current_tenant (none when unset); the admin role sees all.
+DO $$
+DECLARE
+	tenant_tables text[][] := ARRAY[
+		['tenants', 'id'], ['api_keys', 'tenant_id'], ['spend', 'tenant_id'], ['credit_grants', 'tenant_id'],
+		['pool_decisions', 'tenant_id'], ['journal_entries', 'tenant_id'], ['conservation_checks', 'tenant_id'],
+		['crypto_payments', 'tenant_id'], ['pool_prices', 'tenant_id'], ['feature_flags', 'tenant_id'],
+		['audit_events', 'tenant_id']];
+	t text[];
+BEGIN
+	FOREACH t SLICE 1 IN ARRAY tenant_tables LOOP
+		EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t[1]);
+		EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t[1]);
+		EXECUTE format(
+			'CREATE POLICY "tenant_isolation" ON %I TO "spicegate_app" '
+			'USING (%I = current_setting(''app.current_tenant'', true)) '
+			'WITH CHECK (%I = current_setting(''app.current_tenant'', true))', t[1], t[2], t[2]);
+		EXECUTE format(
+			'CREATE POLICY "admin_access" ON %I TO "spicegate_admin" USING (true) WITH CHECK (true)', t[1]);
+	END LOOP;
+END;
+$$;
+--> statement-breakpoint
+-- A presented key is looked up by its prefix before its tenant is known (asKeyLookup): that one
+-- key, and its tenant, are readable while app.key_prefix names it.
+CREATE POLICY "key_lookup" ON "api_keys" FOR SELECT TO "spicegate_app"
+	USING ("prefix" = current_setting('app.key_prefix', true));
+--> statement-breakpoint
+CREATE POLICY "key_owner" ON "tenants" FOR SELECT TO "spicegate_app"
+	USING ("id" IN (SELECT "tenant_id" FROM "api_keys" WHERE "prefix" = current_setting('app.key_prefix', true)));
