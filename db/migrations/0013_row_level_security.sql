@@ -43,6 +43,10 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE O
 --> statement-breakpoint
 ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO "spicegate_app", "spicegate_admin";
 --> statement-breakpoint
+-- ALTER TABLE refuses a table with deferred checks pending: an upgrade that ran the backfill (0007)
+-- in this transaction has the ledger's balance checks waiting. Run them now; deferred again after.
+SET CONSTRAINTS ALL IMMEDIATE;
+--> statement-breakpoint
 -- Every table with a tenant column (and tenants itself, by id): RLS forced on the owner too; the
 -- tenant role sees the rows of app.current_tenant (none when unset); the admin role sees all.
 DO $$
@@ -66,6 +70,8 @@ BEGIN
 	END LOOP;
 END;
 $$;
+--> statement-breakpoint
+SET CONSTRAINTS ALL DEFERRED;
 --> statement-breakpoint
 -- A presented key is looked up by its prefix before its tenant is known (asKeyLookup): that one
 -- key, and its tenant, are readable while app.key_prefix names it.

@@ -28,11 +28,12 @@ function flakyDatabase(db: Db) {
   const state = { down: false, writes: 0 };
   const flaky = new Proxy(db, {
     get(target, property, receiver) {
-      if (property !== 'execute') return Reflect.get(target, property, receiver);
-      return async (...args: Parameters<Db['execute']>) => {
+      // Writes run in a transaction of their tenant's scope (db/scope.ts): it is refused at BEGIN.
+      if (property !== 'transaction') return Reflect.get(target, property, receiver);
+      return async (...args: Parameters<Db['transaction']>) => {
         state.writes += 1;
         if (state.down) throw new Error('connection refused');
-        return target.execute(...args);
+        return target.transaction(...args);
       };
     },
   });
