@@ -180,6 +180,22 @@ describe('the catalog', () => {
     );
     expect(owned).toEqual([]);
   });
+
+  it('the app connects as a NOINHERIT login refused everything outside the two roles (PGlite: one superuser session)', async () => {
+    const [me] = await rows<{ superuser: boolean; inherit: boolean }>(
+      app,
+      sql`select rolsuper as superuser, rolinherit as inherit from pg_roles where rolname = current_user`,
+    );
+    if (harness.shared.database.url === undefined) {
+      expect(me?.superuser).toBe(true);
+      return;
+    }
+    expect(me).toEqual({ superuser: false, inherit: false });
+    for (const { table } of await tenantTables(harness.db))
+      expect(await refusal(app.execute(sql`select count(*) from ${sql.identifier(table)}`))).toMatch(
+        /permission denied/,
+      );
+  });
 });
 
 describe('what each role sees', () => {

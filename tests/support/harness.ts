@@ -214,7 +214,7 @@ async function openAsLogin(database: TestDatabase, login: string): Promise<DbHan
   try {
     // Roles are cluster-wide: another file may create the same login at the same moment.
     await owner.unsafe(`do $$ begin
-      create role ${login} login nosuperuser nocreatedb nocreaterole nobypassrls;
+      create role ${login} login noinherit nosuperuser nocreatedb nocreaterole nobypassrls;
       exception when duplicate_object or unique_violation then null; end $$`);
     await owner.unsafe(`grant ${TENANT_ROLE}, ${ADMIN_ROLE} to ${login}`).catch((error: unknown) => {
       if (!String(error).includes('already')) throw error;
