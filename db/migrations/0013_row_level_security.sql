@@ -24,6 +24,11 @@ $$;
 --> statement-breakpoint
 GRANT USAGE ON SCHEMA public TO "spicegate_app", "spicegate_admin";
 --> statement-breakpoint
+-- A gateway login that may not migrate checks, as the admin role, that nothing is pending.
+GRANT USAGE ON SCHEMA "drizzle" TO "spicegate_admin";
+--> statement-breakpoint
+GRANT SELECT ON "drizzle"."__drizzle_migrations" TO "spicegate_admin";
+--> statement-breakpoint
 -- The admin role works on every table; the tenant role on the tenant tables and the postings of
 -- their entries. Both only append to the audit trail and the ledger (their triggers refuse the
 -- rest for every role too).

@@ -5,7 +5,8 @@ import { sql } from 'drizzle-orm';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { createDb } from '../../db/index.js';
 import { tenants } from '../../db/schema/index.js';
-import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { createTestDatabase, loginUrl, type TestDatabase } from '../support/database.js';
+import { APP_LOGIN } from '../support/harness.js';
 
 describe('embedded database (PGlite on disk)', () => {
   const dirs: string[] = [];
@@ -67,5 +68,30 @@ describe('PostgreSQL', () => {
     await expect(
       database.handle.db.insert(tenants).values({ id: 'ten_bad', name: 'Bad', tier: 12 }),
     ).rejects.toThrow();
+  });
+});
+
+describe('a gateway login that owns nothing (docs/deploy.md)', () => {
+  let database: TestDatabase | undefined;
+  afterAll(async () => {
+    await database?.drop();
+  });
+
+  it('starts on a database the owner migrated, and names `spicegate migrate` when one is pending', async () => {
+    database = await createTestDatabase(inject('databaseUrl'));
+    if (database.url === undefined) throw new Error('this test needs the PostgreSQL server (DATABASE_URL)');
+    const gateway = await createDb({ databaseUrl: await loginUrl(database.url, APP_LOGIN) });
+    try {
+      await gateway.migrate();
+      // As if this version had one migration the owner has not applied yet.
+      await database.handle.db.execute(
+        sql`delete from drizzle.__drizzle_migrations where created_at = (select max(created_at) from drizzle.__drizzle_migrations)`,
+      );
+      await expect(gateway.migrate()).rejects.toThrow(
+        /1 migration\(s\) pending and this database login may not apply them: run `spicegate migrate`/,
+      );
+    } finally {
+      await gateway.close();
+    }
   });
 });

@@ -3,6 +3,7 @@ import postgres from 'postgres';
 import type { DbHandle } from '../../db/index.js';
 import { openPglite } from '../../db/pglite.js';
 import { openPostgres } from '../../db/postgres.js';
+import { ADMIN_ROLE, TENANT_ROLE } from '../../db/scope.js';
 
 export interface TestDatabase {
   handle: DbHandle;
@@ -55,4 +56,26 @@ export function withDatabase(serverUrl: string, database: string): string {
   const url = new URL(serverUrl);
   url.pathname = `/${database}`;
   return url.toString();
+}
+
+/**
+ * `url` as `login`, created if missing: a NOINHERIT login that owns nothing and may only become the
+ * two roles of db/scope.ts (docs/deploy.md), so it can do nothing outside a scope.
+ */
+export async function loginUrl(url: string, login: string): Promise<string> {
+  const owner = postgres(url, { max: 1, onnotice: () => {} });
+  try {
+    // Roles are cluster-wide: another file may create the same login at the same moment.
+    await owner.unsafe(`do $$ begin
+      create role ${login} login noinherit nosuperuser nocreatedb nocreaterole nobypassrls;
+      exception when duplicate_object or unique_violation then null; end $$`);
+    await owner.unsafe(`grant ${TENANT_ROLE}, ${ADMIN_ROLE} to ${login}`).catch((error: unknown) => {
+      if (!String(error).includes('already')) throw error;
+    });
+  } finally {
+    await owner.end();
+  }
+  const withLogin = new URL(url);
+  withLogin.username = login;
+  return withLogin.toString();
 }

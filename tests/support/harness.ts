@@ -1,11 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import type { Hono } from 'hono';
 import { Redis } from 'ioredis';
-import postgres from 'postgres';
 import { inject } from 'vitest';
-import type { Db, DbHandle } from '../../db/index.js';
+import type { Db } from '../../db/index.js';
 import { openPostgres } from '../../db/postgres.js';
-import { ADMIN_ROLE, TENANT_ROLE } from '../../db/scope.js';
 import { createApp } from '../../src/app.js';
 import type { Clock } from '../../src/clock.js';
 import { type Config, parseConfig } from '../../src/config.js';
@@ -26,7 +24,7 @@ import { redisOptions } from '../../src/store/redis.js';
 import { nodeHttpClient } from '../../src/upstream/http-node.js';
 import type { UpstreamOverrides } from '../../src/upstream/index.js';
 import type { Upstream } from '../../src/upstream/port.js';
-import { createTestDatabase, type TestDatabase } from './database.js';
+import { createTestDatabase, loginUrl, type TestDatabase } from './database.js';
 import { tempKeyDir } from './key-file.js';
 import { deleteKeysWithPrefix } from './redis-cleanup.js';
 import { type RedisServer, startRedisServer } from './redis-server.js';
@@ -122,7 +120,10 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
   // The default signer's private keys, in a directory of this instance's own, removed at close.
   const keyDir = tempKeyDir();
 
-  const appDatabase = database.url === undefined ? undefined : await openAsLogin(database, APP_LOGIN);
+  const appDatabase =
+    database.url === undefined
+      ? undefined
+      : await openPostgres(await loginUrl(database.url, APP_LOGIN), { maxConnections: 4 });
   const services = assembleServices({
     config,
     database: appDatabase ?? database.handle,
@@ -205,24 +206,4 @@ export async function createHarnessOnOwnRedis(
       await redis.stop();
     },
   };
-}
-
-/** A connection to `database` as `login`: a login that may only become the two roles of db/scope.ts. */
-async function openAsLogin(database: TestDatabase, login: string): Promise<DbHandle> {
-  if (database.url === undefined) throw new Error('a login needs the PostgreSQL server (DATABASE_URL)');
-  const owner = postgres(database.url, { max: 1, onnotice: () => {} });
-  try {
-    // Roles are cluster-wide: another file may create the same login at the same moment.
-    await owner.unsafe(`do $$ begin
-      create role ${login} login noinherit nosuperuser nocreatedb nocreaterole nobypassrls;
-      exception when duplicate_object or unique_violation then null; end $$`);
-    await owner.unsafe(`grant ${TENANT_ROLE}, ${ADMIN_ROLE} to ${login}`).catch((error: unknown) => {
-      if (!String(error).includes('already')) throw error;
-    });
-  } finally {
-    await owner.end();
-  }
-  const url = new URL(database.url);
-  url.username = login;
-  return openPostgres(url.toString(), { maxConnections: 4 });
 }
