@@ -206,7 +206,8 @@ describe('the ledger', () => {
   it('settlements drained twice (the first acknowledgement lost) add one entry per charged reservation, none for a free row', async () => {
     const tenantId = await tenant(harness);
     await grant(harness, tenantId, 1_000_000n, `grant-${tenantId}`);
-    const { store, db } = harness.services;
+    const { store } = harness.services;
+    const { db } = harness;
     const paid: [string, bigint][] = [
       [await settleOne(store, tenantId, { actualCostMicro: 40n }), 40n],
       [await settleOne(store, tenantId, { actualCostMicro: 2n }), 2n],
