@@ -9,15 +9,17 @@ import { getTenant } from '../tenants/tenants.js';
 
 /**
  * A pool-enforcement decision row (DESIGN.md §4), idempotent by reservation id. Written off the
- * request path: a failed insert is logged, never the caller's error.
+ * request path: a failed insert is logged, never the caller's error (the promise never rejects).
  */
-export function insertPoolDecision(db: Db, log: Logger, row: PoolDecisionRow): void {
-  void db
+export function insertPoolDecision(db: Db, log: Logger, row: PoolDecisionRow): Promise<void> {
+  return db
     .insert(poolDecisions)
     .values(row)
     .onConflictDoNothing()
-    .catch((error: unknown) =>
-      log.warn({ err: error, reservationId: row.reservationId }, 'pool decision not recorded'),
+    .then(
+      () => undefined,
+      (error: unknown) =>
+        log.warn({ err: error, reservationId: row.reservationId }, 'pool decision not recorded'),
     );
 }
 
