@@ -112,6 +112,8 @@ export default {
       try {
         await ready.services.start();
         const { services } = ready;
+        // workerd binds an AbortController to the event that made it: each tick gets its own.
+        ready.jobs = { ...ready.jobs, stopping: new AbortController() };
         await runDueJobs(services, gatewayJobs(ready.config), services.clock.now(), ready.jobs);
       } catch (error) {
         ready.log.error({ err: error }, 'scheduled jobs could not run');
