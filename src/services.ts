@@ -87,8 +87,8 @@ export interface Lifecycle {
    * What start() runs in the background. `all` (a long-lived process): the upstream's contract
    * check, the change-counter polls (keys, prices, flags), the key usage writer, the spend writer (the jobs, settlement
    * retries among them, are the entry's: src/jobs). `checks`: the upstream's contract check only
-   * (tests call the writers' steps themselves). Default none: Services that live for one request
-   * (Workers) start no timer.
+   * (tests call the writers' steps themselves). Default none: Workers run no timer between requests
+   * (each request writes what is queued, src/entry/worker.ts).
    */
   background?: 'all' | 'checks';
   /**
