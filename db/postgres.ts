@@ -4,37 +4,19 @@ import { drizzle } from 'drizzle-orm/postgres-js';
 import { migrate } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
 import { migrationsFolder } from './migrations-folder.js';
-import * as schema from './schema/index.js';
+import { POSTGRES_OPTIONS, postgresClient } from './postgres-client.js';
 import { ADMIN_ROLE } from './scope.js';
 import type { DbHandle } from './types.js';
 
 // Any constant works; it only has to be the same in every spicegate process.
 const MIGRATION_LOCK_KEY = 7_165_390_042;
 
-const baseOptions = {
-  // 5 s, as for Redis: a database that does not answer by then is reported, not waited on.
-  connect_timeout: 5,
-  // Migrations print NOTICEs ("already exists, skipping"); they are not worth a log line.
-  onnotice: () => {},
-} as const;
-
 export async function openPostgres(
   url: string,
   options: { maxConnections?: number } = {},
 ): Promise<DbHandle> {
-  const client = postgres(url, { ...baseOptions, max: options.maxConnections ?? 10 });
-  const db = drizzle(client, { schema });
-  let closed = false;
-  return {
-    db,
-    engine: 'postgres',
-    migrate: () => migrateWithLock(url),
-    close: async () => {
-      if (closed) return;
-      closed = true;
-      await client.end({ timeout: 5 });
-    },
-  };
+  const { db, close } = postgresClient(url, options);
+  return { db, engine: 'postgres', migrate: () => migrateWithLock(url), close };
 }
 
 /**
@@ -43,7 +25,7 @@ export async function openPostgres(
  * owner has applied every migration, and otherwise says which command to run.
  */
 async function migrateWithLock(url: string): Promise<void> {
-  const client = postgres(url, { ...baseOptions, max: 1 });
+  const client = postgres(url, { ...POSTGRES_OPTIONS, max: 1 });
   try {
     await client`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`;
     try {

@@ -5,17 +5,17 @@ import { CancelAfterTimeout } from './budget/cancel-after-timeout.js';
 import { BudgetThresholds } from './budget/thresholds.js';
 import { type Clock, systemClock } from './clock.js';
 import type { Config } from './config.js';
-import { FeatureFlags, type FlagTables } from './flags/feature-flags.js';
+import { FeatureFlags } from './flags/feature-flags.js';
 import type { Peppers } from './keys/peppers.js';
-import { KeyVerifier } from './keys/verifier.js';
+import { CHANGES_POLL_MS, KeyVerifier } from './keys/verifier.js';
 import { SpendRecorder } from './ledger/spend.js';
 import { type AuthFailureLimiter, createAuthFailureLimiter } from './limits/auth-failures.js';
 import { createPaymentThrottle, createPreAuthLimiter, type PreAuthLimiter } from './limits/preauth.js';
 import type { Logger } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
-import { PriceBook, type PriceTables } from './pricing/price-book.js';
-import { type CopyState, SETTINGS_POLL_MS } from './settings/watched-copy.js';
-import { type KeyCache, SigningKeys } from './signing/keys.js';
+import { PriceBook } from './pricing/price-book.js';
+import { SETTINGS_POLL_MS } from './settings/watched-copy.js';
+import { SigningKeys } from './signing/keys.js';
 import type { Signer } from './signing/signer.js';
 import type { Store } from './store/index.js';
 import { TenantActivity } from './tenants/activity.js';
@@ -65,6 +65,13 @@ export interface Services {
   adminToken?: string;
   /** The external issuer's JWKS (AUTH_JWKS_URL): one set, so its cache and cooldown outlive a request. */
   externalIssuerKeys?: JWTVerifyGetKey;
+  /**
+   * Keeps the runtime running until `promise` settles: the work that settles money after (or apart
+   * from) the response — the pipeline from admission to settlement, spend and pool decision rows.
+   * Node: nothing to do (the process runs on); Workers: the request's `ctx.waitUntil`. Only waits:
+   * the caller handles the promise's failure.
+   */
+  waitUntil(promise: Promise<unknown>): void;
   /** Loads the signing keys, then starts the background work the entry asked for (`Lifecycle`). */
   start(): Promise<void>;
   /**
@@ -80,15 +87,18 @@ export interface Lifecycle {
    * What start() runs in the background. `all` (a long-lived process): the upstream's contract
    * check, the change-counter polls (keys, prices, flags), the key usage writer, the spend writer (the jobs, settlement
    * retries among them, are the entry's: src/jobs). `checks`: the upstream's contract check only
-   * (tests call the writers' steps themselves). Default none: Services that live for one request
-   * (Workers) start no timer.
+   * (tests call the writers' steps themselves). Default none: Workers run no timer between requests
+   * (each request writes what is queued, src/entry/worker.ts).
    */
   background?: 'all' | 'checks';
   /**
-   * Services built per request over a key cache kept longer (Workers): start() reloads the signing
-   * keys only when that copy is older than this. Default: always loaded.
+   * Services started once per request (Workers, no timers): start() reloads the signing keys only
+   * when its copy is older than this, and reads the keys' change counter at most once a second (what
+   * the timer does on Node). Default: always loaded.
    */
   signingKeysMaxAgeMs?: number;
+  /** Where `services.waitUntil` hands its promises (Workers: the current request's ctx.waitUntil). */
+  waitUntil?: (promise: Promise<unknown>) => void;
   /** What stop() closes, in this order, after the queued writes; default nothing. */
   owns?: {
     /** The entry's own clients (a second Redis connection, the upstream's HTTP agents). */
@@ -121,38 +131,15 @@ export function assembleServices(parts: {
   metrics?: Metrics;
   clock?: Clock;
   adminToken?: string | undefined;
-  /** Shared by the SigningKeys of many requests (the Workers entry keeps one per isolate). */
-  keyCache?: KeyCache;
-  /** The external issuer's JWKS, when it must outlive these Services (Workers: one per isolate). */
-  externalIssuerKeys?: JWTVerifyGetKey;
-  /** The tenants this process marked active, when that must outlive these Services (Workers). */
-  tenantActivity?: TenantActivity;
-  /** The prices' and flags' copies, when they must outlive these Services (Workers: one per isolate). */
-  settingsCopies?: { prices: CopyState<PriceTables>; flags: CopyState<FlagTables> };
   lifecycle?: Lifecycle;
 }): Services {
   const clock = parts.clock ?? systemClock;
-  const signing = new SigningKeys(
-    parts.database.db,
-    parts.signer,
-    clock,
-    parts.config,
-    parts.log,
-    parts.keyCache,
-  );
+  const signing = new SigningKeys(parts.database.db, parts.signer, clock, parts.config, parts.log);
   const keys = new KeyVerifier(parts.database.db, parts.store, parts.peppers, clock, parts.log);
   const metrics = parts.metrics ?? createMetrics();
   const watched = { store: parts.store, clock, log: parts.log };
-  const prices = new PriceBook(
-    parts.database.db,
-    { ...watched, state: parts.settingsCopies?.prices },
-    parts.config.prices,
-  );
-  const flags = new FeatureFlags(
-    parts.database.db,
-    { ...watched, state: parts.settingsCopies?.flags },
-    parts.config,
-  );
+  const prices = new PriceBook(parts.database.db, watched, parts.config.prices);
+  const flags = new FeatureFlags(parts.database.db, watched, parts.config);
   const spend = new SpendRecorder(parts.database.db, parts.store, clock, parts.log, metrics.spendParked);
   const budgetThresholds = new BudgetThresholds(parts.store, parts.log);
   // Past the reservation TTL the reaper releases what a late admit reserved.
@@ -163,9 +150,9 @@ export function assembleServices(parts: {
     parts.upstream ??
     createUpstream(parts.config, { signing, clock, log: parts.log }, parts.upstreamOverrides);
   const externalIssuerKeys =
-    parts.externalIssuerKeys ??
-    (parts.config.externalAuth === undefined ? undefined : remoteIssuerKeys(parts.config.externalAuth));
+    parts.config.externalAuth === undefined ? undefined : remoteIssuerKeys(parts.config.externalAuth);
   const lifecycle = parts.lifecycle ?? {};
+  let keysPolledAtMs = Number.NEGATIVE_INFINITY;
 
   const start = async () => {
     if (lifecycle.signingKeysMaxAgeMs === undefined) {
@@ -173,8 +160,16 @@ export function assembleServices(parts: {
       await Promise.all([prices.refresh(), flags.refresh()]);
     } else {
       await signing.ensureFresh(lifecycle.signingKeysMaxAgeMs);
-      // Services per request share copies: at most one counter read per second per isolate.
-      await Promise.all([prices.ensureFresh(SETTINGS_POLL_MS), flags.ensureFresh(SETTINGS_POLL_MS)]);
+      // At most one counter read per second each (per isolate on Workers): a revoked key stops
+      // working here within the same bound as on Node.
+      const nowMs = clock.now();
+      const pollKeys = nowMs - keysPolledAtMs >= CHANGES_POLL_MS;
+      if (pollKeys) keysPolledAtMs = nowMs;
+      await Promise.all([
+        prices.ensureFresh(SETTINGS_POLL_MS),
+        flags.ensureFresh(SETTINGS_POLL_MS),
+        pollKeys ? keys.pollChanges() : undefined,
+      ]);
     }
     if (lifecycle.background === undefined) return;
     upstream.start?.();
@@ -228,12 +223,16 @@ export function assembleServices(parts: {
     spend,
     budgetThresholds,
     cancelsAfterTimeout,
-    tenantActivity: parts.tenantActivity ?? new TenantActivity(parts.store),
+    tenantActivity: new TenantActivity(parts.store),
     upstream,
     ...(parts.clientAddress === undefined ? {} : { clientAddress: parts.clientAddress }),
     engines: { db: parts.database.engine, store: parts.store.engine },
     ...(parts.adminToken === undefined ? {} : { adminToken: parts.adminToken }),
     ...(externalIssuerKeys === undefined ? {} : { externalIssuerKeys }),
+    waitUntil: (promise) => {
+      // Only waits: a failure is the caller's to handle (and log) on its own promise.
+      if (lifecycle.waitUntil !== undefined) lifecycle.waitUntil(promise.catch(() => undefined));
+    },
     start,
     stop: () => {
       stopping ??= stop();

@@ -15,6 +15,7 @@ import { serveJobs } from '../jobs/index.js';
 import { JobRunner } from '../jobs/node-runner.js';
 import { type Peppers, parsePeppers } from '../keys/peppers.js';
 import { createAuthFailureLimiter } from '../limits/auth-failures.js';
+import { redisWindows } from '../limits/ioredis-ratelimit-adapter.js';
 import { createPaymentThrottle, createPreAuthLimiter } from '../limits/preauth.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { createMetrics, type Metrics } from '../observability/metrics.js';
@@ -78,13 +79,14 @@ export async function buildNodeServices(
   // Its own connection: a pre-auth flood never queues behind admission and settlement.
   const preAuthRedis = config.redisUrl === undefined ? undefined : new Redis(config.redisUrl, redisOptions());
   preAuthRedis?.on('error', () => {}); // the store's client already logs connection errors
+  const shared = preAuthRedis === undefined ? undefined : redisWindows(preAuthRedis);
   const preAuth = createPreAuthLimiter({
     log,
-    ...(preAuthRedis === undefined ? {} : { redis: preAuthRedis }),
+    ...(shared === undefined ? {} : { shared }),
   });
   const authFailures = createAuthFailureLimiter({
     log,
-    ...(preAuthRedis === undefined ? {} : { redis: preAuthRedis }),
+    ...(shared === undefined ? {} : { shared }),
   });
   const http = nodeHttpClient();
   const services = assembleServices({
@@ -98,7 +100,7 @@ export async function buildNodeServices(
     authFailures,
     paymentThrottle: createPaymentThrottle({
       log,
-      ...(preAuthRedis === undefined ? {} : { redis: preAuthRedis }),
+      ...(shared === undefined ? {} : { shared }),
     }),
     log,
     metrics,

@@ -1,31 +1,33 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Hono } from 'hono';
-import type { JWTVerifyGetKey } from 'jose';
-// postgres.ts directly, not db/index.ts: the bundle must never pull PGlite in.
-import { openPostgres } from '../../db/postgres.js';
+// postgres-client.ts directly, not db/index.ts: the bundle must never pull PGlite or the migrator in.
+import { postgresClient } from '../../db/postgres-client.js';
+import type { Db } from '../../db/types.js';
 import { createApp, createNotReadyApp } from '../app.js';
-import { remoteIssuerKeys } from '../auth/caller.js';
 import { type Config, type Env, parseConfig, warnNotYetInEffect } from '../config.js';
 import type { AppEnv } from '../http/context.js';
 import { gatewayJobs, type JobsState, jobsState, runDueJobs } from '../jobs/index.js';
 import { type Peppers, parsePeppers } from '../keys/peppers.js';
-import { type AuthFailureLimiter, createAuthFailureLimiter } from '../limits/auth-failures.js';
-import { createPaymentThrottle, createPreAuthLimiter, type PreAuthLimiter } from '../limits/preauth.js';
 import { createLogger, type Logger } from '../observability/logger.js';
-import { createMetrics, type Metrics } from '../observability/metrics.js';
+import { createMetrics } from '../observability/metrics.js';
 import { assembleServices, type Services } from '../services.js';
-import { emptyCopy } from '../settings/watched-copy.js';
-import type { KeyCache } from '../signing/keys.js';
 import { localSigner, parsePrivateJwks, type Signer } from '../signing/signer.js';
 // memory.ts directly, not store/index.ts, which would bundle ioredis.
 import { memoryStore } from '../store/memory/index.js';
-import type { Store } from '../store/typed-store.js';
 import { upstashStore } from '../store/upstash.js';
-import { TenantActivity } from '../tenants/activity.js';
 
 /**
  * The Cloudflare Workers entry (DESIGN.md §5): the only place on Workers that reads bindings and
  * picks adapters. Migrations are not run here; run `spicegate migrate` against the database
  * before deploying (see wrangler.toml).
+ *
+ * Services (and the app) are built once per isolate, so what they keep outlives a request: the
+ * spend rows and key usage waiting to be written, the upstream's circuit breaker, metrics, the
+ * limiters, the caches. Their database is not: Workers forbid using a socket opened by one request
+ * from another, so `services.db` stands for the client of the request running (AsyncLocalStorage),
+ * opened at its first query and closed once everything the request handed to `ctx.waitUntil` has
+ * run. Each request then writes what is queued (spend rows, key usage when due) with its own
+ * client, in its `ctx.waitUntil`: Workers run no timers between requests.
  */
 
 /** The bindings this entry reads. Vars and secrets are strings; HYPERDRIVE is an object. */
@@ -43,119 +45,140 @@ export interface WorkerContext {
 // upstream model call. (Cloudflare's guidance for postgres.js on Workers.)
 const MAX_DATABASE_CONNECTIONS = 5;
 const KEY_REFRESH_MS = 10_000;
+// As often as Node's writer (KeyVerifier): last_used_at is a hint, not worth a write per request.
+const KEY_USAGE_FLUSH_MS = 5_000;
+
+/** One request's (or one cron tick's) own parts. */
+interface RequestScope {
+  readonly ctx: WorkerContext;
+  /** Its database client, opened at its first query. */
+  database?: { db: Db; close(): Promise<void> };
+  /** What it handed to `services.waitUntil`, awaited before its queued writes are flushed. */
+  readonly pending: Promise<unknown>[];
+}
 
 type IsolateState =
   | {
       ready: true;
       config: Config;
       log: Logger;
-      metrics: Metrics;
-      store: Store;
-      databaseUrl: string;
-      signer: Promise<Signer>;
-      keyCache: KeyCache;
-      peppers: Peppers;
-      preAuth: PreAuthLimiter;
-      authFailures: AuthFailureLimiter;
-      paymentThrottle: PreAuthLimiter;
-      /** Per isolate: a tenant is marked in the tenant index once a minute, not once a request. */
-      tenantActivity: TenantActivity;
-      /** Per isolate: prices and flags are re-read when their change counters move, not per request. */
-      settingsCopies: NonNullable<Parameters<typeof assembleServices>[0]['settingsCopies']>;
+      services: Services;
+      app: Hono<AppEnv>;
+      requests: AsyncLocalStorage<RequestScope>;
+      /** When this isolate last wrote some key's last_used_at: the next write waits KEY_USAGE_FLUSH_MS. */
+      keyUsageFlushedAtMs: number;
       /** When each background job last ran in this isolate (the scheduled handler). */
       jobs: JobsState;
-      externalIssuerKeys?: JWTVerifyGetKey;
     }
   | { ready: false; app: Hono<AppEnv> };
 
-// A module-level memo is allowed in this entry only (STYLE.md §1): an isolate's bindings never
-// change, so config, logger and store are built once per isolate. The database client is not:
-// Workers forbid using a socket opened by one request from another, so it is opened per request
-// (postgres.js connects lazily, so that is cheap; Hyperdrive pools behind it).
-let isolate: IsolateState | undefined;
-
 type ReadyIsolate = Extract<IsolateState, { ready: true }>;
 
-/**
- * Services for one request or one scheduled run, over the isolate's long-lived parts. The database
- * client is the request's own: Workers forbid using a socket opened by one request from another.
- */
-async function servicesFor(isolate: ReadyIsolate): Promise<Services> {
-  const { config, log, metrics, store, databaseUrl, keyCache } = isolate;
-  // No close(): the runtime drops the request's sockets once the response (a stream included)
-  // has ended. Closing in waitUntil would cut off writes made when a stream finishes.
-  const database = await openPostgres(databaseUrl, { maxConnections: MAX_DATABASE_CONNECTIONS });
-  const signer = await isolate.signer;
-  return assembleServices({
-    peppers: isolate.peppers,
-    // Per isolate, not per request: its counters must outlive a request. In-process only for
-    // now; the Upstash-backed limiter (shared by isolates) is still to come.
-    preAuth: isolate.preAuth,
-    authFailures: isolate.authFailures,
-    paymentThrottle: isolate.paymentThrottle,
-    tenantActivity: isolate.tenantActivity,
-    settingsCopies: isolate.settingsCopies,
-    // Cloudflare's edge sets it; a client cannot forge it past the edge.
-    clientAddress: (req) => req.headers.get('cf-connecting-ip') ?? undefined,
-    config,
-    database,
-    store,
-    signer,
-    log,
-    metrics,
-    keyCache,
-    ...(isolate.externalIssuerKeys === undefined ? {} : { externalIssuerKeys: isolate.externalIssuerKeys }),
-    adminToken: config.adminToken,
-    // These Services live for one request: no timers. The keys are re-read at most every 10 s
-    // per isolate.
-    lifecycle: { signingKeysMaxAgeMs: KEY_REFRESH_MS },
-  });
-}
+// A module-level memo is allowed in this entry only (STYLE.md §1): an isolate's bindings never
+// change, so its Services are built once.
+let isolate: Promise<IsolateState> | undefined;
 
 export default {
-  async fetch(request: Request, env: WorkerEnv, _ctx: WorkerContext): Promise<Response> {
+  async fetch(request: Request, env: WorkerEnv, ctx: WorkerContext): Promise<Response> {
     isolate ??= initIsolate(env);
-    if (!isolate.ready) return isolate.app.fetch(request);
-    const { config, log } = isolate;
-    let services: Services;
-    try {
-      services = await servicesFor(isolate);
-    } catch (error) {
-      log.error({ err: error }, 'database client could not be created');
-      return createNotReadyApp({
-        log,
-        maxBodyBytes: config.maxBodyBytes,
-        message: 'The database is unavailable',
-        liveness: false,
-      }).fetch(request);
-    }
-    // With the database down the last copy of the keys keeps serving the JWKS.
-    await services
-      .start()
-      .catch((error: unknown) => log.warn({ err: error }, 'signing keys could not be refreshed'));
-    return createApp(services).fetch(request);
+    const ready = await isolate;
+    if (!ready.ready) return ready.app.fetch(request);
+    const scope: RequestScope = { ctx, pending: [] };
+    return ready.requests.run(scope, async () => {
+      try {
+        // With the database down the last copy of the keys keeps serving the JWKS.
+        await ready.services
+          .start()
+          .catch((error: unknown) => ready.log.warn({ err: error }, 'signing keys could not be refreshed'));
+        return await ready.app.fetch(request);
+      } finally {
+        ctx.waitUntil(finish(ready, scope, { keyUsage: 'when_due' }));
+      }
+    });
   },
 
   /**
    * The cron trigger (wrangler.toml `[triggers]`): the background jobs a Node instance runs
    * (src/jobs: reaper, outbox drain, unsettled spend, conservation, payments…), those due at this
    * tick, under the same leases and fencing; the isolate's job state remembers when each last ran.
+   * Then what this isolate holds is written: spend rows and every key's last use.
    */
   async scheduled(_event: { scheduledTime?: number }, env: WorkerEnv, ctx: WorkerContext): Promise<void> {
     isolate ??= initIsolate(env);
-    if (!isolate.ready) return;
-    const ready = isolate;
-    const run = (async () => {
-      const services = await servicesFor(ready);
-      await services.start();
-      await runDueJobs(services, gatewayJobs(ready.config), services.clock.now(), ready.jobs);
-    })().catch((error: unknown) => ready.log.error({ err: error }, 'scheduled jobs could not run'));
+    const ready = await isolate;
+    if (!ready.ready) return;
+    const scope: RequestScope = { ctx, pending: [] };
+    const run = ready.requests.run(scope, async () => {
+      try {
+        await ready.services.start();
+        const { services } = ready;
+        // workerd binds an AbortController to the event that made it: each tick gets its own.
+        ready.jobs = { ...ready.jobs, stopping: new AbortController() };
+        await runDueJobs(services, gatewayJobs(ready.config), services.clock.now(), ready.jobs);
+      } catch (error) {
+        ready.log.error({ err: error }, 'scheduled jobs could not run');
+      } finally {
+        await finish(ready, scope, { keyUsage: 'now' });
+      }
+    });
     ctx.waitUntil(run);
     await run;
   },
 };
 
-function initIsolate(env: WorkerEnv): IsolateState {
+/**
+ * The end of a request, in its `ctx.waitUntil`: once what it handed over has run (its stream's
+ * settlement among them), the spend rows queued in this isolate and, when due, the keys' last use
+ * are written with its client, which is then closed. A failed write stays queued for the next
+ * request; the outbox drain writes the spend rows regardless.
+ */
+async function finish(
+  ready: ReadyIsolate,
+  scope: RequestScope,
+  options: { keyUsage: 'when_due' | 'now' },
+): Promise<void> {
+  const { services, log } = ready;
+  // services.waitUntil hands over promises that never reject.
+  for (let batch = scope.pending.splice(0); batch.length > 0; batch = scope.pending.splice(0)) {
+    await Promise.all(batch);
+  }
+  await services.spend.flush().catch((error: unknown) => log.warn({ err: error }, 'spend flush failed'));
+  const nowMs = services.clock.now();
+  if (options.keyUsage === 'now' || nowMs - ready.keyUsageFlushedAtMs >= KEY_USAGE_FLUSH_MS) {
+    const written = await services.keys.flushUsage().catch((error: unknown) => {
+      log.warn({ err: error }, 'last_used_at flush failed');
+      return 0;
+    });
+    if (written > 0) ready.keyUsageFlushedAtMs = nowMs;
+  }
+  await scope.database
+    ?.close()
+    .catch((error: unknown) => log.warn({ err: error }, 'database client did not close cleanly'));
+}
+
+/**
+ * A Db that stands for the current request's client: each property read picks the client of the
+ * request running (opening it at the first use), so long-lived Services never hold a socket.
+ */
+function requestDatabase(requests: AsyncLocalStorage<RequestScope>, databaseUrl: string): Db {
+  const current = (): Db => {
+    const scope = requests.getStore();
+    // Only the handlers below run Services' code; anything else would cross requests.
+    if (scope === undefined) throw new Error('The database was used outside a request');
+    scope.database ??= postgresClient(databaseUrl, { maxConnections: MAX_DATABASE_CONNECTIONS });
+    return scope.database.db;
+  };
+  return new Proxy({} as Db, {
+    get(_target, property) {
+      const db = current();
+      const value: unknown = Reflect.get(db, property, db);
+      return typeof value === 'function' ? value.bind(db) : value;
+    },
+    getPrototypeOf: () => Object.getPrototypeOf(current()),
+  });
+}
+
+async function initIsolate(env: WorkerEnv): Promise<IsolateState> {
   const result = parseConfig(stringBindings(env));
   if (!result.ok) return misconfigured(result.variable, result.message);
   const { config } = result;
@@ -167,18 +190,6 @@ function initIsolate(env: WorkerEnv): IsolateState {
       'DATABASE_URL is required on Workers (the embedded database does not run here)',
     );
   }
-
-  const log = createLogger({ level: config.logLevel });
-  const metrics = createMetrics();
-  // Upstash REST when configured. Without it, the memory engine keeps limits and reservations in
-  // this isolate only: fine for a trial, wrong for production (isolates do not share it).
-  const store =
-    config.upstash === undefined
-      ? memoryStore({ log, metrics })
-      : upstashStore({ ...config.upstash, log, metrics });
-  if (config.upstash === undefined) log.warn('no UPSTASH_REDIS_REST_URL: limits and budgets are per isolate');
-  warnNotYetInEffect(config, log);
-  log.info({ database: 'postgres', store: store.engine }, 'spicegate worker isolate ready');
   if (config.apiKeyPeppers === undefined) {
     return misconfigured(
       'API_KEY_PEPPERS',
@@ -194,27 +205,58 @@ function initIsolate(env: WorkerEnv): IsolateState {
       'SIGNING_PRIVATE_JWKS is required on Workers (there is no DATA_DIR to keep a signing key in)',
     );
   }
-  const signer = localSigner({ configured: privateJwks });
-  const peppers = parsePeppers(config.apiKeyPeppers) as Peppers;
-  return {
-    ready: true,
-    peppers,
-    preAuth: createPreAuthLimiter({ log }),
-    authFailures: createAuthFailureLimiter({ log }),
-    paymentThrottle: createPaymentThrottle({ log }),
-    tenantActivity: new TenantActivity(store),
-    settingsCopies: { prices: emptyCopy(), flags: emptyCopy() },
-    jobs: jobsState(`worker:${crypto.randomUUID()}`),
-    ...(config.externalAuth === undefined
-      ? {}
-      : { externalIssuerKeys: remoteIssuerKeys(config.externalAuth) }),
+  let signer: Signer;
+  try {
+    signer = await localSigner({ configured: privateJwks });
+  } catch (error) {
+    return misconfigured('SIGNING_PRIVATE_JWKS', `SIGNING_PRIVATE_JWKS: ${(error as Error).message}`);
+  }
+
+  const log = createLogger({ level: config.logLevel });
+  const metrics = createMetrics();
+  // Upstash REST when configured. Without it, the memory engine keeps limits and reservations in
+  // this isolate only: fine for a trial, wrong for production (isolates do not share it).
+  const store =
+    config.upstash === undefined
+      ? memoryStore({ log, metrics })
+      : upstashStore({ ...config.upstash, log, metrics });
+  if (config.upstash === undefined) log.warn('no UPSTASH_REDIS_REST_URL: limits and budgets are per isolate');
+  warnNotYetInEffect(config, log);
+
+  const requests = new AsyncLocalStorage<RequestScope>();
+  const services = assembleServices({
     config,
+    // Closed by each request (finish), never by the Services.
+    database: { db: requestDatabase(requests, databaseUrl), engine: 'postgres', close: async () => {} },
+    store,
+    signer,
+    peppers: parsePeppers(config.apiKeyPeppers) as Peppers,
+    // Cloudflare's edge sets it; a client cannot forge it past the edge.
+    clientAddress: (req) => req.headers.get('cf-connecting-ip') ?? undefined,
     log,
     metrics,
-    store,
-    databaseUrl,
-    signer,
-    keyCache: { rows: [], loadedAt: 0 },
+    adminToken: config.adminToken,
+    lifecycle: {
+      // No timers: the keys are re-read at most every 10 s per isolate, their change counter every second.
+      signingKeysMaxAgeMs: KEY_REFRESH_MS,
+      waitUntil: (promise) => {
+        const scope = requests.getStore();
+        if (scope === undefined) return;
+        scope.pending.push(promise);
+        scope.ctx.waitUntil(promise);
+      },
+    },
+  });
+  log.info({ database: 'postgres', store: store.engine }, 'spicegate worker isolate ready');
+  return {
+    ready: true,
+    config,
+    log,
+    services,
+    app: createApp(services),
+    requests,
+    keyUsageFlushedAtMs: Number.NEGATIVE_INFINITY,
+    jobs: jobsState(`worker:${crypto.randomUUID()}`),
   };
 }
 

@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
 import { isIP } from 'node:net';
-import { getConnInfo } from '@hono/node-server/conninfo';
 import type { Context, Env } from 'hono';
 
 export interface ClientAddressInput {
@@ -56,17 +55,20 @@ export function isNoAddressBucket(bucket: string): boolean {
   return bucket.startsWith(NO_ADDRESS_PREFIX);
 }
 
+/** What @hono/node-server passes as the app's env: the Node request, whose socket is the peer. */
+interface NodeIncoming {
+  incoming?: { socket?: { remoteAddress?: string } };
+}
+
 /**
- * The socket peer on @hono/node-server, or undefined where there is none (`app.request` in tests,
- * a socket already closed). Other runtimes pass their own verified address (e.g. Workers'
+ * The socket peer on @hono/node-server (read as its `getConnInfo` does, without bundling that Node
+ * helper into the Workers build), or undefined where there is none (`app.request` in tests, a socket
+ * already closed). Other runtimes pass their own verified address (e.g. Workers'
  * `CF-Connecting-IP`) to the middleware instead of this.
  */
 export function socketAddress<E extends Env>(c: Context<E>): string | undefined {
-  try {
-    return getConnInfo(c).remote.address;
-  } catch {
-    return undefined;
-  }
+  const bindings = c.env as (NodeIncoming & { server?: NodeIncoming }) | undefined;
+  return (bindings?.server ?? bindings)?.incoming?.socket?.remoteAddress;
 }
 
 /** The bucket of one address as written in a header or by the socket layer, or undefined if unusable. */

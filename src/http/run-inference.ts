@@ -1,7 +1,7 @@
 import type { Context } from 'hono';
 import { AppError } from '../errors.js';
 import { type Admitted, admit } from '../inference/admit.js';
-import { estimateRequest } from '../inference/estimate.js';
+import { type Estimated, estimateRequest } from '../inference/estimate.js';
 import { openUpstream } from '../inference/open-upstream.js';
 import { relay } from '../inference/relay.js';
 import type { InferenceInput } from '../inference/request.js';
@@ -53,6 +53,23 @@ export async function runInference<R>(
   const prices = services.prices.pricesFor(key.tenantId);
   const estimated = estimateRequest({ tiers, modelAliases, prices }, key, input);
   if (!estimated.ok) return shape.error(c, estimated.error, request);
+  // From the reservation on, everything runs to its settlement even when the caller hangs up:
+  // Workers would otherwise drop the request's work with the connection.
+  const answered = admitAndAnswer(c, services, key, input, shape, request, estimated);
+  services.waitUntil(answered);
+  return answered;
+}
+
+/** The pipeline from admission on, for `runInference`, which has estimated the reservation. */
+async function admitAndAnswer<R>(
+  c: Context<KeyEnv>,
+  services: Services,
+  key: VerifiedKey,
+  input: InferenceInput,
+  shape: AnswerShape<R>,
+  request: R,
+  estimated: Extract<Estimated, { ok: true }>,
+): Promise<Response> {
   const admission = await admit(services, key, input, estimated);
   for (const [name, value] of Object.entries(admission.headers)) c.header(name, value);
   if (!admission.ok) return shape.error(c, admission.error, request);
@@ -79,17 +96,24 @@ export async function runInference<R>(
     return answer.whole(c, content, settlement);
   }
 
+  const run = async (stream: SseStream): Promise<'abandon' | undefined> => {
+    const relayed = await relay(services, admission, call.upstream, {
+      signal: clientGone.signal,
+      onTokens: (contents) => stream.write(...contents.map(answer.token, answer)),
+    });
+    const settlement = await settle(services, key, admission, relayed);
+    if (stream.aborted) return undefined;
+    if (settlement.kind === 'stalled') return 'abandon';
+    answer.end(stream, settlement);
+    return undefined;
+  };
   return sseResponse(
     c,
-    async (stream) => {
-      const relayed = await relay(services, admission, call.upstream, {
-        signal: clientGone.signal,
-        onTokens: (contents) => stream.write(...contents.map(answer.token, answer)),
-      });
-      const settlement = await settle(services, key, admission, relayed);
-      if (stream.aborted) return;
-      if (settlement.kind === 'stalled') return 'abandon';
-      answer.end(stream, settlement);
+    (stream) => {
+      // The stream outlives the handler: its settlement must be waited for as well.
+      const running = run(stream);
+      services.waitUntil(running);
+      return running;
     },
     () => clientGone.abort(),
   );

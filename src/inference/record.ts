@@ -26,7 +26,7 @@ export function recordPoolDecision(services: Services, key: VerifiedKey, admitte
     createdAt: new Date(services.clock.now()),
   };
   services.log.info({ ...row, costMicro: row.costMicro.toString(), createdAt: undefined }, 'pool decision');
-  insertPoolDecision(services.db, services.log, row);
+  services.waitUntil(insertPoolDecision(services.db, services.log, row));
 }
 
 /**

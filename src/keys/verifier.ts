@@ -224,9 +224,9 @@ export class KeyVerifier {
     }
   }
 
-  /** Writes last_used_at for the keys used since the last flush, in one transaction. */
-  async flushUsage(): Promise<void> {
-    if (this.usage.size === 0) return;
+  /** Writes last_used_at for the keys used since the last flush, in one transaction; how many keys. */
+  async flushUsage(): Promise<number> {
+    if (this.usage.size === 0) return 0;
     // Sorted, so two instances flushing at once take row locks in the same order (no deadlock).
     const batch = [...this.usage.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     this.usage.clear();
@@ -238,5 +238,6 @@ export class KeyVerifier {
           .set({ lastUsedAt: new Date(at) })
           .where(eq(apiKeys.id, id));
     });
+    return batch.length;
   }
 }

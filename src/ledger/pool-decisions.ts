@@ -10,10 +10,11 @@ import { getTenant } from '../tenants/tenants.js';
 
 /**
  * A pool-enforcement decision row (DESIGN.md §4), idempotent by reservation id. Written off the
- * request path: a failed insert is logged, never the caller's error.
+ * request path: a failed insert is logged, never the caller's error (the promise never rejects).
  */
-export function insertPoolDecision(db: Db, log: Logger, row: PoolDecisionRow): void {
-  void asTenant(db, row.tenantId, (tx) => tx.insert(poolDecisions).values(row).onConflictDoNothing()).catch(
+export function insertPoolDecision(db: Db, log: Logger, row: PoolDecisionRow): Promise<void> {
+  return asTenant(db, row.tenantId, (tx) => tx.insert(poolDecisions).values(row).onConflictDoNothing()).then(
+    () => undefined,
     (error: unknown) =>
       log.warn({ err: error, reservationId: row.reservationId }, 'pool decision not recorded'),
   );

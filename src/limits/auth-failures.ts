@@ -1,9 +1,8 @@
 import type { Context } from 'hono';
-import type { Redis } from 'ioredis';
 import { clientBucket, socketAddress } from '../http/client-ip.js';
 import type { Logger } from '../observability/logger.js';
 import type { Services } from '../services.js';
-import { BoundedMap, createPreAuthLimiter, type PreAuthDecision } from './preauth.js';
+import { BoundedMap, createPreAuthLimiter, type PreAuthDecision, type SharedWindows } from './preauth.js';
 
 /**
  * Failed authentications per client (bucket of src/http/client-ip.ts, never an address the client
@@ -22,7 +21,7 @@ export interface AuthFailureLimiter {
 }
 
 export interface AuthFailureLimiterOptions {
-  redis?: Redis;
+  shared?: SharedWindows;
   log: Logger;
   limitPerMinute?: number;
   prefix?: string;
@@ -42,7 +41,7 @@ export function createAuthFailureLimiter(options: AuthFailureLimiterOptions): Au
     log: options.log,
     limitPerMinute,
     prefix: options.prefix ?? 'authfail',
-    ...(options.redis === undefined ? {} : { redis: options.redis }),
+    ...(options.shared === undefined ? {} : { shared: options.shared }),
   });
   const blocked = new BoundedMap<string, PreAuthDecision>(MAX_BLOCKED);
 

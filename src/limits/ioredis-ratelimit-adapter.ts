@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
-import type { Ratelimit } from '@upstash/ratelimit';
+import { Ratelimit } from '@upstash/ratelimit';
 import type { Redis } from 'ioredis';
+import type { SharedWindows } from './preauth.js';
 
 /**
  * @upstash/ratelimit over ioredis (DESIGN.md §3). The library talks to an @upstash/redis client,
@@ -76,4 +77,28 @@ function argument(value: unknown): string {
 
 function sha1(text: string): string {
   return createHash('sha1').update(text).digest('hex');
+}
+
+/**
+ * The pre-auth limiters' shared windows (preauth.ts) over ioredis: @upstash/ratelimit's sliding
+ * window through the adapter above. Node only (the Workers limiters are in-process).
+ */
+export function redisWindows(redis: Redis): SharedWindows {
+  const adapter = ioredisRatelimitAdapter(redis);
+  return {
+    // While ioredis reconnects, a command would wait in its offline queue: do not send one.
+    usable: () => redis.status !== 'reconnecting' && redis.status !== 'close' && redis.status !== 'end',
+    window: (options) =>
+      new Ratelimit({
+        redis: adapter.asRatelimitRedis(),
+        limiter: Ratelimit.slidingWindow(options.limit, `${options.windowMs} ms`),
+        prefix: options.prefix,
+        ephemeralCache: options.ephemeralCache,
+        timeout: options.timeoutMs,
+        analytics: false,
+        // Protection fetches deny lists from the internet: never.
+        enableProtection: false,
+        enableTelemetry: false,
+      }),
+  };
 }

@@ -1,13 +1,10 @@
-import { Ratelimit } from '@upstash/ratelimit';
 import type { Context, MiddlewareHandler } from 'hono';
-import type { Redis } from 'ioredis';
 import { systemClock } from '../clock.js';
 import { AppError } from '../errors.js';
 import { clientBucket, isNoAddressBucket, NO_ADDRESS_PREFIX, socketAddress } from '../http/client-ip.js';
 import { type AppEnv, errorResponse } from '../http/context.js';
 import type { Logger } from '../observability/logger.js';
 import { rateLimitHeaders } from './headers.js';
-import { ioredisRatelimitAdapter } from './ioredis-ratelimit-adapter.js';
 
 /**
  * Pre-auth protection (DESIGN.md §3 last bullet, §6 "pre-auth per-IP limit 100/min"): a per-client
@@ -58,9 +55,33 @@ export interface PreAuthLimiter {
   check(bucket: string, route: PreAuthRoute): Promise<PreAuthDecision>;
 }
 
+/** One shared sliding window (@upstash/ratelimit's answer, as `limit()` gives it). */
+export interface SharedWindow {
+  limit(
+    id: string,
+  ): Promise<{ success: boolean; limit: number; remaining: number; reset: number; reason?: string }>;
+}
+
+/**
+ * Sliding windows counted in a store all instances share: `redisWindows` (ioredis-ratelimit-adapter.ts,
+ * Node). An interface, so the Workers bundle, whose limiters are in-process, carries no rate-limit
+ * library.
+ */
+export interface SharedWindows {
+  /** Whether a command can be sent now (a reconnecting client would queue it). */
+  usable(): boolean;
+  window(options: {
+    limit: number;
+    windowMs: number;
+    prefix: string;
+    ephemeralCache: Map<string, number>;
+    timeoutMs: number;
+  }): SharedWindow;
+}
+
 export interface PreAuthLimiterOptions {
   /** Shared counters across instances; without it, the in-process limiter only. */
-  redis?: Redis;
+  shared?: SharedWindows;
   /** Per client bucket and route (DESIGN.md §6: 100), per window (a minute unless `windowMs`). */
   limitPerMinute?: number;
   /** The window the limit counts over; default a minute (the per-payment IPN throttle: an hour). */
@@ -101,25 +122,20 @@ export function createPreAuthLimiter(options: PreAuthLimiterOptions): PreAuthLim
   const prefix = options.prefix ?? 'preauth';
   const windowMs = options.windowMs ?? WINDOW_MS;
   const local = new LocalSlidingWindow(windowMs, maxLocalBuckets);
-  const redis = options.redis;
+  const shared = options.shared;
 
-  const limiters = new Map<number, Ratelimit>();
-  if (redis !== undefined) {
-    const adapter = ioredisRatelimitAdapter(redis);
+  const limiters = new Map<number, SharedWindow>();
+  if (shared !== undefined) {
     for (const limit of new Set([limitPerMinute, noAddressLimit])) {
       limiters.set(
         limit,
-        new Ratelimit({
-          redis: adapter.asRatelimitRedis(),
-          limiter: Ratelimit.slidingWindow(limit, `${windowMs} ms`),
+        shared.window({
+          limit,
+          windowMs,
           // The limit is in the key, so two limits never share counters.
           prefix: `${prefix}:${limit}`,
           ephemeralCache: new BoundedMap<string, number>(maxLocalBuckets),
-          timeout: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
-          analytics: false,
-          // Protection fetches deny lists from the internet: never.
-          enableProtection: false,
-          enableTelemetry: false,
+          timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
         }),
       );
     }
@@ -134,13 +150,7 @@ export function createPreAuthLimiter(options: PreAuthLimiterOptions): PreAuthLim
     lastLoggedAt = now;
     options.log.warn({ reason }, 'pre-auth limiter: store unavailable, limiting in-process');
   };
-  const storeUsable = () =>
-    redis !== undefined &&
-    systemClock.now() >= storeRetryAt &&
-    // While ioredis reconnects, a command would wait in its offline queue: do not send one.
-    redis.status !== 'reconnecting' &&
-    redis.status !== 'close' &&
-    redis.status !== 'end';
+  const storeUsable = () => shared !== undefined && systemClock.now() >= storeRetryAt && shared.usable();
 
   const take = async (id: string, limit: number): Promise<PreAuthDecision> => {
     const ratelimit = limiters.get(limit);
@@ -315,7 +325,7 @@ export class BoundedMap<K, V> extends Map<K, V> {
  */
 export function createPaymentThrottle(options: {
   log: Logger;
-  redis?: Redis;
+  shared?: SharedWindows;
   /** Per payment per hour; default 10. */
   limitPerHour?: number;
 }): PreAuthLimiter {
@@ -324,6 +334,6 @@ export function createPaymentThrottle(options: {
     limitPerMinute: options.limitPerHour ?? 10,
     windowMs: 3_600_000,
     prefix: 'ipnpay',
-    ...(options.redis === undefined ? {} : { redis: options.redis }),
+    ...(options.shared === undefined ? {} : { shared: options.shared }),
   });
 }

@@ -1,7 +1,7 @@
-import { Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from './prometheus.js';
 
 /**
- * Prometheus metrics (prom-client), one registry per app so tests and several apps in one
+ * Prometheus metrics (./prometheus.ts), one registry per app so tests and several apps in one
  * process never share counters. `GET /metrics` renders it.
  */
 export interface Metrics {

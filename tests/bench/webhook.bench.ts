@@ -30,6 +30,7 @@ import { createApp } from '../../src/app.js';
 import { parseConfig } from '../../src/config.js';
 import { newId } from '../../src/ids.js';
 import { type Peppers, parsePeppers } from '../../src/keys/peppers.js';
+import { redisWindows } from '../../src/limits/ioredis-ratelimit-adapter.js';
 import { createPaymentThrottle, createPreAuthLimiter } from '../../src/limits/preauth.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { assembleServices } from '../../src/services.js';
@@ -94,8 +95,8 @@ const services = assembleServices({
   store: redisStore({ url: redis.url, log }),
   signer: await localSigner(),
   peppers: parsePeppers(`1:${randomBytes(32).toString('base64url')}`) as Peppers,
-  preAuth: createPreAuthLimiter({ log, redis: limiterRedis, limitPerMinute: LIFTED }),
-  paymentThrottle: createPaymentThrottle({ log, redis: limiterRedis, limitPerHour: LIFTED }),
+  preAuth: createPreAuthLimiter({ log, shared: redisWindows(limiterRedis), limitPerMinute: LIFTED }),
+  paymentThrottle: createPaymentThrottle({ log, shared: redisWindows(limiterRedis), limitPerHour: LIFTED }),
   log,
   lifecycle: { owns: { store: true, database: true, connections: [() => limiterRedis.disconnect()] } },
 });

@@ -3,7 +3,7 @@ import { Ratelimit } from '@upstash/ratelimit';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Config } from '../../src/config.js';
-import { ioredisRatelimitAdapter } from '../../src/limits/ioredis-ratelimit-adapter.js';
+import { ioredisRatelimitAdapter, redisWindows } from '../../src/limits/ioredis-ratelimit-adapter.js';
 import { createPreAuthLimiter, type PreAuthLimiter } from '../../src/limits/preauth.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { redisOptions } from '../../src/store/redis.js';
@@ -147,7 +147,7 @@ describe('the ioredis adapter runs the library on Redis 7', () => {
   });
 
   it('the pre-auth limiter answers from Redis with no fallback and no script error logged', async () => {
-    const limiter = createPreAuthLimiter({ redis: connect(sharedUrl), log });
+    const limiter = createPreAuthLimiter({ shared: redisWindows(connect(sharedUrl)), log });
     const decision = await limiter.check(`ip4:${freshIp()}`, 'jwks');
     expect(decision).toMatchObject({ allowed: true, limit: 100, remaining: 99, source: 'redis' });
     expect(logs.filter((record) => String(record.msg).includes('pre-auth'))).toEqual([]);
@@ -157,7 +157,9 @@ describe('the ioredis adapter runs the library on Redis 7', () => {
 describe('per-IP limit over Redis (100/min)', () => {
   let app: Harness;
   beforeAll(async () => {
-    app = await gatewayWith(createPreAuthLimiter({ redis: connect(sharedUrl), log, prefix: 'http' }));
+    app = await gatewayWith(
+      createPreAuthLimiter({ shared: redisWindows(connect(sharedUrl)), log, prefix: 'http' }),
+    );
   });
 
   it('the 101st request in a minute from one IP is 429 in the error shape; another IP is fine', async () => {
@@ -196,7 +198,7 @@ describe('per-IP limit over Redis (100/min)', () => {
   it('the JWKS and tRPC count separately: a flooded JWKS still leaves the address its tRPC budget', async () => {
     await awayFromWindowEdge();
     const limiter = createPreAuthLimiter({
-      redis: connect(sharedUrl),
+      shared: redisWindows(connect(sharedUrl)),
       log,
       prefix: 'routes',
       limitPerMinute: 2,
@@ -212,7 +214,12 @@ describe('per-IP limit over Redis (100/min)', () => {
 
   it('IPv6 addresses of one /64 share a bucket; the next /64 does not', async () => {
     await awayFromWindowEdge();
-    const limiter = createPreAuthLimiter({ redis: connect(sharedUrl), log, prefix: 'v6', limitPerMinute: 3 });
+    const limiter = createPreAuthLimiter({
+      shared: redisWindows(connect(sharedUrl)),
+      log,
+      prefix: 'v6',
+      limitPerMinute: 3,
+    });
     const v6 = await gatewayWith(limiter);
     const net = randomBytes(2).toString('hex');
     expect(await statuses([1, 2, 3].map((host) => get(v6, `2001:db8:${net}:7::${host}`)))).toEqual([
@@ -227,7 +234,12 @@ describe('spoofed X-Forwarded-For gets no fresh bucket', () => {
   it('with TRUST_PROXY_HOPS=0', async () => {
     await awayFromWindowEdge();
     const app = await gatewayWith(
-      createPreAuthLimiter({ redis: connect(sharedUrl), log, prefix: 'h0', limitPerMinute: 5 }),
+      createPreAuthLimiter({
+        shared: redisWindows(connect(sharedUrl)),
+        log,
+        prefix: 'h0',
+        limitPerMinute: 5,
+      }),
       { trustProxyHops: 0 },
     );
     const client = freshIp();
@@ -242,7 +254,12 @@ describe('spoofed X-Forwarded-For gets no fresh bucket', () => {
   it('with TRUST_PROXY_HOPS=1: only the entry the proxy appended counts', async () => {
     await awayFromWindowEdge();
     const app = await gatewayWith(
-      createPreAuthLimiter({ redis: connect(sharedUrl), log, prefix: 'h1', limitPerMinute: 5 }),
+      createPreAuthLimiter({
+        shared: redisWindows(connect(sharedUrl)),
+        log,
+        prefix: 'h1',
+        limitPerMinute: 5,
+      }),
       { trustProxyHops: 1 },
     );
     const proxy = '10.0.0.1';
@@ -262,7 +279,12 @@ describe('buckets', () => {
   it('::ffff:1.2.3.4 and 1.2.3.4 share a bucket', async () => {
     await awayFromWindowEdge();
     const app = await gatewayWith(
-      createPreAuthLimiter({ redis: connect(sharedUrl), log, prefix: 'mapped', limitPerMinute: 4 }),
+      createPreAuthLimiter({
+        shared: redisWindows(connect(sharedUrl)),
+        log,
+        prefix: 'mapped',
+        limitPerMinute: 4,
+      }),
     );
     expect(await statuses([get(app, '::ffff:1.2.3.4'), get(app, '::ffff:1.2.3.4')])).toEqual([200, 200]);
     expect(await statuses([get(app, '1.2.3.4'), get(app, '1.2.3.4')])).toEqual([200, 200]);
@@ -273,7 +295,7 @@ describe('buckets', () => {
   it('a request without an address is limited, and varying headers only reaches the no-address budget', async () => {
     await awayFromWindowEdge();
     const limiter = createPreAuthLimiter({
-      redis: connect(sharedUrl),
+      shared: redisWindows(connect(sharedUrl)),
       log,
       prefix: 'noaddr',
       limitPerMinute: 3,
@@ -292,7 +314,12 @@ describe('buckets', () => {
 
   it('a real socket: loopback is its own bucket and the headers are set', async () => {
     const gateway = await gatewayWith(
-      createPreAuthLimiter({ redis: connect(sharedUrl), log, prefix: 'sock', limitPerMinute: 2 }),
+      createPreAuthLimiter({
+        shared: redisWindows(connect(sharedUrl)),
+        log,
+        prefix: 'sock',
+        limitPerMinute: 2,
+      }),
     );
     const server = await serve(gateway.app);
     try {
@@ -316,7 +343,12 @@ describe('ephemeral cache', () => {
   it('sheds a flood from one bucket without further Redis calls', async () => {
     await awayFromWindowEdge();
     const client = connect(own.url);
-    const limiter = createPreAuthLimiter({ redis: client, log, prefix: 'flood', limitPerMinute: 5 });
+    const limiter = createPreAuthLimiter({
+      shared: redisWindows(client),
+      log,
+      prefix: 'flood',
+      limitPerMinute: 5,
+    });
     const app = await gatewayWith(limiter);
     const flooder = freshIp();
     expect(await statuses(Array.from({ length: 6 }, () => get(app, flooder)))).toEqual([
@@ -352,7 +384,12 @@ describe('Redis unavailable: the fallback limits, never fails open', () => {
   let app: Harness;
   beforeAll(async () => {
     server = await startRedisServer();
-    limiter = createPreAuthLimiter({ redis: connect(server.url), log, prefix: 'down', limitPerMinute: 5 });
+    limiter = createPreAuthLimiter({
+      shared: redisWindows(connect(server.url)),
+      log,
+      prefix: 'down',
+      limitPerMinute: 5,
+    });
     app = await gatewayWith(limiter);
     expect(await limiter.check(`ip4:${freshIp()}`, 'jwks')).toMatchObject({ source: 'redis' });
   });
@@ -384,7 +421,7 @@ describe('Redis unavailable: the fallback limits, never fails open', () => {
     await awayFromWindowEdge();
     // A limiter of its own, so the previous test's back-off does not decide for it.
     const fresh = createPreAuthLimiter({
-      redis: connect(server.url),
+      shared: redisWindows(connect(server.url)),
       log,
       prefix: 'down2',
       limitPerMinute: 5,

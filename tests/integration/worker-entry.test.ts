@@ -1,8 +1,11 @@
+import { and, eq, isNotNull } from 'drizzle-orm';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it, vi } from 'vitest';
+import { apiKeys, journalEntries, spend } from '../../db/schema/index.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { startExternalIdp } from '../support/external-idp.js';
 import { freePort } from '../support/redis-server.js';
+import { events } from '../support/sse.js';
 
 /** The Workers entry run in Node: the same fetch handler workerd calls, with string bindings. */
 type WorkerModule = typeof import('../../src/entry/worker.js');
@@ -138,6 +141,118 @@ describe('Workers entry with a configuration', () => {
     await worker.scheduled({ scheduledTime: Date.now() }, env, scheduledContext);
     await Promise.all(waited);
     expect(await runs()).toEqual({ reaper: 1, drain: 1, conservation: 1 });
+  });
+
+  /**
+   * A Worker over this file's database, as workerd would drive it: every promise the entry hands to
+   * `ctx.waitUntil` is kept, so a test awaits exactly what the runtime would keep alive.
+   */
+  async function workerWithTenant(extra: Record<string, string> = {}) {
+    if (database === undefined) throw new Error('this test needs the PostgreSQL server (DATABASE_URL)');
+    const worker = await freshWorker();
+    const adminToken = 'a'.repeat(40);
+    // A burst of 100: the requests below come back to back.
+    const env = configured({ ADMIN_TOKEN: adminToken, TIERS: '{"4":{"burstCapacity":100}}', ...extra });
+    const waited: Promise<unknown>[] = [];
+    const ctx = { waitUntil: (promise: Promise<unknown>) => void waited.push(promise) };
+    /** Awaits what the runtime would, including what was handed over while waiting. */
+    const settle = async () => {
+      for (let done = 0; done < waited.length; ) {
+        const batch = waited.slice(done);
+        done = waited.length;
+        await Promise.all(batch);
+      }
+    };
+    const fetch = (path: string, init: RequestInit = {}) =>
+      worker.fetch(new Request(`http://gateway${path}`, init), env, ctx);
+    const mutate = async <T>(path: string, input: unknown, token = adminToken): Promise<T> => {
+      const response = await fetch(`/trpc/${path}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify(input),
+      });
+      const body = (await response.json()) as { result?: { data: T } };
+      if (body.result === undefined) throw new Error(`${path}: ${JSON.stringify(body)}`);
+      return body.result.data;
+    };
+    const tenant = await mutate<{ id: string }>('admin.tenants.create', { name: 'Worker', tier: 4 });
+    await mutate('admin.credits.grant', {
+      tenantId: tenant.id,
+      amountMicro: '5000000',
+      reason: 'worker test',
+    });
+    const { key } = await mutate<{ key: string }>('keys.create', { tenantId: tenant.id, name: 'worker key' });
+    const balance = async () => {
+      const response = await fetch(
+        `/trpc/billing.balance?input=${encodeURIComponent(JSON.stringify({ tenantId: tenant.id }))}`,
+        { headers: { authorization: `Bearer ${adminToken}` } },
+      );
+      return (
+        (await response.json()) as { result: { data: { reservedMicro: string; committedMicro: string } } }
+      ).result.data;
+    };
+    const infer = (body: unknown, path = '/api/v1/inference') =>
+      fetch(path, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+    await settle();
+    return { db: database.handle.db, tenantId: tenant.id, infer, balance, settle, waited };
+  }
+
+  it('writes every settled request to PostgreSQL within its waitUntil: spend rows, journal entries, key use', async () => {
+    const { db, tenantId, infer, settle } = await workerWithTenant();
+    const reservations: string[] = [];
+    for (let i = 0; i < 5; i += 1) {
+      const done = events(await (await infer({ prompt: `hello ${i}`, max_tokens: 8 })).text()).at(-1);
+      expect(done?.type).toBe('done');
+      reservations.push(done?.reservation_id as string);
+    }
+    for (let i = 0; i < 2; i += 1) {
+      const response = await infer(
+        { model: 'standard', messages: [{ role: 'user', content: `hi ${i}` }], max_tokens: 8 },
+        '/v1/chat/completions',
+      );
+      expect(response.status).toBe(200);
+      const { id } = (await response.json()) as { id: string };
+      reservations.push(id.replace(/^chatcmpl-/, ''));
+    }
+    await settle();
+
+    const rows = await db.select().from(spend).where(eq(spend.tenantId, tenantId));
+    expect(rows.map((row) => row.reservationId).sort()).toEqual([...reservations].sort());
+    expect(rows.every((row) => row.settled && row.costMicro > 0n)).toBe(true);
+    const entries = await db
+      .select()
+      .from(journalEntries)
+      .where(and(eq(journalEntries.tenantId, tenantId), eq(journalEntries.kind, 'spend')));
+    expect(entries.map((entry) => entry.reference).sort()).toEqual([...reservations].sort());
+    const used = await db
+      .select()
+      .from(apiKeys)
+      .where(and(eq(apiKeys.tenantId, tenantId), isNotNull(apiKeys.lastUsedAt)));
+    expect(used).toHaveLength(1);
+  });
+
+  it('settles a stream whose client hung up: the reservation back to 0 and the delivered tokens charged', async () => {
+    const { db, tenantId, infer, settle, balance } = await workerWithTenant({
+      LOCAL_MODEL_TOKENS: '1000',
+      LOCAL_MODEL_DELAY_MS: '20',
+    });
+    const response = await infer({ prompt: 'a long answer', max_tokens: 1000 });
+    const reader = (response.body as ReadableStream<Uint8Array>).getReader();
+    await reader.read();
+    expect((await balance()).reservedMicro).not.toBe('0');
+    await reader.cancel();
+    await settle();
+
+    // Read before any other request: its own waitUntil must have written the row.
+    const [row] = await db.select().from(spend).where(eq(spend.tenantId, tenantId));
+    expect(row?.settled).toBe(true);
+    expect(row?.completionTokens).toBeGreaterThan(0);
+    expect(row?.completionTokens).toBeLessThan(1000);
+    expect(await balance()).toMatchObject({ reservedMicro: '0', committedMicro: String(row?.costMicro) });
   });
 
   it("fetches an external issuer's JWKS once per isolate, not once per request", async () => {

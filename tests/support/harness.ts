@@ -10,6 +10,7 @@ import { type Config, parseConfig } from '../../src/config.js';
 import type { AppEnv } from '../../src/http/context.js';
 import { type Peppers, parsePeppers } from '../../src/keys/peppers.js';
 import { createAuthFailureLimiter } from '../../src/limits/auth-failures.js';
+import { redisWindows } from '../../src/limits/ioredis-ratelimit-adapter.js';
 import {
   createPaymentThrottle,
   createPreAuthLimiter,
@@ -137,15 +138,15 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
       options.preAuth ??
       (limitsRedis === undefined
         ? createPreAuthLimiter({ log, limitPerMinute: lifted })
-        : createPreAuthLimiter({ log, redis: limitsRedis })),
+        : createPreAuthLimiter({ log, shared: redisWindows(limitsRedis) })),
     authFailures:
       limitsRedis === undefined
         ? createAuthFailureLimiter({ log, limitPerMinute: lifted })
-        : createAuthFailureLimiter({ log, redis: limitsRedis }),
+        : createAuthFailureLimiter({ log, shared: redisWindows(limitsRedis) }),
     paymentThrottle:
       limitsRedis === undefined
         ? createPaymentThrottle({ log, limitPerHour: lifted })
-        : createPaymentThrottle({ log, redis: limitsRedis }),
+        : createPaymentThrottle({ log, shared: redisWindows(limitsRedis) }),
     ...(options.upstream === undefined ? {} : { upstream: options.upstream }),
     upstreamOverrides: { http, ...options.upstreamOverrides },
     ...(options.clock === undefined ? {} : { clock: options.clock }),
