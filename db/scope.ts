@@ -20,19 +20,50 @@ export const ADMIN_ROLE = 'spicegate_admin';
 /** Databases whose scoping is skipped: the bench's "RLS bypassed" variant only (bench:gateway). */
 const bypassed = new WeakSet<Db>();
 
-/** Bench-only (SPICEGATE_BENCH_RLS_BYPASS): work runs as the login role, with no transaction added. */
+/**
+ * Bench-only (SPICEGATE_BENCH_RLS_BYPASS): the scopes keep their transactions (their atomicity
+ * is the work's) but take no role, so the login's own rights apply.
+ */
 export function bypassRowLevelSecurity(db: Db): void {
   bypassed.add(db);
 }
 
-/** `work` in a transaction as TENANT_ROLE, seeing only `tenantId`'s rows. */
-export function asTenant<T>(db: Db, tenantId: string, work: (tx: Db) => Promise<T>): Promise<T> {
-  if (bypassed.has(db)) return work(db);
+/** `work` in a transaction that first sets `settings` for itself only (SET LOCAL). */
+function scoped<T>(db: Db, settings: Record<string, string>, work: (tx: Db) => Promise<T>): Promise<T> {
+  if (bypassed.has(db)) return db.transaction((tx) => work(tx));
   return db.transaction(async (tx) => {
     await tx.execute(
-      sql`select set_config('role', ${TENANT_ROLE}, true), set_config('app.current_tenant', ${tenantId}, true)`,
+      sql`select ${sql.join(
+        Object.entries(settings).map(([name, value]) => sql`set_config(${name}, ${value}, true)`),
+        sql`, `,
+      )}`,
     );
     return work(tx);
+  });
+}
+
+/** `work` in a transaction as TENANT_ROLE, seeing only `tenantId`'s rows. */
+export function asTenant<T>(db: Db, tenantId: string, work: (tx: Db) => Promise<T>): Promise<T> {
+  return scoped(db, { role: TENANT_ROLE, 'app.current_tenant': tenantId }, work);
+}
+
+/**
+ * Several tenants' work in one transaction as TENANT_ROLE, in turn, `app.current_tenant` naming
+ * each while its work runs: one commit for a batch that spans tenants (the spend writer).
+ */
+export function asEachTenant<T>(
+  db: Db,
+  tenantIds: readonly string[],
+  work: (tx: Db, tenantId: string) => Promise<T>,
+): Promise<T[]> {
+  return scoped(db, { role: TENANT_ROLE }, async (tx) => {
+    const results: T[] = [];
+    for (const tenantId of tenantIds) {
+      if (!bypassed.has(db))
+        await tx.execute(sql`select set_config('app.current_tenant', ${tenantId}, true)`);
+      results.push(await work(tx, tenantId));
+    }
+    return results;
   });
 }
 
@@ -42,22 +73,12 @@ export function asTenant<T>(db: Db, tenantId: string, work: (tx: Db) => Promise<
  * presented key finds its tenant before any tenant is known.
  */
 export function asKeyLookup<T>(db: Db, prefix: string, work: (tx: Db) => Promise<T>): Promise<T> {
-  if (bypassed.has(db)) return work(db);
-  return db.transaction(async (tx) => {
-    await tx.execute(
-      sql`select set_config('role', ${TENANT_ROLE}, true), set_config('app.key_prefix', ${prefix}, true)`,
-    );
-    return work(tx);
-  });
+  return scoped(db, { role: TENANT_ROLE, 'app.key_prefix': prefix }, work);
 }
 
-/** `work` in a transaction as ADMIN_ROLE: cross-tenant platform work. */
+/** `work` in a transaction as ADMIN_ROLE: the platform's work and every admin change. */
 export function asAdmin<T>(db: Db, work: (tx: Db) => Promise<T>): Promise<T> {
-  if (bypassed.has(db)) return work(db);
-  return db.transaction(async (tx) => {
-    await tx.execute(sql`select set_config('role', ${ADMIN_ROLE}, true)`);
-    return work(tx);
-  });
+  return scoped(db, { role: ADMIN_ROLE }, work);
 }
 
 /** A tenant's work when `tenantId` is given, otherwise the admin's (an admin naming a row by id alone). */

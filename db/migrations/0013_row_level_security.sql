@@ -3,22 +3,25 @@
 -- table, is a superuser or bypasses RLS. Roles are cluster-wide: other databases (and other
 -- migrations running at the same moment) may have created them already.
 DO $$
+DECLARE
+	r text;
 BEGIN
-	BEGIN
-		CREATE ROLE "spicegate_app" NOLOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT;
-	EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-	END;
-	BEGIN
-		CREATE ROLE "spicegate_admin" NOLOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT;
-	EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-	END;
-	-- The login that migrates may become both (a superuser may already).
-	IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
-		BEGIN
-			EXECUTE format('GRANT "spicegate_app", "spicegate_admin" TO %I', current_user);
-		EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-		END;
-	END IF;
+	FOREACH r IN ARRAY ARRAY['spicegate_app', 'spicegate_admin'] LOOP
+		-- Created by hand where the migrating login may not create roles (docs/deploy.md).
+		IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) THEN
+			BEGIN
+				EXECUTE format('CREATE ROLE %I NOLOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT', r);
+			EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+			END;
+		END IF;
+		-- The login that migrates may become both (a superuser already may).
+		IF NOT pg_has_role(current_user, r, 'MEMBER') THEN
+			BEGIN
+				EXECUTE format('GRANT %I TO %I', r, current_user);
+			EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+			END;
+		END IF;
+	END LOOP;
 END;
 $$;
 --> statement-breakpoint
@@ -29,17 +32,26 @@ GRANT USAGE ON SCHEMA "drizzle" TO "spicegate_admin";
 --> statement-breakpoint
 GRANT SELECT ON "drizzle"."__drizzle_migrations" TO "spicegate_admin";
 --> statement-breakpoint
--- The admin role works on every table; the tenant role on the tenant tables and the postings of
--- their entries. Both only append to the audit trail and the ledger (their triggers refuse the
--- rest for every role too).
+-- The admin role works on every table. The tenant role reads its tenant's rows and writes only what
+-- a tenant's own requests write: its keys, spend rows, pool decisions, invoices, ledger lines and
+-- audit rows; admin changes (tenants, grants, prices, flags) and the platform's writes (minting,
+-- engine marks, conservation) are the admin role's. Neither may UPDATE or DELETE the audit trail
+-- or the ledger (their triggers refuse the rest for every role too).
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "spicegate_admin";
 --> statement-breakpoint
-GRANT SELECT, INSERT, UPDATE, DELETE ON "tenants", "api_keys", "spend", "credit_grants", "pool_decisions",
-	"conservation_checks", "crypto_payments", "pool_prices", "feature_flags" TO "spicegate_app";
---> statement-breakpoint
-GRANT SELECT, INSERT ON "journal_entries", "postings", "audit_events" TO "spicegate_app";
---> statement-breakpoint
 REVOKE UPDATE, DELETE, TRUNCATE ON "journal_entries", "postings", "audit_events" FROM "spicegate_admin";
+--> statement-breakpoint
+GRANT SELECT ON "tenants", "credit_grants", "conservation_checks", "pool_prices", "feature_flags"
+	TO "spicegate_app";
+--> statement-breakpoint
+GRANT SELECT, INSERT ON "journal_entries", "postings", "audit_events", "pool_decisions" TO "spicegate_app";
+--> statement-breakpoint
+GRANT SELECT, INSERT, UPDATE ON "api_keys", "spend" TO "spicegate_app";
+--> statement-breakpoint
+GRANT SELECT, INSERT ON "crypto_payments" TO "spicegate_app";
+--> statement-breakpoint
+-- An invoice's provider references, once the provider has answered; nothing that mints.
+GRANT UPDATE ("provider_invoice_id", "invoice_url") ON "crypto_payments" TO "spicegate_app";
 --> statement-breakpoint
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO "spicegate_app", "spicegate_admin";
 --> statement-breakpoint
@@ -85,3 +97,21 @@ CREATE POLICY "key_lookup" ON "api_keys" FOR SELECT TO "spicegate_app"
 --> statement-breakpoint
 CREATE POLICY "key_owner" ON "tenants" FOR SELECT TO "spicegate_app"
 	USING ("id" IN (SELECT "tenant_id" FROM "api_keys" WHERE "prefix" = current_setting('app.key_prefix', true)));
+--> statement-breakpoint
+-- Ledger lines carry their tenant in the account name (`tenant:<id>:<account>`): the tenant role
+-- reads its own accounts' lines only, and appends lines to its own accounts or the platform's
+-- (a grant's or a payment's other side).
+ALTER TABLE "postings" ENABLE ROW LEVEL SECURITY;
+--> statement-breakpoint
+ALTER TABLE "postings" FORCE ROW LEVEL SECURITY;
+--> statement-breakpoint
+CREATE POLICY "tenant_isolation" ON "postings" FOR SELECT TO "spicegate_app"
+	USING (split_part("account", ':', 1) = 'tenant'
+		AND split_part("account", ':', 2) = current_setting('app.current_tenant', true));
+--> statement-breakpoint
+CREATE POLICY "tenant_append" ON "postings" FOR INSERT TO "spicegate_app"
+	WITH CHECK ((split_part("account", ':', 1) = 'tenant'
+		AND split_part("account", ':', 2) = current_setting('app.current_tenant', true))
+		OR split_part("account", ':', 1) = 'platform');
+--> statement-breakpoint
+CREATE POLICY "admin_access" ON "postings" TO "spicegate_admin" USING (true) WITH CHECK (true);

@@ -1,6 +1,6 @@
 import { and, eq } from 'drizzle-orm';
 import { creditGrants } from '../../db/schema/index.js';
-import { asAdmin, asTenant } from '../../db/scope.js';
+import { asAdmin } from '../../db/scope.js';
 import { type AuditActor, appendAudit, SYSTEM_ACTOR } from '../audit/audit.js';
 import { MAX_AMOUNT_MICRO } from '../budget/bounds.js';
 import { AppError } from '../errors.js';
@@ -82,7 +82,7 @@ export async function grantCredits(services: Services, input: GrantInput): Promi
 
   const createdAt = new Date(services.clock.now());
   // The row and its ledger entry commit together: the book never lacks a grant the row records.
-  const inserted = await asTenant(services.db, tenantId, async (tx) => {
+  const inserted = await asAdmin(services.db, async (tx) => {
     const [row] = await tx
       .insert(creditGrants)
       .values({ id: grantId, tenantId, amountMicro, reason, grantedBy, createdAt })
@@ -136,7 +136,7 @@ export async function grantCredits(services: Services, input: GrantInput): Promi
     // back, so PostgreSQL never records a grant the balance does not hold.
     // The book is append-only: the entry is reversed by a compensating one.
     if (inserted !== undefined) {
-      await asTenant(services.db, tenantId, async (tx) => {
+      await asAdmin(services.db, async (tx) => {
         const deleted = await tx
           .delete(creditGrants)
           .where(and(eq(creditGrants.id, grantId), eq(creditGrants.tenantId, tenantId)))

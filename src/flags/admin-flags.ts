@@ -1,6 +1,6 @@
 import { and, asc, eq, isNull, sql } from 'drizzle-orm';
 import { featureFlags } from '../../db/schema/index.js';
-import { asAdmin, asScope } from '../../db/scope.js';
+import { asAdmin } from '../../db/scope.js';
 import { type AuditActor, appendAudit, SYSTEM_ACTOR } from '../audit/audit.js';
 import type { Services } from '../services.js';
 import { getTenant } from '../tenants/tenants.js';
@@ -73,7 +73,7 @@ export async function setFlag(
     eq(featureFlags.flag, flag),
     tenantId === null ? isNull(featureFlags.tenantId) : eq(featureFlags.tenantId, tenantId),
   );
-  const previous = await asScope(services.db, tenantId ?? undefined, async (tx) => {
+  const previous = await asAdmin(services.db, async (tx) => {
     // One setter of a flag at a time, also before its row exists: the audit's `before` is exact.
     await tx.execute(sql`select pg_advisory_xact_lock(hashtext(${`flag:${flag}:${tenantId ?? ''}`}))`);
     const [before] = await tx.select().from(featureFlags).where(scope).for('update');

@@ -1,4 +1,4 @@
-import { and, asc, count, eq, gt, isNull, ne, or } from 'drizzle-orm';
+import { and, asc, count, eq, gt, isNull, ne, or, sql } from 'drizzle-orm';
 import type { Db } from '../../db/index.js';
 import { type ApiKeyRow, apiKeys, tenants } from '../../db/schema/index.js';
 import { asScope, asTenant } from '../../db/scope.js';
@@ -64,7 +64,7 @@ export async function createKey(
 }
 
 /**
- * Inserts a key inside the caller's transaction, after locking the tenant row, so concurrent
+ * Inserts a key inside the caller's transaction, one creation per tenant at a time, so concurrent
  * creations cannot both pass the active-key limit. `replacing` (a rotation) is not counted.
  */
 async function insertKey(
@@ -92,11 +92,10 @@ async function insertKey(
   const id = newId('key');
   const now = new Date(services.clock.now());
 
-  const [tenant] = await tx
-    .select({ id: tenants.id })
-    .from(tenants)
-    .where(eq(tenants.id, tenantId))
-    .for('update');
+  // One key creation per tenant at a time (an advisory lock: the tenant role may not lock the
+  // tenant's row), so concurrent creations cannot both pass the active-key limit.
+  await tx.execute(sql`select pg_advisory_xact_lock(hashtext(${`keys:${tenantId}`}))`);
+  const [tenant] = await tx.select({ id: tenants.id }).from(tenants).where(eq(tenants.id, tenantId));
   if (tenant === undefined) throw new AppError('not_found', `No tenant ${tenantId}`);
   const counted = replacing === undefined ? isActive(now) : and(isActive(now), ne(apiKeys.id, replacing));
   const [active] = await tx

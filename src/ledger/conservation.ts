@@ -1,5 +1,5 @@
 import { type ConservationOutcome, conservationChecks } from '../../db/schema/index.js';
-import { asTenant } from '../../db/scope.js';
+import { asAdmin } from '../../db/scope.js';
 import { AppError } from '../errors.js';
 import type { Services } from '../services.js';
 import type { RebaseResult, Snapshot } from '../store/contracts.js';
@@ -291,7 +291,7 @@ async function settleDrift(
       afterOutboxMicro: after?.outboxMicro ?? null,
       afterReservedMicro: after?.reservedMicro ?? null,
     };
-    await asTenant(services.db, tenantId, (tx) => tx.insert(conservationChecks).values(record));
+    await asAdmin(services.db, (tx) => tx.insert(conservationChecks).values(record));
   } catch (error) {
     // The store write (if any) stands; the log lines above hold every figure of the record.
     services.log.error({ err: error, tenantId, outcome }, 'conservation check not recorded');

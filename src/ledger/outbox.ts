@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm';
 import type { Db } from '../../db/index.js';
-import { asTenant } from '../../db/scope.js';
+import { asEachTenant } from '../../db/scope.js';
 import type { OutboxEntry } from '../store/contracts.js';
 import type { Store } from '../store/typed-store.js';
 
@@ -177,17 +177,13 @@ export async function writeSettledSpend(db: Db, rows: SettledSpend[]): Promise<n
   const unique = [...new Map(rows.map((row) => [row.reservationId, row])).values()].sort(
     (a, b) => compare(a.tenantId, b.tenantId) || compare(a.reservationId, b.reservationId),
   );
-  // Each tenant's rows as that tenant (row-level security, db/scope.ts), one transaction each.
-  let written = 0;
-  for (let from = 0; from < unique.length; ) {
-    const tenantId = unique[from]?.tenantId;
-    let to = from;
-    while (to < unique.length && unique[to]?.tenantId === tenantId) to += 1;
-    const group = unique.slice(from, to);
-    written += await asTenant(db, group[0]?.tenantId ?? '', (tx) => writeTenantSpend(tx, group));
-    from = to;
-  }
-  return written;
+  // Each tenant's rows as that tenant (row-level security, db/scope.ts), all in one transaction.
+  const byTenant = new Map<string, SettledSpend[]>();
+  for (const row of unique) byTenant.set(row.tenantId, [...(byTenant.get(row.tenantId) ?? []), row]);
+  const written = await asEachTenant(db, [...byTenant.keys()], (tx, tenantId) =>
+    writeTenantSpend(tx, byTenant.get(tenantId) ?? []),
+  );
+  return written.reduce((total, count) => total + count, 0);
 }
 
 function compare(a: string, b: string): number {

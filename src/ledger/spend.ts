@@ -228,7 +228,7 @@ export class SpendRecorder {
       if (result.status === 'INVALID_INPUT') {
         // Retrying cannot help: parked with its reason and counted, for an operator to look at.
         const reason = `store refused ${result.field}`;
-        await asTenant(this.db, row.tenantId, (tx) =>
+        await asAdmin(this.db, (tx) =>
           tx.update(spend).set({ parkedReason: reason }).where(eq(spend.reservationId, row.reservationId)),
         );
         this.parked.inc();

@@ -1,6 +1,6 @@
 import { eq } from 'drizzle-orm';
 import { cryptoPayments } from '../../db/schema/index.js';
-import { asAdmin, asTenant } from '../../db/scope.js';
+import { asAdmin } from '../../db/scope.js';
 import { withHydration } from '../ledger/hydrate.js';
 import type { Services } from '../services.js';
 
@@ -32,7 +32,7 @@ export async function applyEngineChanges(services: Services, paymentId: string):
         );
         return;
       }
-      await asTenant(services.db, tenantId, (tx) =>
+      await asAdmin(services.db, (tx) =>
         tx
           .update(cryptoPayments)
           .set({ engineCreditedAt: new Date(services.clock.now()) })
@@ -55,7 +55,7 @@ export async function applyEngineChanges(services: Services, paymentId: string):
         );
         return;
       }
-      await asTenant(services.db, tenantId, (tx) =>
+      await asAdmin(services.db, (tx) =>
         tx
           .update(cryptoPayments)
           .set({ engineDebitedAt: new Date(services.clock.now()) })

@@ -1,6 +1,6 @@
 import { desc, eq } from 'drizzle-orm';
 import { type CryptoPaymentRow, cryptoPayments } from '../../db/schema/index.js';
-import { asTenant } from '../../db/scope.js';
+import { asAdmin, asTenant } from '../../db/scope.js';
 import { type AuditActor, appendAudit, SYSTEM_ACTOR } from '../audit/audit.js';
 import { AppError } from '../errors.js';
 import { newId } from '../ids.js';
@@ -96,7 +96,8 @@ export async function createInvoice(
     // A 5xx, a timeout or an answer we cannot read may follow a created invoice: the row stays.
     const createdNothing = error.status !== undefined && error.status >= 400 && error.status < 500;
     if (createdNothing) {
-      await asTenant(services.db, tenantId, async (tx) => {
+      // The gateway takes back the row it wrote: the tenant role may not delete payments.
+      await asAdmin(services.db, async (tx) => {
         await tx.delete(cryptoPayments).where(eq(cryptoPayments.id, paymentId));
         await appendAudit(tx, audit('invoice.discard'));
       });

@@ -1,6 +1,6 @@
 import { and, asc, eq, isNull, sql } from 'drizzle-orm';
 import { poolPrices } from '../../db/schema/index.js';
-import { asAdmin, asScope } from '../../db/scope.js';
+import { asAdmin } from '../../db/scope.js';
 import { type AuditActor, appendAudit, SYSTEM_ACTOR } from '../audit/audit.js';
 import { MAX_AMOUNT_MICRO } from '../budget/bounds.js';
 import { AppError } from '../errors.js';
@@ -96,7 +96,7 @@ export async function setPrice(
     eq(poolPrices.pool, pool),
     tenantId === null ? isNull(poolPrices.tenantId) : eq(poolPrices.tenantId, tenantId),
   );
-  const previous = await asScope(services.db, tenantId ?? undefined, async (tx) => {
+  const previous = await asAdmin(services.db, async (tx) => {
     // One setter of a price at a time, also before its row exists: the audit's `before` is exact.
     await tx.execute(sql`select pg_advisory_xact_lock(hashtext(${`price:${pool}:${tenantId ?? ''}`}))`);
     const [before] = await tx.select().from(poolPrices).where(scope).for('update');

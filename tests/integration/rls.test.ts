@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Db } from '../../db/index.js';
 import { openPostgres } from '../../db/postgres.js';
 import { conservationChecks, poolDecisions } from '../../db/schema/index.js';
-import { ADMIN_ROLE, asAdmin, asKeyLookup, asTenant, TENANT_ROLE } from '../../db/scope.js';
+import { ADMIN_ROLE, asAdmin, asEachTenant, asKeyLookup, asTenant, TENANT_ROLE } from '../../db/scope.js';
 import { grantCredits } from '../../src/billing/credits.js';
 import { setFlag } from '../../src/flags/admin-flags.js';
 import { createKey } from '../../src/keys/keys.js';
@@ -249,12 +249,13 @@ describe('what each role sees', () => {
       await refusal(
         asTenant(app, tenantA.id, (tx) =>
           tx.execute(
-            sql`update pool_decisions set tenant_id = ${tenantB.id} where tenant_id = ${tenantA.id}`,
+            sql`update spend set tenant_id = ${tenantB.id} where tenant_id = ${tenantA.id}`,
           ),
         ),
       ),
     ).toMatch(/violates row-level security policy/);
     expect(await countBy(harness.db, 'pool_decisions', 'tenant_id', tenantB.id, true)).toBe(1);
+    expect(await countBy(harness.db, 'spend', 'tenant_id', tenantB.id, true)).toBe(1);
   });
 
   it('the admin role sees every tenant', async () => {
@@ -265,6 +266,63 @@ describe('what each role sees', () => {
       ),
     );
     expect(seen[0]?.n).toBe(2);
+  });
+
+  it('ledger lines: a tenant reads its own accounts only, and appends only to its own or the platform', async () => {
+    const accounts = await asTenant(app, tenantA.id, (tx) =>
+      rows<{ account: string }>(tx, sql`select distinct account from postings order by account`),
+    );
+    expect(accounts.map((row) => row.account)).toEqual([
+      `tenant:${tenantA.id}:available`,
+      `tenant:${tenantA.id}:spent`,
+    ]);
+    const [entry] = await asTenant(app, tenantA.id, (tx) =>
+      rows<{ id: string }>(tx, sql`select id::text from journal_entries limit 1`),
+    );
+    expect(
+      await refusal(
+        asTenant(app, tenantA.id, (tx) =>
+          tx.execute(
+            sql`insert into postings (entry_id, account, amount_micro) values (${entry?.id}, ${`tenant:${tenantB.id}:available`}, 5), (${entry?.id}, ${`tenant:${tenantA.id}:available`}, -5)`,
+          ),
+        ),
+      ),
+    ).toMatch(/violates row-level security policy/);
+    const all = await asAdmin(app, (tx) =>
+      rows<{ n: number }>(
+        tx,
+        sql`select count(distinct split_part(account, ':', 2))::int as n from postings where account like 'tenant:%' and split_part(account, ':', 2) in (${tenantA.id}, ${tenantB.id})`,
+      ),
+    );
+    expect(all[0]?.n).toBe(2);
+  });
+
+  it('the tenant role may not make the admin changes: tenants, grants, prices, flags, minting, deletions', async () => {
+    for (const statement of [
+      sql`update tenants set frozen = false, tier = 9`,
+      sql`insert into credit_grants (id, tenant_id, amount_micro, reason, granted_by) values ('g_self', ${tenantA.id}, 1, 'self', 'me')`,
+      sql`update pool_prices set micro_per_1k_tokens = 1`,
+      sql`update feature_flags set enabled = true`,
+      sql`update crypto_payments set minted_at = now()`,
+      sql`delete from crypto_payments`,
+      sql`delete from api_keys`,
+      sql`delete from spend`,
+      sql`insert into conservation_checks (tenant_id, checked_at, outcome, drift_micro, credited_drift_micro, committed_drift_micro, before_credited_micro, before_committed_micro, before_outbox_micro, before_reserved_micro, book_credited_micro, book_spent_micro) values (${tenantA.id}, now(), 'ok', 0, 0, 0, 0, 0, 0, 0, 0, 0)`,
+    ]) {
+      expect(await refusal(asTenant(app, tenantA.id, (tx) => tx.execute(statement)))).toMatch(
+        /permission denied/,
+      );
+    }
+    // What a tenant's own request does write is allowed: an invoice's provider references.
+    await asTenant(app, tenantA.id, (tx) =>
+      tx.execute(sql`update crypto_payments set invoice_url = 'https://x.test'`),
+    );
+    expect(
+      await rows<{ url: string }>(
+        harness.db,
+        sql`select invoice_url as url from crypto_payments where tenant_id = ${tenantA.id}`,
+      ),
+    ).toEqual([{ url: 'https://x.test' }]);
   });
 
   it('a key lookup sees the one key its prefix names and that key tenant, nothing else', async () => {
@@ -286,7 +344,10 @@ describe('what each role sees', () => {
       for (const statement of [
         sql`update audit_events set action = 'x'`,
         sql`delete from audit_events`,
+        sql`truncate audit_events`,
         sql`update postings set amount_micro = 1`,
+        sql`delete from postings`,
+        sql`update journal_entries set kind = 'grant'`,
         sql`delete from journal_entries`,
       ]) {
         expect(await refusal(scope((tx) => tx.execute(statement)))).toMatch(/permission denied/);
@@ -306,32 +367,44 @@ describe('a scope ends with its transaction', () => {
 
   /**
    * What the next transaction on the connection inherits from a scope that has ended: the role,
-   * the tenant setting, and the rows the tenant role then sees without setting a tenant itself.
+   * the settings, and the rows the tenant role then sees without setting anything itself.
    */
-  async function leftover(db: Db, scope: (db: Db, tenantId: string) => Promise<unknown>) {
-    await scope(db, tenantA.id);
-    const [session] = await rows<{ role: string; tenant: string | null }>(
+  async function leftover(db: Db, scope: (db: Db) => Promise<unknown>) {
+    await scope(db);
+    const [session] = await rows<{ role: string; tenant: string | null; prefix: string | null }>(
       db,
-      sql`select current_user as role, nullif(current_setting('app.current_tenant', true), '') as tenant`,
+      sql`select current_user as role, nullif(current_setting('app.current_tenant', true), '') as tenant,
+        nullif(current_setting('app.key_prefix', true), '') as prefix`,
     );
     const visible = await db.transaction(async (tx) => {
       await tx.execute(sql`select set_config('role', ${TENANT_ROLE}, true)`);
-      return (await rows<{ n: number }>(tx, sql`select count(*)::int as n from spend`))[0]?.n;
+      const [seen] = await rows<{ n: number }>(
+        tx,
+        sql`select (select count(*) from spend)::int + (select count(*) from api_keys)::int as n`,
+      );
+      return seen?.n;
     });
     // Back to a clean session whatever the scope did (RESET cannot run inside a transaction).
     await db.execute(sql`reset role`);
     await db.execute(sql`reset app.current_tenant`);
-    return { role: session?.role, tenant: session?.tenant ?? null, visible };
+    await db.execute(sql`reset app.key_prefix`);
+    return { role: session?.role, tenant: session?.tenant ?? null, prefix: session?.prefix ?? null, visible };
   }
 
-  it('asTenant leaves nothing behind: the next transaction is the login again and sees no tenant', async () => {
+  it('no scope leaves anything behind: the next transaction is the login again, with no tenant and no key', async () => {
     const connection = await oneConnection();
     try {
       const [login] = await rows<{ role: string }>(connection.db, sql`select current_user as role`);
-      const after = await leftover(connection.db, (db, tenantId) =>
-        asTenant(db, tenantId, (tx) => tx.execute(sql`select 1`)),
-      );
-      expect(after).toEqual({ role: login?.role, tenant: null, visible: 0 });
+      const clean = { role: login?.role, tenant: null, prefix: null, visible: 0 };
+      const read = (tx: Db) => tx.execute(sql`select count(*) from spend`);
+      expect(await leftover(connection.db, (db) => asTenant(db, tenantA.id, read))).toEqual(clean);
+      expect(
+        await leftover(connection.db, (db) => asKeyLookup(db, tenantA.keyPrefixes[0] ?? '', read)),
+      ).toEqual(clean);
+      expect(await leftover(connection.db, (db) => asAdmin(db, read))).toEqual(clean);
+      expect(
+        await leftover(connection.db, (db) => asEachTenant(db, [tenantA.id, tenantB.id], (tx) => read(tx))),
+      ).toEqual(clean);
     } finally {
       await connection.close();
     }
@@ -340,15 +413,16 @@ describe('a scope ends with its transaction', () => {
   it('a session-level SET in its place leaks into the next transaction, and this check catches it', async () => {
     const connection = await oneConnection();
     try {
-      const leaky = (db: Db, tenantId: string) =>
+      const leaky = (db: Db) =>
         db.transaction(async (tx) => {
-          // `false`: SET, not SET LOCAL — what asTenant must never do.
+          // `false`: SET, not SET LOCAL — what a scope must never do.
           await tx.execute(
-            sql`select set_config('role', ${TENANT_ROLE}, false), set_config('app.current_tenant', ${tenantId}, false)`,
+            sql`select set_config('role', ${TENANT_ROLE}, false), set_config('app.current_tenant', ${tenantA.id}, false)`,
           );
         });
       const after = await leftover(connection.db, leaky);
-      expect(after).toEqual({ role: TENANT_ROLE, tenant: tenantA.id, visible: 1 });
+      // Tenant A's spend row and its two keys.
+      expect(after).toEqual({ role: TENANT_ROLE, tenant: tenantA.id, prefix: null, visible: 3 });
     } finally {
       await connection.close();
     }

@@ -70,7 +70,7 @@ export async function loginUrl(url: string, login: string): Promise<string> {
       create role ${login} login noinherit nosuperuser nocreatedb nocreaterole nobypassrls;
       exception when duplicate_object or unique_violation then null; end $$`);
     await owner.unsafe(`grant ${TENANT_ROLE}, ${ADMIN_ROLE} to ${login}`).catch((error: unknown) => {
-      if (!String(error).includes('already')) throw error;
+      if (!/already|duplicate key/.test(String(error))) throw error;
     });
   } finally {
     await owner.end();
