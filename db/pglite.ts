@@ -2,14 +2,17 @@ import { PGlite } from '@electric-sql/pglite';
 import { drizzle } from 'drizzle-orm/pglite';
 import { migrate } from 'drizzle-orm/pglite/migrator';
 import { migrationsFolder } from './migrations-folder.js';
+import { seedFromTemplate } from './pglite-template.js';
 import * as schema from './schema/index.js';
 import type { DbHandle } from './types.js';
 
 /**
  * The embedded database: PostgreSQL compiled to WASM, persisted under `dataDir` (in memory when
  * omitted, as tests do). One process owns the files; other commands go through the running server.
+ * A new `dataDir` starts as a copy of the migrated template when one fits (db/pglite-template.ts).
  */
 export async function openPglite(dataDir?: string): Promise<DbHandle> {
+  if (dataDir !== undefined) await seedFromTemplate(dataDir);
   const client = dataDir === undefined ? await PGlite.create() : await PGlite.create(dataDir);
   const db = drizzle(client, { schema });
   let closed = false;
