@@ -1,4 +1,5 @@
 import { PGlite } from '@electric-sql/pglite';
+import { readMigrationFiles } from 'drizzle-orm/migrator';
 import { drizzle } from 'drizzle-orm/pglite';
 import { migrate } from 'drizzle-orm/pglite/migrator';
 import { migrationsFolder } from './migrations-folder.js';
@@ -19,11 +20,28 @@ export async function openPglite(dataDir?: string): Promise<DbHandle> {
   return {
     db,
     engine: 'pglite',
-    migrate: () => migrate(db, { migrationsFolder: migrationsFolder() }),
+    migrate: async () => {
+      if (await allApplied(client)) return;
+      await migrate(db, { migrationsFolder: migrationsFolder() });
+    },
     close: async () => {
       if (closed) return;
       closed = true;
       await client.close();
     },
   };
+}
+
+/**
+ * Whether every committed migration is recorded (a restart): one query, where drizzle's migrator
+ * runs its DDL and an empty transaction (~0.2 s on this machine; docs/performance.md "Boot").
+ * A migration missing, or no migrations table yet: false, and the migrator runs.
+ */
+async function allApplied(client: PGlite): Promise<boolean> {
+  const recorded = await client
+    .query<{ hash: string }>('select hash from drizzle.__drizzle_migrations')
+    .then((result) => new Set(result.rows.map((row) => row.hash)))
+    .catch(() => undefined);
+  if (recorded === undefined) return false;
+  return readMigrationFiles({ migrationsFolder: migrationsFolder() }).every((m) => recorded.has(m.hash));
 }

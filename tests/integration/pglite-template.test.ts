@@ -7,6 +7,7 @@ import { drizzle } from 'drizzle-orm/pglite';
 import { migrate } from 'drizzle-orm/pglite/migrator';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrationsFolder } from '../../db/migrations-folder.js';
+import { openPglite } from '../../db/pglite.js';
 import { buildTemplate, seedFromTemplate } from '../../db/pglite-template.js';
 
 interface Journal {
@@ -58,6 +59,20 @@ describe('the PGlite template', () => {
     const dataDir = join(work, 'first-start', 'pglite');
     expect(await seedFromTemplate(dataDir, { roots })).toBe(all.length - 1);
     expect(await appliedHashes(dataDir, migrationsFolder())).toEqual(all.map((migration) => migration.hash));
+  }, 60_000);
+
+  it("has openPglite's migrate() apply what a copy one migration behind lacks, then find nothing left", async () => {
+    const dataDir = join(work, 'opened', 'pglite');
+    expect(await seedFromTemplate(dataDir, { migrationsFolder: behind, roots })).toBe(all.length - 1);
+    for (const _open of [1, 2]) {
+      const handle = await openPglite(dataDir);
+      try {
+        await handle.migrate();
+      } finally {
+        await handle.close();
+      }
+    }
+    expect(await appliedHashes(dataDir, behind)).toEqual(all.map((migration) => migration.hash));
   }, 60_000);
 
   it('seeds an existing empty directory (DATA_DIR made by hand)', async () => {
