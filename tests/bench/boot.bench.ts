@@ -93,6 +93,7 @@ function breakdown(boots: Boot[]): string {
     signer: phases.signer ?? 0,
     'services.start': phases.services ?? 0,
     ready: phases.sinceProcessStart ?? 0,
+    'CPU until ready': phases.cpu ?? 0,
   }));
   const names = Object.keys(rows[0] ?? {}) as (keyof (typeof rows)[number])[];
   return names.map((name) => `${name} ${median(rows.map((row) => row[name])).toFixed(0)}`).join(', ');
