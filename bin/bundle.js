@@ -93,7 +93,9 @@ export async function bundle(entry) {
       await utimes(dir, now, now).catch(() => undefined);
       void removeStale(out, name);
       const inputs = [...Object.keys(result.metafile.inputs), ...CONFIG_INPUTS];
-      await recordInputs(out, entry, { bundle: name, entryFile, inputs: await hashFiles(inputs), resolved });
+      const record = { bundle: name, entryFile, inputs: await hashFiles(inputs), resolved };
+      // Best effort: without a record the next start builds again.
+      await recordInputs(out, entry, record).catch(() => undefined);
       return pathToFileURL(join(dir, entryFile)).href;
     } catch (error) {
       lastError = error;
@@ -138,12 +140,14 @@ async function builderKey() {
   return hash.digest('hex');
 }
 
+/** A file that is not there (an installed package has no tsconfig.json) hashes as `absent`. */
 async function hashFiles(paths) {
   const hashes = await Promise.all(
-    paths.map(async (path) =>
-      createHash('sha256')
-        .update(await readFile(join(ROOT, path)))
-        .digest('hex'),
+    paths.map((path) =>
+      readFile(join(ROOT, path)).then(
+        (text) => createHash('sha256').update(text).digest('hex'),
+        () => 'absent',
+      ),
     ),
   );
   return Object.fromEntries(paths.map((path, index) => [path, hashes[index]]));

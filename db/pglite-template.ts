@@ -11,6 +11,7 @@ import {
   stat,
   writeFile,
 } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -59,7 +60,8 @@ function currentMigrations(folder: string): string[] {
 
 /** Templates are only valid for the PGlite build (its PostgreSQL and catalog) that wrote them. */
 async function pgliteVersion(): Promise<string> {
-  const entry = fileURLToPath(import.meta.resolve('@electric-sql/pglite'));
+  // From this source file (bin/bundle.js keeps import.meta.url), wherever the bundle runs.
+  const entry = createRequire(import.meta.url).resolve('@electric-sql/pglite');
   let dir = dirname(entry);
   for (;;) {
     const manifest = await readFile(join(dir, 'package.json'), 'utf8').catch(() => undefined);
