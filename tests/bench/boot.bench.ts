@@ -4,7 +4,8 @@
  * DATA_DIR) and on a restart (the same DATA_DIR). Prints each run, the medians, and where the
  * time went (the phases the server logs with 'spicegate ready'). Asserts nothing.
  * BENCH_BASELINE=<another checkout, installed> boots it too, alternating run by run, so a change
- * is compared on one noisy machine in one sitting.
+ * is compared on one noisy machine in one sitting. BENCH_REALTIME=1 runs the server under
+ * `chrt -f 10` (root, util-linux): ahead of everything else on the machine, as if it were quiet.
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -14,6 +15,7 @@ import { join } from 'node:path';
 const PORT = Number(process.env.BENCH_PORT ?? 8797);
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 const BASELINE = process.env.BENCH_BASELINE;
+const REALTIME = process.env.BENCH_REALTIME === '1';
 
 interface Boot {
   healthMs: number;
@@ -38,7 +40,10 @@ async function until200(url: string, deadlineMs: number): Promise<void> {
 
 async function boot(dataDir: string, project: string): Promise<Boot> {
   const startedAt = performance.now();
-  const child = spawn(process.execPath, ['bin/spicegate.js', 'serve'], {
+  const command = [process.execPath, 'bin/spicegate.js', 'serve'];
+  // chrt execs the command: the child's pid is the server's.
+  const [file, ...args] = REALTIME ? ['chrt', '-f', '10', ...command] : command;
+  const child = spawn(file as string, args, {
     cwd: project,
     env: {
       ...process.env,
