@@ -19,6 +19,7 @@ import { redisWindows } from '../limits/ioredis-ratelimit-adapter.js';
 import { createPaymentThrottle, createPreAuthLimiter } from '../limits/preauth.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { createMetrics, type Metrics } from '../observability/metrics.js';
+import { startupMs, timed } from '../observability/startup.js';
 import { assembleServices, type Services } from '../services.js';
 import { localSigner, parsePrivateJwks } from '../signing/signer.js';
 import { memoryStore, redisOptions, redisStore, type Store, upstashStore } from '../store/index.js';
@@ -44,13 +45,15 @@ export async function buildNodeServices(
   // DATA_DIR also holds the local signer's private keys, so it exists whatever the database.
   await ensureDataDir(config.dataDir);
 
-  const database = await createDb(
-    config.databaseUrl === undefined
-      ? { dataDir: join(config.dataDir, 'pglite') }
-      : { databaseUrl: config.databaseUrl },
+  const database = await timed('database', () =>
+    createDb(
+      config.databaseUrl === undefined
+        ? { dataDir: join(config.dataDir, 'pglite') }
+        : { databaseUrl: config.databaseUrl },
+    ),
   );
   try {
-    await database.migrate();
+    await timed('migrate', () => database.migrate());
   } catch (error) {
     await database.close();
     throw error;
@@ -71,10 +74,12 @@ export async function buildNodeServices(
     log.info({ path: resolve(path), generated: secret.created }, 'bootstrap admin token file');
   }
 
-  const signer = await localSigner({
-    configured: parsePrivateJwks(config.signingPrivateJwks),
-    file: jsonKeyDir(join(config.dataDir, 'signing-keys')),
-  });
+  const signer = await timed('signer', () =>
+    localSigner({
+      configured: parsePrivateJwks(config.signingPrivateJwks),
+      file: jsonKeyDir(join(config.dataDir, 'signing-keys')),
+    }),
+  );
   const peppers = await loadPeppers(config, log);
   // Its own connection: a pre-auth flood never queues behind admission and settlement.
   const preAuthRedis = config.redisUrl === undefined ? undefined : new Redis(config.redisUrl, redisOptions());
@@ -115,7 +120,7 @@ export async function buildNodeServices(
     },
   });
   try {
-    await services.start();
+    await timed('services', () => services.start());
   } catch (error) {
     await services.stop().catch(() => undefined);
     throw error;
@@ -174,6 +179,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   const { port } = server.address() as AddressInfo;
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   log.info({ url }, 'listening');
+  const listeningAt = Math.round(performance.now());
   warnNotYetInEffect(config, log);
   warnShortReservationTtl(config, log);
 
@@ -189,7 +195,13 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
       jobs.start();
     }
     log.info(
-      { url, database: services.engines.db, store: services.engines.store, jobs: config.jobs },
+      {
+        url,
+        database: services.engines.db,
+        store: services.engines.store,
+        jobs: config.jobs,
+        startupMs: { listening: listeningAt, ...startupMs() },
+      },
       'spicegate ready',
     );
     return services;
