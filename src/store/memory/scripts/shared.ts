@@ -112,8 +112,14 @@ export const tenantKeys = {
   deadlines: (base: string) => `${base}:resz`,
   idempotency: (base: string, keyId: string | null | undefined, idem: string) =>
     `${base}:idem:${keyId}:${idem}`,
+  /** admit v4's tokens-per-day counter, still corrected for a reservation it made (finalize v5). */
   tokensPerDay: (base: string, keyId: string | null | undefined, day: string | number | null | undefined) =>
     `${base}:tpd:${keyId}:${day}`,
+  /**
+   * A rate-limit subject's hash (admit v5): `*` the tenant, `u:<user>`, `c:<channel>`, `k:<key>`:
+   * its window, burst bucket and tokens of the day.
+   */
+  subject: (base: string, suffix: string) => `${base}:s:${suffix}`,
   /** Settlements waiting to be written to PostgreSQL (budget_finalize appends, outbox_ack deletes). */
   outbox: (base: string) => `${base}:outbox`,
 };
@@ -156,7 +162,7 @@ export function rateLimited(dimension: string, limit: number, retryMs: number, n
 /**
  * A token bucket's level now (stored × 60000, so refill per ms is an integer): full when new,
  * refilled by the time since it was last written, never above capacity. (The Lua scripts inline
- * this in admit and pool_gate.)
+ * this in pool_gate.)
  */
 export function refilled(
   kv: MemoryKv,
