@@ -202,14 +202,12 @@ export class SpendRecorder {
    * there and the outbox drain writes them again later, which adds nothing.
    */
   private async acknowledgeWaiting(minWaitMs: number): Promise<void> {
-    const calls = this.acks
-      .due(this.clock.now(), minWaitMs)
-      .flatMap(([tenantId, entries]) =>
-        Array.from({ length: Math.ceil(entries.length / 1000) }, (_, i) => ({
-          tenantId,
-          entries: entries.slice(i * 1000, (i + 1) * 1000),
-        })),
-      );
+    const calls = this.acks.due(this.clock.now(), minWaitMs).flatMap(([tenantId, entries]) =>
+      Array.from({ length: Math.ceil(entries.length / 1000) }, (_, i) => ({
+        tenantId,
+        entries: entries.slice(i * 1000, (i + 1) * 1000),
+      })),
+    );
     await Promise.all(
       calls.map(async ({ tenantId, entries }) => {
         try {
