@@ -22,6 +22,10 @@ export interface EngineUnderTest {
   getHashRaw(key: string, field: string): Promise<string | null>;
   /** Deletes a key, as an eviction would. */
   deleteRaw(key: string): Promise<void>;
+  /** A key's time to live in ms (-1: none, -2: no such key). */
+  ttlRaw(key: string): Promise<number>;
+  /** Sets a key's time to live in ms. */
+  expireRaw(key: string, ms: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -49,6 +53,8 @@ export function makeEngine(
       },
       getHashRaw: async (key, field) => runner.kv.hget(key, field),
       deleteRaw: async (key) => runner.kv.del(key),
+      ttlRaw: async (key) => runner.kv.pttl(key),
+      expireRaw: async (key, ms) => runner.kv.pexpire(key, ms),
       close: async () => {},
     };
   }
@@ -68,6 +74,10 @@ export function makeEngine(
     getHashRaw: (key, field) => runner.client.hget(key, field),
     deleteRaw: async (key) => {
       await runner.client.del(key);
+    },
+    ttlRaw: (key) => runner.client.pttl(key),
+    expireRaw: async (key, ms) => {
+      await runner.client.pexpire(key, ms);
     },
     close: async () => {
       await runner.close();
