@@ -9,8 +9,10 @@
 -- was last set, and the key's subject also renews the monthly counters' TTLs then. The reservation
 -- records where its day's tokens were counted (`tpdh` = 1), so budget_finalize v5 corrects that
 -- counter, and admit v4's `:tpd:` key for a reservation admit v4 made during a rolling deploy.
--- The reservation lookup and the tombstone check are one HMGET. Replies and the order of checks
--- are v4's.
+-- The reservation lookup and the tombstone check are one HMGET; the monthly counters are read
+-- only when their cap applies; the reservation no longer records `deadline` and `createdAt`
+-- (read by no script: the deadline is its score in `:resz`). Replies and the order of checks are
+-- v4's.
 -- Since v4: a reservation id the caller already cancelled (budget_finalize's tombstone, written
 -- when its cancel arrived before this admit, e.g. after the admit timed out) answers CANCELLED and
 -- writes nothing, so a late admit never reserves what nobody will settle.
@@ -130,11 +132,14 @@ local function num(value)
   return tonumber(value) or 0
 end
 
--- Remaining figures of the three scopes, as they stand (before this request).
+-- Remaining figures of the three scopes, as they stand (before this request); a monthly counter
+-- is read only when its cap applies (every figure that uses it is).
+local NONE = {}
 local function scopes()
   local bal = redis.call('HMGET', balKey, 'credited', 'committed', 'reserved')
-  local m = redis.call('HMGET', monthKey, 'committed', 'reserved')
-  local km = redis.call('HMGET', keyMonthKey, 'committed', 'reserved')
+  local m, km = NONE, NONE
+  if limits.tenantMonthlyCapMicro >= 0 then m = redis.call('HMGET', monthKey, 'committed', 'reserved') end
+  if limits.keyMonthlyCapMicro >= 0 then km = redis.call('HMGET', keyMonthKey, 'committed', 'reserved') end
   return {
     credited = num(bal[1]), balanceUsed = num(bal[2]) + num(bal[3]),
     monthUsed = num(m[1]) + num(m[2]), keyMonthUsed = num(km[1]) + num(km[2]),
@@ -333,9 +338,9 @@ end
 -- Admitted: the reservation in the budget counters, then one HSET per subject; its TTL (and, for
 -- the key's subject, the monthly counters' 400 days) renewed when this is its first write in this
 -- window.
-redis.call('HINCRBY', balKey, 'reserved', cost)
-redis.call('HINCRBY', monthKey, 'reserved', cost)
-redis.call('HINCRBY', keyMonthKey, 'reserved', cost)
+redis.call('HINCRBY', balKey, 'reserved', ARGV[8])
+redis.call('HINCRBY', monthKey, 'reserved', ARGV[8])
+redis.call('HINCRBY', keyMonthKey, 'reserved', ARGV[8])
 if day >= heldDay then
   set(keySubject, 'd', day)
   set(keySubject, 't', usedToday + tokens)
@@ -356,8 +361,8 @@ for _, sub in ipairs({tenantSubject or false, userSubject or false, channelSubje
 end
 local deadline = now + ttl
 -- No expiry while open: the reaper releases it; finalize or reap set the retention.
-redis.call('HSET', resKey, 'state', 'open', 'keyId', keyId, 'pool', pool, 'amount', cost, 'tokens', tokens,
-  'period', period, 'day', day, 'deadline', deadline, 'createdAt', now, 'idem', idem, 'tpdh', 1)
+redis.call('HSET', resKey, 'state', 'open', 'keyId', keyId, 'pool', pool, 'amount', ARGV[8], 'tokens', ARGV[9],
+  'period', period, 'day', day, 'idem', idem, 'tpdh', 1)
 redis.call('ZADD', base .. ':resz', deadline, resId)
 if idem ~= '' then
   redis.call('HSET', idemKey, 'res', resId, 'expiresAt', deadline)

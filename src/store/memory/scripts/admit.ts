@@ -71,10 +71,11 @@ export const admit: Script = (kv, keys, args) => {
   // An absent balance is an emptied store, not zero credits: rebuild it from the book first.
   if (!kv.exists(balKey)) return ['HYDRATE'];
 
+  // A monthly counter is read only when its cap applies (every figure that uses it is).
   const scopes = () => {
     const bal = balanceOf(kv, base);
-    const m = kv.hmget(monthKey, 'committed', 'reserved');
-    const km = kv.hmget(keyMonthKey, 'committed', 'reserved');
+    const m = limits.tenantMonthlyCapMicro >= 0 ? kv.hmget(monthKey, 'committed', 'reserved') : [];
+    const km = limits.keyMonthlyCapMicro >= 0 ? kv.hmget(keyMonthKey, 'committed', 'reserved') : [];
     return {
       credited: bal.credited,
       balanceUsed: bal.committed + bal.reserved,
@@ -278,8 +279,6 @@ export const admit: Script = (kv, keys, args) => {
     tokens,
     period,
     day,
-    deadline,
-    createdAt: now,
     idem,
     tpdh: 1,
   });
