@@ -1,18 +1,18 @@
 -- admit v5: every rate-limit dimension and every budget scope decided in ONE atomic step.
 -- A denial writes nothing anywhere; an admission charges every dimension and reserves the cost.
--- New in v5, the same decisions with about half the commands: the rate state of one subject lives
--- in ONE hash, {t:<id>}:s:<subject> (the tenant "*", "u:<user>", "c:<channel>", "k:<keyId>"),
--- read with one HMGET and written with one HSET: its sliding window as the window's index and its
--- two counts (fields w, c, p: the counts of windows w and w - 1), the burst bucket of the tenant's
--- or user's subject (bl, bt) and the key's tokens of the day (d, t). Expiries are set once per
--- window per key rather than per request: field x holds the window index at which this hash's TTL
--- was last set, and the key's subject also renews the monthly counters' TTLs then. The reservation
--- records where its day's tokens were counted (`tpdh` = 1), so budget_finalize v5 corrects that
--- counter, and admit v4's `:tpd:` key for a reservation admit v4 made during a rolling deploy.
--- The reservation lookup and the tombstone check are one HMGET; the monthly counters are read
--- only when their cap applies; the reservation no longer records `deadline` and `createdAt`
--- (read by no script: the deadline is its score in `:resz`). Replies and the order of checks are
--- v4's.
+-- New in v5, the same decisions with fewer and lighter commands: every counter a request is
+-- checked against (the windows of each dimension, now and the minute before, the key's tokens of
+-- the day, the burst bucket) is read with ONE MGET (one slot: every key has the tenant's hash
+-- tag); a window's counter gets its expiry once, when its INCR creates it (answers 1), and the
+-- tokens-per-day counter when its INCRBY creates it (v4 renewed both on every request); the burst
+-- bucket is one string "<level>:<ms>" written with its expiry in one SET … PX (`:bk:` keys; v4's
+-- `:burst:` hashes are no longer read, so a bucket starts full once after the upgrade); the
+-- monthly counters are read only when their cap applies, and their 400-day expiry is renewed when
+-- the key's tokens-per-day counter is created (once a day per key) instead of on every request;
+-- the reservation lookup and the tombstone check are one HMGET, and the reservation no longer
+-- records `deadline` and `createdAt` (read by no script: the deadline is its score in `:resz`).
+-- Window and tokens-per-day keys are v4's, so v4 and v5 instances count together during a rolling
+-- deploy. Replies and the order of checks are v4's.
 -- Since v4: a reservation id the caller already cancelled (budget_finalize's tombstone, written
 -- when its cancel arrived before this admit, e.g. after the admit timed out) answers CANCELLED and
 -- writes nothing, so a late admit never reserves what nobody will settle.
@@ -180,11 +180,38 @@ if priorRes then
   return {'ALREADY_RESERVED', priorRes, num(r[1]), r[2] or 'expired', balance, month, keyMonth}
 end
 
+-- Every counter this request is checked against, read at once: per limited window its counts of
+-- this minute and the one before, the key's tokens of the day, and the burst bucket.
+local idx = math.floor(now / WINDOW_MS)
+local elapsed = now - idx * WINDOW_MS
+local day = math.floor(now / DAY_MS)
+local tpdKey = base .. ':tpd:' .. keyId .. ':' .. day
+local burstSubject = user
+if burstSubject == '' then burstSubject = '*' end
+local burstKey = base .. ':bk:' .. burstSubject
+-- '*' is outside the id alphabet, so it never collides with a real user or channel id.
+local windows = {}
+local function addWindow(name, subject, limit)
+  if limit >= 0 then windows[#windows + 1] = {name = name, prefix = base .. ':w:' .. name .. ':' .. subject .. ':', limit = limit} end
+end
+addWindow('tenant', '*', limits.tenantRpm)
+if user ~= '' then addWindow('user', user, limits.userRpm) end
+if channel ~= '' then addWindow('channel', channel, limits.channelRpm) end
+local keyWindowAt = #windows + 1
+addWindow('key_rpm', keyId, limits.keyRpm)
+local keys = {tpdKey, burstKey}
+for _, w in ipairs(windows) do
+  keys[#keys + 1] = w.prefix .. idx
+  keys[#keys + 1] = w.prefix .. (idx - 1)
+end
+local held = redis.call('MGET', unpack(keys))
+for i, w in ipairs(windows) do
+  w.cur, w.prev = num(held[1 + 2 * i]), num(held[2 + 2 * i])
+end
+
 -- Dimensions: compute every verdict first, write nothing until all have passed. Every denying
 -- dimension is evaluated; the one that frees up last is reported, so its retry time is when the
 -- whole request can pass (each dimension only frees up as time goes by).
-local idx = math.floor(now / WINDOW_MS)
-local elapsed = now - idx * WINDOW_MS
 local denied = nil
 local function deny(name, limit, retry)
   if retry < 1 then retry = 1 end
@@ -198,36 +225,10 @@ local function consider(name, limit, remaining, resetAt)
   end
 end
 
--- The subjects this request counts in, each one hash read once: its fields as read, and the
--- fields to write once everything has passed (nil: nothing to write).
-local FIELDS = {'w', 'c', 'p', 'bl', 'bt', 'd', 't', 'x'}
-local function subject(suffix, ttl)
-  local key = base .. ':s:' .. suffix
-  local v = redis.call('HMGET', key, 'w', 'c', 'p', 'bl', 'bt', 'd', 't', 'x')
-  local read = {}
-  for i, field in ipairs(FIELDS) do read[field] = v[i] end
-  return {key = key, ttl = ttl, read = read, write = nil}
-end
-local function set(s, field, value)
-  if not s.write then s.write = {} end
-  s.write[#s.write + 1] = field
-  s.write[#s.write + 1] = value
-end
-
 -- Sliding window counter: estimate = current + previous * (share of the previous window still in
--- view). Multiplied through by WINDOW_MS so every figure stays an exact integer. The subject holds
--- the counts of its newest window w (c) and of w - 1 (p); any other window counts 0. A request
--- whose clock is behind (another gateway's) counts in window w - 1 while it is held, else nowhere.
-local function window(name, s, limit)
-  if limit < 0 then return end
-  local w, c, p = idx, 0, 0
-  if s.read.w then w, c, p = num(s.read.w), num(s.read.c), num(s.read.p) end
-  local function count(k)
-    if k == w then return c end
-    if k == w - 1 then return p end
-    return 0
-  end
-  local cur, prev = count(idx), count(idx - 1)
+-- view). Multiplied through by WINDOW_MS so every figure stays an exact integer.
+local function window(w)
+  local name, limit, cur, prev = w.name, w.limit, w.cur, w.prev
   local used = cur * WINDOW_MS + prev * (WINDOW_MS - elapsed)
   local windowEnd = (idx + 1) * WINDOW_MS
   if used + WINDOW_MS > limit * WINDOW_MS then
@@ -243,43 +244,21 @@ local function window(name, s, limit)
     return
   end
   consider(name, limit, math.floor((limit * WINDOW_MS - used - WINDOW_MS) / WINDOW_MS), windowEnd)
-  if idx >= w then
-    set(s, 'w', idx)
-    set(s, 'c', cur + 1)
-    set(s, 'p', prev)
-  elseif idx == w - 1 then
-    set(s, 'p', p + 1)
-  end
 end
 
--- '*' is outside the id alphabet, so it never collides with a real user or channel id.
-local tenantSubject = nil
-if limits.tenantRpm >= 0 or (limits.burstCapacity >= 0 and user == '') then
-  tenantSubject = subject('*', DAY_MS)
-end
-local userSubject = nil
-if user ~= '' and (limits.userRpm >= 0 or limits.burstCapacity >= 0) then
-  userSubject = subject('u:' .. user, DAY_MS)
-end
-if tenantSubject then window('tenant', tenantSubject, limits.tenantRpm) end
-if userSubject then window('user', userSubject, limits.userRpm) end
-local channelSubject = nil
-if channel ~= '' and limits.channelRpm >= 0 then
-  channelSubject = subject('c:' .. channel, 10 * WINDOW_MS)
-  window('channel', channelSubject, limits.channelRpm)
-end
--- The key's subject: key_rpm, and the tokens of the day, counted whatever the limit.
-local keySubject = subject('k:' .. keyId, 2 * DAY_MS)
+for i = 1, keyWindowAt - 1 do window(windows[i]) end
 
 -- Burst: token bucket; levels are stored multiplied by 60000 so refill per ms is an integer.
+local burstWrite = nil
 if limits.burstCapacity >= 0 then
-  local s = userSubject or tenantSubject
   local capacity, refill = limits.burstCapacity, limits.burstRefillPerMinute
   if refill < 0 then refill = 0 end
   local scaledCap = capacity * WINDOW_MS
   local level, ts = scaledCap, now
-  if s.read.bl then
-    level, ts = num(s.read.bl), num(s.read.bt)
+  local storedLevel, storedTs = nil, nil
+  if held[2] then storedLevel, storedTs = string.match(held[2], '^(%d+):(%d+)$') end
+  if storedLevel then
+    level, ts = tonumber(storedLevel), tonumber(storedTs)
     if now > ts then
       level = math.min(scaledCap, level + (now - ts) * refill)
       ts = now
@@ -294,26 +273,20 @@ if limits.burstCapacity >= 0 then
     local full = 0
     if refill > 0 then full = math.ceil((scaledCap - after) / refill) end
     consider('burst', capacity, math.floor(after / WINDOW_MS), now + full)
-    set(s, 'bl', after)
-    set(s, 'bt', ts)
+    burstWrite = string.format('%.0f:%.0f', after, ts)
   end
 end
 
-window('key_rpm', keySubject, limits.keyRpm)
+if windows[keyWindowAt] then window(windows[keyWindowAt]) end
 
 -- Tokens per UTC day, charged with the estimate now and corrected to the actual count by finalize.
-local day = math.floor(now / DAY_MS)
--- The subject holds its newest day (d) and that day's tokens (t): a request whose clock is still
--- in an earlier day (another gateway's) is checked against 0 and counted nowhere.
-local usedToday, heldDay = 0, day
-if keySubject.read.d then heldDay = num(keySubject.read.d) end
-if heldDay == day then usedToday = num(keySubject.read.t) end
 if limits.keyTpd >= 0 then
+  local used = num(held[1])
   local dayEnd = (day + 1) * DAY_MS
-  if usedToday + tokens > limits.keyTpd then
+  if used + tokens > limits.keyTpd then
     deny('key_tpd', limits.keyTpd, dayEnd - now)
   else
-    consider('key_tpd', limits.keyTpd, limits.keyTpd - usedToday - tokens, dayEnd)
+    consider('key_tpd', limits.keyTpd, limits.keyTpd - used - tokens, dayEnd)
   end
 end
 if denied then return denied end
@@ -335,34 +308,25 @@ if cost > 0 then
   end
 end
 
--- Admitted: the reservation in the budget counters, then one HSET per subject; its TTL (and, for
--- the key's subject, the monthly counters' 400 days) renewed when this is its first write in this
--- window.
+-- Admitted: apply every write; an expiry only where this write created the key.
+for _, w in ipairs(windows) do
+  if redis.call('INCR', w.prefix .. idx) == 1 then redis.call('PEXPIRE', w.prefix .. idx, 10 * WINDOW_MS) end
+end
+if burstWrite then redis.call('SET', burstKey, burstWrite, 'PX', DAY_MS) end
 redis.call('HINCRBY', balKey, 'reserved', ARGV[8])
 redis.call('HINCRBY', monthKey, 'reserved', ARGV[8])
 redis.call('HINCRBY', keyMonthKey, 'reserved', ARGV[8])
-if day >= heldDay then
-  set(keySubject, 'd', day)
-  set(keySubject, 't', usedToday + tokens)
-end
-for _, sub in ipairs({tenantSubject or false, userSubject or false, channelSubject or false, keySubject}) do
-  if sub and sub.write then
-    local renew = not sub.read.x or num(sub.read.x) ~= idx
-    if renew then set(sub, 'x', idx) end
-    redis.call('HSET', sub.key, unpack(sub.write))
-    if renew then
-      redis.call('PEXPIRE', sub.key, sub.ttl)
-      if sub == keySubject then
-        redis.call('PEXPIRE', monthKey, 400 * DAY_MS)
-        redis.call('PEXPIRE', keyMonthKey, 400 * DAY_MS)
-      end
-    end
-  end
+if redis.call('INCRBY', tpdKey, tokens) == tokens then
+  -- The key's first request of the day (or its counter was 0): the day's expiry, and the monthly
+  -- counters' renewed.
+  redis.call('PEXPIRE', tpdKey, 2 * DAY_MS)
+  redis.call('PEXPIRE', monthKey, 400 * DAY_MS)
+  redis.call('PEXPIRE', keyMonthKey, 400 * DAY_MS)
 end
 local deadline = now + ttl
 -- No expiry while open: the reaper releases it; finalize or reap set the retention.
 redis.call('HSET', resKey, 'state', 'open', 'keyId', keyId, 'pool', pool, 'amount', ARGV[8], 'tokens', ARGV[9],
-  'period', period, 'day', day, 'idem', idem, 'tpdh', 1)
+  'period', period, 'day', day, 'idem', idem)
 redis.call('ZADD', base .. ':resz', deadline, resId)
 if idem ~= '' then
   redis.call('HSET', idemKey, 'res', resId, 'expiresAt', deadline)

@@ -6,10 +6,8 @@
 -- (an entry only when its reservation id matches too, each charge taken off `outbox` once, the
 -- field clamped at 0 and never written while the balance hash is absent), in every reply but
 -- INVALID_INPUT and HYDRATE (nothing written: the caller calls again with them), so a busy
--- tenant's acknowledgements cost no call of their own. Each counter is
--- read and written once (HMGET, HSET) instead of HGET and two HINCRBYs, the acknowledged charges
--- leave `outbox` in the same write, and the tokens-per-day correction goes to admit v5's subject
--- hash (a reservation admit v4 made, without `tpdh`, still corrects v4's `:tpd:` key).
+-- tenant's acknowledgements cost no call of their own. A reservation is released from each
+-- counter by one HINCRBY whose answer shows any drift (v4 read the field first).
 -- Since v4, the outbox: a settlement (FINALIZED or LATE_FINALIZE, a charge of 0 included) that
 -- names the spend row's key appends one entry holding everything the row needs to the tenant's
 -- stream {t:<id>}:outbox (never trimmed; outbox_read / outbox_ack drain it into PostgreSQL) and
@@ -162,7 +160,7 @@ end
 
 local resKey = base .. ':res:' .. resId
 local r = redis.call('HMGET', resKey, 'state', 'amount', 'tokens', 'period', 'keyId', 'day', 'charged', 'idem',
-  'pool', 'tpdh')
+  'pool')
 local state = r[1]
 if not state and recoverPool ~= '' and rowKeyId ~= '' then
   -- Recovery: the reservation was lost with the store's data; the delivered tokens are billed (a
@@ -224,65 +222,45 @@ if rowKeyId ~= '' then
   outboxAdded = charge
 end
 
--- Each counter read once and written once: the reservation released (an open one; a free one,
--- amount 0, reserved nothing), the charge committed, and on the balance the outbox moved.
+-- The reservation released from each counter (an open one; a free one, amount 0, reserved
+-- nothing) and the charge committed; on the balance the outbox moves by the charge appended and
+-- the charges acknowledged.
 local drift = 0
 local counters = {balKey, base .. ':m:' .. period, base .. ':km:' .. keyId .. ':' .. period}
-for i, key in ipairs(counters) do
-  local v = redis.call('HMGET', key, 'reserved', 'committed', 'outbox')
-  local write = {}
+for _, key in ipairs(counters) do
   if state == 'open' and amount > 0 then
-    local reserved = tonumber(v[1]) or 0
-    if reserved < amount then
-      drift = drift + (amount - reserved)
-      reserved = 0
-    else
-      reserved = reserved - amount
-    end
-    write[#write + 1] = 'reserved'
-    write[#write + 1] = string.format('%.0f', reserved)
-  end
-  write[#write + 1] = 'committed'
-  write[#write + 1] = string.format('%.0f', (tonumber(v[2]) or 0) + charge)
-  if i == 1 then
-    local held = tonumber(v[3])
-    local outbox = held
-    if held and released > 0 then
-      outbox = held - released
-      if outbox < 0 then outbox = 0 end
-    end
-    if outboxAdded > 0 then outbox = (outbox or 0) + outboxAdded end
-    if outbox and outbox ~= held then
-      write[#write + 1] = 'outbox'
-      write[#write + 1] = string.format('%.0f', outbox)
+    local left = redis.call('HINCRBY', key, 'reserved', -amount)
+    if left < 0 then
+      drift = drift - left
+      redis.call('HSET', key, 'reserved', 0)
     end
   end
-  redis.call('HSET', key, unpack(write))
+  redis.call('HINCRBY', key, 'committed', charge)
+end
+if released > 0 then
+  local held = tonumber(redis.call('HGET', balKey, 'outbox'))
+  if held then
+    local left = held - released
+    if left < 0 then left = 0 end
+    redis.call('HSET', balKey, 'outbox', string.format('%.0f', left + outboxAdded))
+  elseif outboxAdded > 0 then
+    redis.call('HINCRBY', balKey, 'outbox', outboxAdded)
+  end
+elseif outboxAdded > 0 then
+  redis.call('HINCRBY', balKey, 'outbox', outboxAdded)
 end
 if state == 'open' then redis.call('ZREM', base .. ':resz', resId) end
 if drift > 0 then
   redis.log(redis.LOG_WARNING, 'ACCOUNTING_DRIFT base=' .. base .. ' reservation=' .. resId .. ' amount=' .. drift)
 end
 
--- Correct the key's tokens-per-day counter from the estimate to the actual count (the day's
--- counter the reservation was counted in, if the subject still holds that day).
-if r[10] == '1' then
-  local subjectKey = base .. ':s:k:' .. keyId
-  local held = redis.call('HMGET', subjectKey, 'd', 't')
-  if held[1] and held[1] == day then
-    local used = tonumber(held[2]) or 0
-    local corrected = used + actualTokens - estimate
-    if corrected < 0 then corrected = 0 end
-    if corrected ~= used then redis.call('HSET', subjectKey, 't', string.format('%.0f', corrected)) end
-  end
-else
-  local tpdKey = base .. ':tpd:' .. keyId .. ':' .. day
-  local used = tonumber(redis.call('GET', tpdKey))
-  if used then
-    local corrected = used + actualTokens - estimate
-    if corrected < 0 then corrected = 0 end
-    redis.call('SET', tpdKey, corrected, 'KEEPTTL')
-  end
+-- Correct the key's tokens-per-day counter from the estimate to the actual count.
+local tpdKey = base .. ':tpd:' .. keyId .. ':' .. day
+local used = tonumber(redis.call('GET', tpdKey))
+if used then
+  local corrected = used + actualTokens - estimate
+  if corrected < 0 then corrected = 0 end
+  if corrected ~= used then redis.call('SET', tpdKey, corrected, 'KEEPTTL') end
 end
 
 redis.call('HSET', resKey, 'state', 'finalized', 'charged', charge, 'finalizedAt', now)

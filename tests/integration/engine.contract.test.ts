@@ -1210,35 +1210,48 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
       expect((await outbox(tenantId)).map((entry) => entry.reservationId)).toEqual(['res_lost']);
     });
 
-    it('keeps one hash per rate-limit subject, its TTL renewed on the first write of each window only', async () => {
+    it('sets a counter’s expiry when a write creates it, not on every request', async () => {
       const tenantId = await fundedTenant();
       const limits = {
         ...NO_LIMITS,
         tenantRpm: 100,
-        userRpm: 100,
         keyRpm: 100,
+        keyTpd: 1_000,
         burstCapacity: 5,
         burstRefillPerMinute: 300,
       };
-      const subjects = ['*', 'u:alice', 'k:key_a'].map((suffix) => `${base(tenantId)}:s:${suffix}`);
-      const month = `${base(tenantId)}:m:${periodOf(NOW)}`;
-      const keyMonth = `${base(tenantId)}:km:key_a:${periodOf(NOW)}`;
-      const ttls = () => Promise.all([...subjects, month, keyMonth].map((key) => engine.ttlRaw(key)));
-      await admitted(admitInput(tenantId, { userId: 'alice', limits }));
-      const day = 86_400_000;
+      const minute = Math.floor(NOW / 60_000);
+      const day = Math.floor(NOW / 86_400_000);
+      const window = (name: string, subject: string, idx: number) =>
+        `${base(tenantId)}:w:${name}:${subject}:${idx}`;
+      const counters = [
+        window('tenant', '*', minute),
+        window('key_rpm', 'key_a', minute),
+        `${base(tenantId)}:tpd:key_a:${day}`,
+        `${base(tenantId)}:m:${periodOf(NOW)}`,
+        `${base(tenantId)}:km:key_a:${periodOf(NOW)}`,
+      ];
+      const ttls = () => Promise.all(counters.map((key) => engine.ttlRaw(key)));
       const near = (expected: number) =>
         expect.toSatisfy((ttl: number) => ttl > expected - 60_000 && ttl <= expected);
-      expect(await ttls()).toEqual([near(day), near(day), near(2 * day), near(400 * day), near(400 * day)]);
-      // Within the window, no write renews them.
-      for (const key of [...subjects, month, keyMonth]) await engine.expireRaw(key, 3_600_000);
-      await admitted(admitInput(tenantId, { userId: 'alice', limits, nowMs: NOW + 1_000 }));
+      const DAY = 86_400_000;
+      await admitted(admitInput(tenantId, { limits }));
+      expect(await ttls()).toEqual([
+        near(600_000),
+        near(600_000),
+        near(2 * DAY),
+        near(400 * DAY),
+        near(400 * DAY),
+      ]);
+      // The next request in the same minute and day renews none of them.
+      for (const key of counters) await engine.expireRaw(key, 3_600_000);
+      await admitted(admitInput(tenantId, { limits, nowMs: NOW + 1_000 }));
       expect(await ttls()).toEqual(Array(5).fill(near(3_600_000)));
-      // The first write of the next window does.
-      await admitted(admitInput(tenantId, { userId: 'alice', limits, nowMs: NOW + 60_000 }));
-      expect(await ttls()).toEqual([near(day), near(day), near(2 * day), near(400 * day), near(400 * day)]);
-      // …and the counts went to the subjects' hashes: 3 requests in two windows.
-      expect(await engine.getHashRaw(subjects[2] as string, 'c')).toBe('1');
-      expect(await engine.getHashRaw(subjects[2] as string, 'p')).toBe('2');
+      // The next minute's counters get theirs when created; the burst bucket carries its own.
+      await admitted(admitInput(tenantId, { limits, nowMs: NOW + 60_000 }));
+      expect(await engine.ttlRaw(window('tenant', '*', minute + 1))).toEqual(near(600_000));
+      expect(await engine.ttlRaw(`${base(tenantId)}:bk:*`)).toEqual(near(DAY));
+      expect(await engine.getHashRaw(`${base(tenantId)}:bal`, 'reserved')).toBe('300');
     });
 
     it('a reservation admit v4 made (rolling deploy) still has its tokens of the day corrected in v4’s key', async () => {

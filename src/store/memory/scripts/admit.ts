@@ -17,8 +17,9 @@ import {
  * admit: every rate-limit dimension and every budget scope decided in one atomic step; a denial
  * writes nothing, an admission charges every dimension and reserves the cost (0: a free request,
  * rate-limited but outside every budget scope); a reservation id already cancelled (a tombstone)
- * answers CANCELLED. The rate state of one subject (the tenant, a user, a channel, a key) is one
- * hash, its TTL renewed once per window. The contract is lua/admit.v5.lua.
+ * answers CANCELLED. Every counter checked is read at once (MGET in Lua), an expiry is set where a
+ * write creates a key, the burst bucket is one "<level>:<ms>" string. The contract is
+ * lua/admit.v5.lua.
  */
 
 /** ARGV[13..21], in order. */
@@ -33,14 +34,6 @@ const LIMIT_NAMES = [
   'tenantMonthlyCapMicro',
   'keyMonthlyCapMicro',
 ] as const;
-
-/** A rate-limit subject's hash: its fields as read, and what to write once everything passed. */
-interface Subject {
-  key: string;
-  ttlMs: number;
-  read: Record<'w' | 'c' | 'p' | 'bl' | 'bt' | 'd' | 't' | 'x', string | null>;
-  write: Record<string, number> | null;
-}
 
 export const admit: Script = (kv, keys, args) => {
   const base = keys[0] ?? '';
@@ -116,6 +109,7 @@ export const admit: Script = (kv, keys, args) => {
 
   const idx = Math.floor(now / WINDOW_MS);
   const elapsed = now - idx * WINDOW_MS;
+  const writes: (() => void)[] = [];
   let denied: Reply | null = null;
   // Of the denying dimensions, the one that frees up last sets the retry time.
   const deny = (name: string, limit: number, retryMs: number) => {
@@ -128,30 +122,11 @@ export const admit: Script = (kv, keys, args) => {
       tightest = { name, limit, remaining, resetAt };
   };
 
-  // Each subject's hash, read once; its writes wait until everything has passed.
-  const subject = (suffix: string, ttlMs: number): Subject => {
-    const key = tenantKeys.subject(base, suffix);
-    const fields = ['w', 'c', 'p', 'bl', 'bt', 'd', 't', 'x'] as const;
-    const values = kv.hmget(key, ...fields);
-    const read = Object.fromEntries(fields.map((field, i) => [field, values[i] ?? null])) as Subject['read'];
-    return { key, ttlMs, read, write: null };
-  };
-  const set = (s: Subject, field: string, value: number) => {
-    s.write ??= {};
-    s.write[field] = value;
-  };
-
-  // The subject holds the counts of its newest window w (c) and of w - 1 (p); any other counts 0.
-  // A request whose clock is behind counts in window w - 1 while it is held, else nowhere.
-  const window = (name: string, s: Subject, limit: number): void => {
+  const window = (name: string, subject: string, limit: number): void => {
     if (limit < 0) return;
-    const held = s.read.w !== null;
-    const w = held ? num(s.read.w) : idx;
-    const c = held ? num(s.read.c) : 0;
-    const p = held ? num(s.read.p) : 0;
-    const count = (k: number) => (k === w ? c : k === w - 1 ? p : 0);
-    const cur = count(idx);
-    const prev = count(idx - 1);
+    const prefix = `${base}:w:${name}:${subject}:`;
+    const cur = num(kv.get(prefix + idx));
+    const prev = num(kv.get(prefix + (idx - 1)));
     const used = cur * WINDOW_MS + prev * (WINDOW_MS - elapsed);
     const windowEnd = (idx + 1) * WINDOW_MS;
     if (used + WINDOW_MS > limit * WINDOW_MS) {
@@ -164,40 +139,27 @@ export const admit: Script = (kv, keys, args) => {
       return;
     }
     consider(name, limit, Math.floor((limit * WINDOW_MS - used - WINDOW_MS) / WINDOW_MS), windowEnd);
-    if (idx >= w) {
-      set(s, 'w', idx);
-      set(s, 'c', cur + 1);
-      set(s, 'p', prev);
-    } else if (idx === w - 1) {
-      set(s, 'p', p + 1);
-    }
+    writes.push(() => {
+      if (kv.incrBy(prefix + idx, 1) === 1) kv.pexpire(prefix + idx, 10 * WINDOW_MS);
+    });
   };
 
-  // '*' is outside the id alphabet, so it never collides with a real user or channel id.
-  const tenantSubject =
-    limits.tenantRpm >= 0 || (limits.burstCapacity >= 0 && user === '') ? subject('*', DAY_MS) : null;
-  const userSubject =
-    user !== '' && (limits.userRpm >= 0 || limits.burstCapacity >= 0) ? subject(`u:${user}`, DAY_MS) : null;
-  if (tenantSubject) window('tenant', tenantSubject, limits.tenantRpm);
-  if (userSubject) window('user', userSubject, limits.userRpm);
-  let channelSubject: Subject | null = null;
-  if (channel !== '' && limits.channelRpm >= 0) {
-    channelSubject = subject(`c:${channel}`, 10 * WINDOW_MS);
-    window('channel', channelSubject, limits.channelRpm);
-  }
-  // The key's subject: key_rpm, and the tokens of the day, counted whatever the limit.
-  const keySubject = subject(`k:${keyId}`, 2 * DAY_MS);
+  window('tenant', '*', limits.tenantRpm);
+  if (user !== '') window('user', user, limits.userRpm);
+  if (channel !== '') window('channel', channel, limits.channelRpm);
 
   if (limits.burstCapacity >= 0) {
-    const s = (userSubject ?? tenantSubject) as Subject;
+    const burstKey = tenantKeys.burst(base, user === '' ? '*' : user);
     const capacity = limits.burstCapacity;
     const refill = Math.max(0, limits.burstRefillPerMinute);
     const scaledCap = capacity * WINDOW_MS;
+    // "<level>:<ms>"; anything else reads as a full bucket.
+    const [, storedLevel, storedTs] = /^(\d+):(\d+)$/.exec(kv.get(burstKey) ?? '') ?? [];
     let level = scaledCap;
     let ts = now;
-    if (s.read.bl !== null) {
-      level = num(s.read.bl);
-      ts = num(s.read.bt);
+    if (storedLevel !== undefined && storedTs !== undefined) {
+      level = Number(storedLevel);
+      ts = Number(storedTs);
       if (now > ts) {
         level = Math.min(scaledCap, level + (now - ts) * refill);
         ts = now;
@@ -213,24 +175,23 @@ export const admit: Script = (kv, keys, args) => {
       const after = level - WINDOW_MS;
       const full = refill > 0 ? Math.ceil((scaledCap - after) / refill) : 0;
       consider('burst', capacity, Math.floor(after / WINDOW_MS), now + full);
-      set(s, 'bl', after);
-      set(s, 'bt', ts);
+      writes.push(() => {
+        kv.set(burstKey, `${after}:${ts}`, { pxMs: DAY_MS });
+      });
     }
   }
 
-  window('key_rpm', keySubject, limits.keyRpm);
+  window('key_rpm', keyId, limits.keyRpm);
 
-  // The subject holds its newest day (d) and that day's tokens (t): a request whose clock is still
-  // in an earlier day is checked against 0 and counted nowhere.
   const day = Math.floor(now / DAY_MS);
-  const heldDay = keySubject.read.d === null ? day : num(keySubject.read.d);
-  const usedToday = heldDay === day ? num(keySubject.read.t) : 0;
+  const tpdKey = tenantKeys.tokensPerDay(base, keyId, day);
   if (limits.keyTpd >= 0) {
+    const used = num(kv.get(tpdKey));
     const dayEnd = (day + 1) * DAY_MS;
-    if (usedToday + tokens > limits.keyTpd) {
+    if (used + tokens > limits.keyTpd) {
       deny('key_tpd', limits.keyTpd, dayEnd - now);
     } else {
-      consider('key_tpd', limits.keyTpd, limits.keyTpd - usedToday - tokens, dayEnd);
+      consider('key_tpd', limits.keyTpd, limits.keyTpd - used - tokens, dayEnd);
     }
   }
   if (denied) return denied;
@@ -248,27 +209,16 @@ export const admit: Script = (kv, keys, args) => {
     }
   }
 
+  for (const write of writes) write();
   kv.hincrby(balKey, 'reserved', cost);
   kv.hincrby(monthKey, 'reserved', cost);
   kv.hincrby(keyMonthKey, 'reserved', cost);
-  if (day >= heldDay) {
-    set(keySubject, 'd', day);
-    set(keySubject, 't', usedToday + tokens);
-  }
-  // One write per subject; its TTL (and, for the key's, the monthly counters') renewed when this
-  // is its first write in this window.
-  for (const s of [tenantSubject, userSubject, channelSubject, keySubject]) {
-    if (s === null || s.write === null) continue;
-    const renew = s.read.x === null || num(s.read.x) !== idx;
-    if (renew) set(s, 'x', idx);
-    kv.hset(s.key, s.write);
-    if (renew) {
-      kv.pexpire(s.key, s.ttlMs);
-      if (s === keySubject) {
-        kv.pexpire(monthKey, 400 * DAY_MS);
-        kv.pexpire(keyMonthKey, 400 * DAY_MS);
-      }
-    }
+  // The key's first request of the day (or its counter was 0): the day's expiry, and the monthly
+  // counters' renewed.
+  if (kv.incrBy(tpdKey, tokens) === tokens) {
+    kv.pexpire(tpdKey, 2 * DAY_MS);
+    kv.pexpire(monthKey, 400 * DAY_MS);
+    kv.pexpire(keyMonthKey, 400 * DAY_MS);
   }
   const deadline = now + ttl;
   kv.hset(resKey, {
@@ -280,7 +230,6 @@ export const admit: Script = (kv, keys, args) => {
     period,
     day,
     idem,
-    tpdh: 1,
   });
   kv.zadd(tenantKeys.deadlines(base), deadline, resId);
   if (idem !== '') {

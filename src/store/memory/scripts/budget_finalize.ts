@@ -53,7 +53,7 @@ export const budgetFinalize: Script = (kv, keys, args) => {
   };
 
   const resKey = tenantKeys.reservation(base, resId);
-  const [state, amountRaw, tokensRaw, period, keyId, day, charged, idem, pool, tpdh] = kv.hmget(
+  const [state, amountRaw, tokensRaw, period, keyId, day, charged, idem, pool] = kv.hmget(
     resKey,
     'state',
     'amount',
@@ -64,7 +64,6 @@ export const budgetFinalize: Script = (kv, keys, args) => {
     'charged',
     'idem',
     'pool',
-    'tpdh',
   );
   if (!state && recoverPool !== '' && rowKeyId !== '') {
     // Recovery: the reservation was lost with the store's data; the delivered tokens are billed (a
@@ -163,22 +162,10 @@ export const budgetFinalize: Script = (kv, keys, args) => {
   }
   if (state === 'open') kv.zrem(tenantKeys.deadlines(base), resId);
 
-  // The tokens-per-day counter the reservation was counted in: admit v5's subject hash while it
-  // still holds that day, or admit v4's key.
-  if (tpdh === '1') {
-    const subjectKey = tenantKeys.subject(base, `k:${keyId}`);
-    const [heldDay, heldTokens] = kv.hmget(subjectKey, 'd', 't');
-    if (heldDay !== null && heldDay === day) {
-      const used = num(heldTokens);
-      const corrected = Math.max(0, used + actualTokens - estimate);
-      if (corrected !== used) kv.hset(subjectKey, { t: corrected });
-    }
-  } else {
-    const tpdKey = tenantKeys.tokensPerDay(base, keyId, day);
-    const used = kv.get(tpdKey);
-    if (used !== null)
-      kv.set(tpdKey, String(Math.max(0, num(used) + actualTokens - estimate)), { keepTtl: true });
-  }
+  const tpdKey = tenantKeys.tokensPerDay(base, keyId, day);
+  const used = kv.get(tpdKey);
+  if (used !== null)
+    kv.set(tpdKey, String(Math.max(0, num(used) + actualTokens - estimate)), { keepTtl: true });
 
   kv.hset(resKey, { state: 'finalized', charged: charge, finalizedAt: now });
   kv.pexpire(resKey, RETAIN_MS);

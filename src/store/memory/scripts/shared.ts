@@ -112,14 +112,10 @@ export const tenantKeys = {
   deadlines: (base: string) => `${base}:resz`,
   idempotency: (base: string, keyId: string | null | undefined, idem: string) =>
     `${base}:idem:${keyId}:${idem}`,
-  /** admit v4's tokens-per-day counter, still corrected for a reservation it made (finalize v5). */
   tokensPerDay: (base: string, keyId: string | null | undefined, day: string | number | null | undefined) =>
     `${base}:tpd:${keyId}:${day}`,
-  /**
-   * A rate-limit subject's hash (admit v5): `*` the tenant, `u:<user>`, `c:<channel>`, `k:<key>`:
-   * its window, burst bucket and tokens of the day.
-   */
-  subject: (base: string, suffix: string) => `${base}:s:${suffix}`,
+  /** A user's burst bucket (`*`: the tenant's, for requests without a user): "<level>:<ms>". */
+  burst: (base: string, subject: string) => `${base}:bk:${subject}`,
   /** Settlements waiting to be written to PostgreSQL (budget_finalize appends, outbox_ack deletes). */
   outbox: (base: string) => `${base}:outbox`,
 };
