@@ -3,7 +3,7 @@ import { expect, inject } from 'vitest';
 import type { SettledSpend } from '../../src/ledger/outbox.js';
 import { createLogger, type Logger } from '../../src/observability/logger.js';
 import type { Metrics } from '../../src/observability/metrics.js';
-import type { AdmitInput, AdmitLimits, SpendUsage } from '../../src/store/contracts.js';
+import type { AdmitInput, AdmitLimits, OutboxAckEntry, SpendUsage } from '../../src/store/contracts.js';
 import { memoryRunner } from '../../src/store/memory/index.js';
 import { redisRunner } from '../../src/store/redis.js';
 import { createStore, type Store } from '../../src/store/typed-store.js';
@@ -158,6 +158,8 @@ interface SettleOptions {
   actualCostMicro: bigint;
   spend?: Partial<SpendUsage>;
   nowMs?: number;
+  /** Outbox entries the finalize acknowledges (as the request path passes the recorder's). */
+  ack?: OutboxAckEntry[];
 }
 
 /**
@@ -181,6 +183,7 @@ export async function settleOneHeld(
     actualCostMicro: options.actualCostMicro,
     nowMs,
     spend: usage,
+    ...(options.ack === undefined ? {} : { ack: options.ack }),
   });
   if (settled.status !== 'FINALIZED') throw new Error(`expected FINALIZED, got ${settled.status}`);
   return {
