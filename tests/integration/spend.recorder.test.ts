@@ -130,7 +130,7 @@ describe('SpendRecorder', () => {
     const tenantId = await fundedTenant();
     const { store } = harness.services;
     const clock = { nowMs: Date.now(), now: () => clock.nowMs };
-    const mine = new SpendRecorder(harness.services.db, store, clock, silentLogger(), { inc: () => {} });
+    const mine = new SpendRecorder(harness.db, store, clock, silentLogger(), { inc: () => {} });
     const first = await settleOneHeld(store, tenantId, { actualCostMicro: 5n });
     mine.settled(first.row, first.outboxEntryId);
     await mine.writeHeld();
@@ -163,7 +163,7 @@ describe('SpendRecorder', () => {
     mine.putBackAcks(tenantId, mine.takeAcks(tenantId));
     await mine.flush();
     expect(await outboxIds(tenantId)).toEqual([]);
-    expect(await accountBalance(harness.services.db, accounts.spent(tenantId))).toBe(18n);
+    expect(await accountBalance(harness.db, accounts.spent(tenantId))).toBe(18n);
   });
 
   it('stop() writes every row it holds', async () => {
