@@ -125,6 +125,8 @@ async function settleReservation(
   let charged: Charged;
   const nowMs = services.clock.now();
   let result: Exclude<FinalizeResult, { status: 'HYDRATE' }>;
+  // This process's written spend rows of the tenant: their outbox entries leave in the same call.
+  const ack = services.spend.takeAcks(key.tenantId);
   try {
     result = await withHydration(services, key.tenantId, () =>
       services.store.finalize({
@@ -142,6 +144,7 @@ async function settleReservation(
           free: key.sandbox,
         },
         recover: { pool: admitted.decision.pool },
+        ...(ack.length === 0 ? {} : { ack }),
       }),
     );
     if (result.status === 'INVALID_INPUT') throw new Error(`settlement refused its input: ${result.field}`);
@@ -161,6 +164,7 @@ async function settleReservation(
       ? { costMicro: result.chargedMicro, notionalCostMicro: charge }
       : { costMicro: result.chargedMicro };
   } catch (error) {
+    services.spend.putBackAcks(key.tenantId, ack);
     // The charge must survive a store outage: an unsettled spend row, settled by the job later.
     await services.spend.unsettled(spendEntry(key, admitted, usage, charge));
     throw error;

@@ -9,6 +9,7 @@ import { StoreUnavailable } from '../store/errors.js';
 import type { Store } from '../store/typed-store.js';
 import { withHydration } from './hydrate.js';
 import { drainOutbox, type SettledSpend, WRITE_CONCURRENCY, writeSettledSpend } from './outbox.js';
+import { PendingAcks } from './outbox-acks.js';
 
 /** An unsettled row as a request leaves it; `userId` / `channelId` absent: the request named none. */
 export type SpendEntry = Omit<
@@ -22,6 +23,10 @@ const FLUSH_MS = 1_000;
 // …and as soon as this many wait; one statement per this many rows: a small batch keeps each
 // write short (docs/performance.md).
 const FLUSH_ROWS = 64;
+// A written row's outbox entry waits this long for its tenant's next finalize to carry the
+// acknowledgement, then the timer's next write acknowledges it alone: within ~1.5 s of being
+// written, well before the drain reads entries older than 5 s.
+const ACK_WAIT_MS = 500;
 
 /** A settled row this process holds until it is in PostgreSQL, and its entry in the tenant's outbox. */
 interface Held {
@@ -32,7 +37,8 @@ interface Held {
 
 /**
  * Spend rows in PostgreSQL, idempotent by reservation id. A settled request's row is held here
- * and written within a second by this process, which then acknowledges its outbox entry: so
+ * and written within a second by this process, which then acknowledges its outbox entry (in the
+ * tenant's next finalize, or alone when none comes within ACK_WAIT_MS): so
  * each row is normally written once, by the process that settled it. Finalize appended the same
  * row to the tenant's outbox in the store, and the outbox drain (drainOutbox, run by the jobs for
  * entries older than a few seconds) writes what a process killed at any instant left behind. If
@@ -50,6 +56,8 @@ export class SpendRecorder {
   private writing: Promise<void> = Promise.resolve();
   /** The last write failed: until one succeeds, only the timer writes (no retry per request). */
   private failing = false;
+  /** Written rows' outbox entries, acknowledged by the tenant's next finalize or alone. */
+  private readonly acks = new PendingAcks();
 
   constructor(
     private readonly db: Db,
@@ -63,7 +71,7 @@ export class SpendRecorder {
   start(): void {
     this.timers.push(
       setInterval(
-        () => void this.flush().catch((error) => this.log.warn({ err: error }, 'spend flush failed')),
+        () => void this.writeHeld().catch((error) => this.log.warn({ err: error }, 'spend flush failed')),
         FLUSH_MS,
       ),
     );
@@ -88,7 +96,7 @@ export class SpendRecorder {
     this.flushSoon = true;
     setImmediate(() => {
       this.flushSoon = false;
-      void this.flush().catch((error) => this.log.warn({ err: error }, 'spend flush failed'));
+      void this.writeHeld().catch((error) => this.log.warn({ err: error }, 'spend flush failed'));
     });
   }
 
@@ -103,11 +111,43 @@ export class SpendRecorder {
   }
 
   /**
-   * Writes every row held into PostgreSQL, after any write still running, and acknowledges their
-   * outbox entries. Rows whose write failed stay held (writing them again is harmless).
+   * Writes every row held into PostgreSQL, after any write still running, and acknowledges every
+   * outbox entry written and not yet acknowledged. Rows whose write failed stay held (writing them
+   * again is harmless).
    */
   flush(): Promise<void> {
-    const write = this.writing.then(() => this.write());
+    return this.serially(0);
+  }
+
+  /**
+   * What the timer and a full batch run: writes every row held, like flush, but leaves their
+   * entries' acknowledgements to the tenant's next finalize (`takeAcks`), acknowledging alone only
+   * the entries that have waited ACK_WAIT_MS.
+   */
+  writeHeld(): Promise<void> {
+    return this.serially(ACK_WAIT_MS);
+  }
+
+  /**
+   * Up to 100 written entries of the tenant for its next finalize to acknowledge (budget_finalize
+   * v5): no store call of their own. Give them back with `putBackAcks` if that finalize fails.
+   */
+  takeAcks(tenantId: string): OutboxAckEntry[] {
+    return this.acks.take(tenantId);
+  }
+
+  putBackAcks(tenantId: string, entries: OutboxAckEntry[]): void {
+    this.acks.putBack(tenantId, entries, this.clock.now());
+  }
+
+  private serially(minAckWaitMs: number): Promise<void> {
+    const write = this.writing.then(async () => {
+      try {
+        await this.write();
+      } finally {
+        await this.acknowledgeWaiting(minAckWaitMs);
+      }
+    });
     this.writing = write.catch(() => undefined);
     return write;
   }
@@ -134,7 +174,7 @@ export class SpendRecorder {
           firstError ??= error;
           continue;
         }
-        await this.acknowledge(batch);
+        this.written(batch);
       }
     };
     await Promise.all(Array.from({ length: Math.min(WRITE_CONCURRENCY, batches.length) }, writer));
@@ -147,20 +187,29 @@ export class SpendRecorder {
     this.failing = false;
   }
 
-  /**
-   * Takes written rows' entries out of their tenants' outboxes. If the store fails, the entries
-   * stay there and the outbox drain writes them again later, which adds nothing.
-   */
-  private async acknowledge(batch: Held[]): Promise<void> {
-    const byTenant = new Map<string, OutboxAckEntry[]>();
+  /** Written rows: their entries wait to be acknowledged. */
+  private written(batch: Held[]): void {
+    const nowMs = this.clock.now();
     for (const { row, outboxEntryId } of batch) {
       if (outboxEntryId === null) continue;
-      const entries = byTenant.get(row.tenantId) ?? [];
-      entries.push({ id: outboxEntryId, reservationId: row.reservationId });
-      byTenant.set(row.tenantId, entries);
+      this.acks.add(row.tenantId, [{ id: outboxEntryId, reservationId: row.reservationId }], nowMs);
     }
+  }
+
+  /**
+   * Takes the entries that have waited `minWaitMs` (0: all) out of their tenants' outboxes, one
+   * call per tenant (per 1,000 entries, outbox_ack's most). If the store fails, the entries stay
+   * there and the outbox drain writes them again later, which adds nothing.
+   */
+  private async acknowledgeWaiting(minWaitMs: number): Promise<void> {
+    const calls = this.acks.due(this.clock.now(), minWaitMs).flatMap(([tenantId, entries]) =>
+      Array.from({ length: Math.ceil(entries.length / 1000) }, (_, i) => ({
+        tenantId,
+        entries: entries.slice(i * 1000, (i + 1) * 1000),
+      })),
+    );
     await Promise.all(
-      [...byTenant].map(async ([tenantId, entries]) => {
+      calls.map(async ({ tenantId, entries }) => {
         try {
           const ack = await this.store.outboxAck({ tenantId, entries });
           if (ack.status !== 'ACKED') throw new Error(`outbox_ack refused ${ack.field}`);

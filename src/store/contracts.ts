@@ -97,6 +97,11 @@ export interface FinalizeInput {
    * HYDRATE while the tenant's balance is absent. The pool is the one the request was admitted to.
    */
   recover?: { pool: string };
+  /**
+   * Outbox entries of this tenant already written to PostgreSQL, acknowledged in the same call
+   * (outboxAck's rules) unless the answer is INVALID_INPUT or HYDRATE; at most 1,000.
+   */
+  ack?: OutboxAckEntry[];
 }
 
 /** A settled request's spend-row figures that the reservation does not hold. */

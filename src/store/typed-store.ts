@@ -58,7 +58,8 @@ export interface Store {
   /**
    * Settles a reservation exactly once. A settlement (FINALIZED, LATE_FINALIZE or RECOVERED) is
    * appended to the tenant's outbox in the same atomic call (its entry id is in the answer), for
-   * PostgreSQL. With `recover`, a charge for a reservation the store lost is still billed.
+   * PostgreSQL. With `recover`, a charge for a reservation the store lost is still billed. `ack`:
+   * outbox entries already written, acknowledged in the same call (no call of their own).
    */
   finalize(input: FinalizeInput): Promise<FinalizeResult>;
   /**
@@ -170,22 +171,21 @@ export function createStore(scriptRunner: ScriptRunner, options: StoreOptions): 
     input: Omit<FinalizeInput, 'spend'> & { spend: SpendUsage | null },
   ): Promise<FinalizeResult | CancelResult> => {
     if (!ID.test(input.tenantId)) return { status: 'INVALID_INPUT', field: 'tenantId' };
-    const { spend, recover } = input;
-    const reply = await runner.run(
-      'budget_finalize',
-      [tenantKey(input.tenantId)],
-      [
-        input.reservationId,
-        String(input.actualCostMicro),
-        String(spend === null ? 0 : spend.promptTokens + spend.completionTokens),
-        String(input.nowMs),
-        spend?.keyId ?? '',
-        String(spend?.promptTokens ?? 0),
-        String(spend?.completionTokens ?? 0),
-        spend?.free ? '1' : '0',
-        ...(recover === undefined ? [] : [recover.pool, periodOf(input.nowMs)]),
-      ],
-    );
+    const { spend, recover, ack = [] } = input;
+    const args = [
+      input.reservationId,
+      String(input.actualCostMicro),
+      String(spend === null ? 0 : spend.promptTokens + spend.completionTokens),
+      String(input.nowMs),
+      spend?.keyId ?? '',
+      String(spend?.promptTokens ?? 0),
+      String(spend?.completionTokens ?? 0),
+      spend?.free ? '1' : '0',
+    ];
+    if (recover !== undefined) args.push(recover.pool, periodOf(input.nowMs));
+    else if (ack.length > 0) args.push('', '');
+    for (const entry of ack) args.push(entry.id, entry.reservationId);
+    const reply = await runner.run('budget_finalize', [tenantKey(input.tenantId)], args);
     const result = decodeFinalize(reply);
     if (result.status === 'FINALIZED' || result.status === 'LATE_FINALIZE') {
       reportDrift(input.tenantId, result.driftMicro, 'finalize');

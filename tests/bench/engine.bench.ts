@@ -5,21 +5,32 @@
  * takes to fail with `store_unavailable` on a frozen (SIGSTOP) Redis of its own, against the
  * contract's 600 ms (DESIGN.md §1: 500 ms command timeout). Prints the figures; asserts nothing.
  *
+ * Then Redis's own work per inference, today's scripts beside the new ones in one run, on a
+ * redis-server of its own (so its INFO counts only this bench): Redis CPU (INFO cpu, user + sys)
+ * and commands (INFO stats, Lua's own included) per admit + finalize pair, with the spend
+ * recorder's acknowledgements as each version makes them (see `redisWork`).
+ *
  * REDIS_URL (default redis://127.0.0.1:6379): the Redis to measure. Every key goes under a random
  * prefix, deleted with SCAN+DEL at the end, so other data there is never touched.
  * BENCH_SECONDS (default 3): the length of one throughput cell; 4 cells keep a run under ~30 s.
  * BENCH_RT_PAIRS (default 1000): pairs per round-trip trial.
+ * BENCH_WORK_PAIRS (default 4000), BENCH_WORK_TRIALS (default 5): pairs per Redis-work trial, and
+ * trials per version (alternating; the least shown, the median beside it).
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { Redis } from 'ioredis';
 import { newId } from '../../src/ids.js';
+import { PendingAcks } from '../../src/ledger/outbox-acks.js';
 import { createLogger } from '../../src/observability/logger.js';
+import type { AdmitLimits, OutboxAckEntry } from '../../src/store/contracts.js';
 import { StoreUnavailable } from '../../src/store/errors.js';
 import { memoryRunner } from '../../src/store/memory/index.js';
 import type { ScriptRunner } from '../../src/store/port.js';
 import { redisOptions, redisRunner } from '../../src/store/redis.js';
+import { SCRIPTS } from '../../src/store/scripts.generated.js';
 import { createStore, type Store } from '../../src/store/typed-store.js';
-import { startRedisServer } from '../support/redis-server.js';
+import { type RedisServer, startRedisServer } from '../support/redis-server.js';
 import { NO_LIMITS, positive } from './settings.js';
 
 const REDIS_URL = process.env.REDIS_URL || 'redis://127.0.0.1:6379';
@@ -29,6 +40,8 @@ if (!['127.0.0.1', 'localhost', '[::1]'].includes(new URL(REDIS_URL).hostname)) 
 }
 const SECONDS = positive('BENCH_SECONDS', 3);
 const RT_PAIRS = Math.round(positive('BENCH_RT_PAIRS', 1000));
+const WORK_PAIRS = Math.round(positive('BENCH_WORK_PAIRS', 4000));
+const WORK_TRIALS = Math.round(positive('BENCH_WORK_TRIALS', 5));
 const CONCURRENCIES = [1, 64];
 // 64 tenants taken round-robin: each admit/finalize touches only its tenant's keys, so one tenant
 // would put every call on the same hash; the pool key stays shared, as it is in production.
@@ -340,6 +353,242 @@ async function timeToUnavailable(): Promise<{ p50Ms: number; p99Ms: number; maxM
 }
 const fault = await timeToUnavailable();
 
+// ---------------------------------------------------------------------------------------------
+// Redis work per inference: today's scripts (admit.v4, budget_finalize.v4, outbox_ack.v1, kept
+// byte for byte under tests/bench/baseline and checked against lua/released.json) beside the
+// newest ones, on one redis-server of this bench's own, alternating trials.
+
+/** What the spend recorder does with written rows' outbox entries, per version. */
+const FLUSH_ROWS = 64; // SpendRecorder's batch: a write (and today an ack per tenant) per 64 rows
+const ACK_WAIT_MS = 500; // SpendRecorder's wait for a finalize to carry an acknowledgement
+
+const BASELINE: Partial<Record<string, string>> = {
+  admit: 'admit.v4.lua',
+  budget_finalize: 'budget_finalize.v4.lua',
+  outbox_ack: 'outbox_ack.v1.lua',
+};
+
+/** A runner that calls today's released admit, finalize and ack (EVALSHA, EVAL on NOSCRIPT). */
+async function baselineRunner(url: string): Promise<ScriptRunner> {
+  const released = JSON.parse(await readFile('lua/released.json', 'utf8')) as {
+    sha1: Record<string, string>;
+  };
+  const sources = new Map<string, { sha1: string; source: string }>();
+  for (const [name, file] of Object.entries(BASELINE)) {
+    const source = await readFile(`tests/bench/baseline/${file}`, 'utf8');
+    const sha1 = createHash('sha1').update(source, 'utf8').digest('hex');
+    if (released.sha1[file as string] !== sha1)
+      throw new Error(`tests/bench/baseline/${file} is not the released file`);
+    sources.set(name, { sha1, source });
+  }
+  // No command timeout (nor in `stats` below): on a loaded machine a slow answer is a slow trial, not a failure.
+  const client = new Redis(url);
+  return {
+    engine: 'redis',
+    run: async (name, keys, args) => {
+      // Scripts without a baseline (hydrate, credit: set-up only) are today's as well.
+      const script = sources.get(name) ?? SCRIPTS[name];
+      try {
+        return (await client.evalsha(script.sha1, keys.length, ...keys, ...args)) as (string | number)[];
+      } catch (error) {
+        if (!String((error as Error).message).startsWith('NOSCRIPT')) throw error;
+        return (await client.eval(script.source, keys.length, ...keys, ...args)) as (string | number)[];
+      }
+    },
+    ping: async () => {
+      await client.ping();
+    },
+    close: async () => {
+      client.disconnect();
+    },
+  };
+}
+
+/** Limits as a tier sets them (every dimension counted), too high to deny anything here. */
+const TIER_LIMITS: AdmitLimits = {
+  tenantRpm: 1_000_000_000,
+  userRpm: 1_000_000_000,
+  channelRpm: 1_000_000_000,
+  keyRpm: 1_000_000_000,
+  burstCapacity: 1_000_000,
+  burstRefillPerMinute: 60_000_000,
+  keyTpd: 1_000_000_000,
+  tenantMonthlyCapMicro: 10n ** 15n,
+  keyMonthlyCapMicro: 10n ** 15n,
+};
+
+interface Workload {
+  name: string;
+  limits: AdmitLimits;
+  user: boolean;
+}
+const WORKLOADS: Workload[] = [
+  // As bench:gateway's requests: a tier's limits, a key without monthly caps, no user.
+  {
+    name: 'tier, no caps, no user (bench:gateway)',
+    limits: { ...TIER_LIMITS, tenantMonthlyCapMicro: null, keyMonthlyCapMicro: null },
+    user: false,
+  },
+  { name: 'tier + monthly caps, user + channel', limits: TIER_LIMITS, user: true },
+  { name: 'no limits', limits: NO_LIMITS, user: false },
+];
+
+interface Version {
+  name: string;
+  store: Store;
+  /** Whether finalize carries the acknowledgements (budget_finalize v5) or an ack call does. */
+  piggyback: boolean;
+}
+
+interface Work {
+  cpuUs: number;
+  commands: number;
+  scriptCalls: number;
+  failed: number;
+}
+
+async function redisCounters(client: Redis): Promise<{ cpuUs: number; commands: number; scripts: number }> {
+  const text = String(await client.call('INFO', 'all'));
+  const field = (pattern: RegExp) => Number(pattern.exec(text)?.[1] ?? 0);
+  return {
+    cpuUs: (field(/^used_cpu_sys:([\d.]+)/m) + field(/^used_cpu_user:([\d.]+)/m)) * 1e6,
+    commands: field(/^total_commands_processed:(\d+)/m),
+    scripts: field(/^cmdstat_evalsha:calls=(\d+)/m) + field(/^cmdstat_eval:calls=(\d+)/m),
+  };
+}
+
+/**
+ * `pairs` admit + finalize pairs over `concurrency` loops and the tenants round-robin, with the
+ * spend recorder's acknowledgements: every FLUSH_ROWS settlements the rows are "written", then
+ * today each tenant of the batch gets an outbox_ack call; with piggyback the entries wait for
+ * their tenant's next finalize, and those waiting ACK_WAIT_MS get an outbox_ack of their own.
+ */
+async function inferences(
+  version: Version,
+  workload: Workload,
+  tenants: Tenant[],
+  pairs: number,
+): Promise<number> {
+  const { store } = version;
+  const acks = new PendingAcks();
+  let settled: { tenantId: string; entry: OutboxAckEntry }[] = [];
+  let failed = 0;
+  let next = 0;
+  const flush = async () => {
+    const batch = settled;
+    settled = [];
+    const byTenant = new Map<string, OutboxAckEntry[]>();
+    for (const { tenantId, entry } of batch)
+      byTenant.set(tenantId, [...(byTenant.get(tenantId) ?? []), entry]);
+    const now = Date.now();
+    if (version.piggyback) for (const [tenantId, entries] of byTenant) acks.add(tenantId, entries, now);
+    const calls = version.piggyback ? acks.due(now, ACK_WAIT_MS) : [...byTenant];
+    await Promise.all(calls.map(([tenantId, entries]) => store.outboxAck({ tenantId, entries })));
+  };
+  await Promise.all(
+    Array.from({ length: 16 }, async () => {
+      while (next < pairs) {
+        const i = next++;
+        const tenant = tenants[i % tenants.length] as Tenant;
+        const reservationId = newId('res');
+        const admitted = await store.admit({
+          ...tenant,
+          ...(workload.user ? { userId: `u${i % 7}`, channelId: `c${i % 3}` } : {}),
+          pool: POOL,
+          reservationId,
+          costMicro: COST_MICRO,
+          tokenEstimate: TOKENS,
+          nowMs: nowMs(),
+          ttlMs: TTL_MS,
+          limits: workload.limits,
+        });
+        if (admitted.status !== 'ADMITTED') {
+          failed += 1;
+          continue;
+        }
+        const ack = version.piggyback ? acks.take(tenant.tenantId) : [];
+        const result = await store.finalize({
+          tenantId: tenant.tenantId,
+          reservationId,
+          actualCostMicro: ACTUAL_COST_MICRO,
+          nowMs: nowMs(),
+          spend: { keyId: tenant.keyId, promptTokens: 4, completionTokens: TOKENS - 4, free: false },
+          ...(ack.length === 0 ? {} : { ack }),
+        });
+        if (result.status !== 'FINALIZED' || result.outboxEntryId === null) {
+          failed += 1;
+          continue;
+        }
+        settled.push({ tenantId: tenant.tenantId, entry: { id: result.outboxEntryId, reservationId } });
+        if (settled.length >= FLUSH_ROWS) await flush();
+      }
+    }),
+  );
+  await flush();
+  // What is still waiting is acknowledged as stop() would: counted, it is part of the work.
+  await Promise.all(
+    acks.due(Date.now(), 0).map(([tenantId, entries]) => store.outboxAck({ tenantId, entries })),
+  );
+  return failed;
+}
+
+type Summary = Work & { medianUs: number };
+async function redisWork(): Promise<{
+  server: RedisServer;
+  rows: { workload: string; before: Summary; after: Summary }[];
+}> {
+  const server = await startRedisServer();
+  const stats = new Redis(server.url);
+  const baseline = await baselineRunner(server.url);
+  const newest = redisRunner({ url: server.url, log });
+  const versions: [Version, Version] = [
+    { name: 'before', store: createStore(baseline, { log }), piggyback: false },
+    { name: 'after', store: createStore(newest, { log }), piggyback: true },
+  ];
+  const rows: { workload: string; before: Summary; after: Summary }[] = [];
+  try {
+    for (const workload of WORKLOADS) {
+      const trials: [Work[], Work[]] = [[], []];
+      // Each version its own tenants (the key layouts differ); a warm-up loads the scripts.
+      const tenantsOf = await Promise.all(versions.map((version) => setUpTenants(version.store)));
+      for (const [v, version] of versions.entries())
+        await inferences(version, workload, tenantsOf[v] as Tenant[], 200);
+      for (let trial = 0; trial < WORK_TRIALS; trial += 1) {
+        for (const [v, version] of versions.entries()) {
+          const before = await redisCounters(stats);
+          const failed = await inferences(version, workload, tenantsOf[v] as Tenant[], WORK_PAIRS);
+          const after = await redisCounters(stats);
+          (trials[v] as Work[]).push({
+            cpuUs: (after.cpuUs - before.cpuUs) / WORK_PAIRS,
+            // The opening INFO is counted by the closing one's time; the closing one is not yet.
+            commands: (after.commands - before.commands - 1) / WORK_PAIRS,
+            scriptCalls: (after.scripts - before.scripts) / WORK_PAIRS,
+            failed,
+          });
+        }
+      }
+      // Other processes on these cores only add to a trial's CPU (cache misses, frequency), so the
+      // least of the trials is the best estimate; the median is shown beside it.
+      const summary = (works: Work[]): Summary => {
+        const sorted = [...works].sort((a, b) => a.cpuUs - b.cpuUs);
+        return {
+          ...(sorted[0] as Work),
+          medianUs: (sorted[Math.floor(sorted.length / 2)] as Work).cpuUs,
+          failed: works.reduce((sum, work) => sum + work.failed, 0),
+        };
+      };
+      rows.push({ workload: workload.name, before: summary(trials[0]), after: summary(trials[1]) });
+    }
+  } finally {
+    await baseline.close();
+    await newest.close();
+    stats.disconnect();
+  }
+  return { server, rows };
+}
+const work = await redisWork();
+await work.server.stop();
+
 const memory = countRuns(memoryRunner());
 results.push(await measure(memory, null));
 await memory.close();
@@ -415,6 +664,39 @@ for (const { engine, off, on } of results) {
     }
   }
 }
+out.push(
+  '',
+  `Redis work per inference (admit + finalize + the spend recorder's acknowledgements), ${WORK_PAIRS} pairs x ${WORK_TRIALS} trials`,
+  'per version alternating, 16 in flight, a redis-server of its own: CPU = Δ(used_cpu_user + used_cpu_sys) ÷ pairs,',
+  "least of the trials (median in brackets); commands = Δtotal_commands_processed ÷ pairs (Lua's own included);",
+  'RT = EVALSHA+EVAL per pair (round trips, acknowledgements included).',
+  `before: admit.v4 + budget_finalize.v4, and outbox_ack.v1 per tenant per ${FLUSH_ROWS} rows written (today's recorder);`,
+  `after: the newest scripts, acknowledgements inside the tenant's next finalize (alone after ${ACK_WAIT_MS} ms).`,
+  table(
+    [
+      'workload',
+      'CPU µs before',
+      'CPU µs after',
+      'after/before',
+      'cmds before',
+      'cmds after',
+      'RT before',
+      'RT after',
+      'failed',
+    ],
+    work.rows.map(({ workload, before, after }) => [
+      workload,
+      `${fixed(before.cpuUs, 1)} (${fixed(before.medianUs, 1)})`,
+      `${fixed(after.cpuUs, 1)} (${fixed(after.medianUs, 1)})`,
+      fixed(after.cpuUs / before.cpuUs, 2),
+      fixed(before.commands, 1),
+      fixed(after.commands, 1),
+      fixed(before.scriptCalls, 2),
+      fixed(after.scriptCalls, 2),
+      String(before.failed + after.failed),
+    ]),
+  ),
+);
 out.push(
   '',
   `time to store_unavailable, frozen Redis (SIGSTOP), ${FAULT_TRIES} sequential admits (goal ≤ ${FAULT_GOAL_MS} ms)`,

@@ -1083,6 +1083,212 @@ describe.each(['redis', 'memory'] as const)('%s engine', (engineName) => {
     });
   });
 
+  describe('admit v5 and budget_finalize v5: the same answers with fewer commands', () => {
+    const base = (tenantId: string) => tenantKey(tenantId);
+    async function outbox(tenantId: string) {
+      const read = await store().outboxRead({ tenantId, count: 1000 });
+      if (read.status !== 'OUTBOX') throw new Error(`outbox_read refused ${read.field}`);
+      return read.entries;
+    }
+    async function settled(tenantId: string, actualCostMicro: bigint): Promise<OutboxAckEntry> {
+      const { reservationId } = await admitted(admitInput(tenantId, { costMicro: 100n }));
+      const result = await store().finalize({
+        tenantId,
+        reservationId,
+        actualCostMicro,
+        nowMs: NOW,
+        spend: spendUsage(1),
+      });
+      if (result.status !== 'FINALIZED' || result.outboxEntryId === null) throw new Error(result.status);
+      return { id: result.outboxEntryId, reservationId };
+    }
+
+    it('a finalize acknowledges the outbox entries it carries, by outbox_ack’s rules, in the same call', async () => {
+      const tenantId = await fundedTenant();
+      const [a, b] = [await settled(tenantId, 10n), await settled(tenantId, 20n)];
+      expect(await engine.getHashRaw(`${base(tenantId)}:bal`, 'outbox')).toBe('30');
+      const { reservationId } = await admitted(admitInput(tenantId, { costMicro: 100n }));
+      expect(
+        await store().finalize({
+          tenantId,
+          reservationId,
+          actualCostMicro: 40n,
+          nowMs: NOW,
+          spend: spendUsage(1),
+          // b's id named with another reservation (an id issued again after a data loss): kept.
+          ack: [a, { id: b.id, reservationId: 'res_before_loss' }, a],
+        }),
+      ).toMatchObject({ status: 'FINALIZED', chargedMicro: 40n });
+      expect((await outbox(tenantId)).map((entry) => entry.reservationId)).toEqual([
+        b.reservationId,
+        reservationId,
+      ]);
+      // a's 10 left, this settlement's 40 arrived: one write.
+      expect(await engine.getHashRaw(`${base(tenantId)}:bal`, 'outbox')).toBe('60');
+      expect(await store().snapshot(tenantId)).toMatchObject({ committedMicro: 70n, outboxMicro: 60n });
+    });
+
+    it('acknowledges with every settling answer, and with none that writes nothing (INVALID_INPUT, HYDRATE)', async () => {
+      const tenantId = await fundedTenant();
+      const entries = [await settled(tenantId, 1n), await settled(tenantId, 2n), await settled(tenantId, 4n)];
+      const [first, second, third] = entries as [OutboxAckEntry, OutboxAckEntry, OutboxAckEntry];
+      const settle = (
+        reservationId: string,
+        actualCostMicro: bigint,
+        ack: OutboxAckEntry[],
+        recover = false,
+      ) =>
+        store().finalize({
+          tenantId,
+          reservationId,
+          actualCostMicro,
+          nowMs: NOW,
+          spend: spendUsage(1),
+          ack,
+          ...(recover ? { recover: { pool: 'standard' } } : {}),
+        });
+      // Refused: an unknown id outside recovery, and a bad pair: nothing acknowledged.
+      expect(await settle('res_unknown', 5n, [first])).toEqual({
+        status: 'INVALID_INPUT',
+        field: 'reservationId',
+      });
+      expect(
+        await engine.runner.run(
+          'budget_finalize',
+          [base(tenantId)],
+          [
+            first.reservationId,
+            '1',
+            '1',
+            String(NOW),
+            'key_a',
+            '0',
+            '1',
+            '0',
+            '',
+            '',
+            'nope',
+            first.reservationId,
+          ],
+        ),
+      ).toEqual(['INVALID_INPUT', 'ack']);
+      expect(await outbox(tenantId)).toHaveLength(3);
+      // ALREADY_FINALIZED acknowledges what it carries.
+      expect(await settle(first.reservationId, 1n, [first])).toEqual({
+        status: 'ALREADY_FINALIZED',
+        chargedMicro: 1n,
+      });
+      expect((await outbox(tenantId)).map((entry) => entry.reservationId)).toEqual([
+        second.reservationId,
+        third.reservationId,
+      ]);
+      expect(await engine.getHashRaw(`${base(tenantId)}:bal`, 'outbox')).toBe('6');
+      // So does a cancel of an id never admitted (its tombstone written).
+      expect(
+        await store().finalize({
+          tenantId,
+          reservationId: 'res_never',
+          actualCostMicro: 0n,
+          nowMs: NOW,
+          spend: spendUsage(0),
+          ack: [second],
+        }),
+      ).toEqual({
+        status: 'INVALID_INPUT',
+        field: 'reservationId',
+      });
+      expect(await engine.getHashRaw(`${base(tenantId)}:bal`, 'outbox')).toBe('4');
+      // HYDRATE (recovery, the balance absent) writes nothing; the call again after hydrate does.
+      await engine.deleteRaw(`${base(tenantId)}:bal`);
+      expect(await settle('res_lost', 3n, [third], true)).toEqual({ status: 'HYDRATE' });
+      expect(await outbox(tenantId)).toHaveLength(1);
+      await store().hydrate({ tenantId, creditedMicro: 1_000n, committedMicro: 0n, grants: [] });
+      expect(await settle('res_lost', 3n, [third], true)).toMatchObject({
+        status: 'RECOVERED',
+        chargedMicro: 3n,
+      });
+      expect((await outbox(tenantId)).map((entry) => entry.reservationId)).toEqual(['res_lost']);
+    });
+
+    it('sets a counter’s expiry when a write creates it, not on every request', async () => {
+      const tenantId = await fundedTenant();
+      const limits = {
+        ...NO_LIMITS,
+        tenantRpm: 100,
+        keyRpm: 100,
+        keyTpd: 1_000,
+        burstCapacity: 5,
+        burstRefillPerMinute: 300,
+      };
+      const minute = Math.floor(NOW / 60_000);
+      const day = Math.floor(NOW / 86_400_000);
+      const window = (name: string, subject: string, idx: number) =>
+        `${base(tenantId)}:w:${name}:${subject}:${idx}`;
+      const counters = [
+        window('tenant', '*', minute),
+        window('key_rpm', 'key_a', minute),
+        `${base(tenantId)}:tpd:key_a:${day}`,
+        `${base(tenantId)}:m:${periodOf(NOW)}`,
+        `${base(tenantId)}:km:key_a:${periodOf(NOW)}`,
+      ];
+      const ttls = () => Promise.all(counters.map((key) => engine.ttlRaw(key)));
+      const near = (expected: number) =>
+        expect.toSatisfy((ttl: number) => ttl > expected - 60_000 && ttl <= expected);
+      const DAY = 86_400_000;
+      await admitted(admitInput(tenantId, { limits }));
+      expect(await ttls()).toEqual([
+        near(600_000),
+        near(600_000),
+        near(2 * DAY),
+        near(400 * DAY),
+        near(400 * DAY),
+      ]);
+      // The next request in the same minute and day renews none of them.
+      for (const key of counters) await engine.expireRaw(key, 3_600_000);
+      await admitted(admitInput(tenantId, { limits, nowMs: NOW + 1_000 }));
+      expect(await ttls()).toEqual(Array(5).fill(near(3_600_000)));
+      // The next minute's counters get theirs when created; the burst bucket carries its own.
+      await admitted(admitInput(tenantId, { limits, nowMs: NOW + 60_000 }));
+      expect(await engine.ttlRaw(window('tenant', '*', minute + 1))).toEqual(near(600_000));
+      expect(await engine.ttlRaw(`${base(tenantId)}:bk:*`)).toEqual(near(DAY));
+      expect(await engine.getHashRaw(`${base(tenantId)}:bal`, 'reserved')).toBe('300');
+    });
+
+    it('a reservation admit v4 made (rolling deploy) still has its tokens of the day corrected in v4’s key', async () => {
+      const tenantId = await fundedTenant();
+      const day = Math.floor(NOW / 86_400_000);
+      const v4Key = `${base(tenantId)}:tpd:key_a:${day}`;
+      await engine.setRaw(v4Key, '80');
+      // As admit v4 leaves one: no `tpdh`, 100 µ reserved on every counter.
+      const resKey = `${base(tenantId)}:res:res_v4`;
+      const fields = {
+        state: 'open',
+        keyId: 'key_a',
+        pool: 'standard',
+        amount: '100',
+        tokens: '80',
+        period: periodOf(NOW),
+        day: String(day),
+        idem: '',
+      };
+      for (const [field, value] of Object.entries(fields)) await engine.setHashRaw(resKey, field, value);
+      for (const counter of ['bal', `m:${periodOf(NOW)}`, `km:key_a:${periodOf(NOW)}`])
+        await engine.setHashRaw(`${base(tenantId)}:${counter}`, 'reserved', '100');
+      expect(
+        await store().finalize({
+          tenantId,
+          reservationId: 'res_v4',
+          actualCostMicro: 30n,
+          nowMs: NOW,
+          spend: spendUsage(20),
+        }),
+      ).toMatchObject({ status: 'FINALIZED', chargedMicro: 30n, releasedMicro: 70n, driftMicro: 0n });
+      expect(
+        'client' in engine.runner ? await engine.runner.client.get(v4Key) : engine.runner.kv.get(v4Key),
+      ).toBe('20');
+    });
+  });
+
   describe('recovery: budget_finalize v4 bills a reservation the store lost', () => {
     const recover = { pool: 'standard' };
     const lost = (tenantId: string, reservationId: string, actualCostMicro: bigint, free = false) =>

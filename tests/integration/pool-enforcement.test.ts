@@ -225,7 +225,7 @@ describe('POOL_LIMITS: a global gate per pool, across tenants', () => {
   });
 
   it('leaves pools without a limit alone: one store round trip to admit, one to settle, nothing else', async () => {
-    const { key } = await proTenant();
+    const { tenantId, key } = await proTenant();
     // Rows earlier tests left held are written first: the flush below is this tenant's alone.
     await gated.services.spend.flush();
     for (const pool of ['cheap', 'standard']) {
@@ -234,10 +234,19 @@ describe('POOL_LIMITS: a global gate per pool, across tenants', () => {
       expect(served.admission).toEqual(['admit']);
       expect(served.storeCalls).toEqual(['admit', 'budget_finalize']);
     }
-    // The spend rows reach PostgreSQL off the request path, written by this process, which then
-    // acknowledges their outbox entries: one store call for the tenant's batch.
+    // The spend rows reach PostgreSQL off the request path, written by this process (the timer's
+    // write), whose acknowledgements wait for the tenant's next finalize: no store call.
     scripts.length = 0;
-    await gated.services.spend.flush();
-    expect(scripts).toEqual(['outbox_ack']);
+    await gated.services.spend.writeHeld();
+    expect(scripts).toEqual([]);
+    const outbox = async () => {
+      const read = await gated.services.store.outboxRead({ tenantId, count: 10 });
+      return read.status === 'OUTBOX' ? read.entries.length : -1;
+    };
+    expect(await outbox()).toBe(2);
+    // The next request's finalize takes both entries out: still two calls.
+    const next = await send(key, 'cheap');
+    expect(next.storeCalls).toEqual(['admit', 'budget_finalize']);
+    expect(await outbox()).toBe(1);
   });
 });

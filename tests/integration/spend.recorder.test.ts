@@ -126,6 +126,46 @@ describe('SpendRecorder', () => {
     expect(await harness.services.store.snapshot(tenantId)).toMatchObject({ committedMicro: 71n });
   });
 
+  it('the timer’s write leaves acknowledging to the tenant’s next finalize, and acknowledges alone what none took within 500 ms', async () => {
+    const tenantId = await fundedTenant();
+    const { store } = harness.services;
+    const clock = { nowMs: Date.now(), now: () => clock.nowMs };
+    const mine = new SpendRecorder(harness.db, store, clock, silentLogger(), { inc: () => {} });
+    const first = await settleOneHeld(store, tenantId, { actualCostMicro: 5n });
+    mine.settled(first.row, first.outboxEntryId);
+    await mine.writeHeld();
+    expect(await rows(tenantId)).toHaveLength(1);
+    // Written, not yet acknowledged: no store call of its own.
+    expect(await outboxIds(tenantId)).toEqual([first.row.reservationId]);
+
+    // The tenant's next finalize carries it (the request path: takeAcks, then finalize).
+    expect(mine.takeAcks('ten_other')).toEqual([]);
+    const ack = mine.takeAcks(tenantId);
+    expect(ack).toEqual([{ id: first.outboxEntryId, reservationId: first.row.reservationId }]);
+    expect(mine.takeAcks(tenantId)).toEqual([]);
+    const second = await settleOneHeld(store, tenantId, { actualCostMicro: 6n, ack });
+    expect(await outboxIds(tenantId)).toEqual([second.row.reservationId]);
+
+    // No finalize follows: the write after 500 ms acknowledges it alone, not the one before.
+    mine.settled(second.row, second.outboxEntryId);
+    await mine.writeHeld();
+    clock.nowMs += 499;
+    await mine.writeHeld();
+    expect(await outboxIds(tenantId)).toEqual([second.row.reservationId]);
+    clock.nowMs += 1;
+    await mine.writeHeld();
+    expect(await outboxIds(tenantId)).toEqual([]);
+
+    // Taken by a finalize that then failed: put back, acknowledged all the same.
+    const third = await settleOneHeld(store, tenantId, { actualCostMicro: 7n });
+    mine.settled(third.row, third.outboxEntryId);
+    await mine.writeHeld();
+    mine.putBackAcks(tenantId, mine.takeAcks(tenantId));
+    await mine.flush();
+    expect(await outboxIds(tenantId)).toEqual([]);
+    expect(await accountBalance(harness.db, accounts.spent(tenantId))).toBe(18n);
+  });
+
   it('stop() writes every row it holds', async () => {
     const tenantId = await fundedTenant();
     const mine = recorder();

@@ -13,7 +13,8 @@ import { deleteKeysWithPrefix } from '../support/redis-cleanup.js';
  * Differential property: random sequences of admit (free ones, cost 0, included) / finalize (in
  * recovery mode too, and of ids never admitted, as after a loss of the store's data) /
  * cancel / reap / credit / debit (a refund's, which may take available below 0) / budget threshold
- * checks / clock advances / hydrate / outbox drains (read, acknowledge, acknowledge again) / rebase
+ * checks / clock advances / hydrate / outbox drains (read, acknowledge, acknowledge again; and
+ * acknowledgements a finalize carries) / rebase
  * (the conservation repair, against the figures just read or stale ones) / the tenant index (mark,
  * page, prune) / flushing the store (every key of the run gone, as after FLUSHALL), run on the Lua
  * scripts (real Redis) and on the memory engine, give identical replies (outbox entry ids aside:
@@ -73,6 +74,8 @@ type Op =
       recover: boolean;
       /** A reservation id never admitted (as one lost with the store's data), on tenant ref % TENANTS. */
       lost: boolean;
+      /** The tenant's oldest outbox entries this finalize acknowledges (budget_finalize v5), 0..3. */
+      ack: number;
     }
   | { kind: 'cancel'; ref: number }
   | { kind: 'reap'; tenant: number }
@@ -148,6 +151,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
         { weight: 5, arbitrary: fc.constant(false) },
         { weight: 1, arbitrary: fc.constant(true) },
       ),
+      ack: fc.integer({ min: 0, max: 3 }),
     }),
   },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('cancel' as const), ref: fc.nat() }) },
@@ -316,6 +320,7 @@ describe('redis and memory engines', () => {
   let run = 0;
   let thresholdsReached = 0;
   let outboxAcked = 0;
+  let ackedByFinalize = 0;
   let recovered = 0;
   let debits = 0;
 
@@ -341,8 +346,8 @@ describe('redis and memory engines', () => {
         }
 
         for (const [step, o] of ops.entries()) {
-          const both = async <T>(call: (store: Store) => Promise<T>): Promise<T> => {
-            const [a, b] = await Promise.all([call(stores[0]), call(stores[1])]);
+          const both = async <T>(call: (store: Store, engine: number) => Promise<T>): Promise<T> => {
+            const [a, b] = await Promise.all([call(stores[0], 0), call(stores[1], 1)]);
             expect(withoutEntryId(b), `step ${step} ${JSON.stringify(o)}`).toEqual(withoutEntryId(a));
             return a;
           };
@@ -374,7 +379,16 @@ describe('redis and memory engines', () => {
                   ? { tenant: o.ref % TENANTS, id: `lost${run}_${o.ref % 4}` }
                   : (reservations[o.ref % Math.max(1, reservations.length)] ?? { tenant: 0, id: 'res_none' });
               const tenantId = tenants[target.tenant] as string;
-              const result = await both<FinalizeResult | CancelResult>((s) =>
+              // Each engine acknowledges its own entries (ids differ): the same ones by position.
+              const acks = await Promise.all(
+                stores.map(async (s) => {
+                  if (o.kind !== 'finalize' || o.ack === 0) return [];
+                  const read = await s.outboxRead({ tenantId, count: o.ack });
+                  if (read.status !== 'OUTBOX') throw new Error(read.field);
+                  return read.entries.map(({ id, reservationId }) => ({ id, reservationId }));
+                }),
+              );
+              const result = await both<FinalizeResult | CancelResult>((s, engine) =>
                 o.kind === 'cancel'
                   ? s.cancel({ tenantId, reservationId: target.id, nowMs: now })
                   : s.finalize({
@@ -389,8 +403,11 @@ describe('redis and memory engines', () => {
                         free: o.free,
                       },
                       ...(o.recover ? { recover: { pool: 'standard' } } : {}),
+                      ...((acks[engine]?.length ?? 0) > 0 ? { ack: acks[engine] } : {}),
                     }),
               );
+              if (o.kind === 'finalize' && result.status !== 'INVALID_INPUT' && result.status !== 'HYDRATE')
+                ackedByFinalize += acks[0]?.length ?? 0;
               if (result.status === 'RECOVERED') recovered += 1;
               if (result.status === 'LATE_FINALIZE' || result.status === 'RECOVERED') {
                 lateCharged[target.tenant] = (lateCharged[target.tenant] ?? 0n) + result.chargedMicro;
@@ -576,6 +593,8 @@ describe('redis and memory engines', () => {
     expect(thresholdsReached).toBeGreaterThan(RUNS / 4);
     // …and outbox entries were drained (and so compared) many times.
     expect(outboxAcked).toBeGreaterThan(RUNS / 8);
+    // …and finalizes carried acknowledgements (and so were compared) many times.
+    expect(ackedByFinalize).toBeGreaterThan(RUNS / 4);
     // …and lost reservations were recovered (and so compared) many times.
     expect(recovered).toBeGreaterThan(RUNS / 8);
     // …and debits lowered balances (and so were compared) many times.

@@ -3,7 +3,7 @@ import { expect, inject } from 'vitest';
 import type { SettledSpend } from '../../src/ledger/outbox.js';
 import { createLogger, type Logger } from '../../src/observability/logger.js';
 import type { Metrics } from '../../src/observability/metrics.js';
-import type { AdmitInput, AdmitLimits, SpendUsage } from '../../src/store/contracts.js';
+import type { AdmitInput, AdmitLimits, OutboxAckEntry, SpendUsage } from '../../src/store/contracts.js';
 import { memoryRunner } from '../../src/store/memory/index.js';
 import { redisRunner } from '../../src/store/redis.js';
 import { createStore, type Store } from '../../src/store/typed-store.js';
@@ -22,6 +22,10 @@ export interface EngineUnderTest {
   getHashRaw(key: string, field: string): Promise<string | null>;
   /** Deletes a key, as an eviction would. */
   deleteRaw(key: string): Promise<void>;
+  /** A key's time to live in ms (-1: none, -2: no such key). */
+  ttlRaw(key: string): Promise<number>;
+  /** Sets a key's time to live in ms. */
+  expireRaw(key: string, ms: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -49,6 +53,8 @@ export function makeEngine(
       },
       getHashRaw: async (key, field) => runner.kv.hget(key, field),
       deleteRaw: async (key) => runner.kv.del(key),
+      ttlRaw: async (key) => runner.kv.pttl(key),
+      expireRaw: async (key, ms) => runner.kv.pexpire(key, ms),
       close: async () => {},
     };
   }
@@ -68,6 +74,10 @@ export function makeEngine(
     getHashRaw: (key, field) => runner.client.hget(key, field),
     deleteRaw: async (key) => {
       await runner.client.del(key);
+    },
+    ttlRaw: (key) => runner.client.pttl(key),
+    expireRaw: async (key, ms) => {
+      await runner.client.pexpire(key, ms);
     },
     close: async () => {
       await runner.close();
@@ -148,6 +158,8 @@ interface SettleOptions {
   actualCostMicro: bigint;
   spend?: Partial<SpendUsage>;
   nowMs?: number;
+  /** Outbox entries the finalize acknowledges (as the request path passes the recorder's). */
+  ack?: OutboxAckEntry[];
 }
 
 /**
@@ -171,6 +183,7 @@ export async function settleOneHeld(
     actualCostMicro: options.actualCostMicro,
     nowMs,
     spend: usage,
+    ...(options.ack === undefined ? {} : { ack: options.ack }),
   });
   if (settled.status !== 'FINALIZED') throw new Error(`expected FINALIZED, got ${settled.status}`);
   return {

@@ -8,7 +8,6 @@ import {
   num,
   RETAIN_MS,
   rateLimited,
-  refilled,
   type Script,
   tenantKeys,
   WINDOW_MS,
@@ -18,7 +17,9 @@ import {
  * admit: every rate-limit dimension and every budget scope decided in one atomic step; a denial
  * writes nothing, an admission charges every dimension and reserves the cost (0: a free request,
  * rate-limited but outside every budget scope); a reservation id already cancelled (a tombstone)
- * answers CANCELLED. The contract is lua/admit.v4.lua.
+ * answers CANCELLED. Every counter checked is read at once (MGET in Lua), an expiry is set where a
+ * write creates a key, the burst bucket is one "<level>:<ms>" string. The contract is
+ * lua/admit.v5.lua.
  */
 
 /** ARGV[13..21], in order. */
@@ -55,17 +56,19 @@ export const admit: Script = (kv, keys, args) => {
   if (typeof limits === 'string') return ['INVALID_INPUT', limits];
 
   const resKey = tenantKeys.reservation(base, resId);
+  const [resState, resKeyId, resAmount] = kv.hmget(resKey, 'state', 'keyId', 'amount');
   // Cancelled before this admit ran (its cancel came first): reserve nothing.
-  if (kv.hget(resKey, 'state') === 'cancelled') return ['CANCELLED'];
+  if (resState === 'cancelled') return ['CANCELLED'];
 
   const [balKey, monthKey, keyMonthKey] = tenantKeys.scopes(base, keyId, period);
   // An absent balance is an emptied store, not zero credits: rebuild it from the book first.
   if (!kv.exists(balKey)) return ['HYDRATE'];
 
+  // A monthly counter is read only when its cap applies (every figure that uses it is).
   const scopes = () => {
     const bal = balanceOf(kv, base);
-    const m = kv.hmget(monthKey, 'committed', 'reserved');
-    const km = kv.hmget(keyMonthKey, 'committed', 'reserved');
+    const m = limits.tenantMonthlyCapMicro >= 0 ? kv.hmget(monthKey, 'committed', 'reserved') : [];
+    const km = limits.keyMonthlyCapMicro >= 0 ? kv.hmget(keyMonthKey, 'committed', 'reserved') : [];
     return {
       credited: bal.credited,
       balanceUsed: bal.committed + bal.reserved,
@@ -95,12 +98,9 @@ export const admit: Script = (kv, keys, args) => {
     const [res, expiresAt] = kv.hmget(idemKey, 'res', 'expiresAt');
     if (res && num(expiresAt) > now) priorRes = res;
   }
-  if (priorRes === null) {
-    const [sameKey, sameAmount] = kv.hmget(resKey, 'keyId', 'amount');
-    if (sameKey) {
-      if (sameKey !== keyId || num(sameAmount) !== cost) return ['INVALID_INPUT', 'reservationId'];
-      priorRes = resId;
-    }
+  if (priorRes === null && resKeyId) {
+    if (resKeyId !== keyId || num(resAmount) !== cost) return ['INVALID_INPUT', 'reservationId'];
+    priorRes = resId;
   }
   if (priorRes !== null) {
     const [amount, state] = kv.hmget(tenantKeys.reservation(base, priorRes), 'amount', 'state');
@@ -140,8 +140,7 @@ export const admit: Script = (kv, keys, args) => {
     }
     consider(name, limit, Math.floor((limit * WINDOW_MS - used - WINDOW_MS) / WINDOW_MS), windowEnd);
     writes.push(() => {
-      kv.incrBy(prefix + idx, 1);
-      kv.pexpire(prefix + idx, 10 * WINDOW_MS);
+      if (kv.incrBy(prefix + idx, 1) === 1) kv.pexpire(prefix + idx, 10 * WINDOW_MS);
     });
   };
 
@@ -150,11 +149,22 @@ export const admit: Script = (kv, keys, args) => {
   if (channel !== '') window('channel', channel, limits.channelRpm);
 
   if (limits.burstCapacity >= 0) {
-    const burstKey = `${base}:burst:${user === '' ? '*' : user}`;
+    const burstKey = tenantKeys.burst(base, user === '' ? '*' : user);
     const capacity = limits.burstCapacity;
     const refill = Math.max(0, limits.burstRefillPerMinute);
     const scaledCap = capacity * WINDOW_MS;
-    const { level, ts } = refilled(kv, burstKey, scaledCap, refill, now);
+    // "<level>:<ms>"; anything else reads as a full bucket.
+    const [, storedLevel, storedTs] = /^(\d+):(\d+)$/.exec(kv.get(burstKey) ?? '') ?? [];
+    let level = scaledCap;
+    let ts = now;
+    if (storedLevel !== undefined && storedTs !== undefined) {
+      level = Number(storedLevel);
+      ts = Number(storedTs);
+      if (now > ts) {
+        level = Math.min(scaledCap, level + (now - ts) * refill);
+        ts = now;
+      }
+    }
     if (level < WINDOW_MS) {
       deny(
         'burst',
@@ -166,8 +176,7 @@ export const admit: Script = (kv, keys, args) => {
       const full = refill > 0 ? Math.ceil((scaledCap - after) / refill) : 0;
       consider('burst', capacity, Math.floor(after / WINDOW_MS), now + full);
       writes.push(() => {
-        kv.hset(burstKey, { level: after, ts });
-        kv.pexpire(burstKey, DAY_MS);
+        kv.set(burstKey, `${after}:${ts}`, { pxMs: DAY_MS });
       });
     }
   }
@@ -201,13 +210,16 @@ export const admit: Script = (kv, keys, args) => {
   }
 
   for (const write of writes) write();
-  kv.incrBy(tpdKey, tokens);
-  kv.pexpire(tpdKey, 2 * DAY_MS);
   kv.hincrby(balKey, 'reserved', cost);
   kv.hincrby(monthKey, 'reserved', cost);
-  kv.pexpire(monthKey, 400 * DAY_MS);
   kv.hincrby(keyMonthKey, 'reserved', cost);
-  kv.pexpire(keyMonthKey, 400 * DAY_MS);
+  // The key's first request of the day (or its counter was 0): the day's expiry, and the monthly
+  // counters' renewed.
+  if (kv.incrBy(tpdKey, tokens) === tokens) {
+    kv.pexpire(tpdKey, 2 * DAY_MS);
+    kv.pexpire(monthKey, 400 * DAY_MS);
+    kv.pexpire(keyMonthKey, 400 * DAY_MS);
+  }
   const deadline = now + ttl;
   kv.hset(resKey, {
     state: 'open',
@@ -217,8 +229,6 @@ export const admit: Script = (kv, keys, args) => {
     tokens,
     period,
     day,
-    deadline,
-    createdAt: now,
     idem,
   });
   kv.zadd(tenantKeys.deadlines(base), deadline, resId);

@@ -1,4 +1,7 @@
-import { arg, balanceOf, ident, ints, num, RETAIN_MS, release, type Script, tenantKeys } from './shared.js';
+import type { MemoryKv } from '../kv.js';
+import { arg, balanceOf, ident, ints, num, RETAIN_MS, type Script, tenantKeys } from './shared.js';
+
+const ENTRY_ID = /^(\d+)-(\d+)$/;
 
 /**
  * budget_finalize: settle a reservation exactly once, charging min(actual, reserved) and releasing
@@ -6,8 +9,9 @@ import { arg, balanceOf, ident, ints, num, RETAIN_MS, release, type Script, tena
  * unknown id writes a tombstone (state `cancelled`) that admit refuses. A settlement that names the
  * spend row's key appends it to the tenant's outbox and adds its charge to the balance's `outbox`
  * field, and answers the entry's id. In recovery mode (a pool in args[8]) a charge for a reservation
- * the store lost is committed (RECOVERED), after HYDRATE while the balance is absent. The contract
- * is lua/budget_finalize.v4.lua.
+ * the store lost is committed (RECOVERED), after HYDRATE while the balance is absent. Outbox
+ * entries named in args[10..] (pairs: entry id, reservation id) are acknowledged as outbox_ack
+ * does, in every reply but INVALID_INPUT and HYDRATE. The contract is lua/budget_finalize.v5.lua.
  */
 export const budgetFinalize: Script = (kv, keys, args) => {
   const base = keys[0] ?? '';
@@ -26,6 +30,27 @@ export const budgetFinalize: Script = (kv, keys, args) => {
   if (!ident(recoverPool, true)) return ['INVALID_INPUT', 'pool'];
   const recoverPeriod = arg(args, 9);
   if (recoverPool !== '' && !/^\d{6}$/.test(recoverPeriod)) return ['INVALID_INPUT', 'period'];
+  const acks = args.slice(10);
+  if (acks.length > 2000 || acks.length % 2 !== 0) return ['INVALID_INPUT', 'ack'];
+  for (let i = 0; i < acks.length; i += 2) {
+    const [, ms, seq] = ENTRY_ID.exec(acks[i] ?? '') ?? [];
+    if (
+      ms === undefined ||
+      seq === undefined ||
+      ms.length > 19 ||
+      seq.length > 19 ||
+      !ident(acks[i + 1], false)
+    )
+      return ['INVALID_INPUT', 'ack'];
+  }
+  const balance = tenantKeys.balance(base);
+  const acknowledge = () => acknowledgeEntries(kv, base, acks);
+  // Where the settlement does not write the balance itself.
+  const acknowledgeAlone = () => {
+    const released = acknowledge();
+    const held = luaNumber(kv.hget(balance, 'outbox'));
+    if (released > 0 && held !== null) kv.hset(balance, { outbox: Math.max(0, held - released) });
+  };
 
   const resKey = tenantKeys.reservation(base, resId);
   const [state, amountRaw, tokensRaw, period, keyId, day, charged, idem, pool] = kv.hmget(
@@ -43,9 +68,9 @@ export const budgetFinalize: Script = (kv, keys, args) => {
   if (!state && recoverPool !== '' && rowKeyId !== '') {
     // Recovery: the reservation was lost with the store's data; the delivered tokens are billed (a
     // charge of 0, e.g. an upstream that never answered, is recorded as such, never tombstoned).
-    const balance = tenantKeys.balance(base);
     const charge = free === '1' ? 0 : actual;
     if (charge > 0 && !kv.exists(balance)) return ['HYDRATE'];
+    acknowledgeAlone();
     const entryId = kv.xadd(tenantKeys.outbox(base), [
       ['reservationId', resId],
       ['keyId', rowKeyId],
@@ -79,21 +104,26 @@ export const budgetFinalize: Script = (kv, keys, args) => {
   }
   if (!state || state === 'cancelled') {
     if (actual > 0) return ['INVALID_INPUT', 'reservationId'];
+    acknowledgeAlone();
     if (!state) {
       kv.hset(resKey, { state: 'cancelled', finalizedAt: now });
       kv.pexpire(resKey, RETAIN_MS);
     }
     return ['CANCELLED_BEFORE_ADMIT'];
   }
-  if (state === 'finalized') return ['ALREADY_FINALIZED', num(charged)];
+  if (state === 'finalized') {
+    acknowledgeAlone();
+    return ['ALREADY_FINALIZED', num(charged)];
+  }
 
   const amount = num(amountRaw);
   if (free === '1' && amount > 0) return ['INVALID_INPUT', 'free'];
   const estimate = num(tokensRaw);
   const charge = Math.min(actual, amount);
-  const counters = tenantKeys.scopes(base, keyId, period);
+  const released = acknowledge();
 
   let entryId = '';
+  let outboxAdded = 0;
   if (rowKeyId !== '') {
     entryId = kv.xadd(tenantKeys.outbox(base), [
       ['reservationId', resId],
@@ -106,15 +136,31 @@ export const budgetFinalize: Script = (kv, keys, args) => {
       ['free', free],
       ['settledAtMs', arg(args, 3)],
     ]);
-    if (charge > 0) kv.hincrby(tenantKeys.balance(base), 'outbox', charge);
+    outboxAdded = charge;
   }
 
+  // Each counter read once and written once: the reservation released (an open one; a free one
+  // reserved nothing), the charge committed, and on the balance the outbox moved.
   let drift = 0;
-  if (state === 'open') {
-    drift = release(kv, counters, amount);
-    kv.zrem(tenantKeys.deadlines(base), resId);
+  for (const [i, key] of tenantKeys.scopes(base, keyId, period).entries()) {
+    const [reservedRaw, committedRaw, outboxRaw] = kv.hmget(key, 'reserved', 'committed', 'outbox');
+    const write: Record<string, number> = {};
+    if (state === 'open' && amount > 0) {
+      const reserved = num(reservedRaw);
+      if (reserved < amount) drift += amount - reserved;
+      write.reserved = reserved < amount ? 0 : reserved - amount;
+    }
+    write.committed = num(committedRaw) + charge;
+    if (i === 0) {
+      const held = luaNumber(outboxRaw);
+      let outbox = held;
+      if (held !== null && released > 0) outbox = Math.max(0, held - released);
+      if (outboxAdded > 0) outbox = (outbox ?? 0) + outboxAdded;
+      if (outbox !== null && outbox !== held) write.outbox = outbox;
+    }
+    kv.hset(key, write);
   }
-  for (const key of counters) kv.hincrby(key, 'committed', charge);
+  if (state === 'open') kv.zrem(tenantKeys.deadlines(base), resId);
 
   const tpdKey = tenantKeys.tokensPerDay(base, keyId, day);
   const used = kv.get(tpdKey);
@@ -134,3 +180,29 @@ export const budgetFinalize: Script = (kv, keys, args) => {
   const overspend = charge > 0 && committed + reserved > credited ? 1 : 0;
   return ['LATE_FINALIZE', charge, overspend, drift, entryId];
 };
+
+/** As Lua's tonumber: null for an absent or non-numeric value. */
+function luaNumber(raw: string | null | undefined): number | null {
+  if (raw === null || raw === undefined || raw.trim() === '') return null;
+  const n = Number(raw);
+  return Number.isNaN(n) ? null : n;
+}
+
+/**
+ * Deletes the named entries (pairs: entry id, reservation id) whose reservation matches;
+ * answers the sum of their charges (outbox_ack's rules; the caller moves the `outbox` field).
+ */
+export function acknowledgeEntries(kv: MemoryKv, base: string, pairs: string[]): number {
+  const stream = tenantKeys.outbox(base);
+  let released = 0;
+  for (let i = 0; i < pairs.length; i += 2) {
+    const id = pairs[i] ?? '';
+    const entry = kv.xget(stream, id);
+    if (entry === null) continue;
+    const field = (name: string) => entry.fields.find(([key]) => key === name)?.[1];
+    if (field('reservationId') !== pairs[i + 1]) continue;
+    released += num(field('chargedMicro'));
+    kv.xdel(stream, id);
+  }
+  return released;
+}

@@ -114,6 +114,8 @@ export const tenantKeys = {
     `${base}:idem:${keyId}:${idem}`,
   tokensPerDay: (base: string, keyId: string | null | undefined, day: string | number | null | undefined) =>
     `${base}:tpd:${keyId}:${day}`,
+  /** A user's burst bucket (`*`: the tenant's, for requests without a user): "<level>:<ms>". */
+  burst: (base: string, subject: string) => `${base}:bk:${subject}`,
   /** Settlements waiting to be written to PostgreSQL (budget_finalize appends, outbox_ack deletes). */
   outbox: (base: string) => `${base}:outbox`,
 };
@@ -156,7 +158,7 @@ export function rateLimited(dimension: string, limit: number, retryMs: number, n
 /**
  * A token bucket's level now (stored × 60000, so refill per ms is an integer): full when new,
  * refilled by the time since it was last written, never above capacity. (The Lua scripts inline
- * this in admit and pool_gate.)
+ * this in pool_gate.)
  */
 export function refilled(
   kv: MemoryKv,
