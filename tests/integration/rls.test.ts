@@ -248,9 +248,7 @@ describe('what each role sees', () => {
     expect(
       await refusal(
         asTenant(app, tenantA.id, (tx) =>
-          tx.execute(
-            sql`update spend set tenant_id = ${tenantB.id} where tenant_id = ${tenantA.id}`,
-          ),
+          tx.execute(sql`update spend set tenant_id = ${tenantB.id} where tenant_id = ${tenantA.id}`),
         ),
       ),
     ).toMatch(/violates row-level security policy/);
