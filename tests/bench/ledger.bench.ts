@@ -17,6 +17,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
+import { openPostgres } from '../../db/postgres.js';
+import { bypassRowLevelSecurity } from '../../db/scope.js';
 import { grantCredits } from '../../src/billing/credits.js';
 import { parseConfig } from '../../src/config.js';
 import { newId } from '../../src/ids.js';
@@ -24,7 +26,7 @@ import { reaperJob } from '../../src/jobs/reaper.js';
 import { jobsState, runDueJobs } from '../../src/jobs/runner.js';
 import { type Peppers, parsePeppers } from '../../src/keys/peppers.js';
 import { hydrateFromBook } from '../../src/ledger/hydrate.js';
-import { drainOutbox, type SettledSpend } from '../../src/ledger/outbox.js';
+import { drainOutbox, type SettledSpend, writeSettledSpend } from '../../src/ledger/outbox.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { assembleServices } from '../../src/services.js';
 import { localSigner } from '../../src/signing/signer.js';
@@ -152,6 +154,70 @@ const line = (name: string, n: number, s: number, rate: number) =>
 line('settling gateway (held rows)', direct.length, directSeconds, directRate);
 line('outbox drain', drained.entries, drainSeconds, drainRate);
 console.log(`(gateway saturation taken as ${GATEWAY_RPS} req/s: BENCH_GATEWAY_RPS)`);
+
+// 1b. Row-level security's cost on the spend writer (db/scope.ts): the same batches of 64 rows
+// written through the scopes (one transaction per batch, the tenant switched per tenant in it)
+// and with the scopes bypassed (SPICEGATE_BENCH_RLS_BYPASS: the same transaction, no role), in
+// alternating rounds, for batches of 64 tenants and of 1.
+const bypassHandle = await openPostgres(database.url ?? DATABASE_URL, { maxConnections: 4 });
+bypassRowLevelSecurity(bypassHandle.db);
+const syntheticRows = (tenants: string[], count: number): SettledSpend[] =>
+  Array.from({ length: count }, (_, i) => ({
+    reservationId: newId('res'),
+    tenantId: tenants[i % tenants.length] as string,
+    keyId: 'key_bench',
+    pool: 'standard',
+    promptTokens: 3,
+    completionTokens: 7,
+    costMicro: 900n,
+    chargedMicro: 900n,
+    free: false,
+    settledAt: new Date(),
+  }));
+const RLS_ROUNDS = 6;
+const RLS_BATCHES = Math.max(1, Math.round(SETTLEMENTS / 64 / RLS_ROUNDS / 2));
+const rlsRates: Record<string, number[]> = {};
+for (let round = 0; round < RLS_ROUNDS; round += 1) {
+  for (const [spread, tenants] of [
+    ['64 tenants a batch', tenantIds],
+    ['1 tenant a batch', tenantIds.slice(0, 1)],
+  ] as const) {
+    for (const [mode, db] of (round % 2 === 0
+      ? [
+          ['scoped', services.db],
+          ['bypassed', bypassHandle.db],
+        ]
+      : [
+          ['bypassed', bypassHandle.db],
+          ['scoped', services.db],
+        ]) as [string, typeof services.db][]) {
+      const batches = Array.from({ length: RLS_BATCHES }, () => syntheticRows(tenants, 64));
+      let nextBatch = 0;
+      const began = performance.now();
+      // 4 in flight, as the spend writer.
+      await Promise.all(
+        Array.from({ length: 4 }, async () => {
+          for (let batch = batches[nextBatch++]; batch !== undefined; batch = batches[nextBatch++])
+            await writeSettledSpend(db, batch);
+        }),
+      );
+      const rate = (RLS_BATCHES * 64) / ((performance.now() - began) / 1000);
+      (rlsRates[`${spread}|${mode}`] ??= []).push(rate);
+    }
+  }
+}
+await bypassHandle.close();
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? 0;
+console.log(
+  `\n1b. row-level security on the spend writer: ${RLS_ROUNDS} alternating rounds of ${RLS_BATCHES} batches of 64 rows each way (median rows/s)`,
+);
+for (const spread of ['64 tenants a batch', '1 tenant a batch']) {
+  const scoped = median(rlsRates[`${spread}|scoped`] ?? []);
+  const bypassed = median(rlsRates[`${spread}|bypassed`] ?? []);
+  console.log(
+    `${spread.padEnd(20)} scoped ${Math.round(scoped).toString().padStart(6)}  bypassed ${Math.round(bypassed).toString().padStart(6)}  scoped/bypassed ${(scoped / bypassed).toFixed(2)}`,
+  );
+}
 
 // 2. Hydration.
 const [historied] = await tenantsWithCredits(1, 10n ** 12n);

@@ -256,6 +256,33 @@ describe('what each role sees', () => {
     expect(await countBy(harness.db, 'spend', 'tenant_id', tenantB.id, true)).toBe(1);
   });
 
+  it('one spend batch spanning tenants is written, each tenant as itself, every entry balanced', async () => {
+    const batch = [tenantA, tenantB, tenantA].map((tenant, i) => ({
+      reservationId: `res_batch_${i}_${tenant.id}`,
+      tenantId: tenant.id,
+      keyId: 'key_rls',
+      pool: 'standard',
+      promptTokens: 1,
+      completionTokens: 2,
+      costMicro: 10n + BigInt(i),
+      chargedMicro: 10n + BigInt(i),
+      free: false,
+      settledAt: new Date(),
+    }));
+    expect(await writeSettledSpend(app, batch)).toBe(3);
+    const lines = await rows<{ reference: string; lines: number; sum: string }>(
+      harness.db,
+      sql`select e.reference, count(p.id)::int as lines, sum(p.amount_micro)::text as sum
+        from journal_entries e join postings p on p.entry_id = e.id
+        where e.reference like 'res_batch_%' group by e.reference order by e.reference`,
+    );
+    expect(lines).toEqual(
+      batch
+        .map((row) => ({ reference: row.reservationId, lines: 2, sum: '0' }))
+        .sort((a, b) => (a.reference < b.reference ? -1 : 1)),
+    );
+  });
+
   it('the admin role sees every tenant', async () => {
     const seen = await asAdmin(app, (tx) =>
       rows<{ n: number }>(
