@@ -1,5 +1,4 @@
 import type { ServerResponse } from 'node:http';
-import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import type { Context } from 'hono';
 import type { AppEnv } from './context.js';
 import { commonHeaders } from './middleware.js';
@@ -25,10 +24,15 @@ export function writeHead<E extends AppEnv>(
   outgoing.writeHead(status, { ...commonHeaders(requestId), ...routeHeaders, ...own });
 }
 
+// @hono/node-server's RESPONSE_ALREADY_SENT (the adapter then writes nothing), made here so the
+// Workers bundle does not carry the Node adapter. At module load: it must be a web Response, made
+// before the adapter replaces the global `Response` with its own (whose head it would write).
+const ALREADY_SENT = new Response(null, { headers: { 'x-hono-already-sent': 'true' } });
+
 /** What the handler returns once it has written (or started writing) `outgoing` itself. */
 export function sent<E extends AppEnv>(c: Context<E>, status: number): Response {
   (c as unknown as Context<AppEnv>).set('sentStatus', status);
-  return RESPONSE_ALREADY_SENT;
+  return ALREADY_SENT;
 }
 
 /** A JSON answer, as `c.json` writes it: `application/json` with its length. */
