@@ -1,3 +1,4 @@
+import type { ServerResponse } from 'node:http';
 import type { Context } from 'hono';
 import type { RequestIdVariables } from 'hono/request-id';
 import { Cancellation } from '../cancellation.js';
@@ -6,7 +7,11 @@ import type { Logger } from '../observability/logger.js';
 
 /** What every raw route can read from Hono's context. */
 export type AppEnv = {
-  Variables: RequestIdVariables & { log: Logger };
+  Variables: RequestIdVariables & {
+    log: Logger;
+    /** Set when the route wrote its Node response itself: the status it sent (node-reply.ts). */
+    sentStatus: number | undefined;
+  };
 };
 
 /** The one way a raw route answers with an error (DESIGN.md §4 shape). */
@@ -18,18 +23,15 @@ export function errorResponse<E extends AppEnv>(c: Context<E>, thrown: unknown):
 
 export { AppError };
 
-/** What @hono/node-server passes as the app's env: the Node request and response. */
-interface NodeBindings {
-  outgoing: {
-    readonly writableFinished: boolean;
-    readonly destroyed: boolean;
-    once(event: 'close', listener: () => void): unknown;
-  };
-}
-
-function nodeResponse(env: unknown): NodeBindings['outgoing'] | undefined {
-  const outgoing = (env as Partial<NodeBindings> | undefined)?.outgoing;
-  return typeof outgoing?.once === 'function' && 'writableFinished' in outgoing ? outgoing : undefined;
+/**
+ * The Node response behind a request @hono/node-server serves (its env's `outgoing`); undefined
+ * elsewhere (Workers, `app.request`). A route may write it itself (src/http/node-reply.ts).
+ */
+export function nodeOutgoing(c: Context): ServerResponse | undefined {
+  const outgoing = (c.env as { outgoing?: Partial<ServerResponse> } | undefined)?.outgoing;
+  return typeof outgoing?.writeHead === 'function' && 'writableFinished' in outgoing
+    ? (outgoing as ServerResponse)
+    : undefined;
 }
 
 /**
@@ -41,7 +43,7 @@ function nodeResponse(env: unknown): NodeBindings['outgoing'] | undefined {
  */
 export function clientSignal(c: Context): Cancellation {
   const gone = new Cancellation();
-  const outgoing = nodeResponse(c.env);
+  const outgoing = nodeOutgoing(c);
   if (outgoing !== undefined) {
     if (outgoing.destroyed && !outgoing.writableFinished) gone.abort();
     else

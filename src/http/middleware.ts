@@ -115,6 +115,16 @@ export const SECURITY_HEADERS: readonly (readonly [string, string])[] = [
   ['X-XSS-Protection', '0'],
 ];
 
+const SECURITY_HEADER_RECORD: Readonly<Record<string, string>> = Object.fromEntries(SECURITY_HEADERS);
+
+/**
+ * The headers `perRequest` puts on every response, as one record, for a route that writes its Node
+ * response itself (src/http/node-reply.ts) and so sends them with its head.
+ */
+export function commonHeaders(requestId: string): Record<string, string> {
+  return { 'X-Request-Id': requestId, ...SECURITY_HEADER_RECORD };
+}
+
 // A well-formed incoming X-Request-Id is kept, so a caller can correlate; anything else is replaced.
 const REQUEST_ID = /^[\w=-]{1,128}$/;
 
@@ -132,18 +142,24 @@ function perRequest(root: Logger): MiddlewareHandler<AppEnv> {
     const log = root.child({ requestId: id });
     c.set('log', log);
     await next();
-    const headers = c.res.headers;
-    headers.set('X-Request-Id', id);
-    for (const [name, value] of SECURITY_HEADERS) headers.set(name, value);
-    // Every 503 (store or upstream unavailable, not ready, tRPC's too) says when to come back.
-    if (c.res.status === 503 && !headers.has('retry-after')) {
-      headers.set('Retry-After', String(RETRY_AFTER_SECONDS_ON_503));
+    // A route that wrote its Node response itself sent these headers with its head.
+    const sent = c.get('sentStatus');
+    if (sent === undefined) {
+      const headers = c.res.headers;
+      headers.set('X-Request-Id', id);
+      for (const [name, value] of SECURITY_HEADERS) headers.set(name, value);
+      // Every 503 (store or upstream unavailable, not ready, tRPC's too) says when to come back.
+      if (c.res.status === 503 && !headers.has('retry-after')) {
+        headers.set('Retry-After', String(RETRY_AFTER_SECONDS_ON_503));
+      }
     }
+    // At LOG_LEVEL=warn (production's usual), not even the line's fields are built.
+    if (!log.isLevelEnabled('info')) return;
     log.info(
       {
         method: c.req.method,
         path: c.req.path,
-        status: c.res.status,
+        status: sent ?? c.res.status,
         durationMs: Math.round((performance.now() - startedAt) * 10) / 10,
       },
       'request',

@@ -183,8 +183,8 @@ class ChatAnswer implements Answer {
     );
   }
 
-  whole(c: Context, content: string, settlement: Exclude<Settlement, { kind: 'failed' }>): Response {
-    return c.json({
+  whole(content: string, settlement: Exclude<Settlement, { kind: 'failed' }>) {
+    return {
       id: this.id,
       object: 'chat.completion',
       created: this.created,
@@ -197,7 +197,7 @@ class ChatAnswer implements Answer {
         },
       ],
       usage: usageBody(settlement.usage),
-    });
+    };
   }
 
   private chunk(choices: unknown[], extra: Record<string, unknown> = {}): string {

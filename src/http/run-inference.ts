@@ -9,7 +9,8 @@ import { type Settlement, settle, type Usage } from '../inference/settle.js';
 import type { VerifiedKey } from '../keys/verifier.js';
 import type { Services } from '../services.js';
 import type { KeyEnv } from './api-key-auth.js';
-import { clientSignal } from './context.js';
+import { clientSignal, nodeOutgoing } from './context.js';
+import { writeJson } from './node-reply.js';
 import { type SseStream, sseResponse } from './sse.js';
 
 /** What a route decides about its answers; `R` is its parsed request body. Made once per route. */
@@ -26,8 +27,8 @@ export interface Answer {
   token(content: string): string;
   /** The closing events: the answer's end and usage, or the failure. */
   end(stream: SseStream, settlement: Exclude<Settlement, { kind: 'stalled' }>): void;
-  /** The answer in one body, for a caller that asked for no stream (`stream: false`). */
-  whole?(c: Context<KeyEnv>, content: string, settlement: Exclude<Settlement, { kind: 'failed' }>): Response;
+  /** The JSON body of the answer in one piece, for a caller that asked for no stream (`stream: false`). */
+  whole?(content: string, settlement: Exclude<Settlement, { kind: 'failed' }>): unknown;
 }
 
 /**
@@ -71,13 +72,18 @@ async function admitAndAnswer<R>(
   estimated: Extract<Estimated, { ok: true }>,
 ): Promise<Response> {
   const admission = await admit(services, key, input, estimated);
-  for (const [name, value] of Object.entries(admission.headers)) c.header(name, value);
-  if (!admission.ok) return shape.error(c, admission.error, request);
+  // The answer's headers (rate limits, pool used), on an error too.
+  let headers = admission.headers;
+  const refuse = (error: AppError) => {
+    for (const [name, value] of Object.entries(headers)) c.header(name, value);
+    return shape.error(c, error, request);
+  };
+  if (!admission.ok) return refuse(admission.error);
 
   const clientGone = clientSignal(c);
   const call = await openUpstream(services, key, input, admission, clientGone.signal);
-  if (!call.ok) return shape.error(c, call.error, request);
-  for (const [name, value] of Object.entries(call.headers)) c.header(name, value);
+  if (!call.ok) return refuse(call.error);
+  headers = { ...headers, ...call.headers };
 
   const answer = shape.answer(admission, request);
   if (input.stream === false && answer.whole !== undefined) {
@@ -91,9 +97,13 @@ async function admitAndAnswer<R>(
     });
     const settlement = await settle(services, key, admission, relayed);
     if (settlement.kind === 'failed') {
-      return shape.error(c, new AppError(settlement.code, 'The request could not be completed'), request);
+      return refuse(new AppError(settlement.code, 'The request could not be completed'));
     }
-    return answer.whole(c, content, settlement);
+    const body = answer.whole(content, settlement);
+    const outgoing = nodeOutgoing(c);
+    if (outgoing !== undefined) return writeJson(c, outgoing, 200, body, headers);
+    for (const [name, value] of Object.entries(headers)) c.header(name, value);
+    return c.json(body);
   }
 
   const run = async (stream: SseStream): Promise<'abandon' | undefined> => {
@@ -116,6 +126,7 @@ async function admitAndAnswer<R>(
       return running;
     },
     () => clientGone.abort(),
+    headers,
   );
 }
 

@@ -1,32 +1,44 @@
 /**
  * npm run bench:gateway — what the gateway costs on top of its upstream, in one run, on loopback.
- * Four targets answer the same OpenAI-compatible requests from the same mock upstream
+ * The targets answer the same OpenAI-compatible requests from the same mock upstream
  * (tests/bench/gateway/mock-upstream.ts), each in its own process:
  *   A   the mock upstream itself
  *   B   a bare node:http keep-alive pass-through proxy (the floor for any Node proxy)
  *   B2  Hono + @hono/node-server + global `fetch` pass-through (a naive Hono gateway)
- *   G   `spicegate serve` with full enforcement: key verification, admit, upstream, finalize,
- *       spend row — on a Redis this bench starts (so INFO/MONITOR count only G's commands)
- * Per target: requests/s at saturation (50 connections, closed loop), p50/p99 at a fixed 500 req/s
- * (open loop, evenly paced, latency from the scheduled send time), streaming requests/s with 20
- * chunks, CPU ms per request and RSS of the target's process (/proc), and for G the Redis round
- * trips per request, the streaming overhead per token and 1,000 concurrent slow streams.
- * Prints one table, the ratios and the goals of issue 6; asserts nothing.
+ *   G   `spicegate serve` with full enforcement: key verification, admit, upstream, settle,
+ *       outbox, spend entry — on a Redis and a database of its own (so Redis's CPU and INFO count
+ *       only its work); and any variant of G in GATEWAYS (the same gateway with other settings).
+ * Per target: CPU ms per request of the target's process (/proc) at saturation (50 connections,
+ * closed loop) and at a fixed 500 req/s (open loop, evenly paced), p50/p99 at 500 req/s (from the
+ * scheduled send time), CPU ms per 20-chunk stream (streaming saturation), RSS; for G also Redis
+ * CPU and commands per inference, Redis round trips (MONITOR), 1,000 concurrent slow streams.
+ *
+ * Two passes. Pinned (≥ 2 cores, taskset and chrt; tests/bench/gateway/pinning.ts): the target
+ * measured alone on one core, everything else on another, Redis and the mock at real-time priority
+ * — per-process CPU and latency as if the target had a machine of its own. Unpinned: every process
+ * on every core, as the figures before issue 18 were taken. Prints a table per pass, the ratios
+ * to B and the goals of issue 18; asserts nothing.
  *
  * BENCH_SECONDS (5): each saturation window, after 1 s of warm-up.
  * BENCH_LATENCY_SECONDS (10): the paced window (5,000 samples at 500 req/s: p99 is the 50th worst).
  * BENCH_TENANTS (200): enterprise tenants G's load is spread over (see TENANT_LIMITS_NOTE).
  * BENCH_SLOW_STREAMS (1000): concurrent slow streams against G.
- * DATABASE_URL: when set, G gets a fresh database on that server (created and dropped by the
+ * BENCH_PASSES (pinned,unpinned): which passes run, in order.
+ * BENCH_BASELINE_DIR: another checkout (with node_modules) measured beside this one as G0, so a
+ *   change is compared with the code before it in the same run.
+ * BENCH_G_NODE_FLAGS / BENCH_G_LOG: extra node flags for every G (e.g. `--trace-gc`) and a file
+ *   their output is appended to.
+ * DATABASE_URL: when set, each G gets a fresh database on that server (created and dropped by the
  *   bench); else PGlite in a temp DATA_DIR, inside G's process (its RSS included).
- * BENCH_PROFILE=1: run G under `node --cpu-prof` and print its top self time during the
- *   non-streaming saturation window (G's figures then include the profiler's overhead).
+ * BENCH_PROFILE=1: run the first G under `node --cpu-prof` and print its top self time during the
+ *   first pass's non-streaming saturation window (its figures then include the profiler's overhead).
  */
 import { availableParallelism, loadavg } from 'node:os';
+import { resolve } from 'node:path';
 import { Redis } from 'ioredis';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
-import { startRedisServer } from '../support/redis-server.js';
-import { killAll, startHelper } from './gateway/children.js';
+import { type RedisServer, startRedisServer } from '../support/redis-server.js';
+import { type Helper, killAll, startHelper, track } from './gateway/children.js';
 import {
   createTenants,
   type Gateway,
@@ -48,20 +60,65 @@ import {
   Tally,
   type Target,
 } from './gateway/load.js';
-import { cpuMs, cpuMsByName, machineBusyMs, ownCpuMs, rssMiB } from './gateway/proc.js';
+import {
+  alive,
+  backendPids,
+  type Cores,
+  pinningCores,
+  setAffinity,
+  setNice,
+  setRealtime,
+} from './gateway/pinning.js';
+import { cpuMs, machineBusyMs, ownCpuMs, rssMiB } from './gateway/proc.js';
 import { monotonicUs, type ProfileSummary, summarizeProfile } from './gateway/profile.js';
 import { commandCalls, difference, type Monitored, monitorCommands } from './gateway/redis-stats.js';
+import { positive } from './settings.js';
 
 // The one switch for G's upstream: 'openai' puts G in front of the same mock as A, B and B2 (the
 // fair comparison); 'local' uses the built-in model with no delay, for a tree without the
 // OpenAI-compatible adapter (src/upstream/openai.ts landed in 098e856).
 const G_UPSTREAM: UpstreamMode['kind'] = 'openai';
 
+/**
+ * The gateways measured: G, and variants of it — each a `spicegate serve` of its own with these
+ * extra environment variables (e.g. a feature switched off, to see what it costs), on a Redis and
+ * a database of its own, compared with B like G. `dir` runs another checkout's `bin/spicegate.js`.
+ */
+interface GatewayTarget {
+  /** Short name in the tables (G, G0, G-…). */
+  name: string;
+  /** What it is, in the legend. */
+  label: string;
+  env: Record<string, string>;
+  dir?: string;
+}
+const BASELINE_DIR = process.env.BENCH_BASELINE_DIR;
+const GATEWAYS: GatewayTarget[] = [
+  ...(BASELINE_DIR === undefined || BASELINE_DIR === ''
+    ? []
+    : [
+        {
+          name: 'G0',
+          label: `spicegate from ${BASELINE_DIR} (the code before)`,
+          env: {},
+          dir: resolve(BASELINE_DIR),
+        },
+      ]),
+  { name: 'G', label: 'spicegate, full enforcement', env: {} },
+];
+
 const SECONDS = positive('BENCH_SECONDS', 5);
 const LATENCY_SECONDS = positive('BENCH_LATENCY_SECONDS', 10);
 const TENANTS = Math.round(positive('BENCH_TENANTS', 200));
 const SLOW_STREAMS = Math.round(positive('BENCH_SLOW_STREAMS', 1000));
 const PROFILE = process.env.BENCH_PROFILE === '1';
+const G_NODE_FLAGS = (process.env.BENCH_G_NODE_FLAGS ?? '').split(/\s+/).filter((flag) => flag !== '');
+const G_LOG = process.env.BENCH_G_LOG || undefined;
+type PassName = 'pinned' | 'unpinned';
+const PASSES = (process.env.BENCH_PASSES ?? 'pinned,unpinned').split(',').map((pass) => {
+  if (pass !== 'pinned' && pass !== 'unpinned') throw new Error(`BENCH_PASSES: unknown pass ${pass}`);
+  return pass as PassName;
+});
 const WARMUP_MS = 1_000;
 const CONNECTIONS = 50;
 const RATE_PER_SECOND = 500;
@@ -78,13 +135,17 @@ const MONITORED_REQUESTS = 200;
 const CREDIT_MICRO = 10n ** 15n;
 const POOL = 'cheap';
 const CHAT = '/v1/chat/completions';
+// Read before pinning narrows this process's own affinity.
+const CORES = availableParallelism();
 
-// Goals of issue 6 for G with full enforcement.
-const GOAL_RPS_SHARE_OF_B = 0.5;
-const GOAL_ADDED_P99_MS = 3;
+// Goals of issue 18 for G with full enforcement (ratios to B in the pinned pass), and those kept.
+const GOAL_CPU_RATIO = 2.5;
+const GOAL_STREAM_CPU_RATIO = 3;
+const GOAL_ADDED_P99_OVER_B_MS = 3;
 const GOAL_ROUND_TRIPS = 2;
 const GOAL_SLOW_STREAMS = 1_000;
 const GOAL_SLOW_RSS_MIB = 200;
+const GOAL_IDLE_RSS_MIB = 100;
 
 const TENANT_LIMITS_NOTE =
   'G runs on the default tier table (an enterprise tenant admits 1,000 req/min; a request without ' +
@@ -92,19 +153,15 @@ const TENANT_LIMITS_NOTE =
   'spread over BENCH_TENANTS tenants (one key each, rpmLimit 10^9) and every request names a fresh ' +
   '`user`: every limit is evaluated in admit, as in production; none ever denies.';
 
-function positive(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!(value > 0)) throw new Error(`${name} must be a positive number, got ${raw}`);
-  return value;
-}
-
 interface Subject {
+  /** Short name (A, B, B2, G…). */
   name: string;
+  label: string;
   pid: number;
   /** A fresh request per call; `stream` picks the streaming shape with `tokens` chunks. */
   request(shape: { stream: boolean; tokens: number; content?: string }): Target;
+  /** A gateway's own Redis and database. */
+  gateway?: RunningGateway;
 }
 
 function body(shape: { stream: boolean; tokens: number; content?: string }, user?: string) {
@@ -118,18 +175,36 @@ function body(shape: { stream: boolean; tokens: number; content?: string }, user
 }
 
 /** A, B and B2: the same request every time. */
-function plainSubject(name: string, pid: number, url: string): Subject {
-  return { name, pid, request: (shape) => shot(url, CHAT, body(shape), {}) };
+function plainSubject(name: string, label: string, pid: number, url: string): Subject {
+  return { name, label, pid, request: (shape) => shot(url, CHAT, body(shape), {}) };
+}
+
+interface RunningGateway {
+  target: GatewayTarget;
+  gateway: Gateway;
+  redis: RedisServer;
+  /** A connection for INFO. */
+  stats: Redis;
+  database: TestDatabase | undefined;
+  tenants: Tenant[];
+  probeTenant: Tenant;
+  bootMs: number;
+  /** RSS once ready, before any tenant or request (the idle figure). */
+  readyRssMiB: number;
+  setupMs: number;
 }
 
 /** G: keys taken round-robin over the tenants, and a user id never used before on each request. */
-function gatewaySubject(gateway: Gateway, tenants: Tenant[]): Subject {
+function gatewaySubject(running: RunningGateway): Subject {
   let counter = 0;
   const runId = Date.now().toString(36);
-  const auth = tenants.map((tenant) => ({ authorization: `Bearer ${tenant.key}` }));
+  const auth = running.tenants.map((tenant) => ({ authorization: `Bearer ${tenant.key}` }));
+  const { gateway } = running;
   return {
-    name: 'G',
+    name: running.target.name,
+    label: running.target.label,
     pid: gateway.pid,
+    gateway: running,
     request: (shape) => () => {
       counter += 1;
       return shot(
@@ -170,11 +245,62 @@ async function probe(subject: Subject): Promise<void> {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Where the processes run.
+
+/** Every process of the run, by role, for placing them. */
+interface Processes {
+  mock: number;
+  /** All targets' pids (A is the mock). */
+  targets: number[];
+  /** The gateways' Redis servers. */
+  redis: number[];
+  /** The gateways' databases (their backends are found when placing). */
+  databaseUrls: string[];
+}
+
+/**
+ * Pinned (`cores`): `target` alone on cores.target; the rest — this process (the load generator),
+ * the mock, the other targets, Redis, the databases' backends — on cores.others; Redis and the mock
+ * at real-time priority, everything else at nice -20 (pinning.ts). Unpinned: everything everywhere
+ * at normal priority. Returns the backends.
+ */
+async function place(
+  all: Processes,
+  cores: Cores | undefined,
+  target: number | undefined,
+): Promise<number[]> {
+  const backends = (await Promise.all(all.databaseUrls.map(backendPids))).flat();
+  const elsewhere = cores === undefined ? undefined : String(cores.others);
+  const spread = cores?.all ?? '';
+  const others = [process.pid, all.mock, ...all.targets, ...all.redis, ...backends];
+  const realtime = [all.mock, ...all.redis];
+  if (cores === undefined) {
+    for (const pid of others) {
+      setAffinity(pid, spread === '' ? `0-${CORES - 1}` : spread);
+      setRealtime(pid, false);
+      setNice(pid, 0);
+    }
+    return backends;
+  }
+  for (const pid of others) {
+    setAffinity(pid, pid === target ? String(cores.target) : (elsewhere as string));
+    if (realtime.includes(pid)) setRealtime(pid, true);
+    else setNice(pid, -20);
+  }
+  return backends;
+}
+
+// ---------------------------------------------------------------------------------------------
+// One target, one pass.
+
 interface Measured {
   name: string;
   saturation: Saturation;
   cpuMsPerRequest: number;
   latency: Paced;
+  /** The target's CPU over the paced window ÷ the requests in it. */
+  cpuMsPerPacedRequest: number;
   streaming: Saturation;
   cpuMsPerStream: number;
   stream20Ms: number;
@@ -187,7 +313,7 @@ interface Measured {
    * process (the load generator), Redis and PostgreSQL (G only), and the whole machine.
    */
   cpuBreakdown: CpuSplit;
-  /** G only: INFO commandstats over the saturation window. */
+  /** G only: INFO commandstats over the saturation window, per successful request. */
   redis?: { scriptCalls: number; allCommands: number };
   profileWindowUs?: [number, number];
 }
@@ -201,26 +327,44 @@ interface CpuSplit {
   machine: number;
 }
 
-/** What every process involved has used so far (ms); `redisPid` only when the target uses it. */
-function cpuSnapshot(targetPid: number, mockPid: number, redisPid: number | undefined): CpuSplit {
+/** CPU time so far (ms) of each backend still running, by pid. */
+function backendsCpu(pids: number[]): Map<number, number> {
+  const cpu = new Map<number, number>();
+  for (const pid of pids) if (alive(pid)) cpu.set(pid, safeCpuMs(pid));
+  return cpu;
+}
+
+function safeCpuMs(pid: number): number {
+  try {
+    return cpuMs(pid);
+  } catch {
+    return 0; // exited meanwhile
+  }
+}
+
+/** What every process involved has used so far (ms); Redis and PostgreSQL only for a gateway. */
+function cpuSnapshot(subject: Subject, mockPid: number, backends: number[]) {
   return {
-    target: cpuMs(targetPid),
+    target: cpuMs(subject.pid),
     mock: cpuMs(mockPid),
     loadGenerator: ownCpuMs(),
-    redis: redisPid === undefined ? 0 : cpuMs(redisPid),
-    postgres: redisPid === undefined ? 0 : cpuMsByName('postgres'),
+    redis: subject.gateway === undefined ? 0 : safeCpuMs(subject.gateway.redis.process.pid as number),
+    postgres: backendsCpu(backends),
     machine: machineBusyMs(),
   };
 }
+type CpuSnapshot = ReturnType<typeof cpuSnapshot>;
 
-const perRequest = (after: CpuSplit, before: CpuSplit, requests: number): CpuSplit => {
+const perRequest = (after: CpuSnapshot, before: CpuSnapshot, requests: number): CpuSplit => {
   const n = Math.max(1, requests);
+  let postgres = 0;
+  for (const [pid, ms] of after.postgres) postgres += ms - (before.postgres.get(pid) ?? 0);
   return {
     target: (after.target - before.target) / n,
     mock: (after.mock - before.mock) / n,
     loadGenerator: (after.loadGenerator - before.loadGenerator) / n,
     redis: (after.redis - before.redis) / n,
-    postgres: (after.postgres - before.postgres) / n,
+    postgres: postgres / n,
     machine: (after.machine - before.machine) / n,
   };
 };
@@ -234,18 +378,19 @@ const mockCounts = async (mockUrl: string) => (await (await fetch(`${mockUrl}/st
 
 async function measure(
   subject: Subject,
-  mock: { url: string; pid: number },
-  stats: { client: Redis; pid: number } | null,
+  mock: Helper,
+  /** Re-places every process (new database backends appear as G's pool grows); returns the backends. */
+  replace: () => Promise<number[]>,
 ): Promise<Measured> {
   const mockUrl = mock.url;
-  let splitBefore = cpuSnapshot(subject.pid, mock.pid, stats?.pid);
+  let backends = await replace();
+  let splitBefore = cpuSnapshot(subject, mock.pid, backends);
   let splitAfter = splitBefore;
   let upstreamBefore: MockCounts = { connections: 0, requests: 0 };
   let upstreamAfter: MockCounts = { connections: 0, requests: 0 };
-  let cpuBefore = 0;
-  let cpuAfter = 0;
   let redisBefore = new Map<string, number>();
   let redisAfter = new Map<string, number>();
+  const stats = subject.gateway?.stats;
   const window: [number, number] = [0, 0];
   const saturation = await saturate({
     target: subject.request({ stream: false, tokens: MAX_TOKENS }),
@@ -253,26 +398,33 @@ async function measure(
     warmupMs: WARMUP_MS,
     durationMs: SECONDS * 1000,
     onMeasureStart: async () => {
-      if (stats) redisBefore = await commandCalls(stats.client);
+      backends = await replace();
+      if (stats) redisBefore = await commandCalls(stats);
       upstreamBefore = await mockCounts(mockUrl);
-      cpuBefore = cpuMs(subject.pid);
-      splitBefore = cpuSnapshot(subject.pid, mock.pid, stats?.pid);
+      splitBefore = cpuSnapshot(subject, mock.pid, backends);
       window[0] = monotonicUs();
     },
     onMeasureEnd: async () => {
       window[1] = monotonicUs();
-      cpuAfter = cpuMs(subject.pid);
-      splitAfter = cpuSnapshot(subject.pid, mock.pid, stats?.pid);
+      splitAfter = cpuSnapshot(subject, mock.pid, backends);
       upstreamAfter = await mockCounts(mockUrl);
-      if (stats) redisAfter = await commandCalls(stats.client);
+      if (stats) redisAfter = await commandCalls(stats);
     },
   });
+  let pacedCpuBefore = 0;
+  let pacedCpuAfter = 0;
   const latency = await paced({
     target: subject.request({ stream: false, tokens: MAX_TOKENS }),
     ratePerSecond: RATE_PER_SECOND,
     warmupMs: WARMUP_MS,
     durationMs: LATENCY_SECONDS * 1000,
     maxSockets: CONNECTIONS,
+    onMeasureStart: () => {
+      pacedCpuBefore = cpuMs(subject.pid);
+    },
+    onMeasureEnd: () => {
+      pacedCpuAfter = cpuMs(subject.pid);
+    },
   });
   let streamCpuBefore = 0;
   let streamCpuAfter = 0;
@@ -298,16 +450,18 @@ async function measure(
     warmupMs: 300,
     durationMs: SEQUENTIAL_MS,
   });
+  const split = perRequest(splitAfter, splitBefore, saturation.requests);
   const measured: Measured = {
     name: subject.name,
     saturation,
-    cpuMsPerRequest: (cpuAfter - cpuBefore) / Math.max(1, saturation.requests),
-    cpuBreakdown: perRequest(splitAfter, splitBefore, saturation.requests),
+    cpuMsPerRequest: split.target,
+    cpuBreakdown: split,
     // Minus the /stats call itself (one connection of its own, as fetch does not reuse ours).
     upstreamConnectionsPerRequest:
       (upstreamAfter.connections - upstreamBefore.connections - 1) /
       Math.max(1, upstreamAfter.requests - upstreamBefore.requests),
     latency,
+    cpuMsPerPacedRequest: (pacedCpuAfter - pacedCpuBefore) / Math.max(1, latency.sent),
     streaming,
     cpuMsPerStream: (streamCpuAfter - streamCpuBefore) / Math.max(1, streaming.requests),
     stream20Ms: stream20.p50Ms,
@@ -385,18 +539,15 @@ async function oneTenantProbe(gateway: Gateway, tenant: Tenant): Promise<string>
   return `one tenant, one key, no \`user\`, 30 sequential requests: ${tally.describe()}${denied ? ` (429 on ${denied})` : ''}`;
 }
 
-async function roundTrips(
-  gateway: Gateway,
-  subject: Subject,
-  redisUrl: string,
-): Promise<Monitored & { requests: number }> {
-  const health = (await (await fetch(`${gateway.url}/health`)).json()) as {
+async function roundTrips(subject: Subject): Promise<Monitored & { requests: number }> {
+  const running = subject.gateway as RunningGateway;
+  const health = (await (await fetch(`${running.gateway.url}/health`)).json()) as {
     scripts: { name: string; version: number; sha1: string }[];
   };
   const shaNames = new Map(
     health.scripts.map((script) => [script.sha1, `${script.name}.v${script.version}`]),
   );
-  const client = new Redis(redisUrl, { lazyConnect: true });
+  const client = new Redis(running.redis.url, { lazyConnect: true });
   client.on('error', () => {});
   await client.connect();
   const agent = keepAliveAgent(1);
@@ -411,6 +562,49 @@ async function roundTrips(
     agent.destroy();
     client.disconnect();
   }
+}
+
+/** One gateway of GATEWAYS, ready, with its tenants. */
+async function startGatewayTarget(target: GatewayTarget, mock: Helper): Promise<RunningGateway> {
+  const redis = await startRedisServer();
+  track(redis.process);
+  const stats = new Redis(redis.url);
+  stats.on('error', () => {});
+  const database = process.env.DATABASE_URL
+    ? await createTestDatabase(process.env.DATABASE_URL, { migrate: false })
+    : undefined;
+  const upstream: UpstreamMode =
+    G_UPSTREAM === 'openai' ? { kind: 'openai', mockUrl: mock.url } : { kind: 'local', tokens: 4_096 };
+  const startedAt = performance.now();
+  const gateway = await startGateway({
+    redisUrl: redis.url,
+    databaseUrl: database?.url,
+    upstream,
+    profile: PROFILE && target === GATEWAYS[0],
+    nodeFlags: G_NODE_FLAGS,
+    env: target.env,
+    ...(target.dir === undefined ? {} : { dir: target.dir }),
+    ...(G_LOG === undefined ? {} : { logFile: G_LOG }),
+  });
+  const bootMs = performance.now() - startedAt;
+  const readyRssMiB = rssMiB(gateway.pid).now;
+  const [probeTenant, ...tenants] = await createTenants(gateway, {
+    count: TENANTS + 1,
+    creditMicro: CREDIT_MICRO,
+    concurrency: 4,
+  });
+  return {
+    target,
+    gateway,
+    redis,
+    stats,
+    database,
+    tenants,
+    probeTenant: probeTenant as Tenant,
+    bootMs,
+    readyRssMiB,
+    setupMs: performance.now() - startedAt - bootMs,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -428,82 +622,249 @@ const table = (header: string[], rows: string[][]) => {
 };
 const mark = (pass: boolean) => (pass ? '✓' : '✗');
 
+interface Pass {
+  name: PassName;
+  results: Measured[];
+  loadAtStart: string;
+}
+
+interface GatewayDetails {
+  running: RunningGateway;
+  trips: Monitored & { requests: number };
+  slow: SlowStreams;
+  probe: string;
+  logged: [string, number][];
+}
+
+const load = () =>
+  loadavg()
+    .map((value) => value.toFixed(2))
+    .join(' ');
+
 async function main(): Promise<void> {
   const notes: string[] = [];
-  const redis = await startRedisServer();
-  const stats = new Redis(redis.url);
-  stats.on('error', () => {});
-  let gateway: Gateway | undefined;
-  let profile: ProfileSummary | undefined;
-  let database: TestDatabase | undefined;
-  const load = () =>
-    loadavg()
-      .map((value) => value.toFixed(2))
-      .join(' ');
+  const cores = pinningCores();
+  const pinning = 'reason' in cores ? undefined : cores;
   notes.push(`machine load average (1/5/15 min) at start: ${load()}`);
+  const gateways: RunningGateway[] = [];
+  let profile: ProfileSummary | undefined;
   try {
-    if (process.env.DATABASE_URL) {
-      database = await createTestDatabase(process.env.DATABASE_URL, { migrate: false });
-    }
-    const mock = await startHelper('./mock-upstream.ts', {});
+    // No helper threads, so that it can run at SCHED_FIFO (pinning.ts's setRealtime).
+    const mock = await startHelper('./mock-upstream.ts', {}, ['--single-threaded']);
     const proxyB = await startHelper('./proxy-node.ts', { UPSTREAM_URL: mock.url });
     const proxyB2 = await startHelper('./proxy-hono-fetch.ts', { UPSTREAM_URL: mock.url });
-    const upstream: UpstreamMode =
-      G_UPSTREAM === 'openai' ? { kind: 'openai', mockUrl: mock.url } : { kind: 'local', tokens: 4_096 };
-    const setupStartedAt = performance.now();
-    gateway = await startGateway({
-      redisUrl: redis.url,
-      databaseUrl: database?.url,
-      upstream,
-      profile: PROFILE,
-    });
-    const bootMs = performance.now() - setupStartedAt;
-    const readyRss = rssMiB(gateway.pid).now;
-    const [probeTenant, ...tenants] = await createTenants(gateway, {
-      count: TENANTS + 1,
-      creditMicro: CREDIT_MICRO,
-      concurrency: 4,
-    });
-    notes.push(
-      `G: spicegate serve, UPSTREAM=${upstream.kind}${upstream.kind === 'openai' ? ' (the same mock as A)' : ' (built-in model, LOCAL_MODEL_DELAY_MS=0: NOT the same upstream as A/B/B2)'}, ` +
-        `Redis ${redis.url} (started by the bench), database ${database ? 'a fresh one on DATABASE_URL' : "PGlite in a temp DATA_DIR (in G's process)"}; ` +
-        `ready in ${(bootMs / 1000).toFixed(1)} s with RSS ${readyRss.toFixed(0)} MiB; ${TENANTS} tenants set up in ${((performance.now() - setupStartedAt - bootMs) / 1000).toFixed(1)} s`,
-    );
-    notes.push(await oneTenantProbe(gateway, probeTenant as Tenant));
-
-    const subjects: Subject[] = [
-      plainSubject('A  upstream (mock) directly', mock.pid, mock.url),
-      plainSubject('B  node:http proxy', proxyB.pid, proxyB.url),
-      plainSubject('B2 Hono + fetch proxy', proxyB2.pid, proxyB2.url),
-      { ...gatewaySubject(gateway, tenants), name: 'G  spicegate, full enforcement' },
-    ];
-    for (const subject of subjects) await probe(subject);
-
-    const results: Measured[] = [];
-    for (const subject of subjects) {
-      process.stderr.write(`measuring ${subject.name} …\n`);
-      results.push(
-        await measure(
-          subject,
-          mock,
-          subject === subjects[3] ? { client: stats, pid: redis.process.pid as number } : null,
-        ),
+    for (const target of GATEWAYS) gateways.push(await startGatewayTarget(target, mock));
+    for (const running of gateways) {
+      notes.push(
+        `${running.target.name}: ${running.target.label}; UPSTREAM=${G_UPSTREAM}${G_UPSTREAM === 'openai' ? ' (the same mock as A)' : ' (built-in model: NOT the same upstream as A/B/B2)'}` +
+          `${
+            Object.keys(running.target.env).length === 0
+              ? ''
+              : `, ${Object.entries(running.target.env)
+                  .map(([k, v]) => `${k}=${v}`)
+                  .join(' ')}`
+          }; ` +
+          `Redis of its own, database ${running.database ? 'a fresh one on DATABASE_URL' : "PGlite in a temp DATA_DIR (in G's process)"}; ` +
+          `ready in ${(running.bootMs / 1000).toFixed(1)} s with RSS ${running.readyRssMiB.toFixed(0)} MiB; ${TENANTS} tenants set up in ${(running.setupMs / 1000).toFixed(1)} s`,
       );
     }
-    const g = subjects[3] as Subject;
-    process.stderr.write('round trips under MONITOR …\n');
-    const trips = await roundTrips(gateway, g, redis.url);
-    process.stderr.write(`${SLOW_STREAMS} slow streams …\n`);
-    const slow = await slowStreams(g);
 
-    await gateway.stop();
-    const measuredG = results[3] as Measured;
-    if (PROFILE && gateway.profileDir && measuredG.profileWindowUs) {
-      profile = await summarizeProfile(gateway.profileDir, measuredG.profileWindowUs, 20);
+    const subjects: Subject[] = [
+      plainSubject('A', 'upstream (mock) directly', mock.pid, mock.url),
+      plainSubject('B', 'node:http proxy', proxyB.pid, proxyB.url),
+      plainSubject('B2', 'Hono + fetch proxy', proxyB2.pid, proxyB2.url),
+      ...gateways.map(gatewaySubject),
+    ];
+    for (const subject of subjects) await probe(subject);
+    const everyone: Processes = {
+      mock: mock.pid,
+      targets: subjects.map((subject) => subject.pid),
+      redis: gateways.map((running) => running.redis.process.pid as number),
+      databaseUrls: gateways.flatMap((running) => (running.database?.url ? [running.database.url] : [])),
+    };
+
+    const passes: Pass[] = [];
+    for (const name of PASSES) {
+      if (name === 'pinned' && pinning === undefined) {
+        notes.push(`pinned pass skipped: ${(cores as { reason: string }).reason}`);
+        continue;
+      }
+      const pass: Pass = { name, results: [], loadAtStart: load() };
+      for (const subject of subjects) {
+        process.stderr.write(`${name}: measuring ${subject.name} …\n`);
+        const placeFor = () => place(everyone, name === 'pinned' ? pinning : undefined, subject.pid);
+        pass.results.push(await measure(subject, mock, placeFor));
+      }
+      passes.push(pass);
     }
-    const logged = [...gateway.logCounts].sort((x, y) => y[1] - x[1]);
-    notes.push(
-      `G logged ${logged.reduce((sum, [, n]) => sum + n, 0)} lines at warn or above${
+
+    // Round trips and slow streams: pinned when the machine allows (they do not depend on it much).
+    const details: GatewayDetails[] = [];
+    for (const subject of subjects.filter((s) => s.gateway !== undefined)) {
+      const running = subject.gateway as RunningGateway;
+      await place(everyone, pinning, subject.pid);
+      process.stderr.write(`${subject.name}: round trips under MONITOR …\n`);
+      const trips = await roundTrips(subject);
+      process.stderr.write(`${subject.name}: ${SLOW_STREAMS} slow streams …\n`);
+      const slow = await slowStreams(subject);
+      const probeNote = await oneTenantProbe(running.gateway, running.probeTenant);
+      details.push({ running, trips, slow, probe: probeNote, logged: [] });
+    }
+    await place(everyone, undefined, undefined);
+
+    for (const detail of details) {
+      await detail.running.gateway.stop();
+      detail.logged = [...detail.running.gateway.logCounts].sort((x, y) => y[1] - x[1]);
+    }
+    const first = gateways[0];
+    const firstMeasured = passes[0]?.results.find((r) => r.name === first?.target.name);
+    if (PROFILE && first?.gateway.profileDir && firstMeasured?.profileWindowUs) {
+      profile = await summarizeProfile(first.gateway.profileDir, firstMeasured.profileWindowUs, 20);
+    }
+    notes.push(`machine load average at the end: ${load()} (other work on this machine skews every row)`);
+    print({ passes, details, notes, profile, subjects, pinning });
+  } finally {
+    for (const running of gateways) {
+      await running.gateway.stop().catch(() => {});
+      await running.database?.drop().catch(() => {});
+      running.stats.disconnect();
+      await running.redis.stop();
+    }
+    killAll();
+  }
+}
+
+function print(run: {
+  passes: Pass[];
+  details: GatewayDetails[];
+  notes: string[];
+  profile: ProfileSummary | undefined;
+  subjects: Subject[];
+  pinning: Cores | undefined;
+}): void {
+  const gatewayNames = new Set(run.details.map((detail) => detail.running.target.name));
+  const out: string[] = [
+    `bench:gateway — loopback, ${CONNECTIONS} connections closed-loop for ${SECONDS} s (after ${WARMUP_MS / 1000} s warm-up); ` +
+      `latency open-loop at ${RATE_PER_SECOND} req/s evenly paced for ${LATENCY_SECONDS} s, from the scheduled send time;`,
+    `requests: POST ${CHAT} {model:'${POOL}', messages:[{role:'user',content:'hi'}], max_tokens:${MAX_TOKENS}}; streams: stream:true, ${STREAM_CHUNKS} chunks + usage + [DONE]`,
+    `targets: ${run.subjects.map((s) => `${s.name} ${s.label}`).join('; ')}`,
+    ...run.notes,
+    `note: ${TENANT_LIMITS_NOTE}`,
+  ];
+  for (const pass of run.passes) {
+    const byName = new Map(pass.results.map((r) => [r.name, r]));
+    const a = byName.get('A') as Measured;
+    const b = byName.get('B') as Measured;
+    out.push(
+      '',
+      pass.name === 'pinned'
+        ? `PINNED: the target alone on core ${run.pinning?.target}; load generator, mock, Redis, database backends and the idle targets on core ${run.pinning?.others}, mock and Redis at SCHED_FIFO (load average at the pass's start ${pass.loadAtStart})`
+        : `UNPINNED: every process on every core at normal priority (load average at the pass's start ${pass.loadAtStart})`,
+      table(
+        [
+          'target',
+          'req/s',
+          'CPU ms/req',
+          'CPU ms/req @500',
+          'p50 ms',
+          'p99 ms',
+          'stream req/s',
+          'CPU ms/stream',
+          'stream ms',
+          'RSS MiB',
+          'Redis CPU ms/inf',
+          'Redis cmds/inf',
+          'failed',
+        ],
+        pass.results.map((r) => [
+          r.name,
+          fixed(r.saturation.perSecond, 0),
+          fixed(r.cpuMsPerRequest, 3),
+          fixed(r.cpuMsPerPacedRequest, 3),
+          fixed(r.latency.p50Ms, 2),
+          fixed(r.latency.p99Ms, 2),
+          fixed(r.streaming.perSecond, 0),
+          fixed(r.cpuMsPerStream, 3),
+          fixed(r.stream20Ms, 2),
+          fixed(r.rss.now, 0),
+          r.redis ? fixed(r.cpuBreakdown.redis, 3) : '-',
+          r.redis ? fixed(r.redis.allCommands, 1) : '-',
+          String(r.saturation.tally.failed + r.latency.tally.failed + r.streaming.tally.failed),
+        ]),
+      ),
+      'ratios to B (CPU: target process only)',
+      table(
+        [
+          'target',
+          'CPU/req',
+          'CPU/req @500',
+          'CPU/stream',
+          'p50 − B ms',
+          'p99 − B ms',
+          'p99 − A ms',
+          'req/s',
+        ],
+        pass.results
+          .filter((r) => r !== b && r !== a)
+          .map((r) => [
+            r.name,
+            fixed(r.cpuMsPerRequest / b.cpuMsPerRequest, 2),
+            fixed(r.cpuMsPerPacedRequest / b.cpuMsPerPacedRequest, 2),
+            fixed(r.cpuMsPerStream / b.cpuMsPerStream, 2),
+            fixed(r.latency.p50Ms - b.latency.p50Ms, 2),
+            fixed(r.latency.p99Ms - b.latency.p99Ms, 2),
+            fixed(r.latency.p99Ms - a.latency.p99Ms, 2),
+            fixed(r.saturation.perSecond / b.saturation.perSecond, 2),
+          ]),
+      ),
+      `machine CPU per request over the non-streaming saturation window (ms; ${CORES} cores)`,
+      table(
+        ['target', 'target', 'mock upstream', 'load generator', 'Redis', 'PostgreSQL', 'whole machine'],
+        pass.results.map((r) => [
+          r.name,
+          fixed(r.cpuBreakdown.target, 3),
+          fixed(r.cpuBreakdown.mock, 3),
+          fixed(r.cpuBreakdown.loadGenerator, 3),
+          gatewayNames.has(r.name) ? fixed(r.cpuBreakdown.redis, 3) : '-',
+          gatewayNames.has(r.name) ? fixed(r.cpuBreakdown.postgres, 3) : '-',
+          fixed(r.cpuBreakdown.machine, 3),
+        ]),
+      ),
+      `failed: answers not 200 (or streams without [DONE]); statuses: ${pass.results
+        .map((r) => `${r.name} ${r.saturation.tally.describe()} / ${r.streaming.tally.describe()}`)
+        .join('; ')}`,
+      `new upstream connections per upstream request (saturation): ${pass.results.map((r) => `${r.name} ${fixed(r.upstreamConnectionsPerRequest, 3)}`).join(', ')} (keep-alive: ≈ 0)`,
+      `load generator timer slack (send − schedule) p99: ${pass.results.map((r) => `${r.name} ${fixed(r.latency.sendLagP99Ms, 2)} ms`).join(', ')}`,
+    );
+  }
+  out.push(
+    '',
+    'req/s, CPU ms/req: non-streaming saturation; CPU of the target process only (Δ utime+stime in /proc ÷ requests).',
+    `CPU ms/req @500: the same over the paced window. p50/p99 @ ${RATE_PER_SECOND} req/s. stream req/s, CPU ms/stream: streaming saturation.`,
+    `stream ms: median time of one ${STREAM_CHUNKS}-chunk stream, one at a time. RSS: VmRSS after its runs.`,
+    'Redis CPU ms/inf, cmds/inf (gateways): the Redis process CPU and INFO commandstats calls (Lua’s own included)',
+    '  over the saturation window, per successful request.',
+  );
+
+  for (const detail of run.details) {
+    const name = detail.running.target.name;
+    const { trips, slow } = detail;
+    const tripsPerRequest =
+      [...trips.fromClients.values()].reduce((sum, n) => sum + n, 0) / Math.max(1, trips.requests);
+    const logged = detail.logged;
+    out.push(
+      '',
+      `${name} details`,
+      `- ${detail.probe}`,
+      `- Redis, MONITOR over ${trips.requests} sequential requests: ${[...trips.fromClients]
+        .sort((x, y) => y[1] - x[1])
+        .map(([label, count]) => `${label} ${fixed(count / Math.max(1, trips.requests), 2)}`)
+        .join(
+          ', ',
+        )} per request; commands run inside Lua ${fixed(trips.insideLua / Math.max(1, trips.requests), 1)} per request`,
+      `- ${SLOW_STREAMS} concurrent slow streams (${SLOW_CHUNKS} chunks × ${SLOW_DELAY_MS} ms): ${slow.ok} complete (${slow.tally.describe()}) in ${fixed(slow.wallMs / 1000, 1)} s; ` +
+        `RSS ${fixed(slow.rssBaselineMiB, 0)} MiB before, ${fixed(slow.rssPeakMiB, 0)} MiB peak (sampled every 100 ms)`,
+      `- logged ${logged.reduce((sum, [, n]) => sum + n, 0)} lines at warn or above${
         logged.length === 0
           ? ''
           : `: ${logged
@@ -512,132 +873,34 @@ async function main(): Promise<void> {
               .join(', ')}`
       }`,
     );
-    gateway = undefined;
-    notes.push(`machine load average at the end: ${load()} (other work on this machine skews every row)`);
-    print({ results, trips, slow, notes, profile });
-  } finally {
-    await gateway?.stop().catch(() => {});
-    await database?.drop().catch(() => {});
-    stats.disconnect();
-    await redis.stop();
-    killAll();
+    for (const pass of run.passes) {
+      const byName = new Map(pass.results.map((r) => [r.name, r]));
+      const g = byName.get(name) as Measured;
+      const a = byName.get('A') as Measured;
+      const b = byName.get('B') as Measured;
+      const marginalMs = (g.stream20Ms - g.stream1Ms - (a.stream20Ms - a.stream1Ms)) / (STREAM_CHUNKS - 1);
+      out.push(
+        `- ${pass.name}: streaming overhead per token (G − A) ${STREAM_CHUNKS}-chunk stream time ÷ ${STREAM_CHUNKS} = ${fixed((g.stream20Ms - a.stream20Ms) / STREAM_CHUNKS, 3)} ms; ` +
+          `marginal ${fixed(marginalMs, 3)} ms per extra token; RSS peak over the run (VmHWM) ${fixed(g.rss.peak, 0)} MiB`,
+      );
+      if (pass.name !== 'pinned') continue;
+      out.push(
+        `  goals of issue 18 (pinned pass):`,
+        `  ${mark(g.cpuMsPerRequest <= GOAL_CPU_RATIO * b.cpuMsPerRequest)} CPU per request at saturation ≤ ${GOAL_CPU_RATIO} × B: ${fixed(g.cpuMsPerRequest / b.cpuMsPerRequest, 2)} × (${fixed(g.cpuMsPerRequest, 3)} vs ${fixed(b.cpuMsPerRequest, 3)} ms)`,
+        `  ${mark(g.cpuMsPerStream <= GOAL_STREAM_CPU_RATIO * b.cpuMsPerStream)} CPU per ${STREAM_CHUNKS}-chunk stream ≤ ${GOAL_STREAM_CPU_RATIO} × B: ${fixed(g.cpuMsPerStream / b.cpuMsPerStream, 2)} × (${fixed(g.cpuMsPerStream, 3)} vs ${fixed(b.cpuMsPerStream, 3)} ms)`,
+        `  ${mark(g.latency.p99Ms - b.latency.p99Ms <= GOAL_ADDED_P99_OVER_B_MS)} p99 at ${RATE_PER_SECOND} req/s − B's ≤ ${GOAL_ADDED_P99_OVER_B_MS} ms: ${fixed(g.latency.p99Ms - b.latency.p99Ms, 2)} ms (${fixed(g.latency.p99Ms, 2)} vs ${fixed(b.latency.p99Ms, 2)})`,
+      );
+    }
+    out.push(
+      `  ${mark(tripsPerRequest <= GOAL_ROUND_TRIPS + 0.05)} Redis round trips per request = ${GOAL_ROUND_TRIPS}: ${fixed(tripsPerRequest, 2)}`,
+      `  ${mark(slow.ok >= GOAL_SLOW_STREAMS && slow.rssPeakMiB <= GOAL_SLOW_RSS_MIB)} ≥ ${GOAL_SLOW_STREAMS} concurrent slow streams with peak RSS ≤ ${GOAL_SLOW_RSS_MIB} MB: ${slow.ok} complete, peak ${fixed(slow.rssPeakMiB, 0)} MiB`,
+      `  ${mark(detail.running.readyRssMiB <= GOAL_IDLE_RSS_MIB)} idle RSS (ready, before any request) ≤ ${GOAL_IDLE_RSS_MIB} MB: ${fixed(detail.running.readyRssMiB, 0)} MiB`,
+    );
   }
-}
-
-function print(run: {
-  results: Measured[];
-  trips: Monitored & { requests: number };
-  slow: SlowStreams;
-  notes: string[];
-  profile: ProfileSummary | undefined;
-}): void {
-  const [a, b, b2, g] = run.results as [Measured, Measured, Measured, Measured];
-  const tripsPerRequest =
-    [...run.trips.fromClients.values()].reduce((sum, n) => sum + n, 0) / Math.max(1, run.trips.requests);
-  const tokenOverheadMs = (g.stream20Ms - a.stream20Ms) / STREAM_CHUNKS;
-  // Every core's CPU time per second, shared by every process of the run.
-  const budgetMs = (availableParallelism() * 1000) / (GOAL_RPS_SHARE_OF_B * b.saturation.perSecond);
-  const split = g.cpuBreakdown;
-  const othersMs = split.redis + split.postgres + split.mock + split.loadGenerator;
-  const marginalMs = (g.stream20Ms - g.stream1Ms - (a.stream20Ms - a.stream1Ms)) / (STREAM_CHUNKS - 1);
-  const rows = run.results.map((r) => [
-    r.name,
-    fixed(r.saturation.perSecond, 0),
-    fixed(r.cpuMsPerRequest, 3),
-    fixed(r.latency.p50Ms, 2),
-    fixed(r.latency.p99Ms, 2),
-    r === a ? '-' : fixed(r.latency.p99Ms - a.latency.p99Ms, 2),
-    fixed(r.streaming.perSecond, 0),
-    fixed(r.cpuMsPerStream, 3),
-    fixed(r.stream20Ms, 2),
-    fixed(r.rss.now, 0),
-    r.redis ? `${fixed(tripsPerRequest, 2)} (${fixed(r.redis.scriptCalls, 2)})` : '-',
-    String(r.saturation.tally.failed + r.latency.tally.failed + r.streaming.tally.failed),
-  ]);
-  const out: string[] = [
-    `bench:gateway — loopback, ${CONNECTIONS} connections closed-loop for ${SECONDS} s (after ${WARMUP_MS / 1000} s warm-up); ` +
-      `latency open-loop at ${RATE_PER_SECOND} req/s evenly paced for ${LATENCY_SECONDS} s, from the scheduled send time;`,
-    `requests: POST ${CHAT} {model:'${POOL}', messages:[{role:'user',content:'hi'}], max_tokens:${MAX_TOKENS}}; streams: stream:true, ${STREAM_CHUNKS} chunks + usage + [DONE]`,
-    ...run.notes,
-    `note: ${TENANT_LIMITS_NOTE}`,
-    '',
-    table(
-      [
-        'target',
-        'req/s',
-        'CPU ms/req',
-        'p50 ms',
-        'p99 ms',
-        'added p99',
-        'stream req/s',
-        'CPU ms/stream',
-        'stream ms',
-        'RSS MiB',
-        'Redis RT/req',
-        'failed',
-      ],
-      rows,
-    ),
-    '',
-    'req/s, CPU ms/req: non-streaming saturation; CPU of the target process only (Δ utime+stime in /proc ÷ requests).',
-    'p50/p99 @ 500 req/s; added p99 = target p99 − A p99. stream req/s, CPU ms/stream: streaming saturation.',
-    `stream ms: median time of one ${STREAM_CHUNKS}-chunk stream, one at a time. RSS: VmRSS after its runs.`,
-    'Redis RT/req (G): commands G sent per request under MONITOR (sequential), and in brackets EVALSHA+EVAL',
-    '  per request from INFO commandstats over the saturation window.',
-    `failed: answers not 200 (or streams without [DONE]); statuses: ${run.results
-      .map(
-        (r) => `${r.name.split(' ')[0]} ${r.saturation.tally.describe()} / ${r.streaming.tally.describe()}`,
-      )
-      .join('; ')}`,
-    `new upstream connections per upstream request (saturation): ${run.results.map((r) => `${r.name.split(' ')[0]} ${fixed(r.upstreamConnectionsPerRequest, 3)}`).join(', ')} (keep-alive: ≈ 0)`,
-    `load generator timer slack (send − schedule) p99: ${run.results.map((r) => `${r.name.split(' ')[0]} ${fixed(r.latency.sendLagP99Ms, 2)} ms`).join(', ')}`,
-    '',
-    'G details',
-    `- Redis, MONITOR over ${run.trips.requests} sequential requests: ${[...run.trips.fromClients]
-      .sort((x, y) => y[1] - x[1])
-      .map(([label, count]) => `${label} ${fixed(count / Math.max(1, run.trips.requests), 2)}`)
-      .join(
-        ', ',
-      )} per request; commands run inside Lua ${fixed(run.trips.insideLua / Math.max(1, run.trips.requests), 1)} per request`,
-    `- Redis, INFO commandstats over the saturation window: EVALSHA+EVAL ${fixed(g.redis?.scriptCalls, 2)} per request, all commands (Lua's own included) ${fixed(g.redis?.allCommands, 1)}`,
-    `- streaming overhead per token: (G − A) ${STREAM_CHUNKS}-chunk stream time ÷ ${STREAM_CHUNKS} = ${fixed(tokenOverheadMs, 3)} ms ` +
-      `(includes the per-request overhead); marginal, ((G20 − G1) − (A20 − A1)) ÷ ${STREAM_CHUNKS - 1} = ${fixed(marginalMs, 3)} ms per extra token`,
-    `- ${SLOW_STREAMS} concurrent slow streams (${SLOW_CHUNKS} chunks × ${SLOW_DELAY_MS} ms): ${run.slow.ok} complete (${run.slow.tally.describe()}) in ${fixed(run.slow.wallMs / 1000, 1)} s; ` +
-      `G RSS ${fixed(run.slow.rssBaselineMiB, 0)} MiB before, ${fixed(run.slow.rssPeakMiB, 0)} MiB peak (sampled every 100 ms)`,
-    `- RSS peak over the whole run (VmHWM before the slow streams): ${fixed(g.rss.peak, 0)} MiB`,
-    '',
-    `machine CPU per request over the non-streaming saturation window (ms; ${availableParallelism()} cores, which every process shares)`,
-    table(
-      ['target', 'target', 'mock upstream', 'load generator', 'Redis', 'PostgreSQL', 'whole machine'],
-      run.results.map((r) => [
-        r.name,
-        fixed(r.cpuBreakdown.target, 3),
-        fixed(r.cpuBreakdown.mock, 3),
-        fixed(r.cpuBreakdown.loadGenerator, 3),
-        r === g ? fixed(r.cpuBreakdown.redis, 3) : '-',
-        r === g ? fixed(r.cpuBreakdown.postgres, 3) : '-',
-        fixed(r.cpuBreakdown.machine, 3),
-      ]),
-    ),
-    `- budget: at ${GOAL_RPS_SHARE_OF_B} × B's rate (${fixed(GOAL_RPS_SHARE_OF_B * b.saturation.perSecond, 0)} req/s) the machine has ${fixed(budgetMs, 3)} ms of CPU per request; ` +
-      `at G's rate Redis + PostgreSQL + mock + load generator already took ${fixed(othersMs, 3)} ms, leaving G ${fixed(budgetMs - othersMs, 3)} ms (G used ${fixed(g.cpuBreakdown.target, 3)}; B uses ${fixed(b.cpuBreakdown.target, 3)} without enforcement)`,
-    '',
-    'ratios',
-    `- req/s: G/B ${fixed(g.saturation.perSecond / b.saturation.perSecond, 2)}, G/B2 ${fixed(g.saturation.perSecond / b2.saturation.perSecond, 2)}, B/A ${fixed(b.saturation.perSecond / a.saturation.perSecond, 2)}`,
-    `- stream req/s: G/B ${fixed(g.streaming.perSecond / b.streaming.perSecond, 2)}, G/B2 ${fixed(g.streaming.perSecond / b2.streaming.perSecond, 2)}`,
-    `- CPU ms/req: G/B ${fixed(g.cpuMsPerRequest / b.cpuMsPerRequest, 2)}, G/B2 ${fixed(g.cpuMsPerRequest / b2.cpuMsPerRequest, 2)}`,
-    `- added p99: G ${fixed(g.latency.p99Ms - a.latency.p99Ms, 2)} ms, B ${fixed(b.latency.p99Ms - a.latency.p99Ms, 2)} ms, B2 ${fixed(b2.latency.p99Ms - a.latency.p99Ms, 2)} ms`,
-    '',
-    'goals (issue 6; reference on this machine: B ≈ 11–12k req/s, B2 ≈ 2k req/s, a popular Hono-based AI gateway ≈ 1.1k req/s, p99 +31–35 ms)',
-    `${mark(g.saturation.perSecond >= GOAL_RPS_SHARE_OF_B * b.saturation.perSecond)} req/s ≥ ${GOAL_RPS_SHARE_OF_B} × B: ${fixed(g.saturation.perSecond, 0)} vs ${fixed(GOAL_RPS_SHARE_OF_B * b.saturation.perSecond, 0)}`,
-    `${mark(g.latency.p99Ms - a.latency.p99Ms <= GOAL_ADDED_P99_MS)} added p99 at ${RATE_PER_SECOND} req/s ≤ ${GOAL_ADDED_P99_MS} ms: ${fixed(g.latency.p99Ms - a.latency.p99Ms, 2)} ms`,
-    `${mark(tripsPerRequest <= GOAL_ROUND_TRIPS + 0.05)} Redis round trips per request = ${GOAL_ROUND_TRIPS}: ${fixed(tripsPerRequest, 2)}`,
-    `${mark(run.slow.ok >= GOAL_SLOW_STREAMS && run.slow.rssPeakMiB <= GOAL_SLOW_RSS_MIB)} ≥ ${GOAL_SLOW_STREAMS} concurrent slow streams with RSS ≤ ${GOAL_SLOW_RSS_MIB} MB: ${run.slow.ok} complete, peak ${fixed(run.slow.rssPeakMiB, 0)} MiB`,
-  ];
   if (run.profile) {
     out.push(
       '',
-      `G CPU profile (--cpu-prof), non-streaming saturation window only: ${run.profile.samples} samples over ${fixed(run.profile.windowMs / 1000, 1)} s; self time`,
+      `${run.details[0]?.running.target.name} CPU profile (--cpu-prof), first pass's non-streaming saturation window only: ${run.profile.samples} samples over ${fixed(run.profile.windowMs / 1000, 1)} s; self time`,
       'by module:',
       ...run.profile.modules.map((m) => `  ${fixed(m.share * 100, 1).padStart(5)} %  ${m.name}`),
       'by function:',

@@ -161,4 +161,51 @@ describe('OpenAI-compatible routes', () => {
     expect((error as InstanceType<typeof OpenAI.APIError>).status).toBe(402);
     expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe('budget_exceeded');
   });
+
+  it('answers the same over a Node socket (written into Node’s response) as through the fetch path', async () => {
+    const { key } = await (async () => {
+      const tenant = await createTenant(harness.services, { name: 'parity', tier: 4 });
+      await harness.services.store.credit({ tenantId: tenant.id, grantId: 'g', amountMicro: 1_000_000n });
+      return createKey(harness.services, tenant.id, { name: 'parity' });
+    })();
+    // What differs between two answers by nature: ids, times, counters, and what Node's server adds.
+    const varying =
+      /^(date|keep-alive|connection|transfer-encoding|content-length|x-request-id|x-ratelimit-.*|ratelimit-.*)$/;
+    const shape = async (response: Response) => ({
+      status: response.status,
+      headers: [...response.headers]
+        .map(([name, value]) => (varying.test(name) ? name : `${name}: ${value}`))
+        .filter((line) => !/^(date|keep-alive|connection|transfer-encoding|content-length)$/.test(line))
+        .sort(),
+      body: (await response.text())
+        .replace(/chatcmpl-[\w-]+/g, 'chatcmpl-X')
+        .replace(/"created":\d+/g, '"created":0'),
+    });
+    const init = (body: unknown): RequestInit => ({
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    const bodies = [
+      { model: 'cheap', messages: [{ role: 'user', content: 'whole' }], max_tokens: 3 },
+      {
+        model: 'cheap',
+        messages: [{ role: 'user', content: 'streamed' }],
+        max_tokens: 3,
+        stream: true,
+        stream_options: { include_usage: true },
+      },
+      { model: 'nope', messages: [{ role: 'user', content: 'unknown model' }] },
+    ];
+    for (const body of bodies) {
+      const viaFetch = await shape(await harness.request('/v1/chat/completions', init(body)));
+      const viaNode = await shape(await fetch(`${server.url}/v1/chat/completions`, init(body)));
+      expect(viaNode).toEqual(viaFetch);
+      expect(viaNode.headers).toContain('x-request-id');
+      expect(viaNode.headers).toContain('x-frame-options: DENY');
+    }
+    const streamed = await shape(await fetch(`${server.url}/v1/chat/completions`, init(bodies[1])));
+    expect(streamed.headers).toContain('content-type: text/event-stream');
+    expect(streamed.body.endsWith('data: [DONE]\n\n')).toBe(true);
+  });
 });

@@ -39,9 +39,13 @@ export interface Helper {
  * Runs one of this folder's helper servers (`file`, a .ts module) in its own Node process through
  * tsx — as `bin/spicegate.js` runs the gateway — and resolves once it prints `{"port":n}`.
  */
-export async function startHelper(file: string, env: Record<string, string>): Promise<Helper> {
+export async function startHelper(
+  file: string,
+  env: Record<string, string>,
+  nodeFlags: string[] = [],
+): Promise<Helper> {
   const child = track(
-    spawn(process.execPath, ['--import', 'tsx', new URL(file, import.meta.url).pathname], {
+    spawn(process.execPath, [...nodeFlags, '--import', 'tsx', new URL(file, import.meta.url).pathname], {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'inherit'],
     }),

@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -37,6 +38,12 @@ export async function startGateway(options: {
   profile: boolean;
   /** Extra node flags (e.g. `--trace-gc` while investigating). */
   nodeFlags?: string[];
+  /** Extra environment variables of this variant (e.g. a feature switched off to compare). */
+  env?: Record<string, string>;
+  /** The checkout whose `bin/spicegate.js` runs (another tree, to measure it beside this one). */
+  dir?: string;
+  /** Every byte of its stdout and stderr is appended here too (e.g. with `--trace-gc`). */
+  logFile?: string;
 }): Promise<Gateway> {
   const dataDir = await mkdtemp(join(tmpdir(), 'sg-bench-gateway-'));
   const port = await freePort();
@@ -60,6 +67,7 @@ export async function startGateway(options: {
     ADMIN_TOKEN: adminToken,
     SHUTDOWN_TIMEOUT_MS: '5000',
     ...upstreamEnv,
+    ...options.env,
   };
   // As tests/support/gateway-process.ts does, minus the variables that would change what runs; our
   // own spawn because --cpu-prof is a node flag that NODE_OPTIONS does not accept.
@@ -77,20 +85,26 @@ export async function startGateway(options: {
     spawn(process.execPath, [...flags, 'bin/spicegate.js', 'serve'], {
       env: { ...inherited, NODE_ENV: 'production', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
+      ...(options.dir === undefined ? {} : { cwd: options.dir }),
     }),
   );
+  const logFile =
+    options.logFile === undefined ? undefined : createWriteStream(options.logFile, { flags: 'a' });
   // Always drained: a full pipe would block the gateway's logger.
   let output = '';
   let partial = '';
   const logCounts = new Map<string, number>();
   const keep = (chunk: Buffer) => {
     output = (output + chunk.toString('utf8')).slice(-8_192);
+    logFile?.write(chunk);
   };
   child.stdout?.on('data', (chunk: Buffer) => {
     keep(chunk);
     const lines = (partial + chunk.toString('utf8')).split('\n');
     partial = lines.pop() ?? '';
     for (const line of lines) {
+      // pino's JSON lines only (not `--trace-gc` and other node flags' output).
+      if (!line.startsWith('{')) continue;
       const msg = /"msg":"((?:[^"\\]|\\.)*)"/.exec(line)?.[1] ?? line.slice(0, 80);
       logCounts.set(msg, (logCounts.get(msg) ?? 0) + 1);
     }
@@ -118,6 +132,7 @@ export async function startGateway(options: {
     profileDir,
     stop: async () => {
       await stopChild(child, 'SIGTERM');
+      logFile?.end();
       if (profileDir === undefined) await rm(dataDir, { recursive: true, force: true });
     },
   };

@@ -205,6 +205,9 @@ export async function paced(options: {
   warmupMs: number;
   durationMs: number;
   maxSockets: number;
+  /** Run (synchronously) when the first counted request is due, and once the last one answered. */
+  onMeasureStart?: () => void;
+  onMeasureEnd?: () => void;
 }): Promise<Paced> {
   const agent = keepAliveAgent(options.maxSockets);
   const make = picker(options.target);
@@ -234,6 +237,7 @@ export async function paced(options: {
     const tick = () => {
       const now = performance.now();
       while (next < total && startAt + next * intervalMs <= now) {
+        if (next === warmup) options.onMeasureStart?.();
         fire(next, startAt + next * intervalMs);
         next += 1;
       }
@@ -241,6 +245,7 @@ export async function paced(options: {
     };
     setTimeout(tick, 10);
   });
+  options.onMeasureEnd?.();
   agent.destroy();
   latencies.sort();
   lags.sort();
