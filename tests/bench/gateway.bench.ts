@@ -105,6 +105,12 @@ const GATEWAYS: GatewayTarget[] = [
         },
       ]),
   { name: 'G', label: 'spicegate, full enforcement', env: {} },
+  // Issue 16: the same build with the row-level-security scopes taking no role (db/scope.ts).
+  {
+    name: 'G-norls',
+    label: 'spicegate, RLS bypassed (SPICEGATE_BENCH_RLS_BYPASS)',
+    env: { SPICEGATE_BENCH_RLS_BYPASS: 'true' },
+  },
 ];
 
 const SECONDS = positive('BENCH_SECONDS', 5);

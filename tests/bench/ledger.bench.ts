@@ -202,7 +202,8 @@ for (let round = 0; round < RLS_ROUNDS; round += 1) {
         }),
       );
       const rate = (RLS_BATCHES * 64) / ((performance.now() - began) / 1000);
-      (rlsRates[`${spread}|${mode}`] ??= []).push(rate);
+      const key = `${spread}|${mode}`;
+      rlsRates[key] = [...(rlsRates[key] ?? []), rate];
     }
   }
 }
