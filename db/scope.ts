@@ -50,9 +50,7 @@ export function asTenant<T>(db: Db, tenantId: string, work: (tx: Db) => Promise<
 /**
  * Several tenants' work in one transaction as TENANT_ROLE, in turn, `app.current_tenant` naming
  * each while its work runs: one commit for a batch that spans tenants (the spend writer). The
- * ledger's balance checks run at the end of each statement here, not at commit, where they would
- * see only the last tenant's lines: each tenant's work must leave its entries balanced statement
- * by statement (writeSettledSpend writes an entry and its lines in one).
+ * ledger's balance check, at commit, reads the lines as the admin role (migration 0013).
  */
 export function asEachTenant<T>(
   db: Db,
@@ -60,7 +58,6 @@ export function asEachTenant<T>(
   work: (tx: Db, tenantId: string) => Promise<T>,
 ): Promise<T[]> {
   return scoped(db, { role: TENANT_ROLE }, async (tx) => {
-    await tx.execute(sql`set constraints all immediate`);
     const results: T[] = [];
     for (const tenantId of tenantIds) {
       if (!bypassed.has(db))

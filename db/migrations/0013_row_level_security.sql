@@ -115,3 +115,15 @@ CREATE POLICY "tenant_append" ON "postings" FOR INSERT TO "spicegate_app"
 		OR split_part("account", ':', 1) = 'platform');
 --> statement-breakpoint
 CREATE POLICY "admin_access" ON "postings" TO "spicegate_admin" USING (true) WITH CHECK (true);
+--> statement-breakpoint
+-- The ledger's balance check reads every line of an entry whoever inserts them: it runs as the
+-- admin role (SECURITY DEFINER), not as a tenant whose policies would hide lines — at commit of a
+-- batch spanning tenants, `app.current_tenant` names only the last. Changing a function's owner
+-- needs the new owner to be able to create in its schema: granted for that statement only.
+GRANT CREATE ON SCHEMA public TO "spicegate_admin";
+--> statement-breakpoint
+ALTER FUNCTION "ledger_check_balanced"() OWNER TO "spicegate_admin";
+--> statement-breakpoint
+REVOKE CREATE ON SCHEMA public FROM "spicegate_admin";
+--> statement-breakpoint
+ALTER FUNCTION "ledger_check_balanced"() SECURITY DEFINER SET search_path = public, pg_temp;
