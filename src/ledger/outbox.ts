@@ -227,10 +227,14 @@ async function writeTenantSpend(tx: Db, unique: SettledSpend[]): Promise<number>
     ), attributed as (
       -- A row the drain wrote first (its outbox entry carries no user or channel) takes them from
       -- the settling gateway's copy; nothing else of a settled row changes, no entry is written.
+      -- The rows are found by primary key (= any of an array): a join on the batch let the planner
+      -- scan the whole table, or the tenant's rows, once per batch.
       update spend set user_id = coalesce(spend.user_id, batch.user_id),
         channel_id = coalesce(spend.channel_id, batch.channel_id)
       from batch
-      where spend.reservation_id = batch.reservation_id and spend.settled
+      where spend.reservation_id = any (array(select reservation_id from batch
+          where user_id is not null or channel_id is not null))
+        and spend.reservation_id = batch.reservation_id and spend.settled
         and ((spend.user_id is null and batch.user_id is not null)
           or (spend.channel_id is null and batch.channel_id is not null))
     ), entries as (
