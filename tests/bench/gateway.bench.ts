@@ -26,6 +26,9 @@
  * BENCH_PASSES (pinned,unpinned): which passes run, in order.
  * BENCH_BASELINE_DIR: another checkout (with node_modules) measured beside this one as G0, so a
  *   change is compared with the code before it in the same run.
+ * BENCH_REVERSE=1: the gateways measured in the opposite order. The one measured second pays for
+ *   the first's database work still going on (2026-12-02: 1.3–1.4 ms of PostgreSQL CPU per request
+ *   against 0.2–0.5), so compare gateways over two runs in opposite orders (docs/performance.md).
  * BENCH_G_NODE_FLAGS / BENCH_G_LOG: extra node flags for every G (e.g. `--trace-gc`) and a file
  *   their output is appended to.
  * DATABASE_URL: when set, each G gets a fresh database on that server (created and dropped by the
@@ -93,7 +96,7 @@ interface GatewayTarget {
   dir?: string;
 }
 const BASELINE_DIR = process.env.BENCH_BASELINE_DIR;
-const GATEWAYS: GatewayTarget[] = [
+const GATEWAY_LIST: GatewayTarget[] = [
   ...(BASELINE_DIR === undefined || BASELINE_DIR === ''
     ? []
     : [
@@ -112,6 +115,7 @@ const GATEWAYS: GatewayTarget[] = [
     env: { SPICEGATE_BENCH_RLS_BYPASS: 'true' },
   },
 ];
+const GATEWAYS = process.env.BENCH_REVERSE === '1' ? [...GATEWAY_LIST].reverse() : GATEWAY_LIST;
 
 const SECONDS = positive('BENCH_SECONDS', 5);
 const LATENCY_SECONDS = positive('BENCH_LATENCY_SECONDS', 10);
