@@ -127,3 +127,17 @@ ALTER FUNCTION "ledger_check_balanced"() OWNER TO "spicegate_admin";
 REVOKE CREATE ON SCHEMA public FROM "spicegate_admin";
 --> statement-breakpoint
 ALTER FUNCTION "ledger_check_balanced"() SECURITY DEFINER SET search_path = public, pg_temp;
+--> statement-breakpoint
+-- The spend writer's batch (asSpendBatch): one statement for the rows of several tenants, each row
+-- checked against the tenants the batch declares in app.spend_batch (ids joined by ',').
+CREATE POLICY "spend_batch" ON "spend" TO "spicegate_app"
+	USING ("tenant_id" = ANY (string_to_array(current_setting('app.spend_batch', true), ',')))
+	WITH CHECK ("tenant_id" = ANY (string_to_array(current_setting('app.spend_batch', true), ',')));
+--> statement-breakpoint
+CREATE POLICY "spend_batch" ON "journal_entries" TO "spicegate_app"
+	USING ("tenant_id" = ANY (string_to_array(current_setting('app.spend_batch', true), ',')))
+	WITH CHECK ("tenant_id" = ANY (string_to_array(current_setting('app.spend_batch', true), ',')));
+--> statement-breakpoint
+CREATE POLICY "spend_batch" ON "postings" FOR INSERT TO "spicegate_app"
+	WITH CHECK (split_part("account", ':', 1) = 'tenant'
+		AND split_part("account", ':', 2) = ANY (string_to_array(current_setting('app.spend_batch', true), ',')));

@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm';
 import type { Db } from '../../db/index.js';
-import { asEachTenant } from '../../db/scope.js';
+import { asSpendBatch } from '../../db/scope.js';
 import type { OutboxEntry } from '../store/contracts.js';
 import type { Store } from '../store/typed-store.js';
 
@@ -177,21 +177,18 @@ export async function writeSettledSpend(db: Db, rows: SettledSpend[]): Promise<n
   const unique = [...new Map(rows.map((row) => [row.reservationId, row])).values()].sort(
     (a, b) => compare(a.tenantId, b.tenantId) || compare(a.reservationId, b.reservationId),
   );
-  // Each tenant's rows as that tenant (row-level security, db/scope.ts), all in one transaction.
-  const byTenant = new Map<string, SettledSpend[]>();
-  for (const row of unique) byTenant.set(row.tenantId, [...(byTenant.get(row.tenantId) ?? []), row]);
-  const written = await asEachTenant(db, [...byTenant.keys()], (tx, tenantId) =>
-    writeTenantSpend(tx, byTenant.get(tenantId) ?? []),
-  );
-  return written.reduce((total, count) => total + count, 0);
+  if (unique.length === 0) return 0;
+  // One statement, each row checked to be of a tenant the batch declares (db/scope.ts).
+  const tenantIds = [...new Set(unique.map((row) => row.tenantId))];
+  return asSpendBatch(db, tenantIds, (tx) => writeBatch(tx, unique));
 }
 
 function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-/** One tenant's rows, sorted and one per reservation, in one statement. */
-async function writeTenantSpend(tx: Db, unique: SettledSpend[]): Promise<number> {
+/** The batch's rows, sorted and one per reservation, in one statement. */
+async function writeBatch(tx: Db, unique: SettledSpend[]): Promise<number> {
   const json = JSON.stringify(
     unique.map((row) => ({
       reservation_id: row.reservationId,

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Db } from '../../db/index.js';
 import { openPostgres } from '../../db/postgres.js';
 import { conservationChecks, poolDecisions } from '../../db/schema/index.js';
-import { ADMIN_ROLE, asAdmin, asEachTenant, asKeyLookup, asTenant, TENANT_ROLE } from '../../db/scope.js';
+import { ADMIN_ROLE, asAdmin, asKeyLookup, asSpendBatch, asTenant, TENANT_ROLE } from '../../db/scope.js';
 import { grantCredits } from '../../src/billing/credits.js';
 import { setFlag } from '../../src/flags/admin-flags.js';
 import { createKey } from '../../src/keys/keys.js';
@@ -283,6 +283,33 @@ describe('what each role sees', () => {
     );
   });
 
+  it('a spend batch may write only the tenants it declares', async () => {
+    const row = {
+      reservationId: 'res_undeclared',
+      tenantId: tenantB.id,
+      keyId: 'key_rls',
+      pool: 'standard',
+      promptTokens: 1,
+      completionTokens: 1,
+      costMicro: 5n,
+      chargedMicro: 5n,
+      free: false,
+      settledAt: new Date(),
+    };
+    for (const statement of [
+      sql`insert into spend (reservation_id, tenant_id, key_id, pool, prompt_tokens, completion_tokens, cost_micro, free, settled, created_at) values ('res_undeclared', ${tenantB.id}, 'k', 'standard', 1, 1, 5, false, true, now())`,
+      sql`insert into journal_entries (tenant_id, kind, reference) values (${tenantB.id}, 'spend', 'res_undeclared')`,
+      sql`insert into postings (entry_id, account, amount_micro) values (1, ${`tenant:${tenantB.id}:spent`}, 5)`,
+    ])
+      expect(await refusal(asSpendBatch(app, [tenantA.id], (tx) => tx.execute(statement)))).toMatch(
+        /violates row-level security policy/,
+      );
+    expect(await countBy(harness.db, 'spend', 'tenant_id', tenantB.id, true)).toBeGreaterThan(0);
+    expect(
+      await rows(harness.db, sql`select 1 from spend where reservation_id = ${row.reservationId}`),
+    ).toEqual([]);
+  });
+
   it('the admin role sees every tenant', async () => {
     const seen = await asAdmin(app, (tx) =>
       rows<{ n: number }>(
@@ -399,7 +426,8 @@ describe('a scope ends with its transaction', () => {
     const [session] = await rows<{ role: string; tenant: string | null; prefix: string | null }>(
       db,
       sql`select current_user as role, nullif(current_setting('app.current_tenant', true), '') as tenant,
-        nullif(current_setting('app.key_prefix', true), '') as prefix`,
+        coalesce(nullif(current_setting('app.key_prefix', true), ''),
+          nullif(current_setting('app.spend_batch', true), '')) as prefix`,
     );
     const visible = await db.transaction(async (tx) => {
       await tx.execute(sql`select set_config('role', ${TENANT_ROLE}, true)`);
@@ -413,6 +441,7 @@ describe('a scope ends with its transaction', () => {
     await db.execute(sql`reset role`);
     await db.execute(sql`reset app.current_tenant`);
     await db.execute(sql`reset app.key_prefix`);
+    await db.execute(sql`reset app.spend_batch`);
     return { role: session?.role, tenant: session?.tenant ?? null, prefix: session?.prefix ?? null, visible };
   }
 
@@ -427,9 +456,9 @@ describe('a scope ends with its transaction', () => {
         await leftover(connection.db, (db) => asKeyLookup(db, tenantA.keyPrefixes[0] ?? '', read)),
       ).toEqual(clean);
       expect(await leftover(connection.db, (db) => asAdmin(db, read))).toEqual(clean);
-      expect(
-        await leftover(connection.db, (db) => asEachTenant(db, [tenantA.id, tenantB.id], (tx) => read(tx))),
-      ).toEqual(clean);
+      expect(await leftover(connection.db, (db) => asSpendBatch(db, [tenantA.id, tenantB.id], read))).toEqual(
+        clean,
+      );
     } finally {
       await connection.close();
     }
