@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
-import { GENERATED_PATH, renderRegistry } from '../../scripts/lua-registry.js';
+import { GENERATED_PATH, renderRegistry, scriptBody } from '../../scripts/lua-registry.js';
 import { SCRIPTS } from '../../src/store/scripts.generated.js';
 
 const sha1 = (source: string) => createHash('sha1').update(source, 'utf8').digest('hex');
@@ -18,12 +18,16 @@ describe('the Lua script registry', () => {
     expect(await readFile(GENERATED_PATH, 'utf8')).toBe(await renderRegistry());
   });
 
-  it('calls only released scripts, each with the SHA-1 recorded when it shipped', async () => {
+  it('calls only released scripts, each from the file recorded when it shipped, its comments left out', async () => {
     const record = await released();
     for (const script of Object.values(SCRIPTS)) {
       const file = fileOf(script.name, script.version);
+      const text = await readFile(`lua/${file}`, 'utf8');
       expect(record[file], `${file} is not in lua/released.json`).toBeDefined();
-      expect(script.sha1, `${file} differs from its released bytes`).toBe(record[file]);
+      expect(sha1(text), `${file} differs from its released bytes`).toBe(record[file]);
+      expect(script.source).toBe(scriptBody(text));
+      expect(script.sha1, `${file}: the id Redis gives what is sent`).toBe(sha1(script.source));
+      expect(script.source, file).not.toMatch(/^\s*--/m);
     }
   });
 
@@ -44,9 +48,9 @@ describe('the Lua script registry', () => {
     }
   });
 
-  it('documents KEYS, ARGV and returns in every header', () => {
+  it('documents KEYS, ARGV and returns in every header', async () => {
     for (const script of Object.values(SCRIPTS)) {
-      const header = script.source
+      const header = (await readFile(`lua/${fileOf(script.name, script.version)}`, 'utf8'))
         .split('\n')
         .filter((line) => line.startsWith('--'))
         .join('\n');
