@@ -174,17 +174,13 @@ function settledSpend(tenantId: string, entry: OutboxEntry): SettledSpend {
 export async function writeSettledSpend(db: Db, rows: SettledSpend[]): Promise<number> {
   // One row per reservation (ON CONFLICT DO UPDATE may touch a row once per statement), in one
   // order, so concurrent drainers lock rows in the same order and never deadlock.
-  const unique = [...new Map(rows.map((row) => [row.reservationId, row])).values()].sort(
-    (a, b) => compare(a.tenantId, b.tenantId) || compare(a.reservationId, b.reservationId),
+  const unique = [...new Map(rows.map((row) => [row.reservationId, row])).values()].sort((a, b) =>
+    a.reservationId < b.reservationId ? -1 : a.reservationId > b.reservationId ? 1 : 0,
   );
   if (unique.length === 0) return 0;
   // One statement, each row checked to be of a tenant the batch declares (db/scope.ts).
   const tenantIds = [...new Set(unique.map((row) => row.tenantId))];
   return asSpendBatch(db, tenantIds, (tx) => writeBatch(tx, unique));
-}
-
-function compare(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 /** The batch's rows, sorted and one per reservation, in one statement. */
