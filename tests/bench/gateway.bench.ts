@@ -24,6 +24,10 @@
  * BENCH_TENANTS (200): enterprise tenants G's load is spread over (see TENANT_LIMITS_NOTE).
  * BENCH_SLOW_STREAMS (1000): concurrent slow streams against G.
  * BENCH_PASSES (pinned,unpinned): which passes run, in order.
+ * BENCH_ROUNDS (1): each pass measured this many times, the targets in the opposite order every
+ *   other round; a table of medians follows (a loaded machine's swings hit single rounds).
+ * BENCH_TARGETS: a comma list of the targets to measure (e.g. `B,G,G0`); default all.
+ * BENCH_DETAILS=0: skip the gateways' MONITOR round trips and slow streams.
  * BENCH_BASELINE_DIR: another checkout (with node_modules) measured beside this one as G0, so a
  *   change is compared with the code before it in the same run.
  * BENCH_REVERSE=1: the gateways measured in the opposite order. The one measured second pays for
@@ -94,6 +98,8 @@ interface GatewayTarget {
   label: string;
   env: Record<string, string>;
   dir?: string;
+  /** Node flags of this target only (after BENCH_G_NODE_FLAGS). */
+  nodeFlags?: string[];
 }
 const BASELINE_DIR = process.env.BENCH_BASELINE_DIR;
 const GATEWAY_LIST: GatewayTarget[] = [
@@ -109,11 +115,11 @@ const GATEWAY_LIST: GatewayTarget[] = [
       ]),
   { name: 'G', label: 'spicegate, full enforcement', env: {} },
   // Issue 16: the same build with the row-level-security scopes taking no role (db/scope.ts).
-  {
+  ...[] /*{
     name: 'G-norls',
     label: 'spicegate, RLS bypassed (SPICEGATE_BENCH_RLS_BYPASS)',
     env: { SPICEGATE_BENCH_RLS_BYPASS: 'true' },
-  },
+  },*/,
 ];
 const GATEWAYS = process.env.BENCH_REVERSE === '1' ? [...GATEWAY_LIST].reverse() : GATEWAY_LIST;
 
@@ -122,6 +128,9 @@ const LATENCY_SECONDS = positive('BENCH_LATENCY_SECONDS', 10);
 const TENANTS = Math.round(positive('BENCH_TENANTS', 200));
 const SLOW_STREAMS = Math.round(positive('BENCH_SLOW_STREAMS', 1000));
 const PROFILE = process.env.BENCH_PROFILE === '1';
+const TARGETS = process.env.BENCH_TARGETS ? new Set(process.env.BENCH_TARGETS.split(',')) : undefined;
+const DETAILS = process.env.BENCH_DETAILS !== '0';
+const ROUNDS = Math.round(positive('BENCH_ROUNDS', 1));
 const G_NODE_FLAGS = (process.env.BENCH_G_NODE_FLAGS ?? '').split(/\s+/).filter((flag) => flag !== '');
 const G_LOG = process.env.BENCH_G_LOG || undefined;
 type PassName = 'pinned' | 'unpinned';
@@ -591,7 +600,7 @@ async function startGatewayTarget(target: GatewayTarget, mock: Helper): Promise<
     databaseUrl: database?.url,
     upstream,
     profile: PROFILE && target === GATEWAYS[0],
-    nodeFlags: G_NODE_FLAGS,
+    nodeFlags: [...G_NODE_FLAGS, ...(target.nodeFlags ?? [])],
     env: target.env,
     ...(target.dir === undefined ? {} : { dir: target.dir }),
     ...(G_LOG === undefined ? {} : { logFile: G_LOG }),
@@ -634,6 +643,8 @@ const mark = (pass: boolean) => (pass ? '✓' : '✗');
 
 interface Pass {
   name: PassName;
+  /** 1-based; the targets run in the opposite order in every other round. */
+  round: number;
   results: Measured[];
   loadAtStart: string;
 }
@@ -684,7 +695,7 @@ async function main(): Promise<void> {
       plainSubject('B', 'node:http proxy', proxyB.pid, proxyB.url),
       plainSubject('B2', 'Hono + fetch proxy', proxyB2.pid, proxyB2.url),
       ...gateways.map(gatewaySubject),
-    ];
+    ].filter((subject) => TARGETS === undefined || TARGETS.has(subject.name));
     for (const subject of subjects) await probe(subject);
     const everyone: Processes = {
       mock: mock.pid,
@@ -699,18 +710,27 @@ async function main(): Promise<void> {
         notes.push(`pinned pass skipped: ${(cores as { reason: string }).reason}`);
         continue;
       }
-      const pass: Pass = { name, results: [], loadAtStart: load() };
-      for (const subject of subjects) {
-        process.stderr.write(`${name}: measuring ${subject.name} …\n`);
-        const placeFor = () => place(everyone, name === 'pinned' ? pinning : undefined, subject.pid);
-        pass.results.push(await measure(subject, mock, placeFor));
+      for (let round = 1; round <= ROUNDS; round++) {
+        const pass: Pass = { name, round, results: [], loadAtStart: load() };
+        const order = round % 2 === 1 ? subjects : [...subjects].reverse();
+        for (const subject of order) {
+          process.stderr.write(
+            `${name}${ROUNDS > 1 ? ` round ${round}` : ''}: measuring ${subject.name} …\n`,
+          );
+          const placeFor = () => place(everyone, name === 'pinned' ? pinning : undefined, subject.pid);
+          pass.results.push(await measure(subject, mock, placeFor));
+        }
+        pass.results.sort(
+          (x, y) =>
+            subjects.findIndex((s) => s.name === x.name) - subjects.findIndex((s) => s.name === y.name),
+        );
+        passes.push(pass);
       }
-      passes.push(pass);
     }
 
     // Round trips and slow streams: pinned when the machine allows (they do not depend on it much).
     const details: GatewayDetails[] = [];
-    for (const subject of subjects.filter((s) => s.gateway !== undefined)) {
+    for (const subject of subjects.filter((s) => s.gateway !== undefined && DETAILS)) {
       const running = subject.gateway as RunningGateway;
       await place(everyone, pinning, subject.pid);
       process.stderr.write(`${subject.name}: round trips under MONITOR …\n`);
@@ -752,7 +772,7 @@ function print(run: {
   subjects: Subject[];
   pinning: Cores | undefined;
 }): void {
-  const gatewayNames = new Set(run.details.map((detail) => detail.running.target.name));
+  const gatewayNames = new Set(run.subjects.filter((s) => s.gateway !== undefined).map((s) => s.name));
   const out: string[] = [
     `bench:gateway — loopback, ${CONNECTIONS} connections closed-loop for ${SECONDS} s (after ${WARMUP_MS / 1000} s warm-up); ` +
       `latency open-loop at ${RATE_PER_SECOND} req/s evenly paced for ${LATENCY_SECONDS} s, from the scheduled send time;`,
@@ -768,8 +788,8 @@ function print(run: {
     out.push(
       '',
       pass.name === 'pinned'
-        ? `PINNED: the target alone on core ${run.pinning?.target}; load generator, mock, Redis, database backends and the idle targets on core ${run.pinning?.others}, mock and Redis at SCHED_FIFO (load average at the pass's start ${pass.loadAtStart})`
-        : `UNPINNED: every process on every core at normal priority (load average at the pass's start ${pass.loadAtStart})`,
+        ? `PINNED${ROUNDS > 1 ? ` round ${pass.round}` : ''}: the target alone on core ${run.pinning?.target}; load generator, mock, Redis, database backends and the idle targets on core ${run.pinning?.others}, mock and Redis at SCHED_FIFO (load average at the pass's start ${pass.loadAtStart})`
+        : `UNPINNED${ROUNDS > 1 ? ` round ${pass.round}` : ''}: every process on every core at normal priority (load average at the pass's start ${pass.loadAtStart})`,
       table(
         [
           'target',
@@ -847,6 +867,7 @@ function print(run: {
       `load generator timer slack (send − schedule) p99: ${pass.results.map((r) => `${r.name} ${fixed(r.latency.sendLagP99Ms, 2)} ms`).join(', ')}`,
     );
   }
+  if (ROUNDS > 1) out.push(...medians(run.passes));
   out.push(
     '',
     'req/s, CPU ms/req: non-streaming saturation; CPU of the target process only (Δ utime+stime in /proc ÷ requests).',
@@ -918,6 +939,50 @@ function print(run: {
     );
   }
   console.log(out.join('\n'));
+}
+
+/** Per pass, each target's median over the rounds of its CPU figures, and their ratios to B's medians. */
+function medians(passes: Pass[]): string[] {
+  const out: string[] = [];
+  for (const name of new Set(passes.map((pass) => pass.name))) {
+    const rounds = passes.filter((pass) => pass.name === name);
+    const names = (rounds[0] as Pass).results.map((r) => r.name);
+    const median = (target: string, figure: (r: Measured) => number) => {
+      const values = rounds
+        .map((pass) => pass.results.find((r) => r.name === target))
+        .filter((r): r is Measured => r !== undefined)
+        .map(figure)
+        .sort((x, y) => x - y);
+      const middle = values.length >> 1;
+      return values.length % 2 === 1
+        ? (values[middle] as number)
+        : ((values[middle - 1] as number) + (values[middle] as number)) / 2;
+    };
+    const figures: [string, (r: Measured) => number][] = [
+      ['CPU ms/req', (r) => r.cpuMsPerRequest],
+      ['CPU ms/req @500', (r) => r.cpuMsPerPacedRequest],
+      ['CPU ms/stream', (r) => r.cpuMsPerStream],
+      ['p99 ms @500', (r) => r.latency.p99Ms],
+    ];
+    out.push(
+      '',
+      `${name.toUpperCase()}: medians over ${rounds.length} rounds (÷ B's median)`,
+      table(
+        ['target', ...figures.map(([label]) => label)],
+        names.map((target) => [
+          target,
+          ...figures.map(([label, figure]) => {
+            const value = median(target, figure);
+            const base = median('B', figure);
+            return label.startsWith('p99') || target === 'B' || !names.includes('B')
+              ? fixed(value, 3)
+              : `${fixed(value, 3)} (${fixed(value / base, 2)})`;
+          }),
+        ]),
+      ),
+    );
+  }
+  return out;
 }
 
 // Explicit exits: a stray keep-alive socket must not keep the bench alive; 'exit' kills the children.
