@@ -867,7 +867,7 @@ function print(run: {
       `load generator timer slack (send − schedule) p99: ${pass.results.map((r) => `${r.name} ${fixed(r.latency.sendLagP99Ms, 2)} ms`).join(', ')}`,
     );
   }
-  if (ROUNDS > 1) out.push(...medians(run.passes));
+  if (ROUNDS > 1) out.push(...medians(run.passes, gatewayNames));
   out.push(
     '',
     'req/s, CPU ms/req: non-streaming saturation; CPU of the target process only (Δ utime+stime in /proc ÷ requests).',
@@ -942,7 +942,7 @@ function print(run: {
 }
 
 /** Per pass, each target's median over the rounds of its CPU figures, and their ratios to B's medians. */
-function medians(passes: Pass[]): string[] {
+function medians(passes: Pass[], gateways: ReadonlySet<string>): string[] {
   const out: string[] = [];
   for (const name of new Set(passes.map((pass) => pass.name))) {
     const rounds = passes.filter((pass) => pass.name === name);
@@ -963,6 +963,7 @@ function medians(passes: Pass[]): string[] {
       ['CPU ms/req @500', (r) => r.cpuMsPerPacedRequest],
       ['CPU ms/stream', (r) => r.cpuMsPerStream],
       ['p99 ms @500', (r) => r.latency.p99Ms],
+      ['Redis CPU ms/inf', (r) => r.cpuBreakdown.redis],
     ];
     out.push(
       '',
@@ -974,6 +975,7 @@ function medians(passes: Pass[]): string[] {
           ...figures.map(([label, figure]) => {
             const value = median(target, figure);
             const base = median('B', figure);
+            if (label.startsWith('Redis')) return gateways.has(target) ? fixed(value, 3) : '-';
             return label.startsWith('p99') || target === 'B' || !names.includes('B')
               ? fixed(value, 3)
               : `${fixed(value, 3)} (${fixed(value / base, 2)})`;
