@@ -1,4 +1,6 @@
+import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { apiKeys } from '../../db/schema/index.js';
 import { KEY_PATTERN } from '../../src/keys/format.js';
 import { issueCallerToken } from '../../src/signing/tokens.js';
 import { createTenant } from '../../src/tenants/tenants.js';
@@ -163,6 +165,42 @@ describe('keys.revoke, keys.rotate and keys.update', () => {
       data<{ lastUsedAt: string | null }>(await trpc(harness, member, 'keys.get', { id: created.id }))
         .lastUsedAt,
     ).not.toBeNull();
+  });
+
+  it('writes the last use of every key used, in one flush, and never moves it back', async () => {
+    // A tenant of its own: the file's tenant is near its active-key limit.
+    const own = (await createTenant(harness.services, { name: 'Flush Inc', tier: 4 })).id;
+    const caller = (
+      await issueCallerToken(harness.services, {
+        role: 'member',
+        tenantId: own,
+        subject: 'dev',
+        ttlSeconds: 600,
+      })
+    ).token;
+    const lastUsed = async (id: string) =>
+      data<{ lastUsedAt: string | null }>(await trpc(harness, caller, 'keys.get', { id })).lastUsedAt;
+    const [first, second] = await Promise.all(
+      ['flush-a', 'flush-b'].map(async (name) =>
+        data<{ id: string; key: string }>(await trpc(harness, caller, 'keys.create', { name }, 'POST')),
+      ),
+    );
+    if (first === undefined || second === undefined) throw new Error('keys not created');
+    await keyInfo(first.key);
+    await keyInfo(second.key);
+    const before = Date.now();
+    expect(await harness.services.keys.flushUsage()).toBeGreaterThanOrEqual(2);
+    for (const id of [first.id, second.id]) {
+      const at = Date.parse((await lastUsed(id)) as string);
+      expect(at).toBeGreaterThan(before - 60_000);
+      expect(at).toBeLessThanOrEqual(Date.now());
+    }
+    // Another instance already wrote a later use: this one's older time does not replace it.
+    const later = new Date(Date.now() + 3_600_000);
+    await harness.db.update(apiKeys).set({ lastUsedAt: later }).where(eq(apiKeys.id, first.id));
+    await keyInfo(first.key);
+    await harness.services.keys.flushUsage();
+    expect(Date.parse((await lastUsed(first.id)) as string)).toBe(later.getTime());
   });
 });
 
