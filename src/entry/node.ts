@@ -4,7 +4,6 @@ import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { createAdaptorServer } from '@hono/node-server';
 import type { Hono } from 'hono';
-import { Redis } from 'ioredis';
 import { createDb } from '../../db/index.js';
 import { bypassRowLevelSecurity } from '../../db/scope.js';
 import { createApp, createNotReadyApp } from '../app.js';
@@ -15,14 +14,14 @@ import { serveJobs } from '../jobs/index.js';
 import { JobRunner } from '../jobs/node-runner.js';
 import { type Peppers, parsePeppers } from '../keys/peppers.js';
 import { createAuthFailureLimiter } from '../limits/auth-failures.js';
-import { redisWindows } from '../limits/ioredis-ratelimit-adapter.js';
 import { createPaymentThrottle, createPreAuthLimiter } from '../limits/preauth.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { createMetrics, type Metrics } from '../observability/metrics.js';
 import { startupMs, timed } from '../observability/startup.js';
 import { assembleServices, type Services } from '../services.js';
 import { localSigner, parsePrivateJwks } from '../signing/signer.js';
-import { memoryStore, redisOptions, redisStore, type Store, upstashStore } from '../store/index.js';
+import type { Store } from '../store/index.js';
+import { memoryStore } from '../store/memory/index.js';
 import { nodeHttpClient } from '../upstream/http-node.js';
 import { loadConfigOrExit } from './env.js';
 import { jsonKeyDir } from './key-file.js';
@@ -64,7 +63,7 @@ export async function buildNodeServices(
   }
 
   const metrics = createMetrics();
-  const store = selectStore(config, log, metrics);
+  const store = await selectStore(config, log, metrics);
 
   let adminToken = config.adminToken;
   if (adminToken === undefined && embedded) {
@@ -81,10 +80,7 @@ export async function buildNodeServices(
     }),
   );
   const peppers = await loadPeppers(config, log);
-  // Its own connection: a pre-auth flood never queues behind admission and settlement.
-  const preAuthRedis = config.redisUrl === undefined ? undefined : new Redis(config.redisUrl, redisOptions());
-  preAuthRedis?.on('error', () => {}); // the store's client already logs connection errors
-  const shared = preAuthRedis === undefined ? undefined : redisWindows(preAuthRedis);
+  const { preAuthRedis, shared } = await sharedWindows(config);
   const preAuth = createPreAuthLimiter({
     log,
     ...(shared === undefined ? {} : { shared }),
@@ -140,11 +136,37 @@ async function loadPeppers(config: Config, log: Logger): Promise<Peppers> {
   return parsePeppers(`1:${secret.value}`) as Peppers;
 }
 
-/** REDIS_URL → ioredis; else UPSTASH_REDIS_REST_* → Upstash REST; else the embedded memory engine. */
-function selectStore(config: Config, log: Logger, metrics: Metrics): Store {
-  if (config.redisUrl !== undefined) return redisStore({ url: config.redisUrl, log, metrics });
-  if (config.upstash !== undefined) return upstashStore({ ...config.upstash, log, metrics });
+/**
+ * REDIS_URL → ioredis; else UPSTASH_REDIS_REST_* → Upstash REST; else the embedded memory engine.
+ * The Redis and Upstash clients load only when chosen: embedded defaults never pay their module
+ * loading at start (docs/performance.md "Boot").
+ */
+async function selectStore(config: Config, log: Logger, metrics: Metrics): Promise<Store> {
+  if (config.redisUrl !== undefined) {
+    const { redisStore } = await import('../store/redis.js');
+    return redisStore({ url: config.redisUrl, log, metrics });
+  }
+  if (config.upstash !== undefined) {
+    const { upstashStore } = await import('../store/upstash.js');
+    return upstashStore({ ...config.upstash, log, metrics });
+  }
   return memoryStore({ log, metrics });
+}
+
+/**
+ * With REDIS_URL, the pre-auth limiters' windows shared by every instance, on a connection of their
+ * own: a pre-auth flood never queues behind admission and settlement. Without, none (in-process).
+ */
+async function sharedWindows(config: Config) {
+  if (config.redisUrl === undefined) return { preAuthRedis: undefined, shared: undefined };
+  const [{ Redis }, { redisOptions }, { redisWindows }] = await Promise.all([
+    import('ioredis'),
+    import('../store/redis.js'),
+    import('../limits/ioredis-ratelimit-adapter.js'),
+  ]);
+  const preAuthRedis = new Redis(config.redisUrl, redisOptions());
+  preAuthRedis.on('error', () => {}); // the store's client already logs connection errors
+  return { preAuthRedis, shared: redisWindows(preAuthRedis) };
 }
 
 export interface RunningGateway {
