@@ -4,14 +4,12 @@ import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import { parseArgs } from 'node:util';
 import { TRPCClientError } from '@trpc/client';
-import { createDb } from '../../db/index.js';
+import { loadPgliteAssets } from '../../db/pglite-assets.js';
 import { createClient } from '../client.js';
 import { type Config, isEmbedded } from '../config.js';
 import { FLAGS, isFlag } from '../flags/feature-flags.js';
 import { isPool, POOLS } from '../pricing/pricing.js';
 import { loadConfigOrExit } from './env.js';
-import { main as serve } from './node.js';
-import { main as worker } from './node-worker.js';
 import { adminTokenPath, readSecret } from './secrets.js';
 
 const USAGE = `usage: spicegate <command> [options]
@@ -105,12 +103,20 @@ async function run(argv: string[]): Promise<number> {
 
   const config = loadConfigOrExit(process.env);
   switch (command) {
-    case 'serve':
-      await serve(process.env);
+    case 'serve': {
+      // The server's modules load on demand (a command through the client needs none of them).
+      // On embedded defaults PGlite's WASM is read and compiled meanwhile (docs/performance.md "Boot").
+      const pglite = config.databaseUrl === undefined ? loadPgliteAssets() : undefined;
+      pglite?.catch(() => {}); // a failure surfaces where the database opens
+      const { main: serve } = await import('./node.js');
+      await serve(process.env, pglite === undefined ? {} : { pglite });
       return -1; // keeps running; the signal handler exits
-    case 'worker':
+    }
+    case 'worker': {
+      const { main: worker } = await import('./node-worker.js');
       await worker(process.env);
       return -1; // keeps running; the signal handler exits
+    }
     case 'migrate':
       return migrate(config);
     case 'tenant': {
@@ -326,6 +332,7 @@ async function run(argv: string[]): Promise<number> {
 
 async function migrate(config: Config): Promise<number> {
   // With embedded defaults the server owns the PGlite files: run this only while it is stopped.
+  const { createDb } = await import('../../db/index.js');
   const database = await createDb(
     isEmbedded(config)
       ? { dataDir: join(config.dataDir, 'pglite') }

@@ -5,6 +5,7 @@ import { pathToFileURL } from 'node:url';
 import { createAdaptorServer } from '@hono/node-server';
 import type { Hono } from 'hono';
 import { createDb } from '../../db/index.js';
+import type { PgliteAssets } from '../../db/pglite-assets.js';
 import { bypassRowLevelSecurity } from '../../db/scope.js';
 import { createApp, createNotReadyApp } from '../app.js';
 import { type Config, isEmbedded, warnNotYetInEffect, warnShortReservationTtl } from '../config.js';
@@ -38,6 +39,8 @@ export async function buildNodeServices(
   options: {
     /** `none` for `spicegate worker`: its jobs do the work; no request path to keep warm. */
     background?: 'all' | 'none';
+    /** PGlite's WASM and files, already being read (embedded defaults; db/pglite-assets.ts). */
+    pglite?: Promise<PgliteAssets>;
   } = {},
 ): Promise<Services> {
   const embedded = isEmbedded(config);
@@ -47,7 +50,10 @@ export async function buildNodeServices(
   const database = await timed('database', () =>
     createDb(
       config.databaseUrl === undefined
-        ? { dataDir: join(config.dataDir, 'pglite') }
+        ? {
+            dataDir: join(config.dataDir, 'pglite'),
+            ...(options.pglite === undefined ? {} : { pglite: options.pglite }),
+          }
         : { databaseUrl: config.databaseUrl },
     ),
   );
@@ -182,7 +188,11 @@ export interface RunningGateway {
   shutdown(reason: string): Promise<number>;
 }
 
-export async function startGateway(config: Config, log: Logger): Promise<RunningGateway> {
+export async function startGateway(
+  config: Config,
+  log: Logger,
+  options: { pglite?: Promise<PgliteAssets> } = {},
+): Promise<RunningGateway> {
   // Liveness answers while the database opens (PGlite's first start takes seconds); the full app
   // replaces the boot app as soon as services are built.
   let app: Hono<AppEnv> = createNotReadyApp({
@@ -208,7 +218,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   let built: Services | undefined;
   let jobs: JobRunner | undefined;
   let stopping: Promise<number> | undefined;
-  const ready = buildNodeServices(config, log).then((services) => {
+  const ready = buildNodeServices(config, log, options).then((services) => {
     built = services;
     app = createApp(services);
     // The background jobs (src/jobs): all of them, or with JOBS=off only this instance's own.
@@ -298,13 +308,19 @@ function listen(server: Server, port: number, host: string): Promise<void> {
   });
 }
 
-/** `npm start` / `spicegate serve`: run until SIGTERM or SIGINT. */
-export async function main(env: NodeJS.ProcessEnv = process.env): Promise<void> {
+/**
+ * `npm start` / `spicegate serve`: run until SIGTERM or SIGINT. `options.pglite`: PGlite's assets,
+ * when the caller started reading them before this module loaded (cli.ts).
+ */
+export async function main(
+  env: NodeJS.ProcessEnv = process.env,
+  options: { pglite?: Promise<PgliteAssets> } = {},
+): Promise<void> {
   const config = loadConfigOrExit(env);
   const log = createLogger({ level: config.logLevel });
   let gateway: RunningGateway;
   try {
-    gateway = await startGateway(config, log);
+    gateway = await startGateway(config, log, options);
   } catch (error) {
     log.fatal({ err: error }, 'start-up failed');
     process.exit(1);
