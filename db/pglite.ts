@@ -1,10 +1,9 @@
-import { setFlagsFromString } from 'node:v8';
 import { PGlite } from '@electric-sql/pglite';
 import { readMigrationFiles } from 'drizzle-orm/migrator';
 import { drizzle } from 'drizzle-orm/pglite';
 import { migrate } from 'drizzle-orm/pglite/migrator';
 import { migrationsFolder } from './migrations-folder.js';
-import type { PgliteAssets } from './pglite-assets.js';
+import { type PgliteAssets, tierUpLater } from './pglite-assets.js';
 import { seedFromTemplate } from './pglite-template.js';
 import * as schema from './schema/index.js';
 import type { DbHandle } from './types.js';
@@ -17,15 +16,6 @@ import type { DbHandle } from './types.js';
 const SHARED_BUFFERS = '16MB';
 
 /**
- * V8 recompiles a WASM function with its optimising compiler once it has run this much code
- * (default 1.8 M). PostgreSQL's start-up alone crossed that for enough functions to keep background
- * threads compiling for ~0.4 s of CPU in the first second, competing with the start on 2 cores;
- * 100x leaves the start in baseline code, and the hot paths of a running gateway still tier up.
- * Read when a module is instantiated, so it is set before every open.
- */
-const WASM_TIERING_BUDGET = 180_000_000;
-
-/**
  * The embedded database: PostgreSQL compiled to WASM, persisted under `dataDir` (in memory when
  * omitted, as tests do). One process owns the files; other commands go through the running server.
  * A new `dataDir` starts as a copy of the migrated template when one fits (db/pglite-template.ts).
@@ -33,7 +23,7 @@ const WASM_TIERING_BUDGET = 180_000_000;
  */
 export async function openPglite(dataDir?: string, assets?: Promise<PgliteAssets>): Promise<DbHandle> {
   if (dataDir !== undefined) await seedFromTemplate(dataDir);
-  setFlagsFromString(`--wasm-tiering-budget=${WASM_TIERING_BUDGET}`);
+  tierUpLater(); // PGlite compiles its WASM itself when no assets are given
   const client = await PGlite.create({
     ...(dataDir === undefined ? {} : { dataDir }),
     ...(assets === undefined ? {} : await assets),
