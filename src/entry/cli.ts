@@ -3,9 +3,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import { parseArgs } from 'node:util';
-import { TRPCClientError } from '@trpc/client';
 import { loadPgliteAssets } from '../../db/pglite-assets.js';
-import { createClient } from '../client.js';
 import { type Config, isEmbedded } from '../config.js';
 import { FLAGS, isFlag } from '../flags/feature-flags.js';
 import { isPool, POOLS } from '../pricing/pricing.js';
@@ -357,7 +355,9 @@ async function gatewayFor(config: Config, values: GatewayOptions): Promise<{ url
   return token === undefined ? { url } : { url, token };
 }
 
+/** The typed client loads here, with the first command that needs it (`serve` does not). */
 async function clientFor(config: Config, values: GatewayOptions) {
+  const { createClient } = await import('../client.js');
   return createClient(await gatewayFor(config, values));
 }
 
@@ -444,9 +444,6 @@ run(process.argv.slice(2)).then(
     ) {
       process.stderr.write(`spicegate: ${(error as Error).message}\n${USAGE}\n`);
       process.exitCode = 2;
-    } else if (error instanceof TRPCClientError) {
-      process.stderr.write(`spicegate: ${error.message}\n`);
-      process.exitCode = 1;
     } else {
       process.stderr.write(`spicegate: ${(error as Error).message}\n`);
       process.exitCode = 1;

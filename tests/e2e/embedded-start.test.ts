@@ -85,7 +85,7 @@ describe('spicegate serve on embedded defaults (PGlite + memory store)', () => {
     expect(response.status).toBe(200);
   });
 
-  it('loads no Redis or Upstash client on its way to ready (the memory store needs none)', async () => {
+  it('loads no Redis, Upstash or tRPC client on its way to ready (serve on embedded defaults needs none)', async () => {
     await gateway.waitForLog('spicegate ready');
     const packages = new Set(
       (await readFile(moduleLog, 'utf8'))
@@ -95,7 +95,10 @@ describe('spicegate serve on embedded defaults (PGlite + memory store)', () => {
     );
     // The record is of this start: the embedded database's driver is in it.
     expect(packages).toContain('@electric-sql/pglite');
-    expect([...packages].filter((name) => name === 'ioredis' || name.startsWith('@upstash/'))).toEqual([]);
+    const clients = [...packages].filter(
+      (name) => name === 'ioredis' || name.startsWith('@upstash/') || name === '@trpc/client',
+    );
+    expect(clients).toEqual([]);
   });
 
   it('answers an unknown route with 404 in the error shape', async () => {
