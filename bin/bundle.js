@@ -5,6 +5,7 @@
 // the last build (sources, tsconfig, resolved packages) reuses that bundle without loading
 // esbuild (~0.3 s saved; docs/performance.md "Boot").
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -93,7 +94,7 @@ export async function bundle(entry) {
       await utimes(dir, now, now).catch(() => undefined);
       void removeStale(out, name);
       const inputs = [...Object.keys(result.metafile.inputs), ...CONFIG_INPUTS];
-      const record = { bundle: name, entryFile, inputs: await hashFiles(inputs), resolved };
+      const record = { bundle: name, entryFile, inputs: hashFiles(inputs), resolved };
       // Best effort: without a record the next start builds again.
       await recordInputs(out, entry, record).catch(() => undefined);
       return pathToFileURL(join(dir, entryFile)).href;
@@ -140,17 +141,22 @@ async function builderKey() {
   return hash.digest('hex');
 }
 
-/** A file that is not there (an installed package has no tsconfig.json) hashes as `absent`. */
-async function hashFiles(paths) {
-  const hashes = await Promise.all(
-    paths.map((path) =>
-      readFile(join(ROOT, path)).then(
-        (text) => createHash('sha256').update(text).digest('hex'),
-        () => 'absent',
-      ),
-    ),
+/**
+ * A file that is not there (an installed package has no tsconfig.json) hashes as `absent`. Read
+ * synchronously: nothing else runs yet at start, and ~175 small reads through libuv's pool took
+ * 3x as long (20 against 7 ms).
+ */
+function hashFiles(paths) {
+  return Object.fromEntries(
+    paths.map((path) => {
+      try {
+        const text = readFileSync(join(ROOT, path));
+        return [path, createHash('sha256').update(text).digest('hex')];
+      } catch {
+        return [path, 'absent'];
+      }
+    }),
   );
-  return Object.fromEntries(paths.map((path, index) => [path, hashes[index]]));
 }
 
 async function recordInputs(out, entry, record) {
@@ -170,7 +176,7 @@ async function lastBuild(entry) {
     try {
       const record = JSON.parse(await readFile(recordPath(out, entry), 'utf8'));
       if (record.builder !== (await builderKey())) continue;
-      const hashes = await hashFiles(Object.keys(record.inputs));
+      const hashes = hashFiles(Object.keys(record.inputs));
       if (Object.entries(record.inputs).some(([path, hash]) => hashes[path] !== hash)) continue;
       if (Object.entries(record.resolved).some(([name, url]) => import.meta.resolve(name) !== url)) continue;
       const dir = join(out, record.bundle);

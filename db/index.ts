@@ -1,3 +1,4 @@
+import type { PgliteAssets } from './pglite-assets.js';
 import type { DbHandle } from './types.js';
 
 export * as schema from './schema/index.js';
@@ -8,11 +9,16 @@ export type { Db, DbEngine, DbHandle } from './types.js';
  * (persisted in `dataDir`, or in memory without one). Drivers load on demand, so a Workers bundle
  * that imports db/postgres.ts directly never pulls PGlite in.
  */
-export async function createDb(options: { databaseUrl?: string; dataDir?: string }): Promise<DbHandle> {
+export async function createDb(options: {
+  databaseUrl?: string;
+  dataDir?: string;
+  /** PGlite's WASM and files, when already being read (db/pglite-assets.ts). */
+  pglite?: Promise<PgliteAssets>;
+}): Promise<DbHandle> {
   if (options.databaseUrl !== undefined) {
     const { openPostgres } = await import('./postgres.js');
     return openPostgres(options.databaseUrl);
   }
   const { openPglite } = await import('./pglite.js');
-  return openPglite(options.dataDir);
+  return openPglite(options.dataDir, options.pglite);
 }

@@ -3,15 +3,11 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import { parseArgs } from 'node:util';
-import { TRPCClientError } from '@trpc/client';
-import { createDb } from '../../db/index.js';
-import { createClient } from '../client.js';
+import { loadPgliteAssets } from '../../db/pglite-assets.js';
 import { type Config, isEmbedded } from '../config.js';
 import { FLAGS, isFlag } from '../flags/feature-flags.js';
 import { isPool, POOLS } from '../pricing/pricing.js';
 import { loadConfigOrExit } from './env.js';
-import { main as serve } from './node.js';
-import { main as worker } from './node-worker.js';
 import { adminTokenPath, readSecret } from './secrets.js';
 
 const USAGE = `usage: spicegate <command> [options]
@@ -105,12 +101,20 @@ async function run(argv: string[]): Promise<number> {
 
   const config = loadConfigOrExit(process.env);
   switch (command) {
-    case 'serve':
-      await serve(process.env);
+    case 'serve': {
+      // The server's modules load on demand (a command through the client needs none of them).
+      // On embedded defaults PGlite's WASM is read and compiled meanwhile (docs/performance.md "Boot").
+      const pglite = config.databaseUrl === undefined ? loadPgliteAssets() : undefined;
+      pglite?.catch(() => {}); // a failure surfaces where the database opens
+      const { main: serve } = await import('./node.js');
+      await serve(process.env, pglite === undefined ? {} : { pglite });
       return -1; // keeps running; the signal handler exits
-    case 'worker':
+    }
+    case 'worker': {
+      const { main: worker } = await import('./node-worker.js');
       await worker(process.env);
       return -1; // keeps running; the signal handler exits
+    }
     case 'migrate':
       return migrate(config);
     case 'tenant': {
@@ -326,6 +330,7 @@ async function run(argv: string[]): Promise<number> {
 
 async function migrate(config: Config): Promise<number> {
   // With embedded defaults the server owns the PGlite files: run this only while it is stopped.
+  const { createDb } = await import('../../db/index.js');
   const database = await createDb(
     isEmbedded(config)
       ? { dataDir: join(config.dataDir, 'pglite') }
@@ -350,7 +355,9 @@ async function gatewayFor(config: Config, values: GatewayOptions): Promise<{ url
   return token === undefined ? { url } : { url, token };
 }
 
+/** The typed client loads here, with the first command that needs it (`serve` does not). */
 async function clientFor(config: Config, values: GatewayOptions) {
+  const { createClient } = await import('../client.js');
   return createClient(await gatewayFor(config, values));
 }
 
@@ -437,9 +444,6 @@ run(process.argv.slice(2)).then(
     ) {
       process.stderr.write(`spicegate: ${(error as Error).message}\n${USAGE}\n`);
       process.exitCode = 2;
-    } else if (error instanceof TRPCClientError) {
-      process.stderr.write(`spicegate: ${error.message}\n`);
-      process.exitCode = 1;
     } else {
       process.stderr.write(`spicegate: ${(error as Error).message}\n`);
       process.exitCode = 1;

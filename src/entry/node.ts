@@ -4,8 +4,8 @@ import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { createAdaptorServer } from '@hono/node-server';
 import type { Hono } from 'hono';
-import { Redis } from 'ioredis';
 import { createDb } from '../../db/index.js';
+import type { PgliteAssets } from '../../db/pglite-assets.js';
 import { bypassRowLevelSecurity } from '../../db/scope.js';
 import { createApp, createNotReadyApp } from '../app.js';
 import { type Config, isEmbedded, warnNotYetInEffect, warnShortReservationTtl } from '../config.js';
@@ -15,14 +15,14 @@ import { serveJobs } from '../jobs/index.js';
 import { JobRunner } from '../jobs/node-runner.js';
 import { type Peppers, parsePeppers } from '../keys/peppers.js';
 import { createAuthFailureLimiter } from '../limits/auth-failures.js';
-import { redisWindows } from '../limits/ioredis-ratelimit-adapter.js';
 import { createPaymentThrottle, createPreAuthLimiter } from '../limits/preauth.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { createMetrics, type Metrics } from '../observability/metrics.js';
 import { startupMs, timed } from '../observability/startup.js';
 import { assembleServices, type Services } from '../services.js';
 import { localSigner, parsePrivateJwks } from '../signing/signer.js';
-import { memoryStore, redisOptions, redisStore, type Store, upstashStore } from '../store/index.js';
+import type { Store } from '../store/index.js';
+import { memoryStore } from '../store/memory/index.js';
 import { nodeHttpClient } from '../upstream/http-node.js';
 import { loadConfigOrExit } from './env.js';
 import { jsonKeyDir } from './key-file.js';
@@ -39,6 +39,8 @@ export async function buildNodeServices(
   options: {
     /** `none` for `spicegate worker`: its jobs do the work; no request path to keep warm. */
     background?: 'all' | 'none';
+    /** PGlite's WASM and files, already being read (embedded defaults; db/pglite-assets.ts). */
+    pglite?: Promise<PgliteAssets>;
   } = {},
 ): Promise<Services> {
   const embedded = isEmbedded(config);
@@ -48,7 +50,10 @@ export async function buildNodeServices(
   const database = await timed('database', () =>
     createDb(
       config.databaseUrl === undefined
-        ? { dataDir: join(config.dataDir, 'pglite') }
+        ? {
+            dataDir: join(config.dataDir, 'pglite'),
+            ...(options.pglite === undefined ? {} : { pglite: options.pglite }),
+          }
         : { databaseUrl: config.databaseUrl },
     ),
   );
@@ -64,7 +69,7 @@ export async function buildNodeServices(
   }
 
   const metrics = createMetrics();
-  const store = selectStore(config, log, metrics);
+  const store = await selectStore(config, log, metrics);
 
   let adminToken = config.adminToken;
   if (adminToken === undefined && embedded) {
@@ -81,10 +86,7 @@ export async function buildNodeServices(
     }),
   );
   const peppers = await loadPeppers(config, log);
-  // Its own connection: a pre-auth flood never queues behind admission and settlement.
-  const preAuthRedis = config.redisUrl === undefined ? undefined : new Redis(config.redisUrl, redisOptions());
-  preAuthRedis?.on('error', () => {}); // the store's client already logs connection errors
-  const shared = preAuthRedis === undefined ? undefined : redisWindows(preAuthRedis);
+  const { preAuthRedis, shared } = await sharedWindows(config);
   const preAuth = createPreAuthLimiter({
     log,
     ...(shared === undefined ? {} : { shared }),
@@ -140,11 +142,37 @@ async function loadPeppers(config: Config, log: Logger): Promise<Peppers> {
   return parsePeppers(`1:${secret.value}`) as Peppers;
 }
 
-/** REDIS_URL → ioredis; else UPSTASH_REDIS_REST_* → Upstash REST; else the embedded memory engine. */
-function selectStore(config: Config, log: Logger, metrics: Metrics): Store {
-  if (config.redisUrl !== undefined) return redisStore({ url: config.redisUrl, log, metrics });
-  if (config.upstash !== undefined) return upstashStore({ ...config.upstash, log, metrics });
+/**
+ * REDIS_URL → ioredis; else UPSTASH_REDIS_REST_* → Upstash REST; else the embedded memory engine.
+ * The Redis and Upstash clients load only when chosen: embedded defaults never pay their module
+ * loading at start (docs/performance.md "Boot").
+ */
+async function selectStore(config: Config, log: Logger, metrics: Metrics): Promise<Store> {
+  if (config.redisUrl !== undefined) {
+    const { redisStore } = await import('../store/redis.js');
+    return redisStore({ url: config.redisUrl, log, metrics });
+  }
+  if (config.upstash !== undefined) {
+    const { upstashStore } = await import('../store/upstash.js');
+    return upstashStore({ ...config.upstash, log, metrics });
+  }
   return memoryStore({ log, metrics });
+}
+
+/**
+ * With REDIS_URL, the pre-auth limiters' windows shared by every instance, on a connection of their
+ * own: a pre-auth flood never queues behind admission and settlement. Without, none (in-process).
+ */
+async function sharedWindows(config: Config) {
+  if (config.redisUrl === undefined) return { preAuthRedis: undefined, shared: undefined };
+  const [{ Redis }, { redisOptions }, { redisWindows }] = await Promise.all([
+    import('ioredis'),
+    import('../store/redis.js'),
+    import('../limits/ioredis-ratelimit-adapter.js'),
+  ]);
+  const preAuthRedis = new Redis(config.redisUrl, redisOptions());
+  preAuthRedis.on('error', () => {}); // the store's client already logs connection errors
+  return { preAuthRedis, shared: redisWindows(preAuthRedis) };
 }
 
 export interface RunningGateway {
@@ -160,7 +188,11 @@ export interface RunningGateway {
   shutdown(reason: string): Promise<number>;
 }
 
-export async function startGateway(config: Config, log: Logger): Promise<RunningGateway> {
+export async function startGateway(
+  config: Config,
+  log: Logger,
+  options: { pglite?: Promise<PgliteAssets> } = {},
+): Promise<RunningGateway> {
   // Liveness answers while the database opens (PGlite's first start takes seconds); the full app
   // replaces the boot app as soon as services are built.
   let app: Hono<AppEnv> = createNotReadyApp({
@@ -186,7 +218,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Running
   let built: Services | undefined;
   let jobs: JobRunner | undefined;
   let stopping: Promise<number> | undefined;
-  const ready = buildNodeServices(config, log).then((services) => {
+  const ready = buildNodeServices(config, log, options).then((services) => {
     built = services;
     app = createApp(services);
     // The background jobs (src/jobs): all of them, or with JOBS=off only this instance's own.
@@ -276,13 +308,19 @@ function listen(server: Server, port: number, host: string): Promise<void> {
   });
 }
 
-/** `npm start` / `spicegate serve`: run until SIGTERM or SIGINT. */
-export async function main(env: NodeJS.ProcessEnv = process.env): Promise<void> {
+/**
+ * `npm start` / `spicegate serve`: run until SIGTERM or SIGINT. `options.pglite`: PGlite's assets,
+ * when the caller started reading them before this module loaded (cli.ts).
+ */
+export async function main(
+  env: NodeJS.ProcessEnv = process.env,
+  options: { pglite?: Promise<PgliteAssets> } = {},
+): Promise<void> {
   const config = loadConfigOrExit(env);
   const log = createLogger({ level: config.logLevel });
   let gateway: RunningGateway;
   try {
-    gateway = await startGateway(config, log);
+    gateway = await startGateway(config, log, options);
   } catch (error) {
     log.fatal({ err: error }, 'start-up failed');
     process.exit(1);

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -52,15 +52,24 @@ describe('spicegate serve on embedded defaults (PGlite + memory store)', () => {
   let dataDir: string;
   let gateway: GatewayProcess;
   let url: string;
+  let moduleLog: string;
 
   beforeAll(async () => {
     dataDir = await mkdtemp(join(tmpdir(), 'sg-embedded-'));
-    gateway = spawnSpicegate(['serve'], { PORT: '0', DATA_DIR: dataDir });
+    // Every module the server loads is listed in MODULE_LOG (outside DATA_DIR, which has a test of its own).
+    moduleLog = join(await mkdtemp(join(tmpdir(), 'sg-modules-')), 'loaded.txt');
+    gateway = spawnSpicegate(['serve'], {
+      PORT: '0',
+      DATA_DIR: dataDir,
+      NODE_OPTIONS: `--import ${new URL('./record-module-loads.mjs', import.meta.url).href}`,
+      MODULE_LOG: moduleLog,
+    });
     url = String((await gateway.waitForLog('listening')).url);
   });
   afterAll(async () => {
     gateway.kill();
     await rm(dataDir, { recursive: true, force: true });
+    await rm(join(moduleLog, '..'), { recursive: true, force: true });
   });
 
   it('answers /health as soon as it listens, before the database is ready', async () => {
@@ -74,6 +83,22 @@ describe('spicegate serve on embedded defaults (PGlite + memory store)', () => {
     expect(ready).toMatchObject({ database: 'pglite', store: 'memory' });
     const response = await fetch(`${url}/ready`);
     expect(response.status).toBe(200);
+  });
+
+  it('loads no Redis, Upstash or tRPC client on its way to ready (serve on embedded defaults needs none)', async () => {
+    await gateway.waitForLog('spicegate ready');
+    const packages = new Set(
+      (await readFile(moduleLog, 'utf8'))
+        .split('\n')
+        .map((url) => /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url)?.[1])
+        .filter((name) => name !== undefined),
+    );
+    // The record is of this start: the embedded database's driver is in it.
+    expect(packages).toContain('@electric-sql/pglite');
+    const clients = [...packages].filter(
+      (name) => name === 'ioredis' || name.startsWith('@upstash/') || name === '@trpc/client',
+    );
+    expect(clients).toEqual([]);
   });
 
   it('answers an unknown route with 404 in the error shape', async () => {
