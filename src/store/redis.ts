@@ -53,28 +53,12 @@ export function redisRunner(options: RedisStoreOptions): ScriptRunner & { readon
     options.log.warn({ err: { message: error.message } }, 'redis connection error');
   });
 
-  // The scripts called in one turn of the event loop leave in one write: the socket is corked at
-  // the first and uncorked after the turn's I/O callbacks (setImmediate). Concurrent requests
-  // share a syscall and Redis reads them at once (docs/performance.md, "Redis writes corked").
-  let corked = false;
-  const cork = () => {
-    if (corked || client.status !== 'ready') return;
-    const stream = client.stream;
-    corked = true;
-    stream.cork();
-    setImmediate(() => {
-      corked = false;
-      stream.uncork();
-    });
-  };
-
   let closed = false;
   return {
     engine: 'redis',
     client,
     run: async (name, keys, args) => {
       const script = SCRIPTS[name];
-      cork();
       try {
         try {
           return (await bounded(client.evalsha(script.sha1, keys.length, ...keys, ...args))) as Reply;

@@ -1,7 +1,6 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createLogger } from '../../src/observability/logger.js';
 import { memoryStore, redisStore } from '../../src/store/index.js';
-import { makeEngine } from '../support/engines.js';
 import { freePort, type RedisServer, startRedisServer } from '../support/redis-server.js';
 
 describe('redis store', () => {
@@ -24,44 +23,6 @@ describe('redis store', () => {
       await expect(store.ping()).rejects.toThrow();
     } finally {
       await store.close();
-    }
-  });
-
-  it('sends the scripts called in one event-loop turn in one socket write, each answered', async () => {
-    const engine = makeEngine('redis');
-    try {
-      const { runner } = engine as { runner: { client: import('ioredis').Redis } } & typeof engine;
-      await runner.client.ping();
-      await engine.runner.run('epoch', ['{g:cork}'], ['get']);
-      // The socket's own write calls: one per command when uncorked, one writev for all when corked.
-      const stream = runner.client.stream as unknown as {
-        _write: (...args: unknown[]) => unknown;
-        _writev: (...args: unknown[]) => unknown;
-      };
-      let writes = 0;
-      const write = stream._write.bind(stream);
-      const writev = stream._writev.bind(stream);
-      stream._write = (...args) => {
-        writes += 1;
-        return write(...args);
-      };
-      stream._writev = (...args) => {
-        writes += 1;
-        return writev(...args);
-      };
-      const replies = await Promise.all(
-        Array.from({ length: 10 }, (_, i) =>
-          engine.runner.run('epoch', ['{g:cork}'], [i === 9 ? 'bump' : 'get']),
-        ),
-      );
-      expect(writes).toBe(1);
-      expect(replies.map((reply) => (reply as string[])[0])).toEqual(Array(10).fill('EPOCH'));
-      expect((replies[9] as string[])[1]).toBe('1');
-      // The next turn's calls go out in a write of their own.
-      await engine.runner.run('epoch', ['{g:cork}'], ['get']);
-      expect(writes).toBe(2);
-    } finally {
-      await engine.close();
     }
   });
 
