@@ -26,7 +26,7 @@
  * BENCH_PASSES (pinned,unpinned): which passes run, in order.
  * BENCH_ROUNDS (1): each pass measured this many times, the targets in the opposite order every
  *   other round; a table of medians follows (a loaded machine's swings hit single rounds).
- * BENCH_TARGETS: a comma list of the targets to measure (e.g. `B,G,G0`); default all.
+ * BENCH_TARGETS: a comma list of the targets to measure besides A and B (e.g. `G,G0`); default all.
  * BENCH_DETAILS=0: skip the gateways' MONITOR round trips and slow streams.
  * BENCH_BASELINE_DIR: another checkout (with node_modules) measured beside this one as G0, so a
  *   change is compared with the code before it in the same run.
@@ -695,7 +695,10 @@ async function main(): Promise<void> {
       plainSubject('B', 'node:http proxy', proxyB.pid, proxyB.url),
       plainSubject('B2', 'Hono + fetch proxy', proxyB2.pid, proxyB2.url),
       ...gateways.map(gatewaySubject),
-    ].filter((subject) => TARGETS === undefined || TARGETS.has(subject.name));
+      // A and B are every ratio's reference: always measured.
+    ].filter(
+      (subject) => TARGETS === undefined || TARGETS.has(subject.name) || ['A', 'B'].includes(subject.name),
+    );
     for (const subject of subjects) await probe(subject);
     const everyone: Processes = {
       mock: mock.pid,
@@ -958,12 +961,13 @@ function medians(passes: Pass[], gateways: ReadonlySet<string>): string[] {
         ? (values[middle] as number)
         : ((values[middle - 1] as number) + (values[middle] as number)) / 2;
     };
-    const figures: [string, (r: Measured) => number][] = [
-      ['CPU ms/req', (r) => r.cpuMsPerRequest],
-      ['CPU ms/req @500', (r) => r.cpuMsPerPacedRequest],
-      ['CPU ms/stream', (r) => r.cpuMsPerStream],
-      ['p99 ms @500', (r) => r.latency.p99Ms],
-      ['Redis CPU ms/inf', (r) => r.cpuBreakdown.redis],
+    // `ratio`: also shown ÷ B's median; `gateway`: a figure only gateways have.
+    const figures: [string, (r: Measured) => number, 'ratio' | 'plain' | 'gateway'][] = [
+      ['CPU ms/req', (r) => r.cpuMsPerRequest, 'ratio'],
+      ['CPU ms/req @500', (r) => r.cpuMsPerPacedRequest, 'ratio'],
+      ['CPU ms/stream', (r) => r.cpuMsPerStream, 'ratio'],
+      ['p99 ms @500', (r) => r.latency.p99Ms, 'plain'],
+      ['Redis CPU ms/inf', (r) => r.cpuBreakdown.redis, 'gateway'],
     ];
     out.push(
       '',
@@ -972,13 +976,11 @@ function medians(passes: Pass[], gateways: ReadonlySet<string>): string[] {
         ['target', ...figures.map(([label]) => label)],
         names.map((target) => [
           target,
-          ...figures.map(([label, figure]) => {
+          ...figures.map(([, figure, kind]) => {
             const value = median(target, figure);
-            const base = median('B', figure);
-            if (label.startsWith('Redis')) return gateways.has(target) ? fixed(value, 3) : '-';
-            return label.startsWith('p99') || target === 'B' || !names.includes('B')
-              ? fixed(value, 3)
-              : `${fixed(value, 3)} (${fixed(value / base, 2)})`;
+            if (kind === 'gateway') return gateways.has(target) ? fixed(value, 3) : '-';
+            if (kind === 'plain' || target === 'B') return fixed(value, 3);
+            return `${fixed(value, 3)} (${fixed(value / median('B', figure), 2)})`;
           }),
         ]),
       ),
