@@ -115,14 +115,15 @@ export const SECURITY_HEADERS: readonly (readonly [string, string])[] = [
   ['X-XSS-Protection', '0'],
 ];
 
-const SECURITY_HEADER_RECORD: Readonly<Record<string, string>> = Object.fromEntries(SECURITY_HEADERS);
+const SECURITY_HEADER_LIST: readonly string[] = SECURITY_HEADERS.flat();
 
 /**
- * The headers `perRequest` puts on every response, as one record, for a route that writes its Node
- * response itself (src/http/node-reply.ts) and so sends them with its head.
+ * The headers `perRequest` puts on every response, as a flat [name, value, …] list Node's
+ * `writeHead` takes, for a route that writes its Node response itself (src/http/node-reply.ts)
+ * and so sends them with its head. A fresh array the caller may append to.
  */
-export function commonHeaders(requestId: string): Record<string, string> {
-  return { 'X-Request-Id': requestId, ...SECURITY_HEADER_RECORD };
+export function commonHeaderList(requestId: string): string[] {
+  return ['X-Request-Id', requestId, ...SECURITY_HEADER_LIST];
 }
 
 // A well-formed incoming X-Request-Id is kept, so a caller can correlate; anything else is replaced.

@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import type { Context } from 'hono';
 import type { AppEnv } from './context.js';
-import { commonHeaders } from './middleware.js';
+import { commonHeaderList } from './middleware.js';
 
 /**
  * The inference routes' answers written straight into Node's response on Node, inside their Hono
@@ -12,7 +12,14 @@ import { commonHeaders } from './middleware.js';
  * routes answer through Hono as before.
  */
 
-/** The head of a response the route writes itself: the common headers, the route's, then `own`. */
+/**
+ * The head of a response the route writes itself: the common headers, the route's, then `own`
+ * (three disjoint sets of names). Given to Node as one flat [name, value, …] list: the same head
+ * merged into one object literal by spreading (20-odd properties, so a dictionary-mode object)
+ * was promoted to the old generation with its response at almost every young-generation
+ * collection — 0.8 MB per collection at 500 req/s, and a major GC every few seconds
+ * (docs/performance.md, issue 18).
+ */
 export function writeHead<E extends AppEnv>(
   c: Context<E>,
   outgoing: ServerResponse,
@@ -20,8 +27,10 @@ export function writeHead<E extends AppEnv>(
   routeHeaders: Readonly<Record<string, string>>,
   own: Readonly<Record<string, string | number>>,
 ): void {
-  const requestId = (c as unknown as Context<AppEnv>).get('requestId');
-  outgoing.writeHead(status, { ...commonHeaders(requestId), ...routeHeaders, ...own });
+  const head = commonHeaderList((c as unknown as Context<AppEnv>).get('requestId'));
+  for (const name in routeHeaders) head.push(name, routeHeaders[name] as string);
+  for (const name in own) head.push(name, String(own[name]));
+  outgoing.writeHead(status, head);
 }
 
 // @hono/node-server's RESPONSE_ALREADY_SENT (the adapter then writes nothing), made here so the

@@ -33,6 +33,8 @@
  * BENCH_REVERSE=1: the gateways measured in the opposite order. The one measured second pays for
  *   the first's database work still going on (2026-12-02: 1.3–1.4 ms of PostgreSQL CPU per request
  *   against 0.2–0.5), so compare gateways over two runs in opposite orders (docs/performance.md).
+ * BENCH_GC=1: every gateway runs with `--trace-gc-nvp`; a table of its collections over the paced
+ *   window follows (pauses and bytes promoted to the old generation per 1,000 requests, full GCs).
  * BENCH_G_NODE_FLAGS / BENCH_G_LOG: extra node flags for every G (e.g. `--trace-gc`) and a file
  *   their output is appended to.
  * DATABASE_URL: when set, each G gets a fresh database on that server (created and dropped by the
@@ -49,6 +51,7 @@ import { type Helper, killAll, startHelper, track } from './gateway/children.js'
 import {
   createTenants,
   type Gateway,
+  type GcEvent,
   startGateway,
   type Tenant,
   type UpstreamMode,
@@ -133,6 +136,7 @@ const DETAILS = process.env.BENCH_DETAILS !== '0';
 const ROUNDS = Math.round(positive('BENCH_ROUNDS', 1));
 const G_NODE_FLAGS = (process.env.BENCH_G_NODE_FLAGS ?? '').split(/\s+/).filter((flag) => flag !== '');
 const G_LOG = process.env.BENCH_G_LOG || undefined;
+const GC_TRACE = process.env.BENCH_GC === '1';
 type PassName = 'pinned' | 'unpinned';
 const PASSES = (process.env.BENCH_PASSES ?? 'pinned,unpinned').split(',').map((pass) => {
   if (pass !== 'pinned' && pass !== 'unpinned') throw new Error(`BENCH_PASSES: unknown pass ${pass}`);
@@ -334,7 +338,30 @@ interface Measured {
   cpuBreakdown: CpuSplit;
   /** G only: INFO commandstats over the saturation window, per successful request. */
   redis?: { scriptCalls: number; allCommands: number };
+  /** Gateways under BENCH_GC: their collections over the paced window. */
+  gc?: GcOverWindow;
   profileWindowUs?: [number, number];
+}
+
+interface GcOverWindow {
+  scavenges: number;
+  /** Full (mark-compact) collections. */
+  full: number;
+  pauseMsPer1k: number;
+  maxPauseMs: number;
+  promotedMiBPer1k: number;
+}
+
+function gcOver(events: readonly GcEvent[], window: [number, number], requests: number): GcOverWindow {
+  const inside = events.filter((event) => event.atMs >= window[0] && event.atMs <= window[1]);
+  const per1k = 1000 / Math.max(1, requests);
+  return {
+    scavenges: inside.filter((event) => event.kind === 's').length,
+    full: inside.filter((event) => event.kind !== 's').length,
+    pauseMsPer1k: inside.reduce((sum, event) => sum + event.pauseMs, 0) * per1k,
+    maxPauseMs: Math.max(0, ...inside.map((event) => event.pauseMs)),
+    promotedMiBPer1k: (inside.reduce((sum, event) => sum + event.promotedBytes, 0) / 2 ** 20) * per1k,
+  };
 }
 
 interface CpuSplit {
@@ -432,6 +459,7 @@ async function measure(
   });
   let pacedCpuBefore = 0;
   let pacedCpuAfter = 0;
+  const pacedWindow: [number, number] = [0, 0];
   const latency = await paced({
     target: subject.request({ stream: false, tokens: MAX_TOKENS }),
     ratePerSecond: RATE_PER_SECOND,
@@ -440,9 +468,11 @@ async function measure(
     maxSockets: CONNECTIONS,
     onMeasureStart: () => {
       pacedCpuBefore = cpuMs(subject.pid);
+      pacedWindow[0] = performance.now();
     },
     onMeasureEnd: () => {
       pacedCpuAfter = cpuMs(subject.pid);
+      pacedWindow[1] = performance.now();
     },
   });
   let streamCpuBefore = 0;
@@ -488,6 +518,9 @@ async function measure(
     rss: rssMiB(subject.pid),
     profileWindowUs: window,
   };
+  // Read after the streaming runs: V8's trace lines reach the pipe in blocks, some a while later.
+  if (GC_TRACE && subject.gateway !== undefined)
+    measured.gc = gcOver(subject.gateway.gateway.gc, pacedWindow, latency.sent);
   if (stats) {
     const delta = difference(redisAfter, redisBefore);
     // The closing INFO is not counted yet when it answers; the opening one is.
@@ -601,6 +634,7 @@ async function startGatewayTarget(target: GatewayTarget, mock: Helper): Promise<
     upstream,
     profile: PROFILE && target === GATEWAYS[0],
     nodeFlags: [...G_NODE_FLAGS, ...(target.nodeFlags ?? [])],
+    gcTrace: GC_TRACE,
     env: target.env,
     ...(target.dir === undefined ? {} : { dir: target.dir }),
     ...(G_LOG === undefined ? {} : { logFile: G_LOG }),
@@ -869,6 +903,25 @@ function print(run: {
       `new upstream connections per upstream request (saturation): ${pass.results.map((r) => `${r.name} ${fixed(r.upstreamConnectionsPerRequest, 3)}`).join(', ')} (keep-alive: ≈ 0)`,
       `load generator timer slack (send − schedule) p99: ${pass.results.map((r) => `${r.name} ${fixed(r.latency.sendLagP99Ms, 2)} ms`).join(', ')}`,
     );
+    const traced = pass.results.filter((r) => r.gc !== undefined);
+    if (traced.length > 0)
+      out.push(
+        `garbage collection over the paced window (BENCH_GC=1, the gateway's --trace-gc-nvp; per 1,000 requests)`,
+        table(
+          ['target', 'scavenges', 'full GCs', 'pause ms/1k', 'max pause ms', 'promoted MiB/1k'],
+          traced.map((r) => {
+            const gc = r.gc as GcOverWindow;
+            return [
+              r.name,
+              String(gc.scavenges),
+              String(gc.full),
+              fixed(gc.pauseMsPer1k, 1),
+              fixed(gc.maxPauseMs, 1),
+              fixed(gc.promotedMiBPer1k, 2),
+            ];
+          }),
+        ),
+      );
   }
   if (ROUNDS > 1) out.push(...medians(run.passes, gatewayNames));
   out.push(
@@ -962,12 +1015,18 @@ function medians(passes: Pass[], gateways: ReadonlySet<string>): string[] {
         : ((values[middle - 1] as number) + (values[middle] as number)) / 2;
     };
     // `ratio`: also shown ÷ B's median; `gateway`: a figure only gateways have.
-    const figures: [string, (r: Measured) => number, 'ratio' | 'plain' | 'gateway'][] = [
+    type Figure = [string, (r: Measured) => number, 'ratio' | 'plain' | 'gateway'];
+    const gcFigures: Figure[] = [
+      ['GC pause ms/1k @500', (r) => r.gc?.pauseMsPer1k ?? Number.NaN, 'gateway'],
+      ['promoted MiB/1k @500', (r) => r.gc?.promotedMiBPer1k ?? Number.NaN, 'gateway'],
+    ];
+    const figures: Figure[] = [
       ['CPU ms/req', (r) => r.cpuMsPerRequest, 'ratio'],
       ['CPU ms/req @500', (r) => r.cpuMsPerPacedRequest, 'ratio'],
       ['CPU ms/stream', (r) => r.cpuMsPerStream, 'ratio'],
       ['p99 ms @500', (r) => r.latency.p99Ms, 'plain'],
       ['Redis CPU ms/inf', (r) => r.cpuBreakdown.redis, 'gateway'],
+      ...(GC_TRACE ? gcFigures : []),
     ];
     out.push(
       '',

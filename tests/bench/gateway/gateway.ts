@@ -24,11 +24,26 @@ export interface Gateway {
   /** Log lines so far, by `msg` (at LOG_LEVEL=warn: warnings and errors only). */
   logCounts: Map<string, number>;
   adminToken: string;
+  /** Its collections, when started with `gcTrace` (from `--trace-gc-nvp`), oldest first. */
+  gc: GcEvent[];
   /** Directory of the `--cpu-prof` output when profiling. */
   profileDir: string | undefined;
   /** SIGTERM (the gateway drains and exits; a CPU profile is written), then the temp DATA_DIR goes. */
   stop(): Promise<void>;
 }
+
+/** One garbage collection, as `--trace-gc-nvp` reports it. */
+export interface GcEvent {
+  /** When it ended, on this process's `performance.now()` clock (± the child's start-up, ~50 ms). */
+  atMs: number;
+  /** `s`: a scavenge (young generation); anything else (`mc`, `ms`…) a full collection. */
+  kind: string;
+  pauseMs: number;
+  /** Bytes moved to the old generation (scavenges). */
+  promotedBytes: number;
+}
+
+const NVP_LINE = / (\d+) ms: pause=([\d.]+) .*?\bgc=(\w+)\b(?:.*?\bpromoted=(\d+))?/;
 
 export async function startGateway(options: {
   redisUrl: string;
@@ -44,6 +59,8 @@ export async function startGateway(options: {
   dir?: string;
   /** Every byte of its stdout and stderr is appended here too (e.g. with `--trace-gc`). */
   logFile?: string;
+  /** Run it with `--trace-gc-nvp` and collect its collections in `gc`. */
+  gcTrace?: boolean;
 }): Promise<Gateway> {
   const dataDir = await mkdtemp(join(tmpdir(), 'sg-bench-gateway-'));
   const port = await freePort();
@@ -78,9 +95,13 @@ export async function startGateway(options: {
     ),
   );
   const flags = [
+    ...(options.gcTrace === true ? ['--trace-gc-nvp'] : []),
     ...(options.nodeFlags ?? []),
     ...(profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profileDir}`]),
   ];
+  const gc: GcEvent[] = [];
+  // V8 stamps its lines with the time since the isolate started, which is about now.
+  const spawnedAt = performance.now();
   const child = track(
     spawn(process.execPath, [...flags, 'bin/spicegate.js', 'serve'], {
       env: { ...inherited, NODE_ENV: 'production', ...env },
@@ -104,7 +125,17 @@ export async function startGateway(options: {
     partial = lines.pop() ?? '';
     for (const line of lines) {
       // pino's JSON lines only (not `--trace-gc` and other node flags' output).
-      if (!line.startsWith('{')) continue;
+      if (!line.startsWith('{')) {
+        const nvp = NVP_LINE.exec(line);
+        if (nvp !== null)
+          gc.push({
+            atMs: spawnedAt + Number(nvp[1]),
+            kind: nvp[3] as string,
+            pauseMs: Number(nvp[2]),
+            promotedBytes: Number(nvp[4] ?? 0),
+          });
+        continue;
+      }
       const msg = /"msg":"((?:[^"\\]|\\.)*)"/.exec(line)?.[1] ?? line.slice(0, 80);
       logCounts.set(msg, (logCounts.get(msg) ?? 0) + 1);
     }
@@ -128,6 +159,7 @@ export async function startGateway(options: {
     child,
     output: () => output,
     logCounts,
+    gc,
     adminToken,
     profileDir,
     stop: async () => {
