@@ -6,10 +6,6 @@ export interface CpuQuota {
   periodUs: number;
 }
 export function effectiveCpus(affinity: number, quota: CpuQuota | undefined): number;
-export function parseCpuQuota(files: {
-  cpuMax?: string;
-  cfsQuota?: string;
-  cfsPeriod?: string;
-}): CpuQuota | undefined;
+export function parseCpuQuota(files: { cpuMax?: string; cfsQuota?: string; cfsPeriod?: string }): CpuQuota | undefined;
 export function singleThreadedGc(setting: string | undefined, cpus: number): boolean;
 export function cpusHere(): number;

@@ -39,9 +39,7 @@ export function parseCpuQuota(files) {
 export function singleThreadedGc(setting, cpus) {
   const value = setting === undefined || setting === '' ? 'auto' : setting;
   if (!GC_THREADS.includes(value)) {
-    throw new Error(
-      `GC_THREADS must be one of ${GC_THREADS.join(', ')} (got ${JSON.stringify(value.slice(0, 40))})`,
-    );
+    throw new Error(`GC_THREADS must be one of ${GC_THREADS.join(', ')} (got ${JSON.stringify(value.slice(0, 40))})`);
   }
   return value === 'single' || (value === 'auto' && cpus <= 1);
 }

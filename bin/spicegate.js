@@ -7,11 +7,7 @@
 import { spawn } from 'node:child_process';
 import { cpusHere, SINGLE_THREADED_GC, singleThreadedGc } from './gc-threads.js';
 
-if (
-  process.argv[2] === 'serve' &&
-  !process.execArgv.includes(SINGLE_THREADED_GC) &&
-  wantsSingleThreadedGc()
-) {
+if (process.argv[2] === 'serve' && !process.execArgv.includes(SINGLE_THREADED_GC) && wantsSingleThreadedGc()) {
   relaunch([...process.execArgv, SINGLE_THREADED_GC, ...process.argv.slice(1)]);
 } else {
   if (process.env.SPICEGATE_RELAUNCHED === '1' && process.channel !== undefined) {

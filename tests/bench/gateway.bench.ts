@@ -123,6 +123,8 @@ const GATEWAY_LIST: GatewayTarget[] = [
     label: 'spicegate, RLS bypassed (SPICEGATE_BENCH_RLS_BYPASS)',
     env: { SPICEGATE_BENCH_RLS_BYPASS: 'true' },
   },
+  { name: 'G-semi32', label: 'spicegate, --max-semi-space-size=32', env: {}, nodeFlags: ['--max-semi-space-size=32'] },
+  { name: 'G-stgc', label: 'spicegate, --single-threaded-gc', env: {}, nodeFlags: ['--single-threaded-gc'] },
 ];
 const GATEWAYS = process.env.BENCH_REVERSE === '1' ? [...GATEWAY_LIST].reverse() : GATEWAY_LIST;
 
@@ -617,11 +619,7 @@ async function roundTrips(subject: Subject): Promise<Monitored & { requests: num
 }
 
 /** One gateway of GATEWAYS, ready, with its tenants. */
-async function startGatewayTarget(
-  target: GatewayTarget,
-  mock: Helper,
-  core: number | undefined,
-): Promise<RunningGateway> {
+async function startGatewayTarget(target: GatewayTarget, mock: Helper): Promise<RunningGateway> {
   const redis = await startRedisServer();
   track(redis.process);
   const stats = new Redis(redis.url);
@@ -639,7 +637,6 @@ async function startGatewayTarget(
     profile: PROFILE && target === GATEWAYS[0],
     nodeFlags: [...G_NODE_FLAGS, ...(target.nodeFlags ?? [])],
     gcTrace: GC_TRACE,
-    ...(core === undefined ? {} : { core }),
     env: target.env,
     ...(target.dir === undefined ? {} : { dir: target.dir }),
     ...(G_LOG === undefined ? {} : { logFile: G_LOG }),
@@ -713,11 +710,7 @@ async function main(): Promise<void> {
     const mock = await startHelper('./mock-upstream.ts', {}, ['--single-threaded']);
     const proxyB = await startHelper('./proxy-node.ts', { UPSTREAM_URL: mock.url });
     const proxyB2 = await startHelper('./proxy-hono-fetch.ts', { UPSTREAM_URL: mock.url });
-    // With a pinned pass, each gateway starts on the core it is measured on, so it configures
-    // itself for one CPU as on a machine of its own (GC_THREADS=auto: its collector
-    // single-threaded); the unpinned pass then runs it on every core so configured.
-    const startCore = pinning !== undefined && PASSES.includes('pinned') ? pinning.target : undefined;
-    for (const target of GATEWAYS) gateways.push(await startGatewayTarget(target, mock, startCore));
+    for (const target of GATEWAYS) gateways.push(await startGatewayTarget(target, mock));
     for (const running of gateways) {
       notes.push(
         `${running.target.name}: ${running.target.label}; UPSTREAM=${G_UPSTREAM}${G_UPSTREAM === 'openai' ? ' (the same mock as A)' : ' (built-in model: NOT the same upstream as A/B/B2)'}` +

@@ -23,9 +23,7 @@ describe('GC_THREADS (bin/gc-threads.js)', () => {
     expect(parseCpuQuota({ cpuMax: '100000 100000\n' })).toEqual({ quotaUs: 100_000, periodUs: 100_000 });
     expect(parseCpuQuota({ cpuMax: 'max 100000\n' })).toBeUndefined();
     // v2 without a quota leaves v1 unread only when v1 has none either.
-    expect(
-      parseCpuQuota({ cpuMax: 'max 100000\n', cfsQuota: '-1\n', cfsPeriod: '100000\n' }),
-    ).toBeUndefined();
+    expect(parseCpuQuota({ cpuMax: 'max 100000\n', cfsQuota: '-1\n', cfsPeriod: '100000\n' })).toBeUndefined();
     expect(parseCpuQuota({ cfsQuota: '50000\n', cfsPeriod: '100000\n' })).toEqual({
       quotaUs: 50_000,
       periodUs: 100_000,

@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -45,18 +45,6 @@ export interface GcEvent {
 
 const NVP_LINE = / (\d+) ms: pause=([\d.]+) .*?\bgc=(\w+)\b(?:.*?\bpromoted=(\d+))?/;
 
-/**
- * The process that serves: `spicegate serve` runs the server again in a child of its own when it
- * wants other node flags (GC_THREADS, bin/spicegate.js); a tree without that serves itself.
- */
-function serverPid(commandPid: number): number {
-  const found = spawnSync('pgrep', ['-P', String(commandPid), '-f', 'bin/spicegate.js'], {
-    encoding: 'utf8',
-  });
-  const pid = Number(found.stdout.trim().split('\n')[0]);
-  return Number.isInteger(pid) && pid > 0 ? pid : commandPid;
-}
-
 export async function startGateway(options: {
   redisUrl: string;
   /** A PostgreSQL database of the bench's own; PGlite in the temp DATA_DIR when undefined. */
@@ -73,11 +61,6 @@ export async function startGateway(options: {
   logFile?: string;
   /** Run it with `--trace-gc-nvp` and collect its collections in `gc`. */
   gcTrace?: boolean;
-  /**
-   * Start it on this core alone (taskset), so that it sees one CPU as on a machine of one core
-   * (GC_THREADS=auto then runs its collector single-threaded); the bench may move it later.
-   */
-  core?: number;
 }): Promise<Gateway> {
   const dataDir = await mkdtemp(join(tmpdir(), 'sg-bench-gateway-'));
   const port = await freePort();
@@ -120,20 +103,11 @@ export async function startGateway(options: {
   // V8 stamps its lines with the time since the isolate started, which is about now.
   const spawnedAt = performance.now();
   const child = track(
-    spawn(
-      options.core === undefined ? process.execPath : 'taskset',
-      [
-        ...(options.core === undefined ? [] : ['-c', String(options.core), process.execPath]),
-        ...flags,
-        'bin/spicegate.js',
-        'serve',
-      ],
-      {
-        env: { ...inherited, NODE_ENV: 'production', ...env },
-        stdio: ['ignore', 'pipe', 'pipe'],
-        ...(options.dir === undefined ? {} : { cwd: options.dir }),
-      },
-    ),
+    spawn(process.execPath, [...flags, 'bin/spicegate.js', 'serve'], {
+      env: { ...inherited, NODE_ENV: 'production', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...(options.dir === undefined ? {} : { cwd: options.dir }),
+    }),
   );
   const logFile =
     options.logFile === undefined ? undefined : createWriteStream(options.logFile, { flags: 'a' });
@@ -141,7 +115,6 @@ export async function startGateway(options: {
   let output = '';
   let partial = '';
   const logCounts = new Map<string, number>();
-
   const keep = (chunk: Buffer) => {
     output = (output + chunk.toString('utf8')).slice(-8_192);
     logFile?.write(chunk);
@@ -182,7 +155,7 @@ export async function startGateway(options: {
   }
   return {
     url,
-    pid: serverPid(child.pid as number),
+    pid: child.pid as number,
     child,
     output: () => output,
     logCounts,

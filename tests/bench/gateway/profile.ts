@@ -1,4 +1,4 @@
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /**
@@ -46,10 +46,7 @@ export async function summarizeProfile(
 ): Promise<ProfileSummary | undefined> {
   const files = (await readdir(dir).catch(() => [])).filter((file) => file.endsWith('.cpuprofile'));
   if (files.length === 0) return undefined;
-  // The server's, when `spicegate serve` ran it in a process of its own (the command's is tiny).
-  const sizes = await Promise.all(files.map(async (file) => (await stat(join(dir, file))).size));
-  const largest = files[sizes.indexOf(Math.max(...sizes))] as string;
-  const profile = JSON.parse(await readFile(join(dir, largest), 'utf8')) as CpuProfile;
+  const profile = JSON.parse(await readFile(join(dir, files[0] as string), 'utf8')) as CpuProfile;
   const nodes = new Map(profile.nodes.map((node) => [node.id, node.callFrame]));
   const parents = new Map<number, number>();
   for (const node of profile.nodes) for (const child of node.children ?? []) parents.set(child, node.id);
