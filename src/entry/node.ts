@@ -229,9 +229,6 @@ export async function startGateway(
     log.info(
       {
         url,
-        pid: process.pid,
-        // GC_THREADS (bin/gc-threads.js): how this process's garbage collector runs.
-        gc: process.execArgv.includes('--single-threaded-gc') ? 'single-threaded' : 'parallel',
         database: services.engines.db,
         store: services.engines.store,
         jobs: config.jobs,

@@ -123,8 +123,6 @@ const GATEWAY_LIST: GatewayTarget[] = [
     label: 'spicegate, RLS bypassed (SPICEGATE_BENCH_RLS_BYPASS)',
     env: { SPICEGATE_BENCH_RLS_BYPASS: 'true' },
   },
-  { name: 'G-semi32', label: 'spicegate, --max-semi-space-size=32', env: {}, nodeFlags: ['--max-semi-space-size=32'] },
-  { name: 'G-stgc', label: 'spicegate, --single-threaded-gc', env: {}, nodeFlags: ['--single-threaded-gc'] },
 ];
 const GATEWAYS = process.env.BENCH_REVERSE === '1' ? [...GATEWAY_LIST].reverse() : GATEWAY_LIST;
 

@@ -23,19 +23,13 @@ const INHERITED_BLOCKLIST = [
 ];
 
 /** Runs `spicegate <args>` (the real bin, as `npm start` does) with a controlled environment. */
-export function spawnSpicegate(
-  args: string[],
-  env: Record<string, string>,
-  /** A command that runs node, e.g. `['taskset', '-c', '0']` (it must exec node in its place). */
-  launcher: string[] = [],
-): GatewayProcess {
+export function spawnSpicegate(args: string[], env: Record<string, string>): GatewayProcess {
   const baseEnv = Object.fromEntries(
     Object.entries(process.env).filter(
       ([name]) => !INHERITED_BLOCKLIST.includes(name) && !name.startsWith('VITEST'),
     ),
   );
-  const [command, ...launcherArgs] = [...launcher, process.execPath];
-  const child = spawn(command as string, [...launcherArgs, 'bin/spicegate.js', ...args], {
+  const child = spawn(process.execPath, ['bin/spicegate.js', ...args], {
     env: { ...baseEnv, NODE_ENV: 'production', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
