@@ -42,8 +42,19 @@ export function settledRow(
   chargedMicro: bigint,
   settledAtMs: number,
 ): SettledSpend {
+  // Written out rather than spread from spendEntry: objects built by spreading on the request path
+  // were kept through young-generation collections (docs/performance.md, 2026-12-03).
   return {
-    ...spendEntry(key, admitted, usage, key.sandbox ? costMicro : chargedMicro),
+    reservationId: admitted.reservationId,
+    tenantId: key.tenantId,
+    keyId: key.id,
+    userId: admitted.userId,
+    channelId: admitted.channelId,
+    pool: admitted.decision.pool,
+    promptTokens: usage.promptTokens,
+    completionTokens: usage.completionTokens,
+    costMicro: key.sandbox ? costMicro : chargedMicro,
+    free: key.sandbox,
     chargedMicro,
     settledAt: new Date(settledAtMs),
   };

@@ -11,15 +11,15 @@ export function rateLimitHeaders(limit: {
   retryAfterMs?: number;
 }): Record<string, string> {
   const reset = String(Math.max(0, Math.ceil(limit.resetInMs / 1000)));
-  return {
-    ...(limit.retryAfterMs === undefined
-      ? {}
-      : { 'Retry-After': String(Math.max(1, Math.ceil(limit.retryAfterMs / 1000))) }),
-    'RateLimit-Limit': String(limit.limit),
-    'RateLimit-Remaining': String(limit.remaining),
-    'RateLimit-Reset': reset,
-    'X-RateLimit-Limit': String(limit.limit),
-    'X-RateLimit-Remaining': String(limit.remaining),
-    'X-RateLimit-Reset': reset,
-  };
+  // Built by assignment, not by spreading (docs/performance.md, 2026-12-03).
+  const headers: Record<string, string> = {};
+  if (limit.retryAfterMs !== undefined)
+    headers['Retry-After'] = String(Math.max(1, Math.ceil(limit.retryAfterMs / 1000)));
+  headers['RateLimit-Limit'] = String(limit.limit);
+  headers['RateLimit-Remaining'] = String(limit.remaining);
+  headers['RateLimit-Reset'] = reset;
+  headers['X-RateLimit-Limit'] = String(limit.limit);
+  headers['X-RateLimit-Remaining'] = String(limit.remaining);
+  headers['X-RateLimit-Reset'] = reset;
+  return headers;
 }

@@ -658,9 +658,12 @@ function settled(reply: Reply): { chargedMicro: bigint; driftMicro: bigint; outb
 function decodeFinalize(reply: Reply): FinalizeResult | CancelResult {
   switch (reply[0]) {
     case 'FINALIZED':
-      return { status: 'FINALIZED', ...settled(reply), releasedMicro: big(reply[2]) };
-    case 'LATE_FINALIZE':
-      return { status: 'LATE_FINALIZE', ...settled(reply), overspend: reply[2] === 1 };
+    case 'LATE_FINALIZE': {
+      const { chargedMicro, driftMicro, outboxEntryId } = settled(reply);
+      return reply[0] === 'FINALIZED'
+        ? { status: 'FINALIZED', chargedMicro, driftMicro, outboxEntryId, releasedMicro: big(reply[2]) }
+        : { status: 'LATE_FINALIZE', chargedMicro, driftMicro, outboxEntryId, overspend: reply[2] === 1 };
+    }
     case 'RECOVERED': {
       const { chargedMicro, outboxEntryId } = settled(reply);
       return { status: 'RECOVERED', chargedMicro, overspend: reply[2] === 1, outboxEntryId };
