@@ -42,22 +42,17 @@ export function settledRow(
   chargedMicro: bigint,
   settledAtMs: number,
 ): SettledSpend {
-  // Written out rather than spread from spendEntry: objects built by spreading on the request path
-  // were kept through young-generation collections (docs/performance.md, 2026-12-03).
-  return {
-    reservationId: admitted.reservationId,
-    tenantId: key.tenantId,
-    keyId: key.id,
-    userId: admitted.userId,
-    channelId: admitted.channelId,
-    pool: admitted.decision.pool,
-    promptTokens: usage.promptTokens,
-    completionTokens: usage.completionTokens,
-    costMicro: key.sandbox ? costMicro : chargedMicro,
-    free: key.sandbox,
-    chargedMicro,
-    settledAt: new Date(settledAtMs),
-  };
+  // spendEntry's row with two fields set, not spread into a new one: objects built by spreading on
+  // the request path were kept through young-generation collections (docs/performance.md, 2026-12-03).
+  const row: SpendEntry & Partial<Pick<SettledSpend, 'chargedMicro' | 'settledAt'>> = spendEntry(
+    key,
+    admitted,
+    usage,
+    key.sandbox ? costMicro : chargedMicro,
+  );
+  row.chargedMicro = chargedMicro;
+  row.settledAt = new Date(settledAtMs);
+  return row as SettledSpend;
 }
 
 /**
