@@ -9,7 +9,7 @@ export const SETTINGS_POLL_MS = 1_000;
 // counter bump was lost (Redis down at that moment) still arrives.
 export const SETTINGS_RELOAD_MS = 60_000;
 
-/** The copy itself, apart from its loader, so Services built per request (Workers) can share one. */
+/** The copy itself, apart from its loader, so that several Services can share one. */
 export interface CopyState<T> {
   value: T | undefined;
   /** The change counter the value was loaded at; -1 until it has been read once. */
@@ -73,7 +73,7 @@ export class WatchedCopy<T> {
   }
 
   /**
-   * For Services built per request (Workers): refreshes when the last check is older than
+   * For Workers (no timers between requests): refreshes when the last check is older than
    * `maxAgeMs`, one refresh at a time for all requests sharing the copy. Only the first load is
    * waited for; later refreshes run while requests are served from the current copy, so a request
    * never waits on the store for settings.
