@@ -657,12 +657,14 @@ function settled(reply: Reply): { chargedMicro: bigint; driftMicro: bigint; outb
 
 function decodeFinalize(reply: Reply): FinalizeResult | CancelResult {
   switch (reply[0]) {
-    case 'FINALIZED':
+    // Each result written out, not spread from `settled` (docs/performance.md, 2026-12-03).
+    case 'FINALIZED': {
+      const { chargedMicro, driftMicro, outboxEntryId } = settled(reply);
+      return { status: 'FINALIZED', chargedMicro, driftMicro, outboxEntryId, releasedMicro: big(reply[2]) };
+    }
     case 'LATE_FINALIZE': {
       const { chargedMicro, driftMicro, outboxEntryId } = settled(reply);
-      return reply[0] === 'FINALIZED'
-        ? { status: 'FINALIZED', chargedMicro, driftMicro, outboxEntryId, releasedMicro: big(reply[2]) }
-        : { status: 'LATE_FINALIZE', chargedMicro, driftMicro, outboxEntryId, overspend: reply[2] === 1 };
+      return { status: 'LATE_FINALIZE', chargedMicro, driftMicro, outboxEntryId, overspend: reply[2] === 1 };
     }
     case 'RECOVERED': {
       const { chargedMicro, outboxEntryId } = settled(reply);
