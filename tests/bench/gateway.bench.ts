@@ -786,6 +786,8 @@ async function main(): Promise<void> {
     const first = gateways[0];
     const firstMeasured = passes[0]?.results.find((r) => r.name === first?.target.name);
     if (PROFILE && first?.gateway.profileDir && firstMeasured?.profileWindowUs) {
+      // node writes the profile at exit: stopped above only when details were measured.
+      await first.gateway.stop();
       profile = await summarizeProfile(first.gateway.profileDir, firstMeasured.profileWindowUs, 20);
     }
     notes.push(`machine load average at the end: ${load()} (other work on this machine skews every row)`);
@@ -987,7 +989,7 @@ function print(run: {
   if (run.profile) {
     out.push(
       '',
-      `${run.details[0]?.running.target.name} CPU profile (--cpu-prof), first pass's non-streaming saturation window only: ${run.profile.samples} samples over ${fixed(run.profile.windowMs / 1000, 1)} s; self time`,
+      `${GATEWAYS[0]?.name} CPU profile (--cpu-prof), first pass's non-streaming saturation window only: ${run.profile.samples} samples over ${fixed(run.profile.windowMs / 1000, 1)} s; self time`,
       'by module:',
       ...run.profile.modules.map((m) => `  ${fixed(m.share * 100, 1).padStart(5)} %  ${m.name}`),
       'by function:',
