@@ -5,6 +5,8 @@
  *   A   the mock upstream itself
  *   B   a bare node:http keep-alive pass-through proxy (the floor for any Node proxy)
  *   B2  Hono + @hono/node-server + global `fetch` pass-through (a naive Hono gateway)
+ *   BR  B plus the two store calls of an enforced request (admit, finalize) on a Redis of its own:
+ *       the floor of any gateway deciding per request in Redis (tests/bench/gateway/proxy-node-redis.ts)
  *   G   `spicegate serve` with full enforcement: key verification, admit, upstream, settle,
  *       outbox, spend entry — on a Redis and a database of its own (so Redis's CPU and INFO count
  *       only its work); and any variant of G in GATEWAYS (the same gateway with other settings).
@@ -703,11 +705,19 @@ async function main(): Promise<void> {
   notes.push(`machine load average (1/5/15 min) at start: ${load()}`);
   const gateways: RunningGateway[] = [];
   let profile: ProfileSummary | undefined;
+  let brRedis: RedisServer | undefined;
   try {
     // No helper threads, so that it can run at SCHED_FIFO (pinning.ts's setRealtime).
     const mock = await startHelper('./mock-upstream.ts', {}, ['--single-threaded']);
     const proxyB = await startHelper('./proxy-node.ts', { UPSTREAM_URL: mock.url });
     const proxyB2 = await startHelper('./proxy-hono-fetch.ts', { UPSTREAM_URL: mock.url });
+    brRedis = await startRedisServer();
+    track(brRedis.process);
+    const proxyBR = await startHelper('./proxy-node-redis.ts', {
+      UPSTREAM_URL: mock.url,
+      REDIS_URL: brRedis.url,
+      BR_TENANTS: String(TENANTS),
+    });
     for (const target of GATEWAYS) gateways.push(await startGatewayTarget(target, mock));
     for (const running of gateways) {
       notes.push(
@@ -728,6 +738,7 @@ async function main(): Promise<void> {
       plainSubject('A', 'upstream (mock) directly', mock.pid, mock.url),
       plainSubject('B', 'node:http proxy', proxyB.pid, proxyB.url),
       plainSubject('B2', 'Hono + fetch proxy', proxyB2.pid, proxyB2.url),
+      plainSubject('BR', 'B + admit and finalize in Redis', proxyBR.pid, proxyBR.url),
       ...gateways.map(gatewaySubject),
       // A and B are every ratio's reference: always measured.
     ].filter(
@@ -737,7 +748,10 @@ async function main(): Promise<void> {
     const everyone: Processes = {
       mock: mock.pid,
       targets: subjects.map((subject) => subject.pid),
-      redis: gateways.map((running) => running.redis.process.pid as number),
+      redis: [
+        ...gateways.map((running) => running.redis.process.pid as number),
+        brRedis.process.pid as number,
+      ],
       databaseUrls: gateways.flatMap((running) => (running.database?.url ? [running.database.url] : [])),
     };
 
@@ -799,6 +813,7 @@ async function main(): Promise<void> {
       running.stats.disconnect();
       await running.redis.stop();
     }
+    await brRedis?.stop();
     killAll();
   }
 }
@@ -979,6 +994,13 @@ function print(run: {
         `  ${mark(g.cpuMsPerStream <= GOAL_STREAM_CPU_RATIO * b.cpuMsPerStream)} CPU per ${STREAM_CHUNKS}-chunk stream ≤ ${GOAL_STREAM_CPU_RATIO} × B: ${fixed(g.cpuMsPerStream / b.cpuMsPerStream, 2)} × (${fixed(g.cpuMsPerStream, 3)} vs ${fixed(b.cpuMsPerStream, 3)} ms)`,
         `  ${mark(g.latency.p99Ms - b.latency.p99Ms <= GOAL_ADDED_P99_OVER_B_MS)} p99 at ${RATE_PER_SECOND} req/s − B's ≤ ${GOAL_ADDED_P99_OVER_B_MS} ms: ${fixed(g.latency.p99Ms - b.latency.p99Ms, 2)} ms (${fixed(g.latency.p99Ms, 2)} vs ${fixed(b.latency.p99Ms, 2)})`,
       );
+      // The floor: B with the two store calls alone; what the CPU goal leaves for the rest of G.
+      const br = byName.get('BR');
+      if (br !== undefined)
+        out.push(
+          `  floor BR (B + admit + finalize, nothing else): ${fixed(br.cpuMsPerRequest / b.cpuMsPerRequest, 2)} × B per request at saturation — ` +
+            `the goal leaves ${fixed(GOAL_CPU_RATIO * b.cpuMsPerRequest - br.cpuMsPerRequest, 3)} ms for the rest of G's work, which takes ${fixed(g.cpuMsPerRequest - br.cpuMsPerRequest, 3)} ms`,
+        );
     }
     out.push(
       `  ${mark(tripsPerRequest <= GOAL_ROUND_TRIPS + 0.05)} Redis round trips per request = ${GOAL_ROUND_TRIPS}: ${fixed(tripsPerRequest, 2)}`,
