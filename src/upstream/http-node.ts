@@ -137,25 +137,30 @@ function parseTarget(url: string): Target {
  * A response body as an async iterator with one promise per wait: 'data' events, the stream paused
  * while chunks wait to be taken. Not Readable's own async iterator: an async generator whose
  * several promises per chunk outlive young-generation collections on slow streams.
+ * What one socket read brought is taken as one chunk: the HTTP parser emits a 'data' event per
+ * chunk of a chunked body (an SSE upstream's event each) synchronously, and the waiting reader is
+ * answered in a microtask after them, with all of them — so a burst of events is parsed, relayed
+ * and written to the client once, not once per event.
  */
 class BodyIterator implements AsyncIterator<Uint8Array> {
-  private readonly queue: Buffer[] = [];
+  private queue: Buffer[] = [];
   private ended = false;
   private failure: Error | undefined;
+  private waking = false;
   private waiting:
     | { resolve(result: IteratorResult<Uint8Array>): void; reject(error: unknown): void }
     | undefined;
 
   constructor(private readonly stream: IncomingMessage) {
     stream.on('data', (chunk: Buffer) => {
-      const waiting = this.waiting;
-      if (waiting !== undefined) {
-        this.waiting = undefined;
-        waiting.resolve({ value: chunk, done: false });
+      this.queue.push(chunk);
+      if (this.waiting === undefined) {
+        stream.pause();
         return;
       }
-      this.queue.push(chunk);
-      stream.pause();
+      if (this.waking) return;
+      this.waking = true;
+      queueMicrotask(this.wake);
     });
     stream.once('end', () => {
       this.ended = true;
@@ -173,9 +178,9 @@ class BodyIterator implements AsyncIterator<Uint8Array> {
   }
 
   next(): Promise<IteratorResult<Uint8Array>> {
-    const chunk = this.queue.shift();
-    if (chunk !== undefined) {
-      if (this.queue.length === 0) this.stream.resume();
+    if (this.queue.length > 0) {
+      const chunk = this.take();
+      this.stream.resume();
       return Promise.resolve({ value: chunk, done: false });
     }
     if (this.failure !== undefined) return Promise.reject(this.failure);
@@ -192,11 +197,27 @@ class BodyIterator implements AsyncIterator<Uint8Array> {
     return Promise.resolve({ value: undefined, done: true });
   }
 
-  private wake(): void {
+  /** Every chunk waiting, as one. */
+  private take(): Buffer {
+    const queue = this.queue;
+    this.queue = [];
+    return queue.length === 1 ? (queue[0] as Buffer) : Buffer.concat(queue);
+  }
+
+  /** Answers the waiting reader: the chunks first (also those before an end or error), then the end. */
+  private readonly wake = (): void => {
+    this.waking = false;
     const waiting = this.waiting;
     if (waiting === undefined) return;
-    this.waiting = undefined;
-    if (this.failure !== undefined) waiting.reject(this.failure);
-    else waiting.resolve({ value: undefined, done: true });
-  }
+    if (this.queue.length > 0) {
+      this.waiting = undefined;
+      waiting.resolve({ value: this.take(), done: false });
+    } else if (this.failure !== undefined) {
+      this.waiting = undefined;
+      waiting.reject(this.failure);
+    } else if (this.ended) {
+      this.waiting = undefined;
+      waiting.resolve({ value: undefined, done: true });
+    }
+  };
 }
