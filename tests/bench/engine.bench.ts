@@ -31,7 +31,7 @@ import { redisOptions, redisRunner } from '../../src/store/redis.js';
 import { SCRIPTS } from '../../src/store/scripts.generated.js';
 import { createStore, type Store } from '../../src/store/typed-store.js';
 import { type RedisServer, startRedisServer } from '../support/redis-server.js';
-import { NO_LIMITS, positive } from './settings.js';
+import { NO_LIMITS, positive, TIER_LIMITS } from './settings.js';
 
 const REDIS_URL = process.env.REDIS_URL || 'redis://127.0.0.1:6379';
 // Load goes to this machine only.
@@ -403,19 +403,6 @@ async function baselineRunner(url: string): Promise<ScriptRunner> {
     },
   };
 }
-
-/** Limits as a tier sets them (every dimension counted), too high to deny anything here. */
-const TIER_LIMITS: AdmitLimits = {
-  tenantRpm: 1_000_000_000,
-  userRpm: 1_000_000_000,
-  channelRpm: 1_000_000_000,
-  keyRpm: 1_000_000_000,
-  burstCapacity: 1_000_000,
-  burstRefillPerMinute: 60_000_000,
-  keyTpd: 1_000_000_000,
-  tenantMonthlyCapMicro: 10n ** 15n,
-  keyMonthlyCapMicro: 10n ** 15n,
-};
 
 interface Workload {
   name: string;

@@ -21,3 +21,16 @@ export const NO_LIMITS: AdmitLimits = {
   tenantMonthlyCapMicro: null,
   keyMonthlyCapMicro: null,
 };
+
+/** Limits as a tier sets them (every dimension counted), too high to deny anything in a bench. */
+export const TIER_LIMITS: AdmitLimits = {
+  tenantRpm: 1_000_000_000,
+  userRpm: 1_000_000_000,
+  channelRpm: 1_000_000_000,
+  keyRpm: 1_000_000_000,
+  burstCapacity: 1_000_000,
+  burstRefillPerMinute: 60_000_000,
+  keyTpd: 1_000_000_000,
+  tenantMonthlyCapMicro: 10n ** 15n,
+  keyMonthlyCapMicro: 10n ** 15n,
+};
