@@ -35,8 +35,19 @@ function burst(response: ServerResponse, events: string[], end = false): void {
   process.nextTick(() => response.uncork());
 }
 
+/** Resolved when the client has taken the next chunk: the server's cue for its next burst. */
+let taken: { promise: Promise<void>; resolve(): void };
+function expectTake(): void {
+  let resolve = () => {};
+  const promise = new Promise<void>((done) => {
+    resolve = done;
+  });
+  taken = { promise, resolve };
+}
+
 async function chunksOf(serve: (response: ServerResponse) => Promise<void>): Promise<string[]> {
   next = serve;
+  expectTake();
   const client = nodeHttpClient();
   try {
     const response = await client.request({
@@ -47,7 +58,12 @@ async function chunksOf(serve: (response: ServerResponse) => Promise<void>): Pro
       connectTimeoutMs: 2_000,
     });
     const chunks: string[] = [];
-    for await (const chunk of response.body) chunks.push(Buffer.from(chunk).toString('utf8'));
+    for await (const chunk of response.body) {
+      chunks.push(Buffer.from(chunk).toString('utf8'));
+      const { resolve } = taken;
+      expectTake();
+      resolve();
+    }
     return chunks;
   } finally {
     client.close?.();
@@ -57,10 +73,11 @@ async function chunksOf(serve: (response: ServerResponse) => Promise<void>): Pro
 describe('the Node client reads an upstream body', () => {
   it('takes the events of one read as one chunk, each later burst as its own', async () => {
     const chunks = await chunksOf(async (response) => {
+      // Each burst only once the client took the one before: never two in one read.
       burst(response, EVENTS);
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      await taken.promise;
       burst(response, ['data: four\n\n', 'data: five\n\n']);
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      await taken.promise;
       response.end();
     });
     expect(chunks).toEqual([EVENTS.join(''), 'data: four\n\ndata: five\n\n']);
@@ -76,7 +93,7 @@ describe('the Node client reads an upstream body', () => {
     const chunks = await chunksOf(async (response) => {
       for (const event of EVENTS) {
         response.write(event);
-        await new Promise((resolve) => setTimeout(resolve, 20));
+        await taken.promise;
       }
       response.end();
     });
